@@ -1,0 +1,67 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.Model;
+
+/// <summary>Causal multi-head attention with grouped-query K/V, RoPE on q and k, no biases (docs/method.md §1).</summary>
+public sealed class OuroAttention : nn.Module<Tensor, Tensor>
+{
+    internal readonly Linear q_proj, k_proj, v_proj, o_proj;
+    internal readonly int NumHeads, NumKvHeads, HeadDim;
+
+    public OuroAttention(OuroConfig c) : base("self_attn")
+    {
+        NumHeads = c.NumAttentionHeads;
+        NumKvHeads = c.NumKeyValueHeads;
+        HeadDim = c.HeadDim;
+        q_proj = nn.Linear(c.HiddenSize, NumHeads * HeadDim, hasBias: false);
+        k_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false);
+        v_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false);
+        o_proj = nn.Linear(NumHeads * HeadDim, c.HiddenSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    /// <summary>Use <see cref="Forward"/>; positions must be supplied.</summary>
+    public override Tensor forward(Tensor x) => throw new NotSupportedException("Call Forward(x, cos, sin).");
+
+    /// <summary>x: (B, S, H); cos/sin: (S, D). Returns (B, S, H).</summary>
+    public Tensor Forward(Tensor x, Tensor cos, Tensor sin)
+    {
+        var (q, k, v) = ProjectQkv(x, cos, sin);                    // (B, h, S, D), (B, kv, S, D) ×2
+        var o = Attend(q, k, v, causal: true, mask: null);          // (B, h, S, D)
+        return Output(o);
+    }
+
+    /// <summary>Projections with RoPE applied: q (B, h, S, D); k, v (B, kv, S, D).</summary>
+    internal (Tensor Q, Tensor K, Tensor V) ProjectQkv(Tensor x, Tensor cos, Tensor sin)
+    {
+        long b = x.shape[0], s = x.shape[1];
+        var q = q_proj.forward(x).view(b, s, NumHeads, HeadDim).transpose(1, 2);
+        var k = k_proj.forward(x).view(b, s, NumKvHeads, HeadDim).transpose(1, 2);
+        var v = v_proj.forward(x).view(b, s, NumKvHeads, HeadDim).transpose(1, 2);
+        return (Rope.Apply(q, cos, sin), Rope.Apply(k, cos, sin), v);
+    }
+
+    /// <summary>
+    /// Scaled dot-product attention, scale head_dim^-0.5. K/V heads are repeated for GQA. Either causal (query i sees
+    /// keys 0..i, queries and keys aligned) or an explicit boolean mask (true = may attend), broadcast to (B, h, Sq, Sk).
+    /// </summary>
+    internal Tensor Attend(Tensor q, Tensor k, Tensor v, bool causal, Tensor? mask)
+    {
+        if (NumKvHeads != NumHeads)
+        {
+            int rep = NumHeads / NumKvHeads;
+            k = k.repeat_interleave(rep, dim: 1);
+            v = v.repeat_interleave(rep, dim: 1);
+        }
+        return F.scaled_dot_product_attention(q, k, v, mask, 0.0, causal && mask is null);
+    }
+
+    /// <summary>(B, h, S, D) → o_proj → (B, S, H).</summary>
+    internal Tensor Output(Tensor o)
+    {
+        long b = o.shape[0], s = o.shape[2];
+        return o_proj.forward(o.transpose(1, 2).reshape(b, s, NumHeads * HeadDim));
+    }
+}

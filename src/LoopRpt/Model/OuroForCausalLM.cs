@@ -1,0 +1,184 @@
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.Model;
+
+/// <summary>The backbone: embeddings, shared layers, the final norm applied after every loop, and the exit gate.</summary>
+public sealed class OuroModel : nn.Module<Tensor, Tensor>
+{
+    internal readonly Embedding embed_tokens;
+    internal readonly ModuleList<OuroDecoderLayer> layers;
+    internal readonly RmsNorm norm;
+    internal readonly Linear early_exit_gate;
+
+    public OuroModel(OuroConfig c) : base("model")
+    {
+        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize);
+        layers = new ModuleList<OuroDecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new OuroDecoderLayer(c, i)).ToArray());
+        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps);
+        early_exit_gate = nn.Linear(c.HiddenSize, 1, hasBias: true);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => throw new NotSupportedException("Call OuroForCausalLM.Forward.");
+}
+
+/// <summary>Options of one forward pass.</summary>
+public sealed class LoopForwardOptions
+{
+    /// <summary>Loops to run (default: the config's total_ut_steps). Fewer loops give the same first steps.</summary>
+    public int? Loops { get; init; }
+
+    /// <summary>Position of the first token (for continuing a prefix); default 0.</summary>
+    public long PositionOffset { get; init; }
+
+    /// <summary>
+    /// Applied to the final-normed state after loop t: its result is what the gate sees and what loop t+1 receives
+    /// (LoopRPT's noisy latent rollouts, docs/method.md §4.6). Arguments: state (B, S, H), loop index t.
+    /// </summary>
+    public Func<Tensor, int, Tensor>? AfterLoop { get; init; }
+}
+
+/// <summary>
+/// The Ouro looped language model (arXiv 2510.25741): the same decoder layers run T times; after every loop the final
+/// norm is applied, its output feeds the next loop, the exit gate scores it, and the LM head can read it out.
+/// Module fields carry the reference checkpoint names, so the state dict keys equal the HF keys
+/// (<c>model.layers.0.self_attn.q_proj.weight</c>, ..., <c>lm_head.weight</c>).
+/// </summary>
+public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
+{
+    internal readonly OuroModel model;
+    internal readonly Linear lm_head;
+    private readonly Rope _rope;
+
+    public OuroForCausalLM(OuroConfig config, Device? device = null, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
+        : base("OuroForCausalLM")
+    {
+        Config = config.Clone().Validate();
+        model = new OuroModel(Config);
+        lm_head = nn.Linear(Config.HiddenSize, Config.VocabSize, hasBias: false);
+        _rope = new Rope(Config.HeadDim, Config.RopeTheta);
+        RegisterComponents();
+        Initialize(generator);
+        if (Config.TieWordEmbeddings) lm_head.weight = model.embed_tokens.weight!;
+        if (dtype != ScalarType.Float32) this.to(dtype);
+        if (device is not null && device.type != DeviceType.CPU) this.to(device);
+    }
+
+    public OuroConfig Config { get; }
+
+    public Device Device => model.embed_tokens.weight!.device;
+
+    public ScalarType DType => model.embed_tokens.weight!.dtype;
+
+    internal OuroModel Backbone => model;
+
+    internal Linear LmHead => lm_head;
+
+    internal Rope Rope => _rope;
+
+    /// <summary>Normal(0, initializer_range) for linear and embedding weights, zero biases, unit norms.</summary>
+    private void Initialize(Generator? generator)
+    {
+        using var noGrad = no_grad();
+        double std = Config.InitializerRange;
+        foreach (var (name, p) in named_parameters())
+        {
+            if (name.EndsWith("layernorm.weight") || name.EndsWith("layernorm_2.weight") || name == "model.norm.weight")
+                p.fill_(1.0);
+            else if (name.EndsWith(".bias"))
+                p.zero_();
+            else
+                nn.init.normal_(p, 0.0, std, generator);
+        }
+    }
+
+    /// <summary>Unique trainable parameters by name (a tied LM head is listed once, as the embedding).</summary>
+    public IReadOnlyList<(string Name, Parameter Param)> UniqueParameters()
+    {
+        var seen = new HashSet<IntPtr>();
+        var list = new List<(string, Parameter)>();
+        foreach (var (name, p) in named_parameters())
+            if (seen.Add(p.Handle)) list.Add((name, p));
+        return list;
+    }
+
+    public override Tensor forward(Tensor inputIds)
+    {
+        var output = Forward(inputIds);
+        return Logits(output.Hidden[^1]);
+    }
+
+    /// <summary>Runs the loops on token ids (B, S) and returns per-step hidden states and gate logits.</summary>
+    public LoopOutput Forward(Tensor inputIds, LoopForwardOptions? options = null)
+    {
+        int loops = options?.Loops ?? Config.TotalUtSteps;
+        if (loops < 1) throw new ArgumentOutOfRangeException(nameof(options), loops, "Loops must be at least 1.");
+        if (inputIds.dim() != 2) throw new ArgumentException($"Expected token ids of shape (B, S), got ({string.Join(", ", inputIds.shape)}).", nameof(inputIds));
+        long s = inputIds.shape[1];
+        long offset = options?.PositionOffset ?? 0;
+        if (offset + s > Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(inputIds), offset + s, $"Sequence length {offset + s} exceeds max_position_embeddings = {Config.MaxPositionEmbeddings}.");
+
+        var h = model.embed_tokens.forward(inputIds);                // (B, S, H)
+        var (cos, sin) = _rope.Get(offset, s, h.device, h.dtype);     // (S, D)
+        var hidden = new List<Tensor>(loops);
+        var gates = new List<Tensor>(loops);
+        for (int t = 0; t < loops; t++)
+        {
+            foreach (var layer in model.layers) h = layer.Forward(h, cos, sin);
+            h = model.norm.forward(h);                                  // final norm after EVERY loop; feeds loop t+1
+            if (options?.AfterLoop is { } hook) h = hook(h, t);
+            hidden.Add(h);
+            gates.Add(model.early_exit_gate.forward(h));               // (B, S, 1)
+        }
+        return new LoopOutput(hidden, cat(gates, -1));                 // gate logits (B, S, T)
+    }
+
+    /// <summary>LM head on one step's hidden state: (B, S, H) → (B, S, V).</summary>
+    public Tensor Logits(Tensor hidden) => lm_head.forward(hidden);
+
+    /// <summary>log softmax(lm_head(hidden))[target] in float32, (B, S). Targets &lt; 0 (ignored) give 0.</summary>
+    public Tensor GoldLogProbs(Tensor hidden, Tensor targets)
+    {
+        var logp = F.log_softmax(Logits(hidden).to_type(ScalarType.Float32), -1);
+        var safe = targets.clamp_min(0).unsqueeze(-1);
+        return logp.gather(-1, safe).squeeze(-1) * (targets >= 0).to_type(ScalarType.Float32);
+    }
+
+    /// <summary>Gold log-probs at every step, (B, S, T), one step's logits alive at a time.</summary>
+    public Tensor GoldLogProbsPerStep(LoopOutput output, Tensor targets)
+        => stack(output.Hidden.Select(h => GoldLogProbs(h, targets)).ToArray(), -1);
+
+    /// <summary>
+    /// Reads out one token choice per position from per-position exit steps: logits of hidden[steps[b, s]], (B, S, V).
+    /// Computes the LM head once on the gathered states, not T times.
+    /// </summary>
+    public Tensor LogitsAtSteps(LoopOutput output, Tensor steps)
+    {
+        var states = stack(output.Hidden.ToArray(), 2);                              // (B, S, T, H)
+        var index = steps.unsqueeze(-1).unsqueeze(-1).expand(-1, -1, 1, states.shape[^1]);
+        return Logits(states.gather(2, index).squeeze(2));
+    }
+
+    /// <summary>Expected logits sum_t p(t) logits[t], (B, S, V), accumulated one step at a time.</summary>
+    public Tensor ExpectedLogits(LoopOutput output)
+    {
+        var p = output.ExitProbabilities();                                           // (B, S, T)
+        Tensor? acc = null;
+        for (int t = 0; t < output.Steps; t++)
+        {
+            var term = Logits(output.Hidden[t]).to_type(ScalarType.Float32) * p.select(-1, t).unsqueeze(-1);
+            acc = acc is null ? term : acc + term;
+        }
+        return acc!;
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _rope.Dispose();
+        base.Dispose(disposing);
+    }
+}

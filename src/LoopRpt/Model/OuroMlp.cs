@@ -1,0 +1,21 @@
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.Model;
+
+/// <summary>SwiGLU feed-forward: down(silu(gate(x)) * up(x)), no biases.</summary>
+public sealed class OuroMlp : nn.Module<Tensor, Tensor>
+{
+    internal readonly Linear gate_proj, up_proj, down_proj;
+
+    public OuroMlp(OuroConfig c) : base("mlp")
+    {
+        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false);
+        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false);
+        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor x) => down_proj.forward(F.silu(gate_proj.forward(x)) * up_proj.forward(x));
+}
