@@ -1,0 +1,53 @@
+using LoopRpt.Model;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Checkpoints;
+
+/// <summary>Moves an <see cref="OuroForCausalLM"/>'s parameters to and from safetensors under the reference key names.</summary>
+public static class ModelWeights
+{
+    public const string FileName = "model.safetensors";
+
+    /// <summary>Reference-named tensors to save; a tied <c>lm_head.weight</c> is omitted (HF convention).</summary>
+    public static IEnumerable<(string Name, Tensor Tensor)> Tensors(OuroForCausalLM lm)
+        => lm.UniqueParameters().Select(p => (p.Name, (Tensor)p.Param));
+
+    /// <summary>Saves the weights in the model's dtype (float32 or bfloat16) to a safetensors file.</summary>
+    public static void Save(OuroForCausalLM lm, string path, ScalarType? dtype = null)
+    {
+        using var scope = NewDisposeScope();
+        var tensors = Tensors(lm).Select(t => (t.Name, dtype is { } d && d != t.Tensor.dtype ? t.Tensor.to_type(d) : t.Tensor));
+        SafeTensors.Save(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+    }
+
+    /// <summary>
+    /// Loads weights into <paramref name="lm"/>, one tensor at a time, converting dtype and device. Every model key must
+    /// be present with the right shape, and the file may hold no unknown keys; errors name the key and the file.
+    /// </summary>
+    public static void Load(OuroForCausalLM lm, string path)
+    {
+        using var file = SafeTensors.Open(path);
+        Load(lm, [file]);
+    }
+
+    /// <summary>Loads from several files (shards): each key must be in exactly one of them.</summary>
+    public static void Load(OuroForCausalLM lm, IReadOnlyList<SafeTensorsFile> files)
+    {
+        var expected = lm.UniqueParameters().ToDictionary(p => p.Name, p => p.Param);
+        var owner = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
+        foreach (var f in files)
+            foreach (var key in f.Tensors.Keys)
+            {
+                if (!owner.TryAdd(key, f)) throw new InvalidDataException($"Tensor '{key}' appears in both '{owner[key].Path}' and '{f.Path}'.");
+            }
+        // A tied head may still be stored by some writers: accept it only if tied.
+        if (lm.Config.TieWordEmbeddings) owner.Remove("lm_head.weight");
+        var extra = owner.Keys.Where(k => !expected.ContainsKey(k)).Order().ToList();
+        if (extra.Count > 0)
+            throw new InvalidDataException($"'{owner[extra[0]].Path}' holds tensors this model does not have: {string.Join(", ", extra.Take(5))}{(extra.Count > 5 ? ", ..." : "")} (config mismatch?).");
+        var missing = expected.Keys.Where(k => !owner.ContainsKey(k)).ToList();
+        if (missing.Count > 0)
+            throw new InvalidDataException($"The weights lack tensor '{missing[0]}'{(missing.Count > 1 ? $" and {missing.Count - 1} more" : "")} (searched {string.Join(", ", files.Select(f => $"'{f.Path}'"))}).");
+        foreach (var (name, p) in expected) owner[name].CopyInto(name, p);
+    }
+}
