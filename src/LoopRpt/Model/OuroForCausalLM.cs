@@ -62,9 +62,10 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
         _rope = new Rope(Config.HeadDim, Config.RopeTheta);
         RegisterComponents();
         Initialize(generator);
-        if (Config.TieWordEmbeddings) lm_head.weight = model.embed_tokens.weight!;
         if (dtype != ScalarType.Float32) this.to(dtype);
         if (device is not null && device.type != DeviceType.CPU) this.to(device);
+        // Tie after any conversion: Module.to converts parameters one by one and would split a tie made earlier.
+        if (Config.TieWordEmbeddings) lm_head.weight = model.embed_tokens.weight!;
     }
 
     public OuroConfig Config { get; }
@@ -98,11 +99,8 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Unique trainable parameters by name (a tied LM head is listed once, as the embedding).</summary>
     public IReadOnlyList<(string Name, Parameter Param)> UniqueParameters()
     {
-        var seen = new HashSet<IntPtr>();
-        var list = new List<(string, Parameter)>();
-        foreach (var (name, p) in named_parameters())
-            if (seen.Add(p.Handle)) list.Add((name, p));
-        return list;
+        // A tied head is the embedding's storage under a second name; list it once, as the embedding (HF convention).
+        return named_parameters().Where(np => !(Config.TieWordEmbeddings && np.name == "lm_head.weight")).ToList();
     }
 
     public override Tensor forward(Tensor inputIds)

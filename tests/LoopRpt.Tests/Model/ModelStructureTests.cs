@@ -1,0 +1,145 @@
+using LoopRpt.Model;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Tests.Model;
+
+public class ModelStructureTests
+{
+    [Fact]
+    public void ParameterSetDoesNotDependOnLoopCount()
+    {
+        using var one = TestUtil.TinyModel(loops: 1);
+        using var four = TestUtil.TinyModel(loops: 4);
+        var a = one.UniqueParameters().Select(p => (p.Name, string.Join("x", p.Param.shape))).ToList();
+        var b = four.UniqueParameters().Select(p => (p.Name, string.Join("x", p.Param.shape))).ToList();
+        Assert.Equal(a, b);
+    }
+
+    [Fact]
+    public void ParameterNamesAreTheReferenceCheckpointKeys()
+    {
+        using var lm = TestUtil.TinyModel();
+        var names = lm.UniqueParameters().Select(p => p.Name).ToHashSet();
+        var expected = new List<string> { "model.embed_tokens.weight", "model.norm.weight", "model.early_exit_gate.weight", "model.early_exit_gate.bias", "lm_head.weight" };
+        for (int i = 0; i < 2; i++)
+        {
+            foreach (var p in new[] { "q", "k", "v", "o" }) expected.Add($"model.layers.{i}.self_attn.{p}_proj.weight");
+            foreach (var p in new[] { "gate", "up", "down" }) expected.Add($"model.layers.{i}.mlp.{p}_proj.weight");
+            foreach (var n in new[] { "input_layernorm", "input_layernorm_2", "post_attention_layernorm", "post_attention_layernorm_2" })
+                expected.Add($"model.layers.{i}.{n}.weight");
+        }
+        Assert.Equal(expected.Order(), names.Order());
+        Assert.Equal(new long[] { 16, 32 }, lm.UniqueParameters().Single(p => p.Name == "model.layers.0.self_attn.k_proj.weight").Param.shape); // GQA: 2 kv heads × 8
+        Assert.Equal(new long[] { 1, 32 }, lm.UniqueParameters().Single(p => p.Name == "model.early_exit_gate.weight").Param.shape);
+        Assert.Equal(lm.Config.ParameterCount(), lm.UniqueParameters().Sum(p => p.Param.numel()));
+    }
+
+    [Fact]
+    public void TiedHeadSharesTheEmbedding()
+    {
+        using var lm = TestUtil.TinyModel(tie: true);
+        Assert.DoesNotContain(lm.UniqueParameters(), p => p.Name == "lm_head.weight");
+        using (no_grad()) lm.Backbone.embed_tokens.weight![3, 5] = 42f;            // same storage: the head sees it
+        Assert.Equal(42f, lm.LmHead.weight![3, 5].item<float>());
+        Assert.Equal(lm.Config.ParameterCount(), lm.UniqueParameters().Sum(p => p.Param.numel()));
+    }
+
+    [Fact]
+    public void FewerLoopsGiveTheSameFirstSteps()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = TestUtil.TinyModel();
+        var ids = TestUtil.RandomIds(2, 9, 64, 3);
+        var full = lm.Forward(ids);
+        var two = lm.Forward(ids, new LoopForwardOptions { Loops = 2 });
+        Assert.Equal(2, two.Steps);
+        Assert.True(full.Hidden[1].allclose(two.Hidden[1], 0, 0));
+    }
+
+    [Fact]
+    public void CausalAttentionIgnoresFutureTokens()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = TestUtil.TinyModel();
+        var ids = TestUtil.RandomIds(1, 10, 64, 5);
+        var changed = ids.clone();
+        changed[0, 7] = (ids[0, 7] + 1) % 64;
+        var a = lm.Forward(ids).Hidden[^1];
+        var b = lm.Forward(changed).Hidden[^1];
+        Assert.True(a.narrow(1, 0, 7).allclose(b.narrow(1, 0, 7), 1e-6, 1e-6), "positions before the change must not move");
+        Assert.False(a.narrow(1, 7, 3).allclose(b.narrow(1, 7, 3), 1e-6, 1e-6), "positions at and after the change must move");
+    }
+
+    [Fact]
+    public void LayerMatchesAnIndependentComputation()
+    {
+        // Recompute one Ouro layer by hand (explicit softmax attention with a triangular mask, GQA by repeating K/V)
+        // and compare with the module; this checks the sandwich order, RoPE use, GQA and the causal mask together.
+        using var scope = NewDisposeScope();
+        using var lm = TestUtil.TinyModel();
+        var layer = lm.Backbone.layers[0];
+        using var g = new Generator(9);
+        var h = randn([2, 6, 32], generator: g);
+        var (cos, sin) = lm.Rope.Get(0, 6, CPU, ScalarType.Float32);
+        var actual = layer.Forward(h, cos, sin);
+
+        Tensor Rms(Tensor x, Tensor w) => w * (x * rsqrt(x.pow(2).mean([-1L], keepdim: true) + 1e-6));
+        Tensor Rot(Tensor x) => cat([-x.narrow(-1, 4, 4), x.narrow(-1, 0, 4)], -1);
+        var a = lm.Backbone.layers[0].self_attn;
+        var x = Rms(h, layer.input_layernorm.Weight);
+        var q = matmul(x, a.q_proj.weight!.t()).view(2, 6, 4, 8).transpose(1, 2);
+        var k = matmul(x, a.k_proj.weight!.t()).view(2, 6, 2, 8).transpose(1, 2);
+        var v = matmul(x, a.v_proj.weight!.t()).view(2, 6, 2, 8).transpose(1, 2);
+        q = q * cos + Rot(q) * sin;
+        k = k * cos + Rot(k) * sin;
+        k = k.repeat_interleave(2, 1);
+        v = v.repeat_interleave(2, 1);
+        var scores = matmul(q, k.transpose(-2, -1)) / Math.Sqrt(8);
+        var mask = ones(6, 6).triu(1).to_type(ScalarType.Bool);
+        scores = scores.masked_fill(mask, double.NegativeInfinity);
+        var o = matmul(scores.softmax(-1), v).transpose(1, 2).reshape(2, 6, 32);
+        var h1 = h + Rms(matmul(o, a.o_proj.weight!.t()), layer.input_layernorm_2.Weight);
+        var m = layer.mlp;
+        var y = Rms(h1, layer.post_attention_layernorm.Weight);
+        var mlp = matmul(nn.functional.silu(matmul(y, m.gate_proj.weight!.t())) * matmul(y, m.up_proj.weight!.t()), m.down_proj.weight!.t());
+        var expected = h1 + Rms(mlp, layer.post_attention_layernorm_2.Weight);
+        Assert.True(actual.allclose(expected, 1e-4, 1e-5));
+    }
+
+    [Fact]
+    public void FinalNormIsAppliedAfterEveryLoopAndFeedsTheNext()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = TestUtil.TinyModel(loops: 3);
+        var ids = TestUtil.RandomIds(1, 5, 64, 8);
+        var o = lm.Forward(ids);
+        var (cos, sin) = lm.Rope.Get(0, 5, CPU, ScalarType.Float32);
+        var h = lm.Backbone.embed_tokens.forward(ids);
+        for (int t = 0; t < 3; t++)
+        {
+            foreach (var layer in lm.Backbone.layers) h = layer.Forward(h, cos, sin);
+            h = lm.Backbone.norm.forward(h);
+            Assert.True(o.Hidden[t].allclose(h, 0, 0));
+        }
+        // The gate reads the normed state: gate logits equal the linear gate on Hidden[t].
+        var gate = lm.Backbone.early_exit_gate.forward(o.Hidden[1]).squeeze(-1);
+        Assert.True(o.GateLogits.select(-1, 1).allclose(gate, 0, 0));
+    }
+
+    [Fact]
+    public void BFloat16ModelRunsAndTracksFloat32()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = TestUtil.TinyModel();
+        var c = lm.Config;
+        using var bf = new OuroForCausalLM(c, dtype: ScalarType.BFloat16);
+        using (no_grad())
+            foreach (var ((_, p32), (_, p16)) in lm.UniqueParameters().Zip(bf.UniqueParameters())) p16.copy_(p32);
+        var ids = TestUtil.RandomIds(1, 6, 64, 2);
+        var a = lm.GoldLogProbsPerStep(lm.Forward(ids), ids);
+        var b = bf.GoldLogProbsPerStep(bf.Forward(ids), ids);
+        Assert.Equal(ScalarType.BFloat16, bf.DType);
+        Assert.Equal(ScalarType.Float32, b.dtype);
+        Assert.True(a.allclose(b, 0.05, 0.1), "bf16 log-probs should be close to f32");
+    }
+}
