@@ -27,5 +27,8 @@ internal static class TestUtil
         return randint(0, vocab, [b, s], dtype: ScalarType.Int64, generator: g);
     }
 
+    /// <summary>Same shape and bitwise-equal values.</summary>
+    public static bool BitEqual(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && a.eq(b).all().item<bool>();
+
     public static float[] ToArray(Tensor t) => t.to_type(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
 }

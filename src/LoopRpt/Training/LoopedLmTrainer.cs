@@ -247,7 +247,8 @@ public sealed class LoopedLmTrainer
                     progress = Report(lr, clock.Elapsed, intervalClock.Elapsed.TotalSeconds) ?? progress;
                     intervalClock.Restart();
                 }
-                if (_manager is not null && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
+                // No checkpoint in the middle of a non-finite streak: the last good one stays the latest.
+                if (_manager is not null && consecutiveBad == 0 && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
                     checkpoint = SaveCheckpoint(progress);
             }
             return (true, progress, checkpoint);
@@ -256,10 +257,10 @@ public sealed class LoopedLmTrainer
         private TrainingProgress? Report(double lr, TimeSpan elapsed, double intervalSeconds)
         {
             var metrics = new Dictionary<string, double[]>(StringComparer.Ordinal);
-            foreach (var (k, v) in _interval)
+            using (NewDisposeScope())
             {
-                using var host = (v / Math.Max(1, _intervalSteps)).to_type(ScalarType.Float64).cpu();
-                metrics[k] = host.data<double>().ToArray();
+                foreach (var (k, v) in _interval)
+                    metrics[k] = (v / Math.Max(1, _intervalSteps)).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
             }
             var progress = new TrainingProgress
             {
