@@ -15,9 +15,8 @@ public static class ModelWeights
     /// <summary>Saves the weights in the model's dtype (float32 or bfloat16) to a safetensors file.</summary>
     public static void Save(OuroForCausalLM lm, string path, ScalarType? dtype = null)
     {
-        using var scope = NewDisposeScope();
-        var tensors = Tensors(lm).Select(t => (t.Name, dtype is { } d && d != t.Tensor.dtype ? t.Tensor.to_type(d) : t.Tensor));
-        SafeTensors.Save(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        // Converted one tensor at a time while writing: never a second copy of the whole model.
+        SafeTensors.Save(path, Tensors(lm), new Dictionary<string, string> { ["format"] = "pt" }, dtype);
     }
 
     /// <summary>
