@@ -91,7 +91,7 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
             else if (name.EndsWith(".bias"))
                 p.zero_();
             else
-                nn.init.normal_(p, 0.0, std, generator);
+                p.normal_(0.0, std, generator);   // not nn.init.normal_: in TorchSharp 0.107 it ignores the generator
         }
     }
 

@@ -1,0 +1,141 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
+using LoopRpt.Model;
+using LoopRpt.Native;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Checkpoints;
+
+/// <summary>
+/// Human-readable description of a saved model (<c>meta.json</c>).
+/// Format history: version 1 — config.json, model.safetensors (reference key names), meta.json; checkpoints add
+/// training_state.safetensors (optimizer moments <c>optimizer.exp_avg.NAME</c>/<c>optimizer.exp_avg_sq.NAME</c>,
+/// objective state <c>objective.NAME</c>) and trainer_state.json.
+/// </summary>
+public sealed class ModelMeta
+{
+    [JsonPropertyName("format")] public string Format { get; set; } = ModelDirectory.FormatName;
+    [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = ModelDirectory.FormatVersion;
+    [JsonPropertyName("library_version")] public string LibraryVersion { get; set; } = typeof(ModelDirectory).Assembly.GetName().Version?.ToString() ?? "0";
+    [JsonPropertyName("created_utc")] public DateTime CreatedUtc { get; set; } = DateTime.UtcNow;
+    [JsonPropertyName("dtype")] public string DType { get; set; } = "float32";
+    /// <summary>Optimizer steps taken over all stages.</summary>
+    [JsonPropertyName("step")] public long Step { get; set; }
+    [JsonPropertyName("tokens_seen")] public long TokensSeen { get; set; }
+    /// <summary>Stages run so far, in order, with their step counts.</summary>
+    [JsonPropertyName("stages")] public List<StageRecord> Stages { get; set; } = [];
+    /// <summary>Last logged metrics (name → values; one value, or one per loop step).</summary>
+    [JsonPropertyName("metrics")] public Dictionary<string, double[]> Metrics { get; set; } = [];
+    /// <summary>Description of the tokenizer the model was trained with (kind, files, special ids), if any.</summary>
+    [JsonPropertyName("tokenizer")] public JsonObject? Tokenizer { get; set; }
+
+    public ModelMeta Clone() => JsonSerializer.Deserialize<ModelMeta>(JsonSerializer.Serialize(this))!;
+}
+
+/// <summary>One stage in a model's training history.</summary>
+public sealed record StageRecord([property: JsonPropertyName("name")] string Name, [property: JsonPropertyName("steps")] long Steps);
+
+/// <summary>A loaded model directory.</summary>
+public sealed record LoadedModel(OuroForCausalLM Model, ModelMeta Meta, string Directory);
+
+/// <summary>
+/// LoopRpt's model directory: <c>config.json</c> (reference keys), <c>model.safetensors</c> (reference key names,
+/// float32 or bfloat16), <c>meta.json</c>. Saves are atomic (the whole directory is built aside and swapped in).
+/// </summary>
+public static class ModelDirectory
+{
+    public const string FormatName = "looprpt-model";
+    public const int FormatVersion = 1;
+    public const string ConfigFile = "config.json";
+    public const string MetaFile = "meta.json";
+
+    private static readonly JsonSerializerOptions MetaJson = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
+
+    /// <summary>Saves atomically; <paramref name="writeExtra"/> may add files (tokenizer, training state) to the temporary directory.</summary>
+    public static void Save(string directory, OuroForCausalLM lm, ModelMeta meta, Action<string>? writeExtra = null)
+    {
+        AtomicDirectory.Write(directory, tmp => WriteInto(tmp, lm, meta, writeExtra));
+    }
+
+    /// <summary>Writes the files into an existing directory (no atomicity; used inside an atomic write).</summary>
+    public static void WriteInto(string directory, OuroForCausalLM lm, ModelMeta meta, Action<string>? writeExtra = null)
+    {
+        var m = meta.Clone();
+        m.Format = FormatName;
+        m.FormatVersion = FormatVersion;
+        m.DType = lm.DType == ScalarType.BFloat16 ? "bfloat16" : "float32";
+        var config = lm.Config.Clone();
+        config.TorchDtype = m.DType;
+        File.WriteAllText(Path.Combine(directory, ConfigFile), config.ToJson());
+        ModelWeights.Save(lm, Path.Combine(directory, ModelWeights.FileName));
+        File.WriteAllText(Path.Combine(directory, MetaFile), JsonSerializer.Serialize(m, MetaJson));
+        writeExtra?.Invoke(directory);
+    }
+
+    /// <summary>True if the directory looks like a LoopRpt model directory (has meta.json of this format).</summary>
+    public static bool IsModelDirectory(string directory) => File.Exists(Path.Combine(directory, MetaFile)) && File.Exists(Path.Combine(directory, ConfigFile));
+
+    public static OuroConfig ReadConfig(string directory)
+    {
+        var path = Path.Combine(directory, ConfigFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"Model directory '{directory}' has no {ConfigFile}.", path);
+        try
+        {
+            return OuroConfig.FromJson(File.ReadAllText(path));
+        }
+        catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
+        {
+            throw new InvalidDataException($"'{path}' is not a valid model config: {e.Message}", e);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw new InvalidDataException($"'{path}' describes an impossible model: {e.Message}", e);
+        }
+    }
+
+    public static ModelMeta ReadMeta(string directory)
+    {
+        var path = Path.Combine(directory, MetaFile);
+        if (!File.Exists(path)) throw new FileNotFoundException($"Model directory '{directory}' has no {MetaFile}.", path);
+        ModelMeta? meta;
+        try
+        {
+            meta = JsonSerializer.Deserialize<ModelMeta>(File.ReadAllText(path), MetaJson);
+        }
+        catch (JsonException e)
+        {
+            throw new InvalidDataException($"'{path}' is not valid JSON: {e.Message}", e);
+        }
+        if (meta is null || meta.Format != FormatName)
+            throw new InvalidDataException($"'{path}' is not a LoopRpt model description (format '{meta?.Format}', expected '{FormatName}').");
+        if (meta.FormatVersion > FormatVersion || meta.FormatVersion < 1)
+            throw new InvalidDataException($"'{path}' has format_version {meta.FormatVersion}; this LoopRpt reads versions 1 to {FormatVersion}. Upgrade LoopRpt to load it.");
+        return meta;
+    }
+
+    /// <summary>
+    /// Loads a model directory onto <paramref name="device"/> in <paramref name="dtype"/> (default: the stored dtype).
+    /// Missing, truncated, corrupt or mismatched files fail with an exception naming the file and the problem.
+    /// </summary>
+    public static LoadedModel Load(string directory, Device? device = null, ScalarType? dtype = null)
+    {
+        TorchNative.EnsureLoaded();
+        AtomicDirectory.Recover(directory);
+        if (!Directory.Exists(directory)) throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
+        var config = ReadConfig(directory);
+        var meta = ReadMeta(directory);
+        var stored = meta.DType == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;
+        var lm = new OuroForCausalLM(config, device, dtype ?? stored);
+        try
+        {
+            ModelWeights.Load(lm, Path.Combine(directory, ModelWeights.FileName));
+        }
+        catch
+        {
+            lm.Dispose();
+            throw;
+        }
+        return new LoadedModel(lm, meta, Path.GetFullPath(directory));
+    }
+}

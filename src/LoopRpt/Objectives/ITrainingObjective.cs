@@ -1,0 +1,66 @@
+using LoopRpt.Data;
+using LoopRpt.Model;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Objectives;
+
+/// <summary>
+/// The loss of one micro-batch and its metrics. Metrics are detached device tensors (0-d or 1-d, e.g. one value per
+/// loop step), averaged over micro-batches and read to the host only at logging time.
+/// </summary>
+public sealed class ObjectiveOutput
+{
+    public ObjectiveOutput(Tensor loss, IReadOnlyDictionary<string, Tensor> metrics)
+    {
+        Loss = loss;
+        Metrics = metrics;
+    }
+
+    /// <summary>Scalar loss with its graph.</summary>
+    public Tensor Loss { get; }
+
+    /// <summary>Named detached metrics (0-d or 1-d float32 tensors).</summary>
+    public IReadOnlyDictionary<string, Tensor> Metrics { get; }
+}
+
+/// <summary>What a trainer stage optimizes: Ouro Stage I, Stage II gate training, or LoopRPT.</summary>
+public interface ITrainingObjective : IDisposable
+{
+    /// <summary>Short name used in logs and checkpoint metadata ("pretrain", "gate", "looprpt").</summary>
+    string Name { get; }
+
+    /// <summary>Parameters this objective trains (all of them, or the exit gate only).</summary>
+    IReadOnlyList<(string Name, Parameter Param)> TrainableParameters(OuroForCausalLM lm);
+
+    /// <summary>Called once before the first step with the model (e.g. to build an EMA teacher).</summary>
+    void Attach(OuroForCausalLM lm);
+
+    /// <summary>Loss of one micro-batch. <paramref name="inputs"/>, <paramref name="targets"/>: (B, S) on the model's device.</summary>
+    ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep);
+
+    /// <summary>After each successful optimizer step (the EMA teacher update lives here).</summary>
+    void AfterOptimizerStep(OuroForCausalLM lm, long step);
+
+    /// <summary>Extra tensors to checkpoint (e.g. the teacher's weights), by name.</summary>
+    IEnumerable<(string Name, Tensor Tensor)> StateTensors();
+
+    /// <summary>Restores <see cref="StateTensors"/>; the callback copies a saved tensor into the given one and returns false if absent.</summary>
+    void LoadState(Func<string, Tensor, bool> copyInto);
+}
+
+/// <summary>Masked means shared by the objectives.</summary>
+internal static class Masked
+{
+    /// <summary>mask (B, S) float32 where targets are real tokens.</summary>
+    public static Tensor TargetMask(Tensor targets) => (targets != TokenBatch.IgnoreIndex).to_type(ScalarType.Float32);
+
+    /// <summary>sum(x * mask) / max(sum(mask), 1) over the leading (B, S) axes; x may have trailing axes.</summary>
+    public static Tensor Mean(Tensor x, Tensor mask)
+    {
+        var m = mask;
+        while (m.dim() < x.dim()) m = m.unsqueeze(-1);
+        var num = (x * m).sum([0L, 1L]);
+        return num / mask.sum().clamp_min(1);
+    }
+}

@@ -1,0 +1,94 @@
+using LoopRpt.Model;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Objectives;
+
+/// <summary>Options of Ouro's Stage I objective (docs/method.md §3).</summary>
+public sealed class PretrainObjectiveOptions
+{
+    public static class Defaults
+    {
+        public const double Beta = 0.1;
+        public const double LateBeta = 0.05;
+        public const double LateBetaFrom = 0.5;
+    }
+
+    /// <summary>Weight beta of the exit-entropy regularizer early in training. Default 0.1 (published).</summary>
+    public double Beta { get; set; } = Defaults.Beta;
+
+    /// <summary>beta used later in training. Default 0.05 (published).</summary>
+    public double LateBeta { get; set; } = Defaults.LateBeta;
+
+    /// <summary>Fraction of the stage's steps after which <see cref="LateBeta"/> applies. Default 0.5; 1 disables the switch.</summary>
+    public double LateBetaFrom { get; set; } = Defaults.LateBetaFrom;
+
+    internal void Validate()
+    {
+        if (!(Beta >= 0)) throw new ArgumentOutOfRangeException(nameof(Beta), Beta, "Beta must be non-negative.");
+        if (!(LateBeta >= 0)) throw new ArgumentOutOfRangeException(nameof(LateBeta), LateBeta, "LateBeta must be non-negative.");
+        if (!(LateBetaFrom is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(LateBetaFrom), LateBetaFrom, "LateBetaFrom must lie in [0, 1].");
+    }
+}
+
+/// <summary>
+/// Ouro Stage I: L = sum_t p(t) L_t - beta H(p), per token, averaged over real target tokens (docs/method.md §3).
+/// L_t is the next-token cross-entropy when reading out after loop t.
+/// </summary>
+public sealed class PretrainObjective : ITrainingObjective
+{
+    private readonly PretrainObjectiveOptions _options;
+    private readonly long _totalSteps;
+
+    public PretrainObjective(PretrainObjectiveOptions? options = null, long totalSteps = 0)
+    {
+        _options = options ?? new PretrainObjectiveOptions();
+        _options.Validate();
+        _totalSteps = totalSteps;
+    }
+
+    public string Name => "pretrain";
+
+    /// <summary>beta at a given step of the stage.</summary>
+    public double BetaAt(long step)
+        => _totalSteps > 0 && _options.LateBetaFrom < 1 && step >= _options.LateBetaFrom * _totalSteps ? _options.LateBeta : _options.Beta;
+
+    public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters(OuroForCausalLM lm) => lm.UniqueParameters();
+
+    public void Attach(OuroForCausalLM lm) { }
+
+    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep)
+    {
+        var output = lm.Forward(inputs);
+        var stepLoss = -lm.GoldLogProbsPerStep(output, targets);          // (B, S, T)
+        return Loss(stepLoss, output.GateLogits, targets, BetaAt(step));
+    }
+
+    /// <summary>The Stage I loss from per-step losses (B, S, T) and gate logits (B, S, T); exposed for tests.</summary>
+    public static ObjectiveOutput Loss(Tensor stepLoss, Tensor gateLogits, Tensor targets, double beta)
+    {
+        var mask = Masked.TargetMask(targets);                              // (B, S)
+        var logP = ExitDistribution.LogProbabilities(gateLogits);           // (B, S, T)
+        var p = logP.exp();
+        var entropy = -(p * logP).sum(-1);                                  // H(p), (B, S)
+        var perToken = (p * stepLoss).sum(-1) - beta * entropy;
+        var loss = Masked.Mean(perToken, mask);
+        using var noGrad = no_grad();
+        var metrics = new Dictionary<string, Tensor>
+        {
+            ["loss"] = loss.detach(),
+            ["step_loss"] = Masked.Mean(stepLoss.detach(), mask),           // (T)
+            ["exit_entropy"] = Masked.Mean(entropy.detach(), mask),
+            ["expected_exit_step"] = Masked.Mean(ExitDistribution.ExpectedExitStep(p.detach()), mask),
+        };
+        return new ObjectiveOutput(loss, metrics);
+    }
+
+    public void AfterOptimizerStep(OuroForCausalLM lm, long step) { }
+
+    public IEnumerable<(string Name, Tensor Tensor)> StateTensors() => [];
+
+    public void LoadState(Func<string, Tensor, bool> copyInto) { }
+
+    public void Dispose() { }
+}

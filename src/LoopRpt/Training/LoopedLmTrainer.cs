@@ -1,0 +1,314 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using LoopRpt.Checkpoints;
+using LoopRpt.Data;
+using LoopRpt.Model;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Training;
+
+/// <summary>
+/// The training loop, nanoGPT-plain: for each stage a fresh AdamW over the objective's parameters, warmup + cosine
+/// learning rate, gradient accumulation, clipping, and checkpoints that resume exactly.
+/// <para>Host synchronization: one per optimizer step, the gradient norm (needed to clip and to skip non-finite steps);
+/// losses and metrics stay on the device and are read every <see cref="TrainerOptions.LogEvery"/> steps.</para>
+/// <para>Determinism: batches and objective randomness are functions of (seed, global step, micro-step), so on CPU a run
+/// of N steps, a resume, and M more steps equals N + M steps straight.</para>
+/// </summary>
+public sealed class LoopedLmTrainer
+{
+    public const string TrainingStateFile = "training_state.safetensors";
+    public const string TrainerStateFile = "trainer_state.json";
+
+    private readonly TrainerOptions _options;
+
+    public LoopedLmTrainer(TrainerOptions? options = null)
+    {
+        _options = options ?? new TrainerOptions();
+        _options.Validate();
+    }
+
+    /// <summary>Runs the stages in order on <paramref name="lm"/> (trained in place).</summary>
+    public TrainingResult Train(OuroForCausalLM lm, ITokenBatchSource source, IReadOnlyList<TrainingStage> stages, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(lm);
+        ArgumentNullException.ThrowIfNull(source);
+        if (stages.Count == 0) throw new ArgumentException("A training plan needs at least one stage.", nameof(stages));
+        foreach (var s in stages) s.Validate();
+
+        var manager = _options.CheckpointDirectory is { } root ? new CheckpointManager(root, _options.KeepCheckpoints) : null;
+        var baseMeta = _options.BaseMeta?.Clone() ?? new ModelMeta();
+        var state = new TrainerState
+        {
+            GlobalStep = baseMeta.Step, TokensSeen = baseMeta.TokensSeen, Seed = _options.Seed,
+            Plan = stages.Select(s => new StageRecord(s.Objective.Name, s.Steps)).ToList(),
+        };
+        string? resumeDir = _options.Resume ? manager!.Latest() : null;
+        if (resumeDir is not null)
+        {
+            state = ReadTrainerState(resumeDir, stages);
+            ModelWeights.Load(lm, Path.Combine(resumeDir, ModelWeights.FileName));
+            baseMeta = ModelDirectory.ReadMeta(resumeDir);
+            baseMeta.Stages = baseMeta.Stages.Take(baseMeta.Stages.Count - state.StageRecordsInPlan(baseMeta)).ToList();
+        }
+
+        TrainingProgress? last = null;
+        string? lastCheckpoint = resumeDir;
+        for (int si = state.StageIndex; si < stages.Count; si++)
+        {
+            var stage = stages[si];
+            long startStep = si == state.StageIndex ? state.StageStep : 0;
+            if (si != state.StageIndex) state.SkippedSteps = 0;
+            state.StageIndex = si;
+            state.StageStep = startStep;
+            if (startStep >= stage.Steps && stage.Steps > 0)
+            {
+                resumeDir = null;     // the checkpoint closed this stage; the next one starts with a fresh optimizer
+                continue;
+            }
+
+            var run = new StageRun(this, lm, source, stage, state, manager, baseMeta, stages, resumeDir);
+            try
+            {
+                var (completed, progress, ckpt) = run.Execute(cancellationToken);
+                last = progress ?? last;
+                lastCheckpoint = ckpt ?? lastCheckpoint;
+                if (!completed) return new TrainingResult(false, state.GlobalStep, state.TokensSeen, last, lastCheckpoint);
+            }
+            finally
+            {
+                run.Dispose();
+            }
+            resumeDir = null;
+        }
+        return new TrainingResult(true, state.GlobalStep, state.TokensSeen, last, lastCheckpoint);
+    }
+
+    /// <summary>The metadata a model trained by this plan should carry (history of stages appended).</summary>
+    internal static ModelMeta MetaFor(ModelMeta baseMeta, IReadOnlyList<TrainingStage> stages, TrainerState state, TrainingProgress? progress)
+    {
+        var m = baseMeta.Clone();
+        m.Step = state.GlobalStep;
+        m.TokensSeen = state.TokensSeen;
+        for (int i = 0; i <= state.StageIndex && i < stages.Count; i++)
+            m.Stages.Add(new StageRecord(stages[i].Objective.Name, i < state.StageIndex ? stages[i].Steps : state.StageStep));
+        if (progress is not null) m.Metrics = progress.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
+        m.CreatedUtc = DateTime.UtcNow;
+        return m;
+    }
+
+    private static TrainerState ReadTrainerState(string dir, IReadOnlyList<TrainingStage> stages)
+    {
+        var path = Path.Combine(dir, TrainerStateFile);
+        if (!File.Exists(path)) throw new InvalidDataException($"Checkpoint '{dir}' has no {TrainerStateFile}; it cannot be resumed (was it saved as a plain model?).");
+        TrainerState? state;
+        try { state = JsonSerializer.Deserialize<TrainerState>(File.ReadAllText(path)); }
+        catch (JsonException e) { throw new InvalidDataException($"'{path}' is not valid JSON: {e.Message}", e); }
+        if (state is null) throw new InvalidDataException($"'{path}' is empty.");
+        var plan = stages.Select(s => new StageRecord(s.Objective.Name, s.Steps)).ToList();
+        if (!state.Plan.SequenceEqual(plan))
+            throw new InvalidOperationException(
+                $"Checkpoint '{dir}' was written by the plan [{string.Join(", ", state.Plan.Select(p => $"{p.Name}:{p.Steps}"))}], " +
+                $"but this run's plan is [{string.Join(", ", plan.Select(p => $"{p.Name}:{p.Steps}"))}]; resume needs the same plan.");
+        return state;
+    }
+
+    /// <summary>Where a plan stands; serialized as trainer_state.json in every checkpoint.</summary>
+    internal sealed class TrainerState
+    {
+        [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = 1;
+        [JsonPropertyName("stage_index")] public int StageIndex { get; set; }
+        [JsonPropertyName("stage_step")] public long StageStep { get; set; }
+        [JsonPropertyName("global_step")] public long GlobalStep { get; set; }
+        [JsonPropertyName("tokens_seen")] public long TokensSeen { get; set; }
+        [JsonPropertyName("optimizer_steps")] public long OptimizerSteps { get; set; }
+        [JsonPropertyName("skipped_steps")] public long SkippedSteps { get; set; }
+        [JsonPropertyName("seed")] public long Seed { get; set; }
+        [JsonPropertyName("plan")] public List<StageRecord> Plan { get; set; } = [];
+
+        /// <summary>How many of meta's stage records this plan appended (to rebuild the base history on resume).</summary>
+        public int StageRecordsInPlan(ModelMeta meta) => Math.Min(meta.Stages.Count, StageIndex + 1);
+    }
+
+    /// <summary>One stage's optimizer, schedule and loop.</summary>
+    private sealed class StageRun : IDisposable
+    {
+        private readonly LoopedLmTrainer _trainer;
+        private readonly OuroForCausalLM _lm;
+        private readonly ITokenBatchSource _source;
+        private readonly TrainingStage _stage;
+        private readonly TrainerState _state;
+        private readonly CheckpointManager? _manager;
+        private readonly ModelMeta _baseMeta;
+        private readonly IReadOnlyList<TrainingStage> _stages;
+        private readonly AdamW _optimizer;
+        private readonly LearningRateSchedule _schedule;
+        private readonly Dictionary<string, Tensor> _interval = new(StringComparer.Ordinal);
+        private int _intervalSteps;
+        private double _intervalGradNorm;
+        private long _intervalTokens;
+
+        public StageRun(LoopedLmTrainer trainer, OuroForCausalLM lm, ITokenBatchSource source, TrainingStage stage, TrainerState state,
+                        CheckpointManager? manager, ModelMeta baseMeta, IReadOnlyList<TrainingStage> stages, string? resumeDir)
+        {
+            _trainer = trainer;
+            _lm = lm;
+            _source = source;
+            _stage = stage;
+            _state = state;
+            _manager = manager;
+            _baseMeta = baseMeta;
+            _stages = stages;
+            stage.Objective.Attach(lm);
+            _optimizer = new AdamW(stage.Objective.TrainableParameters(lm), stage.Beta1, stage.Beta2, 1e-8, stage.WeightDecay);
+            _schedule = LearningRateSchedule.Create(stage.LearningRate, stage.Steps, stage.WarmupFraction, stage.MinLearningRateRatio);
+            if (resumeDir is not null) LoadTrainingState(resumeDir);
+        }
+
+        private TrainerOptions Options => _trainer._options;
+
+        public (bool Completed, TrainingProgress? Progress, string? Checkpoint) Execute(CancellationToken ct)
+        {
+            var clock = Stopwatch.StartNew();
+            var intervalClock = Stopwatch.StartNew();
+            TrainingProgress? progress = null;
+            string? checkpoint = null;
+            int consecutiveBad = 0;
+            var trainable = _optimizer.Parameters.ToList();
+            double lr = 0;
+
+            while (_state.StageStep < _stage.Steps)
+            {
+                if (ct.IsCancellationRequested)
+                {
+                    checkpoint = SaveCheckpoint(progress);
+                    if (Options.OnCancel == CancellationBehavior.ReturnPartial) return (false, progress, checkpoint);
+                    ct.ThrowIfCancellationRequested();
+                }
+
+                lr = _schedule.At(_state.StageStep);
+                double gradNorm;
+                using (var scope = NewDisposeScope())
+                {
+                    var stepMetrics = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+                    int micro = _stage.GradientAccumulation;
+                    for (int m = 0; m < micro; m++)
+                    {
+                        var batch = _source.GetBatch(_state.GlobalStep, m);
+                        var (inputs, targets) = batch.ToTensors(_lm.Device);
+                        var output = _stage.Objective.Compute(_lm, inputs, targets, _state.GlobalStep, m);
+                        (output.Loss / micro).backward();
+                        foreach (var (k, v) in output.Metrics)
+                            stepMetrics[k] = stepMetrics.TryGetValue(k, out var acc) ? acc + v / micro : v / micro;
+                        _intervalTokens += (long)batch.BatchSize * batch.SequenceLength;
+                        _state.TokensSeen += (long)batch.BatchSize * batch.SequenceLength;
+                    }
+
+                    // The one host sync per step: the gradient norm, to clip and to catch NaN/Inf loss or gradients.
+                    gradNorm = nn.utils.clip_grad_norm_(trainable, _stage.GradientClip > 0 ? _stage.GradientClip : double.MaxValue, 2.0);
+                    if (double.IsFinite(gradNorm))
+                    {
+                        _optimizer.Step(lr);
+                        _stage.Objective.AfterOptimizerStep(_lm, _state.GlobalStep);
+                        consecutiveBad = 0;
+                        foreach (var (k, v) in stepMetrics)
+                        {
+                            if (!_interval.TryGetValue(k, out var acc))
+                                _interval[k] = acc = zeros_like(v).DetachFromDisposeScope();
+                            acc.add_(v);
+                        }
+                        _intervalSteps++;
+                        _intervalGradNorm += gradNorm;
+                    }
+                    else
+                    {
+                        _state.SkippedSteps++;
+                        consecutiveBad++;
+                    }
+                    _optimizer.ZeroGrad();
+                }
+
+                _state.StageStep++;
+                _state.GlobalStep++;
+                _state.OptimizerSteps = _optimizer.StepCount;
+                if (consecutiveBad >= Options.MaxConsecutiveBadSteps)
+                {
+                    var keep = _manager?.Latest();
+                    throw new InvalidOperationException(
+                        $"Training diverged: {consecutiveBad} consecutive steps of stage '{_stage.Objective.Name}' (up to step {_state.StageStep}) had a non-finite loss or gradient. " +
+                        (keep is null ? "No checkpoint was written. " : $"The last good checkpoint '{keep}' is intact. ") +
+                        "Lower the learning rate, raise the warmup, or check the data.");
+                }
+
+                bool last = _state.StageStep == _stage.Steps;
+                if (_state.StageStep % Options.LogEvery == 0 || last)
+                {
+                    progress = Report(lr, clock.Elapsed, intervalClock.Elapsed.TotalSeconds) ?? progress;
+                    intervalClock.Restart();
+                }
+                if (_manager is not null && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
+                    checkpoint = SaveCheckpoint(progress);
+            }
+            return (true, progress, checkpoint);
+        }
+
+        private TrainingProgress? Report(double lr, TimeSpan elapsed, double intervalSeconds)
+        {
+            var metrics = new Dictionary<string, double[]>(StringComparer.Ordinal);
+            foreach (var (k, v) in _interval)
+            {
+                using var host = (v / Math.Max(1, _intervalSteps)).to_type(ScalarType.Float64).cpu();
+                metrics[k] = host.data<double>().ToArray();
+            }
+            var progress = new TrainingProgress
+            {
+                Stage = _stage.Objective.Name, StageIndex = _state.StageIndex, Step = _state.StageStep, StageSteps = _stage.Steps,
+                GlobalStep = _state.GlobalStep, Loss = metrics.TryGetValue("loss", out var l) ? l[0] : double.NaN, Metrics = metrics,
+                LearningRate = lr, GradNorm = _intervalSteps > 0 ? _intervalGradNorm / _intervalSteps : double.NaN,
+                TokensPerSecond = intervalSeconds > 0 ? _intervalTokens / intervalSeconds : 0, TokensSeen = _state.TokensSeen,
+                SkippedSteps = _state.SkippedSteps, Elapsed = elapsed,
+            };
+            foreach (var v in _interval.Values) v.Dispose();
+            _interval.Clear();
+            _intervalSteps = 0;
+            _intervalGradNorm = 0;
+            _intervalTokens = 0;
+            Options.Progress?.Report(progress);
+            return progress;
+        }
+
+        private string? SaveCheckpoint(TrainingProgress? progress)
+        {
+            if (_manager is null) return null;
+            var meta = MetaFor(_baseMeta, _stages, _state, progress);
+            return _manager.Save(_state.GlobalStep, dir =>
+            {
+                ModelDirectory.WriteInto(dir, _lm, meta);
+                var tensors = _optimizer.StateTensors().Select(t => ("optimizer." + t.Name, t.Tensor))
+                    .Concat(_stage.Objective.StateTensors().Select(t => ("objective." + t.Name, t.Tensor)));
+                SafeTensors.Save(Path.Combine(dir, TrainingStateFile), tensors);
+                File.WriteAllText(Path.Combine(dir, TrainerStateFile), JsonSerializer.Serialize(_state, new JsonSerializerOptions { WriteIndented = true }));
+            });
+        }
+
+        private void LoadTrainingState(string dir)
+        {
+            using var file = SafeTensors.Open(Path.Combine(dir, TrainingStateFile));
+            bool CopyInto(string prefix, string name, Tensor destination)
+            {
+                if (!file.Tensors.ContainsKey(prefix + name)) return false;
+                file.CopyInto(prefix + name, destination);
+                return true;
+            }
+            _optimizer.LoadState((n, t) => CopyInto("optimizer.", n, t), _state.OptimizerSteps);
+            _stage.Objective.LoadState((n, t) => CopyInto("objective.", n, t));
+        }
+
+        public void Dispose()
+        {
+            foreach (var v in _interval.Values) v.Dispose();
+            _optimizer.Dispose();
+        }
+    }
+}
