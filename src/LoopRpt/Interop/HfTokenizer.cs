@@ -16,7 +16,9 @@ namespace LoopRpt.Interop;
 /// no dropout, no byte fallback.</item>
 /// <item><c>pre_tokenizer</c>: <c>ByteLevel</c> (GPT-2 regex when <c>use_regex</c>), <c>Digits</c>, <c>Split</c> with a regex
 /// pattern, and <c>Sequence</c> of these; <c>add_prefix_space</c> must be false.</item>
-/// <item><c>normalizer</c>: none. <c>added_tokens</c>: matched verbatim before pre-tokenization, encoded to their ids.</item>
+/// <item><c>normalizer</c>: none. <c>added_tokens</c>: matched verbatim (longest first) before pre-tokenization and encoded
+/// to their ids; their <c>lstrip</c>/<c>rstrip</c>/<c>single_word</c> flags are not applied (released Ouro tokenizers set
+/// them all false).</item>
 /// </list>
 /// The original JSON bytes are kept so that saving a model writes the file back unchanged.
 /// </remarks>

@@ -216,9 +216,12 @@ public sealed class OuroCheckpoint : IDisposable
     /// </summary>
     private static void ApplySpecialTokenIds(OuroConfig config, HfTokenizer? tokenizer, OuroLoadOptions options, Action<string> warn)
     {
+        int? start = tokenizer?.TokenToId(ChatMlStart), end = tokenizer?.TokenToId(ChatMlEnd);
+        if (options.UseChatMlSpecialTokens && (start is null || end is null))
+            warn($"OuroLoadOptions.UseChatMlSpecialTokens is set, but {(tokenizer is null ? "there is no tokenizer.json" : $"'{tokenizer.Source}' lacks {ChatMlStart} or {ChatMlEnd}")}; " +
+                 "the BOS/EOS ids were not changed (give BosTokenId / EosTokenId instead).");
         if (config.BosTokenId is { } bos && config.EosTokenId is { } eos && bos == eos)
         {
-            int? start = tokenizer?.TokenToId(ChatMlStart), end = tokenizer?.TokenToId(ChatMlEnd);
             if (start is { } s && end is { } e)
             {
                 if (options.UseChatMlSpecialTokens)

@@ -60,12 +60,14 @@ public sealed class HfTokenizerTests
     }
 
     [Fact]
-    public void PlainByteLevelPreTokenizerSplitsNumbersTogether()
+    public void DigitsPreTokenizerDecidesWhetherNumbersMerge()
     {
         var root = JsonNode.Parse(ReferenceLayout.TokenizerJson())!;
         root["pre_tokenizer"] = JsonNode.Parse("""{"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}""");
-        // Same ids (numbers have no merges here), but now the whole file parses without Digits.
+        // Without Digits, "2024" stays one piece and the "2 0" merge applies; with individual digits it cannot.
         var tok = Load(root.ToJsonString());
+        Assert.Equal([Id("20"), ByteId('2'), ByteId('4')], tok.Encode("2024"));
+        Assert.Equal([ByteId('2'), ByteId('0'), ByteId('2'), ByteId('4')], Load().Encode("2024"));
         Assert.Equal("a 12", tok.Decode(tok.Encode("a 12")));
     }
 

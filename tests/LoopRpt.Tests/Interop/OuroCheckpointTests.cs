@@ -400,6 +400,29 @@ public sealed class OuroCheckpointTests : IDisposable
     }
 
     [Fact]
+    public void ChatMlRequestWithoutChatMlTokensWarnsAndChangesNothing()
+    {
+        using var source = ReferenceLayout.RandomModel(ReferenceLayout.TinyConfig(), 3);
+        var dir = Path.Combine(_root, "ref");
+        ReferenceLayout.WriteCheckpoint(dir, ReferenceLayout.StoredTensors(source, "F32"), ReferenceLayout.ConfigJson(), tokenizer: false);
+        using var loaded = OuroCheckpoint.Load(dir, new OuroLoadOptions { UseChatMlSpecialTokens = true });
+        Assert.Contains(loaded.Warnings, w => w.Contains("UseChatMlSpecialTokens") && w.Contains("no tokenizer.json"));
+        Assert.Equal(0, loaded.Config.BosTokenId);
+        Assert.Equal(0, loaded.Config.EosTokenId);
+    }
+
+    [Fact]
+    public void LoopRptModelDirectoryLoadsToo()
+    {
+        using var lm = ReferenceLayout.RandomModel(ReferenceLayout.TinyConfig(), 29);
+        var dir = Path.Combine(_root, "looprpt");
+        LoopRpt.Checkpoints.ModelDirectory.Save(dir, lm, new LoopRpt.Checkpoints.ModelMeta());
+        using var loaded = OuroCheckpoint.Load(dir);
+        Assert.Equal(Outputs(lm).Logits, Outputs(loaded.Model).Logits);
+        Assert.Null(loaded.Tokenizer);
+    }
+
+    [Fact]
     public void SavingTheProjectsOwnModelRoundTrips()
     {
         using var lm = ReferenceLayout.RandomModel(ReferenceLayout.TinyConfig(), 23);

@@ -219,7 +219,7 @@ internal static class ReferenceLayout
 
     public static readonly string[] Specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
 
-    public static readonly string[] Merges = ["h e", "l l", "he ll", "Ġ w", "o r", "Ġw or"];
+    public static readonly string[] Merges = ["h e", "l l", "he ll", "Ġ w", "o r", "Ġw or", "2 0"];
 
     /// <summary>Vocabulary: the 3 special tokens (0..2), the 256 byte symbols in byte order (3..258), then one token per merge.</summary>
     public static Dictionary<string, int> Vocab()
