@@ -187,7 +187,7 @@ public sealed class OuroCheckpoint : IDisposable
                 warn?.Invoke($"'{path}': {key} is a list {list.ToJsonString()}; the model uses its first element {first?.ToJsonString() ?? "null"}.");
                 root[key] = first;
             }
-        if (root["model_type"]?.GetValue<string>() is { } type && type != "ouro")
+        if (root["model_type"] is JsonValue mt && mt.GetValueKind() == JsonValueKind.String && mt.GetValue<string>() is var type && type != "ouro")
             warn?.Invoke($"'{path}': model_type is '{type}', not 'ouro'; loading it as an Ouro looped model.");
         if (root["rope_scaling"] is JsonObject)
             throw new NotSupportedException($"'{path}': rope_scaling is set; this model implements plain RoPE only.");
@@ -348,6 +348,9 @@ public sealed class OuroCheckpoint : IDisposable
         config.ModelType = "ouro";
         config.Architectures = ["OuroForCausalLM"];
         config.TorchDtype = TorchDTypeName(dtype);
+        // Newer transformers write "dtype" beside (or instead of) "torch_dtype": keep the two consistent.
+        if (config.Extra?.ContainsKey("dtype") == true)
+            config.Extra["dtype"] = JsonSerializer.SerializeToElement(config.TorchDtype);
 
         var tensors = ModelWeights.Tensors(model).ToList();
         int elementSize = SafeTensors.ElementSize(SafeTensors.DTypeName(dtype));
