@@ -57,7 +57,7 @@ public sealed class OuroCheckpoint : IDisposable
     public string Directory { get; }
 
     /// <summary>The loaded model; owned by this object until <see cref="DetachModel"/>.</summary>
-    public OuroForCausalLM Model { get; private set; }
+    public OuroForCausalLM Model { get; }
 
     /// <summary>The model's config, after BOS/EOS corrections.</summary>
     public OuroConfig Config => Model.Config;
