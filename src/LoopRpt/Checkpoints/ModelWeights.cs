@@ -10,14 +10,20 @@ public static class ModelWeights
 
     /// <summary>Reference-named tensors to save; a tied <c>lm_head.weight</c> is omitted (HF convention).</summary>
     public static IEnumerable<(string Name, Tensor Tensor)> Tensors(OuroForCausalLM lm)
-        => lm.UniqueParameters().Select(p => (p.Name, (Tensor)p.Param));
+        => Stored(lm).Select(p => (p.Name, (Tensor)p.Param));
+
+    /// <summary>
+    /// The stored parameters: a tied <c>lm_head.weight</c> is the embedding under another name. It is dropped by name because
+    /// TorchSharp hands out a distinct wrapper (and handle) per name for one shared tensor, so deduplicating by handle keeps both.
+    /// </summary>
+    private static IEnumerable<(string Name, TorchSharp.Modules.Parameter Param)> Stored(OuroForCausalLM lm)
+        => lm.UniqueParameters().Where(p => !(lm.Config.TieWordEmbeddings && p.Name == "lm_head.weight"));
 
     /// <summary>Saves the weights in the model's dtype (float32 or bfloat16) to a safetensors file.</summary>
     public static void Save(OuroForCausalLM lm, string path, ScalarType? dtype = null)
     {
-        using var scope = NewDisposeScope();
-        var tensors = Tensors(lm).Select(t => (t.Name, dtype is { } d && d != t.Tensor.dtype ? t.Tensor.to_type(d) : t.Tensor));
-        SafeTensors.Save(path, tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        // Converted one tensor at a time while writing: never a second copy of the whole model.
+        SafeTensors.Save(path, Tensors(lm), new Dictionary<string, string> { ["format"] = "pt" }, dtype);
     }
 
     /// <summary>
@@ -33,7 +39,7 @@ public static class ModelWeights
     /// <summary>Loads from several files (shards): each key must be in exactly one of them.</summary>
     public static void Load(OuroForCausalLM lm, IReadOnlyList<SafeTensorsFile> files)
     {
-        var expected = lm.UniqueParameters().ToDictionary(p => p.Name, p => p.Param);
+        var expected = Stored(lm).ToDictionary(p => p.Name, p => p.Param);
         var owner = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
         foreach (var f in files)
             foreach (var key in f.Tensors.Keys)

@@ -64,7 +64,12 @@ public static class SafeTensors
     /// Writes tensors (any device, converted to CPU one at a time) to <paramref name="path"/>. Not atomic by itself:
     /// callers write into a temporary directory or path and rename (see <see cref="AtomicDirectory"/>).
     /// </summary>
-    public static void Save(string path, IEnumerable<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata = null)
+    /// <param name="path">The file to write.</param>
+    /// <param name="tensors">Names and tensors, written in this order.</param>
+    /// <param name="metadata">The <c>__metadata__</c> string map (HF tools expect <c>format = pt</c>).</param>
+    /// <param name="dtype">Stored dtype; each tensor is converted just before it is written, so at most one converted tensor
+    /// exists at a time (null: each tensor's own dtype).</param>
+    public static void Save(string path, IEnumerable<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata = null, ScalarType? dtype = null)
     {
         var list = tensors.ToList();
         var dup = list.GroupBy(t => t.Name).FirstOrDefault(g => g.Count() > 1);
@@ -75,8 +80,9 @@ public static class SafeTensors
         long offset = 0;
         foreach (var (name, t) in list)
         {
-            long bytes = t.numel() * t.ElementSize;
-            header[name] = new { dtype = DTypeName(t.dtype), shape = t.shape, data_offsets = new[] { offset, offset + bytes } };
+            var stored = dtype ?? t.dtype;
+            long bytes = t.numel() * ElementSize(DTypeName(stored));
+            header[name] = new { dtype = DTypeName(stored), shape = t.shape, data_offsets = new[] { offset, offset + bytes } };
             offset += bytes;
         }
         var json = JsonSerializer.SerializeToUtf8Bytes(header);
@@ -91,7 +97,7 @@ public static class SafeTensors
         foreach (var (_, t) in list)
         {
             using var scope = NewDisposeScope();
-            var cpuT = t.detach().cpu().contiguous();
+            var cpuT = (dtype is { } d && d != t.dtype ? t.detach().to_type(d) : t.detach()).cpu().contiguous();
             if (cpuT.numel() > 0) fs.Write(cpuT.bytes);
         }
         fs.Flush(flushToDisk: true);
