@@ -29,7 +29,7 @@ public static class TorchNative
             }
             catch (Exception e) when (e is not OutOfMemoryException)
             {
-                throw new InvalidOperationException(Diagnose(e), e);
+                throw new InvalidOperationException(Diagnose(e, FindLibTorchSharp()), e);
             }
         }
     }
@@ -52,10 +52,10 @@ public static class TorchNative
         return new Device(device);
     }
 
-    internal static string Diagnose(Exception e)
+    /// <summary>The message for a failed native load; <paramref name="lib"/> is the LibTorchSharp binary found, if any.</summary>
+    internal static string Diagnose(Exception e, string? lib)
     {
         var sb = new StringBuilder("TorchSharp's native library could not be loaded. ");
-        var lib = FindLibTorchSharp();
         if (lib is null)
         {
             sb.Append("No libLibTorchSharp.so was found next to the application: the application must reference a libtorch " +
@@ -87,14 +87,50 @@ public static class TorchNative
         return null;
     }
 
-    /// <summary>GLIBCXX_* versions referenced by the binary (non-weak or not) that the system libstdc++ does not define.</summary>
-    internal static IReadOnlyList<string> MissingLibstdcxxVersions(string library)
+    /// <summary>
+    /// libstdc++ symbol versions (GLIBCXX_*, CXXABI_*) that <paramref name="library"/> requires (not marked weak in its
+    /// ELF version-needs table) and that the system libstdc++ does not define.
+    /// </summary>
+    internal static IReadOnlyList<string> MissingLibstdcxxVersions(string library, string systemLibstdcxx = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6")
     {
-        const string sysLib = "/usr/lib/x86_64-linux-gnu/libstdc++.so.6";
-        if (!File.Exists(sysLib)) return [];
-        static HashSet<string> Versions(string path) =>
-            [.. System.Text.RegularExpressions.Regex.Matches(Encoding.Latin1.GetString(File.ReadAllBytes(path)), @"GLIBCXX_3\.4\.[0-9]+").Select(m => m.Value)];
-        var have = Versions(sysLib);
-        return [.. Versions(library).Where(v => !have.Contains(v)).Order()];
+        if (!File.Exists(systemLibstdcxx) || !File.Exists(library)) return [];
+        var have = new HashSet<string>(System.Text.RegularExpressions.Regex
+            .Matches(Encoding.Latin1.GetString(File.ReadAllBytes(systemLibstdcxx)), @"(GLIBCXX|CXXABI)_[0-9.]+").Select(m => m.Value));
+        return [.. RequiredVersions(File.ReadAllBytes(library), "libstdc++").Where(v => !have.Contains(v)).Distinct().Order()];
+    }
+
+    /// <summary>Non-weak version requirements on <paramref name="fileprefix"/> from an ELF64 little-endian SHT_GNU_verneed section.</summary>
+    internal static IEnumerable<string> RequiredVersions(byte[] b, string fileprefix)
+    {
+        if (b.Length < 64 || b[0] != 0x7f || b[1] != (byte)'E' || b[2] != (byte)'L' || b[3] != (byte)'F' || b[4] != 2) yield break;
+        long shoff = BitConverter.ToInt64(b, 0x28);
+        int shentsize = BitConverter.ToUInt16(b, 0x3A), shnum = BitConverter.ToUInt16(b, 0x3C);
+        for (int i = 0; i < shnum; i++)
+        {
+            long sh = shoff + (long)i * shentsize;
+            if (BitConverter.ToUInt32(b, (int)sh + 4) != 0x6ffffffe) continue;                 // SHT_GNU_verneed
+            long off = BitConverter.ToInt64(b, (int)sh + 0x18);
+            int link = BitConverter.ToInt32(b, (int)sh + 0x28);
+            long strOff = BitConverter.ToInt64(b, (int)(shoff + (long)link * shentsize) + 0x18);
+            string Str(long o) { int s = (int)(strOff + o), e = s; while (b[e] != 0) e++; return Encoding.ASCII.GetString(b, s, e - s); }
+            while (true)
+            {
+                int count = BitConverter.ToUInt16(b, (int)off + 2);
+                string file = Str(BitConverter.ToUInt32(b, (int)off + 4));
+                long aux = off + BitConverter.ToUInt32(b, (int)off + 8);
+                uint next = BitConverter.ToUInt32(b, (int)off + 12);
+                for (int k = 0; k < count; k++)
+                {
+                    ushort flags = BitConverter.ToUInt16(b, (int)aux + 4);                       // VER_FLG_WEAK = 2
+                    if (file.StartsWith(fileprefix, StringComparison.Ordinal) && (flags & 2) == 0)
+                        yield return Str(BitConverter.ToUInt32(b, (int)aux + 8));
+                    uint an = BitConverter.ToUInt32(b, (int)aux + 12);
+                    if (an == 0) break;
+                    aux += an;
+                }
+                if (next == 0) break;
+                off += next;
+            }
+        }
     }
 }
