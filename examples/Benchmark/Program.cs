@@ -1,7 +1,8 @@
 // Training-throughput benchmark (issue 2): trains the fixed small config with the library's trainer and prints
 // tokens/s, model FLOPs per token, achieved FLOP/s and model-FLOPs utilization against a large matrix product of the
 // same dtype measured in the same run, plus peak memory. Usage:
-//   dotnet run -c Release --project examples/Benchmark -- [--steps 30] [--batch 16] [--seq 128] [--dtypes float32,bfloat16]
+//   dotnet run -c Release --project examples/Benchmark -- [--steps 30] [--steps-per-round 5] [--batch 16] [--seq 128]
+//       [--dtypes float32,bfloat16] [--no-minimal]
 using System.Diagnostics;
 using System.Globalization;
 using LoopRpt.Data;
@@ -20,46 +21,97 @@ Console.WriteLine($"config: hidden {config.HiddenSize}, layers {config.NumHidden
 double flopsPerToken = config.TrainingFlopsPerToken(opts.Seq);
 Console.WriteLine($"model FLOPs per token (fwd+bwd, matmuls, LM head at every loop): {flopsPerToken / 1e6:F2} MFLOP");
 Console.WriteLine();
-Console.WriteLine("| dtype | tokens/s | achieved GFLOP/s | matmul 2048² GFLOP/s | MFU vs matmul | ms/step | peak RSS MB |");
-Console.WriteLine("|---|---:|---:|---:|---:|---:|---:|");
+Console.WriteLine("Rounds interleave matrix-product bursts with training bursts so that both see the same machine load;");
+Console.WriteLine("MFU = achieved model FLOP/s ÷ matrix-product FLOP/s of the same dtype. 'minimal' is a hand-written loop");
+Console.WriteLine("(same model, plain Stage I loss, TorchSharp's own AdamW, no metrics): library ÷ minimal shows the cost of the abstractions.");
+Console.WriteLine();
+Console.WriteLine("| dtype | loop | tokens/s | achieved GFLOP/s | matmul 2048² GFLOP/s | MFU vs matmul | ms/step | peak RSS MB |");
+Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|");
 
 var rng = new Random(1);
 var tokens = Enumerable.Range(0, 200_000).Select(_ => rng.Next(config.VocabSize)).ToArray();
 foreach (var dtype in opts.DTypes)
 {
     Memory.ResetPeak();
-    double matmul = MatmulGflops(dtype);
     using var g = new Generator(1);
     using var lm = new OuroForCausalLM(config, dtype: dtype, generator: g);
     var source = new PackedTokenSource(tokens, opts.Batch, opts.Seq, seed: 1);
-    TrainingProgress? last = null;
-    var trainer = new LoopedLmTrainer(new TrainerOptions { LogEvery = 1_000_000, Progress = new Sync(p => last = p) });
-    trainer.Train(lm, source, [new TrainingStage(new PretrainObjective(), 3)]);               // warm-up
-    var clock = Stopwatch.StartNew();
-    trainer.Train(lm, source, [new TrainingStage(new PretrainObjective(), opts.Steps)]);
-    clock.Stop();
-    double tokPerSec = (double)opts.Steps * opts.Batch * opts.Seq / clock.Elapsed.TotalSeconds;
-    double achieved = tokPerSec * flopsPerToken / 1e9;
-    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-        $"| {(dtype == ScalarType.BFloat16 ? "bfloat16" : "float32")} | {tokPerSec:F0} | {achieved:F1} | {matmul:F1} | {achieved / matmul:P1} | {clock.Elapsed.TotalMilliseconds / opts.Steps:F0} | {Memory.PeakRssMb():F0} |"));
-    if (last is not null && !double.IsFinite(last.Loss)) Console.WriteLine($"warning: non-finite loss in the {dtype} run");
+    var trainer = new LoopedLmTrainer(new TrainerOptions { LogEvery = 1_000_000 });
+    using var minimal = new MinimalLoop(lm, source);
+    trainer.Train(lm, source, [new TrainingStage(new PretrainObjective(), 2)]);   // warm-up
+    minimal.Run(2);
+    double libSeconds = 0, minSeconds = 0, matmulFlops = 0, matmulSeconds = 0;
+    int rounds = Math.Max(1, opts.Steps / opts.StepsPerRound);
+    for (int r = 0; r < rounds; r++)
+    {
+        var (f, s) = Matmul(dtype); matmulFlops += f; matmulSeconds += s;
+        var clock = Stopwatch.StartNew();
+        trainer.Train(lm, source, [new TrainingStage(new PretrainObjective(), opts.StepsPerRound)]);
+        libSeconds += clock.Elapsed.TotalSeconds;
+        (f, s) = Matmul(dtype); matmulFlops += f; matmulSeconds += s;
+        if (!opts.SkipMinimal)
+        {
+            clock.Restart();
+            minimal.Run(opts.StepsPerRound);
+            minSeconds += clock.Elapsed.TotalSeconds;
+        }
+    }
+    double matmul = matmulFlops / matmulSeconds / 1e9;
+    long steps = (long)rounds * opts.StepsPerRound;
+    string name = dtype == ScalarType.BFloat16 ? "bfloat16" : "float32";
+    double libTok = 0;
+    foreach (var (loop, seconds) in new[] { ("library", libSeconds), ("minimal", minSeconds) })
+    {
+        if (seconds <= 0) continue;
+        double tokPerSec = steps * opts.Batch * opts.Seq / seconds;
+        if (loop == "library") libTok = tokPerSec;
+        double achieved = tokPerSec * flopsPerToken / 1e9;
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"| {name} | {loop} | {tokPerSec:F0} | {achieved:F1} | {matmul:F1} | {achieved / matmul:P1} | {seconds * 1000 / steps:F0} | {Memory.PeakRssMb():F0} |"));
+    }
+    if (minSeconds > 0)
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | library ÷ minimal | {libTok / (steps * opts.Batch * opts.Seq / minSeconds):P1} | | | | | |"));
 }
 
-static double MatmulGflops(ScalarType dtype, int n = 2048, int reps = 10)
+// About one second of 2048² products: (FLOPs, seconds).
+static (double Flops, double Seconds) Matmul(ScalarType dtype, int n = 2048)
 {
     using var scope = NewDisposeScope();
     using var g = new Generator(2);
     var a = randn([n, n], generator: g).to_type(dtype);
     var b = randn([n, n], generator: g).to_type(dtype);
-    for (int i = 0; i < 2; i++) matmul(a, b).Dispose();
+    matmul(a, b).Dispose();
     var clock = Stopwatch.StartNew();
-    for (int i = 0; i < reps; i++) matmul(a, b).Dispose();
-    return 2.0 * n * n * n * reps / clock.Elapsed.TotalSeconds / 1e9;
+    int reps = 0;
+    while (clock.Elapsed.TotalSeconds < 1.0) { matmul(a, b).Dispose(); reps++; }
+    return (2.0 * n * n * n * reps, clock.Elapsed.TotalSeconds);
 }
 
-sealed class Sync(Action<TrainingProgress> a) : IProgress<TrainingProgress>
+/// <summary>The same model trained by a minimal hand-written loop: Stage I loss, TorchSharp's AdamW, clip, no metrics.</summary>
+sealed class MinimalLoop(OuroForCausalLM lm, ITokenBatchSource source) : IDisposable
 {
-    public void Report(TrainingProgress value) => a(value);
+    private readonly TorchSharp.Modules.AdamW _opt = optim.AdamW(lm.parameters(), 1e-3, 0.9, 0.95, 1e-8, 0.1);
+    private long _step;
+
+    public void Run(int steps)
+    {
+        for (int i = 0; i < steps; i++)
+        {
+            using var scope = NewDisposeScope();
+            var (x, y) = source.GetBatch(_step++, 0).ToTensors(lm.Device);
+            var o = lm.Forward(x);
+            var logP = o.ExitLogProbabilities();                                   // (B, S, T)
+            var ce = stack(o.Hidden.Select(h => nn.functional.cross_entropy(
+                lm.Logits(h).to_type(ScalarType.Float32).view(-1, lm.Config.VocabSize), y.view(-1), reduction: nn.Reduction.None)).ToArray(), -1);
+            var loss = ((logP.exp() * ce.view(logP.shape)).sum(-1) + 0.1 * (logP.exp() * logP).sum(-1)).mean();
+            _opt.zero_grad();
+            loss.backward();
+            nn.utils.clip_grad_norm_(lm.parameters(), 1.0);
+            _opt.step();
+        }
+    }
+
+    public void Dispose() => _opt.Dispose();
 }
 
 static class Memory
@@ -78,11 +130,12 @@ static class Memory
     }
 }
 
-sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes)
+sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int StepsPerRound, bool SkipMinimal)
 {
     public static Args Parse(string[] args)
     {
-        int steps = 30, batch = 16, seq = 128;
+        int steps = 30, batch = 16, seq = 128, perRound = 5;
+        bool skipMinimal = false;
         var dtypes = new[] { ScalarType.Float32, ScalarType.BFloat16 };
         for (int i = 0; i < args.Length; i++)
         {
@@ -91,6 +144,8 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes)
             {
                 case "--steps": steps = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--batch": batch = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--steps-per-round": perRound = int.Parse(Next(), CultureInfo.InvariantCulture); break;
+                case "--no-minimal": skipMinimal = true; break;
                 case "--seq": seq = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--dtypes":
                     dtypes = Next().Split(',').Select(d => d.Trim().ToLowerInvariant() switch
@@ -100,9 +155,9 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes)
                         var other => throw new ArgumentOutOfRangeException("--dtypes", other, "Expected float32 or bfloat16."),
                     }).ToArray();
                     break;
-                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --steps N --batch N --seq N --dtypes float32,bfloat16");
+                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --steps N --steps-per-round N --batch N --seq N --dtypes float32,bfloat16 --no-minimal");
             }
         }
-        return new Args(steps, batch, seq, dtypes);
+        return new Args(steps, batch, seq, dtypes, perRound, skipMinimal);
     }
 }
