@@ -185,6 +185,16 @@ internal static class StateCache<T> where T : class
         }
     }
 
+    /// <summary>Forgets every decoded state (tests use it to force decoding from a saved model).</summary>
+    internal static void Clear()
+    {
+        lock (Gate)
+        {
+            ByReference.Clear();
+            ByHash.Clear();
+        }
+    }
+
     private static object? Owner(ReadOnlyMemory<char> m)
     {
         if (MemoryMarshal.TryGetString(m, out var s, out _, out _)) return s;
