@@ -76,7 +76,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         else
         {
             var config = o.Config?.Clone() ?? OuroConfig.FromPreset(o.Preset);
-            config.VocabSize = o.VocabularySize ?? InferVocabulary(input, column);
+            config.VocabSize = o.VocabularySize ?? FittedTokenizers.Find(_ml, o.TokenColumnName)?.VocabularySize ?? InferVocabulary(input, column);
             if (o.Loops is { } loops) config.TotalUtSteps = loops;
             config.Validate();
             using var gen = new Generator((ulong)seed);
@@ -84,6 +84,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
             baseMeta = new ModelMeta();
         }
         if (o.TokenizerDescription is not null) baseMeta.Tokenizer = (System.Text.Json.Nodes.JsonObject)o.TokenizerDescription.DeepClone();
+        else if (FittedTokenizers.Find(_ml, o.TokenColumnName) is { } fitted) baseMeta.Tokenizer = fitted.Spec.ToJsonObject();
 
         var objectives = new List<ITrainingObjective>();
         try

@@ -79,7 +79,10 @@ public sealed class LoopedLmTrainerOptions
     /// <summary>Explicit model shape (overrides <see cref="Preset"/>; not modified).</summary>
     public OuroConfig? Config { get; set; }
 
-    /// <summary>vocab_size of a new model; null: the largest id in the column + 1 (one streaming pass).</summary>
+    /// <summary>
+    /// vocab_size of a new model; null: the vocabulary size of the LoopRpt tokenizer fitted earlier in the same pipeline
+    /// (same MLContext, output column = <see cref="TokenColumnName"/>), else the largest id in the column + 1 (one streaming pass).
+    /// </summary>
     public int? VocabularySize { get; set; }
 
     /// <summary>Loop count T of a new model; null: the preset's.</summary>
@@ -145,7 +148,7 @@ public sealed class LoopedLmTrainerOptions
     /// <summary>Save the trained model to this LoopRpt model directory (the scorer then references it; needed for large models).</summary>
     public string? ModelDirectory { get; set; }
 
-    /// <summary>Tokenizer description stored in the model's meta.json (e.g. <c>tokenizerTransformer.Tokenizer.Spec.ToJsonObject()</c>).</summary>
+    /// <summary>Tokenizer description stored in the model's meta.json; null: that of the tokenizer fitted earlier in the pipeline, if any.</summary>
     public System.Text.Json.Nodes.JsonObject? TokenizerDescription { get; set; }
 
     /// <summary>Options of the returned scorer (exit mode, batch size, ...); its token column is this trainer's.</summary>

@@ -54,6 +54,7 @@ public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
         if (_options.AddBos && tokenizer.BosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddBos)} is set but the tokenizer has no BOS or end-of-text token.");
         if (_options.AddEos && tokenizer.EosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddEos)} is set but the tokenizer has no EOS or end-of-text token.");
         ch.Info(MessageSensitivity.None, $"LoopRpt tokenizer: source={_options.Source} vocabulary_size={tokenizer.VocabularySize}");
+        FittedTokenizers.Record(_ml, _options.OutputColumnName, tokenizer);
         return new TokenizingTransformer(_ml, tokenizer, _options);
     }
 
@@ -147,4 +148,26 @@ public sealed class TokenizingTransformer : ITransformer
     }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => _twin.Save(ctx);
+}
+
+/// <summary>
+/// The tokenizer most recently fitted per (MLContext, output column). In <c>Tokenize(...).Append(TrainLoopedLm(...))</c>
+/// the tokenizer is fitted first, so the trainer sizes the model's vocabulary from it (rather than from the largest id it
+/// happens to see) and records its description in meta.json.
+/// </summary>
+internal static class FittedTokenizers
+{
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<MLContext, Dictionary<string, LoopRptTokenizer>> Table = new();
+
+    public static void Record(MLContext ml, string column, LoopRptTokenizer tokenizer)
+    {
+        var map = Table.GetOrCreateValue(ml);
+        lock (map) map[column] = tokenizer;
+    }
+
+    public static LoopRptTokenizer? Find(MLContext ml, string column)
+    {
+        if (!Table.TryGetValue(ml, out var map)) return null;
+        lock (map) return map.GetValueOrDefault(column);
+    }
 }
