@@ -94,7 +94,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
                     $"SequenceLength must not exceed the model's max_position_embeddings ({lm.Config.MaxPositionEmbeddings}).");
             var scorerOptions = o.Scorer.Clone();
             scorerOptions.TokenColumnName = o.TokenColumnName;
-            scorerOptions.ModelDirectory = o.ModelDirectory ?? scorerOptions.ModelDirectory;
+            scorerOptions.ModelDirectory = o.ModelDirectory;          // the scorer may only reference a directory holding these weights
             scorerOptions.Validate(lm.Config);
 
             // Stream position of micro-batch 0 of global step g (stages may accumulate differently).

@@ -16,7 +16,7 @@ public class TrainerWorkoutTests
     {
         Config = MlNetTestData.TinyConfig(Vocab), VocabularySize = Vocab, BatchSize = 4, SequenceLength = 16, Seed = 3, LogEvery = 1,
         SeparatorTokenId = 0, CheckpointDirectory = ckpt,
-        Stages = [StageDescriptor.Pretrain(pretrain, 3e-3), StageDescriptor.Gate(gate, 1e-2)],
+        Stages = gate > 0 ? [StageDescriptor.Pretrain(pretrain, 3e-3), StageDescriptor.Gate(gate, 1e-2)] : [StageDescriptor.Pretrain(pretrain, 3e-3)],
     };
 
     [Fact]
@@ -137,5 +137,33 @@ public class TrainerWorkoutTests
         {
             MlNetTestData.Delete(ckpt, ckpt2);
         }
+    }
+}
+
+public class TrainerDeviceAndEpochTests
+{
+    [Fact]
+    public void HonoursMLContextGpuSettings()
+    {
+        var data = new MLContext(1).Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1));
+        if (TorchSharp.torch.cuda.is_available()) return;         // the checks below are about a machine without CUDA
+        var strict = new MLContext(seed: 1) { GpuDeviceId = 0, FallbackToCpu = false };
+        var e = Assert.Throws<InvalidOperationException>(() => strict.LoopRpt().TrainLoopedLm(TrainerWorkoutTests.Tiny(2, 0)).Fit(strict.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1))));
+        Assert.Contains("cuda:0", e.Message);
+        var lenient = new MLContext(seed: 1) { GpuDeviceId = 0, FallbackToCpu = true };
+        using var scorer = lenient.LoopRpt().TrainLoopedLm(TrainerWorkoutTests.Tiny(2, 0)).Fit(data);
+        Assert.Equal(TorchSharp.DeviceType.CPU, scorer.Model.Device.type);
+    }
+
+    [Fact]
+    public void EpochsTurnIntoStepsFromTheDataSize()
+    {
+        var ml = new MLContext(seed: 1);
+        // 10 rows × 15 tokens + separator = 160 tokens → windows of 17 advancing by 16: floor((160 - 17) / 16) + 1 = 9.
+        var data = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 10).Select(i => new TokenDoc { Tokens = Enumerable.Range(1, 15).ToArray() }));
+        var o = TrainerWorkoutTests.Tiny();
+        o.Stages = [new StageDescriptor { Kind = StageKind.Pretrain, Epochs = 2, LearningRate = 1e-3 }];    // ceil(2 × 9 / 4) = 5 steps
+        using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+        Assert.Equal(5, scorer.TrainingResult!.GlobalStep);
     }
 }
