@@ -16,12 +16,18 @@ public enum ModelStorage
 /// <summary>Options of the adaptive-exit scorer (<see cref="AdaptiveExitScoringTransformer"/>).</summary>
 public sealed class AdaptiveExitScorerOptions
 {
+    /// <summary>Default values, shared by the options and the catalog's optional parameters.</summary>
     public static class Defaults
     {
+        /// <summary>Default of <see cref="AdaptiveExitScorerOptions.TokenColumnName"/>.</summary>
         public const string TokenColumnName = "Tokens";
+        /// <summary>Default Q-exit threshold q of <see cref="AdaptiveExitScorerOptions.ExitMode"/>.</summary>
         public const double ExitThreshold = 0.5;
+        /// <summary>Default of <see cref="AdaptiveExitScorerOptions.BatchSize"/>.</summary>
         public const int BatchSize = 8;
+        /// <summary>Default of <see cref="AdaptiveExitScorerOptions.ContextLength"/>.</summary>
         public const int ContextLength = 512;
+        /// <summary>Largest weights (bytes) that <see cref="ModelStorage.Auto"/> embeds.</summary>
         public const long MaxEmbeddedBytes = 100L * 1024 * 1024;
     }
 

@@ -94,8 +94,10 @@ public sealed class AdaptiveExitScoringTransformer : ITransformer, IDisposable
         Checkpoints.ModelDirectory.Save(directory, _engine.Model, Meta);
     }
 
+    /// <inheritdoc/>
     public bool IsRowToRowMapper => true;
 
+    /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
@@ -121,6 +123,7 @@ public sealed class AdaptiveExitScoringTransformer : ITransformer, IDisposable
         }
     }
 
+    /// <inheritdoc/>
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -129,6 +132,7 @@ public sealed class AdaptiveExitScoringTransformer : ITransformer, IDisposable
         return new ScoringDataView(input, _engine, tokens, GetOutputSchema(input.Schema));
     }
 
+    /// <inheritdoc/>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         ArgumentNullException.ThrowIfNull(inputSchema);
@@ -157,5 +161,6 @@ public sealed class AdaptiveExitScoringTransformer : ITransformer, IDisposable
         }
     }
 
+    /// <inheritdoc/>
     public void Dispose() => _engine.Dispose();
 }

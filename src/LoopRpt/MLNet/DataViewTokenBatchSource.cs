@@ -16,6 +16,7 @@ namespace LoopRpt.MLNet;
 /// </summary>
 public sealed class DataViewTokenBatchSource : ITokenBatchSource, IDisposable
 {
+    /// <summary>Windows shuffled together (the only buffering of the stream).</summary>
     public const int ShuffleWindow = 256;
 
     private readonly IDataView _data;
@@ -52,7 +53,9 @@ public sealed class DataViewTokenBatchSource : ITokenBatchSource, IDisposable
         _shuffle = shuffle;
     }
 
+    /// <inheritdoc/>
     public int BatchSize { get; }
+    /// <inheritdoc/>
     public int SequenceLength { get; }
 
     /// <summary>Ids must lie below this (the model's vocab_size); checked as rows are read. Default: no limit.</summary>
@@ -68,6 +71,7 @@ public sealed class DataViewTokenBatchSource : ITokenBatchSource, IDisposable
     /// <summary>Completed passes over the data.</summary>
     public int Epoch { get; private set; }
 
+    /// <inheritdoc/>
     public TokenBatch GetBatch(long step, int microStep)
     {
         long index = _firstBatchOfStep(step) + microStep;
@@ -172,6 +176,7 @@ public sealed class DataViewTokenBatchSource : ITokenBatchSource, IDisposable
         return n;
     }
 
+    /// <inheritdoc/>
     public void Dispose()
     {
         _windows?.Dispose();

@@ -9,6 +9,7 @@ public sealed record EntropyBucket(double Lower, double Upper, long Tokens, doub
 /// <summary>Metrics of scored data (<see cref="LoopRptCatalog.Evaluate"/>); every mean is over predicted tokens.</summary>
 public sealed class LoopRptMetrics
 {
+    /// <summary>Rows evaluated.</summary>
     public required long Rows { get; init; }
     /// <summary>Predicted tokens (positions 1..n-1 of every row).</summary>
     public required long Tokens { get; init; }
@@ -22,10 +23,12 @@ public sealed class LoopRptMetrics
     public required double ComputeRatio { get; init; }
     /// <summary>Mean -log p(token) in nats.</summary>
     public required double NegativeLogLikelihood { get; init; }
+    /// <summary>exp(<see cref="NegativeLogLikelihood"/>).</summary>
     public double Perplexity => Math.Exp(NegativeLogLikelihood);
     /// <summary>Per entropy bucket: tokens, accuracy, mean exit step, NLL.</summary>
     public required IReadOnlyList<EntropyBucket> EntropyBuckets { get; init; }
 
+    /// <inheritdoc/>
     public override string ToString()
     {
         var c = System.Globalization.CultureInfo.InvariantCulture;

@@ -53,6 +53,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         _ => null,
     };
 
+    /// <inheritdoc/>
     public AdaptiveExitScoringTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -199,6 +200,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         return max + 1;
     }
 
+    /// <inheritdoc/>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
@@ -237,6 +239,7 @@ public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScorin
         _options = options.Clone();
     }
 
+    /// <inheritdoc/>
     public AdaptiveExitScoringTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -261,6 +264,7 @@ public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScorin
         }
     }
 
+    /// <inheritdoc/>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);

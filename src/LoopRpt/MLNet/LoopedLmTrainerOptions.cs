@@ -29,11 +29,17 @@ public sealed class StageDescriptor
     /// <summary>Passes over the data (overrides <see cref="Steps"/> when set; costs one counting pass over the data).</summary>
     public double? Epochs { get; set; }
 
+    /// <summary>Peak learning rate (warmup then cosine decay).</summary>
     public double LearningRate { get; set; } = TrainingStage.Defaults.LearningRate;
+    /// <summary>Final rate of the cosine decay as a fraction of the peak.</summary>
     public double MinLearningRateRatio { get; set; } = TrainingStage.Defaults.MinLearningRateRatio;
+    /// <summary>Fraction of the stage spent in linear warmup.</summary>
     public double WarmupFraction { get; set; } = TrainingStage.Defaults.WarmupFraction;
+    /// <summary>Decoupled weight decay on matrices.</summary>
     public double WeightDecay { get; set; } = TrainingStage.Defaults.WeightDecay;
+    /// <summary>Gradient-norm clip (0: none).</summary>
     public double GradientClip { get; set; } = TrainingStage.Defaults.GradientClip;
+    /// <summary>Micro-batches per optimizer step.</summary>
     public int GradientAccumulation { get; set; } = 1;
 
     /// <summary>Objective options: <see cref="PretrainObjectiveOptions"/>, <see cref="GateObjectiveOptions"/>, the LoopRPT options, or anything a custom factory reads.</summary>
@@ -53,20 +59,29 @@ public sealed class StageDescriptor
 
     internal StageDescriptor Clone() => (StageDescriptor)MemberwiseClone();
 
+    /// <inheritdoc/>
     public override string ToString() => $"{Kind}:{Steps}";
 }
 
 /// <summary>Options of the looped-LM trainer estimator (<see cref="LoopedLmTrainerEstimator"/>).</summary>
 public sealed class LoopedLmTrainerOptions
 {
+    /// <summary>Default values, shared by the options and the catalog's optional parameters.</summary>
     public static class Defaults
     {
+        /// <summary>Default of <see cref="LoopedLmTrainerOptions.TokenColumnName"/>.</summary>
         public const string TokenColumnName = "Tokens";
+        /// <summary>Default of <see cref="LoopedLmTrainerOptions.Preset"/>.</summary>
         public const string Preset = "tiny";
+        /// <summary>Default of <see cref="LoopedLmTrainerOptions.BatchSize"/>.</summary>
         public const int BatchSize = 8;
+        /// <summary>Default of <see cref="LoopedLmTrainerOptions.SequenceLength"/>.</summary>
         public const int SequenceLength = 128;
+        /// <summary>Default Stage I steps of the default plan.</summary>
         public const long PretrainSteps = 200;
+        /// <summary>Default Stage II steps of the default plan.</summary>
         public const long GateSteps = 50;
+        /// <summary>Default of <see cref="LoopedLmTrainerOptions.DType"/>.</summary>
         public const string DType = "float32";
     }
 

@@ -34,6 +34,7 @@ internal static class Cols
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TextKeyInput
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Text)] public ReadOnlyMemory<char> Text { get; set; }
 }
 
@@ -41,6 +42,7 @@ public sealed class TextKeyInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TokensKeyInput
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Tokens)] public int[]? Tokens { get; set; }
 }
 
@@ -48,6 +50,7 @@ public sealed class TokensKeyInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class StateKeyOutput
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.StateKey)] public string Key { get; set; } = Cols.StateKeyValue;
 }
 
@@ -56,7 +59,9 @@ public sealed class StateKeyOutput
 [CustomMappingFactoryAttribute(Contract)]
 public sealed class TextStateKeyFactory : CustomMappingFactory<TextKeyInput, StateKeyOutput>
 {
+    /// <summary>The contract name ML.NET stores in the saved model.</summary>
     public const string Contract = "LoopRpt.TextStateKey.v1";
+    /// <inheritdoc/>
     public override Action<TextKeyInput, StateKeyOutput> GetMapping() => static (_, o) => o.Key = Cols.StateKeyValue;
 }
 
@@ -65,7 +70,9 @@ public sealed class TextStateKeyFactory : CustomMappingFactory<TextKeyInput, Sta
 [CustomMappingFactoryAttribute(Contract)]
 public sealed class TokensStateKeyFactory : CustomMappingFactory<TokensKeyInput, StateKeyOutput>
 {
+    /// <summary>The contract name ML.NET stores in the saved model.</summary>
     public const string Contract = "LoopRpt.TokensStateKey.v1";
+    /// <inheritdoc/>
     public override Action<TokensKeyInput, StateKeyOutput> GetMapping() => static (_, o) => o.Key = Cols.StateKeyValue;
 }
 
@@ -73,7 +80,9 @@ public sealed class TokensStateKeyFactory : CustomMappingFactory<TokensKeyInput,
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TokenizerInput
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Text)] public ReadOnlyMemory<char> Text { get; set; }
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.TokenizerState)] public ReadOnlyMemory<char> State { get; set; }
 }
 
@@ -81,6 +90,7 @@ public sealed class TokenizerInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TokenizerOutput
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.TokenIds)] public int[] Tokens { get; set; } = [];
 }
 
@@ -89,8 +99,10 @@ public sealed class TokenizerOutput
 [CustomMappingFactoryAttribute(Contract)]
 public sealed class TokenizerMappingFactory : CustomMappingFactory<TokenizerInput, TokenizerOutput>
 {
+    /// <summary>The contract name ML.NET stores in the saved model.</summary>
     public const string Contract = "LoopRpt.Tokenizer.v1";
 
+    /// <inheritdoc/>
     public override Action<TokenizerInput, TokenizerOutput> GetMapping() => static (i, o) =>
     {
         var state = StateCache<TokenizerState>.Get(i.State, TokenizerState.Parse, static _ => true);
@@ -102,7 +114,9 @@ public sealed class TokenizerMappingFactory : CustomMappingFactory<TokenizerInpu
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class ScorerInput
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Tokens)] public int[]? Tokens { get; set; }
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.ScorerState)] public ReadOnlyMemory<char> State { get; set; }
 }
 
@@ -110,15 +124,25 @@ public sealed class ScorerInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class ScorerOutput
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.LogLikelihood)] public float LogLikelihood { get; set; }
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.TokenLogProbabilities)] public float[] TokenLogProbabilities { get; set; } = [];
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.ExitSteps)] public float[] ExitSteps { get; set; } = [];
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.MeanExitStep)] public float MeanExitStep { get; set; }
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.Perplexity)] public float Perplexity { get; set; }
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.ComputeRatio)] public float ComputeRatio { get; set; }
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.TokenEntropies)] public float[] TokenEntropies { get; set; } = [];
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.Correct)] public float[] Correct { get; set; } = [];
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.StepCorrectCounts)] public float[] StepCorrectCounts { get; set; } = [];
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [ColumnName(Cols.Out + ScoreColumns.TokenCount)] public int TokenCount { get; set; }
 }
 
@@ -127,8 +151,10 @@ public sealed class ScorerOutput
 [CustomMappingFactoryAttribute(Contract)]
 public sealed class ScorerMappingFactory : CustomMappingFactory<ScorerInput, ScorerOutput>
 {
+    /// <summary>The contract name ML.NET stores in the saved model.</summary>
     public const string Contract = "LoopRpt.Scorer.v1";
 
+    /// <inheritdoc/>
     public override Action<ScorerInput, ScorerOutput> GetMapping() => static (i, o) =>
     {
         var engine = StateCache<ScoringEngine>.Get(i.State, static json => ScorerState.Parse(json).CreateEngine(), static e => !e.IsDisposed);

@@ -58,9 +58,13 @@ internal sealed class RowDetail
 
 /// <summary>
 /// The scoring computation behind every LoopRpt ML.NET scoring surface (the batched IDataView, the prediction engine,
-/// a model reloaded by ml.Model.Load, the Pareto sweep). <b>Seam:</b> it runs a full-depth <c>lm.Forward</c> and then
-/// selects per token with <see cref="ExitMode"/>; an adaptive-exit scorer that really skips loops replaces
-/// <see cref="ScoreUnits"/> without touching the ML.NET code.
+/// a model reloaded by ml.Model.Load, the Pareto sweep).
+/// <para><b>Seam for the fast scorer:</b> all model compute is in <see cref="ForwardChunk"/>: today a full-depth
+/// <c>lm.Forward</c>, then per-token selection with <see cref="ExitMode"/>. An adaptive-exit scorer that really skips
+/// loops (src/LoopRpt/Inference) replaces that method's body: for a (B, P) chunk it must fill, per position, the gold
+/// log-prob, argmax-correct, entropy and 1-indexed exit step at the exit it took. Per-step statistics
+/// (<see cref="PerStepStatistics"/>, <see cref="Detail"/>) need every loop, so they stay on the full-depth path;
+/// the fast path would serve <c>PerStepStatistics = false</c>. Padding, windowing, batching and all ML.NET code stay.</para>
 /// <para>Windowing: a row of n tokens predicts tokens 1..n-1. Rows longer than the context length C are split into
 /// windows of C tokens overlapping by one (the last input of one window is the first of the next), each starting with
 /// an empty context. Windows are padded to P = min(C, n rounded up to a multiple of <see cref="PadMultiple"/>) and only

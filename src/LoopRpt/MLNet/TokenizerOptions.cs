@@ -22,14 +22,22 @@ public enum TokenizerSource
 /// <summary>Options of the tokenizer estimator (<see cref="TokenizingEstimator"/>).</summary>
 public sealed class TokenizerOptions
 {
+    /// <summary>Default values, shared by the options and the catalog's optional parameters.</summary>
     public static class Defaults
     {
+        /// <summary>Default of <see cref="TokenizerOptions.InputColumnName"/>.</summary>
         public const string InputColumnName = "Text";
+        /// <summary>Default of <see cref="TokenizerOptions.OutputColumnName"/>.</summary>
         public const string OutputColumnName = "Tokens";
+        /// <summary>Default of <see cref="TokenizerOptions.Source"/>.</summary>
         public const TokenizerSource Source = TokenizerSource.TrainBpe;
+        /// <summary>Default of <see cref="TokenizerOptions.VocabularySize"/>.</summary>
         public const int VocabularySize = ByteLevelBpeTrainerOptions.Defaults.VocabularySize;
+        /// <summary>Default of <see cref="TokenizerOptions.TiktokenEncoding"/>.</summary>
         public const string TiktokenEncoding = "gpt2";
+        /// <summary>Default of <see cref="TokenizerOptions.AddBos"/>.</summary>
         public const bool AddBos = true;
+        /// <summary>Default of <see cref="TokenizerOptions.AddEos"/>.</summary>
         public const bool AddEos = false;
     }
 

@@ -37,6 +37,7 @@ public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
         _options = options.Clone();
     }
 
+    /// <inheritdoc/>
     public TokenizingTransformer Fit(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);
@@ -85,6 +86,7 @@ public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
         return LoopRptTokenizer.Create(TokenizerSpec.FromTrained(bpe));
     }
 
+    /// <inheritdoc/>
     public SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         SchemaChecks.Text(inputSchema, _options.InputColumnName);
@@ -116,8 +118,10 @@ public sealed class TokenizingTransformer : ITransformer
     /// <summary>The tokenizer (encode, decode, vocabulary size, special ids).</summary>
     public LoopRptTokenizer Tokenizer { get; }
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public string InputColumnName => _options.InputColumnName;
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public string OutputColumnName => _options.OutputColumnName;
 
     /// <summary>Token ids of one text, exactly as the output column holds them.</summary>
@@ -126,20 +130,24 @@ public sealed class TokenizingTransformer : ITransformer
     /// <summary>Text of token ids (BOS/EOS dropped).</summary>
     public string Decode(IEnumerable<int> ids) => Tokenizer.Decode(ids);
 
+    /// <inheritdoc/>
     public bool IsRowToRowMapper => true;
 
+    /// <inheritdoc/>
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         SchemaChecks.Text(inputSchema, _options.InputColumnName);
         return _twin.GetOutputSchema(inputSchema);
     }
 
+    /// <inheritdoc/>
     public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
     {
         SchemaChecks.Text(inputSchema, _options.InputColumnName);
         return _twin.GetRowToRowMapper(inputSchema);
     }
 
+    /// <inheritdoc/>
     public IDataView Transform(IDataView input)
     {
         ArgumentNullException.ThrowIfNull(input);

@@ -10,6 +10,7 @@ namespace LoopRpt.Tokenization;
 /// </summary>
 public sealed class BpeVocabulary
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public BpeVocabulary(IReadOnlyDictionary<string, int> vocabulary, IReadOnlyList<(string Left, string Right)> merges, IReadOnlyList<string> specialTokens)
     {
         Vocabulary = vocabulary;
@@ -23,8 +24,10 @@ public sealed class BpeVocabulary
     /// <summary>Merges in the order learned (rank 0 first).</summary>
     public IReadOnlyList<(string Left, string Right)> Merges { get; }
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public IReadOnlyList<string> SpecialTokens { get; }
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public int Count => Vocabulary.Count;
 
     /// <summary>vocab.json content (a JSON object token → id).</summary>

@@ -3,10 +3,14 @@ namespace LoopRpt.Tokenization;
 /// <summary>Options of <see cref="ByteLevelBpeTrainer"/>.</summary>
 public sealed class ByteLevelBpeTrainerOptions
 {
+    /// <summary>Default values, shared by the options and the catalog's optional parameters.</summary>
     public static class Defaults
     {
+        /// <summary>Default of <see cref="ByteLevelBpeTrainerOptions.VocabularySize"/>.</summary>
         public const int VocabularySize = 1024;
+        /// <summary>Default of <see cref="ByteLevelBpeTrainerOptions.MinFrequency"/>.</summary>
         public const int MinFrequency = 2;
+        /// <summary>The default special token (end of text; also BOS and document separator).</summary>
         public const string EndOfText = "<|endoftext|>";
     }
 
@@ -43,6 +47,7 @@ public sealed class ByteLevelBpeTrainer
 {
     private readonly ByteLevelBpeTrainerOptions _options;
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public ByteLevelBpeTrainer(ByteLevelBpeTrainerOptions? options = null)
     {
         _options = options ?? new ByteLevelBpeTrainerOptions();

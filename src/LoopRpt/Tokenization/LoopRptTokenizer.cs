@@ -26,6 +26,7 @@ public sealed class LoopRptTokenizer
         EosTokenId = eos;
     }
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public TokenizerSpec Spec { get; }
 
     /// <summary>The Microsoft.ML.Tokenizers object doing the work.</summary>

@@ -24,9 +24,12 @@ public enum TokenizerKind
 /// </summary>
 public sealed class TokenizerSpec
 {
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public const int CurrentVersion = 1;
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = CurrentVersion;
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [JsonPropertyName("kind")] public TokenizerKind Kind { get; set; }
     /// <summary>Tiktoken encoding or model name.</summary>
     [JsonPropertyName("name")] public string? Name { get; set; }
@@ -34,6 +37,7 @@ public sealed class TokenizerSpec
     [JsonPropertyName("vocab")] public Dictionary<string, int>? Vocabulary { get; set; }
     /// <summary>"left right" merges in rank order (TrainedBpe, BpeFiles).</summary>
     [JsonPropertyName("merges")] public List<string>? Merges { get; set; }
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     [JsonPropertyName("special_tokens")] public List<string>? SpecialTokens { get; set; }
     /// <summary>SentencePiece model bytes, base64.</summary>
     [JsonPropertyName("model_base64")] public string? ModelBase64 { get; set; }
@@ -44,8 +48,10 @@ public sealed class TokenizerSpec
         Converters = { new JsonStringEnumConverter() },
     };
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public JsonObject ToJsonObject() => JsonNode.Parse(ToJson())!.AsObject();
 
     /// <summary>Parses a description; unknown versions and malformed JSON fail with <see cref="InvalidDataException"/>.</summary>
@@ -60,6 +66,7 @@ public sealed class TokenizerSpec
         return spec;
     }
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public static TokenizerSpec FromTrained(BpeVocabulary bpe) => new()
     {
         Kind = TokenizerKind.TrainedBpe,
@@ -68,6 +75,7 @@ public sealed class TokenizerSpec
         SpecialTokens = bpe.SpecialTokens.ToList(),
     };
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public static TokenizerSpec FromTiktoken(string name) => new() { Kind = TokenizerKind.Tiktoken, Name = name };
 
     /// <summary>Reads vocab.json and merges.txt (header lines starting with '#' are skipped).</summary>
@@ -84,6 +92,7 @@ public sealed class TokenizerSpec
         return new() { Kind = TokenizerKind.BpeFiles, Vocabulary = vocab, Merges = merges, SpecialTokens = specials };
     }
 
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
     public static TokenizerSpec FromSentencePiece(string modelPath)
     {
         RequireFile(modelPath, "SentencePiece model");
