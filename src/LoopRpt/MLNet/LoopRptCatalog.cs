@@ -1,6 +1,7 @@
 using LoopRpt.Model;
 using LoopRpt.Tokenization;
 using Microsoft.ML;
+using Microsoft.ML.Data;
 
 namespace LoopRpt.MLNet;
 
@@ -69,6 +70,20 @@ public sealed class LoopRptCatalog
 
     /// <summary>Trains a looped LM as <paramref name="options"/> says (model, stages, device, checkpoints, progress, cancellation).</summary>
     public LoopedLmTrainerEstimator TrainLoopedLm(LoopedLmTrainerOptions options) => new(MLContext, options);
+
+    /// <summary>
+    /// Trains on a text column: the tokenizer (<paramref name="tokenizer"/>, default a 1024-token BPE learned from the
+    /// text) followed by the trainer reading its output column. Fitting returns tokenizer + scorer.
+    /// </summary>
+    public EstimatorChain<AdaptiveExitScoringTransformer> TrainLoopedLmOnText(string textColumnName, LoopedLmTrainerOptions? options = null, TokenizerOptions? tokenizer = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(textColumnName);
+        var t = tokenizer?.Clone() ?? new TokenizerOptions();
+        t.InputColumnName = textColumnName;
+        var o = options?.Clone() ?? new LoopedLmTrainerOptions();
+        o.TokenColumnName = t.OutputColumnName;
+        return Tokenize(t).Append(TrainLoopedLm(o));
+    }
 
     /// <summary>Scores with an existing LoopRpt model directory (an estimator that loads rather than trains).</summary>
     /// <param name="modelDirectory">A LoopRpt model directory (config.json, model.safetensors, meta.json).</param>

@@ -167,3 +167,43 @@ public class TrainerDeviceAndEpochTests
         Assert.Equal(5, scorer.TrainingResult!.GlobalStep);
     }
 }
+
+public class TrainerContinuationTests
+{
+    [Fact]
+    public void TextInputAndContinuingFromAModelDirectory()
+    {
+        var dir = MlNetTestData.TempDir("cont");
+        try
+        {
+            var ml = new MLContext(seed: 1);
+            var text = ml.Data.LoadFromEnumerable(MlNetTestData.Docs(40, 3));
+            var options = TrainerWorkoutTests.Tiny(4, 0);
+            options.VocabularySize = null;                       // from the tokenizer fitted in the same chain
+            options.ModelDirectory = dir;
+            using var first = ml.LoopRpt().TrainLoopedLmOnText("Text", options, new TokenizerOptions { VocabularySize = 280 }).Fit(text);
+            var scorer = first.LastTransformer;
+            Assert.Equal(280, scorer.Config.VocabSize);
+            Assert.Equal(Path.GetFullPath(dir), Path.GetFullPath(scorer.ModelDirectory!));
+
+            // Continue the saved model with a gate stage: the history accumulates.
+            var tokens = first.Transform(text);
+            var gate = TrainerWorkoutTests.Tiny();
+            gate.VocabularySize = null;
+            gate.InitialModelDirectory = dir;
+            gate.Stages = [StageDescriptor.Gate(3, 1e-2)];
+            using var second = ml.LoopRpt().TrainLoopedLm(gate).Fit(tokens);
+            Assert.Equal(7, second.Meta.Step);
+            Assert.Equal(["pretrain", "gate"], second.Meta.Stages.Select(s => s.Name));
+            Assert.Equal("TrainedBpe", second.Meta.Tokenizer!["kind"]!.GetValue<string>());
+            // Gate training touches only the gate: the LM head is unchanged.
+            var head1 = TestUtil.ToArray(scorer.Model.LmHead.weight!);
+            var head2 = TestUtil.ToArray(second.Model.LmHead.weight!);
+            Assert.Equal(head1, head2);
+        }
+        finally
+        {
+            MlNetTestData.Delete(dir);
+        }
+    }
+}
