@@ -7,8 +7,6 @@ namespace LoopRpt.MLNet;
 /// <summary>Scores of one row (one token sequence). Arrays are per predicted token: positions 1..n-1 of the row.</summary>
 internal sealed class RowScore
 {
-    public static readonly RowScore Empty = new(0, [], [], [], [], [], 1);
-
     public RowScore(float logLikelihood, float[] tokenLogProbabilities, float[] exitSteps, float[] tokenEntropies, float[] correct, float[] stepCorrectCounts, int loops)
     {
         LogLikelihood = logLikelihood;
@@ -95,7 +93,7 @@ internal sealed class ScoringEngine : IDisposable
     public int Loops => Model.Config.TotalUtSteps;
     public bool IsDisposed => _disposed;
 
-    /// <summary>Scores rows (null or fewer than two tokens: <see cref="RowScore.Empty"/>). Thread-safe (serialized).</summary>
+    /// <summary>Scores rows (null or fewer than two tokens: no predicted token, see the transformer remarks). Thread-safe (serialized).</summary>
     public RowScore[] Score(IReadOnlyList<int[]?> rows)
     {
         var results = new RowScore[rows.Count];
@@ -163,46 +161,44 @@ internal sealed class ScoringEngine : IDisposable
         var device = Model.Device;
         var inputs = tensor(ids, [b, p]).to(device);                                  // (B, P)
         var targets = tensor(tg, [b, p]).to(device);                                  // (B, P)
-        var output = Model.Forward(inputs);
+        var output = Model.Forward(inputs);                                           // the loops run batched
         var probs = output.ExitProbabilities();                                       // (B, P, T)
-        var logits = ExitMode.Logits(Model, output).to_type(ScalarType.Float32);      // (B, P, V)
-        var logp = F.log_softmax(logits, -1);
-        var safe = targets.clamp_min(0).unsqueeze(-1);
-        var gold = logp.gather(-1, safe).squeeze(-1);                                 // (B, P)
-        var correct = (logits.argmax(-1) == targets).to_type(ScalarType.Float32);     // (B, P)
-        var entropy = -(logp.exp() * logp).sum(-1);                                   // (B, P)
         var exitStep = ExitMode.Kind == ExitKind.ExpectedLogits
             ? ExitDistribution.ExpectedExitStep(probs)
             : ExitMode.Steps(probs).to_type(ScalarType.Float32) + 1;                  // (B, P), 1-indexed
-        Tensor? stepCorrect = null, stepLogp = null;
-        if (acc.Length > 0 && chunk.Any(u => acc[u.Row].HasSteps))
-        {
-            stepCorrect = stack(output.Hidden.Select(h => (Model.Logits(h).argmax(-1) == targets).to_type(ScalarType.Float32)).ToArray(), -1);   // (B, P, T)
-            if (detail) stepLogp = Model.GoldLogProbsPerStep(output, targets);        // (B, P, T)
-        }
-
-        var hGold = Host(gold);
-        var hCorrect = Host(correct);
-        var hEntropy = Host(entropy);
         var hExit = Host(exitStep);
-        var hStep = stepCorrect is null ? null : Host(stepCorrect);
-        var hStepLogp = stepLogp is null ? null : Host(stepLogp);
         var hProbs = detail ? Host(probs) : null;
+
+        // The LM head runs one row at a time: (1, P, V) logits instead of (B, P, V) keeps memory bounded for large vocabularies.
         for (int i = 0; i < b; i++)
         {
             var u = chunk[i];
             var a = acc[u.Row];
+            float[] hGold, hCorrect, hEntropy;
+            float[]? hStep = null, hStepLogp = null;
+            using (var rowScope = NewDisposeScope())
+            {
+                var row = new LoopOutput(output.Hidden.Select(h => h.narrow(0, i, 1)).ToList(), output.GateLogits.narrow(0, i, 1));
+                var rowTargets = targets.narrow(0, i, 1);                             // (1, P)
+                var logits = ExitMode.Logits(Model, row).to_type(ScalarType.Float32);  // (1, P, V)
+                var logp = F.log_softmax(logits, -1);
+                hGold = Host(logp.gather(-1, rowTargets.clamp_min(0).unsqueeze(-1)).squeeze(-1));          // (1, P)
+                hCorrect = Host((logits.argmax(-1) == rowTargets).to_type(ScalarType.Float32));            // (1, P)
+                hEntropy = Host(-(logp.exp() * logp).sum(-1));                                              // (1, P)
+                if (a.HasSteps)
+                    hStep = Host(stack(row.Hidden.Select(h => (Model.Logits(h).argmax(-1) == rowTargets).to_type(ScalarType.Float32)).ToArray(), -1));   // (1, P, T)
+                if (detail) hStepLogp = Host(Model.GoldLogProbsPerStep(row, rowTargets));                  // (1, P, T)
+            }
             for (int j = 0; j + 1 < u.Length; j++)
             {
-                int k = u.Start + j;               // predicted token index k+1 of the row, stored at k
-                int src = i * p + j;
-                a.LogProbs[k] = hGold[src];
-                a.Correct[k] = hCorrect[src];
-                a.Entropies[k] = hEntropy[src];
-                a.ExitSteps[k] = hExit[src];
-                if (hStep is not null && a.StepCorrect is not null) Array.Copy(hStep, src * T, a.StepCorrect, k * T, T);
-                if (hStepLogp is not null && a.StepLogProbs is not null) Array.Copy(hStepLogp, src * T, a.StepLogProbs, k * T, T);
-                if (hProbs is not null && a.ExitProbs is not null) Array.Copy(hProbs, src * T, a.ExitProbs, k * T, T);
+                int k = u.Start + j;               // predicted token k+1 of the row, stored at k
+                a.LogProbs[k] = hGold[j];
+                a.Correct[k] = hCorrect[j];
+                a.Entropies[k] = hEntropy[j];
+                a.ExitSteps[k] = hExit[i * p + j];
+                if (hStep is not null && a.StepCorrect is not null) Array.Copy(hStep, j * T, a.StepCorrect, k * T, T);
+                if (hStepLogp is not null && a.StepLogProbs is not null) Array.Copy(hStepLogp, j * T, a.StepLogProbs, k * T, T);
+                if (hProbs is not null && a.ExitProbs is not null) Array.Copy(hProbs, (i * p + j) * T, a.ExitProbs, k * T, T);
             }
         }
     }
