@@ -207,3 +207,26 @@ public class TrainerContinuationTests
         }
     }
 }
+
+public class TrainerStorageTests
+{
+    [Fact]
+    public void DirectoryStorageWithoutADirectoryFailsAtSave()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1));
+        var o = TrainerWorkoutTests.Tiny(2, 0);
+        o.Scorer = new AdaptiveExitScorerOptions { Storage = ModelStorage.Directory };
+        using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+        var zip = MlNetTestData.TempDir("zip") + ".zip";
+        try
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => ml.Model.Save(scorer, data.Schema, zip));
+            Assert.Contains("LoopedLmTrainerOptions.ModelDirectory", e.Message);
+        }
+        finally
+        {
+            MlNetTestData.Delete(zip);
+        }
+    }
+}
