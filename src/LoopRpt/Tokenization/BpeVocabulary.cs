@@ -50,16 +50,5 @@ public sealed class BpeVocabulary
     }
 
     /// <summary>A byte-level <see cref="BpeTokenizer"/> with the GPT-2 pre-tokenizer and these special tokens.</summary>
-    public BpeTokenizer CreateTokenizer()
-    {
-        var specials = SpecialTokens.ToDictionary(s => s, s => Vocabulary[s], StringComparer.Ordinal);
-        var options = new BpeOptions(Vocabulary.Where(kv => !specials.ContainsKey(kv.Key)))
-        {
-            Merges = Merges.Select(m => m.Left + " " + m.Right).ToList(),
-            ByteLevel = true,
-            PreTokenizer = new RegexPreTokenizer(ByteLevel.Gpt2Regex, specials.Count > 0 ? specials : null),
-            SpecialTokens = specials.Count > 0 ? specials : null,
-        };
-        return BpeTokenizer.Create(options);
-    }
+    public BpeTokenizer CreateTokenizer() => (BpeTokenizer)LoopRptTokenizer.Create(TokenizerSpec.FromTrained(this)).Inner;
 }

@@ -39,7 +39,7 @@ public class TrainerWorkoutTests
         Assert.Equal(8, scorer.Meta.Step);
         Assert.Contains(log, l => l.Contains("LoopRpt progress: stage=pretrain step=1/6"));
         Assert.Contains(log, l => l.Contains("LoopRpt train: completed=True global_step=8"));
-        Assert.Equal(options.Seed, 3);        // the caller's options are not mutated
+        Assert.Equal(3, options.Seed);        // the caller's options are not mutated
     }
 
     [Fact]

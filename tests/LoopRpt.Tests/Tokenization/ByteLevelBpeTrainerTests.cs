@@ -37,6 +37,7 @@ public class ByteLevelBpeTrainerTests
         var tok = LoopRptTokenizer.Create(TokenizerSpec.FromTrained(
             new ByteLevelBpeTrainer(new ByteLevelBpeTrainerOptions { VocabularySize = 260, MinFrequency = 1 }).Train(Corpus)));
         Assert.IsType<Microsoft.ML.Tokenizers.BpeTokenizer>(tok.Inner);
+        Assert.Equal(tok.Encode("abab abc"), new ByteLevelBpeTrainer(new ByteLevelBpeTrainerOptions { VocabularySize = 260, MinFrequency = 1 }).Train(Corpus).CreateTokenizer().EncodeToIds("abab abc"));
         Assert.Equal([258, 1 + 0x20, 259], tok.Encode("abab abc"));
         Assert.Equal([0, 258, 0], tok.Encode("abab", addBos: true, addEos: true));
         Assert.Equal("abab abc", tok.Decode(tok.Encode("abab abc", addBos: true)));
