@@ -1,0 +1,104 @@
+using LoopRpt.Model;
+
+namespace LoopRpt.MLNet;
+
+/// <summary>Where a fitted scorer's weights live when the ML.NET model is saved.</summary>
+public enum ModelStorage
+{
+    /// <summary>Embedded when the weights are at most <see cref="AdaptiveExitScorerOptions.Defaults.MaxEmbeddedBytes"/>, else the model directory (which must then be known).</summary>
+    Auto,
+    /// <summary>The weights travel inside the ML.NET zip (base64 safetensors in a ValueMapping): one self-contained file.</summary>
+    Embedded,
+    /// <summary>The zip references a LoopRpt model directory by absolute path and fingerprint; the directory must stay in place.</summary>
+    Directory,
+}
+
+/// <summary>Options of the adaptive-exit scorer (<see cref="AdaptiveExitScoringTransformer"/>).</summary>
+public sealed class AdaptiveExitScorerOptions
+{
+    /// <summary>Default values, shared by the options and the catalog's optional parameters.</summary>
+    public static class Defaults
+    {
+        /// <summary>Default of <see cref="AdaptiveExitScorerOptions.TokenColumnName"/>.</summary>
+        public const string TokenColumnName = "Tokens";
+        /// <summary>Default Q-exit threshold q of <see cref="AdaptiveExitScorerOptions.ExitMode"/>.</summary>
+        public const double ExitThreshold = 0.5;
+        /// <summary>Default of <see cref="AdaptiveExitScorerOptions.BatchSize"/>.</summary>
+        public const int BatchSize = 8;
+        /// <summary>Default of <see cref="AdaptiveExitScorerOptions.ContextLength"/>.</summary>
+        public const int ContextLength = 512;
+        /// <summary>Largest weights (bytes) that <see cref="ModelStorage.Auto"/> embeds.</summary>
+        public const long MaxEmbeddedBytes = 100L * 1024 * 1024;
+    }
+
+    /// <summary>Input column of token ids: a vector of Int32 or Int64 (any length). Default "Tokens".</summary>
+    public string TokenColumnName { get; set; } = Defaults.TokenColumnName;
+
+    /// <summary>How each token's exit step is chosen. Default Q-exit with q = 0.5.</summary>
+    public ExitMode ExitMode { get; set; } = ExitMode.Q(Defaults.ExitThreshold);
+
+    /// <summary>Sequences (windows) per forward pass. Default 8.</summary>
+    public int BatchSize { get; set; } = Defaults.BatchSize;
+
+    /// <summary>Longest window scored at once; longer rows are windowed (see remarks of the transformer). Default 512, capped by the model's max_position_embeddings.</summary>
+    public int ContextLength { get; set; } = Defaults.ContextLength;
+
+    /// <summary>Compute per-step correctness (needed for per-step accuracy in Evaluate); costs one LM-head pass per loop. Default true.</summary>
+    public bool PerStepStatistics { get; set; } = true;
+
+    /// <summary>"cpu", "cuda" or "cuda:N"; null: <c>cuda:{MLContext.GpuDeviceId}</c> when the MLContext sets one, else "cpu".</summary>
+    public string? Device { get; set; }
+
+    /// <summary>Fall back to the CPU when CUDA is unavailable; null: <c>MLContext.FallbackToCpu</c>.</summary>
+    public bool? FallbackToCpu { get; set; }
+
+    /// <summary>Prefix of every output column name (to score with two models in one pipeline). Default "".</summary>
+    public string OutputColumnPrefix { get; set; } = "";
+
+    /// <summary>How <c>ml.Model.Save</c> stores the weights. Default <see cref="ModelStorage.Auto"/>.</summary>
+    public ModelStorage Storage { get; set; } = ModelStorage.Auto;
+
+    /// <summary>A LoopRpt model directory to load (the loading estimator), or where a trained model was saved.</summary>
+    public string? ModelDirectory { get; set; }
+
+    internal AdaptiveExitScorerOptions Clone() => (AdaptiveExitScorerOptions)MemberwiseClone();
+
+    internal void Validate(OuroConfig? config = null)
+    {
+        if (string.IsNullOrWhiteSpace(TokenColumnName)) throw new ArgumentException("TokenColumnName must be given.", nameof(TokenColumnName));
+        ArgumentNullException.ThrowIfNull(ExitMode, nameof(ExitMode));
+        if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
+        if (ContextLength < 2) throw new ArgumentOutOfRangeException(nameof(ContextLength), ContextLength, "ContextLength must be at least 2.");
+        OutputColumnPrefix ??= "";
+        if (config is not null && ExitMode.Kind == ExitKind.FixedStep && ExitMode.Step >= config.TotalUtSteps)
+            throw new ArgumentOutOfRangeException(nameof(ExitMode), ExitMode.Step,
+                $"The fixed exit step {ExitMode.Step} (0-based) is beyond the model's {config.TotalUtSteps} loops; expected 0 to {config.TotalUtSteps - 1}.");
+    }
+}
+
+/// <summary>Names of the scorer's output columns (each prefixed by <see cref="AdaptiveExitScorerOptions.OutputColumnPrefix"/>).</summary>
+public static class ScoreColumns
+{
+    /// <summary>float: sum of log p(token) over the predicted tokens (positions 1..n-1).</summary>
+    public const string LogLikelihood = "LogLikelihood";
+    /// <summary>float vector (n-1): log p of each predicted token under the chosen exit.</summary>
+    public const string TokenLogProbabilities = "TokenLogProbabilities";
+    /// <summary>float vector (n-1): 1-indexed exit step of each predicted token.</summary>
+    public const string ExitSteps = "ExitSteps";
+    /// <summary>float: mean of <see cref="ExitSteps"/> (NaN for a row with no predicted token).</summary>
+    public const string MeanExitStep = "MeanExitStep";
+    /// <summary>float: exp(-LogLikelihood / tokens) (NaN for a row with no predicted token).</summary>
+    public const string Perplexity = "Perplexity";
+    /// <summary>float: loop compute relative to full depth, mean exit step / loops (0 for no token).</summary>
+    public const string ComputeRatio = "ComputeRatio";
+    /// <summary>float vector (n-1): entropy (nats) of the next-token distribution at the exit.</summary>
+    public const string TokenEntropies = "TokenEntropies";
+    /// <summary>float vector (n-1): 1 if the exit's argmax is the next token, else 0.</summary>
+    public const string Correct = "Correct";
+    /// <summary>float vector (loops): per loop step, the count of this row's tokens its argmax predicts (empty when disabled).</summary>
+    public const string StepCorrectCounts = "StepCorrectCounts";
+    /// <summary>int: predicted tokens in the row (n-1, or 0).</summary>
+    public const string TokenCount = "TokenCount";
+
+    internal static readonly string[] All = [LogLikelihood, TokenLogProbabilities, ExitSteps, MeanExitStep, Perplexity, ComputeRatio, TokenEntropies, Correct, StepCorrectCounts, TokenCount];
+}

@@ -1,0 +1,126 @@
+using LoopRpt.Model;
+using LoopRpt.Tokenization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace LoopRpt.MLNet;
+
+/// <summary>
+/// Every LoopRpt ML.NET component: <c>mlContext.LoopRpt().Tokenize(...)</c>, <c>.TrainLoopedLm(...)</c>,
+/// <c>.ScoreWithModel(...)</c>, <c>.Evaluate(...)</c>, <c>.ParetoSweep(...)</c>. Each factory has a simple overload and one
+/// taking the component's options. The catalog keeps the <see cref="MLContext"/> (its log, seed, GPU settings).
+/// </summary>
+public sealed class LoopRptCatalog
+{
+    internal LoopRptCatalog(MLContext mlContext) => MLContext = mlContext ?? throw new ArgumentNullException(nameof(mlContext));
+
+    /// <summary>The context this catalog builds components for.</summary>
+    public MLContext MLContext { get; }
+
+    /// <summary>Tokenizes <paramref name="inputColumnName"/> with a byte-level BPE vocabulary learned at fit time.</summary>
+    /// <param name="outputColumnName">Token-id vector column to create.</param>
+    /// <param name="inputColumnName">Text column (default: <paramref name="outputColumnName"/>).</param>
+    /// <param name="vocabularySize">Vocabulary size to learn (special tokens and 256 bytes included).</param>
+    /// <param name="addBos">Prepend the beginning/end-of-text id.</param>
+    /// <param name="addEos">Append the end-of-text id.</param>
+    /// <param name="maxLength">Longest output (0: unlimited; longer texts keep their start).</param>
+    public TokenizingEstimator Tokenize(string outputColumnName = TokenizerOptions.Defaults.OutputColumnName, string? inputColumnName = null,
+                                        int vocabularySize = TokenizerOptions.Defaults.VocabularySize, bool addBos = TokenizerOptions.Defaults.AddBos,
+                                        bool addEos = TokenizerOptions.Defaults.AddEos, int maxLength = 0)
+        => Tokenize(new TokenizerOptions
+        {
+            OutputColumnName = outputColumnName, InputColumnName = inputColumnName ?? outputColumnName, VocabularySize = vocabularySize,
+            AddBos = addBos, AddEos = addEos, MaxLength = maxLength,
+        });
+
+    /// <summary>Tokenizes with a pretrained tiktoken encoding: gpt2 (default), cl100k_base, o200k_base.</summary>
+    public TokenizingEstimator TokenizePretrained(string outputColumnName = TokenizerOptions.Defaults.OutputColumnName, string? inputColumnName = null,
+                                                  string encoding = TokenizerOptions.Defaults.TiktokenEncoding, bool addBos = TokenizerOptions.Defaults.AddBos,
+                                                  bool addEos = TokenizerOptions.Defaults.AddEos, int maxLength = 0)
+        => Tokenize(new TokenizerOptions
+        {
+            OutputColumnName = outputColumnName, InputColumnName = inputColumnName ?? outputColumnName, Source = TokenizerSource.Tiktoken,
+            TiktokenEncoding = encoding, AddBos = addBos, AddEos = addEos, MaxLength = maxLength,
+        });
+
+    /// <summary>Tokenizes as <paramref name="options"/> says (any source: trained BPE, tiktoken, BPE files, SentencePiece, an existing tokenizer).</summary>
+    public TokenizingEstimator Tokenize(TokenizerOptions options) => new(MLContext, options);
+
+    /// <summary>Trains a looped LM on a token column: Stage I pretraining then Stage II gate training.</summary>
+    /// <param name="tokenColumnName">Token-id vector column.</param>
+    /// <param name="preset">Model preset: tiny, small, ouro-1.4b, ouro-2.6b.</param>
+    /// <param name="pretrainSteps">Stage I steps.</param>
+    /// <param name="gateSteps">Stage II steps (0: none).</param>
+    /// <param name="batchSize">Sequences per batch.</param>
+    /// <param name="sequenceLength">Tokens per sequence.</param>
+    public LoopedLmTrainerEstimator TrainLoopedLm(string tokenColumnName = LoopedLmTrainerOptions.Defaults.TokenColumnName,
+                                                  string preset = LoopedLmTrainerOptions.Defaults.Preset,
+                                                  long pretrainSteps = LoopedLmTrainerOptions.Defaults.PretrainSteps,
+                                                  long gateSteps = LoopedLmTrainerOptions.Defaults.GateSteps,
+                                                  int batchSize = LoopedLmTrainerOptions.Defaults.BatchSize,
+                                                  int sequenceLength = LoopedLmTrainerOptions.Defaults.SequenceLength)
+    {
+        var stages = new List<StageDescriptor> { StageDescriptor.Pretrain(pretrainSteps) };
+        if (gateSteps > 0) stages.Add(StageDescriptor.Gate(gateSteps));
+        return TrainLoopedLm(new LoopedLmTrainerOptions
+        {
+            TokenColumnName = tokenColumnName, Preset = preset, Stages = stages, BatchSize = batchSize, SequenceLength = sequenceLength,
+        });
+    }
+
+    /// <summary>Trains a looped LM as <paramref name="options"/> says (model, stages, device, checkpoints, progress, cancellation).</summary>
+    public LoopedLmTrainerEstimator TrainLoopedLm(LoopedLmTrainerOptions options) => new(MLContext, options);
+
+    /// <summary>
+    /// Trains on a text column: the tokenizer (<paramref name="tokenizer"/>, default a 1024-token BPE learned from the
+    /// text) followed by the trainer reading its output column. Fitting returns tokenizer + scorer.
+    /// </summary>
+    public EstimatorChain<AdaptiveExitScoringTransformer> TrainLoopedLmOnText(string textColumnName, LoopedLmTrainerOptions? options = null, TokenizerOptions? tokenizer = null)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(textColumnName);
+        var t = tokenizer?.Clone() ?? new TokenizerOptions();
+        t.InputColumnName = textColumnName;
+        var o = options?.Clone() ?? new LoopedLmTrainerOptions();
+        o.TokenColumnName = t.OutputColumnName;
+        return Tokenize(t).Append(TrainLoopedLm(o));
+    }
+
+    /// <summary>Scores with an existing LoopRpt model directory (an estimator that loads rather than trains).</summary>
+    /// <param name="modelDirectory">A LoopRpt model directory (config.json, model.safetensors, meta.json).</param>
+    /// <param name="tokenColumnName">Token-id vector column.</param>
+    /// <param name="exitThreshold">Q-exit threshold q in [0, 1]; 1 means always the last step.</param>
+    public AdaptiveExitScoringEstimator ScoreWithModel(string modelDirectory, string tokenColumnName = AdaptiveExitScorerOptions.Defaults.TokenColumnName,
+                                                       double exitThreshold = AdaptiveExitScorerOptions.Defaults.ExitThreshold)
+        => ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = modelDirectory, TokenColumnName = tokenColumnName, ExitMode = ExitMode.Q(exitThreshold) });
+
+    /// <summary>Scores with an existing LoopRpt model directory as <paramref name="options"/> says.</summary>
+    public AdaptiveExitScoringEstimator ScoreWithModel(AdaptiveExitScorerOptions options) => new(MLContext, options);
+
+    /// <summary>Loads a scorer directly from a model directory (no pipeline needed).</summary>
+    public AdaptiveExitScoringTransformer LoadScorer(AdaptiveExitScorerOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        _ = new AdaptiveExitScoringEstimator(MLContext, options);     // validates options and the directory
+        return AdaptiveExitScoringEstimator.Load(MLContext, options.Clone());
+    }
+
+    /// <summary>
+    /// Next-token accuracy overall and per loop step, mean exit step, compute ratio, NLL, and entropy buckets, from the
+    /// scorer's output columns.
+    /// </summary>
+    /// <param name="scoredData">Output of a LoopRpt scorer (or of a model reloaded with ml.Model.Load).</param>
+    /// <param name="outputColumnPrefix">The scorer's <see cref="AdaptiveExitScorerOptions.OutputColumnPrefix"/>.</param>
+    /// <param name="entropyBucketEdges">Increasing bucket edges in nats (default 0.5, 1, 2, 4: five buckets).</param>
+    public LoopRptMetrics Evaluate(IDataView scoredData, string outputColumnPrefix = "", double[]? entropyBucketEdges = null)
+        => Evaluation.Evaluate(scoredData, outputColumnPrefix ?? "", entropyBucketEdges);
+
+    /// <summary>
+    /// Accuracy, NLL and compute for each Q-exit threshold (default 0.1, 0.2, ..., 1.0) with one full-depth pass,
+    /// marking the Pareto-optimal points (no other point is at least as accurate with no more compute).
+    /// </summary>
+    public IReadOnlyList<ParetoPoint> ParetoSweep(AdaptiveExitScoringTransformer scorer, IDataView data, IEnumerable<double>? thresholds = null)
+        => Evaluation.Pareto(scorer, data, thresholds ?? Enumerable.Range(1, 10).Select(i => i / 10.0));
+
+    /// <summary>Trains a byte-level BPE tokenizer on texts outside a pipeline.</summary>
+    public LoopRptTokenizer TrainTokenizer(IEnumerable<string?> texts, ByteLevelBpeTrainerOptions? options = null) => LoopRptTokenizer.Train(texts, options);
+}

@@ -1,0 +1,284 @@
+using LoopRpt.Checkpoints;
+using LoopRpt.Data;
+using LoopRpt.MLNet.Persistence;
+using LoopRpt.Model;
+using LoopRpt.Native;
+using LoopRpt.Objectives;
+using LoopRpt.Training;
+using Microsoft.ML;
+using Microsoft.ML.Runtime;
+using static TorchSharp.torch;
+
+namespace LoopRpt.MLNet;
+
+/// <summary>
+/// Trains a looped language model (Ouro) on a token column through any sequence of stages — pretraining, gate training,
+/// LoopRPT — and returns the <see cref="AdaptiveExitScoringTransformer"/> for the trained model.
+/// </summary>
+/// <remarks>
+/// | Input column | Type |
+/// |---|---|
+/// | <see cref="LoopedLmTrainerOptions.TokenColumnName"/> | Vector&lt;Int32&gt; or Vector&lt;Int64&gt; |
+///
+/// Output columns: those of <see cref="AdaptiveExitScoringTransformer"/>.
+///
+/// | Characteristic | |
+/// |---|---|
+/// | Streams the data | yes: a cursor is packed into S+1-token windows batch by batch (<see cref="DataViewTokenBatchSource"/>) |
+/// | GPU | optional (<c>MLContext.GpuDeviceId</c> / <c>FallbackToCpu</c>, or <see cref="LoopedLmTrainerOptions.Device"/>) |
+/// | Native package | libtorch (libtorch-cpu-linux-x64 or a CUDA build) |
+/// | Deterministic | yes on CPU for a seed; resume equals an uninterrupted run |
+/// | Progress | MLContext.Log (key=value lines), IProgress, CancellationToken |
+/// | ONNX export | no |
+/// </remarks>
+public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTransformer>
+{
+    private readonly MLContext _ml;
+    private readonly LoopedLmTrainerOptions _options;
+
+    internal LoopedLmTrainerEstimator(MLContext ml, LoopedLmTrainerOptions options)
+    {
+        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options.Clone();
+    }
+
+    /// <summary>The built-in objectives; the LoopRPT objective plugs in here (or through <see cref="LoopedLmTrainerOptions.ObjectiveFactory"/>).</summary>
+    internal static ITrainingObjective? BuiltInObjective(StageDescriptor stage, long steps) => stage.Kind switch
+    {
+        StageKind.Pretrain => new PretrainObjective(stage.ObjectiveOptions as PretrainObjectiveOptions, steps),
+        StageKind.Gate => new GateObjective(stage.ObjectiveOptions as GateObjectiveOptions),
+        // Merge point: StageKind.LoopRpt => new LoopRptObjective(stage.ObjectiveOptions as LoopRptOptions ?? new()),
+        _ => null,
+    };
+
+    /// <inheritdoc/>
+    public AdaptiveExitScoringTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var o = _options;
+        var column = SchemaChecks.Tokens(input.Schema, o.TokenColumnName);
+        var host = ((IHostEnvironment)_ml).Register("LoopRpt.Trainer");
+        using var ch = host.Start("Fit");
+        TorchNative.EnsureLoaded();
+        var (device, deviceName, fallback) = Devices.Resolve(_ml, o.Device, o.FallbackToCpu);
+        long seed = o.Seed ?? host.Rand.Next();
+        var dtype = o.DType == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;
+
+        OuroForCausalLM lm;
+        ModelMeta baseMeta;
+        if (o.InitialModelDirectory is { } init)
+        {
+            var loaded = ModelDirectory.Load(init, device, dtype);
+            lm = loaded.Model;
+            baseMeta = loaded.Meta;
+        }
+        else
+        {
+            var config = o.Config?.Clone() ?? OuroConfig.FromPreset(o.Preset);
+            config.VocabSize = o.VocabularySize ?? FittedTokenizers.Find(_ml, o.TokenColumnName)?.VocabularySize ?? InferVocabulary(input, column);
+            if (o.Loops is { } loops) config.TotalUtSteps = loops;
+            config.Validate();
+            using var gen = new Generator((ulong)seed);
+            lm = new OuroForCausalLM(config, device, dtype, gen);
+            baseMeta = new ModelMeta();
+        }
+        if (o.TokenizerDescription is not null) baseMeta.Tokenizer = (System.Text.Json.Nodes.JsonObject)o.TokenizerDescription.DeepClone();
+        else if (FittedTokenizers.Find(_ml, o.TokenColumnName) is { } fitted) baseMeta.Tokenizer = fitted.Spec.ToJsonObject();
+
+        var objectives = new List<ITrainingObjective>();
+        try
+        {
+            if (o.SequenceLength > lm.Config.MaxPositionEmbeddings)
+                throw new ArgumentOutOfRangeException(nameof(LoopedLmTrainerOptions.SequenceLength), o.SequenceLength,
+                    $"SequenceLength must not exceed the model's max_position_embeddings ({lm.Config.MaxPositionEmbeddings}).");
+            var scorerOptions = o.Scorer.Clone();
+            scorerOptions.TokenColumnName = o.TokenColumnName;
+            scorerOptions.ModelDirectory = o.ModelDirectory;          // the scorer may only reference a directory holding these weights
+            scorerOptions.Validate(lm.Config);
+
+            // Stream position of micro-batch 0 of global step g (stages may accumulate differently).
+            var plan = o.Stages.ToList();
+            long[] steps = new long[plan.Count];
+            using var source = new DataViewTokenBatchSource(input, o.TokenColumnName, o.BatchSize, o.SequenceLength, o.SeparatorTokenId, seed,
+                                                            g => FirstBatchOfStep(g - baseMeta.Step, steps, plan)) { VocabularyLimit = lm.Config.VocabSize };
+            long? windows = null;
+            for (int i = 0; i < plan.Count; i++)
+            {
+                steps[i] = plan[i].Steps;
+                if (plan[i].Epochs is { } epochs)
+                {
+                    windows ??= source.CountWindows();
+                    steps[i] = Math.Max(1, (long)Math.Ceiling(epochs * windows.Value / ((double)o.BatchSize * plan[i].GradientAccumulation)));
+                }
+            }
+            var stages = new List<TrainingStage>();
+            for (int i = 0; i < plan.Count; i++)
+            {
+                var d = plan[i];
+                var objective = o.ObjectiveFactory?.Invoke(d) ?? BuiltInObjective(d, steps[i])
+                    ?? throw new InvalidOperationException(d.Kind == StageKind.LoopRpt
+                        ? $"Stages[{i}] is a LoopRpt stage but no LoopRPT objective is available: set {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ObjectiveFactory)} to create it."
+                        : $"Stages[{i}] is a Custom stage: {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ObjectiveFactory)} must create its objective.");
+                objectives.Add(objective);
+                stages.Add(new TrainingStage(objective, steps[i])
+                {
+                    LearningRate = d.LearningRate, MinLearningRateRatio = d.MinLearningRateRatio, WarmupFraction = d.WarmupFraction,
+                    WeightDecay = d.WeightDecay, GradientClip = d.GradientClip, GradientAccumulation = d.GradientAccumulation,
+                });
+            }
+
+            ch.Info(MessageSensitivity.None, $"LoopRpt train: device={device} dtype={o.DType} seed={seed} params={lm.Config.ParameterCount()} vocab={lm.Config.VocabSize} loops={lm.Config.TotalUtSteps} " +
+                                             $"plan=[{string.Join(",", stages.Select(s => $"{s.Objective.Name}:{s.Steps}"))}] batch={o.BatchSize}x{o.SequenceLength}");
+            var trainer = new LoopedLmTrainer(new TrainerOptions
+            {
+                LogEvery = o.LogEvery, CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery,
+                KeepCheckpoints = o.KeepCheckpoints, Resume = o.Resume, OnCancel = o.OnCancel, Seed = seed, BaseMeta = baseMeta,
+                Progress = new LogProgress(ch, o.Progress),
+            });
+            var result = trainer.Train(lm, source, stages, o.CancellationToken);
+            ch.Info(MessageSensitivity.None, $"LoopRpt train: completed={result.Completed} global_step={result.GlobalStep} tokens={result.TokensSeen} rows_read={source.RowsRead}");
+
+            var meta = baseMeta.Clone();
+            meta.Step = result.GlobalStep;
+            meta.TokensSeen = result.TokensSeen;
+            meta.Stages.AddRange(stages.Select(s => new StageRecord(s.Objective.Name, s.Steps)));
+            if (result.LastProgress is { } last) meta.Metrics = last.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
+            meta.CreatedUtc = DateTime.UtcNow;
+            if (o.ModelDirectory is { } dir)
+            {
+                ModelDirectory.Save(dir, lm, meta);
+                ch.Info(MessageSensitivity.None, $"LoopRpt train: model saved to {Path.GetFullPath(dir)}");
+            }
+            var engine = new ScoringEngine(lm, scorerOptions.ExitMode, scorerOptions.BatchSize, Math.Min(scorerOptions.ContextLength, lm.Config.MaxPositionEmbeddings), scorerOptions.PerStepStatistics);
+            return new AdaptiveExitScoringTransformer(_ml, engine, meta, scorerOptions, o.Scorer.Device ?? deviceName, fallback, result);
+        }
+        catch
+        {
+            lm.Dispose();
+            throw;
+        }
+        finally
+        {
+            foreach (var obj in objectives) obj.Dispose();
+        }
+    }
+
+    private static long FirstBatchOfStep(long step, long[] steps, IList<StageDescriptor> plan)
+    {
+        long index = 0, remaining = Math.Max(0, step);
+        for (int i = 0; i < plan.Count && remaining > 0; i++)
+        {
+            long take = Math.Min(remaining, steps[i]);
+            index += take * plan[i].GradientAccumulation;
+            remaining -= take;
+        }
+        return index + remaining;
+    }
+
+    private static int InferVocabulary(IDataView input, Microsoft.ML.DataViewSchema.Column column)
+    {
+        int max = -1;
+        using var cursor = input.GetRowCursor([column]);
+        var getter = SchemaChecks.TokenGetter(cursor, column);
+        int[]? ids = null;
+        long rows = 0;
+        while (cursor.MoveNext())
+        {
+            rows++;
+            getter(ref ids);
+            if (ids is null) continue;
+            foreach (var id in ids)
+            {
+                if (id < 0) throw new InvalidOperationException($"Column '{column.Name}' holds a negative token id ({id}) in row {rows - 1}.");
+                max = Math.Max(max, id);
+            }
+        }
+        if (rows == 0) throw new InvalidOperationException($"Cannot train: the input has no rows (column '{column.Name}', empty data).");
+        if (max < 0) throw new InvalidOperationException($"Cannot train: column '{column.Name}' holds no tokens in any of its {rows} rows (all texts empty?).");
+        return max + 1;
+    }
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
+        return Twin.ScorerEstimator(_ml, _options.TokenColumnName, _options.Scorer.OutputColumnPrefix, "{}").GetOutputSchema(inputSchema);
+    }
+
+    /// <summary>Writes each report to MLContext.Log (one parseable line) and forwards it.</summary>
+    private sealed class LogProgress(IChannel channel, IProgress<TrainingProgress>? inner) : IProgress<TrainingProgress>
+    {
+        public void Report(TrainingProgress value)
+        {
+            channel.Info(MessageSensitivity.None, "LoopRpt progress: " + value);
+            inner?.Report(value);
+        }
+    }
+}
+
+/// <summary>
+/// An estimator that loads rather than trains: <c>Fit</c> returns the scorer of an existing LoopRpt model directory
+/// (no data is read beyond the schema check).
+/// </summary>
+public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScoringTransformer>
+{
+    private readonly MLContext _ml;
+    private readonly AdaptiveExitScorerOptions _options;
+
+    internal AdaptiveExitScoringEstimator(MLContext ml, AdaptiveExitScorerOptions options)
+    {
+        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        if (string.IsNullOrWhiteSpace(options.ModelDirectory))
+            throw new ArgumentException($"{nameof(AdaptiveExitScorerOptions.ModelDirectory)} must name a LoopRpt model directory.", nameof(options));
+        if (!Directory.Exists(options.ModelDirectory))
+            throw new DirectoryNotFoundException($"Model directory '{options.ModelDirectory}' does not exist.");
+        _options = options.Clone();
+    }
+
+    /// <inheritdoc/>
+    public AdaptiveExitScoringTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        SchemaChecks.Tokens(input.Schema, _options.TokenColumnName);
+        return Load(_ml, _options);
+    }
+
+    internal static AdaptiveExitScoringTransformer Load(MLContext ml, AdaptiveExitScorerOptions options)
+    {
+        var (device, name, fallback) = Devices.Resolve(ml, options.Device, options.FallbackToCpu);
+        var loaded = ModelDirectory.Load(options.ModelDirectory!, device);
+        try
+        {
+            options.Validate(loaded.Model.Config);
+            var engine = new ScoringEngine(loaded.Model, options.ExitMode, options.BatchSize, Math.Min(options.ContextLength, loaded.Model.Config.MaxPositionEmbeddings), options.PerStepStatistics);
+            return new AdaptiveExitScoringTransformer(ml, engine, loaded.Meta, options, name, fallback, null);
+        }
+        catch
+        {
+            loaded.Model.Dispose();
+            throw;
+        }
+    }
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
+        return Twin.ScorerEstimator(_ml, _options.TokenColumnName, _options.OutputColumnPrefix, "{}").GetOutputSchema(inputSchema);
+    }
+}
+
+internal static class Devices
+{
+    /// <summary>The device to use, the name to persist (the request, so a GPU machine uses its GPU after a reload), and the fallback rule.</summary>
+    public static (Device Device, string Name, bool Fallback) Resolve(MLContext ml, string? device, bool? fallback)
+    {
+        bool fb = fallback ?? ml.FallbackToCpu;
+        var name = device ?? (ml.GpuDeviceId is { } id ? $"cuda:{id}" : "cpu");
+        return (TorchNative.ResolveDevice(name, fb), name, fb);
+    }
+}

@@ -1,0 +1,148 @@
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace LoopRpt.MLNet;
+
+/// <summary>
+/// The scorer's output: lazy and batched. A cursor passes the input columns through from one input cursor and, only
+/// when a score column is read, scores the next <c>BatchSize</c> rows at once, read ahead through a second input
+/// cursor that fetches only the token column (both cursors walk the same rows in the same order: no shuffling).
+/// </summary>
+internal sealed class ScoringDataView : IDataView
+{
+    private readonly IDataView _input;
+    private readonly ScoringEngine _engine;
+    private readonly DataViewSchema.Column _tokens;
+    private readonly int _firstOutput;
+
+    public ScoringDataView(IDataView input, ScoringEngine engine, DataViewSchema.Column tokens, DataViewSchema schema)
+    {
+        _input = input;
+        _engine = engine;
+        _tokens = tokens;
+        Schema = schema;
+        _firstOutput = input.Schema.Count;
+    }
+
+    public bool CanShuffle => false;
+
+    public DataViewSchema Schema { get; }
+
+    public long? GetRowCount() => _input.GetRowCount();
+
+    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
+    {
+        var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
+        var inputNeeded = _input.Schema.Where(c => needed.Contains(c.Index) && c.Index < _firstOutput).ToList();
+        bool scoring = needed.Any(i => i >= _firstOutput);
+        return new Cursor(this, _input.GetRowCursor(inputNeeded), scoring ? _input.GetRowCursor([_tokens]) : null, needed);
+    }
+
+    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
+        => [GetRowCursor(columnsNeeded, rand)];
+
+    private sealed class Cursor : DataViewRowCursor
+    {
+        private readonly ScoringDataView _parent;
+        private readonly DataViewRowCursor _main;
+        private readonly DataViewRowCursor? _ahead;
+        private readonly ValueGetter<int[]?>? _aheadTokens;
+        private readonly HashSet<int> _active;
+        private RowScore[] _batch = [];
+        private long _batchStart = -1;
+        private long _position = -1;
+        private long _aheadPosition = -1;
+
+        public Cursor(ScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, HashSet<int> active)
+        {
+            _parent = parent;
+            _main = main;
+            _ahead = ahead;
+            _active = active;
+            if (ahead is not null) _aheadTokens = SchemaChecks.TokenGetter(ahead, ahead.Schema[parent._tokens.Index]);
+        }
+
+        public override DataViewSchema Schema => _parent.Schema;
+        public override long Position => _position;
+        public override long Batch => _main.Batch;
+
+        public override bool IsColumnActive(DataViewSchema.Column column)
+            => column.Index < _parent._firstOutput ? _main.IsColumnActive(_main.Schema[column.Index]) : _active.Contains(column.Index);
+
+        public override bool MoveNext()
+        {
+            if (!_main.MoveNext()) return false;
+            _position++;
+            return true;
+        }
+
+        public override ValueGetter<DataViewRowId> GetIdGetter() => _main.GetIdGetter();
+
+        private RowScore Current()
+        {
+            if (_position < 0) throw new InvalidOperationException("The cursor is not on a row; call MoveNext first.");
+            if (_position >= _batchStart && _position < _batchStart + _batch.Length) return _batch[_position - _batchStart];
+            // Advance the read-ahead cursor to this row (rows whose scores were never asked for are skipped unscored).
+            while (_aheadPosition < _position - 1)
+            {
+                if (!_ahead!.MoveNext()) throw new InvalidOperationException("The input view returned fewer rows on a second cursor; scoring needs a deterministic input.");
+                _aheadPosition++;
+            }
+            var rows = new List<int[]?>(_parent._engine.BatchSize);
+            while (rows.Count < _parent._engine.BatchSize && _ahead!.MoveNext())
+            {
+                _aheadPosition++;
+                int[]? t = null;
+                _aheadTokens!(ref t);
+                rows.Add(t);
+            }
+            if (rows.Count == 0) throw new InvalidOperationException("The input view returned fewer rows on a second cursor; scoring needs a deterministic input.");
+            _batch = _parent._engine.Score(rows);
+            _batchStart = _position;
+            return _batch[0];
+        }
+
+        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
+        {
+            if (column.Index < _parent._firstOutput) return _main.GetGetter<TValue>(_main.Schema[column.Index]);
+            if (!_active.Contains(column.Index)) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
+            var name = ScoreColumns.All[column.Index - _parent._firstOutput];
+            Delegate getter = name switch
+            {
+                ScoreColumns.LogLikelihood => Scalar(s => s.LogLikelihood),
+                ScoreColumns.MeanExitStep => Scalar(s => s.MeanExitStep),
+                ScoreColumns.Perplexity => Scalar(s => s.Perplexity),
+                ScoreColumns.ComputeRatio => Scalar(s => s.ComputeRatio),
+                ScoreColumns.TokenCount => (ValueGetter<int>)((ref int v) => v = Current().TokenCount),
+                ScoreColumns.TokenLogProbabilities => Vector(s => s.TokenLogProbabilities),
+                ScoreColumns.ExitSteps => Vector(s => s.ExitSteps),
+                ScoreColumns.TokenEntropies => Vector(s => s.TokenEntropies),
+                ScoreColumns.Correct => Vector(s => s.Correct),
+                ScoreColumns.StepCorrectCounts => Vector(s => s.StepCorrectCounts),
+                _ => throw new InvalidOperationException($"Unknown score column '{column.Name}'."),
+            };
+            return getter as ValueGetter<TValue>
+                ?? throw new InvalidOperationException($"Invalid TValue in GetGetter: '{typeof(TValue)}', expected type: '{column.Type.RawType}'.");
+        }
+
+        private ValueGetter<float> Scalar(Func<RowScore, float> f) => (ref float v) => v = f(Current());
+
+        private ValueGetter<VBuffer<float>> Vector(Func<RowScore, float[]> f) => (ref VBuffer<float> v) =>
+        {
+            var src = f(Current());
+            var editor = VBufferEditor.Create(ref v, src.Length);
+            src.AsSpan().CopyTo(editor.Values);
+            v = editor.Commit();
+        };
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+            {
+                _main.Dispose();
+                _ahead?.Dispose();
+            }
+            base.Dispose(disposing);
+        }
+    }
+}

@@ -1,0 +1,259 @@
+using LoopRpt.Model;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.MLNet;
+
+/// <summary>Scores of one row (one token sequence). Arrays are per predicted token: positions 1..n-1 of the row.</summary>
+internal sealed class RowScore
+{
+    public RowScore(float logLikelihood, float[] tokenLogProbabilities, float[] exitSteps, float[] tokenEntropies, float[] correct, float[] stepCorrectCounts, int loops)
+    {
+        LogLikelihood = logLikelihood;
+        TokenLogProbabilities = tokenLogProbabilities;
+        ExitSteps = exitSteps;
+        TokenEntropies = tokenEntropies;
+        Correct = correct;
+        StepCorrectCounts = stepCorrectCounts;
+        Loops = loops;
+    }
+
+    public float LogLikelihood { get; }
+    public float[] TokenLogProbabilities { get; }
+    /// <summary>1-indexed exit step per token (fractional for expected-logits mode).</summary>
+    public float[] ExitSteps { get; }
+    /// <summary>Entropy (nats) of the next-token distribution read out at the exit.</summary>
+    public float[] TokenEntropies { get; }
+    /// <summary>1 where the argmax at the exit equals the next token, else 0.</summary>
+    public float[] Correct { get; }
+    /// <summary>Per loop step t, how many of this row's tokens the argmax at step t predicts correctly (empty if disabled).</summary>
+    public float[] StepCorrectCounts { get; }
+    public int Loops { get; }
+    public int TokenCount => TokenLogProbabilities.Length;
+
+    /// <summary>Mean 1-indexed exit step; NaN for a row with no predicted token.</summary>
+    public float MeanExitStep => TokenCount == 0 ? float.NaN : (float)ExitSteps.Average(x => (double)x);
+
+    /// <summary>exp(-LogLikelihood / tokens); NaN for a row with no predicted token.</summary>
+    public float Perplexity => TokenCount == 0 ? float.NaN : (float)Math.Exp(-(double)LogLikelihood / TokenCount);
+
+    /// <summary>Loop compute spent relative to full depth: mean exit step / loops; 0 for a row with no predicted token.</summary>
+    public float ComputeRatio => TokenCount == 0 ? 0f : MeanExitStep / Loops;
+}
+
+/// <summary>Per-token exit distributions and per-step results, for sweeps over exit thresholds (Pareto).</summary>
+internal sealed class RowDetail
+{
+    public required int Loops { get; init; }
+    /// <summary>p(t) per token, row-major (tokens × loops).</summary>
+    public required float[] ExitProbabilities { get; init; }
+    /// <summary>log p(target) at each step, (tokens × loops).</summary>
+    public required float[] StepLogProbabilities { get; init; }
+    /// <summary>1 where step t's argmax is the target, (tokens × loops).</summary>
+    public required float[] StepCorrect { get; init; }
+    public int TokenCount => ExitProbabilities.Length / Loops;
+}
+
+/// <summary>
+/// The scoring computation behind every LoopRpt ML.NET scoring surface (the batched IDataView, the prediction engine,
+/// a model reloaded by ml.Model.Load, the Pareto sweep).
+/// <para><b>Seam for the fast scorer:</b> all model compute is in <see cref="ForwardChunk"/>: today a full-depth
+/// <c>lm.Forward</c>, then per-token selection with <see cref="ExitMode"/>. An adaptive-exit scorer that really skips
+/// loops (src/LoopRpt/Inference) replaces that method's body: for a (B, P) chunk it must fill, per position, the gold
+/// log-prob, argmax-correct, entropy and 1-indexed exit step at the exit it took. Per-step statistics
+/// (<see cref="PerStepStatistics"/>, <see cref="Detail"/>) need every loop, so they stay on the full-depth path;
+/// the fast path would serve <c>PerStepStatistics = false</c>. Padding, windowing, batching and all ML.NET code stay.</para>
+/// <para>Windowing: a row of n tokens predicts tokens 1..n-1. Rows longer than the context length C are split into
+/// windows of C tokens overlapping by one (the last input of one window is the first of the next), each starting with
+/// an empty context. Windows are padded to P = min(C, n rounded up to a multiple of <see cref="PadMultiple"/>) and only
+/// windows of equal P share a forward pass, so a row's scores depend on its tokens alone, not on its batch neighbours
+/// (CPU results are bitwise identical for batch size 1 and for batches, which the persistence tests check).</para>
+/// </summary>
+internal sealed class ScoringEngine : IDisposable
+{
+    public const int PadMultiple = 32;
+    private readonly object _gate = new();
+    private bool _disposed;
+
+    public ScoringEngine(OuroForCausalLM model, ExitMode exitMode, int batchSize, int contextLength, bool perStepStatistics)
+    {
+        Model = model;
+        ExitMode = exitMode;
+        BatchSize = batchSize;
+        ContextLength = contextLength;
+        PerStepStatistics = perStepStatistics;
+        model.eval();
+    }
+
+    public OuroForCausalLM Model { get; }
+    public ExitMode ExitMode { get; }
+    public int BatchSize { get; }
+    public int ContextLength { get; }
+    public bool PerStepStatistics { get; }
+    public int Loops => Model.Config.TotalUtSteps;
+    public bool IsDisposed => _disposed;
+
+    /// <summary>Scores rows (null or fewer than two tokens: no predicted token, see the transformer remarks). Thread-safe (serialized).</summary>
+    public RowScore[] Score(IReadOnlyList<int[]?> rows)
+    {
+        var results = new RowScore[rows.Count];
+        var acc = new Accumulator[rows.Count];
+        ScoreUnits(rows, acc, detail: false);
+        for (int i = 0; i < rows.Count; i++) results[i] = acc[i]?.ToScore(Loops) ?? EmptyScore();
+        return results;
+    }
+
+    /// <summary>Per-token exit distributions and per-step results (for threshold sweeps).</summary>
+    public RowDetail[] Detail(IReadOnlyList<int[]?> rows)
+    {
+        var acc = new Accumulator[rows.Count];
+        ScoreUnits(rows, acc, detail: true);
+        return acc.Select(a => a?.ToDetail(Loops) ?? new RowDetail { Loops = Loops, ExitProbabilities = [], StepLogProbabilities = [], StepCorrect = [] }).ToArray();
+    }
+
+    private RowScore EmptyScore() => new(0, [], [], [], [], PerStepStatistics ? new float[Loops] : [], Loops);
+
+    private readonly record struct Unit(int Row, int[] Tokens, int Start, int Length, int Padded);
+
+    private void ScoreUnits(IReadOnlyList<int[]?> rows, Accumulator[] acc, bool detail)
+    {
+        int vocab = Model.Config.VocabSize;
+        var units = new List<Unit>();
+        for (int r = 0; r < rows.Count; r++)
+        {
+            var tokens = rows[r];
+            if (tokens is null || tokens.Length < 2) continue;
+            foreach (var id in tokens)
+                if ((uint)id >= (uint)vocab)
+                    throw new InvalidOperationException($"Token id {id} is outside the model's vocabulary [0, {vocab}); was the data tokenized with the tokenizer this model was trained with?");
+            acc[r] = new Accumulator(tokens.Length - 1, Loops, PerStepStatistics || detail, detail);
+            for (int start = 0; start < tokens.Length - 1; start += ContextLength - 1)
+            {
+                int len = Math.Min(ContextLength, tokens.Length - start);
+                int padded = Math.Min(ContextLength, (len + PadMultiple - 1) / PadMultiple * PadMultiple);
+                units.Add(new Unit(r, tokens, start, len, padded));
+            }
+        }
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            foreach (var group in units.GroupBy(u => u.Padded))
+                foreach (var chunk in group.Chunk(BatchSize))
+                    ForwardChunk(chunk, group.Key, acc, detail);
+        }
+    }
+
+    private void ForwardChunk(Unit[] chunk, int p, Accumulator[] acc, bool detail)
+    {
+        int b = chunk.Length, T = Loops;
+        var ids = new long[b * p];
+        var tg = new long[b * p];
+        Array.Fill(tg, -1L);
+        for (int i = 0; i < b; i++)
+        {
+            var u = chunk[i];
+            for (int j = 0; j < u.Length; j++) ids[i * p + j] = u.Tokens[u.Start + j];
+            for (int j = 0; j + 1 < u.Length; j++) tg[i * p + j] = u.Tokens[u.Start + j + 1];
+        }
+
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var device = Model.Device;
+        var inputs = tensor(ids, [b, p]).to(device);                                  // (B, P)
+        var targets = tensor(tg, [b, p]).to(device);                                  // (B, P)
+        var output = Model.Forward(inputs);                                           // the loops run batched
+        var probs = output.ExitProbabilities();                                       // (B, P, T)
+        var exitStep = ExitMode.Kind == ExitKind.ExpectedLogits
+            ? ExitDistribution.ExpectedExitStep(probs)
+            : ExitMode.Steps(probs).to_type(ScalarType.Float32) + 1;                  // (B, P), 1-indexed
+        var hExit = Host(exitStep);
+        var hProbs = detail ? Host(probs) : null;
+
+        // The LM head runs one row at a time: (1, P, V) logits instead of (B, P, V) keeps memory bounded for large vocabularies.
+        for (int i = 0; i < b; i++)
+        {
+            var u = chunk[i];
+            var a = acc[u.Row];
+            float[] hGold, hCorrect, hEntropy;
+            float[]? hStep = null, hStepLogp = null;
+            using (var rowScope = NewDisposeScope())
+            {
+                var row = new LoopOutput(output.Hidden.Select(h => h.narrow(0, i, 1)).ToList(), output.GateLogits.narrow(0, i, 1));
+                var rowTargets = targets.narrow(0, i, 1);                             // (1, P)
+                var logits = ExitMode.Logits(Model, row).to_type(ScalarType.Float32);  // (1, P, V)
+                var logp = F.log_softmax(logits, -1);
+                hGold = Host(logp.gather(-1, rowTargets.clamp_min(0).unsqueeze(-1)).squeeze(-1));          // (1, P)
+                hCorrect = Host((logits.argmax(-1) == rowTargets).to_type(ScalarType.Float32));            // (1, P)
+                hEntropy = Host(-(logp.exp() * logp).sum(-1));                                              // (1, P)
+                if (a.HasSteps)
+                    hStep = Host(stack(row.Hidden.Select(h => (Model.Logits(h).argmax(-1) == rowTargets).to_type(ScalarType.Float32)).ToArray(), -1));   // (1, P, T)
+                if (detail) hStepLogp = Host(Model.GoldLogProbsPerStep(row, rowTargets));                  // (1, P, T)
+            }
+            for (int j = 0; j + 1 < u.Length; j++)
+            {
+                int k = u.Start + j;               // predicted token k+1 of the row, stored at k
+                a.LogProbs[k] = hGold[j];
+                a.Correct[k] = hCorrect[j];
+                a.Entropies[k] = hEntropy[j];
+                a.ExitSteps[k] = hExit[i * p + j];
+                if (hStep is not null && a.StepCorrect is not null) Array.Copy(hStep, j * T, a.StepCorrect, k * T, T);
+                if (hStepLogp is not null && a.StepLogProbs is not null) Array.Copy(hStepLogp, j * T, a.StepLogProbs, k * T, T);
+                if (hProbs is not null && a.ExitProbs is not null) Array.Copy(hProbs, (i * p + j) * T, a.ExitProbs, k * T, T);
+            }
+        }
+    }
+
+    private static float[] Host(Tensor t) => t.to_type(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
+
+    private sealed class Accumulator
+    {
+        public Accumulator(int tokens, int loops, bool steps, bool detail)
+        {
+            LogProbs = new float[tokens];
+            Correct = new float[tokens];
+            Entropies = new float[tokens];
+            ExitSteps = new float[tokens];
+            StepCorrect = steps ? new float[tokens * loops] : null;
+            StepLogProbs = detail ? new float[tokens * loops] : null;
+            ExitProbs = detail ? new float[tokens * loops] : null;
+        }
+
+        public float[] LogProbs { get; }
+        public float[] Correct { get; }
+        public float[] Entropies { get; }
+        public float[] ExitSteps { get; }
+        public float[]? StepCorrect { get; }
+        public float[]? StepLogProbs { get; }
+        public float[]? ExitProbs { get; }
+        public bool HasSteps => StepCorrect is not null;
+
+        public RowScore ToScore(int loops)
+        {
+            double ll = 0;
+            foreach (var x in LogProbs) ll += x;     // summed in double, in token order: deterministic
+            var counts = Array.Empty<float>();
+            if (StepCorrect is not null)
+            {
+                counts = new float[loops];
+                for (int k = 0; k < LogProbs.Length; k++)
+                    for (int t = 0; t < loops; t++) counts[t] += StepCorrect[k * loops + t];
+            }
+            return new RowScore((float)ll, LogProbs, ExitSteps, Entropies, Correct, counts, loops);
+        }
+
+        public RowDetail ToDetail(int loops) => new()
+        {
+            Loops = loops, ExitProbabilities = ExitProbs!, StepLogProbabilities = StepLogProbs!, StepCorrect = StepCorrect!,
+        };
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            Model.Dispose();
+        }
+    }
+}

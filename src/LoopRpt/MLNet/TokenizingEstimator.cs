@@ -1,0 +1,181 @@
+using LoopRpt.MLNet.Persistence;
+using LoopRpt.Tokenization;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+using Microsoft.ML.Runtime;
+
+namespace LoopRpt.MLNet;
+
+/// <summary>
+/// Tokenizes a text column into token ids; fitting learns a byte-level BPE vocabulary (or loads a pretrained tokenizer).
+/// </summary>
+/// <remarks>
+/// | Input column | Type | Output column | Type |
+/// |---|---|---|---|
+/// | <see cref="TokenizerOptions.InputColumnName"/> | String | <see cref="TokenizerOptions.OutputColumnName"/> | variable Vector&lt;Int32&gt; |
+///
+/// | Characteristic | |
+/// |---|---|
+/// | Needs fitting | TrainBpe: one streaming pass over the column; other sources: no data read |
+/// | GPU | no |
+/// | Native package | no (Microsoft.ML.Tokenizers) |
+/// | ONNX export | no |
+/// | Saved as | ValueMapping (tokenizer JSON, vocabulary embedded) + CustomMapping "LoopRpt.Tokenizer.v1" |
+///
+/// Empty or missing text gives only the requested BOS/EOS ids (an empty vector when neither is requested).
+/// </remarks>
+public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
+{
+    private readonly MLContext _ml;
+    private readonly TokenizerOptions _options;
+
+    internal TokenizingEstimator(MLContext ml, TokenizerOptions options)
+    {
+        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        _options = options.Clone();
+    }
+
+    /// <inheritdoc/>
+    public TokenizingTransformer Fit(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var col = SchemaChecks.Text(input.Schema, _options.InputColumnName);
+        var host = ((Microsoft.ML.Runtime.IHostEnvironment)_ml).Register("LoopRpt.Tokenizer");
+        using var ch = host.Start("Fit");
+        LoopRptTokenizer tokenizer = _options.Source switch
+        {
+            TokenizerSource.TrainBpe => TrainBpe(input, col, ch),
+            TokenizerSource.Tiktoken => LoopRptTokenizer.Create(TokenizerSpec.FromTiktoken(_options.TiktokenEncoding)),
+            TokenizerSource.BpeFiles => LoopRptTokenizer.Create(TokenizerSpec.FromBpeFiles(_options.VocabFile!, _options.MergesFile!)),
+            TokenizerSource.SentencePiece => LoopRptTokenizer.Create(TokenizerSpec.FromSentencePiece(_options.SentencePieceModelFile!)),
+            _ => _options.Tokenizer!,
+        };
+        if (_options.AddBos && tokenizer.BosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddBos)} is set but the tokenizer has no BOS or end-of-text token.");
+        if (_options.AddEos && tokenizer.EosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddEos)} is set but the tokenizer has no EOS or end-of-text token.");
+        ch.Info(MessageSensitivity.None, $"LoopRpt tokenizer: source={_options.Source} vocabulary_size={tokenizer.VocabularySize}");
+        FittedTokenizers.Record(_ml, _options.OutputColumnName, tokenizer);
+        return new TokenizingTransformer(_ml, tokenizer, _options);
+    }
+
+    private LoopRptTokenizer TrainBpe(IDataView input, DataViewSchema.Column col, Microsoft.ML.Runtime.IChannel ch)
+    {
+        long rows = 0, nonEmpty = 0;
+        IEnumerable<string?> Texts()
+        {
+            using var cursor = input.GetRowCursor([col]);
+            var getter = cursor.GetGetter<ReadOnlyMemory<char>>(col);
+            ReadOnlyMemory<char> value = default;
+            while (cursor.MoveNext() && (_options.MaxTrainingRows == 0 || rows < _options.MaxTrainingRows))
+            {
+                rows++;
+                getter(ref value);
+                if (value.IsEmpty) continue;
+                nonEmpty++;
+                yield return value.ToString();
+            }
+        }
+        var bpe = new ByteLevelBpeTrainer(new ByteLevelBpeTrainerOptions
+        {
+            VocabularySize = _options.VocabularySize, MinFrequency = _options.MinFrequency, SpecialTokens = _options.SpecialTokens,
+        }).Train(Texts());
+        if (rows == 0) throw new InvalidOperationException($"Cannot train a tokenizer: the input column '{col.Name}' has no rows (empty data).");
+        if (nonEmpty == 0) throw new InvalidOperationException($"Cannot train a tokenizer: all {rows} texts in column '{col.Name}' are empty.");
+        ch.Info(MessageSensitivity.None, $"LoopRpt BPE: rows={rows} merges={bpe.Merges.Count} vocabulary_size={bpe.Count}");
+        return LoopRptTokenizer.Create(TokenizerSpec.FromTrained(bpe));
+    }
+
+    /// <inheritdoc/>
+    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    {
+        SchemaChecks.Text(inputSchema, _options.InputColumnName);
+        return Twin.TokenizerEstimator(_ml, _options.OutputColumnName, _options.InputColumnName, "{}").GetOutputSchema(inputSchema);
+    }
+}
+
+/// <summary>
+/// A fitted tokenizer: maps text to token ids row by row (lazily). See <see cref="TokenizingEstimator"/> for columns.
+/// Saved by <c>ml.Model.Save</c> as public components (a ValueMapping with the tokenizer JSON and a CustomMapping);
+/// after <c>ml.Model.Load</c> it comes back as that chain and tokenizes identically.
+/// </summary>
+public sealed class TokenizingTransformer : ITransformer
+{
+    private readonly TokenizerOptions _options;
+    private readonly ITransformer _twin;
+
+    internal TokenizingTransformer(MLContext ml, LoopRptTokenizer tokenizer, TokenizerOptions options)
+    {
+        Tokenizer = tokenizer;
+        _options = options;
+        var state = TokenizerState.For(tokenizer, options);
+        var json = state.ToJson();
+        StateCache<TokenizerState>.Register(json, state);
+        _twin = Twin.TokenizerEstimator(ml, options.OutputColumnName, options.InputColumnName, json)
+            .Fit(Twin.Dummy(ml, options.InputColumnName, TextDataViewType.Instance));
+    }
+
+    /// <summary>The tokenizer (encode, decode, vocabulary size, special ids).</summary>
+    public LoopRptTokenizer Tokenizer { get; }
+
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    public string InputColumnName => _options.InputColumnName;
+
+    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    public string OutputColumnName => _options.OutputColumnName;
+
+    /// <summary>Token ids of one text, exactly as the output column holds them.</summary>
+    public int[] Encode(string? text) => Tokenizer.Encode(text, _options.AddBos, _options.AddEos, _options.MaxLength, _options.Overflow);
+
+    /// <summary>Text of token ids (BOS/EOS dropped).</summary>
+    public string Decode(IEnumerable<int> ids) => Tokenizer.Decode(ids);
+
+    /// <inheritdoc/>
+    public bool IsRowToRowMapper => true;
+
+    /// <inheritdoc/>
+    public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
+    {
+        SchemaChecks.Text(inputSchema, _options.InputColumnName);
+        return _twin.GetOutputSchema(inputSchema);
+    }
+
+    /// <inheritdoc/>
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
+    {
+        SchemaChecks.Text(inputSchema, _options.InputColumnName);
+        return _twin.GetRowToRowMapper(inputSchema);
+    }
+
+    /// <inheritdoc/>
+    public IDataView Transform(IDataView input)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        SchemaChecks.Text(input.Schema, _options.InputColumnName);
+        return _twin.Transform(input);
+    }
+
+    void ICanSaveModel.Save(ModelSaveContext ctx) => _twin.Save(ctx);
+}
+
+/// <summary>
+/// The tokenizer most recently fitted per (MLContext, output column). In <c>Tokenize(...).Append(TrainLoopedLm(...))</c>
+/// the tokenizer is fitted first, so the trainer sizes the model's vocabulary from it (rather than from the largest id it
+/// happens to see) and records its description in meta.json.
+/// </summary>
+internal static class FittedTokenizers
+{
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<MLContext, Dictionary<string, LoopRptTokenizer>> Table = new();
+
+    public static void Record(MLContext ml, string column, LoopRptTokenizer tokenizer)
+    {
+        var map = Table.GetOrCreateValue(ml);
+        lock (map) map[column] = tokenizer;
+    }
+
+    public static LoopRptTokenizer? Find(MLContext ml, string column)
+    {
+        if (!Table.TryGetValue(ml, out var map)) return null;
+        lock (map) return map.GetValueOrDefault(column);
+    }
+}

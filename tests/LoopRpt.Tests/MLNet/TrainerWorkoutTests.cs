@@ -1,0 +1,232 @@
+using LoopRpt.MLNet;
+using LoopRpt.Model;
+using LoopRpt.Objectives;
+using LoopRpt.Training;
+using LoopRpt.Tests.Training;
+using Microsoft.ML;
+using Microsoft.ML.Data;
+
+namespace LoopRpt.Tests.MLNet;
+
+public class TrainerWorkoutTests
+{
+    private const int Vocab = 40;
+
+    internal static LoopedLmTrainerOptions Tiny(long pretrain = 6, long gate = 2, string? ckpt = null) => new()
+    {
+        Config = MlNetTestData.TinyConfig(Vocab), VocabularySize = Vocab, BatchSize = 4, SequenceLength = 16, Seed = 3, LogEvery = 1,
+        SeparatorTokenId = 0, CheckpointDirectory = ckpt,
+        Stages = gate > 0 ? [StageDescriptor.Pretrain(pretrain, 3e-3), StageDescriptor.Gate(gate, 1e-2)] : [StageDescriptor.Pretrain(pretrain, 3e-3)],
+    };
+
+    [Fact]
+    public void SchemaLogAndProgress()
+    {
+        var ml = new MLContext(seed: 1);
+        var log = new List<string>();
+        ml.Log += (_, e) => { if (e.Message.Contains("LoopRpt")) lock (log) log.Add(e.Message); };
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+        var reports = new List<TrainingProgress>();
+        var options = Tiny();
+        options.Progress = new SyncProgress<TrainingProgress>(reports.Add);
+        var estimator = ml.LoopRpt().TrainLoopedLm(options);
+        var shape = estimator.GetOutputSchema(MlNetTestData.Shape(data.Schema));
+        using var scorer = estimator.Fit(data);
+        Assert.Equal(MlNetTestData.Describe(shape), MlNetTestData.DescribeAsShape(scorer.Transform(data).Schema));
+        Assert.Equal(8, reports.Count);
+        Assert.Equal(["pretrain", "gate"], reports.Select(r => r.Stage).Distinct());
+        Assert.True(scorer.TrainingResult!.Completed);
+        Assert.Equal(8, scorer.Meta.Step);
+        Assert.Contains(log, l => l.Contains("LoopRpt progress: stage=pretrain step=1/6"));
+        Assert.Contains(log, l => l.Contains("LoopRpt train: completed=True global_step=8"));
+        Assert.Equal(3, options.Seed);        // the caller's options are not mutated
+    }
+
+    [Fact]
+    public void SameSeedSameModelAndCustomStageHook()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+        float[] Run(Func<StageDescriptor, ITrainingObjective?>? factory, StageKind kind)
+        {
+            var o = Tiny(gate: 0);
+            o.Stages = [new StageDescriptor { Kind = kind, Steps = 4, LearningRate = 3e-3 }];
+            o.ObjectiveFactory = factory;
+            using var s = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+            return s.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
+        }
+        var a = Run(null, StageKind.Pretrain);
+        var b = Run(null, StageKind.Pretrain);
+        Assert.Equal(a, b);
+        int calls = 0;
+        var c = Run(d => { calls++; return new PretrainObjective(null, d.Steps); }, StageKind.Custom);
+        Assert.Equal(1, calls);
+        Assert.Equal(a, c);                   // the hook's objective is the same objective: same result
+    }
+
+    [Fact]
+    public void InvalidInputsFail()
+    {
+        var ml = new MLContext(seed: 1);
+        var cat = ml.LoopRpt();
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(10, Vocab, 1));
+        var o = Tiny();
+        o.TokenColumnName = "Nope";
+        Assert.Contains("Could not find input column 'Nope'", Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(o).Fit(data)).Message);
+        var text = ml.Data.LoadFromEnumerable(new[] { new Doc { Text = "x" } });
+        o.TokenColumnName = "Text";
+        Assert.Contains("Schema mismatch for input column 'Text'", Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(o).Fit(text)).Message);
+
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { BatchSize = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { DType = "float16" }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { Stages = [StageDescriptor.Pretrain(0)] }));
+        Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { Stages = [] }));
+        Assert.Throws<DirectoryNotFoundException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { InitialModelDirectory = "/nonexistent/dir" }));
+
+        var noFactory = Tiny();
+        noFactory.Stages = [StageDescriptor.LoopRpt(2)];
+        Assert.Contains("ObjectiveFactory", Assert.Throws<InvalidOperationException>(() => cat.TrainLoopedLm(noFactory).Fit(data)).Message);
+
+        var empty = ml.Data.LoadFromEnumerable(new List<TokenDoc>());
+        var inferred = Tiny();
+        inferred.VocabularySize = null;
+        Assert.Contains("no rows", Assert.Throws<InvalidOperationException>(() => cat.TrainLoopedLm(inferred).Fit(empty)).Message);
+        var blank = ml.Data.LoadFromEnumerable(new[] { new TokenDoc(), new TokenDoc() });
+        Assert.Contains("no tokens", Assert.Throws<InvalidOperationException>(() => cat.TrainLoopedLm(inferred).Fit(blank)).Message);
+        Assert.Contains("fewer than 17 tokens", Assert.Throws<InvalidOperationException>(() => cat.TrainLoopedLm(Tiny()).Fit(blank)).Message);
+        var big = ml.Data.LoadFromEnumerable(new[] { new TokenDoc { Tokens = [1, 2, 999] } });
+        Assert.Contains("outside the model's vocabulary", Assert.Throws<InvalidOperationException>(() => cat.TrainLoopedLm(Tiny()).Fit(big)).Message);
+    }
+
+    [Fact]
+    public void CancelThenResumeEqualsStraightRun()
+    {
+        var ckpt = MlNetTestData.TempDir("ckpt");
+        var ckpt2 = MlNetTestData.TempDir("ckpt");
+        try
+        {
+            var ml = new MLContext(seed: 1);
+            var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+            float[] straight;
+            using (var s = ml.LoopRpt().TrainLoopedLm(Tiny(ckpt: ckpt2)).Fit(data))
+                straight = s.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
+
+            using var cts = new CancellationTokenSource();
+            var cancelling = Tiny(ckpt: ckpt);
+            cancelling.CancellationToken = cts.Token;
+            cancelling.Progress = new SyncProgress<TrainingProgress>(p => { if (p.GlobalStep == 5) cts.Cancel(); });
+            Assert.Throws<OperationCanceledException>(() => ml.LoopRpt().TrainLoopedLm(cancelling).Fit(data));
+            Assert.True(Directory.Exists(Path.Combine(ckpt, "step-00000005")));
+
+            var resume = Tiny(ckpt: ckpt);
+            resume.Resume = true;
+            using var resumed = ml.LoopRpt().TrainLoopedLm(resume).Fit(data);
+            Assert.Equal(straight, resumed.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray());
+
+            // ReturnPartial: cancellation gives back the partly trained scorer.
+            using var cts2 = new CancellationTokenSource();
+            var partial = Tiny();
+            partial.CancellationToken = cts2.Token;
+            partial.OnCancel = CancellationBehavior.ReturnPartial;
+            partial.Progress = new SyncProgress<TrainingProgress>(p => { if (p.GlobalStep == 2) cts2.Cancel(); });
+            using var part = ml.LoopRpt().TrainLoopedLm(partial).Fit(data);
+            Assert.False(part.TrainingResult!.Completed);
+            Assert.Equal(2, part.TrainingResult.GlobalStep);
+        }
+        finally
+        {
+            MlNetTestData.Delete(ckpt, ckpt2);
+        }
+    }
+}
+
+public class TrainerDeviceAndEpochTests
+{
+    [Fact]
+    public void HonoursMLContextGpuSettings()
+    {
+        var data = new MLContext(1).Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1));
+        if (TorchSharp.torch.cuda.is_available()) return;         // the checks below are about a machine without CUDA
+        var strict = new MLContext(seed: 1) { GpuDeviceId = 0, FallbackToCpu = false };
+        var e = Assert.Throws<InvalidOperationException>(() => strict.LoopRpt().TrainLoopedLm(TrainerWorkoutTests.Tiny(2, 0)).Fit(strict.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1))));
+        Assert.Contains("cuda:0", e.Message);
+        var lenient = new MLContext(seed: 1) { GpuDeviceId = 0, FallbackToCpu = true };
+        using var scorer = lenient.LoopRpt().TrainLoopedLm(TrainerWorkoutTests.Tiny(2, 0)).Fit(data);
+        Assert.Equal(TorchSharp.DeviceType.CPU, scorer.Model.Device.type);
+    }
+
+    [Fact]
+    public void EpochsTurnIntoStepsFromTheDataSize()
+    {
+        var ml = new MLContext(seed: 1);
+        // 10 rows × 15 tokens + separator = 160 tokens → windows of 17 advancing by 16: floor((160 - 17) / 16) + 1 = 9.
+        var data = ml.Data.LoadFromEnumerable(Enumerable.Range(0, 10).Select(i => new TokenDoc { Tokens = Enumerable.Range(1, 15).ToArray() }));
+        var o = TrainerWorkoutTests.Tiny();
+        o.Stages = [new StageDescriptor { Kind = StageKind.Pretrain, Epochs = 2, LearningRate = 1e-3 }];    // ceil(2 × 9 / 4) = 5 steps
+        using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+        Assert.Equal(5, scorer.TrainingResult!.GlobalStep);
+    }
+}
+
+public class TrainerContinuationTests
+{
+    [Fact]
+    public void TextInputAndContinuingFromAModelDirectory()
+    {
+        var dir = MlNetTestData.TempDir("cont");
+        try
+        {
+            var ml = new MLContext(seed: 1);
+            var text = ml.Data.LoadFromEnumerable(MlNetTestData.Docs(40, 3));
+            var options = TrainerWorkoutTests.Tiny(4, 0);
+            options.VocabularySize = null;                       // from the tokenizer fitted in the same chain
+            options.ModelDirectory = dir;
+            using var first = ml.LoopRpt().TrainLoopedLmOnText("Text", options, new TokenizerOptions { VocabularySize = 280 }).Fit(text);
+            var scorer = first.LastTransformer;
+            Assert.Equal(280, scorer.Config.VocabSize);
+            Assert.Equal(Path.GetFullPath(dir), Path.GetFullPath(scorer.ModelDirectory!));
+
+            // Continue the saved model with a gate stage: the history accumulates.
+            var tokens = first.Transform(text);
+            var gate = TrainerWorkoutTests.Tiny();
+            gate.VocabularySize = null;
+            gate.InitialModelDirectory = dir;
+            gate.Stages = [StageDescriptor.Gate(3, 1e-2)];
+            using var second = ml.LoopRpt().TrainLoopedLm(gate).Fit(tokens);
+            Assert.Equal(7, second.Meta.Step);
+            Assert.Equal(["pretrain", "gate"], second.Meta.Stages.Select(s => s.Name));
+            Assert.Equal("TrainedBpe", second.Meta.Tokenizer!["kind"]!.GetValue<string>());
+            // Gate training touches only the gate: the LM head is unchanged.
+            var head1 = TestUtil.ToArray(scorer.Model.LmHead.weight!);
+            var head2 = TestUtil.ToArray(second.Model.LmHead.weight!);
+            Assert.Equal(head1, head2);
+        }
+        finally
+        {
+            MlNetTestData.Delete(dir);
+        }
+    }
+}
+
+public class TrainerStorageTests
+{
+    [Fact]
+    public void DirectoryStorageWithoutADirectoryFailsAtSave()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1));
+        var o = TrainerWorkoutTests.Tiny(2, 0);
+        o.Scorer = new AdaptiveExitScorerOptions { Storage = ModelStorage.Directory };
+        using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+        var zip = MlNetTestData.TempDir("zip") + ".zip";
+        try
+        {
+            var e = Assert.Throws<InvalidOperationException>(() => ml.Model.Save(scorer, data.Schema, zip));
+            Assert.Contains("LoopedLmTrainerOptions.ModelDirectory", e.Message);
+        }
+        finally
+        {
+            MlNetTestData.Delete(zip);
+        }
+    }
+}
