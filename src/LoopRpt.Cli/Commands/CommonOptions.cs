@@ -1,0 +1,76 @@
+using System.CommandLine;
+using System.Globalization;
+using LoopRpt.Cli.Input;
+
+namespace LoopRpt.Cli.Commands;
+
+/// <summary>Options shared by several verbs, created fresh for each command.</summary>
+internal static class CommonOptions
+{
+    public static Option<string[]> Input(bool required = true) => new("--input", "-i")
+    {
+        Description = "Text file (one document per line), .tsv/.csv file (see --column) or folder of .txt files; repeatable.",
+        Required = required, AllowMultipleArgumentsPerToken = true, Arity = required ? ArgumentArity.OneOrMore : ArgumentArity.ZeroOrMore,
+    };
+
+    public static Option<string> Column() => new("--column")
+    {
+        Description = "Column holding the text in .tsv/.csv inputs (header row required).", DefaultValueFactory = _ => "text",
+    };
+
+    public static Option<DocumentSplit> Documents() => new("--documents")
+    {
+        Description = "How plain-text files are cut into documents: Lines (one per line) or Files (one per file).",
+        DefaultValueFactory = _ => DocumentSplit.Lines,
+    };
+
+    public static Option<string> Model(bool required = true) => new("--model", "-m")
+    {
+        Description = "Model directory: LoopRpt (config.json, model.safetensors, meta.json), a checkpoint folder (its latest step), or a Hugging Face Ouro directory.",
+        Required = required,
+    };
+
+    public static Option<string> Device() => new("--device")
+    {
+        Description = "cpu, cuda or cuda:N (CUDA needs a CUDA build of TorchSharp; see README).", DefaultValueFactory = _ => "cpu",
+    };
+
+    public static Option<string> DType() => new("--dtype") { Description = "float32 or bfloat16.", DefaultValueFactory = _ => "float32" };
+
+    public static Option<int> Threads() => new("--threads")
+    {
+        Description = "libtorch intra-op threads (0: libtorch's default; 1 is often fastest for tiny models on a shared machine).",
+        DefaultValueFactory = _ => 0,
+    };
+
+    public static Option<int> BatchSize(int @default) => new("--batch-size") { Description = "Sequences per batch.", DefaultValueFactory = _ => @default };
+
+    public static Option<int> SequenceLength(int @default) => new("--seq-len") { Description = "Tokens per sequence window.", DefaultValueFactory = _ => @default };
+
+    public static Option<string> Thresholds(string @default) => new("--q")
+    {
+        Description = "Q-exit thresholds, comma-separated, each in [0, 1] (1 = always the last loop).", DefaultValueFactory = _ => @default,
+    };
+
+    /// <summary>Parses a comma list of Q-exit thresholds in [0, 1].</summary>
+    public static double[] ParseThresholds(string text, string option = "--q")
+    {
+        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0) throw CliException.Usage($"{option} needs at least one threshold in [0, 1].");
+        return parts.Select(p => double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out var q) && q is >= 0 and <= 1
+            ? q : throw CliException.Usage($"{option}: '{p}' is not a number in [0, 1].")).ToArray();
+    }
+
+    public static int AtLeast(int value, int min, string option)
+        => value >= min ? value : throw CliException.Usage($"{option} must be at least {min}, got {value}.");
+
+    public static double Positive(double value, string option)
+        => value > 0 && double.IsFinite(value) ? value : throw CliException.Usage($"{option} must be a positive number, got {value.ToString(CultureInfo.InvariantCulture)}.");
+
+    /// <summary>Creates the parent folder of <paramref name="path"/>.</summary>
+    public static void EnsureParent(string path)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+    }
+}

@@ -1,0 +1,73 @@
+using System.CommandLine;
+using System.Globalization;
+using LoopRpt.Cli.Input;
+using LoopRpt.Cli.Models;
+using LoopRpt.Evaluation;
+
+namespace LoopRpt.Cli.Commands;
+
+/// <summary>
+/// <c>looprpt evaluate</c>: the paper's tables on held-out text (docs/evaluation.md) — next-token accuracy at every loop
+/// step s1..sT, the peak step, Q-exit ("adaptive") accuracy with mean exit steps, for All / Easy / Medium / Hard tokens.
+/// </summary>
+internal static class EvaluateCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var baseModel = new Option<string?>("--base-model") { Description = "Model whose entropy defines the Easy/Medium/Hard buckets (default: the evaluated model)." };
+        var input = CommonOptions.Input();
+        var column = CommonOptions.Column();
+        var docs = CommonOptions.Documents();
+        var q = CommonOptions.Thresholds("0.5,0.7,0.9,1");
+        var seqLen = CommonOptions.SequenceLength(128);
+        var batch = CommonOptions.BatchSize(8);
+        var maxTokens = new Option<long>("--max-tokens") { Description = "Evaluate at most this many tokens (0: all).", DefaultValueFactory = _ => 0 };
+        var name = new Option<string?>("--name") { Description = "Label of the model in the tables (default: the directory name)." };
+        var output = new Option<string?>("--out", "-o") { Description = "Also write the markdown tables to this file." };
+        var csv = new Option<string?>("--csv") { Description = "Also write the results as long-format CSV." };
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
+        var cmd = new Command("evaluate", "Per-step, peak and adaptive (Q-exit) accuracy with mean exit steps, overall and by Easy/Medium/Hard bucket.")
+        { model, baseModel, input, column, docs, q, seqLen, batch, maxTokens, name, output, csv, device, threads };
+        cmd.SetAction(pr =>
+        {
+            var ctx = CliContext.Require();
+            var qs = CommonOptions.ParseThresholds(pr.GetValue(q)!);
+            int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
+            int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
+            long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
+            var texts = Corpus.Read(pr.GetRequiredValue(input), pr.GetValue(docs), pr.GetValue(column));
+            Devices.SetThreads(pr.GetValue(threads));
+            using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, "float32", ctx.Error);
+            using var baseSession = pr.GetValue(baseModel) is { } bm ? ModelSession.Load(bm, pr.GetValue(device)!, "float32", ctx.Error) : null;
+            var tokens = EvaluationInputs.Stream(texts, session.RequireCodec(), session.Model.Config.VocabSize, max, s);
+            var label = pr.GetValue(name) ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(pr.GetRequiredValue(model))));
+            var evaluation = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs })
+                .Evaluate(session.Model, LoopEvaluator.Windows(tokens, b, s), baseSession?.Model, label);
+            var markdown = Report(evaluation);
+            ctx.Output.Write(markdown);
+            if (pr.GetValue(output) is { } md) { CommonOptions.EnsureParent(md); File.WriteAllText(md, markdown); }
+            if (pr.GetValue(csv) is { } c) { CommonOptions.EnsureParent(c); File.WriteAllText(c, evaluation.ToCsv()); }
+            return ExitCodes.Success;
+        });
+        return cmd;
+    }
+
+    /// <summary>The evaluator's tables plus a peak / adaptive summary line per bucket.</summary>
+    internal static string Report(LoopEvaluation e)
+    {
+        var C = CultureInfo.InvariantCulture;
+        var sb = new System.Text.StringBuilder(e.ToMarkdown());
+        sb.Append("\nSummary (accuracy %):\n\n| bucket | tokens | peak step | peak | last | ")
+          .Append(string.Join(" | ", e.QValues.Select(q => string.Format(C, "q={0:0.###} acc @ exit", q)))).Append(" |\n|---|---:|---:|---:|---:|")
+          .Append(string.Concat(e.QValues.Select(_ => "---:|"))).Append('\n');
+        foreach (var b in e.Buckets)
+        {
+            int peak = b.Tokens == 0 ? 0 : Enumerable.Range(0, b.StepAccuracy.Count).MaxBy(t => b.StepAccuracy[t]);
+            sb.Append(C, $"| {b.Name} | {b.Tokens} | s{peak + 1} | {100 * b.StepAccuracy[peak]:F2} | {100 * b.LastStepAccuracy:F2} | ")
+              .Append(string.Join(" | ", b.QExit.Select(p => string.Format(C, "{0:F2} @ {1:F2}", 100 * p.Accuracy, p.MeanExitStep)))).Append(" |\n");
+        }
+        return sb.ToString();
+    }
+}

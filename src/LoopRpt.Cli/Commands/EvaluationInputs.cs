@@ -1,0 +1,25 @@
+using LoopRpt.Cli.Models;
+
+namespace LoopRpt.Cli.Commands;
+
+/// <summary>Held-out text → one token stream, documents joined with the end-of-text id as in training.</summary>
+internal static class EvaluationInputs
+{
+    public static int[] Stream(IReadOnlyList<string> docs, TextCodec codec, int vocabSize, long maxTokens, int window)
+    {
+        int? eot = codec.EosTokenId ?? codec.BosTokenId;
+        var stream = new List<int>();
+        foreach (var d in docs)
+        {
+            if (eot is { } e) stream.Add(e);
+            stream.AddRange(codec.Encode(d, addBos: false));
+            if (maxTokens > 0 && stream.Count >= maxTokens) break;
+        }
+        if (maxTokens > 0 && stream.Count > maxTokens) stream.RemoveRange((int)maxTokens, stream.Count - (int)maxTokens);
+        if (stream.Count < window + 1)
+            throw CliException.Input($"The evaluation text has {stream.Count} tokens; one window of --seq-len {window} needs {window + 1}. Add text or lower --seq-len.");
+        foreach (var id in stream)
+            if (id >= vocabSize) throw CliException.Model($"Token id {id} is outside the model's vocabulary [0, {vocabSize}): the tokenizer does not match the model.");
+        return [.. stream];
+    }
+}

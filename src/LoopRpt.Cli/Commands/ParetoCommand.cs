@@ -1,0 +1,71 @@
+using System.CommandLine;
+using LoopRpt.Cli.Input;
+using LoopRpt.Cli.Models;
+using LoopRpt.Evaluation;
+
+namespace LoopRpt.Cli.Commands;
+
+/// <summary>
+/// <c>looprpt pareto</c>: sweeps the Q-exit threshold q for one or more models (e.g. before and after LoopRPT) and writes
+/// pareto.md (accuracy @ mean exit step per q and bucket), pareto.csv and pareto.svg (accuracy against compute).
+/// </summary>
+internal static class ParetoCommand
+{
+    public static Command Create()
+    {
+        var models = new Option<string[]>("--model", "-m")
+        {
+            Description = "Model directory; repeat to compare models (the first one defines the entropy buckets).", Required = true,
+            AllowMultipleArgumentsPerToken = true, Arity = ArgumentArity.OneOrMore,
+        };
+        var labels = new Option<string?>("--labels") { Description = "Comma-separated labels of the models (default: directory names)." };
+        var input = CommonOptions.Input();
+        var column = CommonOptions.Column();
+        var docs = CommonOptions.Documents();
+        var q = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.QValues.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture))));
+        var seqLen = CommonOptions.SequenceLength(128);
+        var batch = CommonOptions.BatchSize(8);
+        var maxTokens = new Option<long>("--max-tokens") { Description = "Evaluate at most this many tokens (0: all).", DefaultValueFactory = _ => 0 };
+        var outDir = new Option<string>("--out-dir", "-o") { Description = "Folder for pareto.md, pareto.csv and pareto.svg.", Required = true };
+        var title = new Option<string>("--title") { Description = "Plot title.", DefaultValueFactory = _ => "Accuracy vs. mean exit step (Q-exit sweep)" };
+        var device = CommonOptions.Device();
+        var threads = CommonOptions.Threads();
+        var cmd = new Command("pareto", "Sweep the exit threshold q: accuracy against mean exit steps, as a table, CSV and an SVG plot.")
+        { models, labels, input, column, docs, q, seqLen, batch, maxTokens, outDir, title, device, threads };
+        cmd.SetAction(pr =>
+        {
+            var ctx = CliContext.Require();
+            var qs = CommonOptions.ParseThresholds(pr.GetValue(q)!);
+            int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
+            int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
+            long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
+            var dirs = pr.GetRequiredValue(models);
+            var names = pr.GetValue(labels)?.Split(',', StringSplitOptions.TrimEntries) ?? dirs.Select(d => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(d)))).ToArray();
+            if (names.Length != dirs.Length) throw CliException.Usage($"--labels gives {names.Length} labels for {dirs.Length} models.");
+            var texts = Corpus.Read(pr.GetRequiredValue(input), pr.GetValue(docs), pr.GetValue(column));
+            Devices.SetThreads(pr.GetValue(threads));
+            var sessions = new List<ModelSession>();
+            try
+            {
+                foreach (var d in dirs) sessions.Add(ModelSession.Load(d, pr.GetValue(device)!, "float32", ctx.Error));
+                var tokens = EvaluationInputs.Stream(texts, sessions[0].RequireCodec(), sessions[0].Model.Config.VocabSize, max, s);
+                var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs });
+                var evals = sessions.Select((x, i) => evaluator.Evaluate(x.Model, LoopEvaluator.Windows(tokens, b, s), sessions[0].Model, names[i])).ToList();
+                var dir = pr.GetRequiredValue(outDir);
+                Directory.CreateDirectory(dir);
+                var markdown = LoopEvaluation.CompareMarkdown(evals, qs);
+                File.WriteAllText(Path.Combine(dir, "pareto.md"), $"# {pr.GetValue(title)}\n\n{markdown}\n![pareto](pareto.svg)\n");
+                File.WriteAllText(Path.Combine(dir, "pareto.csv"), LoopEvaluation.ToCsv(evals));
+                ParetoPlot.WriteSvg(Path.Combine(dir, "pareto.svg"), evals, pr.GetValue(title)!);
+                ctx.Output.Write(markdown);
+                ctx.Output.WriteLine($"pareto models={evals.Count} tokens={evals[0].Buckets[0].Tokens} thresholds={qs.Length} out={dir} files=pareto.md,pareto.csv,pareto.svg");
+                return ExitCodes.Success;
+            }
+            finally
+            {
+                foreach (var x in sessions) x.Dispose();
+            }
+        });
+        return cmd;
+    }
+}

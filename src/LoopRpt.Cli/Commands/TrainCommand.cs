@@ -1,0 +1,225 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using LoopRpt.Checkpoints;
+using LoopRpt.Cli.Display;
+using LoopRpt.Cli.Input;
+using LoopRpt.Cli.Models;
+using LoopRpt.Data;
+using LoopRpt.Model;
+using LoopRpt.Objectives;
+using LoopRpt.Tokenization;
+using LoopRpt.Training;
+using Spectre.Console;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Cli.Commands;
+
+/// <summary>
+/// <c>looprpt train</c>: any stage sequence (pretrain, gate, looprpt) from scratch (a preset, the tokenizer's vocabulary),
+/// from a model directory (<c>--init</c>), or resuming the latest checkpoint (<c>--resume</c>); saves a model directory.
+/// </summary>
+internal static class TrainCommand
+{
+    private sealed class Opts
+    {
+        public Option<string[]> Input { get; } = CommonOptions.Input();
+        public Option<string> Column { get; } = CommonOptions.Column();
+        public Option<DocumentSplit> Documents { get; } = CommonOptions.Documents();
+        public Option<string> Out { get; } = new("--out", "-o") { Description = "Model directory to write (config.json, model.safetensors, meta.json with the tokenizer).", Required = true };
+        public Option<string?> Tokenizer { get; } = new("--tokenizer") { Description = "Tokenizer file from `looprpt tokenizer` (default: learn one on the corpus, see --vocab-size)." };
+        public Option<int> VocabSize { get; } = new("--vocab-size") { Description = "Vocabulary of the BPE learned when no --tokenizer or --init is given.", DefaultValueFactory = _ => 512 };
+        public Option<string?> Init { get; } = new("--init") { Description = "Continue training a model directory (its tokenizer and config are used)." };
+        public Option<string> Preset { get; } = new("--preset") { Description = "Model shape when training from scratch: tiny, small, ouro-1.4b, ouro-2.6b.", DefaultValueFactory = _ => "tiny" };
+        public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T (total_ut_steps); default the preset's (4)." };
+        public Option<int?> Hidden { get; } = new("--hidden-size") { Description = "Override the preset's hidden size." };
+        public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
+        public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR], KIND = pretrain | gate | looprpt (any order), e.g. pretrain:300,gate:50,looprpt:40:3e-4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
+        public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of stages that do not give one.", DefaultValueFactory = _ => TrainingStage.Defaults.LearningRate };
+        public Option<double> Warmup { get; } = new("--warmup") { Description = "Warmup fraction of each stage.", DefaultValueFactory = _ => TrainingStage.Defaults.WarmupFraction };
+        public Option<double> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => TrainingStage.Defaults.WeightDecay };
+        public Option<double> Clip { get; } = new("--clip") { Description = "Gradient-norm clip (0: off).", DefaultValueFactory = _ => TrainingStage.Defaults.GradientClip };
+        public Option<int> Accumulation { get; } = new("--grad-accum") { Description = "Micro-batches per optimizer step.", DefaultValueFactory = _ => 1 };
+        public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
+        public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(64);
+        public Option<int> Rollouts { get; } = new("--rollouts") { Description = "LoopRPT: noisy latent rollouts per batch (G).", DefaultValueFactory = _ => 8 };
+        public Option<double> Sigma { get; } = new("--sigma") { Description = "LoopRPT: latent noise standard deviation.", DefaultValueFactory = _ => 0.1 };
+        public Option<long> Seed { get; } = new("--seed") { Description = "Seed of initialization, batches and objective randomness.", DefaultValueFactory = _ => 1 };
+        public Option<string> Device { get; } = CommonOptions.Device();
+        public Option<string> DType { get; } = CommonOptions.DType();
+        public Option<int> Threads { get; } = CommonOptions.Threads();
+        public Option<string?> CheckpointDir { get; } = new("--checkpoint-dir") { Description = "Write checkpoints (weights, optimizer, trainer state) here; needed by --resume." };
+        public Option<int> CheckpointEvery { get; } = new("--checkpoint-every") { Description = "Steps between checkpoints (0: end of each stage only).", DefaultValueFactory = _ => 0 };
+        public Option<bool> Resume { get; } = new("--resume") { Description = "Continue from the latest checkpoint in --checkpoint-dir (same plan required)." };
+        public Option<int> LogEvery { get; } = new("--log-every") { Description = "Steps between progress reports.", DefaultValueFactory = _ => 10 };
+        public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
+
+        public IEnumerable<Option> All => [Input, Column, Documents, Out, Tokenizer, VocabSize, Init, Preset, Loops, Hidden, Layers, Stages, Lr, Warmup, WeightDecay, Clip,
+                                          Accumulation, BatchSize, SeqLen, Rollouts, Sigma, Seed, Device, DType, Threads, CheckpointDir, CheckpointEvery, Resume, LogEvery, Progress];
+    }
+
+    public static Command Create()
+    {
+        var o = new Opts();
+        var cmd = new Command("train", "Train a looped LM: any sequence of pretrain (Ouro Stage I), gate (Stage II) and looprpt stages.");
+        foreach (var opt in o.All) cmd.Add(opt);
+        cmd.SetAction(pr => Run(pr, o));
+        return cmd;
+    }
+
+    private static int Run(ParseResult pr, Opts o)
+    {
+        var ctx = CliContext.Require();
+        var C = CultureInfo.InvariantCulture;
+        var plan = StageSpec.ParseList(pr.GetValue(o.Stages)!);
+        int batch = CommonOptions.AtLeast(pr.GetValue(o.BatchSize), 1, "--batch-size");
+        int seqLen = CommonOptions.AtLeast(pr.GetValue(o.SeqLen), 2, "--seq-len");
+        int accum = CommonOptions.AtLeast(pr.GetValue(o.Accumulation), 1, "--grad-accum");
+        int logEvery = CommonOptions.AtLeast(pr.GetValue(o.LogEvery), 1, "--log-every");
+        int rollouts = CommonOptions.AtLeast(pr.GetValue(o.Rollouts), 2, "--rollouts");
+        double lr = CommonOptions.Positive(pr.GetValue(o.Lr), "--lr");
+        double warmup = pr.GetValue(o.Warmup) is var w and >= 0 and < 1 ? w : throw CliException.Usage("--warmup must lie in [0, 1).");
+        double wd = pr.GetValue(o.WeightDecay) is var d and >= 0 ? d : throw CliException.Usage("--weight-decay must be non-negative.");
+        double clip = pr.GetValue(o.Clip) is var c and >= 0 ? c : throw CliException.Usage("--clip must be non-negative.");
+        double sigma = pr.GetValue(o.Sigma) is var s and >= 0 ? s : throw CliException.Usage("--sigma must be non-negative.");
+        int ckEvery = CommonOptions.AtLeast(pr.GetValue(o.CheckpointEvery), 0, "--checkpoint-every");
+        var ckDir = pr.GetValue(o.CheckpointDir);
+        bool resume = pr.GetValue(o.Resume);
+        if (resume && ckDir is null) throw CliException.Usage("--resume needs --checkpoint-dir (the folder of the run to continue).");
+        var init = pr.GetValue(o.Init);
+        if (init is not null && pr.GetValue(o.Tokenizer) is not null) throw CliException.Usage("--init brings its own tokenizer; do not combine it with --tokenizer.");
+        var output = pr.GetValue(o.Out)!;
+        long seed = pr.GetValue(o.Seed);
+
+        Devices.SetThreads(pr.GetValue(o.Threads));
+        var device = Devices.Resolve(pr.GetValue(o.Device)!);
+        var dtype = Devices.ParseDType(pr.GetValue(o.DType)!);
+        var docs = Corpus.Read(pr.GetValue(o.Input)!, pr.GetValue(o.Documents), pr.GetValue(o.Column));
+        var clock = Stopwatch.StartNew();
+
+        // Tokenizer and model: resume > init > tokenizer file > learned on the corpus.
+        string? resumeFrom = resume ? new CheckpointManager(ckDir!).Latest() : null;
+        ModelSession? initSession = init is not null ? ModelSession.Load(init, pr.GetValue(o.Device)!, pr.GetValue(o.DType)!, ctx.Error) : null;
+        LoopRptTokenizer tokenizer;
+        ModelMeta baseMeta;
+        if (resumeFrom is not null)
+        {
+            baseMeta = ModelDirectory.ReadMeta(resumeFrom);
+            tokenizer = baseMeta.Tokenizer is { } t ? LoopRptTokenizer.Create(TokenizerSpec.FromJson(t.ToJsonString()))
+                : throw CliException.Model($"Checkpoint '{resumeFrom}' has no tokenizer in meta.json; it was not written by `looprpt train`.");
+        }
+        else if (initSession is not null)
+        {
+            baseMeta = initSession.Meta?.Clone() ?? new ModelMeta();
+            tokenizer = baseMeta.Tokenizer is { } t ? LoopRptTokenizer.Create(TokenizerSpec.FromJson(t.ToJsonString()))
+                : throw CliException.Model($"'{init}' has no LoopRpt tokenizer in meta.json; continue Hugging Face checkpoints from code (docs/interop.md).");
+        }
+        else
+        {
+            tokenizer = pr.GetValue(o.Tokenizer) is { } tokFile ? TextCodec.LoadSpecFile(tokFile)
+                : LoopRptTokenizer.Train(docs, new ByteLevelBpeTrainerOptions { VocabularySize = CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size") }, ctx.CancellationToken);
+            baseMeta = new ModelMeta();
+        }
+        baseMeta.Tokenizer = tokenizer.Spec.ToJsonObject();
+        int eot = tokenizer.EosTokenId ?? tokenizer.BosTokenId ?? throw CliException.Model("The tokenizer has no end-of-text token to separate documents.");
+        var stream = new List<int>();
+        foreach (var doc in docs) { stream.Add(eot); stream.AddRange(tokenizer.Encode(doc)); }
+        if (stream.Count < seqLen + 1)
+            throw CliException.Input($"The corpus has {stream.Count} tokens; a training window of --seq-len {seqLen} needs at least {seqLen + 1}. Add text or lower --seq-len.");
+
+        using var lm = initSession?.Model ?? NewModel(pr, o, tokenizer.VocabularySize, device, dtype, seed);
+        if (tokenizer.VocabularySize > lm.Config.VocabSize)
+            throw CliException.Model($"The tokenizer has {tokenizer.VocabularySize} tokens but the model's vocab_size is {lm.Config.VocabSize}.");
+        var source = new PackedTokenSource([.. stream], batch, seqLen, seed);
+        var stages = plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, () => LoopRptStage(rollouts, sigma, seed))).ToArray();
+        ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Count} vocab={tokenizer.VocabularySize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
+                                              $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")}"));
+        TrainingResult result;
+        try
+        {
+            result = TrainingDisplay.Run(ctx, pr.GetValue(o.Progress), plan.Select(p => (p.Kind, p.Steps)).ToArray(), progress =>
+            {
+                var trainer = new LoopedLmTrainer(new TrainerOptions
+                {
+                    LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = ckEvery, Resume = resume, Seed = seed, BaseMeta = baseMeta,
+                    OnCancel = CancellationBehavior.CheckpointAndThrow, Progress = progress,
+                });
+                return trainer.Train(lm, source, stages, ctx.CancellationToken);
+            });
+        }
+        catch (InvalidOperationException e) when (e.Message.Contains("plan", StringComparison.Ordinal) || e.Message.Contains("resume", StringComparison.OrdinalIgnoreCase))
+        {
+            throw CliException.Model(e.Message, e);
+        }
+        catch (OperationCanceledException) when (ckDir is not null)
+        {
+            ctx.Error.WriteLine($"Cancelled; resume with the same command and --resume (checkpoints in '{ckDir}').");
+            throw;
+        }
+        finally
+        {
+            foreach (var st in stages) (st.Objective as IDisposable)?.Dispose();
+        }
+
+        var meta = result.LastCheckpoint is { } lc && ModelDirectory.IsModelDirectory(lc) ? ModelDirectory.ReadMeta(lc) : baseMeta.Clone();
+        if (result.LastCheckpoint is null)
+        {
+            meta.Step = result.GlobalStep;
+            meta.TokensSeen = result.TokensSeen;
+            meta.Stages.AddRange(plan.Select(p => new StageRecord(p.Kind, p.Steps)));
+            if (result.LastProgress is { } lp) meta.Metrics = lp.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
+        }
+        meta.Tokenizer = tokenizer.Spec.ToJsonObject();
+        ModelDirectory.Save(output, lm, meta);
+        WriteSummary(ctx, result, clock.Elapsed, output);
+        return ExitCodes.Success;
+    }
+
+    private static OuroForCausalLM NewModel(ParseResult pr, Opts o, int vocab, Device device, ScalarType dtype, long seed)
+    {
+        OuroConfig config;
+        try
+        {
+            config = OuroConfig.FromPreset(pr.GetValue(o.Preset)!, vocab);
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw CliException.Usage($"--preset: {e.Message.Split(" (Parameter")[0]}");
+        }
+        if (pr.GetValue(o.Loops) is { } loops) config.TotalUtSteps = CommonOptions.AtLeast(loops, 1, "--loops");
+        if (pr.GetValue(o.Hidden) is { } h) config.HiddenSize = CommonOptions.AtLeast(h, 8, "--hidden-size");
+        if (pr.GetValue(o.Layers) is { } l) config.NumHiddenLayers = CommonOptions.AtLeast(l, 1, "--layers");
+        try
+        {
+            config.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw CliException.Usage($"The model shape is invalid: {e.Message}");
+        }
+        using var gen = new Generator((ulong)seed);
+        return new OuroForCausalLM(config, device, dtype, gen);
+    }
+
+    private static ITrainingObjective LoopRptStage(int rollouts, double sigma, long seed)
+        => throw CliException.Usage("This build has no LoopRPT objective yet.");
+
+    private static void WriteSummary(CliContext ctx, TrainingResult r, TimeSpan elapsed, string output)
+    {
+        var C = CultureInfo.InvariantCulture;
+        var p = r.LastProgress;
+        if (ctx.Interactive && AnsiConsole.Profile.Capabilities.Interactive)
+        {
+            var table = new Table().AddColumns("", "");
+            table.AddRow("completed", r.Completed.ToString());
+            table.AddRow("global step", r.GlobalStep.ToString(C));
+            table.AddRow("tokens seen", r.TokensSeen.ToString("N0", C));
+            table.AddRow("final loss", p is null ? "–" : p.Loss.ToString("F4", C));
+            table.AddRow("wall clock", $"{elapsed.TotalSeconds:F1} s");
+            table.AddRow("model", Markup.Escape(output));
+            AnsiConsole.Write(table);
+        }
+        ctx.Output.WriteLine(string.Create(C, $"summary completed={r.Completed.ToString().ToLowerInvariant()} global_step={r.GlobalStep} tokens={r.TokensSeen} " +
+                                              $"final_loss={(p is null ? double.NaN : p.Loss):F4} seconds={elapsed.TotalSeconds:F1} model={output}"));
+    }
+}
