@@ -45,8 +45,8 @@ public sealed class Rope : IDisposable
         var pos = arange(length, dtype: ScalarType.Float64);
         var freqs = outer(pos, inv);                       // (L, D/2)
         var emb = cat([freqs, freqs], dim: -1);            // (L, D)
-        _cos = emb.cos().to(dtype, device).MoveToOuterDisposeScope();
-        _sin = emb.sin().to(dtype, device).MoveToOuterDisposeScope();
+        _cos = emb.cos().to(dtype, device).DetachFromDisposeScope(); // owned by the cache, not by the caller's scope
+        _sin = emb.sin().to(dtype, device).DetachFromDisposeScope();
     }
 
     /// <summary>x * cos + rotate_half(x) * sin, with cos/sin broadcast over batch and heads.</summary>
