@@ -33,5 +33,8 @@ internal static class InferenceTestUtil
         return cat([ids.narrow(1, 1, s - 1), full([b, 1], -1L, dtype: ScalarType.Int64)], 1);
     }
 
+    /// <summary>Same shape and bitwise-equal values.</summary>
+    public static bool Same(Tensor a, Tensor b) => a.shape.SequenceEqual(b.shape) && (a == b).all().item<bool>();
+
     public static long[] Longs(Tensor t) => t.to_type(ScalarType.Int64).cpu().contiguous().data<long>().ToArray();
 }
