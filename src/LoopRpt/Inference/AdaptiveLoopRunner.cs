@@ -43,7 +43,7 @@ internal sealed class AdaptiveLoopRunner
         var h = backbone.embed_tokens.forward(ids).reshape(n, -1);                 // (N, H)
         var (cos, sin) = _lm.Rope.Get(offset, s, h.device, h.dtype);                // (s, D)
         var active = ActiveSet.Create(valid, b, s, cache.Capacity, offset,
-            cos.repeat(b, 1).unsqueeze(1), sin.repeat(b, 1).unsqueeze(1));          // (N, 1, D)
+            cos.repeat(b, 1).unsqueeze(1), sin.repeat(b, 1).unsqueeze(1));          // RoPE rows (N, 1, D)
         var states = zeros_like(h);
         var exitSteps = full(n, -1L, dtype: ScalarType.Int64, device: h.device);
         var mask = offset > 0 && s > 1 ? ChunkMask(offset, s, h.device) : null;
@@ -111,12 +111,20 @@ internal sealed class AdaptiveLoopRunner
         var v = attn.v_proj.forward(normed).view(n, attn.NumKvHeads, attn.HeadDim);                                     // (n, kv, D)
         var (keys, values) = cache.Write(t, l, active.CacheRows, k, v, offset, s);                                     // (B, kv, offset+s, D)
 
-        // Queries of exited tokens are zero rows whose outputs are dropped: attention stays one dense call.
-        var dense = active.Index is null ? q : zeros([b * s, attn.NumHeads, attn.HeadDim], dtype: q.dtype, device: q.device).index_copy_(0, active.Index, q);
-        var o = attn.Attend(dense.view(b, s, attn.NumHeads, attn.HeadDim).transpose(1, 2), keys, values,
-            causal: offset == 0, mask: mask);                                                                            // (B, h, s, D)
-        o = o.transpose(1, 2).reshape(b * s, attn.NumHeads * attn.HeadDim);
-        if (active.Index is not null) o = o.index_select(0, active.Index);                                               // (n, h*D)
+        Tensor o;
+        if (active.Index is null)
+        {
+            o = attn.Attend(q.view(b, s, attn.NumHeads, attn.HeadDim).transpose(1, 2), keys, values, causal: offset == 0, mask: mask); // (B, h, s, D)
+            o = o.transpose(1, 2).reshape(b * s, attn.NumHeads * attn.HeadDim);
+        }
+        else
+        {
+            // Only active queries attend: packed per row into (B, m) slots, m = the most active tokens of any row.
+            long m = active.QueriesPerRow;
+            var packed = zeros([b * m, attn.NumHeads, attn.HeadDim], dtype: q.dtype, device: q.device).index_copy_(0, active.QueryRows!, q);
+            o = attn.Attend(packed.view(b, m, attn.NumHeads, attn.HeadDim).transpose(1, 2), keys, values, causal: false, mask: active.Mask); // (B, h, m, D)
+            o = o.transpose(1, 2).reshape(b * m, attn.NumHeads * attn.HeadDim).index_select(0, active.QueryRows!);             // (n, h*D)
+        }
         x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o));
         return layer.Mlp(x);
     }
@@ -129,24 +137,40 @@ internal sealed class AdaptiveLoopRunner
         return keys <= queries;                                                     // (s, offset+s)
     }
 
-    /// <summary>The tokens still running: their flat chunk indices, cache rows and RoPE rows.</summary>
-    private sealed record ActiveSet(Tensor? Index, Tensor? CacheRows, Tensor Cos, Tensor Sin, long Count, long Chunk, long Capacity, long Offset)
+    /// <summary>
+    /// The tokens still running: flat chunk indices (null = all), cache rows, RoPE rows, and the packing of their queries
+    /// into (B, m) slots with a mask (B, 1, m, offset + s) that lets each query see its own row's positions up to its own.
+    /// </summary>
+    private sealed record ActiveSet(Tensor? Index, Tensor? CacheRows, Tensor? QueryRows, Tensor? Mask, long QueriesPerRow,
+        Tensor Cos, Tensor Sin, long Count, long Batch, long Chunk, long Capacity, long Offset)
     {
         public static ActiveSet Create(Tensor? valid, long b, long s, long capacity, long offset, Tensor cos, Tensor sin)
         {
-            if (valid is null) return new(null, null, cos, sin, b * s, s, capacity, offset);
+            if (valid is null) return new(null, null, null, null, s, cos, sin, b * s, b, s, capacity, offset);
             var index = valid.reshape(b * s).nonzero().squeeze(1);
-            return From(index, cos.index_select(0, index), sin.index_select(0, index), s, capacity, offset);
+            return From(index, cos.index_select(0, index), sin.index_select(0, index), b, s, capacity, offset);
         }
 
         /// <summary>Keeps the rows <paramref name="staying"/> of the current active list <paramref name="all"/>.</summary>
         public ActiveSet Keep(Tensor staying, Tensor all)
-            => From(all.index_select(0, staying), Cos.index_select(0, staying), Sin.index_select(0, staying), Chunk, Capacity, Offset);
+            => From(all.index_select(0, staying), Cos.index_select(0, staying), Sin.index_select(0, staying), Batch, Chunk, Capacity, Offset);
 
-        private static ActiveSet From(Tensor index, Tensor cos, Tensor sin, long s, long capacity, long offset)
+        private static ActiveSet From(Tensor index, Tensor cos, Tensor sin, long b, long s, long capacity, long offset)
         {
-            var rows = index.div(s, rounding_mode: RoundingMode.floor) * capacity + offset + index.remainder(s); // b * C + position
-            return new(index, rows, cos, sin, index.shape[0], s, capacity, offset);
+            long n = index.shape[0];
+            if (n == 0) return new(index, null, null, null, 0, cos, sin, 0, b, s, capacity, offset);
+            var row = index.div(s, rounding_mode: RoundingMode.floor);                       // (n) batch row
+            var position = index.remainder(s) + offset;                                       // (n) absolute position
+            var cacheRows = row * capacity + position;                                        // b * C + position
+            // index is sorted, so a token's rank within its row is its index minus the row's first index in the list.
+            var counts = bincount(row, minlength: b);                                         // (B)
+            long m = counts.max().item<long>();                                               // per loop, not per layer
+            var rank = arange(n, device: index.device) - (counts.cumsum(0) - counts).index_select(0, row);
+            var queryRows = row * m + rank;                                                   // (n) slot in (B * m)
+            var queryPositions = zeros(b * m, dtype: ScalarType.Int64, device: index.device).index_copy_(0, queryRows, position);
+            var keyPositions = arange(offset + s, device: index.device).view(1, 1, 1, -1);
+            var mask = keyPositions <= queryPositions.view(b, 1, m, 1);                       // (B, 1, m, offset+s); empty slots see position 0
+            return new(index, cacheRows, queryRows, mask, m, cos, sin, n, b, s, capacity, offset);
         }
     }
 }

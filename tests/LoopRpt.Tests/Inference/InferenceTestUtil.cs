@@ -11,6 +11,11 @@ internal static class InferenceTestUtil
     {
         var lm = TestUtil.TinyModel(loops: loops, seed: seed);
         using var noGrad = no_grad();
+        // TorchSharp 0.107's nn.init.normal_ ignores its generator argument and draws from the global RNG, which tests
+        // running in parallel share; redraw the weights from a local generator so every test sees the same model.
+        using var g = new Generator((ulong)seed);
+        foreach (var (name, p) in lm.named_parameters())
+            if (p.dim() == 2) p.copy_(randn(p.shape, generator: g) * lm.Config.InitializerRange);
         lm.Backbone.early_exit_gate.weight!.mul_(gateScale);
         lm.Backbone.early_exit_gate.bias!.fill_(gateBias);
         return lm;
