@@ -102,7 +102,8 @@ public sealed class AdaptiveExitScorer
         using var noGrad = no_grad();
         var ids = inputIds.to(device);
         var positions = arange(s, device: device).unsqueeze(0);                                    // (1, S)
-        var valid = lengths is null ? null : positions < lengths.to(device).unsqueeze(1);          // (B, S)
+        // Rows that are all valid need no mask: the all-active fast path (dense causal attention) then applies.
+        var valid = lengths is null || lengths.min().item<long>() >= s ? null : positions < lengths.to(device).unsqueeze(1); // (B, S)
         var gold = targets?.to(device) ?? ShiftedTargets(ids, lengths?.to(device));
         if (valid is not null) gold = gold.masked_fill(~valid, -1);
 

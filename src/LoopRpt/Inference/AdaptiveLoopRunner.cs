@@ -73,22 +73,21 @@ internal sealed class AdaptiveLoopRunner
             }
             else if (t < rule.LastLoop) continue;                                   // nobody exits before the last loop
 
-            if (exits is null)
+            var leaving = exits?.nonzero().squeeze(1);                              // the one host sync per loop
+            if (leaving is not null && leaving.shape[0] == 0) continue;
+            if (leaving is null || leaving.shape[0] == active.Count)
             {
-                var rows = active.Index;
-                if (rows is null) states.copy_(x);
-                else states.index_copy_(0, rows, x);
-                exitSteps.index_fill_(0, rows ?? arange(n, device: h.device), t);
-                active = active with { Count = 0 };
+                // Every active token exits here: store the states; later loops are skipped below.
+                if (active.Index is null) states.copy_(x);
+                else states.index_copy_(0, active.Index, x);
+                exitSteps.index_fill_(0, active.Index ?? arange(n, device: h.device), t);
                 break;
             }
-            var leaving = exits.nonzero().squeeze(1);                               // the one host sync per loop
-            if (leaving.shape[0] == 0) continue;
             var all = active.Index ?? arange(n, device: h.device);
             var leavingRows = all.index_select(0, leaving);
             states.index_copy_(0, leavingRows, x.index_select(0, leaving));
             exitSteps.index_fill_(0, leavingRows, t);
-            var staying = (~exits).nonzero().squeeze(1);
+            var staying = (~exits!).nonzero().squeeze(1);
             active = active.Keep(staying, all);
             x = x.index_select(0, staying);
             logSurvival = logSurvival!.index_select(0, staying);
@@ -162,6 +161,8 @@ internal sealed class AdaptiveLoopRunner
             var row = index.div(s, rounding_mode: RoundingMode.floor);                       // (n) batch row
             var position = index.remainder(s) + offset;                                       // (n) absolute position
             var cacheRows = row * capacity + position;                                        // b * C + position
+            // Decoding one token per row: one query slot per row that sees every cached position; no packing needed.
+            if (s == 1) return new(index, cacheRows, row, null, 1, cos, sin, n, b, s, capacity, offset);
             // index is sorted, so a token's rank within its row is its index minus the row's first index in the list.
             var counts = bincount(row, minlength: b);                                         // (B)
             long m = counts.max().item<long>();                                               // per loop, not per layer

@@ -137,6 +137,23 @@ public class LoopedGeneratorTests
     }
 
     [Fact]
+    public void CatalogEntryPointsMatchTheComponents()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var direct = new LoopedGenerator(lm).Generate(Prompt, new GenerationOptions { MaxNewTokens = 8, Temperature = 0, Exit = ExitMode.Q(0.6) });
+        var simple = lm.Generate(Prompt, maxNewTokens: 8, q: 0.6, temperature: 0);
+        Assert.Equal(direct.Tokens, simple.Tokens);
+        Assert.Equal(direct.LoopsUsed, simple.LoopsUsed);
+
+        var ids = tensor(Prompt, [1, Prompt.Length]);
+        using var a = lm.AdaptiveScorer(0.6).Score(ids);
+        using var b = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
+        Assert.True(Same(a.GoldLogProbs, b.GoldLogProbs));
+        Assert.Equal("q", Assert.Throws<ArgumentOutOfRangeException>(() => lm.AdaptiveScorer(1.5)).ParamName);
+    }
+
+    [Fact]
     public void BadInputsFailNamingTheParameter()
     {
         using var lm = TestUtil.TinyModel();
