@@ -13,10 +13,10 @@ internal sealed record ChunkResult(Tensor States, Tensor ExitSteps, int LoopsRun
 /// <summary>
 /// The compute-saving forward pass shared by scoring and generation (docs/adaptive-exit.md). After every loop, tokens
 /// whose exit CDF has reached q leave the active set: later loops run norms, projections and the MLP only on the
-/// still-active rows (gathered into a compact (n, H) tensor), while attention still sees every position; exited tokens
-/// contribute the keys/values of their exit loop (<see cref="LoopKvCache"/>'s fill rule). When no token is left the
-/// remaining loops are skipped. The only host synchronisation is one index computation per loop that shrinks the
-/// active set (it is what makes the skipped work skippable).
+/// still-active rows (gathered into a compact (n, H) tensor), and attention only for their queries, packed per row;
+/// keys/values still cover every position, exited tokens contributing those of their exit loop (<see cref="LoopKvCache"/>'s
+/// fill rule). When no token is left the remaining loops are skipped. Host synchronisation happens once per loop, when
+/// the active set shrinks (it is what makes the skipped work skippable), never inside the loop over layers.
 /// </summary>
 internal sealed class AdaptiveLoopRunner
 {
