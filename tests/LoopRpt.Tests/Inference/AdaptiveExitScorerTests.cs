@@ -1,3 +1,4 @@
+using TorchSharp;
 using LoopRpt.Inference;
 using LoopRpt.Model;
 using static LoopRpt.Tests.Inference.InferenceTestUtil;
@@ -118,6 +119,23 @@ public class AdaptiveExitScorerTests
         Assert.Equal(together.LoopSteps, summary.LoopSteps);
         Assert.Equal(together.Correct, summary.Correct);
         Assert.Equal(together.SumGoldLogProb, summary.SumGoldLogProb, 4);
+    }
+
+    [Fact]
+    public void BFloat16ModelScoresAndGenerates()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        lm.to(ScalarType.BFloat16);
+        var ids = TestUtil.RandomIds(2, 12, 64, seed: 8);
+        var (refGold, _, _) = Reference(lm, ids, ExitMode.Last, Shifted(ids));
+        using var full = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Last }).Score(ids);
+        Assert.True(Same(full.GoldLogProbs, refGold));
+        using var adaptive = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
+        Assert.Equal(ScalarType.Float32, adaptive.GoldLogProbs.dtype);
+        Assert.True(adaptive.ComputeFraction < 1.0);
+        var generated = new LoopedGenerator(lm).Generate([1, 2, 3], new GenerationOptions { MaxNewTokens = 4, Exit = ExitMode.Q(0.6), Seed = 1 });
+        Assert.Equal(4, generated.Tokens.Length);
     }
 
     [Fact]

@@ -27,7 +27,7 @@ internal static class InferenceTestUtil
         using var noGrad = no_grad();
         var o = lm.Forward(ids);
         var steps = mode.Steps(o.ExitProbabilities());
-        var logp = F.log_softmax(lm.LogitsAtSteps(o, steps), -1);
+        var logp = F.log_softmax(lm.LogitsAtSteps(o, steps).to_type(ScalarType.Float32), -1);
         var gold = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (targets >= 0).to_type(ScalarType.Float32);
         return (gold, steps, logp.argmax(-1));
     }
