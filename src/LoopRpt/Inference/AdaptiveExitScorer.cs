@@ -104,7 +104,7 @@ public sealed class AdaptiveExitScorer
         var positions = arange(s, device: device).unsqueeze(0);                                    // (1, S)
         // Rows that are all valid need no mask: the all-active fast path (dense causal attention) then applies.
         var valid = lengths is null || lengths.min().item<long>() >= s ? null : positions < lengths.to(device).unsqueeze(1); // (B, S)
-        var gold = targets?.to(device) ?? ShiftedTargets(ids, lengths?.to(device));
+        var gold = targets?.to(device).clone() ?? ShiftedTargets(ids, lengths?.to(device));      // our own copy: the result owns it
         if (valid is not null) gold = gold.masked_fill(~valid, -1);
 
         ChunkResult run;

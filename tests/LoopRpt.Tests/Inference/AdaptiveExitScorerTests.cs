@@ -122,6 +122,24 @@ public class AdaptiveExitScorerTests
     }
 
     [Fact]
+    public void ExplicitTargetsAreScoredAndStayTheCallers()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var ids = TestUtil.RandomIds(2, 6, 64, seed: 11);
+        var targets = tensor(new long[] { 5, -1, 7, 7, -1, 2, 1, 1, 1, -1, -1, 3 }, [2, 6]);
+        var (refGold, _, _) = Reference(lm, ids, ExitMode.Q(0.6), targets);
+        using (var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids, targets: targets))
+        {
+            Assert.Equal(8, score.ScoredTokens);
+            Assert.Equal(12, score.ComputedTokens);
+            Assert.Equal(TestUtil.ToArray(refGold)[0], TestUtil.ToArray(score.GoldLogProbs)[0], 4);   // first token: no approximation
+            Assert.Equal(0f, TestUtil.ToArray(score.GoldLogProbs)[1]);
+        }
+        Assert.Equal(7, targets[0, 2].item<long>());                                                  // still alive after the score is disposed
+    }
+
+    [Fact]
     public void BFloat16ModelScoresAndGenerates()
     {
         using var scope = NewDisposeScope();
