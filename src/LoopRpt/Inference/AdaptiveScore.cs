@@ -68,6 +68,9 @@ public sealed class AdaptiveScore : IDisposable
     /// <summary>Next-token accuracy over scored tokens.</summary>
     public double Accuracy => ScoredTokens == 0 ? double.NaN : (double)Correct / ScoredTokens;
 
+    /// <summary>Mean negative log-likelihood (nats per scored token).</summary>
+    public double MeanNll => ScoredTokens == 0 ? double.NaN : -SumGoldLogProb / ScoredTokens;
+
     /// <summary>Disposes the tensors.</summary>
     public void Dispose()
     {
