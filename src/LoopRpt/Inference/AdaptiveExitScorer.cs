@@ -1,0 +1,193 @@
+using LoopRpt.Model;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.Inference;
+
+/// <summary>Options of <see cref="AdaptiveExitScorer"/>.</summary>
+public sealed class AdaptiveExitOptions
+{
+    /// <summary>Defaults, defined once.</summary>
+    public static class Defaults
+    {
+        /// <summary>Sequences per batch in <see cref="AdaptiveExitScorer.Evaluate"/>.</summary>
+        public const int BatchSize = 16;
+
+        /// <summary>Pad id used to fill right-padded batches (never computed, never scored).</summary>
+        public const long PadId = 0;
+    }
+
+    /// <summary>
+    /// The exit rule: <see cref="ExitMode.Q"/> (adaptive), <see cref="ExitMode.Fixed"/>, or <see cref="ExitMode.Last"/>.
+    /// Null means the model config's <c>early_exit_threshold</c> when set, else the last loop.
+    /// <see cref="ExitMode.Expected"/> needs every loop and is rejected.
+    /// </summary>
+    public ExitMode? Exit { get; init; }
+
+    /// <summary>Sequences per batch when scoring many sequences.</summary>
+    public int BatchSize { get; init; } = Defaults.BatchSize;
+
+    /// <summary>Pad id for right padding.</summary>
+    public long PadId { get; init; } = Defaults.PadId;
+}
+
+/// <summary>
+/// Teacher-forced scoring of whole sequences with an adaptive exit that really saves compute (docs/adaptive-exit.md).
+/// <para>
+/// Ouro's reference code runs every loop for every token and selects the exit afterwards. This scorer stops computing
+/// a token once its exit CDF reaches q: later loops run projections and MLP only on the still-active tokens, attention
+/// at later loops still sees every position with exited tokens contributing the keys/values of their exit loop, and
+/// the LM head runs once per token on its exit state. With q = 1 it equals the full-depth path; with exits, a token
+/// differs from "compute all, then select" only through earlier tokens that exited before it (their frozen keys/values
+/// stand in for the ones they would have computed).
+/// </para>
+/// </summary>
+/// <remarks>
+/// | Output (per position, (B, S)) | Meaning |
+/// |---|---|
+/// | GoldLogProbs | log p(target) at the exit state, float32; 0 where there is no target |
+/// | ExitSteps | exit loop, 0-based int64; -1 at padding |
+/// | Predictions | argmax next token at the exit state; -1 at padding |
+/// | Targets | the scored next token; -1 where none |
+///
+/// | Characteristic | |
+/// |---|---|
+/// | GPU | optional (device-agnostic tensor code) |
+/// | Native package | libtorch (TorchSharp) |
+/// | Gradients | none (runs under no_grad) |
+/// </remarks>
+public sealed class AdaptiveExitScorer
+{
+    private readonly OuroForCausalLM _lm;
+    private readonly AdaptiveLoopRunner _runner;
+    private readonly ExitRule _rule;
+
+    /// <summary>Creates a scorer for <paramref name="lm"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The exit rule is expected logits, a fixed step beyond the model's loops, or the batch size is below 1.</exception>
+    public AdaptiveExitScorer(OuroForCausalLM lm, AdaptiveExitOptions? options = null)
+    {
+        _lm = lm ?? throw new ArgumentNullException(nameof(lm));
+        Options = options ?? new AdaptiveExitOptions();
+        if (Options.BatchSize < 1)
+            throw new ArgumentOutOfRangeException(nameof(options), Options.BatchSize, "BatchSize must be at least 1.");
+        _rule = ExitRule.From(Options.Exit, lm.Config, nameof(options));
+        _runner = new AdaptiveLoopRunner(lm);
+    }
+
+    /// <summary>The options in use (never mutated).</summary>
+    public AdaptiveExitOptions Options { get; }
+
+    /// <summary>
+    /// Scores one batch. Targets default to the next token of each sequence (none at its last position).
+    /// </summary>
+    /// <param name="inputIds">Token ids (B, S), int64, right-padded when <paramref name="lengths"/> is given.</param>
+    /// <param name="lengths">Valid length of each row (B); null means every row is full. Padding is neither computed nor scored.</param>
+    /// <param name="targets">Gold next tokens (B, S), -1 = not scored; null means the shifted input.</param>
+    /// <returns>Per-token results in a new dispose scope owned by the returned object.</returns>
+    public AdaptiveScore Score(Tensor inputIds, Tensor? lengths = null, Tensor? targets = null)
+    {
+        ArgumentNullException.ThrowIfNull(inputIds);
+        if (inputIds.dim() != 2 || inputIds.dtype != ScalarType.Int64)
+            throw new ArgumentException($"Expected int64 token ids of shape (B, S), got {inputIds.dtype} ({string.Join(", ", inputIds.shape)}).", nameof(inputIds));
+        long b = inputIds.shape[0], s = inputIds.shape[1];
+        if (s > _lm.Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(inputIds), s, $"Sequence length {s} exceeds max_position_embeddings = {_lm.Config.MaxPositionEmbeddings}.");
+        if (lengths is not null && (lengths.dim() != 1 || lengths.shape[0] != b))
+            throw new ArgumentException($"Expected lengths of shape ({b}), got ({string.Join(", ", lengths.shape)}).", nameof(lengths));
+        if (targets is not null && !targets.shape.SequenceEqual(inputIds.shape))
+            throw new ArgumentException($"Expected targets of shape ({b}, {s}), got ({string.Join(", ", targets.shape)}).", nameof(targets));
+
+        var device = _lm.Device;
+        using var outer = NewDisposeScope();
+        using var noGrad = no_grad();
+        var ids = inputIds.to(device);
+        var positions = arange(s, device: device).unsqueeze(0);                                    // (1, S)
+        // Rows that are all valid need no mask: the all-active fast path (dense causal attention) then applies.
+        var valid = lengths is null || lengths.min().item<long>() >= s ? null : positions < lengths.to(device).unsqueeze(1); // (B, S)
+        var gold = targets?.to(device).clone() ?? ShiftedTargets(ids, lengths?.to(device));      // our own copy: the result owns it
+        if (valid is not null) gold = gold.masked_fill(~valid, -1);
+
+        ChunkResult run;
+        using (var cache = new LoopKvCache(b, s, _lm.Config.TotalUtSteps, _lm.Config.NumHiddenLayers,
+                   _lm.Config.NumKeyValueHeads, _lm.Config.HeadDim, rolling: true, device, _lm.DType))
+            run = _runner.Run(ids, valid, cache, _rule);
+
+        // LM head once per computed token, on its exit state.
+        var flatValid = valid?.reshape(-1).nonzero().squeeze(1);                                    // (M) or all
+        var states = flatValid is null ? run.States : run.States.index_select(0, flatValid);        // (M, H)
+        var flatGold = gold.reshape(-1);
+        var tokenGold = flatValid is null ? flatGold : flatGold.index_select(0, flatValid);          // (M)
+        var (logProbs, argmax) = ReadOut(states, tokenGold);
+        var goldLogProbs = Scatter(logProbs, flatValid, b * s, 0.0f).view(b, s);
+        var predictions = Scatter(argmax, flatValid, b * s, -1L).view(b, s);
+        var exitSteps = run.ExitSteps.view(b, s);
+
+        var result = new AdaptiveScore(goldLogProbs, exitSteps, predictions, gold, _lm.Config.TotalUtSteps, run.LoopsRun);
+        outer.MoveToOuter(result.GoldLogProbs, result.ExitSteps, result.Predictions, result.Targets);
+        return result;
+    }
+
+    /// <summary>
+    /// Scores many sequences in right-padded batches of <see cref="AdaptiveExitOptions.BatchSize"/> and sums the results.
+    /// Each sequence is scored on its own next tokens; sequences shorter than 2 tokens add compute but no scored token.
+    /// </summary>
+    public AdaptiveExitSummary Evaluate(IEnumerable<IReadOnlyList<long>> sequences)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        var total = new AdaptiveExitSummary.Builder(_lm.Config.TotalUtSteps);
+        foreach (var batch in sequences.Chunk(Options.BatchSize))
+        {
+            using var scope = NewDisposeScope();
+            var (ids, lengths) = Pad(batch, Options.PadId);
+            using var score = Score(ids, lengths);
+            total.Add(score);
+        }
+        return total.Build();
+    }
+
+    /// <summary>Right-pads sequences into ids (B, S_max) and lengths (B).</summary>
+    public static (Tensor Ids, Tensor Lengths) Pad(IReadOnlyList<IReadOnlyList<long>> sequences, long padId = AdaptiveExitOptions.Defaults.PadId)
+    {
+        ArgumentNullException.ThrowIfNull(sequences);
+        if (sequences.Count == 0) throw new ArgumentException("At least one sequence is needed.", nameof(sequences));
+        int longest = sequences.Max(x => x.Count);
+        if (longest == 0) throw new ArgumentException("Every sequence is empty.", nameof(sequences));
+        var data = new long[sequences.Count * longest];
+        Array.Fill(data, padId);
+        for (int i = 0; i < sequences.Count; i++)
+            for (int j = 0; j < sequences[i].Count; j++) data[i * longest + j] = sequences[i][j];
+        return (tensor(data, [sequences.Count, longest]), tensor(sequences.Select(x => (long)x.Count).ToArray()));
+    }
+
+    /// <summary>Next token of each row as the target, -1 at the last valid position; (B, S).</summary>
+    private static Tensor ShiftedTargets(Tensor ids, Tensor? lengths)
+    {
+        long b = ids.shape[0], s = ids.shape[1];
+        var shifted = cat([ids.narrow(1, 1, s - 1), full([b, 1], -1L, dtype: ScalarType.Int64, device: ids.device)], 1);
+        if (lengths is null) return shifted;
+        var positions = arange(s, device: ids.device).unsqueeze(0);
+        return shifted.masked_fill(positions >= (lengths.unsqueeze(1) - 1), -1);
+    }
+
+    /// <summary>Gold log-prob (0 without a target) and argmax per state, the LM head applied in row blocks to bound memory.</summary>
+    private (Tensor LogProbs, Tensor Argmax) ReadOut(Tensor states, Tensor gold)
+    {
+        long m = states.shape[0];
+        long block = Math.Max(1, (1L << 24) / _lm.Config.VocabSize);                              // ~64 MB of float32 logits
+        var logProbs = new List<Tensor>();
+        var argmax = new List<Tensor>();
+        for (long start = 0; start < m; start += block)
+        {
+            long len = Math.Min(block, m - start);
+            var logp = F.log_softmax(_lm.Logits(states.narrow(0, start, len)).to_type(ScalarType.Float32), -1); // (len, V)
+            var g = gold.narrow(0, start, len);
+            logProbs.Add(logp.gather(-1, g.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (g >= 0).to_type(ScalarType.Float32));
+            argmax.Add(logp.argmax(-1));
+        }
+        if (m == 0) return (empty(0, device: states.device), empty(0, dtype: ScalarType.Int64, device: states.device));
+        return (cat(logProbs, 0), cat(argmax, 0));
+    }
+
+    private static Tensor Scatter(Tensor values, Tensor? rows, long n, TorchSharp.Scalar fill)
+        => rows is null ? values : full(n, fill, dtype: values.dtype, device: values.device).index_copy_(0, rows, values);
+}

@@ -1,0 +1,121 @@
+using static TorchSharp.torch;
+
+namespace LoopRpt.Inference;
+
+/// <summary>
+/// Per-token results of <see cref="AdaptiveExitScorer.Score"/>, all (B, S). The tensors belong to this object: dispose
+/// it (or move them) when done.
+/// </summary>
+public sealed class AdaptiveScore : IDisposable
+{
+    internal AdaptiveScore(Tensor goldLogProbs, Tensor exitSteps, Tensor predictions, Tensor targets, int loops, int loopsRun)
+    {
+        GoldLogProbs = goldLogProbs;
+        ExitSteps = exitSteps;
+        Predictions = predictions;
+        Targets = targets;
+        Loops = loops;
+        LoopsRun = loopsRun;
+        using var scope = NewDisposeScope();
+        var computed = exitSteps >= 0;
+        var scored = targets >= 0;
+        ComputedTokens = computed.sum().item<long>();
+        LoopSteps = (exitSteps + 1).clamp_min(0).sum().item<long>();
+        ScoredTokens = scored.sum().item<long>();
+        Correct = ((predictions == targets) & scored).sum().item<long>();
+        SumGoldLogProb = goldLogProbs.to_type(ScalarType.Float64).sum().item<double>();
+    }
+
+    /// <summary>log p(target) at each token's exit state, float32; 0 where there is no target.</summary>
+    public Tensor GoldLogProbs { get; }
+
+    /// <summary>Exit loop per token, 0-based int64; -1 for padding (not computed).</summary>
+    public Tensor ExitSteps { get; }
+
+    /// <summary>Greedy next token (argmax) at each token's exit state; -1 for padding.</summary>
+    public Tensor Predictions { get; }
+
+    /// <summary>The scored next tokens; -1 where none.</summary>
+    public Tensor Targets { get; }
+
+    /// <summary>The model's loops T.</summary>
+    public int Loops { get; }
+
+    /// <summary>Loops that ran for at least one token (fewer than T when every token exited early).</summary>
+    public int LoopsRun { get; }
+
+    /// <summary>Tokens computed (padding excluded).</summary>
+    public long ComputedTokens { get; }
+
+    /// <summary>Sum over computed tokens of loops run (exit step + 1).</summary>
+    public long LoopSteps { get; }
+
+    /// <summary>Tokens with a target.</summary>
+    public long ScoredTokens { get; }
+
+    /// <summary>Scored tokens whose argmax equals the target.</summary>
+    public long Correct { get; }
+
+    /// <summary>Sum of gold log-probs over scored tokens.</summary>
+    public double SumGoldLogProb { get; }
+
+    /// <summary>Mean exit step, 1-indexed (the paper's "mean exit steps"), over computed tokens.</summary>
+    public double MeanExitStep => ComputedTokens == 0 ? double.NaN : (double)LoopSteps / ComputedTokens;
+
+    /// <summary>Loops run over loops available: (sum of loops run) / (computed tokens × T).</summary>
+    public double ComputeFraction => ComputedTokens == 0 ? double.NaN : (double)LoopSteps / (ComputedTokens * (double)Loops);
+
+    /// <summary>Next-token accuracy over scored tokens.</summary>
+    public double Accuracy => ScoredTokens == 0 ? double.NaN : (double)Correct / ScoredTokens;
+
+    /// <summary>Mean negative log-likelihood (nats per scored token).</summary>
+    public double MeanNll => ScoredTokens == 0 ? double.NaN : -SumGoldLogProb / ScoredTokens;
+
+    /// <summary>Disposes the tensors.</summary>
+    public void Dispose()
+    {
+        GoldLogProbs.Dispose();
+        ExitSteps.Dispose();
+        Predictions.Dispose();
+        Targets.Dispose();
+    }
+}
+
+/// <summary>Totals of <see cref="AdaptiveExitScorer.Evaluate"/> over many sequences.</summary>
+/// <param name="Loops">The model's loops T.</param>
+/// <param name="ComputedTokens">Tokens computed.</param>
+/// <param name="LoopSteps">Sum over computed tokens of loops run.</param>
+/// <param name="ScoredTokens">Tokens with a next-token target.</param>
+/// <param name="Correct">Scored tokens predicted correctly (argmax).</param>
+/// <param name="SumGoldLogProb">Sum of gold log-probs over scored tokens.</param>
+public sealed record AdaptiveExitSummary(int Loops, long ComputedTokens, long LoopSteps, long ScoredTokens, long Correct, double SumGoldLogProb)
+{
+    /// <summary>Mean exit step, 1-indexed, over computed tokens.</summary>
+    public double MeanExitStep => ComputedTokens == 0 ? double.NaN : (double)LoopSteps / ComputedTokens;
+
+    /// <summary>(sum of loops run) / (computed tokens × T).</summary>
+    public double ComputeFraction => ComputedTokens == 0 ? double.NaN : (double)LoopSteps / (ComputedTokens * (double)Loops);
+
+    /// <summary>Next-token accuracy over scored tokens.</summary>
+    public double Accuracy => ScoredTokens == 0 ? double.NaN : (double)Correct / ScoredTokens;
+
+    /// <summary>Mean negative log-likelihood (nats per scored token).</summary>
+    public double MeanNll => ScoredTokens == 0 ? double.NaN : -SumGoldLogProb / ScoredTokens;
+
+    internal sealed class Builder(int loops)
+    {
+        private long _computed, _steps, _scored, _correct;
+        private double _logProb;
+
+        public void Add(AdaptiveScore s)
+        {
+            _computed += s.ComputedTokens;
+            _steps += s.LoopSteps;
+            _scored += s.ScoredTokens;
+            _correct += s.Correct;
+            _logProb += s.SumGoldLogProb;
+        }
+
+        public AdaptiveExitSummary Build() => new(loops, _computed, _steps, _scored, _correct, _logProb);
+    }
+}

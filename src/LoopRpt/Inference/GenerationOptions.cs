@@ -1,0 +1,75 @@
+using LoopRpt.Model;
+
+namespace LoopRpt.Inference;
+
+/// <summary>Options of <see cref="LoopedGenerator"/>.</summary>
+public sealed class GenerationOptions
+{
+    /// <summary>Defaults, defined once.</summary>
+    public static class Defaults
+    {
+        /// <summary>Tokens to generate at most.</summary>
+        public const int MaxNewTokens = 64;
+
+        /// <summary>Softmax temperature; 0 means greedy.</summary>
+        public const double Temperature = 1.0;
+
+        /// <summary>Nucleus mass; 1 disables top-p.</summary>
+        public const double TopP = 1.0;
+
+        /// <summary>Seed of the sampler's local generator.</summary>
+        public const ulong Seed = 0;
+    }
+
+    /// <summary>Tokens to generate at most (at least 1).</summary>
+    public int MaxNewTokens { get; init; } = Defaults.MaxNewTokens;
+
+    /// <summary>Softmax temperature (&gt;= 0); 0 means greedy argmax.</summary>
+    public double Temperature { get; init; } = Defaults.Temperature;
+
+    /// <summary>Top-p (nucleus) mass in (0, 1]: sample among the most likely tokens whose mass first reaches p.</summary>
+    public double TopP { get; init; } = Defaults.TopP;
+
+    /// <summary>Tokens that end a sequence; the stop token is kept as the last generated token.</summary>
+    public IReadOnlyCollection<long> StopTokens { get; init; } = [];
+
+    /// <summary>
+    /// Per-token exit rule, as for <see cref="AdaptiveExitOptions.Exit"/>: <see cref="ExitMode.Q"/> for adaptive depth,
+    /// null for the config's <c>early_exit_threshold</c> (else full depth). Applies to the prompt (prefill) too.
+    /// </summary>
+    public ExitMode? Exit { get; init; }
+
+    /// <summary>Seed of the local sampling generator (the global RNG is never used).</summary>
+    public ulong Seed { get; init; } = Defaults.Seed;
+
+    internal void Validate(string paramName)
+    {
+        if (MaxNewTokens < 1)
+            throw new ArgumentOutOfRangeException(paramName, MaxNewTokens, "MaxNewTokens must be at least 1.");
+        if (!(Temperature >= 0) || double.IsInfinity(Temperature))
+            throw new ArgumentOutOfRangeException(paramName, Temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
+        if (!(TopP > 0 && TopP <= 1))
+            throw new ArgumentOutOfRangeException(paramName, TopP, "TopP must lie in (0, 1].");
+        ArgumentNullException.ThrowIfNull(StopTokens, paramName);
+    }
+}
+
+/// <summary>Why a generated sequence ended.</summary>
+public enum FinishReason
+{
+    /// <summary><see cref="GenerationOptions.MaxNewTokens"/> were generated.</summary>
+    Length,
+    /// <summary>A stop token was generated.</summary>
+    Stop,
+}
+
+/// <summary>One generated continuation.</summary>
+/// <param name="Tokens">Generated token ids (the prompt excluded; a stop token included).</param>
+/// <param name="LoopsUsed">Per generated token, the loops (1-indexed exit step) run by the forward step that produced
+/// it: for the first token, the last prompt token's exit in the prefill.</param>
+/// <param name="FinishReason">Why generation ended.</param>
+public sealed record GeneratedSequence(long[] Tokens, int[] LoopsUsed, FinishReason FinishReason)
+{
+    /// <summary>Mean loops per generated token.</summary>
+    public double MeanLoops => LoopsUsed.Length == 0 ? double.NaN : LoopsUsed.Average();
+}

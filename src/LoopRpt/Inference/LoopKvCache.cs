@@ -1,0 +1,128 @@
+using static TorchSharp.torch;
+
+namespace LoopRpt.Inference;
+
+/// <summary>
+/// Keys and values of a looped model, one slot per (loop t, layer l) at index t * L + l (docs/method.md §1), each slot
+/// stored as (B, C, kv, D) so that writing a token is a row copy and reading is a transposed view (B, kv, len, D).
+/// <para>
+/// <b>Fill rule for exited tokens</b> (docs/adaptive-exit.md): a token that exits after loop e has no keys/values of its
+/// own at loops t &gt; e. Slot (t, l) then holds a copy of slot (e, l): the keys/values of the last loop the token
+/// actually ran. The Ouro paper found at decode time that reusing the last available loop's KV keeps quality, while
+/// first-step KV does not. The copy is made by <see cref="CarryForward"/> before loop t writes its active tokens.
+/// </para>
+/// <para>
+/// A <i>rolling</i> cache (teacher-forced scoring of whole sequences) keeps one slot per layer: later loops overwrite
+/// the active tokens' rows and exited tokens' rows simply keep the values of their exit loop, which is the same rule
+/// without the copies. Rolling caches cannot be extended by later chunks.
+/// </para>
+/// </summary>
+internal sealed class LoopKvCache : IDisposable
+{
+    private readonly Tensor[] _keys, _values; // per slot (B * C, kv, D)
+    private readonly int _layers;
+
+    /// <param name="batch">Rows B.</param>
+    /// <param name="capacity">Positions C per row.</param>
+    /// <param name="loops">Loops T.</param>
+    /// <param name="layers">Physical layers L.</param>
+    /// <param name="kvHeads">Key/value heads.</param>
+    /// <param name="headDim">Head width D.</param>
+    /// <param name="rolling">One slot per layer (scoring) instead of one per (loop, layer) (generation).</param>
+    /// <param name="device">Device of the model.</param>
+    /// <param name="dtype">Element type of the model.</param>
+    public LoopKvCache(long batch, long capacity, int loops, int layers, int kvHeads, int headDim, bool rolling, Device device, ScalarType dtype)
+    {
+        Batch = batch;
+        Capacity = capacity;
+        Rolling = rolling;
+        Loops = loops;
+        _layers = layers;
+        int slots = rolling ? layers : loops * layers;
+        _keys = new Tensor[slots];
+        _values = new Tensor[slots];
+        for (int i = 0; i < slots; i++)
+        {
+            // Never-written rows stay zero; only positions no query can see (right padding, finished rows) are never written.
+            _keys[i] = zeros([batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
+            _values[i] = zeros([batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
+        }
+    }
+
+    public long Batch { get; }
+
+    public long Capacity { get; }
+
+    public bool Rolling { get; }
+
+    public int Loops { get; }
+
+    /// <summary>Positions already written for every row (the next chunk starts here).</summary>
+    public long Length { get; internal set; }
+
+    private int Slot(int t, int l) => Rolling ? l : t * _layers + l;
+
+    /// <summary>
+    /// Writes the active tokens' keys/values of loop t, layer l and returns the slot's keys and values for positions
+    /// [0, offset + s), each (B, kv, offset + s, D).
+    /// </summary>
+    /// <param name="t">Loop.</param>
+    /// <param name="l">Layer.</param>
+    /// <param name="rows">Flat row indices b * C + position of the active tokens, (n); null when the chunk is whole and every token is active.</param>
+    /// <param name="k">Keys (n, kv, D), RoPE applied.</param>
+    /// <param name="v">Values (n, kv, D).</param>
+    /// <param name="offset">First position of the chunk.</param>
+    /// <param name="s">Chunk length.</param>
+    public (Tensor K, Tensor V) Write(int t, int l, Tensor? rows, Tensor k, Tensor v, long offset, long s)
+    {
+        int slot = Slot(t, l);
+        var keys = _keys[slot];
+        var values = _values[slot];
+        if (rows is null)
+        {
+            keys.view(Batch, Capacity, k.shape[1], k.shape[2]).narrow(1, offset, s).copy_(k.view(Batch, s, k.shape[1], k.shape[2]));
+            values.view(Batch, Capacity, v.shape[1], v.shape[2]).narrow(1, offset, s).copy_(v.view(Batch, s, v.shape[1], v.shape[2]));
+        }
+        else
+        {
+            keys.index_copy_(0, rows, k);
+            values.index_copy_(0, rows, v);
+        }
+        return (Read(keys, offset + s), Read(values, offset + s));
+    }
+
+    private Tensor Read(Tensor flat, long length)
+        => flat.view(Batch, Capacity, flat.shape[1], flat.shape[2]).narrow(1, 0, length).transpose(1, 2); // (B, kv, len, D)
+
+    /// <summary>
+    /// Fill rule: before loop t writes its active tokens, copy loop t-1's keys/values of positions [offset, offset + s)
+    /// into loop t's slots, so tokens that have exited keep their exit loop's keys/values. No-op for a rolling cache.
+    /// </summary>
+    public void CarryForward(int t, long offset, long s)
+    {
+        if (Rolling || t == 0) return;
+        for (int l = 0; l < _layers; l++)
+        {
+            Copy(_keys[Slot(t - 1, l)], _keys[Slot(t, l)]);
+            Copy(_values[Slot(t - 1, l)], _values[Slot(t, l)]);
+        }
+
+        void Copy(Tensor from, Tensor to)
+        {
+            long kv = from.shape[1], d = from.shape[2];
+            to.view(Batch, Capacity, kv, d).narrow(1, offset, s).copy_(from.view(Batch, Capacity, kv, d).narrow(1, offset, s));
+        }
+    }
+
+    /// <summary>Keys of slot (t, l) for positions [0, length), (B, kv, length, D): for tests and diagnostics.</summary>
+    public Tensor Keys(int t, int l, long length) => Read(_keys[Slot(t, l)], length);
+
+    /// <summary>Values of slot (t, l) for positions [0, length), (B, kv, length, D).</summary>
+    public Tensor Values(int t, int l, long length) => Read(_values[Slot(t, l)], length);
+
+    public void Dispose()
+    {
+        foreach (var t in _keys) t.Dispose();
+        foreach (var t in _values) t.Dispose();
+    }
+}

@@ -1,0 +1,30 @@
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.Inference;
+
+/// <summary>Greedy, temperature and top-p sampling from next-token logits, with a caller-owned generator.</summary>
+internal static class TokenSampler
+{
+    /// <summary>One token per row of <paramref name="logits"/> (B, V), float32 on the CPU.</summary>
+    public static long[] Sample(Tensor logits, double temperature, double topP, Generator generator)
+    {
+        using var scope = NewDisposeScope();
+        Tensor picked;
+        if (temperature == 0) picked = logits.argmax(-1);                               // (B)
+        else
+        {
+            var probs = F.softmax(logits / temperature, -1);                              // (B, V)
+            if (topP < 1)
+            {
+                var (sorted, order) = probs.sort(-1, descending: true);
+                // Keep the smallest prefix of the sorted tokens whose mass reaches p: drop a token once the mass before it does.
+                var drop = (sorted.cumsum(-1) - sorted) >= topP;
+                var choice = multinomial(sorted.masked_fill(drop, 0), 1, generator: generator); // (B, 1) in sorted order
+                picked = order.gather(-1, choice).squeeze(-1);
+            }
+            else picked = multinomial(probs, 1, generator: generator).squeeze(-1);
+        }
+        return picked.to_type(ScalarType.Int64).data<long>().ToArray();
+    }
+}

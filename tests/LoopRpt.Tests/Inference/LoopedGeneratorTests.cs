@@ -1,0 +1,170 @@
+using LoopRpt.Inference;
+using LoopRpt.Model;
+using static LoopRpt.Tests.Inference.InferenceTestUtil;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Tests.Inference;
+
+public class LoopedGeneratorTests
+{
+    private static readonly long[] Prompt = [3, 17, 42, 8, 25];
+
+    [Fact]
+    public void CachedGreedyAtFullDepthEqualsUncachedRecomputation()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var result = new LoopedGenerator(lm).Generate(Prompt,
+            new GenerationOptions { MaxNewTokens = 12, Temperature = 0, Exit = ExitMode.Q(1.0) });
+
+        // Independent reference: the whole sequence through the full-depth forward at every step, no cache.
+        var sequence = Prompt.ToList();
+        using (no_grad())
+            for (int i = 0; i < 12; i++)
+            {
+                var hidden = lm.Forward(tensor(sequence.ToArray(), [1, sequence.Count])).Hidden[^1];
+                sequence.Add(lm.Logits(hidden)[0, -1].argmax().item<long>());
+            }
+        Assert.Equal(sequence.Skip(Prompt.Length).ToArray(), result.Tokens);
+        Assert.All(result.LoopsUsed, l => Assert.Equal(4, l));
+        Assert.Equal(FinishReason.Length, result.FinishReason);
+    }
+
+    [Fact]
+    public void AdaptiveGenerationReproducesAdaptiveScoring()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var mode = ExitMode.Q(0.6);
+        var result = new LoopedGenerator(lm).Generate(Prompt, new GenerationOptions { MaxNewTokens = 16, Temperature = 0, Exit = mode });
+        Assert.Contains(result.LoopsUsed, l => l < 4);                    // some tokens really exit early
+
+        // Teacher-forced scoring of prompt + continuation applies the same frozen-KV rule to the same tokens.
+        var full = Prompt.Concat(result.Tokens).ToArray();
+        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = mode }).Score(tensor(full, [1, full.Length]));
+        var predicted = Longs(score.Predictions[0]).Skip(Prompt.Length - 1).Take(result.Tokens.Length).ToArray();
+        var exits = Longs(score.ExitSteps[0]).Skip(Prompt.Length - 1).Take(result.Tokens.Length).Select(e => (int)e + 1).ToArray();
+        Assert.Equal(predicted, result.Tokens);
+        Assert.Equal(exits, result.LoopsUsed);
+    }
+
+    [Fact]
+    public void ExitedTokenSlotsHoldTheExitLoopKeysAndValues()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        using var noGrad = no_grad();
+        var cfg = lm.Config;
+        using var cache = new LoopKvCache(1, 24, 4, cfg.NumHiddenLayers, cfg.NumKeyValueHeads, cfg.HeadDim, rolling: false, CPU, ScalarType.Float32);
+        var runner = new AdaptiveLoopRunner(lm);
+        var rule = ExitRule.From(ExitMode.Q(0.6), cfg, "mode");
+        var first = runner.Run(TestUtil.RandomIds(1, 10, 64, 4), null, cache, rule);   // prefill
+        var second = runner.Run(TestUtil.RandomIds(1, 1, 64, 5), null, cache, rule);   // one decode step
+        var exits = Longs(first.ExitSteps).Concat(Longs(second.ExitSteps)).ToArray();
+        Assert.Contains(exits, e => e < 3);
+        for (int pos = 0; pos < exits.Length; pos++)
+            for (int l = 0; l < cfg.NumHiddenLayers; l++)
+            {
+                int e = (int)exits[pos];
+                for (int t = e + 1; t < 4; t++)
+                {
+                    Assert.True(Same(cache.Keys(t, l, 11)[.., .., pos], cache.Keys(e, l, 11)[.., .., pos]));
+                    Assert.True(Same(cache.Values(t, l, 11)[.., .., pos], cache.Values(e, l, 11)[.., .., pos]));
+                }
+                if (e > 0) Assert.False(Same(cache.Keys(e, l, 11)[.., .., pos], cache.Keys(e - 1, l, 11)[.., .., pos]));
+            }
+    }
+
+    [Fact]
+    public void BatchedGenerationEqualsOneAtATime()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        var options = new GenerationOptions { MaxNewTokens = 10, Temperature = 0, Exit = ExitMode.Q(0.6) };
+        long[][] prompts = [Prompt, [9, 1, 60, 33, 2], [50, 50, 4, 7, 11]];
+        var batch = generator.GenerateBatch(prompts, options);
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var alone = generator.Generate(prompts[i], options);
+            Assert.Equal(alone.Tokens, batch[i].Tokens);
+            Assert.Equal(alone.LoopsUsed, batch[i].LoopsUsed);
+        }
+    }
+
+    [Fact]
+    public void SamplingIsSeededAndLeavesTheGlobalGeneratorAlone()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        GenerationOptions Options(ulong seed) => new() { MaxNewTokens = 20, Temperature = 1.5, TopP = 0.95, Seed = seed, Exit = ExitMode.Q(0.6) };
+
+        manual_seed(123);
+        var expected = rand(3);
+        manual_seed(123);
+        var a = generator.Generate(Prompt, Options(7));
+        Assert.True(Same(expected, rand(3)), "generation must not draw from the global RNG");
+        var b = generator.Generate(Prompt, Options(7));
+        var c = generator.Generate(Prompt, Options(8));
+        Assert.Equal(a.Tokens, b.Tokens);
+        Assert.NotEqual(a.Tokens, c.Tokens);
+    }
+
+    [Fact]
+    public void TinyTopPIsGreedy()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        var greedy = generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 10, Temperature = 0 });
+        var nucleus = generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 10, Temperature = 1.0, TopP = 1e-6, Seed = 3 });
+        Assert.Equal(greedy.Tokens, nucleus.Tokens);
+    }
+
+    [Fact]
+    public void StopTokenEndsTheSequence()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        var free = generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 12, Temperature = 0 });
+        int at = Enumerable.Range(1, 11).First(i => !free.Tokens.Take(i).Contains(free.Tokens[i]));
+        var stopped = generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 12, Temperature = 0, StopTokens = [free.Tokens[at]] });
+        Assert.Equal(free.Tokens.Take(at + 1).ToArray(), stopped.Tokens);
+        Assert.Equal(FinishReason.Stop, stopped.FinishReason);
+        Assert.Equal(at + 1, stopped.LoopsUsed.Length);
+    }
+
+    [Fact]
+    public void CatalogEntryPointsMatchTheComponents()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var direct = new LoopedGenerator(lm).Generate(Prompt, new GenerationOptions { MaxNewTokens = 8, Temperature = 0, Exit = ExitMode.Q(0.6) });
+        var simple = lm.Generate(Prompt, maxNewTokens: 8, q: 0.6, temperature: 0);
+        Assert.Equal(direct.Tokens, simple.Tokens);
+        Assert.Equal(direct.LoopsUsed, simple.LoopsUsed);
+
+        var ids = tensor(Prompt, [1, Prompt.Length]);
+        using var a = lm.AdaptiveScorer(0.6).Score(ids);
+        using var b = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
+        Assert.True(Same(a.GoldLogProbs, b.GoldLogProbs));
+        Assert.Equal("q", Assert.Throws<ArgumentOutOfRangeException>(() => lm.AdaptiveScorer(1.5)).ParamName);
+    }
+
+    [Fact]
+    public void BadInputsFailNamingTheParameter()
+    {
+        using var lm = TestUtil.TinyModel();
+        var generator = new LoopedGenerator(lm);
+        Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 0 })).ParamName);
+        Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { TopP = 0 })).ParamName);
+        Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { Temperature = -1 })).ParamName);
+        Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { Exit = ExitMode.Expected })).ParamName);
+        Assert.Equal("prompts", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate([1, 64])).ParamName);
+        Assert.Equal("prompts", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 252 })).ParamName);
+        Assert.Throws<ArgumentException>(() => generator.Generate(Array.Empty<long>()));
+        Assert.Throws<ArgumentException>(() => generator.GenerateBatch([Prompt, [1, 2]]));
+    }
+}
