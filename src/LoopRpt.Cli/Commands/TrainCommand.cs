@@ -202,7 +202,7 @@ internal static class TrainCommand
     }
 
     private static ITrainingObjective LoopRptStage(int rollouts, double sigma, long seed)
-        => throw CliException.Usage("This build has no LoopRPT objective yet.");
+        => new LoopRptObjective(new LoopRptOptions { Rollouts = rollouts, Sigma = sigma, Seed = seed });
 
     private static void WriteSummary(CliContext ctx, TrainingResult r, TimeSpan elapsed, string output)
     {
