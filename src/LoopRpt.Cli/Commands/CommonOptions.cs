@@ -10,7 +10,7 @@ internal static class CommonOptions
     public static Option<string[]> Input(bool required = true) => new("--input", "-i")
     {
         Description = "Text file (one document per line), .tsv/.csv file (see --column) or folder of .txt files; repeatable.",
-        Required = required, AllowMultipleArgumentsPerToken = true, Arity = required ? ArgumentArity.OneOrMore : ArgumentArity.ZeroOrMore,
+        Required = required, Arity = required ? ArgumentArity.OneOrMore : ArgumentArity.ZeroOrMore,
     };
 
     public static Option<string> Column() => new("--column")

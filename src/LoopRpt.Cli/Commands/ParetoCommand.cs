@@ -16,7 +16,7 @@ internal static class ParetoCommand
         var models = new Option<string[]>("--model", "-m")
         {
             Description = "Model directory; repeat to compare models (the first one defines the entropy buckets).", Required = true,
-            AllowMultipleArgumentsPerToken = true, Arity = ArgumentArity.OneOrMore,
+            Arity = ArgumentArity.OneOrMore,
         };
         var labels = new Option<string?>("--labels") { Description = "Comma-separated labels of the models (default: directory names)." };
         var input = CommonOptions.Input();
