@@ -15,7 +15,7 @@ namespace LoopRpt.QuickStart;
 /// <summary>Sizes and budgets of a QuickStart run; <see cref="Default"/> takes a few minutes on 2 cores, <see cref="Quick"/> seconds.</summary>
 public sealed record QuickStartSettings
 {
-    public int TrainLines { get; init; } = 60_000;
+    public int TrainLines { get; init; } = 40_000;
     public int HeldOutLines { get; init; } = 400;
     public int VocabularySize { get; init; } = 320;
     public int Hidden { get; init; } = 64;
@@ -23,9 +23,9 @@ public sealed record QuickStartSettings
     public int Loops { get; init; } = 4;
     public int Batch { get; init; } = 16;
     public int SequenceLength { get; init; } = 64;
-    public int PretrainSteps { get; init; } = 600;
-    public int GateSteps { get; init; } = 60;
-    public int LoopRptSteps { get; init; } = 30;
+    public int PretrainSteps { get; init; } = 500;
+    public int GateSteps { get; init; } = 50;
+    public int LoopRptSteps { get; init; } = 24;
     public int Rollouts { get; init; } = 4;
     public double PretrainLearningRate { get; init; } = 3e-3;
     public double LoopRptLearningRate { get; init; } = 5e-4;
