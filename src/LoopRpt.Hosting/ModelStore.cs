@@ -26,7 +26,7 @@ public sealed class ModelStore : IDisposable
     public const string CurrentFile = "current";
     private const string DeletingMarker = ".deleting-";
 
-    private readonly ModelStoreOptions _options;
+    private readonly IOptions<ModelStoreOptions> _optionsAccessor;
     private readonly ITokenizerService _tokenizer;
     private readonly ILogger _logger;
     private readonly object _gate = new();      // serializes loading, publishing and disposal; never taken by Acquire
@@ -37,15 +37,19 @@ public sealed class ModelStore : IDisposable
 
     public ModelStore(IOptions<ModelStoreOptions> options, ITokenizerService tokenizer, ILogger<ModelStore>? logger = null)
     {
-        _options = options.Value;
+        // Options are read on first use, not here: the host constructs hosted services (and so this store) before
+        // ValidateOnStart runs, and a failed validation must surface as its own clear message.
+        _optionsAccessor = options;
         _tokenizer = tokenizer;
         _logger = logger ?? (ILogger)NullLogger.Instance;
-        if (string.IsNullOrWhiteSpace(_options.Root)) throw new ArgumentException("ModelStoreOptions.Root must name the model store directory.", nameof(options));
-        Root = Path.GetFullPath(_options.Root);
     }
 
+    private ModelStoreOptions Settings => _optionsAccessor.Value;
+
     /// <summary>Absolute path of the store.</summary>
-    public string Root { get; }
+    public string Root => string.IsNullOrWhiteSpace(Settings.Root)
+        ? throw new InvalidOperationException("ModelStoreOptions.Root must name the model store directory.")
+        : Path.GetFullPath(Settings.Root);
 
     /// <summary>Version being served (0 before the first load).</summary>
     public int CurrentVersion => Volatile.Read(ref _current)?.Version ?? 0;
@@ -58,7 +62,7 @@ public sealed class ModelStore : IDisposable
     {
         get
         {
-            lock (_gate) return _device ??= TorchNative.ResolveDevice(_options.Device, _options.FallbackToCpu);
+            lock (_gate) return _device ??= TorchNative.ResolveDevice(Settings.Device, Settings.FallbackToCpu);
         }
     }
 
@@ -184,7 +188,7 @@ public sealed class ModelStore : IDisposable
 
     private int Seed()
     {
-        if (_options.InitialModelDirectory is { } source)
+        if (Settings.InitialModelDirectory is { } source)
         {
             using var initial = ModelDirectory.Load(source, Device).Model;
             var meta = ModelDirectory.ReadMeta(source);
@@ -192,11 +196,11 @@ public sealed class ModelStore : IDisposable
             ModelDirectory.Save(VersionDirectory(1), initial, meta);
             Log.ModelSeeded(_logger, Root, Path.GetFullPath(source));
         }
-        else if (_options.InitialPreset is { } preset)
+        else if (Settings.InitialPreset is { } preset)
         {
             var config = OuroConfig.FromPreset(preset, _tokenizer.VocabSize);
             config.EosTokenId ??= _tokenizer.EndOfTextId;
-            using var generator = new Generator((ulong)_options.InitialSeed);
+            using var generator = new Generator((ulong)Settings.InitialSeed);
             using var lm = new OuroForCausalLM(config, Device, generator: generator);
             ModelDirectory.Save(VersionDirectory(1), lm, new ModelMeta { Tokenizer = _tokenizer.Describe() });
             Log.ModelSeeded(_logger, Root, "preset " + preset);
@@ -214,10 +218,10 @@ public sealed class ModelStore : IDisposable
     private void Prune(int current)
     {
         var all = Versions().Where(v => v != current).ToList();
-        foreach (var v in all.Take(Math.Max(0, all.Count - (_options.KeepVersions - 1))))
+        foreach (var v in all.Take(Math.Max(0, all.Count - (Settings.KeepVersions - 1))))
         {
             Delete(VersionDirectory(v));
-            Log.VersionPruned(_logger, VersionDirectory(v), _options.KeepVersions);
+            Log.VersionPruned(_logger, VersionDirectory(v), Settings.KeepVersions);
         }
     }
 

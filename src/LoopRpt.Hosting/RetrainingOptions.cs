@@ -47,8 +47,8 @@ public sealed class RetrainingOptions
     public string DataDirectory { get; set; } = "";
 
     /// <summary>
-    /// How often <see cref="DataDirectory"/> is polled for new or changed files; a change that is stable over two polls
-    /// triggers a round. Polling, not a file-system watcher, so it also works on network and container volumes.
+    /// How often <see cref="DataDirectory"/> is polled for new or changed files; content that is stable over two polls and
+    /// differs from what the last round trained on triggers a round (so data that landed while the host was down counts). Polling, not a file-system watcher, so it also works on network and container volumes.
     /// <see cref="TimeSpan.Zero"/> disables it. Default 30 s.
     /// </summary>
     public TimeSpan DataPollInterval { get; set; } = Defaults.DataPollInterval;

@@ -43,6 +43,9 @@ internal sealed class RetrainingRound
     /// <summary>True when a round was stopped by a shutdown and should resume.</summary>
     public bool HasInterruptedRound() => ReadState() is { Status: RoundStatus.Running };
 
+    /// <summary>Fingerprint of the data folder as the last round saw it (null before the first round).</summary>
+    public string? LastDataFingerprint() => ReadState()?.DataFingerprint;
+
     /// <summary>Runs one round; every outcome but an unexpected bug is a report (failures included).</summary>
     public RoundReport Run(string reason, CancellationToken ct)
     {
@@ -57,19 +60,22 @@ internal sealed class RetrainingRound
             Round = round, Reason = reason, Outcome = outcome, StartedUtc = started, FinishedUtc = _time.GetUtcNow(), BaseVersion = lease.Version,
         };
 
+        string? fingerprint = null;
+        RoundState State(RoundStatus status) => new() { Round = round, BaseVersion = lease.Version, Plan = plan, Status = status, DataFingerprint = fingerprint };
         try
         {
             if (!resume) RemoveCheckpoints();
+            fingerprint = DataFolder.Fingerprint(_options.DataDirectory);
             if (DataFolder.Files(_options.DataDirectory).Count == 0)
             {
-                WriteState(new RoundState { Round = round, BaseVersion = lease.Version, Plan = plan, Status = RoundStatus.Done });
+                WriteState(State(RoundStatus.Done));
                 var why = $"no *.txt or *.tokens files in '{Path.GetFullPath(_options.DataDirectory)}'";
                 Log.RoundSkipped(_logger, round, why);
                 return Report(RoundOutcome.Skipped) with { Message = why };
             }
-            WriteState(new RoundState { Round = round, BaseVersion = lease.Version, Plan = plan, Status = RoundStatus.Running });
+            WriteState(State(RoundStatus.Running));
             var report = Train(lease, round, reason, Report, ct);
-            WriteState(new RoundState { Round = round, BaseVersion = lease.Version, Plan = plan, Status = RoundStatus.Done });
+            WriteState(State(RoundStatus.Done));
             RemoveCheckpoints();
             return report;
         }
@@ -83,7 +89,7 @@ internal sealed class RetrainingRound
         catch (Exception e)
         {
             Log.RoundFailed(_logger, e, round, lease.Version);
-            TryFinishFailed(round, lease.Version, plan);
+            TryFinishFailed(State(RoundStatus.Failed));
             return Report(RoundOutcome.Failed) with { Message = e.Message, Error = e };
         }
     }
@@ -160,12 +166,12 @@ internal sealed class RetrainingRound
         }
     }
 
-    private void TryFinishFailed(int round, int baseVersion, List<string> plan)
+    private void TryFinishFailed(RoundState failed)
     {
         // A failed round is not resumed (its checkpoint may be the cause); the next round starts from the serving model.
         try
         {
-            WriteState(new RoundState { Round = round, BaseVersion = baseVersion, Plan = plan, Status = RoundStatus.Failed });
+            WriteState(failed);
             RemoveCheckpoints();
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -205,6 +211,7 @@ internal sealed class RetrainingRound
         [JsonPropertyName("base_version")] public int BaseVersion { get; set; }
         [JsonPropertyName("plan")] public List<string> Plan { get; set; } = [];
         [JsonPropertyName("status"), JsonConverter(typeof(JsonStringEnumConverter<RoundStatus>))] public RoundStatus Status { get; set; }
+        [JsonPropertyName("data_fingerprint")] public string? DataFingerprint { get; set; }
     }
 }
 

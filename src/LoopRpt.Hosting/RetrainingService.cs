@@ -19,10 +19,12 @@ namespace LoopRpt.Hosting;
 public sealed class RetrainingService : BackgroundService
 {
     private readonly ModelStore _store;
-    private readonly RetrainingOptions _options;
+    private readonly IStageObjectiveFactory _objectives;
+    private readonly ITokenizerService _tokenizer;
+    private readonly IOptions<RetrainingOptions> _optionsAccessor;
     private readonly ILogger<RetrainingService> _logger;
     private readonly TimeProvider _time;
-    private readonly RetrainingRound _round;
+    private RetrainingRound? _roundCache;
     private readonly Channel<string> _triggers = Channel.CreateBounded<string>(
         new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private RetrainingStatus _status = new();
@@ -30,12 +32,18 @@ public sealed class RetrainingService : BackgroundService
     public RetrainingService(ModelStore store, IStageObjectiveFactory objectives, ITokenizerService tokenizer, IOptions<RetrainingOptions> options,
                              ILogger<RetrainingService> logger, TimeProvider? timeProvider = null)
     {
+        // Options are read when the service runs, not here: hosted services are constructed before ValidateOnStart runs.
         _store = store;
-        _options = options.Value;
+        _objectives = objectives;
+        _tokenizer = tokenizer;
+        _optionsAccessor = options;
         _logger = logger;
         _time = timeProvider ?? TimeProvider.System;
-        _round = new RetrainingRound(store, objectives, tokenizer, _options, logger, _time);
     }
+
+    private RetrainingOptions Settings => _optionsAccessor.Value;
+
+    private RetrainingRound _round => _roundCache ??= new RetrainingRound(_store, _objectives, _tokenizer, Settings, _logger, _time);
 
     /// <summary>A snapshot: current version, last round, last promotion, last error.</summary>
     public RetrainingStatus Status => Volatile.Read(ref _status) with { CurrentVersion = _store.CurrentVersion };
@@ -46,17 +54,21 @@ public sealed class RetrainingService : BackgroundService
     /// <summary>Asks for a round as soon as the current one (if any) ends. Returns false if one is already pending.</summary>
     public bool RequestRound(string reason = "manual") => _triggers.Writer.TryWrite(reason);
 
+    /// <summary>The token of the running <see cref="ExecuteAsync"/> (tests use it to act exactly when shutdown begins).</summary>
+    internal CancellationToken StoppingToken { get; private set; }
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
+        StoppingToken = stoppingToken;
         await Task.Yield();
         using var thread = new TrainingThread("LoopRpt retraining");
-        Log.ServiceStarted(_logger, _options.Period, Path.GetFullPath(_options.DataDirectory), _options.DataPollInterval,
-            string.Join(" → ", _options.Stages.Select(s => $"{s.Kind}:{s.Steps}")));
+        Log.ServiceStarted(_logger, Settings.Period, Path.GetFullPath(Settings.DataDirectory), Settings.DataPollInterval,
+            string.Join(" → ", Settings.Stages.Select(s => $"{s.Kind}:{s.Steps}")));
         var loops = new List<Task>();
-        if (_options.Period > TimeSpan.Zero) loops.Add(ScheduleAsync(stoppingToken));
-        if (_options.DataPollInterval > TimeSpan.Zero) loops.Add(WatchDataAsync(stoppingToken));
+        if (Settings.Period > TimeSpan.Zero) loops.Add(ScheduleAsync(stoppingToken));
+        if (Settings.DataPollInterval > TimeSpan.Zero) loops.Add(WatchDataAsync(stoppingToken));
         if (_round.HasInterruptedRound()) RequestRound("resume");
-        else if (_options.RunOnStart) RequestRound("start");
+        else if (Settings.RunOnStart) RequestRound("start");
 
         int rounds = 0;
         try
@@ -125,28 +137,30 @@ public sealed class RetrainingService : BackgroundService
 
     private async Task ScheduleAsync(CancellationToken ct)
     {
-        using var timer = new PeriodicTimer(_options.Period, _time);
+        using var timer = new PeriodicTimer(Settings.Period, _time);
         while (await timer.WaitForNextTickAsync(ct)) RequestRound("schedule");
     }
 
-    /// <summary>Polls the data folder; a fingerprint that differs from the last one acted on and is stable over two polls triggers a round.</summary>
+    /// <summary>
+    /// Polls the data folder. A non-empty folder whose fingerprint is stable over two polls and differs from what the last
+    /// round trained on (persisted in the round state, so data that landed while the host was down counts) triggers a round.
+    /// </summary>
     private async Task WatchDataAsync(CancellationToken ct)
     {
         string? Fingerprint()
         {
-            try { return DataFolder.Fingerprint(_options.DataDirectory); }
+            try { return DataFolder.Files(Settings.DataDirectory).Count == 0 ? null : DataFolder.Fingerprint(Settings.DataDirectory); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { return null; }   // retried at the next poll
         }
-        var actedOn = Fingerprint();       // data present at start is not "new"; RunOnStart trains on it
-        var previous = actedOn;
-        using var timer = new PeriodicTimer(_options.DataPollInterval, _time);
+        string? previous = null, requested = null;
+        using var timer = new PeriodicTimer(Settings.DataPollInterval, _time);
         while (await timer.WaitForNextTickAsync(ct))
         {
             var now = Fingerprint();
-            if (now is not null && now == previous && now != actedOn)
+            if (now is not null && now == previous && now != requested && now != _round.LastDataFingerprint())
             {
-                actedOn = now;
-                Log.DataChanged(_logger, Path.GetFullPath(_options.DataDirectory), DataFolder.Files(_options.DataDirectory).Count);
+                requested = now;
+                Log.DataChanged(_logger, Path.GetFullPath(Settings.DataDirectory), DataFolder.Files(Settings.DataDirectory).Count);
                 RequestRound("data");
             }
             previous = now;

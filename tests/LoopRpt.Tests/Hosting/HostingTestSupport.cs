@@ -3,7 +3,7 @@ using LoopRpt.Checkpoints;
 using LoopRpt.Hosting;
 using LoopRpt.Model;
 using LoopRpt.Objectives;
-using LoopRpt.Tests.Training;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -35,9 +35,12 @@ internal sealed class Scratch : IDisposable
     public string Data => Path.Combine(Root, "data");
     public string Initial => Path.Combine(Root, "initial");
 
-    /// <summary>Learnable pattern tokens (as the trainer tests use) written as a .tokens file.</summary>
-    public void WriteData(string name = "a.tokens", int tokens = 6000, int seed = 3)
-        => DataFolder.WriteTokens(Path.Combine(Data, name), TrainerTests.PatternTokens(tokens, Vocab, seed));
+    /// <summary>
+    /// A .tokens file a few steps can learn (so promotion tests are decisive and fast on a loaded CPU): a cycle over 4 of
+    /// the 64 ids; a random model scores about ln 64 = 4.16 nats, learning the 4-id unigram alone gets to ln 4 = 1.39.
+    /// </summary>
+    public void WriteData(string name = "a.tokens", int tokens = 2000, int offset = 0)
+        => DataFolder.WriteTokens(Path.Combine(Data, name), Enumerable.Range(0, tokens).Select(i => 1 + (i + offset) % 4).ToArray());
 
     public IEnumerable<string> LeftoverTemporaries()
         => Directory.EnumerateFileSystemEntries(Root, "*", SearchOption.AllDirectories)
@@ -95,9 +98,9 @@ internal sealed class TestHost : IAsyncDisposable
                 r.DataDirectory = scratch.Data;
                 r.Period = TimeSpan.Zero;
                 r.DataPollInterval = TimeSpan.Zero;
-                r.Stages = [Pretrain(20)];
-                r.BatchSize = 4;
-                r.SequenceLength = 32;
+                r.Stages = [Pretrain(Steps)];
+                r.BatchSize = 2;
+                r.SequenceLength = 16;
                 r.CheckpointEvery = 0;
                 r.LogEvery = 5;
                 configure?.Invoke(r);
@@ -105,6 +108,20 @@ internal sealed class TestHost : IAsyncDisposable
         more?.Invoke(lb);
         return new TestHost(builder.Build(), logs);
     }
+
+    /// <summary>A host whose LoopRpt options come from configuration keys (as from appsettings.json), section "LoopRpt".</summary>
+    public static TestHost FromConfiguration(Dictionary<string, string?> settings)
+    {
+        var builder = Microsoft.Extensions.Hosting.Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddInMemoryCollection(settings);
+        var logs = new ListLoggerProvider();
+        builder.Logging.AddProvider(logs).SetMinimumLevel(LogLevel.Debug);
+        builder.Services.AddLoopRptRetraining(builder.Configuration.GetSection("LoopRpt"));
+        return new TestHost(builder.Build(), logs);
+    }
+
+    /// <summary>Steps of the default one-stage plan.</summary>
+    public const int Steps = 6;
 
     public static StageOptions Pretrain(long steps, string kind = "pretrain")
         => new() { Kind = kind, Steps = steps, LearningRate = 1e-2, WarmupFraction = 0.1 };
@@ -134,8 +151,12 @@ internal sealed class TestHost : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        try { await Host.StopAsync(); } catch (OperationCanceledException) { }
+        // A host whose start failed (invalid options) must not be stopped: Host.StopAsync would throw.
+        var lifetime = Host.Services.GetRequiredService<IHostApplicationLifetime>();
+        if (lifetime.ApplicationStarted.IsCancellationRequested) await Host.StopAsync();
         Host.Dispose();
+        if (Environment.GetEnvironmentVariable("LOOPRPT_TEST_LOGS") is { } path)
+            File.AppendAllLines(path, Logs.Entries.Select(e => $"{e.EventId} {e.Level} {e.Message}"));
     }
 }
 
