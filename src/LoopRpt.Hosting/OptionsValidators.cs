@@ -15,8 +15,8 @@ public sealed partial class ModelStoreOptionsValidator : IValidateOptions<ModelS
         if (!DevicePattern().IsMatch(o.Device ?? "")) errors.Add($"ModelStoreOptions.Device must be 'cpu', 'cuda' or 'cuda:N'; got '{o.Device}'.");
         if (o.InitialModelDirectory is not null && o.InitialPreset is not null)
             errors.Add("Set at most one of ModelStoreOptions.InitialModelDirectory and ModelStoreOptions.InitialPreset.");
-        if (o.InitialModelDirectory is { } dir && !Directory.Exists(dir))
-            errors.Add($"ModelStoreOptions.InitialModelDirectory '{dir}' does not exist.");
+        // InitialModelDirectory is not checked for existence: it only matters while the store is empty, and a store that
+        // already has versions must not fail to start because its seed directory was cleaned up (the store reports it then).
         if (o.InitialPreset is { } preset)
         {
             try { OuroConfig.FromPreset(preset); }
