@@ -43,7 +43,7 @@ public sealed class RetrainingService : BackgroundService
 
     private RetrainingOptions Settings => _optionsAccessor.Value;
 
-    private RetrainingRound _round => _roundCache ??= new RetrainingRound(_store, _objectives, _tokenizer, Settings, _logger, _time);
+    private RetrainingRound Round => _roundCache ??= new RetrainingRound(_store, _objectives, _tokenizer, Settings, _logger, _time);
 
     /// <summary>A snapshot: current version, last round, last promotion, last error.</summary>
     public RetrainingStatus Status => Volatile.Read(ref _status) with { CurrentVersion = _store.CurrentVersion };
@@ -67,7 +67,7 @@ public sealed class RetrainingService : BackgroundService
         var loops = new List<Task>();
         if (Settings.Period > TimeSpan.Zero) loops.Add(ScheduleAsync(stoppingToken));
         if (Settings.DataPollInterval > TimeSpan.Zero) loops.Add(WatchDataAsync(stoppingToken));
-        if (_round.HasInterruptedRound()) RequestRound("resume");
+        if (Round.HasInterruptedRound()) RequestRound("resume");
         else if (Settings.RunOnStart) RequestRound("start");
 
         int rounds = 0;
@@ -98,7 +98,7 @@ public sealed class RetrainingService : BackgroundService
         RoundReport report;
         try
         {
-            report = await thread.RunAsync(() => _round.Run(reason, stoppingToken));
+            report = await thread.RunAsync(() => Round.Run(reason, stoppingToken));
         }
         catch (Exception e)
         {
@@ -157,7 +157,7 @@ public sealed class RetrainingService : BackgroundService
         while (await timer.WaitForNextTickAsync(ct))
         {
             var now = Fingerprint();
-            if (now is not null && now == previous && now != requested && now != _round.LastDataFingerprint())
+            if (now is not null && now == previous && now != requested && now != Round.LastDataFingerprint())
             {
                 requested = now;
                 Log.DataChanged(_logger, Path.GetFullPath(Settings.DataDirectory), DataFolder.Files(Settings.DataDirectory).Count);
