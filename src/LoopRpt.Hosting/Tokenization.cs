@@ -48,3 +48,33 @@ public sealed class ByteTokenizerService : ITokenizerService
 
     public JsonObject Describe() => new() { ["kind"] = "bytes", ["vocab_size"] = VocabSize, ["eos_token_id"] = EndOfText };
 }
+
+/// <summary>
+/// A <see cref="LoopRpt.Tokenization.LoopRptTokenizer"/> (a trained byte-level BPE, tiktoken, ...) as the retraining
+/// tokenizer. End-of-text is the tokenizer's EOS id, else its BOS id (GPT-2 style tokenizers use one id for both).
+/// </summary>
+public sealed class LoopRptTokenizerService : ITokenizerService
+{
+    private readonly LoopRpt.Tokenization.LoopRptTokenizer _tokenizer;
+
+    public LoopRptTokenizerService(LoopRpt.Tokenization.LoopRptTokenizer tokenizer)
+        => _tokenizer = tokenizer ?? throw new ArgumentNullException(nameof(tokenizer));
+
+    /// <summary>Rebuilds the tokenizer a LoopRpt model was trained with from its <c>meta.json</c> description.</summary>
+    public static LoopRptTokenizerService FromDescription(JsonObject description)
+        => new(LoopRpt.Tokenization.LoopRptTokenizer.Create(LoopRpt.Tokenization.TokenizerSpec.FromJson(description.ToJsonString())));
+
+    public int VocabSize => _tokenizer.VocabularySize;
+
+    public int? EndOfTextId => _tokenizer.EosTokenId ?? _tokenizer.BosTokenId;
+
+    public int[] Encode(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        return _tokenizer.Encode(text);
+    }
+
+    public string Decode(IEnumerable<int> ids) => _tokenizer.Decode(ids);
+
+    public JsonObject Describe() => _tokenizer.Spec.ToJsonObject();
+}
