@@ -29,7 +29,7 @@ public partial class LoopedLmModel
     /// <summary>Sequences per optimizer step.</summary>
     public const int BatchSize = 8;
     /// <summary>Tokens per training sequence.</summary>
-    public const int SequenceLength = 64;
+    public const int SequenceLength = 32;
     /// <summary>Q-exit threshold of the scorer: a token exits at the first loop step whose cumulative exit probability reaches it.</summary>
     public const double ExitThreshold = 0.5;
     /// <summary>Trainer seed (training is deterministic on CPU for a seed).</summary>
