@@ -43,8 +43,12 @@ public sealed class AdaptiveExitScorerOptions
     /// <summary>Longest window scored at once; longer rows are windowed (see remarks of the transformer). Default 512, capped by the model's max_position_embeddings.</summary>
     public int ContextLength { get; set; } = Defaults.ContextLength;
 
-    /// <summary>Compute per-step correctness (needed for per-step accuracy in Evaluate); costs one LM-head pass per loop. Default true.</summary>
-    public bool PerStepStatistics { get; set; } = true;
+    /// <summary>
+    /// Compute per-step correctness (needed for per-step accuracy in Evaluate). This runs every loop for every token plus one
+    /// LM-head pass per loop. Default false: tokens stop looping at their exit, so compute is really saved
+    /// (docs/adaptive-exit.md); set true for evaluation.
+    /// </summary>
+    public bool PerStepStatistics { get; set; }
 
     /// <summary>"cpu", "cuda" or "cuda:N"; null: <c>cuda:{MLContext.GpuDeviceId}</c> when the MLContext sets one, else "cpu".</summary>
     public string? Device { get; set; }

@@ -57,12 +57,12 @@ internal sealed class RowDetail
 /// <summary>
 /// The scoring computation behind every LoopRpt ML.NET scoring surface (the batched IDataView, the prediction engine,
 /// a model reloaded by ml.Model.Load, the Pareto sweep).
-/// <para><b>Seam for the fast scorer:</b> all model compute is in <see cref="ForwardChunk"/>: today a full-depth
-/// <c>lm.Forward</c>, then per-token selection with <see cref="ExitMode"/>. An adaptive-exit scorer that really skips
-/// loops (src/LoopRpt/Inference) replaces that method's body: for a (B, P) chunk it must fill, per position, the gold
-/// log-prob, argmax-correct, entropy and 1-indexed exit step at the exit it took. Per-step statistics
-/// (<see cref="PerStepStatistics"/>, <see cref="Detail"/>) need every loop, so they stay on the full-depth path;
-/// the fast path would serve <c>PerStepStatistics = false</c>. Padding, windowing, batching and all ML.NET code stay.</para>
+/// <para><b>Two compute paths.</b> With one exit per token and no per-step statistics, chunks run on the adaptive-exit
+/// path (<see cref="AdaptiveChunk"/>, src/LoopRpt/Inference): tokens stop looping at their exit, so compute is really
+/// saved. Per-step statistics (<see cref="PerStepStatistics"/>, <see cref="Detail"/>) and expected logits need every
+/// loop and run the full-depth <c>lm.Forward</c>, selecting with <see cref="ExitMode"/> afterwards. The two agree exactly
+/// at full depth and for fixed steps; under Q-exit the adaptive path attends to exited tokens' frozen keys/values
+/// (the documented approximation in docs/adaptive-exit.md).</para>
 /// <para>Windowing: a row of n tokens predicts tokens 1..n-1. Rows longer than the context length C are split into
 /// windows of C tokens overlapping by one (the last input of one window is the first of the next), each starting with
 /// an empty context. Windows are padded to P = min(C, n rounded up to a multiple of <see cref="PadMultiple"/>) and only
@@ -143,8 +143,19 @@ internal sealed class ScoringEngine : IDisposable
         }
     }
 
+    /// <summary>
+    /// True when the chunk can run on the adaptive-exit path that really skips loops (src/LoopRpt/Inference): a single
+    /// exit per token (not expected logits) and no per-step statistics, which need every loop.
+    /// </summary>
+    private bool UsesAdaptivePath(bool detail) => !detail && !PerStepStatistics && ExitMode.Kind != ExitKind.ExpectedLogits;
+
     private void ForwardChunk(Unit[] chunk, int p, Accumulator[] acc, bool detail)
     {
+        if (UsesAdaptivePath(detail))
+        {
+            AdaptiveChunk(chunk, p, acc);
+            return;
+        }
         int b = chunk.Length, T = Loops;
         var ids = new long[b * p];
         var tg = new long[b * p];
@@ -202,6 +213,63 @@ internal sealed class ScoringEngine : IDisposable
             }
         }
     }
+
+    /// <summary>
+    /// The compute-saving path: tokens stop looping once their exit CDF reaches q (docs/adaptive-exit.md), padding is
+    /// never computed, and the LM head runs once per token on its exit state, one row at a time.
+    /// </summary>
+    private void AdaptiveChunk(Unit[] chunk, int p, Accumulator[] acc)
+    {
+        int b = chunk.Length;
+        var ids = new long[b * p];
+        var lengths = new long[b];
+        for (int i = 0; i < b; i++)
+        {
+            var u = chunk[i];
+            lengths[i] = u.Length;
+            for (int j = 0; j < u.Length; j++) ids[i * p + j] = u.Tokens[u.Start + j];
+        }
+
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var device = Model.Device;
+        var config = Model.Config;
+        var inputs = tensor(ids, [b, p]).to(device);                                                  // (B, P)
+        var valid = lengths.All(l => l == p) ? null : arange(p, device: device).unsqueeze(0) < tensor(lengths).to(device).unsqueeze(1); // (B, P)
+        _runner ??= new Inference.AdaptiveLoopRunner(Model);
+        var rule = Inference.ExitRule.From(ExitMode, config, nameof(ExitMode));
+        Inference.ChunkResult run;
+        using (var cache = new Inference.LoopKvCache(b, p, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads, config.HeadDim,
+                   rolling: true, device, Model.DType))
+            run = _runner.Run(inputs, valid, cache, rule);
+        var states = run.States.view(b, p, -1);                                                       // (B, P, H) exit states
+        var hExit = Host(run.ExitSteps.view(b, p).to_type(ScalarType.Float32) + 1);                    // 1-indexed
+        for (int i = 0; i < b; i++)
+        {
+            var u = chunk[i];
+            var a = acc[u.Row];
+            float[] hGold, hCorrect, hEntropy;
+            using (NewDisposeScope())
+            {
+                var rowTargets = tensor(Enumerable.Range(0, p).Select(j => j + 1 < u.Length ? (long)u.Tokens[u.Start + j + 1] : 0L).ToArray(), [1, p]).to(device);
+                var logits = Model.Logits(states.narrow(0, i, 1)).to_type(ScalarType.Float32);         // (1, P, V)
+                var logp = F.log_softmax(logits, -1);
+                hGold = Host(logp.gather(-1, rowTargets.unsqueeze(-1)).squeeze(-1));
+                hCorrect = Host((logits.argmax(-1) == rowTargets).to_type(ScalarType.Float32));
+                hEntropy = Host(-(logp.exp() * logp).sum(-1));
+            }
+            for (int j = 0; j + 1 < u.Length; j++)
+            {
+                int k = u.Start + j;
+                a.LogProbs[k] = hGold[j];
+                a.Correct[k] = hCorrect[j];
+                a.Entropies[k] = hEntropy[j];
+                a.ExitSteps[k] = hExit[i * p + j];
+            }
+        }
+    }
+
+    private Inference.AdaptiveLoopRunner? _runner;
 
     private static float[] Host(Tensor t) => t.to_type(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
 

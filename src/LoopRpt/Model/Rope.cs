@@ -11,6 +11,8 @@ public sealed class Rope : IDisposable
     private readonly int _headDim;
     private readonly double _theta;
     private Tensor? _cos, _sin; // (maxLen, D)
+    // Scorers share one model across threads (LoopRpt.Hosting): the lazy cache must not be read while it is rebuilt.
+    private readonly object _gate = new();
 
     public Rope(int headDim, double theta)
     {
@@ -22,17 +24,24 @@ public sealed class Rope : IDisposable
     public (Tensor Cos, Tensor Sin) Get(long offset, long length, Device device, ScalarType dtype)
     {
         long need = offset + length;
-        if (_cos is null || _cos.shape[0] < need || _cos.device != device || _cos.dtype != dtype)
-            Build(Math.Max(need, _cos is null ? 0 : _cos.shape[0]), device, dtype);
-        return (_cos!.narrow(0, offset, length), _sin!.narrow(0, offset, length));
+        lock (_gate)
+        {
+            if (_cos is null || _cos.shape[0] < need || _cos.device != device || _cos.dtype != dtype)
+                Build(Math.Max(need, _cos is null ? 0 : _cos.shape[0]), device, dtype);
+            // Views keep the storage alive, so a later rebuild (which disposes the old tables) cannot pull it from under a caller.
+            return (_cos!.narrow(0, offset, length), _sin!.narrow(0, offset, length));
+        }
     }
 
     /// <summary>cos/sin rows gathered at arbitrary positions (for adaptive exit and cached decoding): (N, D) each.</summary>
     public (Tensor Cos, Tensor Sin) Gather(Tensor positions, Device device, ScalarType dtype)
     {
         long need = positions.numel() == 0 ? 1 : positions.max().item<long>() + 1;
-        Get(0, need, device, dtype);
-        return (_cos!.index_select(0, positions), _sin!.index_select(0, positions));
+        lock (_gate)
+        {
+            Get(0, need, device, dtype);
+            return (_cos!.index_select(0, positions), _sin!.index_select(0, positions));
+        }
     }
 
     private void Build(long length, Device device, ScalarType dtype)
@@ -61,8 +70,11 @@ public sealed class Rope : IDisposable
 
     public void Dispose()
     {
-        _cos?.Dispose();
-        _sin?.Dispose();
-        _cos = _sin = null;
+        lock (_gate)
+        {
+            _cos?.Dispose();
+            _sin?.Dispose();
+            _cos = _sin = null;
+        }
     }
 }

@@ -28,7 +28,7 @@ public class EndToEndPipelineTests
                     Config = MlNetTestData.TinyConfig(1), BatchSize = 4, SequenceLength = 32, Seed = 1, LogEvery = 5,
                     Stages = [StageDescriptor.Pretrain(12, 1e-2), StageDescriptor.Gate(3, 1e-2)],
                     ModelDirectory = Path.Combine(work, "model"),
-                    Scorer = new AdaptiveExitScorerOptions { ExitMode = ExitMode.Q(0.6), Storage = ModelStorage.Embedded },
+                    Scorer = new AdaptiveExitScorerOptions { ExitMode = ExitMode.Q(0.6), Storage = ModelStorage.Embedded, PerStepStatistics = true },
                 }));
             using var model = pipeline.Fit(data);
             var scorer = model.LastTransformer;

@@ -100,7 +100,7 @@ public class ScorerWorkoutTests
             float[][] before;
             float[] beforeLl;
             Scored predicted;
-            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, BatchSize = 5, Storage = ModelStorage.Embedded }).Fit(data))
+            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, BatchSize = 5, Storage = ModelStorage.Embedded, PerStepStatistics = true }).Fit(data))
             {
                 var scored = scorer.Transform(data);
                 before = Vectors(scored, ScoreColumns.TokenLogProbabilities);
@@ -244,7 +244,7 @@ public class ScorerWorkoutTests
         {
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(16, Vocab, 8));
-            using var q5 = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
+            using var q5 = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5), PerStepStatistics = true }).Fit(data);
             var scored = q5.Transform(data);
             var m = ml.LoopRpt().Evaluate(scored);
 
@@ -266,6 +266,49 @@ public class ScorerWorkoutTests
             Assert.Equal(m.StepAccuracy[^1], pareto[1].Accuracy, 12);   // q = 1 always exits at the last step
             Assert.Equal(3, pareto[1].MeanExitStep, 12);
             Assert.Contains(pareto, p => p.IsParetoOptimal);
+        }
+        finally
+        {
+            MlNetTestData.Delete(dir);
+        }
+    }
+
+    [Fact]
+    public void DefaultScoringSkipsLoopsAndMatchesTheAdaptiveScorer()
+    {
+        var dir = MlNetTestData.SaveTinyModel(Vocab);
+        try
+        {
+            var ml = new MLContext(seed: 1);
+            var docs = MlNetTestData.TokenDocs(12, Vocab, 4).Where(d => d.Tokens.Length >= 2).ToList();
+            var data = ml.Data.LoadFromEnumerable(docs);
+            using var fast = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
+            using var full = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Last }).Fit(data);
+            var exits = Vectors(fast.Transform(data), ScoreColumns.ExitSteps);
+            var lps = Vectors(fast.Transform(data), ScoreColumns.TokenLogProbabilities);
+            var ratio = fast.Transform(data).GetColumn<float>(ScoreColumns.ComputeRatio).ToArray();
+
+            // Independent computation: the Inference scorer on each document alone.
+            using var model = LoopRpt.Checkpoints.ModelDirectory.Load(dir).Model;
+            var scorer = new LoopRpt.Inference.AdaptiveExitScorer(model, new LoopRpt.Inference.AdaptiveExitOptions { Exit = ExitMode.Q(0.5) });
+            for (int i = 0; i < docs.Count; i++)
+            {
+                using var scope = TorchSharp.torch.NewDisposeScope();
+                var ids = TorchSharp.torch.tensor(docs[i].Tokens.Select(t => (long)t).ToArray()).unsqueeze(0);
+                using var score = scorer.Score(ids);
+                int n = docs[i].Tokens.Length - 1;
+                var expectedLp = TestUtil.ToArray(score.GoldLogProbs)[..n];
+                var expectedExit = TestUtil.ToArray(score.ExitSteps.to_type(TorchSharp.torch.ScalarType.Float32) + 1)[..n];
+                Assert.Equal(expectedExit, exits[i]);
+                for (int k = 0; k < n; k++) Assert.Equal(expectedLp[k], lps[i][k], 1e-5);
+                Assert.Equal(exits[i].Average() / 3, ratio[i], 1e-6);
+            }
+            // Gates of a random model straddle q = 0.5, so some tokens stop early and compute is saved.
+            Assert.Contains(exits.SelectMany(e => e), e => e < 3);
+            // At full depth the adaptive path equals the full-depth reference.
+            var fullLl = full.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
+            using var last = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Last, PerStepStatistics = true }).Fit(data);
+            Assert.Equal(last.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray(), fullLl);
         }
         finally
         {

@@ -1,0 +1,110 @@
+using System.Collections.Concurrent;
+using LoopRpt.Hosting;
+using LoopRpt.Model;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace HostedRetraining;
+
+/// <summary>Knobs of the simulated traffic.</summary>
+public sealed class DemoOptions
+{
+    /// <summary>Stop after this many seconds (0: run until Ctrl+C).</summary>
+    public int RunSeconds { get; set; }
+
+    /// <summary>Time between new data files.</summary>
+    public TimeSpan FeedEvery { get; set; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>Scoring requests in flight at once.</summary>
+    public int Concurrency { get; set; } = 4;
+
+    /// <summary>Time between bursts of requests.</summary>
+    public TimeSpan RequestEvery { get; set; } = TimeSpan.FromMilliseconds(250);
+}
+
+/// <summary>Writes a new text file into the data folder now and then (temporary name, then rename, as producers should).</summary>
+public sealed partial class DataFeeder(IOptions<RetrainingOptions> retraining, IOptions<DemoOptions> demo, ILogger<DataFeeder> logger) : BackgroundService
+{
+    private static readonly string[] Subjects = ["the cat", "a dog", "the looped model", "my neighbour", "the train"];
+    private static readonly string[] Verbs = ["sat on", "looked at", "walked past", "thought about", "waited for"];
+    private static readonly string[] Objects = ["the mat.", "a red ball.", "the old station.", "the quiet river.", "its own reflection."];
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var dir = Path.GetFullPath(retraining.Value.DataDirectory);
+        Directory.CreateDirectory(dir);
+        var rng = new Random(11);
+        using var timer = new PeriodicTimer(demo.Value.FeedEvery);
+        int n = Directory.GetFiles(dir, "*.txt").Length;
+        do
+        {
+            var lines = Enumerable.Range(0, 200).Select(_ =>
+                $"{Subjects[rng.Next(Subjects.Length)]} {Verbs[rng.Next(Verbs.Length)]} {Objects[rng.Next(Objects.Length)]}");
+            var path = Path.Combine(dir, $"batch-{++n:D4}.txt");
+            await File.WriteAllLinesAsync(path + ".tmp", lines, stoppingToken);
+            File.Move(path + ".tmp", path, overwrite: true);
+            Landed(logger, path);
+        }
+        while (await timer.WaitForNextTickAsync(stoppingToken));
+    }
+
+    [LoggerMessage(EventId = 9000, Level = LogLevel.Information, Message = "Demo: new data file {Path}")]
+    private static partial void Landed(ILogger logger, string path);
+}
+
+/// <summary>
+/// Simulated requests: every tick, <see cref="DemoOptions.Concurrency"/> tasks each lease the current model and score a
+/// prompt (Q-exit readout). Every 5 s it reports throughput, the versions that answered and the retraining status.
+/// </summary>
+public sealed partial class ScoringTraffic(ModelStore store, RetrainingService retraining, ITokenizerService tokenizer, IOptions<DemoOptions> demo,
+                                           IHostApplicationLifetime lifetime, ILogger<ScoringTraffic> logger) : BackgroundService
+{
+    private static readonly string[] Prompts = ["the cat sat on", "a dog looked at the", "the looped model thought about", "my neighbour waited for the"];
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var options = demo.Value;
+        if (options.RunSeconds > 0) lifetime.ApplicationStarted.Register(() => _ = StopLater(TimeSpan.FromSeconds(options.RunSeconds)));
+        var perVersion = new ConcurrentDictionary<int, int>();
+        double logProbSum = 0;
+        int requests = 0;
+        var report = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+        using var timer = new PeriodicTimer(options.RequestEvery);
+        while (await timer.WaitForNextTickAsync(stoppingToken))
+        {
+            var burst = Enumerable.Range(0, options.Concurrency).Select(i => Task.Run(() =>
+            {
+                using var lease = store.Acquire();                   // the model stays alive until the lease ends, even across a swap
+                var prompt = tokenizer.Encode(Prompts[i % Prompts.Length]);
+                return lease.Score([prompt], ExitMode.Q(0.5))[0];
+            }, stoppingToken)).ToArray();
+            foreach (var score in await Task.WhenAll(burst))
+            {
+                perVersion.AddOrUpdate(score.Version, 1, (_, c) => c + 1);
+                logProbSum += score.MeanLogProb;
+                requests++;
+            }
+            if (DateTime.UtcNow >= report)
+            {
+                var s = retraining.Status;
+                Served(logger, requests, string.Join(", ", perVersion.OrderBy(kv => kv.Key).Select(kv => $"v{kv.Key}: {kv.Value}")),
+                       logProbSum / Math.Max(1, requests), s.CurrentVersion, s.IsTraining, s.LastRound?.Outcome.ToString() ?? "none", s.LastError ?? "none");
+                perVersion.Clear();
+                logProbSum = 0;
+                requests = 0;
+                report = DateTime.UtcNow + TimeSpan.FromSeconds(5);
+            }
+        }
+    }
+
+    private async Task StopLater(TimeSpan after)
+    {
+        await Task.Delay(after);
+        lifetime.StopApplication();
+    }
+
+    [LoggerMessage(EventId = 9001, Level = LogLevel.Information,
+        Message = "Demo: {Requests} requests in 5 s ({Versions}), mean log-prob {MeanLogProb:F3}; serving v{Version}, training {IsTraining}, last round {LastOutcome}, last error {LastError}")]
+    private static partial void Served(ILogger logger, int requests, string versions, double meanLogProb, int version, bool isTraining, string lastOutcome, string lastError);
+}

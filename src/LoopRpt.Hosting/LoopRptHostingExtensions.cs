@@ -1,0 +1,104 @@
+using LoopRpt.Objectives;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace LoopRpt.Hosting;
+
+/// <summary>
+/// Registers LoopRpt's hosting services:
+/// <code>
+/// builder.Services.AddLoopRptRetraining(builder.Configuration.GetSection("LoopRpt"))
+///     .AddStageObjective("looprpt", stage =&gt; new LoopRptObjective(...));
+/// </code>
+/// </summary>
+public static class LoopRptHostingExtensions
+{
+    /// <summary>The model store only (apps that serve but do not retrain), with options bound from <paramref name="section"/>.</summary>
+    public static LoopRptHostingBuilder AddLoopRptModelStore(this IServiceCollection services, IConfiguration section)
+    {
+        ArgumentNullException.ThrowIfNull(section);
+        services.AddOptions<ModelStoreOptions>().Bind(section);
+        return AddStoreCore(services);
+    }
+
+    /// <summary>The model store only, configured in code.</summary>
+    public static LoopRptHostingBuilder AddLoopRptModelStore(this IServiceCollection services, Action<ModelStoreOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        services.AddOptions<ModelStoreOptions>().Configure(configure);
+        return AddStoreCore(services);
+    }
+
+    /// <summary>
+    /// The model store (options from <paramref name="section"/>) and the retraining service (options from its
+    /// <c>Retraining</c> child). Both option sets are validated when the host starts.
+    /// </summary>
+    public static LoopRptHostingBuilder AddLoopRptRetraining(this IServiceCollection services, IConfiguration section)
+    {
+        ArgumentNullException.ThrowIfNull(section);
+        var builder = services.AddLoopRptModelStore(section);
+        services.AddOptions<RetrainingOptions>().Bind(section.GetSection("Retraining"));
+        return AddRetrainingCore(builder);
+    }
+
+    /// <summary>The model store and the retraining service, configured in code.</summary>
+    public static LoopRptHostingBuilder AddLoopRptRetraining(this IServiceCollection services, Action<ModelStoreOptions> configureStore, Action<RetrainingOptions> configure)
+    {
+        ArgumentNullException.ThrowIfNull(configure);
+        var builder = services.AddLoopRptModelStore(configureStore);
+        services.AddOptions<RetrainingOptions>().Configure(configure);
+        return AddRetrainingCore(builder);
+    }
+
+    private static LoopRptHostingBuilder AddStoreCore(IServiceCollection services)
+    {
+        services.AddOptions<ModelStoreOptions>().ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<ModelStoreOptions>, ModelStoreOptionsValidator>());
+        services.TryAddSingleton<ITokenizerService, ByteTokenizerService>();
+        if (!services.Any(d => d.ServiceType == typeof(ModelStore)))
+        {
+            services.AddSingleton<ModelStore>();
+            services.AddHostedService<ModelStoreInitializer>();    // registered first, so it starts before the retraining service
+        }
+        return new LoopRptHostingBuilder(services);
+    }
+
+    private static LoopRptHostingBuilder AddRetrainingCore(LoopRptHostingBuilder builder)
+    {
+        var services = builder.Services;
+        services.AddOptions<RetrainingOptions>().ValidateOnStart();
+        services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RetrainingOptions>, RetrainingOptionsValidator>());
+        services.AddOptions<StageObjectiveRegistry>();
+        services.TryAddSingleton<IStageObjectiveFactory, StageObjectiveFactory>();
+        if (!services.Any(d => d.ServiceType == typeof(RetrainingService)))
+        {
+            services.AddSingleton<RetrainingService>();
+            services.AddHostedService(sp => sp.GetRequiredService<RetrainingService>());
+        }
+        return builder;
+    }
+}
+
+/// <summary>Further configuration of LoopRpt's hosting services.</summary>
+public sealed class LoopRptHostingBuilder(IServiceCollection services)
+{
+    public IServiceCollection Services { get; } = services;
+
+    /// <summary>Adds (or replaces) a stage kind usable in <see cref="RetrainingOptions.Stages"/>.</summary>
+    public LoopRptHostingBuilder AddStageObjective(string kind, Func<StageOptions, ITrainingObjective> factory)
+    {
+        Services.Configure<StageObjectiveRegistry>(r => r.Add(kind, factory));
+        return this;
+    }
+
+    /// <summary>Replaces the tokenizer (default: <see cref="ByteTokenizerService"/>).</summary>
+    public LoopRptHostingBuilder UseTokenizer(ITokenizerService tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        Services.Replace(ServiceDescriptor.Singleton(tokenizer));
+        return this;
+    }
+}

@@ -1,0 +1,319 @@
+using System.Globalization;
+using LoopRpt.Checkpoints;
+using LoopRpt.Model;
+using LoopRpt.Native;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Hosting;
+
+/// <summary>
+/// Versioned model directories with one model served at a time. Scorers on any thread take a lease
+/// (<c>using var lease = store.Acquire();</c>) and use <see cref="ModelLease.Model"/>; a promotion swaps the served
+/// model atomically, and the old one (TorchSharp modules own native memory) is disposed when its last lease is released.
+/// <para>On disk, under <see cref="ModelStoreOptions.Root"/>:</para>
+/// <code>
+/// v0001/ v0002/ ...   complete LoopRpt model directories (config.json, model.safetensors, meta.json), each written atomically
+/// current             the served version's directory name, replaced atomically after the directory is complete
+/// </code>
+/// Old versions beyond <see cref="ModelStoreOptions.KeepVersions"/> are renamed to <c>vNNNN.deleting-*</c> (atomic) and
+/// then deleted, so an interrupted deletion never leaves a half-deleted directory that looks like a version.
+/// </summary>
+public sealed class ModelStore : IDisposable
+{
+    public const string CurrentFile = "current";
+    private const string DeletingMarker = ".deleting-";
+
+    private readonly IOptions<ModelStoreOptions> _optionsAccessor;
+    private readonly ITokenizerService _tokenizer;
+    private readonly ILogger _logger;
+    private readonly object _gate = new();      // serializes loading, publishing and disposal; never taken by Acquire
+    private ServedModel? _current;
+    private Device? _device;
+    private int _live;
+    private bool _disposed;
+
+    public ModelStore(IOptions<ModelStoreOptions> options, ITokenizerService tokenizer, ILogger<ModelStore>? logger = null)
+    {
+        // Options are read on first use, not here: the host constructs hosted services (and so this store) before
+        // ValidateOnStart runs, and a failed validation must surface as its own clear message.
+        _optionsAccessor = options;
+        _tokenizer = tokenizer;
+        _logger = logger ?? (ILogger)NullLogger.Instance;
+    }
+
+    private ModelStoreOptions Settings => _optionsAccessor.Value;
+
+    /// <summary>Absolute path of the store.</summary>
+    public string Root => string.IsNullOrWhiteSpace(Settings.Root)
+        ? throw new InvalidOperationException("ModelStoreOptions.Root must name the model store directory.")
+        : Path.GetFullPath(Settings.Root);
+
+    /// <summary>Version being served (0 before the first load).</summary>
+    public int CurrentVersion => Volatile.Read(ref _current)?.Version ?? 0;
+
+    /// <summary>Loaded models not yet disposed: the served one plus older ones still held by leases. A diagnostic.</summary>
+    public int LiveModels => Volatile.Read(ref _live);
+
+    /// <summary>The device models are loaded on.</summary>
+    public Device Device
+    {
+        get
+        {
+            lock (_gate) return _device ??= TorchNative.ResolveDevice(Settings.Device, Settings.FallbackToCpu);
+        }
+    }
+
+    /// <summary>Directory of version <paramref name="version"/>.</summary>
+    public string VersionDirectory(int version) => Path.Combine(Root, VersionName(version));
+
+    /// <summary>Complete version directories on disk, ascending.</summary>
+    public IReadOnlyList<int> Versions()
+    {
+        if (!Directory.Exists(Root)) return [];
+        return Directory.GetDirectories(Root, "v*")
+            .Select(d => TryParseVersion(Path.GetFileName(d)))
+            .Where(v => v > 0 && ModelDirectory.IsModelDirectory(VersionDirectory(v)))
+            .Order().ToList();
+    }
+
+    /// <summary>
+    /// Loads the current version (or creates version 1 from <see cref="ModelStoreOptions.InitialModelDirectory"/> /
+    /// <see cref="ModelStoreOptions.InitialPreset"/> when the store is empty). Idempotent; the host calls it at start.
+    /// </summary>
+    public void EnsureLoaded()
+    {
+        if (Volatile.Read(ref _current) is not null) return;
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (_current is not null) return;
+            Directory.CreateDirectory(Root);
+            RemoveInterruptedDeletions();
+            int version = ReadPointer();
+            if (version == 0) version = Seed();
+            var loaded = ModelDirectory.Load(VersionDirectory(version), Device);
+            Volatile.Write(ref _current, Serve(loaded, version));
+            Log.ModelLoaded(_logger, version, loaded.Directory, Device.ToString());
+        }
+    }
+
+    /// <summary>A lease on the served model; dispose it when done (the model stays alive until then, even across a swap).</summary>
+    public ModelLease Acquire()
+    {
+        EnsureLoaded();
+        while (true)
+        {
+            var served = Volatile.Read(ref _current) ?? throw new ObjectDisposedException(nameof(ModelStore));
+            // Fails only if a swap released this model's last reference in between: read the new current and retry.
+            if (served.TryAddRef()) return new ModelLease(served);
+        }
+    }
+
+    /// <summary>
+    /// Saves <paramref name="lm"/> as the next version, verifies that it loads, points <c>current</c> at it, swaps it in
+    /// and prunes old versions. Returns the new version. <paramref name="lm"/> stays owned by the caller.
+    /// On failure (disk full, ...) nothing changes: the served model and the pointer stay as they were.
+    /// </summary>
+    public int Publish(OuroForCausalLM lm, ModelMeta meta)
+    {
+        ArgumentNullException.ThrowIfNull(lm);
+        ArgumentNullException.ThrowIfNull(meta);
+        EnsureLoaded();
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            int version = Math.Max(_current!.Version, Versions().DefaultIfEmpty(0).Max()) + 1;
+            var dir = VersionDirectory(version);
+            LoadedModel? loaded = null;
+            try
+            {
+                ModelDirectory.Save(dir, lm, meta);
+                loaded = ModelDirectory.Load(dir, Device);     // what a restart would serve, checked before it is pointed at
+                AtomicDirectory.WriteAllText(Path.Combine(Root, CurrentFile), VersionName(version) + "\n");
+            }
+            catch
+            {
+                loaded?.Model.Dispose();
+                if (Directory.Exists(dir)) Delete(dir);
+                throw;
+            }
+            var old = Interlocked.Exchange(ref _current, Serve(loaded, version))!;
+            old.Release();
+            Log.ModelPublished(_logger, version, dir, old.Version);
+            Prune(version);
+            return version;
+        }
+    }
+
+    /// <summary>Releases the store's reference to the served model (disposed now, or when its last lease is released).</summary>
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            if (_disposed) return;
+            _disposed = true;
+            Interlocked.Exchange(ref _current, null)?.Release();
+        }
+    }
+
+    private ServedModel Serve(LoadedModel loaded, int version)
+    {
+        Interlocked.Increment(ref _live);
+        return new ServedModel(loaded, version, v =>
+        {
+            Interlocked.Decrement(ref _live);
+            Log.ModelDisposed(_logger, v);
+        });
+    }
+
+    private int ReadPointer()
+    {
+        var pointer = Path.Combine(Root, CurrentFile);
+        if (File.Exists(pointer))
+        {
+            var name = File.ReadAllText(pointer).Trim();
+            int v = TryParseVersion(name);
+            if (v > 0)
+            {
+                AtomicDirectory.Recover(VersionDirectory(v));
+                if (ModelDirectory.IsModelDirectory(VersionDirectory(v))) return v;
+            }
+            Log.CurrentPointerStale(_logger, pointer, name);
+        }
+        return Versions().DefaultIfEmpty(0).Max();
+    }
+
+    private int Seed()
+    {
+        if (Settings.InitialModelDirectory is { } source)
+        {
+            using var initial = ModelDirectory.Load(source, Device).Model;
+            var meta = ModelDirectory.ReadMeta(source);
+            meta.Tokenizer ??= _tokenizer.Describe();
+            ModelDirectory.Save(VersionDirectory(1), initial, meta);
+            Log.ModelSeeded(_logger, Root, Path.GetFullPath(source));
+        }
+        else if (Settings.InitialPreset is { } preset)
+        {
+            var config = OuroConfig.FromPreset(preset, _tokenizer.VocabSize);
+            config.EosTokenId ??= _tokenizer.EndOfTextId;
+            using var generator = new Generator((ulong)Settings.InitialSeed);
+            using var lm = new OuroForCausalLM(config, Device, generator: generator);
+            ModelDirectory.Save(VersionDirectory(1), lm, new ModelMeta { Tokenizer = _tokenizer.Describe() });
+            Log.ModelSeeded(_logger, Root, "preset " + preset);
+        }
+        else
+        {
+            throw new InvalidOperationException(
+                $"The model store '{Root}' holds no model version. Set ModelStoreOptions.InitialModelDirectory (a LoopRpt model directory " +
+                "to import) or ModelStoreOptions.InitialPreset (e.g. 'tiny') to create version 1.");
+        }
+        AtomicDirectory.WriteAllText(Path.Combine(Root, CurrentFile), VersionName(1) + "\n");
+        return 1;
+    }
+
+    private void Prune(int current)
+    {
+        var all = Versions().Where(v => v != current).ToList();
+        foreach (var v in all.Take(Math.Max(0, all.Count - (Settings.KeepVersions - 1))))
+        {
+            Delete(VersionDirectory(v));
+            Log.VersionPruned(_logger, VersionDirectory(v), Settings.KeepVersions);
+        }
+    }
+
+    private static void Delete(string dir)
+    {
+        var doomed = dir + DeletingMarker + Guid.NewGuid().ToString("N")[..8];
+        Directory.Move(dir, doomed);                          // atomic: the version disappears as a whole
+        Directory.Delete(doomed, recursive: true);
+    }
+
+    private void RemoveInterruptedDeletions()
+    {
+        foreach (var d in Directory.GetDirectories(Root, "v*" + DeletingMarker + "*")) Directory.Delete(d, recursive: true);
+    }
+
+    private static string VersionName(int version) => "v" + version.ToString("D4", CultureInfo.InvariantCulture);
+
+    private static int TryParseVersion(string name)
+        => name.Length >= 5 && name[0] == 'v' && name[1..].All(char.IsAsciiDigit)
+           && int.TryParse(name[1..], NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : 0;
+}
+
+/// <summary>A served model with a reference count: the store holds one reference while it is current, each lease one more.</summary>
+internal sealed class ServedModel
+{
+    private readonly Action<int> _onDisposed;
+    private int _refs = 1;
+
+    public ServedModel(LoadedModel loaded, int version, Action<int> onDisposed)
+    {
+        Loaded = loaded;
+        Version = version;
+        _onDisposed = onDisposed;
+    }
+
+    public LoadedModel Loaded { get; }
+    public int Version { get; }
+
+    public bool TryAddRef()
+    {
+        while (true)
+        {
+            int r = Volatile.Read(ref _refs);
+            if (r == 0) return false;
+            if (Interlocked.CompareExchange(ref _refs, r + 1, r) == r) return true;
+        }
+    }
+
+    public void Release()
+    {
+        int r = Interlocked.Decrement(ref _refs);
+        if (r == 0)
+        {
+            Loaded.Model.Dispose();
+            _onDisposed(Version);
+        }
+        else if (r < 0) throw new InvalidOperationException("A served model was released more often than it was acquired.");
+    }
+}
+
+/// <summary>
+/// A scorer's hold on one model version. The model stays alive until the lease is disposed, even if a newer version is
+/// promoted meanwhile. Use the model for inference only (no_grad, one dispose scope per call on the calling thread);
+/// never train or modify it.
+/// </summary>
+public sealed class ModelLease : IDisposable
+{
+    private readonly ServedModel _served;
+    private int _released;
+
+    internal ModelLease(ServedModel served) => _served = served;
+
+    /// <summary>The leased model.</summary>
+    public OuroForCausalLM Model => Live().Loaded.Model;
+
+    /// <summary>Its <c>meta.json</c> (training history, metrics, tokenizer description).</summary>
+    public ModelMeta Meta => Live().Loaded.Meta;
+
+    /// <summary>Its version in the store.</summary>
+    public int Version => _served.Version;
+
+    /// <summary>Its directory in the store.</summary>
+    public string Directory => _served.Loaded.Directory;
+
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _released, 1) == 0) _served.Release();
+    }
+
+    private ServedModel Live()
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _released) != 0, this);
+        return _served;
+    }
+}

@@ -1,0 +1,42 @@
+namespace LoopRpt.Hosting;
+
+/// <summary>
+/// Options of <see cref="ModelStore"/>, bound from the configuration section passed to
+/// <c>AddLoopRptModelStore</c> / <c>AddLoopRptRetraining</c> (e.g. <c>"LoopRpt"</c>).
+/// </summary>
+public sealed class ModelStoreOptions
+{
+    /// <summary>Default values, shared by the options and the documentation.</summary>
+    public static class Defaults
+    {
+        public const int KeepVersions = 3;
+        public const string Device = "cpu";
+    }
+
+    /// <summary>Directory of the store: version directories <c>v0001/</c>, <c>v0002/</c>, ... and the <c>current</c> pointer file. Required.</summary>
+    public string Root { get; set; } = "";
+
+    /// <summary>Model versions kept on disk, the current one included; older ones are deleted after a promotion. Default 3.</summary>
+    public int KeepVersions { get; set; } = Defaults.KeepVersions;
+
+    /// <summary>Device models are loaded on: "cpu", "cuda" or "cuda:N". Default "cpu".</summary>
+    public string Device { get; set; } = Defaults.Device;
+
+    /// <summary>When CUDA is requested but absent, load on the CPU instead of failing. Default true.</summary>
+    public bool FallbackToCpu { get; set; } = true;
+
+    /// <summary>
+    /// A LoopRpt model directory imported as version 1 when the store is empty. At most one of this and
+    /// <see cref="InitialPreset"/> may be set.
+    /// </summary>
+    public string? InitialModelDirectory { get; set; }
+
+    /// <summary>
+    /// A model preset (<c>tiny</c>, <c>small</c>, ...) created with random weights as version 1 when the store is empty;
+    /// its vocabulary is the tokenizer's (<see cref="ITokenizerService.VocabSize"/>).
+    /// </summary>
+    public string? InitialPreset { get; set; }
+
+    /// <summary>Seed of the random initial weights for <see cref="InitialPreset"/>. Default 0.</summary>
+    public long InitialSeed { get; set; }
+}

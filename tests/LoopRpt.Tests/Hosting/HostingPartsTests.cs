@@ -1,0 +1,112 @@
+using LoopRpt.Hosting;
+using LoopRpt.Model;
+using LoopRpt.Objectives;
+using Microsoft.Extensions.Options;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Tests.Hosting;
+
+[Collection("Hosting")]
+public class HostingPartsTests
+{
+    /// <summary>Held-out loss and accuracy window by window with the core API (GoldLogProbsPerStep, QExitStep), one row at a time.</summary>
+    private static (double Loss, double Accuracy, long Tokens) Independent(OuroForCausalLM lm, int[] tokens, int s, double? q)
+    {
+        using var noGrad = no_grad();
+        double loss = 0, hits = 0;
+        long n = 0;
+        for (int start = 0; start + s + 1 <= tokens.Length; start += s)
+        {
+            using var scope = NewDisposeScope();
+            var ids = tensor(tokens[start..(start + s)].Select(i => (long)i).ToArray(), [1, s]);
+            var targets = tensor(tokens[(start + 1)..(start + s + 1)].Select(i => (long)i).ToArray(), [1, s]);
+            var output = lm.Forward(ids);
+            var perStep = lm.GoldLogProbsPerStep(output, targets);                                  // (1, S, T)
+            var steps = q is { } qq ? ExitDistribution.QExitStep(output.ExitProbabilities(), qq)     // (1, S)
+                                    : full([1, s], output.Steps - 1, dtype: ScalarType.Int64);
+            var gold = perStep.gather(-1, steps.unsqueeze(-1)).squeeze(-1);
+            loss -= gold.sum().item<float>();
+            var logits = lm.LogitsAtSteps(output, steps);
+            hits += logits.argmax(-1).eq(targets).sum().item<long>();
+            n += s;
+        }
+        return (loss / n, hits / n, n);
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData(0.5)]
+    public void HeldOutMetricsMatchAWindowByWindowComputation(double? q)
+    {
+        using var lm = TestUtil.TinyModel(vocab: 64, seed: 3);
+        var rng = new Random(4);
+        var tokens = Enumerable.Range(0, 150).Select(_ => rng.Next(64)).ToArray();   // 9 windows of 16 (+1)
+        var exit = q is { } v ? ExitMode.Q(v) : ExitMode.Last;
+        var got = HeldOutEvaluator.Evaluate(lm, tokens, sequenceLength: 16, batchSize: 4, exit);
+        var want = Independent(lm, tokens, 16, q);
+        Assert.Equal(want.Tokens, got.Tokens);
+        Assert.Equal(9 * 16, got.Tokens);
+        Assert.Equal(want.Loss, got.Loss, 4);
+        Assert.Equal(want.Accuracy, got.Accuracy, 9);
+        // maxTokens caps whole windows.
+        Assert.Equal(32, HeldOutEvaluator.Evaluate(lm, tokens, 16, 4, exit, maxTokens: 40).Tokens);
+        Assert.Throws<ArgumentException>(() => HeldOutEvaluator.Evaluate(lm, tokens[..16], 16, 4, exit));
+    }
+
+    [Theory]
+    [InlineData("last", "last")]
+    [InlineData(" Expected ", "expected")]
+    [InlineData("q:0.25", "q-exit(q=0.25)")]
+    [InlineData("step:2", "fixed(step=2)")]
+    public void ExitRulesParse(string text, string expected) => Assert.Equal(expected, ExitModes.Parse(text).ToString());
+
+    [Theory]
+    [InlineData("q:1.5")]
+    [InlineData("step:-1")]
+    [InlineData("first")]
+    public void BadExitRulesNameTheAcceptedForms(string text)
+    {
+        var e = Assert.Throws<ArgumentException>(() => ExitModes.Parse(text));
+        Assert.Contains($"'{text}' is not an exit rule", e.Message);
+    }
+
+    [Fact]
+    public void DataFolderHoldsOutTheTailOfEveryFileAndSkipsTemporaries()
+    {
+        using var scratch = new Scratch();
+        DataFolder.WriteTokens(Path.Combine(scratch.Data, "a.tokens"), Enumerable.Range(0, 20).ToArray());
+        File.WriteAllText(Path.Combine(scratch.Data, "b.txt"), "héllo");                  // 6 UTF-8 bytes + end-of-text
+        File.WriteAllText(Path.Combine(scratch.Data, "c.txt.tmp"), "ignored");
+        File.WriteAllText(Path.Combine(scratch.Data, ".hidden.txt"), "ignored");
+        var tokenizer = new ByteTokenizerService();
+
+        var (train, heldOut) = DataFolder.Load(scratch.Data, null, 0.25, tokenizer, vocabSize: 257);
+        // a: 20 ids → 15 train + 5 held out; b: 7 ids → round(1.75) = 2 held out.
+        int[] b = [104, 195, 169, 108, 108, 111, 256];
+        Assert.Equal(Enumerable.Range(0, 15).Concat(b[..5]), train);
+        Assert.Equal(Enumerable.Range(15, 5).Concat(b[5..]), heldOut);
+        Assert.Equal("héllo", tokenizer.Decode(b));
+
+        var e = Assert.Throws<InvalidDataException>(() => DataFolder.Load(scratch.Data, null, 0.25, tokenizer, vocabSize: 200));
+        Assert.Contains("b.txt", e.Message);
+        Assert.Contains("token id 256", e.Message);
+    }
+
+    [Fact]
+    public void StageFactoryBuildsBuiltInAndRegisteredKinds()
+    {
+        var registry = new StageObjectiveRegistry().Add("custom", s => new GateObjective(new GateObjectiveOptions { K = s.GetDouble("K", 1) }));
+        var factory = new StageObjectiveFactory(Options.Create(registry));
+        Assert.Equal(["custom", "gate", "pretrain"], factory.Kinds);
+
+        var pretrain = new StageOptions { Kind = "PRETRAIN", Steps = 10, Parameters = { ["beta"] = "0.2", ["LateBetaFrom"] = "1" } };
+        using (var o = Assert.IsType<PretrainObjective>(factory.Create(pretrain))) Assert.Equal(0.2, o.BetaAt(9));
+        using (var o = factory.Create(new StageOptions { Kind = "custom", Steps = 1 })) Assert.Equal("gate", o.Name);
+
+        var bad = Assert.Throws<ArgumentException>(() => factory.Create(new StageOptions { Kind = "gate", Steps = 1, Parameters = { ["K"] = "fifty" } }));
+        Assert.Contains("parameter 'K' must be a number; got 'fifty'", bad.Message);
+        var stage = pretrain.ToTrainingStage(new PretrainObjective());
+        Assert.Equal(10, stage.Steps);
+        Assert.Equal(pretrain.LearningRate, stage.LearningRate);
+    }
+}
