@@ -210,7 +210,7 @@ internal static class TrainCommand
         var p = r.LastProgress;
         if (ctx.Interactive && AnsiConsole.Profile.Capabilities.Interactive)
         {
-            var table = new Table().AddColumns("", "");
+            var table = new Table().AddColumns("", "").HideHeaders();
             table.AddRow("completed", r.Completed.ToString());
             table.AddRow("global step", r.GlobalStep.ToString(C));
             table.AddRow("tokens seen", r.TokensSeen.ToString("N0", C));

@@ -82,3 +82,42 @@ public sealed class CliTrainTests
         Assert.DoesNotContain("progress ", r.Out);
     }
 }
+
+public sealed class CliCancellationTests
+{
+    /// <summary>Cancels when the first progress line is written, i.e. in the middle of training.</summary>
+    private sealed class CancelOnProgress(CancellationTokenSource cts) : StringWriter
+    {
+        public override void WriteLine(string? value)
+        {
+            base.WriteLine(value);
+            if (value?.StartsWith("progress ", StringComparison.Ordinal) == true) cts.Cancel();
+        }
+    }
+
+    [Fact]
+    public void CancelledTrainingCheckpointsExitsWith130AndResumes()
+    {
+        var dir = CliRunner.TempDir();
+        var corpus = Path.Combine(dir, "c.txt");
+        File.WriteAllLines(corpus, CliRunner.CorpusLines(20));
+        var ck = Path.Combine(dir, "ck");
+        using var cts = new CancellationTokenSource();
+        var o = new CancelOnProgress(cts);
+        var e = new StringWriter();
+        var args = CliRunner.TinyTrain(corpus, Path.Combine(dir, "m"), "pretrain:40", "--checkpoint-dir", ck);
+        int code = LoopRpt.Cli.CliApp.Run(args, o, e, cts.Token);
+        Assert.True(code == LoopRpt.Cli.ExitCodes.Cancelled, $"{code}\n{o}\n{e}");
+        Assert.Contains("--resume", e.ToString());
+        Assert.False(Directory.Exists(Path.Combine(dir, "m")));
+        var latest = new LoopRpt.Checkpoints.CheckpointManager(ck).Latest();
+        Assert.NotNull(latest);
+        long step = LoopRpt.Checkpoints.ModelDirectory.ReadMeta(latest).Step;
+        Assert.InRange(step, 2, 39);
+
+        var resumed = CliRunner.Run([.. args, "--resume"]);
+        Assert.True(resumed.Code == LoopRpt.Cli.ExitCodes.Success, resumed.ToString());
+        Assert.Contains("resume=" + latest, resumed.Out);
+        Assert.Contains("summary completed=true global_step=40", resumed.Out);
+    }
+}
