@@ -68,7 +68,7 @@ public partial class LoopedLmModel
 
         /// <summary>Per loop step, how many of the row's tokens that step's argmax predicts.</summary>
         [ColumnName(@"StepCorrectCounts")]
-        public float[] StepCorrectCounts { get; set; } = [];
+        public float[] StepCorrectCounts { get; set; } = [];   // empty unless the scorer runs with PerStepStatistics = true
 
         /// <summary>Predicted tokens in the row (n-1, or 0).</summary>
         [ColumnName(@"TokenCount")]

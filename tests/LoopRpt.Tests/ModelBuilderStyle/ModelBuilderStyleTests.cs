@@ -48,7 +48,7 @@ public class ModelBuilderStyleTests(ITestOutputHelper output)
                 Assert.Equal(p.ExitSteps.Average(v => (double)v), p.MeanExitStep, 1e-5);
                 Assert.InRange(p.MeanExitStep, 1, Loops);
                 Assert.Equal(p.MeanExitStep / Loops, p.ComputeRatio, 1e-6);
-                Assert.Equal(Loops, p.StepCorrectCounts.Length);
+                Assert.Empty(p.StepCorrectCounts);                                      // the compute-saving path keeps no per-step statistics
                 Assert.Equal(p.Text, p.Text.ToLowerInvariant());                        // NormalizeText ran before the tokenizer
             }
             // Trained, not random: in-distribution text is far likelier than out-of-distribution text, and better than
