@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using LoopRpt.Cli.Input;
 using LoopRpt.Cli.Models;
+using LoopRpt.Inference;
 using LoopRpt.Model;
 using static TorchSharp.torch;
 
@@ -75,31 +76,33 @@ internal static class ScoreCommand
         return cmd;
     }
 
-    /// <summary>Scores one document in windows of at most <paramref name="context"/> tokens (fresh context per window).</summary>
+    /// <summary>
+    /// Scores one document in windows of at most <paramref name="context"/> tokens (fresh context per window, windows
+    /// sharing one token) with the compute-saving adaptive-exit scorer: a token stops computing once its exit CDF
+    /// reaches q (docs/adaptive-exit.md).
+    /// </summary>
     internal static DocumentScore Score(OuroForCausalLM lm, int[] ids, int index, double q, int context, bool perToken)
     {
         if (ids.Length < 2) return new DocumentScore(index, 0, 0, double.NaN, double.NaN, perToken ? [] : null);
         context = Math.Min(context, lm.Config.MaxPositionEmbeddings);
         foreach (var id in ids)
             if (id >= lm.Config.VocabSize) throw CliException.Model($"Token id {id} is outside the model's vocabulary [0, {lm.Config.VocabSize}): the tokenizer does not match the model.");
+        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(q), BatchSize = 1 });
         double ll = 0;
         var exits = new List<int>(ids.Length - 1);
         for (int start = 0; start < ids.Length - 1; start += context - 1)
         {
             int end = Math.Min(ids.Length, start + context);                               // window ids[start..end)
             using var scope = NewDisposeScope();
-            using var noGrad = no_grad();
-            var inputs = tensor(ids[start..(end - 1)].Select(i => (long)i).ToArray(), [1, end - 1 - start]).to(lm.Device);     // (1, S)
-            var targets = tensor(ids[(start + 1)..end].Select(i => (long)i).ToArray(), [1, end - 1 - start]).to(lm.Device);   // (1, S)
-            var output = lm.Forward(inputs);
-            var steps = ExitDistribution.QExitStep(output.ExitProbabilities(), q);                // (1, S) 0-based
-            var lp = lm.GoldLogProbsPerStep(output, targets).gather(-1, steps.unsqueeze(-1)).squeeze(-1);   // (1, S)
-            ll += lp.to_type(ScalarType.Float64).sum().cpu().item<double>();
-            exits.AddRange(steps.cpu().data<long>().Select(s => (int)s + 1));
+            using var window = tensor(ids[start..end].Select(i => (long)i).ToArray(), [1, end - start]);   // (1, L)
+            using var score = scorer.Score(window);                                        // targets: the next token; none at L-1
+            int n = end - start - 1;
+            ll += score.GoldLogProbs.narrow(1, 0, n).to_type(ScalarType.Float64).sum().cpu().item<double>();
+            exits.AddRange(score.ExitSteps.narrow(1, 0, n).cpu().data<long>().Select(x => (int)x + 1));
             if (end == ids.Length) break;
         }
-        int n = exits.Count;
-        return new DocumentScore(index, n, ll, Math.Exp(-ll / n), exits.Average(), perToken ? [.. exits] : null);
+        int count = exits.Count;
+        return new DocumentScore(index, count, ll, Math.Exp(-ll / count), exits.Average(), perToken ? [.. exits] : null);
     }
 
     private static string ToJson(IReadOnlyList<DocumentScore> scores)

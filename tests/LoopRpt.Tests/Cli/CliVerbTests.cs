@@ -52,6 +52,32 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
     }
 
     [Fact]
+    public void AdaptiveScoreMatchesTheFullDepthReadOutAtEachTokensQExitStep()
+    {
+        var r = CliRunner.Run("score", "--model", fx.Model, "--input", fx.Corpus, "--q", "0.5", "--per-token");
+        Assert.True(r.Code == ExitCodes.Success, r.ToString());
+        using var doc = JsonDocument.Parse(r.Out);
+        var row = doc.RootElement[5];
+
+        // Reference: every loop for every token, then read each token out at its Q-exit step (docs/method.md §2).
+        var loaded = ModelDirectory.Load(fx.Model);
+        using var lm = loaded.Model;
+        var tok = LoopRptTokenizer.Create(TokenizerSpec.FromJson(loaded.Meta.Tokenizer!.ToJsonString()));
+        var ids = tok.Encode(CliRunner.CorpusLines()[5], addBos: true).Select(i => (long)i).ToArray();
+        double expected;
+        long[] steps;
+        using (no_grad())
+        {
+            var output = lm.Forward(tensor(ids[..^1], [1, ids.Length - 1]));
+            var q = LoopRpt.Model.ExitDistribution.QExitStep(output.ExitProbabilities(), 0.5);
+            steps = q.data<long>().ToArray();
+            expected = lm.GoldLogProbsPerStep(output, tensor(ids[1..], [1, ids.Length - 1])).gather(-1, q.unsqueeze(-1)).to_type(ScalarType.Float64).sum().item<double>();
+        }
+        Assert.Equal(steps.Select(x => (int)x + 1), row.GetProperty("exit_steps").EnumerateArray().Select(e => e.GetInt32()));
+        Assert.Equal(expected, row.GetProperty("log_likelihood").GetDouble(), 1e-4 * steps.Length + 1e-3);   // float32 rounding of different attention paths
+    }
+
+    [Fact]
     public void ScoreWritesCsvToAFile()
     {
         var csv = Path.Combine(CliRunner.TempDir(), "scores.csv");
