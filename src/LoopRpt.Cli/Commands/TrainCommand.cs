@@ -1,11 +1,13 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
+using System.Text.Json.Nodes;
 using LoopRpt.Checkpoints;
 using LoopRpt.Cli.Display;
 using LoopRpt.Cli.Input;
 using LoopRpt.Cli.Models;
 using LoopRpt.Data;
+using LoopRpt.Interop;
 using LoopRpt.Model;
 using LoopRpt.Objectives;
 using LoopRpt.Tokenization;
@@ -88,6 +90,8 @@ internal static class TrainCommand
         if (resume && ckDir is null) throw CliException.Usage("--resume needs --checkpoint-dir (the folder of the run to continue).");
         var init = pr.GetValue(o.Init);
         if (init is not null && pr.GetValue(o.Tokenizer) is not null) throw CliException.Usage("--init brings its own tokenizer; do not combine it with --tokenizer.");
+        if (init is not null && (pr.GetValue(o.Loops) is not null || pr.GetValue(o.Hidden) is not null || pr.GetValue(o.Layers) is not null))
+            throw CliException.Usage("--init continues a model as it is; --loops, --hidden-size and --layers apply to new models only.");
         var output = pr.GetValue(o.Out)!;
         long seed = pr.GetValue(o.Seed);
 
@@ -97,42 +101,48 @@ internal static class TrainCommand
         var docs = Corpus.Read(pr.GetValue(o.Input)!, pr.GetValue(o.Documents), pr.GetValue(o.Column));
         var clock = Stopwatch.StartNew();
 
-        // Tokenizer and model: resume > init > tokenizer file > learned on the corpus.
+        // Tokenizer: the checkpoint's (resume) > the initial model's (--init; LoopRpt meta or HF tokenizer.json) >
+        // a tokenizer file > one learned on the corpus.
         string? resumeFrom = resume ? new CheckpointManager(ckDir!).Latest() : null;
-        ModelSession? initSession = init is not null ? ModelSession.Load(init, pr.GetValue(o.Device)!, pr.GetValue(o.DType)!, ctx.Error) : null;
-        LoopRptTokenizer tokenizer;
-        ModelMeta baseMeta;
-        if (resumeFrom is not null)
-        {
-            baseMeta = ModelDirectory.ReadMeta(resumeFrom);
-            tokenizer = baseMeta.Tokenizer is { } t ? LoopRptTokenizer.Create(TokenizerSpec.FromJson(t.ToJsonString()))
-                : throw CliException.Model($"Checkpoint '{resumeFrom}' has no tokenizer in meta.json; it was not written by `looprpt train`.");
-        }
-        else if (initSession is not null)
+        var initSession = init is not null ? ModelSession.Load(init, pr.GetValue(o.Device)!, pr.GetValue(o.DType)!, ctx.Error) : null;
+        TextCodec? codec = null;
+        JsonObject? spec = null;
+        byte[]? hfTokenizer = null;
+        int vocab = 0;
+        var baseMeta = new ModelMeta();
+        if (initSession is not null)
         {
             baseMeta = initSession.Meta?.Clone() ?? new ModelMeta();
-            tokenizer = baseMeta.Tokenizer is { } t ? LoopRptTokenizer.Create(TokenizerSpec.FromJson(t.ToJsonString()))
-                : throw CliException.Model($"'{init}' has no LoopRpt tokenizer in meta.json; continue Hugging Face checkpoints from code (docs/interop.md).");
+            codec = initSession.RequireCodec();
+            spec = initSession.Meta?.Tokenizer;
+            if (spec is null) hfTokenizer = File.ReadAllBytes(Path.Combine(initSession.Directory, HfTokenizer.FileName));
         }
-        else
+        if (resumeFrom is not null && ModelDirectory.ReadMeta(resumeFrom).Tokenizer is { } saved)
         {
-            tokenizer = pr.GetValue(o.Tokenizer) is { } tokFile ? TextCodec.LoadSpecFile(tokFile)
-                : LoopRptTokenizer.Train(docs, new ByteLevelBpeTrainerOptions { VocabularySize = CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size") }, ctx.CancellationToken);
-            baseMeta = new ModelMeta();
+            var t = LoopRptTokenizer.Create(TokenizerSpec.FromJson(saved.ToJsonString()));
+            (codec, spec, vocab) = (TextCodec.From(t), saved, t.VocabularySize);
         }
-        baseMeta.Tokenizer = tokenizer.Spec.ToJsonObject();
-        int eot = tokenizer.EosTokenId ?? tokenizer.BosTokenId ?? throw CliException.Model("The tokenizer has no end-of-text token to separate documents.");
+        else if (codec is null)
+        {
+            if (resumeFrom is not null && pr.GetValue(o.Tokenizer) is null)
+                throw CliException.Model($"Checkpoint '{resumeFrom}' has no tokenizer in meta.json; pass the --init model or --tokenizer file the run started from.");
+            var t = pr.GetValue(o.Tokenizer) is { } tokFile ? TextCodec.LoadSpecFile(tokFile)
+                : LoopRptTokenizer.Train(docs, new ByteLevelBpeTrainerOptions { VocabularySize = CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size") }, ctx.CancellationToken);
+            (codec, spec, vocab) = (TextCodec.From(t), t.Spec.ToJsonObject(), t.VocabularySize);
+        }
+        baseMeta.Tokenizer = spec;
+        int eot = codec.EosTokenId ?? codec.BosTokenId ?? throw CliException.Model("The tokenizer has no end-of-text token to separate documents.");
         var stream = new List<int>();
-        foreach (var doc in docs) { stream.Add(eot); stream.AddRange(tokenizer.Encode(doc)); }
+        foreach (var doc in docs) { stream.Add(eot); stream.AddRange(codec.Encode(doc, addBos: false)); }
         if (stream.Count < seqLen + 1)
             throw CliException.Input($"The corpus has {stream.Count} tokens; a training window of --seq-len {seqLen} needs at least {seqLen + 1}. Add text or lower --seq-len.");
 
-        using var lm = initSession?.Model ?? NewModel(pr, o, tokenizer.VocabularySize, device, dtype, seed);
-        if (tokenizer.VocabularySize > lm.Config.VocabSize)
-            throw CliException.Model($"The tokenizer has {tokenizer.VocabularySize} tokens but the model's vocab_size is {lm.Config.VocabSize}.");
+        using var lm = initSession?.Model ?? NewModel(pr, o, vocab, device, dtype, seed);
+        if (stream.Max() >= lm.Config.VocabSize)
+            throw CliException.Model($"The tokenizer produces id {stream.Max()}, but the model's vocab_size is {lm.Config.VocabSize}: they do not belong together.");
         var source = new PackedTokenSource([.. stream], batch, seqLen, seed);
         var stages = plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, () => LoopRptStage(rollouts, sigma, seed))).ToArray();
-        ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Count} vocab={tokenizer.VocabularySize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
+        ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Count} vocab={lm.Config.VocabSize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
                                               $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")}"));
         TrainingResult result;
         try
@@ -169,8 +179,9 @@ internal static class TrainCommand
             meta.Stages.AddRange(plan.Select(p => new StageRecord(p.Kind, p.Steps)));
             if (result.LastProgress is { } lp) meta.Metrics = lp.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
         }
-        meta.Tokenizer = tokenizer.Spec.ToJsonObject();
-        ModelDirectory.Save(output, lm, meta);
+        meta.Tokenizer = spec;
+        // A Hugging Face tokenizer travels as its tokenizer.json beside the weights (read back by OuroCheckpoint.Load).
+        ModelDirectory.Save(output, lm, meta, hfTokenizer is null ? null : dir => File.WriteAllBytes(Path.Combine(dir, HfTokenizer.FileName), hfTokenizer));
         WriteSummary(ctx, result, clock.Elapsed, output);
         return ExitCodes.Success;
     }

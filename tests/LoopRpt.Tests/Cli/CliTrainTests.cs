@@ -121,3 +121,26 @@ public sealed class CliCancellationTests
         Assert.Contains("summary completed=true global_step=40", resumed.Out);
     }
 }
+
+public sealed class CliHuggingFaceTests
+{
+    [Fact]
+    public void TrainContinuesAHuggingFaceOuroDirectoryAndKeepsItsTokenizer()
+    {
+        var dir = CliRunner.TempDir();
+        var hf = Path.Combine(dir, "hf");
+        var config = LoopRpt.Tests.Interop.ReferenceLayout.TinyConfig();
+        using (var lm = LoopRpt.Tests.Interop.ReferenceLayout.RandomModel(config, 3))
+            LoopRpt.Tests.Interop.ReferenceLayout.WriteCheckpoint(hf, LoopRpt.Tests.Interop.ReferenceLayout.StoredTensors(lm, "F32"), LoopRpt.Tests.Interop.ReferenceLayout.ConfigJson());
+        var corpus = Path.Combine(dir, "c.txt");
+        File.WriteAllLines(corpus, CliRunner.CorpusLines(20));
+        var output = Path.Combine(dir, "out");
+        var r = CliRunner.Run("train", "--input", corpus, "--init", hf, "--out", output, "--stages", "pretrain:2", "--batch-size", "2", "--seq-len", "8", "--progress", "None");
+        Assert.True(r.Code == ExitCodes.Success, r.ToString());
+        Assert.Equal(File.ReadAllBytes(Path.Combine(hf, "tokenizer.json")), File.ReadAllBytes(Path.Combine(output, "tokenizer.json")));
+        Assert.Equal(["pretrain"], ModelDirectory.ReadMeta(output).Stages.Select(s => s.Name));
+        var g = CliRunner.Run("generate", "--model", output, "--prompt", "hello", "-n", "3", "--no-stop");
+        Assert.True(g.Code == ExitCodes.Success, g.ToString());
+        Assert.Contains("generate tokens=3", g.Out);
+    }
+}
