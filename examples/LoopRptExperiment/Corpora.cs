@@ -31,36 +31,40 @@ internal sealed class CharVocab
 }
 
 /// <summary>
-/// Variable-binding chains where the answer needs several computation steps, e.g. <c>d=7;q=d+3;h=q-5;?h=5</c>:
-/// the queried variable's value is the first constant followed by depth-1 additions/subtractions mod 10.
+/// Variable binding with pointer chasing, e.g. <c>a=3;e=7;b=a;f=e;c=b;?c=3</c>: two alias chains with different
+/// constants, their statements interleaved; the query asks a variable at depth k of its chain (k = 1: a constant), so the
+/// answer needs k hops back through the definitions to know which constant it is — computation that extra loops can
+/// supply. The other characters are mostly random (names, constants) and stay unpredictable.
 /// </summary>
 internal static class ArithmeticCorpus
 {
     public const int MaxDepth = 4;
+    private const string Names = "abcdefgh";
 
-    public static CharVocab Vocab { get; } = new("abcdefghijklmnopqrstuvwxyz0123456789=+-;?\n");
+    public static CharVocab Vocab { get; } = new("abcdefgh0123456789=;?\n");
 
     /// <summary>A line, with the index (within the line) of the answer digit and the query depth (1 = a constant).</summary>
     public static (string Line, int AnswerIndex, int Depth) Line(Random rng)
     {
-        int length = 1 + rng.Next(MaxDepth);
-        var names = "abcdefghijklmnopqrstuvwxyz".OrderBy(_ => rng.Next()).Take(length).ToArray();
-        var values = new int[length];
-        var sb = new StringBuilder();
-        values[0] = rng.Next(10);
-        sb.Append(names[0]).Append('=').Append(values[0]);
-        for (int i = 1; i < length; i++)
+        var names = Names.OrderBy(_ => rng.Next()).ToArray();
+        int la = 1 + rng.Next(MaxDepth), lb = 1 + rng.Next(MaxDepth);
+        int va = rng.Next(10), vb = (va + 1 + rng.Next(9)) % 10;
+        var chains = new[] { names[..la], names[la..(la + lb)] };
+        var values = new[] { va, vb };
+        var next = new[] { 0, 0 };
+        var statements = new List<string>();
+        while (next[0] < la || next[1] < lb)
         {
-            int d = rng.Next(10);
-            bool plus = rng.Next(2) == 0;
-            values[i] = ((values[i - 1] + (plus ? d : -d)) % 10 + 10) % 10;
-            sb.Append(';').Append(names[i]).Append('=').Append(names[i - 1]).Append(plus ? '+' : '-').Append(d);
+            int c = next[0] == la ? 1 : next[1] == lb ? 0 : rng.Next(2);
+            int i = next[c]++;
+            statements.Add(i == 0 ? $"{chains[c][0]}={values[c]}" : $"{chains[c][i]}={chains[c][i - 1]}");
         }
-        int q = rng.Next(length);
-        sb.Append(";?").Append(names[q]).Append('=');
+        int qc = rng.Next(2), qi = rng.Next(chains[qc].Length);
+        var sb = new StringBuilder(string.Join(";", statements));
+        sb.Append(";?").Append(chains[qc][qi]).Append('=');
         int answer = sb.Length;
-        sb.Append(values[q]).Append('\n');
-        return (sb.ToString(), answer, q + 1);
+        sb.Append(values[qc]).Append('\n');
+        return (sb.ToString(), answer, qi + 1);
     }
 
     public static string Text(int lines, int seed)
