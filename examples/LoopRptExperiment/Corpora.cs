@@ -31,7 +31,7 @@ internal sealed class CharVocab
 }
 
 /// <summary>
-/// Variable binding with pointer chasing, e.g. <c>a=3;e=7;b=a;f=e;c=b;?c=3</c>: two alias chains with different
+/// Variable binding with pointer chasing, e.g. <c>a=3;e=7;b=a;f=e;c=b;?c=3;?f=7</c>: two alias chains with different
 /// constants, their statements interleaved; the query asks a variable at depth k of its chain (k = 1: a constant), so the
 /// answer needs k hops back through the definitions to know which constant it is — computation that extra loops can
 /// supply. The other characters are mostly random (names, constants) and stay unpredictable.
@@ -43,8 +43,8 @@ internal static class ArithmeticCorpus
 
     public static CharVocab Vocab { get; } = new("abcdefgh0123456789=;?\n");
 
-    /// <summary>A line, with the index (within the line) of the answer digit and the query depth (1 = a constant).</summary>
-    public static (string Line, int AnswerIndex, int Depth) Line(Random rng)
+    /// <summary>A line, with the indices (within the line) of its answer digits and their query depths (1 = a constant).</summary>
+    public static (string Line, List<(int Index, int Depth)> Answers) Line(Random rng)
     {
         var names = Names.OrderBy(_ => rng.Next()).ToArray();
         int la = 1 + rng.Next(MaxDepth), lb = 1 + rng.Next(MaxDepth);
@@ -59,12 +59,19 @@ internal static class ArithmeticCorpus
             int i = next[c]++;
             statements.Add(i == 0 ? $"{chains[c][0]}={values[c]}" : $"{chains[c][i]}={chains[c][i - 1]}");
         }
-        int qc = rng.Next(2), qi = rng.Next(chains[qc].Length);
+        // Up to three queries per line (more answer tokens to learn from), each naming a random variable of either chain.
         var sb = new StringBuilder(string.Join(";", statements));
-        sb.Append(";?").Append(chains[qc][qi]).Append('=');
-        int answer = sb.Length;
-        sb.Append(values[qc]).Append('\n');
-        return (sb.ToString(), answer, qi + 1);
+        var answers = new List<(int Index, int Depth)>();
+        int queries = 1 + rng.Next(3);
+        for (int k = 0; k < queries; k++)
+        {
+            int qc = rng.Next(2), qi = rng.Next(chains[qc].Length);
+            sb.Append(";?").Append(chains[qc][qi]).Append('=');
+            answers.Add((sb.Length, qi + 1));
+            sb.Append(values[qc]);
+        }
+        sb.Append('\n');
+        return (sb.ToString(), answers);
     }
 
     public static string Text(int lines, int seed)

@@ -21,10 +21,13 @@ internal sealed record Settings
     public int Batch { get; init; } = 16;
     public int Seq { get; init; } = 64;
     public int PretrainSteps { get; init; } = 500;
+
+    /// <summary>Extra Stage I steps for the arithmetic corpus (its lookups are learned late).</summary>
+    public int ArithExtraPretrainSteps { get; init; } = 300;
     public int GateSteps { get; init; } = 50;
     public int ContinueSteps { get; init; } = 40;
     public double PretrainLr { get; init; } = 3e-3;
-    public double ContinueLr { get; init; } = 1e-3;
+    public double ContinueLr { get; init; } = 1e-4;
     public double WeightDecay { get; init; } = 0.01;
     public int EvalRows { get; init; } = 256;
     public int LogEvery { get; init; } = 50;
@@ -56,7 +59,7 @@ internal sealed class Experiment(Settings s, IReadOnlyList<Variant> variants, st
         if (corpus == "arith")
         {
             vocab = ArithmeticCorpus.Vocab;
-            train = vocab.Encode(ArithmeticCorpus.Text(120_000, seed: 11));
+            train = vocab.Encode(ArithmeticCorpus.Text(100_000, seed: 11));
             (heldOut, answers) = ArithmeticEval(vocab, s.EvalRows, seed: 12345);
         }
         else
@@ -78,6 +81,7 @@ internal sealed class Experiment(Settings s, IReadOnlyList<Variant> variants, st
         };
         var source = new PackedTokenSource(train, s.Batch, s.Seq, s.Seed);
         var dir = Path.Combine(runDir, corpus);
+        int pretrainSteps = s.PretrainSteps + (corpus == "arith" ? s.ArithExtraPretrainSteps : 0);
         var timings = new List<(string, double)>();
 
         // 1. Pretrain: Stage I then Stage II (gate), saved as the shared checkpoint.
@@ -89,10 +93,10 @@ internal sealed class Experiment(Settings s, IReadOnlyList<Variant> variants, st
         {
             var result = Trainer("pretrain", null).Train(lm, source,
             [
-                new TrainingStage(new PretrainObjective(totalSteps: s.PretrainSteps), s.PretrainSteps) { LearningRate = s.PretrainLr, WarmupFraction = 0.05 },
+                new TrainingStage(new PretrainObjective(totalSteps: pretrainSteps), pretrainSteps) { LearningRate = s.PretrainLr, WarmupFraction = 0.05 },
                 new TrainingStage(new GateObjective(), s.GateSteps) { LearningRate = s.PretrainLr, WarmupFraction = 0.05 },
             ]);
-            var meta = new ModelMeta { Step = result.GlobalStep, TokensSeen = result.TokensSeen, Stages = [new("pretrain", s.PretrainSteps), new("gate", s.GateSteps)] };
+            var meta = new ModelMeta { Step = result.GlobalStep, TokensSeen = result.TokensSeen, Stages = [new("pretrain", pretrainSteps), new("gate", s.GateSteps)] };
             ModelDirectory.Save(baseDir, lm, meta);
         }
         else Console.WriteLine($"[{corpus}] reusing the pretrained checkpoint {baseDir}");
@@ -130,7 +134,7 @@ internal sealed class Experiment(Settings s, IReadOnlyList<Variant> variants, st
         md.Append(C, $"## Corpus: {(corpus == "arith" ? "variable-binding arithmetic (generated)" : "Vim user manual, /usr/share/vim/vim90/doc/usr_*.txt (real text)")}\n\n");
         md.Append(C, $"Vocab {vocab.Size} chars; {train.Length:N0} training tokens; held-out {evalTokens:N0} tokens. ");
         md.Append(C, $"Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, FFN {s.Ffn}, {config.ParameterCount():N0} parameters. ");
-        md.Append(C, $"Batch {s.Batch} × {s.Seq}. Pretrain {s.PretrainSteps} Stage I + {s.GateSteps} gate steps (lr {s.PretrainLr:G3}); ");
+        md.Append(C, $"Batch {s.Batch} × {s.Seq}. Pretrain {pretrainSteps} Stage I + {s.GateSteps} gate steps (lr {s.PretrainLr:G3}); ");
         md.Append(C, $"each continuation {s.ContinueSteps} steps = {(long)s.ContinueSteps * s.Batch * s.Seq:N0} tokens, AdamW wd {s.WeightDecay:G3}, 3% warmup, cosine, clip 1.\n\n");
         md.Append("Continuations: (a) Stage I, lr ").Append(s.ContinueLr.ToString("G3", C)).Append("; ");
         md.Append(string.Join("; ", variants.Select(v => $"(b) {v.Name}: {v.Describe()}"))).Append(".\n\n");
@@ -193,7 +197,7 @@ internal sealed class Experiment(Settings s, IReadOnlyList<Variant> variants, st
             var ans = new List<(int, int)>();
             while (tokens.Count + pending.Line.Length <= s.Seq + 1)
             {
-                ans.Add((tokens.Count + pending.AnswerIndex, pending.Depth));
+                ans.AddRange(pending.Answers.Select(a => (tokens.Count + a.Index, a.Depth)));
                 tokens.AddRange(vocab.Encode(pending.Line));
                 pending = ArithmeticCorpus.Line(rng);
             }

@@ -20,7 +20,7 @@ var outDir = Arg("--out") ?? (quick ? "runs/experiment-quick/docs" : "docs/exper
 var runDir = Arg("--runs") ?? "runs/experiment" + (quick ? "-quick" : "");
 
 var settings = quick
-    ? new Settings { PretrainSteps = 60, GateSteps = 10, ContinueSteps = 8, EvalRows = 32, LogEvery = 25, Batch = 8 }
+    ? new Settings { PretrainSteps = 60, ArithExtraPretrainSteps = 0, GateSteps = 10, ContinueSteps = 8, EvalRows = 32, LogEvery = 25, Batch = 8 }
     : new Settings();
 if (Arg("--steps") is { } st) settings = settings with { ContinueSteps = int.Parse(st, C) };
 if (Arg("--pretrain-steps") is { } pst) settings = settings with { PretrainSteps = int.Parse(pst, C) };
