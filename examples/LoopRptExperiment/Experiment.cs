@@ -128,10 +128,10 @@ internal sealed class Experiment(Settings s, IReadOnlyList<Variant> variants, st
         var evals = new List<LoopEvaluation> { evaluator.Evaluate(baseline.Model, heldOut, baseline.Model, "base") };
         evals.AddRange(runs.Select(r => evaluator.Evaluate(r.Model, heldOut, baseline.Model, r.Name)));
         var svg = $"img/pareto-{corpus}.svg";
-        ParetoPlot.WriteSvg(Path.Combine(outDir, svg), evals, corpus == "arith" ? "Variable-binding arithmetic, all held-out tokens" : "Vim user manual (char level), held-out text");
+        ParetoPlot.WriteSvg(Path.Combine(outDir, svg), evals, corpus == "arith" ? "Variable binding (alias chains), all held-out tokens" : "Vim user manual (char level), held-out text");
         File.WriteAllText(Path.Combine(outDir, $"{corpus}.csv"), LoopEvaluation.ToCsv(evals));
 
-        md.Append(C, $"## Corpus: {(corpus == "arith" ? "variable-binding arithmetic (generated)" : "Vim user manual, /usr/share/vim/vim90/doc/usr_*.txt (real text)")}\n\n");
+        md.Append(C, $"## Corpus: {(corpus == "arith" ? "variable binding, generated alias chains (pointer chasing)" : "Vim user manual, /usr/share/vim/vim90/doc/usr_*.txt (real text)")}\n\n");
         md.Append(C, $"Vocab {vocab.Size} chars; {train.Length:N0} training tokens; held-out {evalTokens:N0} tokens. ");
         md.Append(C, $"Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, FFN {s.Ffn}, {config.ParameterCount():N0} parameters. ");
         md.Append(C, $"Batch {s.Batch} × {s.Seq}. Pretrain {pretrainSteps} Stage I + {s.GateSteps} gate steps (lr {s.PretrainLr:G3}); ");
@@ -162,7 +162,7 @@ internal sealed class Experiment(Settings s, IReadOnlyList<Variant> variants, st
             var allAnswers = answers.SelectMany(a => a.Batches).ToList();
             pooled.Add(answerEval.Evaluate(baseline.Model, allAnswers, baseline.Model, "base"));
             pooled.AddRange(runs.Select(r => answerEval.Evaluate(r.Model, allAnswers, baseline.Model, r.Name)));
-            ParetoPlot.WriteSvg(Path.Combine(outDir, "img/pareto-arith-answers.svg"), pooled, "Arithmetic: answer digits only (all depths)", ["All", "Hard"]);
+            ParetoPlot.WriteSvg(Path.Combine(outDir, "img/pareto-arith-answers.svg"), pooled, "Variable binding: answer digits only (all depths)", ["All", "Hard"]);
             md.Append("\nAnswer digits, all depths: ![answers](img/pareto-arith-answers.svg)\n\n");
         }
         timings.Add(("evaluation", clock.Elapsed.TotalSeconds - t0));
