@@ -22,6 +22,14 @@ public sealed class ObjectiveOutput
 
     /// <summary>Named detached metrics (0-d or 1-d float32 tensors).</summary>
     public IReadOnlyDictionary<string, Tensor> Metrics { get; }
+
+    /// <summary>
+    /// Optional. When set, the trainer calls it with the gradient scale (1 / micro-batches per step) instead of running
+    /// backward on <c>Loss * scale</c>; the objective then runs backward itself, e.g. in chunks to bound activation memory
+    /// (LoopRPT's rollout micro-batching), and <see cref="Loss"/> is a detached value for logging. It is called once,
+    /// inside the trainer's dispose scope of the step, before <see cref="Metrics"/> are read.
+    /// </summary>
+    public Action<double>? Backward { get; init; }
 }
 
 /// <summary>What a trainer stage optimizes: Ouro Stage I, Stage II gate training, or LoopRPT.</summary>

@@ -198,7 +198,8 @@ public sealed class LoopedLmTrainer
                         var batch = _source.GetBatch(_state.GlobalStep, m);
                         var (inputs, targets) = batch.ToTensors(_lm.Device);
                         var output = _stage.Objective.Compute(_lm, inputs, targets, _state.GlobalStep, m);
-                        (output.Loss / micro).backward();
+                        if (output.Backward is { } backward) backward(1.0 / micro);
+                        else (output.Loss / micro).backward();
                         foreach (var (k, v) in output.Metrics)
                             stepMetrics[k] = stepMetrics.TryGetValue(k, out var acc) ? acc + v / micro : v / micro;
                         _intervalTokens += (long)batch.BatchSize * batch.SequenceLength;

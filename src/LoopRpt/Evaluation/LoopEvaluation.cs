@@ -1,0 +1,125 @@
+using System.Globalization;
+using System.Text;
+
+namespace LoopRpt.Evaluation;
+
+/// <summary>Accuracy and mean exit step (1-indexed) under Q-exit at threshold <paramref name="Q"/>.</summary>
+public sealed record QExitPoint(double Q, double Accuracy, double MeanExitStep);
+
+/// <summary>One token bucket's results.</summary>
+/// <param name="Name">All, Easy, Medium or Hard.</param>
+/// <param name="MinEntropy">The bucket holds tokens with base-model entropy above this (nats); 0 for All (every token).</param>
+/// <param name="Tokens">Tokens in the bucket.</param>
+/// <param name="StepAccuracy">Accuracy when reading out after loop s1..sT.</param>
+/// <param name="QExit">One point per q, in the order evaluated.</param>
+public sealed record BucketEvaluation(string Name, double MinEntropy, long Tokens, IReadOnlyList<double> StepAccuracy, IReadOnlyList<QExitPoint> QExit)
+{
+    /// <summary>Accuracy at the last loop step ("peak").</summary>
+    public double LastStepAccuracy => StepAccuracy[^1];
+
+    /// <summary>The point for threshold <paramref name="q"/>, or null if it was not evaluated.</summary>
+    public QExitPoint? AtQ(double q) => QExit.FirstOrDefault(p => Math.Abs(p.Q - q) < 1e-9);
+}
+
+/// <summary>Results of <see cref="LoopEvaluator.Evaluate"/> for one model, with markdown and CSV writers.</summary>
+public sealed class LoopEvaluation
+{
+    private static readonly CultureInfo C = CultureInfo.InvariantCulture;
+
+    internal LoopEvaluation(string name, int steps, IReadOnlyList<double> qValues, bool bucketsFromBaseModel, IReadOnlyList<BucketEvaluation> buckets)
+    {
+        Name = name;
+        Steps = steps;
+        QValues = qValues;
+        BucketsFromBaseModel = bucketsFromBaseModel;
+        Buckets = buckets;
+    }
+
+    /// <summary>The label given to the evaluated model.</summary>
+    public string Name { get; }
+
+    /// <summary>Loop steps T.</summary>
+    public int Steps { get; }
+
+    public IReadOnlyList<double> QValues { get; }
+
+    /// <summary>True when the buckets come from a separate base model; false when from the evaluated model's own entropy.</summary>
+    public bool BucketsFromBaseModel { get; }
+
+    /// <summary>All, Easy, Medium, Hard (nested: Easy ⊇ Medium ⊇ Hard).</summary>
+    public IReadOnlyList<BucketEvaluation> Buckets { get; }
+
+    /// <summary>A bucket by name (All, Easy, Medium, Hard).</summary>
+    public BucketEvaluation this[string bucket] => Buckets.FirstOrDefault(b => b.Name == bucket)
+        ?? throw new ArgumentException($"Unknown bucket '{bucket}'; expected one of {string.Join(", ", Buckets.Select(b => b.Name))}.", nameof(bucket));
+
+    private static string Pct(double v) => double.IsNaN(v) ? "–" : (100 * v).ToString("F2", C);
+    private static string Num(double v, string f = "F3") => double.IsNaN(v) ? "–" : v.ToString(f, C);
+
+    /// <summary>Two markdown tables: per-step / last-step accuracy per bucket, and Q-exit accuracy with mean exit step per q.</summary>
+    public string ToMarkdown()
+    {
+        var sb = new StringBuilder();
+        sb.Append(C, $"**{Name}** — next-token accuracy (%), buckets by {(BucketsFromBaseModel ? "base-model" : "the model's own")} entropy\n\n");
+        sb.Append("| bucket | tokens | ").Append(string.Join(" | ", Enumerable.Range(1, Steps).Select(s => "s" + s))).Append(" | last |\n");
+        sb.Append("|---|---:|").Append(string.Concat(Enumerable.Repeat("---:|", Steps + 1))).Append('\n');
+        foreach (var b in Buckets)
+            sb.Append(C, $"| {Label(b)} | {b.Tokens} | ").Append(string.Join(" | ", b.StepAccuracy.Select(Pct))).Append(C, $" | {Pct(b.LastStepAccuracy)} |\n");
+        sb.Append("\nQ-exit: accuracy (%) @ mean exit step\n\n| q | ").Append(string.Join(" | ", Buckets.Select(Label))).Append(" |\n");
+        sb.Append("|---:|").Append(string.Concat(Enumerable.Repeat("---:|", Buckets.Count))).Append('\n');
+        for (int j = 0; j < QValues.Count; j++)
+            sb.Append(C, $"| {QValues[j]:0.###} | ").Append(string.Join(" | ", Buckets.Select(b => $"{Pct(b.QExit[j].Accuracy)} @ {Num(b.QExit[j].MeanExitStep, "F2")}"))).Append(" |\n");
+        return sb.ToString();
+    }
+
+    /// <summary>Long-format CSV: model,bucket,tokens,kind,x,accuracy,mean_exit_step (kind = step with x = s, or qexit with x = q).</summary>
+    public string ToCsv(bool header = true)
+    {
+        var sb = new StringBuilder();
+        if (header) sb.Append("model,bucket,tokens,kind,x,accuracy,mean_exit_step\n");
+        foreach (var b in Buckets)
+        {
+            for (int t = 0; t < b.StepAccuracy.Count; t++)
+                sb.Append(C, $"{Csv(Name)},{b.Name},{b.Tokens},step,{t + 1},{b.StepAccuracy[t]:R},{t + 1}\n");
+            foreach (var p in b.QExit)
+                sb.Append(C, $"{Csv(Name)},{b.Name},{b.Tokens},qexit,{p.Q:R},{p.Accuracy:R},{p.MeanExitStep:R}\n");
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>CSV of several models (one header).</summary>
+    public static string ToCsv(IEnumerable<LoopEvaluation> evaluations)
+        => string.Concat(evaluations.Select((e, i) => e.ToCsv(header: i == 0)));
+
+    /// <summary>
+    /// One comparison table: a row per model and bucket with accuracy at s1..sT and, for each q in
+    /// <paramref name="qValues"/> (default 0.5 and 0.7 where evaluated), Q-exit accuracy @ mean exit step.
+    /// </summary>
+    public static string CompareMarkdown(IReadOnlyList<LoopEvaluation> evaluations, IReadOnlyList<double>? qValues = null)
+    {
+        if (evaluations.Count == 0) return "";
+        int T = evaluations[0].Steps;
+        var qs = (qValues ?? [0.5, 0.7]).Where(q => evaluations.All(e => e.Buckets[0].AtQ(q) is not null)).ToArray();
+        var sb = new StringBuilder();
+        sb.Append("| bucket | model | tokens | ").Append(string.Join(" | ", Enumerable.Range(1, T).Select(s => "s" + s)))
+          .Append(string.Concat(qs.Select(q => string.Format(C, " | q={0:0.###} acc @ exit", q)))).Append(" |\n");
+        sb.Append("|---|---|---:|").Append(string.Concat(Enumerable.Repeat("---:|", T + qs.Length))).Append('\n');
+        foreach (var bucket in LoopEvaluator.BucketNames)
+            foreach (var e in evaluations)
+            {
+                var b = e[bucket];
+                sb.Append(C, $"| {Label(b)} | {e.Name} | {b.Tokens} | ").Append(string.Join(" | ", b.StepAccuracy.Select(Pct)));
+                foreach (var q in qs)
+                {
+                    var p = b.AtQ(q)!;
+                    sb.Append(C, $" | {Pct(p.Accuracy)} @ {Num(p.MeanExitStep, "F2")}");
+                }
+                sb.Append(" |\n");
+            }
+        return sb.ToString();
+    }
+
+    private static string Label(BucketEvaluation b) => b.Name == "All" ? "All" : string.Format(C, "{0} (H>{1:0.##})", b.Name, b.MinEntropy);
+
+    private static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+}

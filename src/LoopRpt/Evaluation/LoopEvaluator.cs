@@ -1,0 +1,131 @@
+using LoopRpt.Data;
+using LoopRpt.Model;
+using LoopRpt.Native;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Evaluation;
+
+/// <summary>
+/// The paper's measurements on held-out text (docs/method.md §5): greedy next-token accuracy at every loop step s1..sT,
+/// at the last step, and under Q-exit for each q with the mean exit step (1-indexed, the compute actually spent), for
+/// all tokens and for the Easy / Medium / Hard buckets by base-model entropy.
+/// <para>Buckets follow method.md literally: Easy = entropy &gt; 0.5, Medium &gt; 1.0, Hard &gt; 1.5 nats, so they nest
+/// (Easy ⊇ Medium ⊇ Hard). The entropy is that of the BASE model's last-step next-token distribution, so that several
+/// models are compared on the same tokens; without a base model the evaluated model's own entropy is used and
+/// <see cref="LoopEvaluation.BucketsFromBaseModel"/> says so.</para>
+/// <para>Counts accumulate on the device across batches (+=) and are read to the host once, at the end.</para>
+/// </summary>
+public sealed class LoopEvaluator
+{
+    private readonly LoopEvaluationOptions _options;
+
+    public LoopEvaluator(LoopEvaluationOptions? options = null)
+    {
+        _options = options ?? new LoopEvaluationOptions();
+        _options.Validate();
+    }
+
+    /// <summary>Bucket names in result order.</summary>
+    public static IReadOnlyList<string> BucketNames { get; } = ["All", "Easy", "Medium", "Hard"];
+
+    /// <summary>
+    /// Evaluates <paramref name="model"/> on <paramref name="batches"/> (targets = next tokens; <see cref="TokenBatch.IgnoreIndex"/>
+    /// excluded). <paramref name="baseModel"/> defines the entropy buckets (same vocabulary); null uses the model itself.
+    /// </summary>
+    public LoopEvaluation Evaluate(OuroForCausalLM model, IEnumerable<TokenBatch> batches, OuroForCausalLM? baseModel = null, string name = "model")
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(batches);
+        TorchNative.EnsureLoaded();
+        if (baseModel is not null && baseModel.Config.VocabSize != model.Config.VocabSize)
+            throw new ArgumentException($"The base model's vocab_size {baseModel.Config.VocabSize} differs from the evaluated model's {model.Config.VocabSize}; buckets need the same vocabulary.", nameof(baseModel));
+        var q = _options.QValues.ToArray();
+        int T = model.Config.TotalUtSteps, K = BucketNames.Count;
+        var device = model.Device;
+        var thresholds = new[] { _options.EasyThreshold, _options.MediumThreshold, _options.HardThreshold };
+
+        var tokens = zeros(K, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        var stepCorrect = zeros(K, T, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        var qCorrect = zeros(K, q.Length, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        var qSteps = zeros(K, q.Length, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        try
+        {
+            foreach (var batch in batches)
+            {
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
+                var (inputs, targets) = batch.ToTensors(device);
+                var real = (targets >= 0).to_type(ScalarType.Float64);                              // (B, S)
+                var output = model.Forward(inputs);
+                var correct = stack(output.Hidden.Select(h => (model.Logits(h).argmax(-1) == targets).to_type(ScalarType.Float64)).ToArray(), -1); // (B, S, T)
+                Tensor entropy;
+                if (baseModel is null || ReferenceEquals(baseModel, model))
+                    entropy = Objectives.LoopRptMath.TokenEntropy(model.Logits(output.Hidden[^1]));
+                else
+                    entropy = Objectives.LoopRptMath.TokenEntropy(baseModel.Logits(baseModel.Forward(inputs).Hidden[^1]));
+                var masks = stack(new[] { real }.Concat(thresholds.Select(th => real * (entropy > th).to_type(ScalarType.Float64))).ToArray(), 0); // (K, B, S)
+
+                tokens.add_(masks.sum([1L, 2L]));
+                stepCorrect.add_(einsum("kbs,bst->kt", masks, correct));
+                var probs = output.ExitProbabilities();
+                var qc = new Tensor[q.Length];
+                var qs = new Tensor[q.Length];
+                for (int j = 0; j < q.Length; j++)
+                {
+                    var steps = ExitDistribution.QExitStep(probs, q[j]);                            // (B, S) 0-based
+                    var c = correct.gather(-1, steps.unsqueeze(-1)).squeeze(-1);                     // (B, S)
+                    qc[j] = (masks * c).sum([1L, 2L]);
+                    qs[j] = (masks * (steps.to_type(ScalarType.Float64) + 1)).sum([1L, 2L]);
+                }
+                qCorrect.add_(stack(qc, 1));
+                qSteps.add_(stack(qs, 1));
+            }
+
+            // The one host read.
+            var n = tokens.cpu().data<double>().ToArray();
+            var sc = stepCorrect.cpu().data<double>().ToArray();
+            var qcHost = qCorrect.cpu().data<double>().ToArray();
+            var qsHost = qSteps.cpu().data<double>().ToArray();
+            var buckets = new List<BucketEvaluation>(K);
+            for (int k = 0; k < K; k++)
+            {
+                double denom = Math.Max(n[k], 1);
+                var stepAcc = Enumerable.Range(0, T).Select(t => n[k] > 0 ? sc[k * T + t] / denom : double.NaN).ToArray();
+                var points = Enumerable.Range(0, q.Length)
+                    .Select(j => new QExitPoint(q[j], n[k] > 0 ? qcHost[k * q.Length + j] / denom : double.NaN, n[k] > 0 ? qsHost[k * q.Length + j] / denom : double.NaN))
+                    .ToArray();
+                buckets.Add(new BucketEvaluation(BucketNames[k], k == 0 ? 0 : thresholds[k - 1], (long)n[k], stepAcc, points));
+            }
+            return new LoopEvaluation(name, T, q, baseModel is not null && !ReferenceEquals(baseModel, model), buckets);
+        }
+        finally
+        {
+            tokens.Dispose();
+            stepCorrect.Dispose();
+            qCorrect.Dispose();
+            qSteps.Dispose();
+        }
+    }
+
+    /// <summary>Held-out batches: consecutive non-overlapping windows of S+1 tokens (the last partial window dropped).</summary>
+    public static IEnumerable<TokenBatch> Windows(int[] tokens, int batchSize, int sequenceLength, int maxBatches = int.MaxValue)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "Batch size must be at least 1.");
+        if (sequenceLength < 1) throw new ArgumentOutOfRangeException(nameof(sequenceLength), sequenceLength, "Sequence length must be at least 1.");
+        int stride = sequenceLength;              // windows of S+1 overlap by one token: every token is predicted once
+        var rows = new List<ReadOnlyMemory<int>>();
+        int produced = 0;
+        for (int start = 0; start + sequenceLength + 1 <= tokens.Length && produced < maxBatches; start += stride)
+        {
+            rows.Add(tokens.AsMemory(start, sequenceLength + 1));
+            if (rows.Count == batchSize)
+            {
+                yield return TokenBatch.FromWindows(rows, sequenceLength);
+                rows.Clear();
+                produced++;
+            }
+        }
+        if (rows.Count > 0 && produced < maxBatches) yield return TokenBatch.FromWindows(rows, sequenceLength);
+    }
+}

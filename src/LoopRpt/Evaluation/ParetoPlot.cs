@@ -1,0 +1,114 @@
+using System.Globalization;
+using System.Security;
+using System.Text;
+
+namespace LoopRpt.Evaluation;
+
+/// <summary>
+/// The Pareto figure of docs/method.md §5 as a dependency-free SVG: one panel per bucket, accuracy against mean exit
+/// steps; per model a solid line through the Q-exit sweep (q ascending) and a dashed line through the fixed steps s1..sT.
+/// </summary>
+public static class ParetoPlot
+{
+    private static readonly CultureInfo C = CultureInfo.InvariantCulture;
+    private static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+    private const double PanelW = 380, PanelH = 280, Left = 58, Right = 16, Top = 30, Bottom = 44;
+
+    /// <summary>The SVG text for the given models; <paramref name="buckets"/> defaults to All, Easy, Medium, Hard.</summary>
+    public static string ToSvg(IReadOnlyList<LoopEvaluation> evaluations, string title, IReadOnlyList<string>? buckets = null)
+    {
+        if (evaluations.Count == 0) throw new ArgumentException("The plot needs at least one evaluation.", nameof(evaluations));
+        var names = buckets ?? LoopEvaluator.BucketNames;
+        int cols = Math.Min(2, names.Count), rows = (names.Count + cols - 1) / cols;
+        double header = 58, width = cols * PanelW, height = header + rows * PanelH;
+        var sb = new StringBuilder();
+        sb.Append(C, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n");
+        sb.Append(C, $"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n");
+        sb.Append(C, $"<text x=\"{width / 2}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{Esc(title)}</text>\n");
+        // Legend: model colours, then the line styles.
+        double lx = 12;
+        for (int m = 0; m < evaluations.Count; m++)
+        {
+            var color = Palette[m % Palette.Length];
+            sb.Append(C, $"<line x1=\"{lx}\" y1=\"36\" x2=\"{lx + 22}\" y2=\"36\" stroke=\"{color}\" stroke-width=\"2\"/><circle cx=\"{lx + 11}\" cy=\"36\" r=\"3\" fill=\"{color}\"/>");
+            sb.Append(C, $"<text x=\"{lx + 27}\" y=\"40\">{Esc(evaluations[m].Name)}</text>\n");
+            lx += 40 + 6.5 * evaluations[m].Name.Length;
+        }
+        sb.Append(C, $"<text x=\"12\" y=\"53\" fill=\"#555\">solid: Q-exit sweep over q (mean exit step = compute spent) · dashed: fixed exit at s1..s{evaluations[0].Steps}</text>\n");
+
+        for (int i = 0; i < names.Count; i++)
+        {
+            double ox = (i % cols) * PanelW, oy = header + (i / cols) * PanelH;
+            Panel(sb, evaluations, names[i], ox, oy);
+        }
+        sb.Append("</svg>\n");
+        return sb.ToString();
+    }
+
+    /// <summary>Writes <see cref="ToSvg"/> to <paramref name="path"/> (directories created).</summary>
+    public static void WriteSvg(string path, IReadOnlyList<LoopEvaluation> evaluations, string title, IReadOnlyList<string>? buckets = null)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (dir is not null) Directory.CreateDirectory(dir);
+        File.WriteAllText(path, ToSvg(evaluations, title, buckets));
+    }
+
+    private static void Panel(StringBuilder sb, IReadOnlyList<LoopEvaluation> evals, string bucket, double ox, double oy)
+    {
+        int T = evals.Max(e => e.Steps);
+        var all = evals.SelectMany(e => e[bucket].StepAccuracy.Concat(e[bucket].QExit.Select(p => p.Accuracy))).Where(double.IsFinite).ToList();
+        double x0 = ox + Left, x1 = ox + PanelW - Right, y0 = oy + PanelH - Bottom, y1 = oy + Top;
+        var b0 = evals[0][bucket];
+        string label = bucket == "All" ? $"All tokens (n={b0.Tokens})" : string.Format(C, "{0}: base entropy > {1:0.##} (n={2})", bucket, b0.MinEntropy, b0.Tokens);
+        sb.Append(C, $"<text x=\"{(x0 + x1) / 2}\" y=\"{oy + 18}\" text-anchor=\"middle\" font-weight=\"bold\">{Esc(label)}</text>\n");
+        sb.Append(C, $"<rect x=\"{x0}\" y=\"{y1}\" width=\"{x1 - x0}\" height=\"{y0 - y1}\" fill=\"none\" stroke=\"#333\"/>\n");
+        if (all.Count == 0)
+        {
+            sb.Append(C, $"<text x=\"{(x0 + x1) / 2}\" y=\"{(y0 + y1) / 2}\" text-anchor=\"middle\" fill=\"#777\">no tokens</text>\n");
+            return;
+        }
+        double lo = 100 * all.Min(), hi = 100 * all.Max();
+        double span = Math.Max(hi - lo, 1.0);
+        double step = NiceStep(span / 4);
+        lo = Math.Floor((lo - 0.05 * span) / step) * step;
+        hi = Math.Ceiling((hi + 0.05 * span) / step) * step;
+        double X(double s) => x0 + (s - 1) / Math.Max(T - 1, 1) * (x1 - x0);
+        double Y(double acc) => y0 - (100 * acc - lo) / (hi - lo) * (y0 - y1);
+
+        for (int s = 1; s <= T; s++)
+        {
+            double x = X(s);
+            sb.Append(C, $"<line x1=\"{x:F1}\" y1=\"{y0}\" x2=\"{x:F1}\" y2=\"{y1}\" stroke=\"#eee\"/><text x=\"{x:F1}\" y=\"{y0 + 14}\" text-anchor=\"middle\">{s}</text>\n");
+        }
+        for (double v = lo; v <= hi + 1e-9; v += step)
+        {
+            double y = y0 - (v - lo) / (hi - lo) * (y0 - y1);
+            sb.Append(C, $"<line x1=\"{x0}\" y1=\"{y:F1}\" x2=\"{x1}\" y2=\"{y:F1}\" stroke=\"#eee\"/><text x=\"{x0 - 5}\" y=\"{y + 4:F1}\" text-anchor=\"end\">{v.ToString(step < 1 ? "F1" : "F0", C)}</text>\n");
+        }
+        sb.Append(C, $"<text x=\"{(x0 + x1) / 2}\" y=\"{y0 + 32}\" text-anchor=\"middle\">mean exit step</text>\n");
+        sb.Append(C, $"<text x=\"{ox + 14}\" y=\"{(y0 + y1) / 2}\" text-anchor=\"middle\" transform=\"rotate(-90 {ox + 14} {(y0 + y1) / 2})\">accuracy (%)</text>\n");
+
+        for (int m = 0; m < evals.Count; m++)
+        {
+            var color = Palette[m % Palette.Length];
+            var b = evals[m][bucket];
+            var fixedPts = b.StepAccuracy.Select((a, t) => (X: X(t + 1), Y: Y(a))).Where(p => double.IsFinite(p.Y)).ToList();
+            sb.Append(C, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"1.2\" stroke-dasharray=\"4 3\" opacity=\"0.7\" points=\"{Points(fixedPts)}\"/>\n");
+            var q = b.QExit.Where(p => double.IsFinite(p.Accuracy)).OrderBy(p => p.MeanExitStep).ThenBy(p => p.Q).Select(p => (X: X(p.MeanExitStep), Y: Y(p.Accuracy), p.Q)).ToList();
+            sb.Append(C, $"<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{Points(q.Select(p => (p.X, p.Y)))}\"/>\n");
+            foreach (var p in q)
+                sb.Append(C, $"<circle cx=\"{p.X:F1}\" cy=\"{p.Y:F1}\" r=\"2.6\" fill=\"{color}\"><title>{Esc(evals[m].Name)} q={p.Q:0.###}</title></circle>\n");
+        }
+    }
+
+    private static string Points(IEnumerable<(double X, double Y)> pts) => string.Join(" ", pts.Select(p => string.Format(C, "{0:F1},{1:F1}", p.X, p.Y)));
+
+    private static double NiceStep(double raw)
+    {
+        double mag = Math.Pow(10, Math.Floor(Math.Log10(raw)));
+        double f = raw / mag;
+        return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
+    }
+
+    private static string Esc(string s) => SecurityElement.Escape(s) ?? "";
+}

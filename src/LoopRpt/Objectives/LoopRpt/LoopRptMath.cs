@@ -1,0 +1,127 @@
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.Objectives;
+
+/// <summary>
+/// The pieces of the LoopRPT loss as pure tensor functions (docs/method.md §4), so each can be checked on hand-made
+/// tensors. Shapes: B batch, S positions, T loop steps, G rollouts. All results are float32.
+/// <para>Standard deviations are the unbiased ones (torch's default), as in the authors' code; a step or group of size 1
+/// therefore has no spread and is rejected upstream (T ≥ 2, G ≥ 2).</para>
+/// </summary>
+public static class LoopRptMath
+{
+    /// <summary>Added to the standard deviation in both advantage normalizations.</summary>
+    public const double AdvantageEpsilon = 1e-8;
+
+    /// <summary>Entropy (nats) of softmax(logits) over the last axis: (..., V) → (...).</summary>
+    public static Tensor TokenEntropy(Tensor logits)
+    {
+        var logp = F.log_softmax(logits.to_type(ScalarType.Float32), -1);
+        return -(logp.exp() * logp).sum(-1);
+    }
+
+    /// <summary>
+    /// Per-row linear-interpolation quantile (torch.quantile's default rule) of <paramref name="values"/> (B, S) over
+    /// the positions where <paramref name="valid"/> (B, S) is nonzero; (B, 1). Rows without valid positions give a huge value.
+    /// </summary>
+    public static Tensor RowQuantile(Tensor values, Tensor valid, double q)
+    {
+        const double Huge = 1e30;
+        var v = values.to_type(ScalarType.Float32);
+        var real = valid.to_type(ScalarType.Float32);
+        var n = real.sum(-1, true);                                     // (B, 1)
+        var (sorted, _) = v.masked_fill(real == 0, Huge).sort(-1, false, false);  // real values first, ascending
+        var pos = (n - 1).clamp_min(0) * q;                                      // (B, 1)
+        var lo = pos.floor();
+        var hi = (lo + 1).minimum((n - 1).clamp_min(0));
+        var frac = pos - lo;
+        var vLo = sorted.gather(-1, lo.to_type(ScalarType.Int64));
+        var vHi = sorted.gather(-1, hi.to_type(ScalarType.Int64));
+        return vLo + frac * (vHi - vLo);
+    }
+
+    /// <summary>
+    /// Hard-token mask (B, S) float32 from the teacher's last-step entropy (docs/method.md §4.1): TopFraction keeps, per
+    /// sequence, the real tokens with entropy ≥ the <paramref name="quantile"/> quantile of that sequence's real tokens
+    /// (≥, so ties at the threshold are kept and a non-empty sequence always keeps at least one token);
+    /// EntropyThreshold keeps entropy ≥ <paramref name="threshold"/>; All keeps every real token.
+    /// </summary>
+    public static Tensor HardTokenMask(Tensor entropy, Tensor realMask, HardTokenMode mode, double quantile, double threshold)
+    {
+        var real = realMask.to_type(ScalarType.Float32);
+        var e = entropy.to_type(ScalarType.Float32);
+        return mode switch
+        {
+            HardTokenMode.All => real,
+            HardTokenMode.EntropyThreshold => (e >= threshold).to_type(ScalarType.Float32) * real,
+            _ => (e >= RowQuantile(e, real, quantile)).to_type(ScalarType.Float32) * real,
+        };
+    }
+
+    /// <summary>Difficulty d = clamp(H / ln |V|, 0, 1) (docs/method.md §4.3).</summary>
+    public static Tensor Difficulty(Tensor teacherEntropy, int vocabSize)
+        => (teacherEntropy.to_type(ScalarType.Float32) / Math.Log(vocabSize)).clamp(0.0, 1.0);
+
+    /// <summary>Time price per loop step, price = base (1 + kappa (1 - d)) (docs/method.md §4.4): easy tokens pay more.</summary>
+    public static Tensor TimePrice(Tensor difficulty, double priceBase, double kappa)
+        => priceBase * (1 + kappa * (1 - difficulty));
+
+    /// <summary>
+    /// Per-step reward table r_t = scale [ (lp_t - b) - price (t - t_ref) ] (docs/method.md §4.5).
+    /// <paramref name="goldLogProbs"/>: (..., B, S, T) (leading rollout axes allowed); <paramref name="baseline"/>,
+    /// <paramref name="price"/>: (B, S); <paramref name="referenceStep"/>: (B, S) int64, 0-based like t.
+    /// </summary>
+    public static Tensor RewardTable(Tensor goldLogProbs, Tensor baseline, Tensor price, Tensor referenceStep, double scale)
+    {
+        long T = goldLogProbs.shape[^1];
+        var t = arange(T, dtype: ScalarType.Float32, device: goldLogProbs.device);                     // (T)
+        var delay = t - referenceStep.to_type(ScalarType.Float32).unsqueeze(-1);                       // (B, S, T)
+        return scale * ((goldLogProbs.to_type(ScalarType.Float32) - baseline.unsqueeze(-1)) - price.unsqueeze(-1) * delay);
+    }
+
+    /// <summary>Step advantage A_t = (r_t - mean_t r) / (std_t r + 1e-8), normalized over the last (step) axis.</summary>
+    public static Tensor StepAdvantages(Tensor rewardTable) => Normalize(rewardTable, -1);
+
+    /// <summary>Group advantage A_g = (R_g - mean_g R) / (std_g R + 1e-8) over the leading rollout axis of (G, B, S).</summary>
+    public static Tensor GroupAdvantages(Tensor rolloutRewards) => Normalize(rolloutRewards, 0);
+
+    private static Tensor Normalize(Tensor x, long dim)
+    {
+        var mean = x.mean([dim], true);
+        var std = x.std(dim, true, true);
+        return (x - mean) / (std + AdvantageEpsilon);
+    }
+
+    /// <summary>
+    /// k3 estimator of KL(student ‖ teacher) on gold-token log-probs: exp(lpbar - lp) - (lpbar - lp) - 1, clamped to
+    /// [-clamp, clamp] (docs/method.md §4.8). Elementwise.
+    /// </summary>
+    public static Tensor K3(Tensor teacherLogProbs, Tensor studentLogProbs, double clamp)
+    {
+        var diff = teacherLogProbs.to_type(ScalarType.Float32) - studentLogProbs.to_type(ScalarType.Float32);
+        return (diff.exp() - diff - 1).clamp(-clamp, clamp);
+    }
+
+    /// <summary>sum(x · mask) / max(sum(mask), 1) over every axis; <paramref name="mask"/> (B, S) broadcasts over leading axes of x.</summary>
+    public static Tensor MaskedMean(Tensor x, Tensor mask)
+    {
+        var num = (x * mask).sum();
+        long copies = x.numel() / Math.Max(1, mask.numel());                   // rollouts sharing the mask
+        return num / (mask.sum() * copies).clamp_min(1);
+    }
+
+    /// <summary>
+    /// Model loss mean_i[ sum_t -lp_t stopgrad(p_clean(t)) (1 + relu(stopgrad(A_t))) ] over the mask (docs/method.md §4.8):
+    /// Ouro's expected per-step loss, up-weighted at the steps that beat the teacher.
+    /// </summary>
+    public static Tensor ModelLoss(Tensor goldLogProbs, Tensor cleanExitProbabilities, Tensor stepAdvantages, Tensor mask)
+    {
+        var weight = cleanExitProbabilities.detach() * (1 + F.relu(stepAdvantages.detach()));
+        return MaskedMean((-goldLogProbs * weight).sum(-1), mask);
+    }
+
+    /// <summary>Policy loss -mean_{g,i}[ stopgrad(A_g(i)) log pi_g(i) ] over the mask: (G, B, S) inputs, plain REINFORCE.</summary>
+    public static Tensor PolicyLoss(Tensor groupAdvantages, Tensor logPi, Tensor mask)
+        => -MaskedMean(groupAdvantages.detach() * logPi, mask);
+}

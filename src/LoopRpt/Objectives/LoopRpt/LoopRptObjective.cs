@@ -1,0 +1,301 @@
+using LoopRpt.Data;
+using LoopRpt.Model;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace LoopRpt.Objectives;
+
+/// <summary>
+/// LoopRPT, reinforcement pre-training of the loop steps (arXiv 2603.19714; docs/method.md §4), shaped like nanochat's
+/// chat_rl: teacher tables → noisy rollouts → reward → group baseline → policy-gradient loss.
+/// <list type="number">
+/// <item>An EMA teacher (<see cref="EmaTeacher"/>) gives per-token entropy H, the hard-token mask M, a reference step
+/// t_ref (Q-exit at q = 0.5), the baseline b = lpbar_{t_ref}, difficulty d = H / ln|V| and a time price.</item>
+/// <item>The noise-free student pass gives per-step gold log-probs lp_t, the reward table r_t and step advantages A_t, the
+/// model loss sum_t -lp_t p(t) (1 + relu(A_t)) and the exit-entropy bonus.</item>
+/// <item>G noisy rollouts (noise after every loop's final norm, propagating to later loops) each sample an exit step
+/// t_g ~ p_g from a seeded local generator; R_g = r_{g,t_g}, group-normalized into A_g; L_pg = -mean A_g log p_g(t_g).</item>
+/// <item>L = L_pg + L_model + L_ent + kl_coef · KL(k3 to the teacher's gold log-probs).</item>
+/// </list>
+/// Simplifications (as in the authors' code): plain on-policy REINFORCE (no ratio clipping, one update per batch);
+/// every term averages over the hard tokens only; unbiased standard deviations in both normalizations.
+/// <para>Randomness: rollout g of micro-batch m at global step s draws its noise and its exit sample from
+/// <c>new Generator(Seeds.Mix(Seed, s, m, g))</c>, so runs are reproducible, resume is exact, and a rollout's noise does
+/// not depend on how rollouts are grouped into chunks (<see cref="LoopRptOptions.RolloutsPerMicroBatch"/>).</para>
+/// <para>Memory: with chunking the objective runs backward itself through <see cref="ObjectiveOutput.Backward"/>;
+/// see docs/looprpt.md for the formula.</para>
+/// </summary>
+public sealed class LoopRptObjective : ITrainingObjective
+{
+    private readonly LoopRptOptions _options;
+    private EmaTeacher? _teacher;
+
+    /// <summary>Creates the objective; the options are copied and validated.</summary>
+    public LoopRptObjective(LoopRptOptions? options = null)
+    {
+        _options = (options ?? new LoopRptOptions()).Clone();
+        _options.Validate();
+    }
+
+    /// <inheritdoc/>
+    public string Name => "looprpt";
+
+    /// <summary>A copy of the options in use.</summary>
+    public LoopRptOptions Options => _options.Clone();
+
+    /// <summary>The EMA teacher (after <see cref="Attach"/>).</summary>
+    public EmaTeacher? Teacher => _teacher;
+
+    /// <inheritdoc/>
+    public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters(OuroForCausalLM lm) => lm.UniqueParameters();
+
+    /// <summary>Builds the EMA teacher as a copy of <paramref name="lm"/> (replacing any earlier one).</summary>
+    public void Attach(OuroForCausalLM lm)
+    {
+        ArgumentNullException.ThrowIfNull(lm);
+        if (lm.Config.TotalUtSteps < 2)
+            throw new InvalidOperationException($"LoopRPT rewards loop steps against each other; the model has total_ut_steps = {lm.Config.TotalUtSteps}, at least 2 are needed.");
+        _teacher?.Dispose();
+        _teacher = new EmaTeacher(lm);
+    }
+
+    /// <inheritdoc/>
+    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep)
+    {
+        var teacher = _teacher ?? throw new InvalidOperationException("LoopRptObjective.Attach(model) must be called before Compute (the trainer does this at the start of the stage).");
+        var o = _options;
+        int G = o.Rollouts, chunk = o.ChunkSize;
+        var real = Masked.TargetMask(targets);                                                    // (B, S)
+        var tv = TeacherPass(teacher.Model, inputs, targets, real);
+        var M = tv.HardMask;                                                                      // (B, S)
+
+        // Noise-free student pass: model loss, exit-entropy bonus, optional backbone-weighted KL.
+        var clean = lm.Forward(inputs);
+        var (lp, correct) = Readout(lm, clean, targets, withCorrect: true);                       // (B, S, T)
+        var logPClean = clean.ExitLogProbabilities();                                             // (B, S, T)
+        var pClean = logPClean.exp();
+        var stepAdv = LoopRptMath.StepAdvantages(LoopRptMath.RewardTable(lp.detach(), tv.Baseline, tv.Price, tv.RefStep, o.RewardScale));
+        var modelLoss = LoopRptMath.ModelLoss(lp, pClean, stepAdv, M);
+        var exitEntropy = -(pClean * logPClean).sum(-1);                                          // (B, S)
+        var entLoss = -o.EntropyBonus * LoopRptMath.MaskedMean(exitEntropy, M);
+        var klBackbone = o.Kl == KlVariant.BackboneWeighted
+            ? LoopRptMath.MaskedMean((LoopRptMath.K3(tv.GoldLogProbs, lp, o.KlClamp) * pClean.detach()).sum(-1), M)
+            : null;
+
+        ObjectiveOutput Output(Tensor loss, Tensor pg, Tensor klRollout, Rollouts r, Action<double>? backward)
+        {
+            using var noGrad = no_grad();
+            var kl = klBackbone?.detach() ?? klRollout.detach();
+            var metrics = new Dictionary<string, Tensor>(StringComparer.Ordinal)
+            {
+                ["loss"] = loss.detach(),
+                ["pg_loss"] = pg.detach(),
+                ["model_loss"] = modelLoss.detach(),
+                ["entropy_bonus"] = entLoss.detach(),
+                ["kl"] = kl,
+                ["reward_mean"] = LoopRptMath.MaskedMean(r.Reward, M),
+                ["reward_std"] = LoopRptMath.MaskedMean(r.Reward.std(0, true, false), M),
+                ["hard_fraction"] = M.sum() / real.sum().clamp_min(1),
+                ["teacher_exit_step"] = LoopRptMath.MaskedMean(tv.RefStep.to_type(ScalarType.Float32) + 1, M),
+                ["student_exit_step"] = LoopRptMath.MaskedMean(ExitDistribution.QExitStep(pClean.detach(), o.TeacherQ).to_type(ScalarType.Float32) + 1, M),
+                ["sampled_exit_step"] = LoopRptMath.MaskedMean(r.Steps.to_type(ScalarType.Float32) + 1, M),
+                ["exit_entropy"] = LoopRptMath.MaskedMean(exitEntropy.detach(), M),
+                ["hard_acc"] = (correct * M.unsqueeze(-1)).sum([0L, 1L]) / M.sum().clamp_min(1),  // (T)
+            };
+            return new ObjectiveOutput(loss, metrics) { Backward = backward };
+        }
+
+        if (chunk >= G)
+        {
+            // All G rollouts in one graph; the trainer runs backward on the returned loss.
+            var r = RunRollouts(lm, inputs, targets, tv, 0, G, step, microStep, sampledSteps: null);
+            var adv = LoopRptMath.GroupAdvantages(r.Reward);                                      // (G, B, S)
+            var pg = LoopRptMath.PolicyLoss(adv, r.LogPi, M);
+            var klRollout = LoopRptMath.MaskedMean(r.Kl, M);
+            var loss = pg + modelLoss + entLoss + o.KlCoef * (klBackbone ?? klRollout);
+            return Output(loss, pg, klRollout, r, backward: null);
+        }
+
+        // Chunked: (1) all rollouts without a graph, to know the group's rewards and sampled exits;
+        // (2) at backward time, each chunk again with a graph (same generators ⇒ same noise), backward per chunk.
+        var parts = new List<Rollouts>();
+        using (no_grad())
+        {
+            for (int g0 = 0; g0 < G; g0 += chunk)
+            {
+                using var scope = NewDisposeScope();
+                var part = RunRollouts(lm, inputs, targets, tv, g0, Math.Min(chunk, G - g0), step, microStep, sampledSteps: null);
+                parts.Add(part.MoveToOuterDisposeScope());
+            }
+        }
+        var all = Rollouts.Cat(parts);
+        var groupAdv = LoopRptMath.GroupAdvantages(all.Reward);
+        var pgValue = LoopRptMath.PolicyLoss(groupAdv, all.LogPi, M);
+        var klRolloutValue = LoopRptMath.MaskedMean(all.Kl, M);
+        var lossValue = (pgValue + modelLoss + entLoss + o.KlCoef * (klBackbone ?? klRolloutValue)).detach();
+        var denominator = (M.sum() * G).clamp_min(1);
+
+        void Backward(double scale)
+        {
+            var cleanLoss = modelLoss + entLoss;
+            if (klBackbone is not null) cleanLoss = cleanLoss + o.KlCoef * klBackbone;
+            (cleanLoss * scale).backward();
+            for (int g0 = 0; g0 < G; g0 += chunk)
+            {
+                using var scope = NewDisposeScope();
+                int n = Math.Min(chunk, G - g0);
+                var r = RunRollouts(lm, inputs, targets, tv, g0, n, step, microStep, all.Steps.narrow(0, g0, n));
+                // The chunk's share of the group means: sums over its rollouts divided by G · |M|.
+                var chunkLoss = -(groupAdv.narrow(0, g0, n) * r.LogPi * M).sum() / denominator;
+                if (klBackbone is null) chunkLoss = chunkLoss + o.KlCoef * (r.Kl * M).sum() / denominator;
+                (chunkLoss * scale).backward();
+            }
+        }
+
+        return Output(lossValue, pgValue, klRolloutValue, all, Backward);
+    }
+
+    /// <summary>Teacher tables (docs/method.md §4.1–4.4), computed without gradients; intermediates freed on return.</summary>
+    private TeacherView TeacherPass(OuroForCausalLM teacher, Tensor inputs, Tensor targets, Tensor real)
+    {
+        var o = _options;
+        using var scope = NewDisposeScope();
+        using var noGrad = no_grad();
+        var output = teacher.Forward(inputs);
+        var (lp, _) = Readout(teacher, output, targets, withCorrect: false);                     // lpbar_t, (B, S, T)
+        var entropy = LoopRptMath.TokenEntropy(teacher.Logits(output.Hidden[^1]));                // (B, S)
+        var refStep = ExitDistribution.QExitStep(output.ExitProbabilities(), o.TeacherQ);         // t_ref, (B, S) int64
+        var baseline = lp.gather(-1, refStep.unsqueeze(-1)).squeeze(-1);                          // b = lpbar_{t_ref}
+        var mask = LoopRptMath.HardTokenMask(entropy, real, o.HardTokens, o.HardTokenQuantile, o.EntropyThreshold);
+        var price = LoopRptMath.TimePrice(LoopRptMath.Difficulty(entropy, teacher.Config.VocabSize), o.PriceBase, o.Kappa);
+        return new TeacherView(lp.MoveToOuterDisposeScope(), refStep.MoveToOuterDisposeScope(), baseline.MoveToOuterDisposeScope(),
+                               mask.MoveToOuterDisposeScope(), price.MoveToOuterDisposeScope());
+    }
+
+    /// <summary>
+    /// Rollouts g0 .. g0+count-1 as one batch of count·B sequences. Noise for rollout g comes from its own generator, so it
+    /// is the same whichever chunk g is in. Exit steps are sampled after the noise from the same generator unless given.
+    /// </summary>
+    private Rollouts RunRollouts(OuroForCausalLM lm, Tensor inputs, Tensor targets, TeacherView tv, int g0, int count, long step, int micro, Tensor? sampledSteps)
+    {
+        var o = _options;
+        long B = inputs.shape[0], S = inputs.shape[1];
+        int T = lm.Config.TotalUtSteps;
+        var gens = new Generator[count];
+        try
+        {
+            for (int i = 0; i < count; i++) gens[i] = RolloutGenerator(step, micro, g0 + i, lm.Device);
+            var output = RolloutForward(lm, inputs, gens);
+            var (lpFlat, _) = Readout(lm, output, targets.repeat(count, 1), withCorrect: false);
+            var lp = lpFlat.view(count, B, S, T);                                                 // (Gc, B, S, T)
+            var logP = output.ExitLogProbabilities().view(count, B, S, T);
+            var steps = sampledSteps ?? SampleExits(logP, gens);                                 // t_g, (Gc, B, S)
+            var index = steps.unsqueeze(-1);
+            var logPi = logP.gather(-1, index).squeeze(-1);                                       // log p_g(t_g)
+            var table = LoopRptMath.RewardTable(lp.detach(), tv.Baseline, tv.Price, tv.RefStep, o.RewardScale);
+            var reward = table.gather(-1, index).squeeze(-1);                                     // R_g = r_{g, t_g}
+            var kl = LoopRptMath.K3(tv.GoldLogProbs, lp, o.KlClamp).sum(-1);                      // summed over steps
+            return new Rollouts(reward, logPi, steps, kl);
+        }
+        finally
+        {
+            foreach (var g in gens) g?.Dispose();
+        }
+    }
+
+    /// <summary>The generator of rollout g of micro-batch <paramref name="micro"/> at global step <paramref name="step"/>.</summary>
+    internal Generator RolloutGenerator(long step, int micro, int g, Device device)
+        => new((ulong)Seeds.Mix(_options.Seed, step, micro, g), device);
+
+    /// <summary>One noisy forward of gens.Length rollouts of the batch (B, S), stacked as (gens.Length · B, S).</summary>
+    internal LoopOutput RolloutForward(OuroForCausalLM lm, Tensor inputs, Generator[] gens)
+    {
+        long B = inputs.shape[0];
+        return lm.Forward(inputs.repeat(gens.Length, 1), new LoopForwardOptions { AfterLoop = (h, _) => AddNoise(h, gens, B) });
+    }
+
+    /// <summary>Latent noise on the final-normed state (count·B, S, H): what the gate sees and what the next loop receives.</summary>
+    private Tensor AddNoise(Tensor h, Generator[] gens, long batch)
+    {
+        var o = _options;
+        if (o.Sigma == 0) return h;
+        var shape = new long[] { batch, h.shape[1], h.shape[2] };
+        if (o.Noise == NoiseKind.Gaussian)
+        {
+            var noise = cat(gens.Select(g => randn(shape, dtype: h.dtype, device: h.device, generator: g)).ToArray(), 0);
+            return h + noise * o.Sigma;
+        }
+        var keep = cat(gens.Select(g => rand(shape, dtype: ScalarType.Float32, device: h.device, generator: g) >= o.Sigma).ToArray(), 0);
+        return h * keep.to_type(h.dtype) / (1 - o.Sigma);
+    }
+
+    private static Tensor SampleExits(Tensor logP, Generator[] gens)
+    {
+        long B = logP.shape[1], S = logP.shape[2], T = logP.shape[3];
+        using var noGrad = no_grad();
+        var samples = new Tensor[gens.Length];
+        for (int i = 0; i < gens.Length; i++)
+            samples[i] = multinomial(logP[i].exp().reshape(B * S, T), 1, false, gens[i]).view(B, S);
+        return stack(samples, 0);                                                                  // (Gc, B, S) int64
+    }
+
+    /// <summary>
+    /// Per-step gold log-probs (B, S, T) float32 (0 where the target is ignored) and, optionally, per-step argmax
+    /// correctness (B, S, T); one step's logits alive at a time.
+    /// </summary>
+    internal static (Tensor GoldLogProbs, Tensor Correct) Readout(OuroForCausalLM lm, LoopOutput output, Tensor targets, bool withCorrect)
+    {
+        var valid = (targets >= 0).to_type(ScalarType.Float32);
+        var safe = targets.clamp_min(0).unsqueeze(-1);
+        var gold = new Tensor[output.Steps];
+        var correct = new Tensor[output.Steps];
+        for (int t = 0; t < output.Steps; t++)
+        {
+            using var scope = NewDisposeScope();
+            var logits = lm.Logits(output.Hidden[t]).to_type(ScalarType.Float32);                // (B, S, V)
+            gold[t] = (F.log_softmax(logits, -1).gather(-1, safe).squeeze(-1) * valid).MoveToOuterDisposeScope();
+            if (withCorrect)
+            {
+                using var noGrad = no_grad();
+                correct[t] = ((logits.argmax(-1) == targets).to_type(ScalarType.Float32) * valid).MoveToOuterDisposeScope();
+            }
+        }
+        return (stack(gold, -1), withCorrect ? stack(correct, -1) : zeros(1));
+    }
+
+    /// <summary>EMA update of the teacher after each optimizer step.</summary>
+    public void AfterOptimizerStep(OuroForCausalLM lm, long step) => _teacher?.Update(_options.EmaDecay);
+
+    /// <summary>The teacher's weights, as <c>teacher.&lt;parameter name&gt;</c>.</summary>
+    public IEnumerable<(string Name, Tensor Tensor)> StateTensors()
+        => _teacher?.Parameters.Select(p => ("teacher." + p.Name, p.Tensor)) ?? [];
+
+    /// <summary>Restores the teacher's weights; a checkpoint without them cannot resume a LoopRPT stage.</summary>
+    public void LoadState(Func<string, Tensor, bool> copyInto)
+    {
+        var teacher = _teacher ?? throw new InvalidOperationException("LoopRptObjective.Attach(model) must be called before LoadState.");
+        foreach (var (name, tensor) in teacher.Parameters)
+            if (!copyInto("teacher." + name, tensor))
+                throw new InvalidDataException($"The checkpoint has no LoopRPT teacher weight 'teacher.{name}'; it was not written by a LoopRPT stage.");
+    }
+
+    public void Dispose()
+    {
+        _teacher?.Dispose();
+        _teacher = null;
+    }
+
+    private sealed record TeacherView(Tensor GoldLogProbs, Tensor RefStep, Tensor Baseline, Tensor HardMask, Tensor Price);
+
+    /// <summary>Per-rollout results: rewards R_g, log pi_g, sampled steps t_g, KL summed over steps; all (Gc, B, S).</summary>
+    private sealed record Rollouts(Tensor Reward, Tensor LogPi, Tensor Steps, Tensor Kl)
+    {
+        public Rollouts MoveToOuterDisposeScope()
+            => new(Reward.MoveToOuterDisposeScope(), LogPi.MoveToOuterDisposeScope(), Steps.MoveToOuterDisposeScope(), Kl.MoveToOuterDisposeScope());
+
+        public static Rollouts Cat(IReadOnlyList<Rollouts> parts) => new(
+            cat(parts.Select(p => p.Reward).ToArray(), 0), cat(parts.Select(p => p.LogPi).ToArray(), 0),
+            cat(parts.Select(p => p.Steps).ToArray(), 0), cat(parts.Select(p => p.Kl).ToArray(), 0));
+    }
+}

@@ -1,0 +1,320 @@
+using LoopRpt.Data;
+using LoopRpt.Model;
+using LoopRpt.Objectives;
+using LoopRpt.Tests.Training;
+using LoopRpt.Training;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Tests.Objectives;
+
+public class LoopRptObjectiveTests
+{
+    private const int Vocab = 16;
+
+    private static (Tensor Inputs, Tensor Targets) Batch(long b = 2, long s = 10, long seed = 3, bool pad = false)
+    {
+        var ids = TestUtil.RandomIds(b, s + 1, Vocab, seed);
+        var inputs = ids.narrow(1, 0, s).contiguous();
+        var targets = ids.narrow(1, 1, s).clone();
+        if (pad) targets[b - 1, s - 1] = TokenBatch.IgnoreIndex;
+        if (pad) targets[b - 1, s - 2] = TokenBatch.IgnoreIndex;
+        return (inputs, targets);
+    }
+
+    private static float Metric(ObjectiveOutput o, string name) => o.Metrics[name].item<float>();
+
+    [Fact]
+    public void OptionsDefaultsArePublishedValues()
+    {
+        var o = new LoopRptOptions();
+        Assert.Equal((0.995, 0.8, 0.5, 0.02, 0.5, 1.0, 8, 0.1, 0.01, 0.001),
+            (o.EmaDecay, o.HardTokenQuantile, o.TeacherQ, o.PriceBase, o.Kappa, o.RewardScale, o.Rollouts, o.Sigma, o.EntropyBonus, o.KlCoef));
+        Assert.Equal((HardTokenMode.TopFraction, NoiseKind.Gaussian, KlVariant.Rollout), (o.HardTokens, o.Noise, o.Kl));
+        Assert.Equal("looprpt", new LoopRptObjective().Name);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LoopRptObjective(new LoopRptOptions { Rollouts = 1 }));
+        Assert.Equal("Rollouts", e.ParamName);
+        Assert.Throws<ArgumentOutOfRangeException>(() => new LoopRptObjective(new LoopRptOptions { Noise = NoiseKind.Dropout, Sigma = 1 }));
+        using var oneLoop = TestUtil.TinyModel(loops: 1, vocab: Vocab);
+        Assert.Throws<InvalidOperationException>(() => new LoopRptObjective().Attach(oneLoop));
+    }
+
+    /// <summary>
+    /// Without noise every rollout has the clean pass's per-step log-probs and exit distribution (only the sampled exit
+    /// steps differ), and with the teacher equal to the student the KL is 0. The whole loss — reward table, step and group
+    /// advantages, model loss, entropy bonus, policy loss — is recomputed here on the host in double precision from the
+    /// model's public per-step outputs and exit samples drawn with the rollouts' generators.
+    /// </summary>
+    [Fact]
+    public void NoiselessLossEqualsHostComputation()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, targets) = Batch(pad: true);
+        using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0, Rollouts = 3, HardTokens = HardTokenMode.All });
+        obj.Attach(lm);
+        using var scope = NewDisposeScope();
+        var output = obj.Compute(lm, inputs, targets, step: 0, microStep: 0);
+
+        const int T = 4, G = 3;
+        float[] lp, p, lastLogits;
+        var sampled = new long[G][];
+        using (no_grad())
+        {
+            var o = lm.Forward(inputs);
+            lp = TestUtil.ToArray(lm.GoldLogProbsPerStep(o, targets));
+            var probs = o.ExitProbabilities();
+            p = TestUtil.ToArray(probs);
+            lastLogits = TestUtil.ToArray(lm.Logits(o.Hidden[^1]));
+            for (int g = 0; g < G; g++)
+            {
+                using var gen = obj.RolloutGenerator(0, 0, g, lm.Device);     // sigma = 0 draws no noise: sampling comes first
+                sampled[g] = multinomial(probs.reshape(-1, T), 1, false, gen).reshape(-1).data<long>().ToArray();
+            }
+        }
+        var tg = targets.data<long>().ToArray();
+        double modelSum = 0, entSum = 0, pgSum = 0;
+        int n = 0;
+        for (int i = 0; i < tg.Length; i++)
+        {
+            if (tg[i] < 0) continue;
+            n++;
+            var z = lastLogits.Skip(i * Vocab).Take(Vocab).Select(x => (double)x).ToArray();
+            double max = z.Max(), logZ = max + Math.Log(z.Sum(x => Math.Exp(x - max)));
+            double h = -z.Sum(x => Math.Exp(x - logZ) * (x - logZ));
+            double price = 0.02 * (1 + 0.5 * (1 - Math.Clamp(h / Math.Log(Vocab), 0, 1)));
+            double cdf = 0;
+            int tRef = T - 1;
+            for (int t = 0; t < T - 1; t++) { cdf += p[i * T + t]; if (cdf >= 0.5) { tRef = t; break; } }
+            double b = lp[i * T + tRef];
+            var r = Enumerable.Range(0, T).Select(t => (lp[i * T + t] - b) - price * (t - tRef)).ToArray();
+            double mean = r.Average(), std = Math.Sqrt(r.Sum(x => (x - mean) * (x - mean)) / (T - 1));
+            for (int t = 0; t < T; t++)
+            {
+                double a = (r[t] - mean) / (std + 1e-8);
+                modelSum += -lp[i * T + t] * p[i * T + t] * (1 + Math.Max(0, a));
+                entSum += -p[i * T + t] * Math.Log(p[i * T + t]);
+            }
+            // Policy: R_g = r_{t_g}, group-normalized (unbiased std), times log p(t_g).
+            var R = Enumerable.Range(0, G).Select(g => r[sampled[g][i]]).ToArray();
+            double rMean = R.Average(), rStd = Math.Sqrt(R.Sum(x => (x - rMean) * (x - rMean)) / (G - 1));
+            for (int g = 0; g < G; g++)
+                pgSum += -(R[g] - rMean) / (rStd + 1e-8) * Math.Log(p[i * T + sampled[g][i]]);
+        }
+        double pg = pgSum / (G * n);
+        double expected = pg + modelSum / n - 0.01 * entSum / n;
+        Assert.Equal(18, n);
+        Assert.Equal(pg, Metric(output, "pg_loss"), 4);
+        Assert.Equal(modelSum / n, Metric(output, "model_loss"), 4);
+        Assert.Equal(-0.01 * entSum / n, Metric(output, "entropy_bonus"), 5);
+        Assert.Equal(expected, output.Loss.item<float>(), 4);
+        Assert.Equal(0, Metric(output, "kl"), 5);
+        Assert.Equal(1, Metric(output, "hard_fraction"), 6);
+        Assert.Equal(4, output.Metrics["hard_acc"].shape[0]);
+    }
+
+    [Fact]
+    public void HardFractionIsTopTwentyPercentPerSequence()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, targets) = Batch(b: 2, s: 10);
+        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 2 });
+        obj.Attach(lm);
+        using var scope = NewDisposeScope();
+        // 10 real tokens per row: the 0.8 quantile lies between the 8th and 9th smallest, so exactly 2 per row are hard.
+        Assert.Equal(0.2f, Metric(obj.Compute(lm, inputs, targets, 0, 0), "hard_fraction"), 6);
+    }
+
+    [Fact]
+    public void EmaUpdateMovesTeacherTowardStudent()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        using var obj = new LoopRptObjective(new LoopRptOptions { EmaDecay = 0.9 });
+        obj.Attach(lm);
+        var teacher = obj.Teacher!.Model;
+        var before = TestUtil.ToArray(teacher.Backbone.early_exit_gate.weight!);
+        Assert.Equal(TestUtil.ToArray(lm.Backbone.early_exit_gate.weight!), before);
+        Assert.All(teacher.parameters(), p => Assert.False(p.requires_grad));
+        using (no_grad())
+            foreach (var p in lm.parameters()) p.add_(1.0);
+        obj.AfterOptimizerStep(lm, 0);
+        // theta_bar = 0.9 theta_bar + 0.1 (theta_bar + 1) = theta_bar + 0.1.
+        var after = TestUtil.ToArray(teacher.Backbone.early_exit_gate.weight!);
+        for (int i = 0; i < before.Length; i++) Assert.Equal(before[i] + 0.1f, after[i], 5);
+        var emb = TestUtil.ToArray(teacher.Backbone.embed_tokens.weight!);
+        var studentEmb = TestUtil.ToArray(lm.Backbone.embed_tokens.weight!);
+        Assert.Equal(studentEmb[0] - 0.9f, emb[0], 5);
+    }
+
+    [Fact]
+    public void TeacherStateRoundTripsAndMissingStateFails()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        using var obj = new LoopRptObjective();
+        obj.Attach(lm);
+        var saved = obj.StateTensors().ToDictionary(t => t.Name, t => t.Tensor.clone());
+        Assert.Contains("teacher.model.early_exit_gate.weight", saved.Keys);
+        Assert.Equal(lm.UniqueParameters().Count, saved.Count);
+        using (no_grad())
+            foreach (var p in obj.Teacher!.Model.parameters()) p.zero_();
+        obj.LoadState((name, dst) => { if (!saved.TryGetValue(name, out var src)) return false; using (no_grad()) dst.copy_(src); return true; });
+        Assert.Equal(TestUtil.ToArray(lm.Backbone.early_exit_gate.weight!), TestUtil.ToArray(obj.Teacher.Model.Backbone.early_exit_gate.weight!));
+        Assert.Throws<InvalidDataException>(() => obj.LoadState((_, _) => false));
+    }
+
+    [Fact]
+    public void RolloutsReproducibleForSeedAndDifferentAcrossSeeds()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, targets) = Batch();
+        float[] Run(long seed, long step)
+        {
+            using var obj = new LoopRptObjective(new LoopRptOptions { Seed = seed, Sigma = 0.5, Rollouts = 4 });
+            obj.Attach(lm);
+            using var scope = NewDisposeScope();
+            var o = obj.Compute(lm, inputs, targets, step, 0);
+            return [o.Loss.item<float>(), Metric(o, "reward_mean"), Metric(o, "reward_std"), Metric(o, "sampled_exit_step")];
+        }
+        var a = Run(1, 0);
+        Assert.Equal(a, Run(1, 0));
+        Assert.NotEqual(a, Run(2, 0));
+        Assert.NotEqual(a, Run(1, 1));
+        Assert.True(a[2] > 0, "noisy rollouts must disagree");
+    }
+
+    [Fact]
+    public void NoiseEntersTheNextLoop()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, _) = Batch();
+        using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0.3 });
+        using var scope = NewDisposeScope();
+        using var no = no_grad();
+        using var gen = obj.RolloutGenerator(3, 0, 1, lm.Device);
+        var noisy = obj.RolloutForward(lm, inputs, [gen]);
+        var clean = lm.Forward(inputs);
+        using var replayGen = obj.RolloutGenerator(3, 0, 1, lm.Device);
+        var noise = Enumerable.Range(0, 4).Select(_ => randn(clean.Hidden[0].shape, generator: replayGen)).ToArray();
+
+        // Loop 0: the noisy state is exactly the clean state plus sigma · noise.
+        Assert.True((noisy.Hidden[0] - (clean.Hidden[0] + noise[0] * 0.3)).abs().max().item<float>() < 1e-6);
+        // Later loops computed from the noisy state: not just "clean + noise" (the noise propagated through the layers).
+        for (int t = 1; t < 4; t++)
+            Assert.True((noisy.Hidden[t] - (clean.Hidden[t] + noise[t] * 0.3)).abs().max().item<float>() > 1e-3, $"loop {t}");
+        // Replaying the same noise through the model's hook reproduces every loop and the gate logits.
+        var replay = lm.Forward(inputs, new LoopForwardOptions { AfterLoop = (h, t) => h + noise[t] * 0.3 });
+        for (int t = 0; t < 4; t++) Assert.True((noisy.Hidden[t] - replay.Hidden[t]).abs().max().item<float>() < 1e-5);
+        Assert.True((noisy.GateLogits - replay.GateLogits).abs().max().item<float>() < 1e-5);
+    }
+
+    [Fact]
+    public void DropoutNoiseZeroesAndRescales()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, _) = Batch();
+        using var obj = new LoopRptObjective(new LoopRptOptions { Noise = NoiseKind.Dropout, Sigma = 0.5 });
+        using var scope = NewDisposeScope();
+        using var no = no_grad();
+        using var gen = obj.RolloutGenerator(0, 0, 0, lm.Device);
+        var noisy = obj.RolloutForward(lm, inputs, [gen]);
+        var clean = lm.Forward(inputs);
+        var ratio = noisy.Hidden[0] / clean.Hidden[0];
+        var zeroFrac = (ratio.abs() < 1e-6).to_type(ScalarType.Float32).mean().item<float>();
+        var twoFrac = ((ratio - 2).abs() < 1e-4).to_type(ScalarType.Float32).mean().item<float>();
+        Assert.InRange(zeroFrac, 0.4f, 0.6f);
+        Assert.Equal(1f, zeroFrac + twoFrac, 4);
+    }
+
+    [Fact]
+    public void GradientsReachGateAndBackbone()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, targets) = Batch();
+        // No entropy bonus: the policy gradient is then the only path to the gate.
+        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0 });
+        obj.Attach(lm);
+        using var scope = NewDisposeScope();
+        obj.Compute(lm, inputs, targets, 0, 0).Loss.backward();
+        Assert.True(lm.Backbone.early_exit_gate.weight!.grad!.abs().sum().item<float>() > 0);
+        Assert.True(lm.Backbone.layers[0].self_attn.q_proj.weight!.grad!.abs().sum().item<float>() > 0);
+        Assert.True(lm.Backbone.embed_tokens.weight!.grad!.abs().sum().item<float>() > 0);
+        Assert.All(obj.Teacher!.Model.parameters(), p => Assert.Null(p.grad));
+    }
+
+    [Fact]
+    public void ChunkedRolloutsGiveTheSameLossAndGradients()
+    {
+        var (inputs, targets) = Batch();
+        (float Loss, float[] Gate, float[] Q) Run(int perMicro, KlVariant kl)
+        {
+            using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+            using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, RolloutsPerMicroBatch = perMicro, Kl = kl, KlCoef = 0.5 });
+            obj.Attach(lm);
+            using (no_grad())
+                obj.Teacher!.Model.Backbone.embed_tokens.weight!.mul_(0.9);      // a teacher that differs: nonzero KL
+            using var scope = NewDisposeScope();
+            var o = obj.Compute(lm, inputs, targets, 2, 1);
+            Assert.Equal(perMicro is > 0 and < 4, o.Backward is not null);
+            if (o.Backward is { } bw) bw(0.5); else (o.Loss * 0.5).backward();
+            Assert.True(Metric(o, "kl") > 0);
+            return (o.Loss.item<float>(), TestUtil.ToArray(lm.Backbone.early_exit_gate.weight!.grad!),
+                    TestUtil.ToArray(lm.Backbone.layers[1].mlp.down_proj.weight!.grad!));
+        }
+        foreach (var kl in new[] { KlVariant.Rollout, KlVariant.BackboneWeighted })
+        {
+            var full = Run(0, kl);
+            foreach (var chunk in new[] { 1, 3 })
+            {
+                var part = Run(chunk, kl);
+                Assert.Equal(full.Loss, part.Loss, 4);
+                for (int i = 0; i < full.Gate.Length; i++) Assert.Equal(full.Gate[i], part.Gate[i], 4);
+                double maxDiff = full.Q.Zip(part.Q, (a, b) => Math.Abs(a - b)).Max(), scale = full.Q.Max(Math.Abs);
+                Assert.True(maxDiff <= 1e-4 * Math.Max(scale, 1e-3), $"chunk {chunk} {kl}: max grad diff {maxDiff} (scale {scale})");
+            }
+        }
+    }
+
+    [Fact]
+    public void TrainerRunsLoopRptAndResumesExactly()
+    {
+        var tokens = TrainerTests.PatternTokens(3000, 32, 3);
+        List<TrainingProgress> Train(string? dir, bool resume, CancellationTokenSource? cancelAt2)
+        {
+            var reports = new List<TrainingProgress>();
+            using var lm = TestUtil.TinyModel(vocab: 32, seed: 7);
+            var trainer = new LoopedLmTrainer(new TrainerOptions
+            {
+                LogEvery = 1, CheckpointDirectory = dir, Resume = resume,
+                Progress = new SyncProgress<TrainingProgress>(p => { reports.Add(p); if (p.Step == 2) cancelAt2?.Cancel(); }),
+            });
+            var objective = new LoopRptObjective(new LoopRptOptions { Rollouts = 3, RolloutsPerMicroBatch = 2, Seed = 9 });
+            var stage = new TrainingStage(objective, 4) { LearningRate = 1e-3, GradientAccumulation = 2 };
+            try { trainer.Train(lm, new PackedTokenSource(tokens, 2, 16, 11), [stage], cancelAt2?.Token ?? default); }
+            catch (OperationCanceledException) { }
+            finally { objective.Dispose(); }
+            return reports;
+        }
+        var dir = Path.Combine(Path.GetTempPath(), "looprpt-rpt-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            var straight = Train(null, false, null);
+            Assert.Equal(4, straight.Count);
+            foreach (var key in new[] { "pg_loss", "model_loss", "entropy_bonus", "kl", "reward_mean", "reward_std", "hard_fraction",
+                                        "teacher_exit_step", "student_exit_step", "exit_entropy" })
+                Assert.True(straight[^1].Metrics.ContainsKey(key), key);
+            Assert.Equal(4, straight[^1].Metrics["hard_acc"].Length);
+            Assert.All(straight, p => Assert.True(double.IsFinite(p.Loss)));
+
+            using var cts = new CancellationTokenSource();
+            var first = Train(dir, false, cts);
+            var rest = Train(dir, true, null);
+            Assert.Equal(2, first.Count);
+            Assert.Equal(2, rest.Count);
+            Assert.Equal(straight[1].Loss, first[1].Loss);
+            Assert.Equal(straight[2].Loss, rest[0].Loss);
+            Assert.Equal(straight[3].Loss, rest[1].Loss);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
+}
