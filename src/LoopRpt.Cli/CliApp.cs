@@ -49,7 +49,7 @@ public static class CliApp
         {
             var (code, message) = Classify(e);
             error.WriteLine($"looprpt: error: {message}");
-            if (code == ExitCodes.Failure) error.WriteLine(e.ToString());
+            if (code == ExitCodes.Failure && e is not InvalidOperationException) error.WriteLine(e.ToString());   // a bug: show where
             return code;
         }
         finally
@@ -67,7 +67,7 @@ public static class CliApp
         InvalidDataException => (ExitCodes.ModelError, e.Message),
         ArgumentException => (ExitCodes.Usage, e.Message),
         DllNotFoundException or TypeInitializationException => (ExitCodes.EnvironmentError, e.Message + " Run `looprpt env` for the diagnosis."),
-        InvalidOperationException => (ExitCodes.InputError, e.Message),
+        InvalidOperationException => (ExitCodes.Failure, e.Message),           // e.g. training stopped after repeated non-finite steps
         _ => (ExitCodes.Failure, $"{e.GetType().Name}: {e.Message}"),
     };
 }

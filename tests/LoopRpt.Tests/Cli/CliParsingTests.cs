@@ -56,4 +56,18 @@ public sealed class CliParsingTests
         Assert.Equal(ExitCodes.Usage, r.Code);
         Assert.Contains("'tpu'", r.Err);
     }
+
+    [Fact]
+    public void ExceptionsMapToTheDocumentedExitCodes()
+    {
+        Assert.Equal(ExitCodes.InputError, CliApp.Classify(new FileNotFoundException("x")).Code);
+        Assert.Equal(ExitCodes.InputError, CliApp.Classify(new DirectoryNotFoundException("x")).Code);
+        Assert.Equal(ExitCodes.ModelError, CliApp.Classify(new InvalidDataException("x")).Code);
+        Assert.Equal(ExitCodes.Usage, CliApp.Classify(new ArgumentOutOfRangeException("x")).Code);
+        Assert.Equal(ExitCodes.EnvironmentError, CliApp.Classify(new DllNotFoundException("x")).Code);
+        Assert.Equal(ExitCodes.Cancelled, CliApp.Classify(new OperationCanceledException()).Code);
+        Assert.Equal(ExitCodes.Failure, CliApp.Classify(new InvalidOperationException("diverged")).Code);
+        Assert.Equal(ExitCodes.Failure, CliApp.Classify(new NullReferenceException()).Code);
+        Assert.Equal(ExitCodes.ModelError, CliApp.Classify(CliException.Model("m")).Code);
+    }
 }
