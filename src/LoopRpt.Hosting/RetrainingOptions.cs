@@ -99,7 +99,7 @@ public sealed class RetrainingOptions
 /// <summary>One stage of a retraining round: which objective (by kind) and its optimizer settings.</summary>
 public sealed class StageOptions
 {
-    /// <summary>Objective kind, resolved by <see cref="IStageObjectiveFactory"/>: built in are <c>pretrain</c> and <c>gate</c>. Default "pretrain".</summary>
+    /// <summary>Objective kind, resolved by <see cref="IStageObjectiveFactory"/>: built in are <c>pretrain</c>, <c>gate</c> and <c>looprpt</c>. Default "pretrain".</summary>
     public string Kind { get; set; } = StageObjectiveFactory.Pretrain;
 
     /// <summary>Optimizer steps of this stage. At least 1.</summary>

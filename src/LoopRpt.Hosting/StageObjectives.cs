@@ -40,11 +40,13 @@ public sealed class StageObjectiveFactory : IStageObjectiveFactory
 {
     public const string Pretrain = "pretrain";
     public const string Gate = "gate";
+    public const string LoopRpt = "looprpt";
 
     private readonly Dictionary<string, Func<StageOptions, ITrainingObjective>> _factories = new(StringComparer.OrdinalIgnoreCase)
     {
         [Pretrain] = CreatePretrain,
         [Gate] = CreateGate,
+        [LoopRpt] = CreateLoopRpt,
     };
 
     public StageObjectiveFactory(IOptions<StageObjectiveRegistry> registry)
@@ -72,6 +74,38 @@ public sealed class StageObjectiveFactory : IStageObjectiveFactory
             LateBetaFrom = s.GetDouble(nameof(PretrainObjectiveOptions.LateBetaFrom), PretrainObjectiveOptions.Defaults.LateBetaFrom),
         };
         return new PretrainObjective(options, s.Steps);
+    }
+
+    /// <summary>LoopRPT; numeric parameters by <see cref="LoopRptOptions"/> property name, the enums by value name.</summary>
+    private static ITrainingObjective CreateLoopRpt(StageOptions s)
+    {
+        var d = new LoopRptOptions();
+        s.EnsureOnlyParameters(nameof(d.EmaDecay), nameof(d.HardTokens), nameof(d.HardTokenQuantile), nameof(d.EntropyThreshold), nameof(d.TeacherQ),
+            nameof(d.PriceBase), nameof(d.Kappa), nameof(d.RewardScale), nameof(d.Rollouts), nameof(d.Sigma), nameof(d.Noise),
+            nameof(d.EntropyBonus), nameof(d.KlCoef), nameof(d.Kl), nameof(d.RolloutsPerMicroBatch), nameof(d.Seed));
+        T Enum<T>(string name, T fallback) where T : struct, Enum
+            => s.GetString(name) is { } v
+                ? (System.Enum.TryParse<T>(v, ignoreCase: true, out var e) ? e : throw new ArgumentException($"Stage parameter {name} = '{v}' is not one of {string.Join(", ", System.Enum.GetNames<T>())}."))
+                : fallback;
+        return new LoopRptObjective(new LoopRptOptions
+        {
+            EmaDecay = s.GetDouble(nameof(d.EmaDecay), d.EmaDecay),
+            HardTokens = Enum(nameof(d.HardTokens), d.HardTokens),
+            HardTokenQuantile = s.GetDouble(nameof(d.HardTokenQuantile), d.HardTokenQuantile),
+            EntropyThreshold = s.GetDouble(nameof(d.EntropyThreshold), d.EntropyThreshold),
+            TeacherQ = s.GetDouble(nameof(d.TeacherQ), d.TeacherQ),
+            PriceBase = s.GetDouble(nameof(d.PriceBase), d.PriceBase),
+            Kappa = s.GetDouble(nameof(d.Kappa), d.Kappa),
+            RewardScale = s.GetDouble(nameof(d.RewardScale), d.RewardScale),
+            Rollouts = (int)s.GetDouble(nameof(d.Rollouts), d.Rollouts),
+            Sigma = s.GetDouble(nameof(d.Sigma), d.Sigma),
+            Noise = Enum(nameof(d.Noise), d.Noise),
+            EntropyBonus = s.GetDouble(nameof(d.EntropyBonus), d.EntropyBonus),
+            KlCoef = s.GetDouble(nameof(d.KlCoef), d.KlCoef),
+            Kl = Enum(nameof(d.Kl), d.Kl),
+            RolloutsPerMicroBatch = (int)s.GetDouble(nameof(d.RolloutsPerMicroBatch), d.RolloutsPerMicroBatch),
+            Seed = (long)s.GetDouble(nameof(d.Seed), d.Seed),
+        });
     }
 
     private static ITrainingObjective CreateGate(StageOptions s)

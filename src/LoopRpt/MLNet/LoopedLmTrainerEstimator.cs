@@ -44,12 +44,12 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         _options = options.Clone();
     }
 
-    /// <summary>The built-in objectives; the LoopRPT objective plugs in here (or through <see cref="LoopedLmTrainerOptions.ObjectiveFactory"/>).</summary>
+    /// <summary>The built-in objectives (Custom stages come from <see cref="LoopedLmTrainerOptions.ObjectiveFactory"/>).</summary>
     internal static ITrainingObjective? BuiltInObjective(StageDescriptor stage, long steps) => stage.Kind switch
     {
         StageKind.Pretrain => new PretrainObjective(stage.ObjectiveOptions as PretrainObjectiveOptions, steps),
         StageKind.Gate => new GateObjective(stage.ObjectiveOptions as GateObjectiveOptions),
-        // Merge point: StageKind.LoopRpt => new LoopRptObjective(stage.ObjectiveOptions as LoopRptOptions ?? new()),
+        StageKind.LoopRpt => new LoopRptObjective(stage.ObjectiveOptions as LoopRptOptions),
         _ => null,
     };
 
@@ -118,9 +118,8 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
             {
                 var d = plan[i];
                 var objective = o.ObjectiveFactory?.Invoke(d) ?? BuiltInObjective(d, steps[i])
-                    ?? throw new InvalidOperationException(d.Kind == StageKind.LoopRpt
-                        ? $"Stages[{i}] is a LoopRpt stage but no LoopRPT objective is available: set {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ObjectiveFactory)} to create it."
-                        : $"Stages[{i}] is a Custom stage: {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ObjectiveFactory)} must create its objective.");
+                    ?? throw new InvalidOperationException(
+                        $"Stages[{i}] is a Custom stage: {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ObjectiveFactory)} must create its objective.");
                 objectives.Add(objective);
                 stages.Add(new TrainingStage(objective, steps[i])
                 {

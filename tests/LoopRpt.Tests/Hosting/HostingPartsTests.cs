@@ -97,7 +97,16 @@ public class HostingPartsTests
     {
         var registry = new StageObjectiveRegistry().Add("custom", s => new GateObjective(new GateObjectiveOptions { K = s.GetDouble("K", 1) }));
         var factory = new StageObjectiveFactory(Options.Create(registry));
-        Assert.Equal(["custom", "gate", "pretrain"], factory.Kinds);
+        Assert.Equal(["custom", "gate", "looprpt", "pretrain"], factory.Kinds);
+        var looprpt = new StageOptions { Kind = "looprpt", Steps = 5, Parameters = { ["Rollouts"] = "4", ["Noise"] = "dropout", ["Sigma"] = "0.2" } };
+        using (var o = Assert.IsType<LoopRptObjective>(factory.Create(looprpt)))
+        {
+            Assert.Equal(4, o.Options.Rollouts);
+            Assert.Equal(NoiseKind.Dropout, o.Options.Noise);
+            Assert.Equal(0.2, o.Options.Sigma);
+            Assert.Equal(LoopRptOptions.Defaults.KlCoef, o.Options.KlCoef);
+        }
+        Assert.Contains("Noise", Assert.Throws<ArgumentException>(() => factory.Create(new StageOptions { Kind = "looprpt", Steps = 1, Parameters = { ["Noise"] = "pink" } })).Message);
 
         var pretrain = new StageOptions { Kind = "PRETRAIN", Steps = 10, Parameters = { ["beta"] = "0.2", ["LateBetaFrom"] = "1" } };
         using (var o = Assert.IsType<PretrainObjective>(factory.Create(pretrain))) Assert.Equal(0.2, o.BetaAt(9));

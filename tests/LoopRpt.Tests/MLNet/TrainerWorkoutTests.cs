@@ -84,7 +84,7 @@ public class TrainerWorkoutTests
         Assert.Throws<DirectoryNotFoundException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { InitialModelDirectory = "/nonexistent/dir" }));
 
         var noFactory = Tiny();
-        noFactory.Stages = [StageDescriptor.LoopRpt(2)];
+        noFactory.Stages = [new StageDescriptor { Kind = StageKind.Custom, Steps = 2 }];
         Assert.Contains("ObjectiveFactory", Assert.Throws<InvalidOperationException>(() => cat.TrainLoopedLm(noFactory).Fit(data)).Message);
 
         var empty = ml.Data.LoadFromEnumerable(new List<TokenDoc>());
@@ -137,6 +137,24 @@ public class TrainerWorkoutTests
         {
             MlNetTestData.Delete(ckpt, ckpt2);
         }
+    }
+    [Fact]
+    public void LoopRptStageRunsAfterPretrainingAndReportsItsTerms()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+        var reports = new List<LoopRpt.Training.TrainingProgress>();
+        var o = Tiny(gate: 0);
+        o.Stages = [StageDescriptor.Pretrain(3, 3e-3), StageDescriptor.LoopRpt(2, 1e-4, new LoopRptOptions { Rollouts = 2 })];
+        o.LogEvery = 1;
+        o.Progress = new LoopRpt.Tests.Training.SyncProgress<LoopRpt.Training.TrainingProgress>(reports.Add);
+        using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+        var last = reports[^1];
+        Assert.Equal("looprpt", last.Stage);
+        Assert.Equal(2, last.Step);
+        foreach (var key in new[] { "pg_loss", "model_loss", "kl", "reward_mean", "hard_fraction", "hard_acc" })
+            Assert.True(last.Metrics.ContainsKey(key), key);
+        Assert.Equal(["pretrain", "looprpt"], scorer.Meta.Stages.Select(st => st.Name));
     }
 }
 
