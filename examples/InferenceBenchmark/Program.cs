@@ -22,7 +22,7 @@ var config = new OuroConfig
     VocabSize = SyntheticCorpus.VocabSize, HiddenSize = opt.Hidden, IntermediateSize = opt.Hidden * 11 / 4, NumHiddenLayers = opt.Layers,
     NumAttentionHeads = 4, NumKeyValueHeads = 4, TotalUtSteps = opt.Loops, RopeTheta = 10_000, MaxPositionEmbeddings = 1024,
 };
-manual_seed(opt.Seed);   // TorchSharp 0.107's nn.init.normal_ ignores its generator argument: seed the global RNG too
+manual_seed(opt.Seed);   // the model's init uses its own generator; this covers any global draw elsewhere
 using var init = new Generator((ulong)opt.Seed);
 using var lm = new OuroForCausalLM(config, generator: init);
 var corpus = new SyntheticCorpus(opt.Seed);

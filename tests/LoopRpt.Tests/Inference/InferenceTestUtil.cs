@@ -11,8 +11,8 @@ internal static class InferenceTestUtil
     {
         var lm = TestUtil.TinyModel(loops: loops, seed: seed);
         using var noGrad = no_grad();
-        // TorchSharp 0.107's nn.init.normal_ ignores its generator argument and draws from the global RNG, which tests
-        // running in parallel share; redraw the weights from a local generator so every test sees the same model.
+        // Matrices redrawn from a local generator (written when the model's own init still drew from the global RNG;
+        // kept so the tests' spread of exit steps stays the one they were designed on).
         using var g = new Generator((ulong)seed);
         foreach (var (name, p) in lm.named_parameters())
             if (p.dim() == 2) p.copy_(randn(p.shape, generator: g) * lm.Config.InitializerRange);
