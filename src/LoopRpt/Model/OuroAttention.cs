@@ -10,15 +10,15 @@ public sealed class OuroAttention : nn.Module<Tensor, Tensor>
     internal readonly Linear q_proj, k_proj, v_proj, o_proj;
     internal readonly int NumHeads, NumKvHeads, HeadDim;
 
-    public OuroAttention(OuroConfig c) : base("self_attn")
+    public OuroAttention(OuroConfig c, Device? device = null, ScalarType dtype = ScalarType.Float32) : base("self_attn")
     {
         NumHeads = c.NumAttentionHeads;
         NumKvHeads = c.NumKeyValueHeads;
         HeadDim = c.HeadDim;
-        q_proj = nn.Linear(c.HiddenSize, NumHeads * HeadDim, hasBias: false);
-        k_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false);
-        v_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false);
-        o_proj = nn.Linear(NumHeads * HeadDim, c.HiddenSize, hasBias: false);
+        q_proj = nn.Linear(c.HiddenSize, NumHeads * HeadDim, hasBias: false, device, dtype);
+        k_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false, device, dtype);
+        v_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false, device, dtype);
+        o_proj = nn.Linear(NumHeads * HeadDim, c.HiddenSize, hasBias: false, device, dtype);
         RegisterComponents();
     }
 

@@ -13,14 +13,14 @@ public sealed class OuroDecoderLayer : nn.Module<Tensor, Tensor>
     internal readonly OuroMlp mlp;
     internal readonly RmsNorm input_layernorm, input_layernorm_2, post_attention_layernorm, post_attention_layernorm_2;
 
-    public OuroDecoderLayer(OuroConfig c, int index) : base($"layer{index}")
+    public OuroDecoderLayer(OuroConfig c, int index, Device? device = null, ScalarType dtype = ScalarType.Float32) : base($"layer{index}")
     {
-        self_attn = new OuroAttention(c);
-        mlp = new OuroMlp(c);
-        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps);
-        input_layernorm_2 = new RmsNorm(c.HiddenSize, c.RmsNormEps);
-        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps);
-        post_attention_layernorm_2 = new RmsNorm(c.HiddenSize, c.RmsNormEps);
+        self_attn = new OuroAttention(c, device, dtype);
+        mlp = new OuroMlp(c, device, dtype);
+        input_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, device: device, dtype: dtype);
+        input_layernorm_2 = new RmsNorm(c.HiddenSize, c.RmsNormEps, device: device, dtype: dtype);
+        post_attention_layernorm = new RmsNorm(c.HiddenSize, c.RmsNormEps, device: device, dtype: dtype);
+        post_attention_layernorm_2 = new RmsNorm(c.HiddenSize, c.RmsNormEps, device: device, dtype: dtype);
         RegisterComponents();
     }
 

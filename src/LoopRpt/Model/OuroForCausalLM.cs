@@ -13,12 +13,12 @@ public sealed class OuroModel : nn.Module<Tensor, Tensor>
     internal readonly RmsNorm norm;
     internal readonly Linear early_exit_gate;
 
-    public OuroModel(OuroConfig c) : base("model")
+    public OuroModel(OuroConfig c, Device? device = null, ScalarType dtype = ScalarType.Float32) : base("model")
     {
-        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize);
-        layers = new ModuleList<OuroDecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new OuroDecoderLayer(c, i)).ToArray());
-        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps);
-        early_exit_gate = nn.Linear(c.HiddenSize, 1, hasBias: true);
+        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
+        layers = new ModuleList<OuroDecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new OuroDecoderLayer(c, i, device, dtype)).ToArray());
+        norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, device: device, dtype: dtype);
+        early_exit_gate = nn.Linear(c.HiddenSize, 1, hasBias: true, device, dtype);
         RegisterComponents();
     }
 
@@ -57,14 +57,13 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
         : base("OuroForCausalLM")
     {
         Config = config.Clone().Validate();
-        model = new OuroModel(Config);
-        lm_head = nn.Linear(Config.HiddenSize, Config.VocabSize, hasBias: false);
+        // Parameters are created in their final dtype and device: a bf16 1.4B model never exists in float32.
+        model = new OuroModel(Config, device, dtype);
+        lm_head = nn.Linear(Config.HiddenSize, Config.VocabSize, hasBias: false, device, dtype);
         _rope = new Rope(Config.HeadDim, Config.RopeTheta);
         RegisterComponents();
         Initialize(generator);
-        if (dtype != ScalarType.Float32) this.to(dtype);
-        if (device is not null && device.type != DeviceType.CPU) this.to(device);
-        // Tie after any conversion: Module.to converts parameters one by one and would split a tie made earlier.
+        // Module.to converts parameters one by one and would split a tie: create a tied model on its final device and dtype.
         if (Config.TieWordEmbeddings) lm_head.weight = model.embed_tokens.weight!;
     }
 
@@ -91,8 +90,14 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
                 p.fill_(1.0);
             else if (name.EndsWith(".bias"))
                 p.zero_();
-            else
+            else if (p.device.type == DeviceType.CPU)
                 p.normal_(0.0, std, generator);   // not nn.init.normal_: in TorchSharp 0.107 it ignores the generator
+            else
+            {
+                // A CPU generator cannot fill a CUDA tensor: draw on the CPU, one parameter at a time, then copy.
+                using var draw = empty(p.shape, p.dtype).normal_(0.0, std, generator);
+                p.copy_(draw);
+            }
         }
     }
 

@@ -9,11 +9,11 @@ public sealed class OuroMlp : nn.Module<Tensor, Tensor>
 {
     internal readonly Linear gate_proj, up_proj, down_proj;
 
-    public OuroMlp(OuroConfig c) : base("mlp")
+    public OuroMlp(OuroConfig c, Device? device = null, ScalarType dtype = ScalarType.Float32) : base("mlp")
     {
-        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false);
-        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false);
-        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false);
+        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device, dtype);
+        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device, dtype);
+        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, device, dtype);
         RegisterComponents();
     }
 

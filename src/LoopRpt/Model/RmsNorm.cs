@@ -10,10 +10,10 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     private readonly Parameter weight;
     private readonly double _eps;
 
-    public RmsNorm(long size, double eps, string name = "rms_norm") : base(name)
+    public RmsNorm(long size, double eps, string name = "rms_norm", Device? device = null, ScalarType dtype = ScalarType.Float32) : base(name)
     {
         _eps = eps;
-        weight = nn.Parameter(ones(size));
+        weight = nn.Parameter(ones(size, dtype, device));
         RegisterComponents();
     }
 
