@@ -3,8 +3,10 @@ using static TorchSharp.torch;
 namespace LoopRpt.Inference;
 
 /// <summary>
-/// Keys and values of a looped model, one slot per (loop t, layer l) at index t * L + l (docs/method.md §1), each slot
-/// stored as (B, C, kv, D) so that writing a token is a row copy and reading is a transposed view (B, kv, len, D).
+/// Keys and values of a looped model, one slot per (loop t, layer l) (docs/method.md §1). Keys (and values) live in one
+/// tensor laid out (L, T, B, C, kv, D), so slot (t, l) is the contiguous block (B, C, kv, D): writing a token is a row
+/// copy and reading is a transposed view (B, kv, len, D). The flat row of (layer l, loop t, batch row b, position p) is
+/// ((l * T + t) * B + b) * C + p (<see cref="FlatRow"/>); the staggered decoder addresses single rows through it.
 /// <para>
 /// <b>Fill rule for exited tokens</b> (docs/adaptive-exit.md): a token that exits after loop e has no keys/values of its
 /// own at loops t &gt; e. Slot (t, l) then holds a copy of slot (e, l): the keys/values of the last loop the token
@@ -19,8 +21,9 @@ namespace LoopRpt.Inference;
 /// </summary>
 internal sealed class LoopKvCache : IDisposable
 {
-    private readonly Tensor[] _keys, _values; // per slot (B * C, kv, D)
-    private readonly int _layers;
+    private readonly Tensor _allKeys, _allValues; // (L * T' * B * C, kv, D), T' = T, or 1 when rolling
+    private readonly Tensor[] _keys, _values;     // per slot (B * C, kv, D): views of the above
+    private readonly int _layers, _slotLoops;
 
     /// <param name="batch">Rows B.</param>
     /// <param name="capacity">Positions C per row.</param>
@@ -38,15 +41,20 @@ internal sealed class LoopKvCache : IDisposable
         Rolling = rolling;
         Loops = loops;
         _layers = layers;
-        int slots = rolling ? layers : loops * layers;
+        _slotLoops = rolling ? 1 : loops;
+        int slots = _slotLoops * layers;
+        // Never-written rows stay zero; only positions no query can see (right padding, finished rows) are never written.
+        _allKeys = zeros([slots * batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
+        _allValues = zeros([slots * batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
         _keys = new Tensor[slots];
         _values = new Tensor[slots];
-        for (int i = 0; i < slots; i++)
-        {
-            // Never-written rows stay zero; only positions no query can see (right padding, finished rows) are never written.
-            _keys[i] = zeros([batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
-            _values[i] = zeros([batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
-        }
+        for (int t = 0; t < _slotLoops; t++)
+            for (int l = 0; l < layers; l++)
+            {
+                long start = FlatRow(l, t, 0, 0);
+                _keys[Slot(t, l)] = _allKeys.narrow(0, start, batch * capacity);
+                _values[Slot(t, l)] = _allValues.narrow(0, start, batch * capacity);
+            }
     }
 
     public long Batch { get; }
@@ -61,6 +69,18 @@ internal sealed class LoopKvCache : IDisposable
     public long Length { get; internal set; }
 
     private int Slot(int t, int l) => Rolling ? l : t * _layers + l;
+
+    /// <summary>Flat row of (layer l, loop t, batch row b, position p) in <see cref="AllKeys"/>/<see cref="AllValues"/>.</summary>
+    public long FlatRow(int l, int t, long b, long p) => ((l * (long)_slotLoops + t) * Batch + b) * Capacity + p;
+
+    /// <summary>Every key, (L * T * B * C, kv, D), rows numbered by <see cref="FlatRow"/>.</summary>
+    public Tensor AllKeys => _allKeys;
+
+    /// <summary>Every value, laid out as <see cref="AllKeys"/>.</summary>
+    public Tensor AllValues => _allValues;
+
+    /// <summary>Layers L.</summary>
+    public int Layers => _layers;
 
     /// <summary>
     /// Writes the active tokens' keys/values of loop t, layer l and returns the slot's keys and values for positions
@@ -124,5 +144,7 @@ internal sealed class LoopKvCache : IDisposable
     {
         foreach (var t in _keys) t.Dispose();
         foreach (var t in _values) t.Dispose();
+        _allKeys.Dispose();
+        _allValues.Dispose();
     }
 }

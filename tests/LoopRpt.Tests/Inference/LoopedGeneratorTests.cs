@@ -75,14 +75,16 @@ public class LoopedGeneratorTests
             }
     }
 
-    [Fact]
-    public void BatchedGenerationEqualsOneAtATime()
+    [Theory]
+    [InlineData(0.6)]
+    [InlineData(1.0)]
+    public void BatchedGenerationOfUnequalPromptsEqualsOneAtATime(double q)
     {
         using var scope = NewDisposeScope();
         using var lm = SpreadGateModel();
         var generator = new LoopedGenerator(lm);
-        var options = new GenerationOptions { MaxNewTokens = 10, Temperature = 0, Exit = ExitMode.Q(0.6) };
-        long[][] prompts = [Prompt, [9, 1, 60, 33, 2], [50, 50, 4, 7, 11]];
+        var options = new GenerationOptions { MaxNewTokens = 10, Temperature = 0, Exit = ExitMode.Q(q) };
+        long[][] prompts = [Prompt, [9, 1, 60], [50, 50, 4, 7, 11, 30, 2], [12]];
         var batch = generator.GenerateBatch(prompts, options);
         for (int i = 0; i < prompts.Length; i++)
         {
@@ -90,6 +92,68 @@ public class LoopedGeneratorTests
             Assert.Equal(alone.Tokens, batch[i].Tokens);
             Assert.Equal(alone.LoopsUsed, batch[i].LoopsUsed);
         }
+        if (q < 1)   // the rows really ran out of step: some token index exits at different loops in different rows
+            Assert.Contains(Enumerable.Range(0, 10), k => batch.Select(r => r.LoopsUsed[k]).Distinct().Count() > 1);
+    }
+
+    [Fact]
+    public void RowsThatStopEarlyLeaveTheOthersUnchanged()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        long[][] prompts = [Prompt, [9, 1, 60], [50, 50, 4, 7, 11, 30, 2]];
+        var free = generator.GenerateBatch(prompts, new GenerationOptions { MaxNewTokens = 12, Temperature = 0, Exit = ExitMode.Q(0.6) });
+        // A stop token that ends row 0 early (its first occurrence there), whatever it does to the other rows.
+        int at = Enumerable.Range(1, 11).First(i => !free[0].Tokens.Take(i).Contains(free[0].Tokens[i]));
+        var options = new GenerationOptions { MaxNewTokens = 12, Temperature = 0, Exit = ExitMode.Q(0.6), StopTokens = [free[0].Tokens[at]] };
+        var batch = generator.GenerateBatch(prompts, options);
+        Assert.Equal(at + 1, batch[0].Tokens.Length);
+        Assert.Equal(FinishReason.Stop, batch[0].FinishReason);
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var alone = generator.Generate(prompts[i], options);
+            Assert.Equal(alone.Tokens, batch[i].Tokens);
+            Assert.Equal(alone.LoopsUsed, batch[i].LoopsUsed);
+            Assert.Equal(alone.FinishReason, batch[i].FinishReason);
+        }
+    }
+
+    [Fact]
+    public void StaggeredDecodingFillsSkippedLoopsWithTheExitLoopKeysAndValues()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var mode = ExitMode.Q(0.6);
+        long[][] prompts = [Prompt, [9, 1, 60]];
+        LoopKvCache? cache = null;
+        Tensor? keys = null, values = null;
+        var generator = new LoopedGenerator(lm) { InspectCache = c => { cache = c; keys = c.AllKeys.clone().DetachFromDisposeScope(); values = c.AllValues.clone().DetachFromDisposeScope(); } };
+        var rows = generator.GenerateBatch(prompts, new GenerationOptions { MaxNewTokens = 12, Temperature = 0, Exit = mode });
+        Assert.NotNull(cache);
+        int layers = lm.Config.NumHiddenLayers, checkedDecoded = 0;
+        for (int b = 0; b < prompts.Length; b++)
+        {
+            // Exit step of every computed position, from teacher-forced adaptive scoring of the row alone (an independent pass).
+            var text = prompts[b].Concat(rows[b].Tokens).ToArray();
+            using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = mode }).Score(tensor(text, [1, text.Length]));
+            var exits = Longs(score.ExitSteps[0]).Take(text.Length - 1).ToArray();
+            for (int pos = 0; pos < exits.Length; pos++)
+                for (int l = 0; l < layers; l++)
+                {
+                    int e = (int)exits[pos];
+                    if (pos >= prompts[b].Length && e < 3) checkedDecoded++;
+                    for (int t = e + 1; t < 4; t++)
+                    {
+                        Assert.True(Same(keys![cache!.FlatRow(l, t, b, pos)], keys[cache.FlatRow(l, e, b, pos)]), $"keys row {b} pos {pos} loop {t}");
+                        Assert.True(Same(values![cache.FlatRow(l, t, b, pos)], values[cache.FlatRow(l, e, b, pos)]));
+                    }
+                    if (e > 0) Assert.False(Same(keys![cache!.FlatRow(l, e, b, pos)], keys[cache.FlatRow(l, e - 1, b, pos)]));
+                }
+        }
+        Assert.True(checkedDecoded > 0, "some decoded token must exit before the last loop");
+        keys!.Dispose();
+        values!.Dispose();
     }
 
     [Fact]
@@ -165,6 +229,7 @@ public class LoopedGeneratorTests
         Assert.Equal("prompts", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate([1, 64])).ParamName);
         Assert.Equal("prompts", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 252 })).ParamName);
         Assert.Throws<ArgumentException>(() => generator.Generate(Array.Empty<long>()));
-        Assert.Throws<ArgumentException>(() => generator.GenerateBatch([Prompt, [1, 2]]));
+        Assert.Equal("prompts", Assert.Throws<ArgumentException>(() => generator.GenerateBatch([Prompt, []])).ParamName);
+        Assert.Equal("prompts", Assert.Throws<ArgumentOutOfRangeException>(() => generator.GenerateBatch([[1, 2], Prompt], new GenerationOptions { MaxNewTokens = 252 })).ParamName);
     }
 }
