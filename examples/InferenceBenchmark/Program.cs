@@ -1,7 +1,7 @@
 // Adaptive-exit benchmark (issue 5): trains a small looped model on generated text, then measures teacher-forced
 // scoring and KV-cached generation throughput at several Q-exit thresholds against q = 1.0 in the same run.
 // Usage: dotnet run -c Release --project examples/InferenceBenchmark -- [--steps 500] [--hidden 128] [--reps 5] [--threads 1]
-//        [--score-batches 8,32] [--gen-batches 1,8] [--weights trained.bin (reused when present)] [--markdown table.md]
+//        [--score-batches 8,32|none] [--gen-batches 1,8|none] [--weights trained.bin (reused when present)] [--markdown table.md]
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -158,7 +158,8 @@ internal sealed record Args(int Steps, int Hidden, int Layers, int Loops, int Se
             map[args[i][2..]] = args[i + 1];
         }
         int Int(string name, int fallback) => map.TryGetValue(name, out var v) ? int.Parse(v, CultureInfo.InvariantCulture) : fallback;
-        int[] Ints(string name, string fallback) => (map.GetValueOrDefault(name) ?? fallback).Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
+        int[] Ints(string name, string fallback) => (map.GetValueOrDefault(name) ?? fallback) is "none" ? []
+            : (map.GetValueOrDefault(name) ?? fallback).Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
         return new Args(Int("steps", 500), Int("hidden", 128), Int("layers", 2), Int("loops", 4), Int("seq", 128), Int("eval-seqs", 64),
             Ints("score-batches", "8,32"), Int("gen-prompts", 8), Int("gen-tokens", 32), Ints("gen-batches", "1,8"), Int("reps", 5),
             Int("seed", 1), Int("threads", 1), map.GetValueOrDefault("markdown"), map.GetValueOrDefault("weights"));

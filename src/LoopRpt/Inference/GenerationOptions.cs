@@ -19,6 +19,9 @@ public sealed class GenerationOptions
 
         /// <summary>Seed of the sampler's local generator.</summary>
         public const ulong Seed = 0;
+
+        /// <summary>Rows decoded together at most.</summary>
+        public const int BatchSize = 8;
     }
 
     /// <summary>Tokens to generate at most (at least 1).</summary>
@@ -42,8 +45,17 @@ public sealed class GenerationOptions
     /// <summary>Seed of the local sampling generator (the global RNG is never used).</summary>
     public ulong Seed { get; init; } = Defaults.Seed;
 
+    /// <summary>
+    /// Rows that <see cref="LoopedGenerator.GenerateBatch"/> decodes together at most (at least 1). More prompts wait,
+    /// and each starts as soon as a row's sequence ends (continuous batching). The KV cache holds
+    /// 2 × layers × loops × rows × (longest prompt + MaxNewTokens) × kv heads × head dim elements.
+    /// </summary>
+    public int BatchSize { get; init; } = Defaults.BatchSize;
+
     internal void Validate(string paramName)
     {
+        if (BatchSize < 1)
+            throw new ArgumentOutOfRangeException(paramName, BatchSize, "BatchSize must be at least 1.");
         if (MaxNewTokens < 1)
             throw new ArgumentOutOfRangeException(paramName, MaxNewTokens, "MaxNewTokens must be at least 1.");
         if (!(Temperature >= 0) || double.IsInfinity(Temperature))

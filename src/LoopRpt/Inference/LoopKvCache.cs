@@ -3,10 +3,11 @@ using static TorchSharp.torch;
 namespace LoopRpt.Inference;
 
 /// <summary>
-/// Keys and values of a looped model, one slot per (loop t, layer l) (docs/method.md §1). Keys (and values) live in one
-/// tensor laid out (L, T, B, C, kv, D), so slot (t, l) is the contiguous block (B, C, kv, D): writing a token is a row
-/// copy and reading is a transposed view (B, kv, len, D). The flat row of (layer l, loop t, batch row b, position p) is
-/// ((l * T + t) * B + b) * C + p (<see cref="FlatRow"/>); the staggered decoder addresses single rows through it.
+/// Keys and values of a looped model, one slot per (loop t, layer l) (docs/method.md §1). Keys and values live in one
+/// tensor laid out (2, L, T, B, C, kv, D), keys first, so slot (t, l) is a contiguous block (B, C, kv, D): writing a
+/// token is a row copy and reading is a transposed view (B, kv, len, D). The flat row of the key of (layer l, loop t,
+/// batch row b, position p) is ((l * T + t) * B + b) * C + p (<see cref="FlatRow"/>), its value's row
+/// <see cref="ValueOffset"/> further; the staggered decoder addresses single rows through them.
 /// <para>
 /// <b>Fill rule for exited tokens</b> (docs/adaptive-exit.md): a token that exits after loop e has no keys/values of its
 /// own at loops t &gt; e. Slot (t, l) then holds a copy of slot (e, l): the keys/values of the last loop the token
@@ -21,7 +22,8 @@ namespace LoopRpt.Inference;
 /// </summary>
 internal sealed class LoopKvCache : IDisposable
 {
-    private readonly Tensor _allKeys, _allValues; // (L * T' * B * C, kv, D), T' = T, or 1 when rolling
+    private readonly Tensor _all;                 // (2 * L * T' * B * C, kv, D), T' = T, or 1 when rolling; keys, then values
+    private readonly Tensor _allKeys, _allValues; // the two halves of _all
     private readonly Tensor[] _keys, _values;     // per slot (B * C, kv, D): views of the above
     private readonly int _layers, _slotLoops;
 
@@ -44,8 +46,10 @@ internal sealed class LoopKvCache : IDisposable
         _slotLoops = rolling ? 1 : loops;
         int slots = _slotLoops * layers;
         // Never-written rows stay zero; only positions no query can see (right padding, finished rows) are never written.
-        _allKeys = zeros([slots * batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
-        _allValues = zeros([slots * batch * capacity, kvHeads, headDim], dtype: dtype, device: device);
+        ValueOffset = slots * batch * capacity;
+        _all = zeros([2 * ValueOffset, kvHeads, headDim], dtype: dtype, device: device);
+        _allKeys = _all.narrow(0, 0, ValueOffset);
+        _allValues = _all.narrow(0, ValueOffset, ValueOffset);
         _keys = new Tensor[slots];
         _values = new Tensor[slots];
         for (int t = 0; t < _slotLoops; t++)
@@ -72,6 +76,12 @@ internal sealed class LoopKvCache : IDisposable
 
     /// <summary>Flat row of (layer l, loop t, batch row b, position p) in <see cref="AllKeys"/>/<see cref="AllValues"/>.</summary>
     public long FlatRow(int l, int t, long b, long p) => ((l * (long)_slotLoops + t) * Batch + b) * Capacity + p;
+
+    /// <summary>Every key and value, (2 * L * T * B * C, kv, D): keys at <see cref="FlatRow"/>, values <see cref="ValueOffset"/> rows further.</summary>
+    public Tensor All => _all;
+
+    /// <summary>Rows between a key and its value in <see cref="All"/>.</summary>
+    public long ValueOffset { get; }
 
     /// <summary>Every key, (L * T * B * C, kv, D), rows numbered by <see cref="FlatRow"/>.</summary>
     public Tensor AllKeys => _allKeys;
@@ -146,5 +156,6 @@ internal sealed class LoopKvCache : IDisposable
         foreach (var t in _values) t.Dispose();
         _allKeys.Dispose();
         _allValues.Dispose();
+        _all.Dispose();
     }
 }

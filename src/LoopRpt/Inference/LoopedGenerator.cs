@@ -43,9 +43,9 @@ public sealed class LoopedGenerator
     }
 
     /// <summary>
-    /// Continues several prompts in one batch. Prompts may differ in length: they are prefilled right-padded, and in
-    /// decoding every row advances through its own loops and positions (<see cref="StaggeredDecoder"/>), so each row's
-    /// result is the one it would get alone.
+    /// Continues several prompts, <see cref="GenerationOptions.BatchSize"/> rows at a time. Prompts may differ in
+    /// length. Every row advances through its own loops and positions (<see cref="StaggeredDecoder"/>), and a row whose
+    /// sequence ends takes the next waiting prompt, so each result is the one its prompt would get alone.
     /// </summary>
     /// <exception cref="ArgumentException">No prompts, or an empty prompt.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token is outside the vocabulary, a sequence would exceed
@@ -63,48 +63,21 @@ public sealed class LoopedGenerator
         var tokens = Enumerable.Range(0, b).Select(_ => new List<long>()).ToArray();
         var loops = Enumerable.Range(0, b).Select(_ => new List<int>()).ToArray();
         var stopped = new bool[b];
-        var device = _lm.Device;
         using var rng = new Generator(options.Seed);
         using var outer = NewDisposeScope();
         using var noGrad = no_grad();
-        using var cache = new LoopKvCache(b, longest + options.MaxNewTokens, _lm.Config.TotalUtSteps, _lm.Config.NumHiddenLayers,
-            _lm.Config.NumKeyValueHeads, _lm.Config.HeadDim, rolling: false, device, _lm.DType);
 
-        // Records a token; true when its row is finished (stop token, or MaxNewTokens reached).
-        bool Record(int row, long token, int loopsUsed)
+        // Records a token; true when its sequence is finished (stop token, or MaxNewTokens reached).
+        bool Record(int sequence, long token, int loopsUsed)
         {
-            tokens[row].Add(token);
-            loops[row].Add(loopsUsed);
-            stopped[row] = stop.Contains(token);
-            return stopped[row] || tokens[row].Count >= options.MaxNewTokens;
+            tokens[sequence].Add(token);
+            loops[sequence].Add(loopsUsed);
+            stopped[sequence] = stop.Contains(token);
+            return stopped[sequence] || tokens[sequence].Count >= options.MaxNewTokens;
         }
         long[] Sample(Tensor logits) => TokenSampler.Sample(logits, options.Temperature, options.TopP, rng);
 
-        // Prefill: every prompt in one right-padded chunk, with the same compute-saving pass as scoring.
-        var start = new List<(int BatchRow, long Position, long Token)>();
-        using (var scope = NewDisposeScope())
-        {
-            var padded = new long[b * longest];
-            var real = new bool[b * longest];
-            for (int i = 0; i < b; i++)
-                for (int p = 0; p < prompts[i].Count; p++)
-                {
-                    padded[i * longest + p] = prompts[i][p];
-                    real[i * longest + p] = true;
-                }
-            var ids = tensor(padded, [b, longest], device: device);
-            var valid = prompts.All(p => p.Count == longest) ? null : tensor(real, [b, longest], device: device);
-            var run = _runner.Run(ids, valid, cache, rule);
-            var last = tensor(Enumerable.Range(0, b).Select(i => (long)(i * longest + prompts[i].Count - 1)).ToArray(), [b], device: device);
-            var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
-            var first = Sample(_lm.Logits(run.States.index_select(0, last)).to_type(ScalarType.Float32).cpu());
-            for (int i = 0; i < b; i++)
-                if (!Record(i, first[i], (int)exits[i] + 1))
-                    start.Add((i, prompts[i].Count, first[i]));
-        }
-
-        new StaggeredDecoder(_lm).Decode(cache, rule, start, Sample, Record);
-        InspectCache?.Invoke(cache);
+        new StaggeredDecoder(_lm).Run(prompts, options.BatchSize, options.MaxNewTokens, rule, Sample, Record, InspectCache);
         return Enumerable.Range(0, b)
             .Select(i => new GeneratedSequence(tokens[i].ToArray(), loops[i].ToArray(), stopped[i] ? FinishReason.Stop : FinishReason.Length))
             .ToArray();

@@ -5,157 +5,301 @@ using F = TorchSharp.torch.nn.functional;
 namespace LoopRpt.Inference;
 
 /// <summary>
-/// The decode phase of <see cref="LoopedGenerator"/>: rows advance through their loops independently
+/// Batched generation for <see cref="LoopedGenerator"/> in which rows advance through their loops independently
 /// (docs/adaptive-exit.md, "Staggered decoding"). Every loop of a looped model runs the same L layers, so one batched
 /// pass through them ("a tick") can move row a from loop 1 to loop 2 while row b runs loop 0 of its next token. A row
-/// whose token exits samples its next token and starts it at loop 0 on the next tick, instead of idling while other
-/// rows finish their deeper loops. Each tick is dense over the unfinished rows, so the number of ticks, not the
-/// per-operation overhead of shrinking matrices, sets the cost: about (tokens per row) × (mean loops per token).
+/// whose token exits samples its next token and starts it at loop 0 on the next tick instead of idling while other rows
+/// finish deeper loops; a row whose sequence ends takes the next waiting prompt (continuous batching). Each tick is
+/// dense over the live rows, so the number of ticks, about (tokens per row) × (mean loops per token), sets the cost.
 /// </summary>
 /// <remarks>
-/// A row attends only to its own positions and its own loop's slot, exactly as when it is decoded alone, so the result
-/// is the same as one-row generation (and as adaptive teacher-forced scoring): staggering changes the order of work,
-/// not the arithmetic. The fill rule of <see cref="LoopKvCache"/> is applied when a token exits: its slots of the loops
-/// it skipped receive its exit loop's keys/values before the row's next token can read them. Host synchronisation: one
-/// read per tick (which rows exited, with their sampled tokens); none inside the loop over layers.
+/// A row attends only to its own positions and its own loop's slot, exactly as when it is decoded alone, so every
+/// sequence gets the result it would get alone (and that adaptive teacher-forced scoring gives): staggering changes the
+/// order of work, not the arithmetic. The fill rule of <see cref="LoopKvCache"/> is applied when a token exits: its
+/// slots of the loops it skipped receive its exit loop's keys/values before the row's next token can read them.
+/// Host synchronisation: one read per tick (which rows exited) and one for the tokens sampled; none inside the loop
+/// over layers.
 /// </remarks>
 internal sealed class StaggeredDecoder
 {
     private readonly OuroForCausalLM _lm;
+    private readonly AdaptiveLoopRunner _runner;
 
-    public StaggeredDecoder(OuroForCausalLM lm) => _lm = lm;
+    public StaggeredDecoder(OuroForCausalLM lm)
+    {
+        _lm = lm;
+        _runner = new AdaptiveLoopRunner(lm);
+    }
 
-    /// <summary>One row being decoded: its batch row, next position, and the loop its current token is at.</summary>
-    private sealed class Row(int batchRow, long position)
+    /// <summary>A batch row: the sequence it decodes, the position being computed, and the loop its token is at.</summary>
+    private sealed class Row(int batchRow)
     {
         public int BatchRow { get; } = batchRow;
-        public long Position { get; set; } = position;
+        public int Sequence { get; set; }
+        public long Position { get; set; }
         public int Loop { get; set; }
     }
 
     /// <summary>
-    /// Decodes every row in <paramref name="start"/> until <paramref name="onToken"/> says it is finished. Call under
-    /// no_grad.
+    /// Generates for every prompt, at most <paramref name="batchSize"/> rows at a time. Call under no_grad.
     /// </summary>
-    /// <param name="cache">Keys/values of the prompts (prefilled); extended in place.</param>
+    /// <param name="prompts">Prompts (validated by the caller).</param>
+    /// <param name="batchSize">Rows decoded together at most.</param>
+    /// <param name="maxNewTokens">Tokens per sequence at most (sizes the cache).</param>
     /// <param name="rule">Exit rule.</param>
-    /// <param name="start">Per row to decode: batch row, the position of its first token (the prompt length), the token.</param>
-    /// <param name="sample">Samples one token per row from logits (n, V), float32 on the CPU.</param>
-    /// <param name="onToken">Receives (batch row, token, loops run by the step that produced it); returns true when the row is finished.</param>
-    public void Decode(LoopKvCache cache, ExitRule rule, IReadOnlyList<(int BatchRow, long Position, long Token)> start,
-        Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken)
+    /// <param name="sample">Samples one token per row from logits (n, V), on the model's device and in its type.</param>
+    /// <param name="onToken">Receives (sequence, token, loops run by the step that produced it); returns true when the
+    /// sequence is finished.</param>
+    /// <param name="inspect">Called with the cache before it is disposed (tests).</param>
+    public void Run(IReadOnlyList<IReadOnlyList<long>> prompts, int batchSize, int maxNewTokens, ExitRule rule,
+        Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Action<LoopKvCache>? inspect = null)
     {
-        if (start.Count == 0) return;
-        var backbone = _lm.Backbone;
+        var config = _lm.Config;
         var device = _lm.Device;
-        int layers = backbone.layers.Count, loops = cache.Loops;
-        long batch = cache.Batch, capacity = cache.Capacity;
-        var rows = start.Select(s => new Row(s.BatchRow, s.Position)).ToList();
+        int batch = Math.Min(batchSize, prompts.Count);
+        long capacity = prompts.Max(p => p.Count) + maxNewTokens;
+        using var cache = new LoopKvCache(batch, capacity, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
+            config.HeadDim, rolling: false, device, _lm.DType);
+        var pending = new Queue<int>(Enumerable.Range(batch, prompts.Count - batch));
+        var all = Enumerable.Range(0, batch).Select(b => new Row(b) { Sequence = b }).ToList();
 
-        Tensor x, logSurvival, cdf;                                                     // carried across ticks
-        using (var scope = NewDisposeScope())
-        {
-            x = backbone.embed_tokens.forward(Ids(start.Select(s => s.Token), device)).DetachFromDisposeScope();
-            logSurvival = zeros(rows.Count, dtype: ScalarType.Float32, device: device).DetachFromDisposeScope();
-            cdf = zeros(rows.Count, dtype: ScalarType.Float32, device: device).DetachFromDisposeScope();
-        }
+        // Additive attention bias per batch row (B, C): 0 on the positions that a row computing position p may see
+        // (0..p), -inf elsewhere. The attention kernel adds a float bias as is; a boolean mask is converted per call.
+        var bias = full([batch, capacity], double.NegativeInfinity, dtype: _lm.DType, device: device);
+        Tensor? x = null, logSurvival = null, cdf = null;                               // carried across ticks
         try
         {
-            while (rows.Count > 0)
+            List<Row> rows;
+            using (var scope = NewDisposeScope())
             {
-                using var scope = NewDisposeScope();
-                int n = rows.Count;
-                var h = Tick(x, rows, cache, layers, loops, batch, capacity, device);
-                // Which rows exit after this loop: the last loop always; otherwise CDF(t) >= q, accumulated exactly as
-                // ExitDistribution and AdaptiveLoopRunner do (p(t) = lambda_t S_{t-1}, CDF += p, log S += log(1 - lambda)).
-                bool[] exits = rows.Select(r => r.Loop >= rule.LastLoop).ToArray();
-                Tensor newLog = logSurvival, newCdf = cdf;
-                if (!rule.Static && rows.Any(r => r.Loop < rule.LastLoop))
+                // Prefill every row's prompt; rows whose sequence ends at once take the next prompt.
+                var first = Start(all, prompts, pending, cache, rule, sample, onToken, bias, prefillInPlace: true);
+                rows = all.Where(r => first.ContainsKey(r)).ToList();
+                if (rows.Count > 0)
                 {
-                    var g = backbone.early_exit_gate.forward(h).squeeze(-1).to_type(ScalarType.Float32); // (n)
-                    newCdf = cdf + (F.logsigmoid(g) + logSurvival).exp();
-                    newLog = logSurvival + F.logsigmoid(-g);
-                    var gated = (newCdf >= rule.Threshold).cpu().data<bool>().ToArray();   // the one host read per tick
-                    for (int j = 0; j < n; j++) exits[j] |= gated[j];
+                    x = _lm.Backbone.embed_tokens.forward(Ids(rows.Select(r => first[r]), device)).DetachFromDisposeScope();
+                    logSurvival = zeros(rows.Count, dtype: ScalarType.Float32, device: device).DetachFromDisposeScope();
+                    cdf = zeros(rows.Count, dtype: ScalarType.Float32, device: device).DetachFromDisposeScope();
                 }
-                var leaving = Enumerable.Range(0, n).Where(j => exits[j]).ToArray();
-                if (leaving.Length == 0)
-                {
-                    foreach (var r in rows) r.Loop++;
-                    Carry(ref x, h);
-                    Carry(ref logSurvival, newLog);
-                    Carry(ref cdf, newCdf);
-                    continue;
-                }
-
-                var exitStates = leaving.Length == n ? h : h.index_select(0, Ids(leaving.Select(j => (long)j), device));
-                var tokens = sample(_lm.Logits(exitStates).to_type(ScalarType.Float32).cpu());
-                FillSkippedLoops(cache, rows, leaving, rule.LastLoop, layers, device);
-
-                var restart = new List<int>();                                          // rows starting their next token
-                var restartTokens = new List<long>();
-                var finished = new bool[n];
-                for (int k = 0; k < leaving.Length; k++)
-                {
-                    var row = rows[leaving[k]];
-                    finished[leaving[k]] = onToken(row.BatchRow, tokens[k], row.Loop + 1);
-                    if (finished[leaving[k]]) continue;
-                    row.Position++;
-                    row.Loop = -1;                                                      // incremented to 0 below
-                    restart.Add(leaving[k]);
-                    restartTokens.Add(tokens[k]);
-                }
-                foreach (var r in rows) r.Loop++;
-                if (restart.Count > 0)
-                {
-                    var at = Ids(restart.Select(j => (long)j), device);
-                    var embedded = backbone.embed_tokens.forward(Ids(restartTokens, device));
-                    h = restart.Count == n ? embedded : h.index_copy(0, at, embedded);
-                    newLog = newLog.index_fill(0, at, 0.0);
-                    newCdf = newCdf.index_fill(0, at, 0.0);
-                }
-                if (finished.Any(f => f))
-                {
-                    var keep = Enumerable.Range(0, n).Where(j => !finished[j]).ToArray();
-                    var kept = Ids(keep.Select(j => (long)j), device);
-                    h = h.index_select(0, kept);
-                    newLog = newLog.index_select(0, kept);
-                    newCdf = newCdf.index_select(0, kept);
-                    rows = keep.Select(j => rows[j]).ToList();
-                }
-                Carry(ref x, h);
-                Carry(ref logSurvival, newLog);
-                Carry(ref cdf, newCdf);
             }
+            while (rows.Count > 0)
+                rows = Step(rows, prompts, pending, cache, rule, sample, onToken, bias, ref x!, ref logSurvival!, ref cdf!);
+            inspect?.Invoke(cache);
         }
         finally
         {
-            x.Dispose();
-            logSurvival.Dispose();
-            cdf.Dispose();
+            x?.Dispose();
+            logSurvival?.Dispose();
+            cdf?.Dispose();
+            bias.Dispose();
         }
     }
 
+    /// <summary>One tick for the live rows, then exits, sampling, the fill rule and row turnover. Returns the live rows.</summary>
+    private List<Row> Step(List<Row> rows, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, LoopKvCache cache,
+        ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Tensor bias,
+        ref Tensor x, ref Tensor logSurvival, ref Tensor cdf)
+    {
+        using var scope = NewDisposeScope();
+        var backbone = _lm.Backbone;
+        var device = _lm.Device;
+        int n = rows.Count;
+        var h = Tick(x, bias, rows, cache);
+
+        // Which rows exit after this loop: the last loop always; otherwise CDF(t) >= q, accumulated exactly as
+        // ExitDistribution and AdaptiveLoopRunner do (p(t) = lambda_t S_{t-1}, CDF += p, log S += log(1 - lambda)).
+        bool[] exits = rows.Select(r => r.Loop >= rule.LastLoop).ToArray();
+        Tensor newLog = logSurvival, newCdf = cdf;
+        if (!rule.Static && rows.Any(r => r.Loop < rule.LastLoop))
+        {
+            var g = backbone.early_exit_gate.forward(h).squeeze(-1);                    // (n)
+            if (g.dtype != ScalarType.Float32) g = g.to_type(ScalarType.Float32);
+            newCdf = cdf + (F.logsigmoid(g) + logSurvival).exp();
+            newLog = logSurvival + F.logsigmoid(-g);
+            var gated = (newCdf >= rule.Threshold).cpu().data<bool>().ToArray();       // the one host read per tick
+            for (int j = 0; j < n; j++) exits[j] |= gated[j];
+        }
+        var leaving = Enumerable.Range(0, n).Where(j => exits[j]).ToArray();
+        if (leaving.Length == 0)
+        {
+            foreach (var r in rows) r.Loop++;
+            Keep(ref x, h);
+            Keep(ref logSurvival, newLog);
+            Keep(ref cdf, newCdf);
+            return rows;
+        }
+
+        var exitStates = leaving.Length == n ? h : h.index_select(0, Ids(leaving.Select(j => (long)j), device));
+        var tokens = sample(_lm.Logits(exitStates));
+        FillSkippedLoops(cache, rows, leaving, rule.LastLoop);
+
+        var next = new Dictionary<Row, long>();                                         // rows starting a token
+        var ended = new List<Row>();
+        var seen = new List<long>();                                                    // bias entries that become visible
+        for (int k = 0; k < leaving.Length; k++)
+        {
+            var row = rows[leaving[k]];
+            if (onToken(row.Sequence, tokens[k], row.Loop + 1))
+            {
+                ended.Add(row);
+                continue;
+            }
+            row.Position++;
+            row.Loop = 0;
+            next[row] = tokens[k];
+            seen.Add(row.BatchRow * cache.Capacity + row.Position);
+        }
+        foreach (var r in rows)
+            if (!next.ContainsKey(r) && !ended.Contains(r)) r.Loop++;
+        if (seen.Count > 0) bias.view(-1).index_fill_(0, Ids(seen, device), 0.0);
+        if (ended.Count > 0)
+            foreach (var (row, token) in Start(ended, prompts, pending, cache, rule, sample, onToken, bias, prefillInPlace: false))
+                next[row] = token;                                                      // a waiting prompt took the row
+
+        var live = rows.Where(r => !ended.Contains(r) || next.ContainsKey(r)).ToList();
+        if (next.Count > 0)
+        {
+            var at = Ids(rows.Select((r, j) => (r, j)).Where(p => next.ContainsKey(p.r)).Select(p => (long)p.j), device);
+            var embedded = backbone.embed_tokens.forward(Ids(rows.Where(next.ContainsKey).Select(r => next[r]), device));
+            h = next.Count == n ? embedded : h.index_copy(0, at, embedded);
+            if (!rule.Static)
+            {
+                newLog = newLog.index_fill(0, at, 0.0);
+                newCdf = newCdf.index_fill(0, at, 0.0);
+            }
+        }
+        if (live.Count < n)
+        {
+            var kept = Ids(rows.Select((r, j) => (r, j)).Where(p => live.Contains(p.r)).Select(p => (long)p.j), device);
+            h = h.index_select(0, kept);
+            newLog = newLog.index_select(0, kept);
+            newCdf = newCdf.index_select(0, kept);
+        }
+        Keep(ref x, h);
+        Keep(ref logSurvival, newLog);
+        Keep(ref cdf, newCdf);
+        return live;
+    }
+
+    /// <summary>
+    /// Gives each of <paramref name="free"/> the next waiting prompt: prefills the prompts (one padded chunk, the
+    /// compute-saving pass of scoring), samples their first tokens, and moves on to the next prompt for a row whose
+    /// sequence ends at once. Returns the rows that start decoding, with their first token.
+    /// </summary>
+    private Dictionary<Row, long> Start(List<Row> free, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending,
+        LoopKvCache cache, ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Tensor bias, bool prefillInPlace)
+    {
+        var started = new Dictionary<Row, long>();
+        var waiting = new List<Row>(free);
+        if (!prefillInPlace)
+        {
+            waiting.Clear();
+            foreach (var r in free)
+                if (pending.Count > 0)
+                {
+                    r.Sequence = pending.Dequeue();
+                    waiting.Add(r);
+                }
+        }
+        while (waiting.Count > 0)
+        {
+            var firstTokens = Prefill(waiting, prompts, cache, rule, sample, inPlace: prefillInPlace && started.Count == 0 && waiting.Count == free.Count);
+            var again = new List<Row>();
+            for (int i = 0; i < waiting.Count; i++)
+            {
+                var row = waiting[i];
+                var (token, loops) = firstTokens[i];
+                if (!onToken(row.Sequence, token, loops))
+                {
+                    long length = prompts[row.Sequence].Count;
+                    row.Position = length;
+                    row.Loop = 0;
+                    var line = bias[row.BatchRow];
+                    line.fill_(double.NegativeInfinity);
+                    line.narrow(0, 0, length + 1).fill_(0.0);
+                    started[row] = token;
+                }
+                else if (pending.Count > 0)
+                {
+                    row.Sequence = pending.Dequeue();
+                    again.Add(row);
+                }
+            }
+            waiting = again;
+        }
+        return started;
+    }
+
+    /// <summary>
+    /// Prefills the rows' prompts into their batch rows of <paramref name="cache"/>; returns each row's first sampled
+    /// token and the loops its last prompt token ran. In place (every row, empty cache) the pass writes the cache
+    /// directly; otherwise it runs on a scratch cache whose slots are then copied into the rows.
+    /// </summary>
+    private (long Token, int Loops)[] Prefill(List<Row> rows, IReadOnlyList<IReadOnlyList<long>> prompts, LoopKvCache cache,
+        ExitRule rule, Func<Tensor, long[]> sample, bool inPlace)
+    {
+        using var scope = NewDisposeScope();
+        var device = _lm.Device;
+        var config = _lm.Config;
+        int k = rows.Count;
+        int longest = rows.Max(r => prompts[r.Sequence].Count);
+        var padded = new long[k * longest];
+        var real = new bool[k * longest];
+        for (int i = 0; i < k; i++)
+        {
+            var p = prompts[rows[i].Sequence];
+            for (int j = 0; j < p.Count; j++)
+            {
+                padded[i * longest + j] = p[j];
+                real[i * longest + j] = true;
+            }
+        }
+        var ids = tensor(padded, [k, longest], device: device);
+        var valid = rows.All(r => prompts[r.Sequence].Count == longest) ? null : tensor(real, [k, longest], device: device);
+        using var scratch = inPlace ? null : new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
+            config.NumKeyValueHeads, config.HeadDim, rolling: false, device, _lm.DType);
+        var target = scratch ?? cache;
+        target.Length = 0;
+        var run = _runner.Run(ids, valid, target, rule);
+        if (scratch is not null)
+        {
+            // (2, L, T, rows, positions, kv, D) views: copy each scratch row into its batch row, positions [0, longest).
+            long layersLoops = config.NumHiddenLayers * (long)config.TotalUtSteps, kv = config.NumKeyValueHeads, d = config.HeadDim;
+            var from = scratch.All.view(2 * layersLoops, k, longest, kv, d);
+            var to = cache.All.view(2 * layersLoops, cache.Batch, cache.Capacity, kv, d);
+            for (int i = 0; i < k; i++)
+                to.select(1, rows[i].BatchRow).narrow(1, 0, longest).copy_(from.select(1, i));
+        }
+        var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[rows[i].Sequence].Count - 1)).ToArray(), [k], device: device);
+        var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
+        var tokens = sample(_lm.Logits(run.States.index_select(0, last)));
+        return Enumerable.Range(0, k).Select(i => (tokens[i], (int)exits[i] + 1)).ToArray();
+    }
+
     /// <summary>One pass through the L layers and the final norm, every row at its own loop and position.</summary>
-    private Tensor Tick(Tensor x, List<Row> rows, LoopKvCache cache, int layers, int loops, long batch, long capacity, Device device)
+    private Tensor Tick(Tensor x, Tensor bias, List<Row> rows, LoopKvCache cache)
     {
         var backbone = _lm.Backbone;
-        int n = rows.Count;
+        var device = _lm.Device;
+        int n = rows.Count, layers = cache.Layers, loops = cache.Loops;
+        long batch = cache.Batch, capacity = cache.Capacity;
         long maxPosition = rows.Max(r => r.Position), length = maxPosition + 1;
         bool samePosition = rows.All(r => r.Position == maxPosition);
-        // Rows that are the whole batch, in order, at one loop read their slot as a view; otherwise rows are gathered.
-        bool sameLoop = n == batch && rows.All(r => r.Loop == rows[0].Loop) && rows.Select((r, j) => r.BatchRow == j).All(b => b);
+        // Rows that are the whole batch, in order, read their bias rows as a view; at one loop also their slot.
+        bool wholeBatch = n == batch && rows.Select((r, j) => r.BatchRow == j).All(b => b);
+        bool sameLoop = wholeBatch && rows.All(r => r.Loop == rows[0].Loop);
 
-        // Host-built indices, one transfer per tick: positions (n) | write rows (L*n) | slot rows (L*n).
-        var host = new long[n + 2 * layers * n];
+        // Host-built indices, one transfer per tick: positions (n) | batch rows (n) | write rows (L*n) | slot rows (L*n).
+        var host = new long[2 * n + 2 * layers * n];
         for (int j = 0; j < n; j++)
         {
             var r = rows[j];
             host[j] = r.Position;
+            host[n + j] = r.BatchRow;
             for (int l = 0; l < layers; l++)
             {
-                host[n + l * n + j] = cache.FlatRow(l, r.Loop, r.BatchRow, r.Position);
-                host[n + (layers + l) * n + j] = (l * (long)loops + r.Loop) * batch + r.BatchRow;
+                host[2 * n + l * n + j] = cache.FlatRow(l, r.Loop, r.BatchRow, r.Position);
+                host[2 * n + (layers + l) * n + j] = (l * (long)loops + r.Loop) * batch + r.BatchRow;
             }
         }
         var indices = tensor(host, [host.Length], device: device);
@@ -163,8 +307,9 @@ internal sealed class StaggeredDecoder
         var (cosTable, sinTable) = _lm.Rope.Get(0, length, device, x.dtype);
         var cos = cosTable.index_select(0, positions).unsqueeze(1);                    // (n, 1, D)
         var sin = sinTable.index_select(0, positions).unsqueeze(1);
-        // Each row sees its own positions 0..p; with equal positions every key up to p is visible and no mask is needed.
-        var mask = samePosition ? null : (arange(length, device: device).view(1, 1, 1, length) <= positions.view(n, 1, 1, 1));
+        // With equal positions every key up to p is visible to every row and no bias is needed.
+        var mask = samePosition ? null
+            : (wholeBatch ? bias : bias.index_select(0, indices.narrow(0, n, n))).narrow(1, 0, length).view(n, 1, 1, length);
 
         var keysBySlot = cache.AllKeys.view(layers * loops * batch, capacity, cache.AllKeys.shape[1], cache.AllKeys.shape[2]);
         var valuesBySlot = cache.AllValues.view(keysBySlot.shape);
@@ -176,7 +321,7 @@ internal sealed class StaggeredDecoder
             var q = Rope.Apply(attn.q_proj.forward(normed).view(n, attn.NumHeads, attn.HeadDim), cos, sin);   // (n, h, D)
             var k = Rope.Apply(attn.k_proj.forward(normed).view(n, attn.NumKvHeads, attn.HeadDim), cos, sin); // (n, kv, D)
             var v = attn.v_proj.forward(normed).view(n, attn.NumKvHeads, attn.HeadDim);
-            var writeRows = indices.narrow(0, n + l * n, n);
+            var writeRows = indices.narrow(0, 2 * n + l * n, n);
             cache.AllKeys.index_copy_(0, writeRows, k);
             cache.AllValues.index_copy_(0, writeRows, v);
 
@@ -189,7 +334,7 @@ internal sealed class StaggeredDecoder
             }
             else
             {
-                var slotRows = indices.narrow(0, n + (layers + l) * n, n);
+                var slotRows = indices.narrow(0, 2 * n + (layers + l) * n, n);
                 keys = keysBySlot.narrow(1, 0, length).index_select(0, slotRows);
                 values = valuesBySlot.narrow(1, 0, length).index_select(0, slotRows);
             }
@@ -204,26 +349,34 @@ internal sealed class StaggeredDecoder
     /// Fill rule for the tokens leaving now: slots of the loops after their exit loop (up to the last loop any token can
     /// run) receive the exit loop's keys/values, so the row's later tokens that run deeper see them there.
     /// </summary>
-    private static void FillSkippedLoops(LoopKvCache cache, List<Row> rows, int[] leaving, int lastLoop, int layers, Device device)
+    private void FillSkippedLoops(LoopKvCache cache, List<Row> rows, int[] leaving, int lastLoop)
     {
         var from = new List<long>();
         var to = new List<long>();
         foreach (int j in leaving)
         {
             var r = rows[j];
-            for (int l = 0; l < layers; l++)
+            for (int l = 0; l < cache.Layers; l++)
                 for (int t = r.Loop + 1; t <= lastLoop; t++)
                 {
                     from.Add(cache.FlatRow(l, r.Loop, r.BatchRow, r.Position));
                     to.Add(cache.FlatRow(l, t, r.BatchRow, r.Position));
                 }
         }
-        if (from.Count == 0) return;
-        var both = tensor(from.Concat(to).ToArray(), [2 * from.Count], device: device);
-        var source = both.narrow(0, 0, from.Count);
-        var target = both.narrow(0, from.Count, from.Count);
-        cache.AllKeys.index_copy_(0, target, cache.AllKeys.index_select(0, source));
-        cache.AllValues.index_copy_(0, target, cache.AllValues.index_select(0, source));
+        int count = from.Count;
+        if (count == 0) return;
+        // Keys and values share one tensor: one gather and one scatter move both.
+        // Layout: source keys | source values | target keys | target values.
+        var host = new long[4 * count];
+        for (int i = 0; i < count; i++)
+        {
+            host[i] = from[i];
+            host[count + i] = from[i] + cache.ValueOffset;
+            host[2 * count + i] = to[i];
+            host[3 * count + i] = to[i] + cache.ValueOffset;
+        }
+        var indices = tensor(host, [host.Length], device: _lm.Device);
+        cache.All.index_copy_(0, indices.narrow(0, 2 * count, 2 * count), cache.All.index_select(0, indices.narrow(0, 0, 2 * count)));
     }
 
     private static Tensor Ids(IEnumerable<long> values, Device device)
@@ -233,7 +386,7 @@ internal sealed class StaggeredDecoder
     }
 
     /// <summary>Keeps <paramref name="value"/> past the tick's dispose scope and releases what <paramref name="slot"/> held.</summary>
-    private static void Carry(ref Tensor slot, Tensor value)
+    private static void Keep(ref Tensor slot, Tensor value)
     {
         if (ReferenceEquals(slot, value)) return;
         value.DetachFromDisposeScope();

@@ -6,14 +6,18 @@ namespace LoopRpt.Inference;
 /// <summary>Greedy, temperature and top-p sampling from next-token logits, with a caller-owned generator.</summary>
 internal static class TokenSampler
 {
-    /// <summary>One token per row of <paramref name="logits"/> (B, V), float32 on the CPU.</summary>
+    /// <summary>
+    /// One token per row of <paramref name="logits"/> (B, V), any device and type. Greedy picks on the logits' device;
+    /// sampling draws on the CPU in float32 (the generator is a CPU generator).
+    /// </summary>
     public static long[] Sample(Tensor logits, double temperature, double topP, Generator generator)
     {
         using var scope = NewDisposeScope();
         Tensor picked;
-        if (temperature == 0) picked = logits.argmax(-1);                               // (B)
+        if (temperature == 0) picked = logits.argmax(-1).cpu();                         // (B)
         else
         {
+            logits = logits.to_type(ScalarType.Float32).cpu();
             var probs = F.softmax(logits / temperature, -1);                              // (B, V)
             if (topP < 1)
             {

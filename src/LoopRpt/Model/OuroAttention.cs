@@ -45,7 +45,8 @@ public sealed class OuroAttention : nn.Module<Tensor, Tensor>
 
     /// <summary>
     /// Scaled dot-product attention, scale head_dim^-0.5. K/V heads are repeated for GQA. Either causal (query i sees
-    /// keys 0..i, queries and keys aligned) or an explicit boolean mask (true = may attend), broadcast to (B, h, Sq, Sk).
+    /// keys 0..i, queries and keys aligned) or an explicit mask broadcast to (B, h, Sq, Sk): boolean (true = may attend) or an
+    /// additive float bias (0 or -inf) in the query's type.
     /// </summary>
     internal Tensor Attend(Tensor q, Tensor k, Tensor v, bool causal, Tensor? mask)
     {

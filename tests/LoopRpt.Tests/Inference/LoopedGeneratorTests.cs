@@ -119,6 +119,33 @@ public class LoopedGeneratorTests
         }
     }
 
+    [Theory]
+    [InlineData(1, 10)]
+    [InlineData(2, 10)]
+    [InlineData(3, 1)]
+    public void QueuedPromptsTakeFreedRowsAndMatchOneAtATime(int batchSize, int maxNewTokens)
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        long[][] prompts = [Prompt, [9, 1, 60], [50, 50, 4, 7, 11, 30, 2], [12], [33, 34, 35, 36]];
+        var alone = prompts.Select(p => generator.Generate(p, new GenerationOptions { MaxNewTokens = maxNewTokens, Temperature = 0, Exit = ExitMode.Q(0.6) })).ToArray();
+        // Row 0 stops early on its third token, so its row is handed over while the others still run.
+        long[] stops = maxNewTokens > 2 ? [alone[0].Tokens[2]] : [];
+        GenerationOptions Options(int rows) => new() { MaxNewTokens = maxNewTokens, Temperature = 0, Exit = ExitMode.Q(0.6), BatchSize = rows, StopTokens = stops };
+        var batch = generator.GenerateBatch(prompts, Options(batchSize));
+        Assert.Equal(prompts.Length, batch.Count);
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var expected = generator.Generate(prompts[i], Options(1));
+            Assert.Equal(expected.Tokens, batch[i].Tokens);
+            Assert.Equal(expected.LoopsUsed, batch[i].LoopsUsed);
+            Assert.Equal(expected.FinishReason, batch[i].FinishReason);
+            Assert.True(batch[i].Tokens.Length <= maxNewTokens);
+        }
+        if (stops.Length > 0) Assert.True(batch[0].Tokens.Length <= 3);
+    }
+
     [Fact]
     public void StaggeredDecodingFillsSkippedLoopsWithTheExitLoopKeysAndValues()
     {
@@ -224,6 +251,7 @@ public class LoopedGeneratorTests
         var generator = new LoopedGenerator(lm);
         Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { MaxNewTokens = 0 })).ParamName);
         Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { TopP = 0 })).ParamName);
+        Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { BatchSize = 0 })).ParamName);
         Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { Temperature = -1 })).ParamName);
         Assert.Equal("options", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate(Prompt, new GenerationOptions { Exit = ExitMode.Expected })).ParamName);
         Assert.Equal("prompts", Assert.Throws<ArgumentOutOfRangeException>(() => generator.Generate([1, 64])).ParamName);
