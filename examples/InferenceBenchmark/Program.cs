@@ -92,9 +92,9 @@ foreach (int batch in opt.GenBatches)
     for (int rep = 0; rep <= opt.Reps; rep++)                                          // rep 0 is the warm-up
         for (int i = 0; i < qs.Length; i++)
         {
-            var options = new GenerationOptions { MaxNewTokens = opt.GenTokens, Temperature = 0, Exit = ExitMode.Q(qs[i]) };
+            var options = new GenerationOptions { MaxNewTokens = opt.GenTokens, Temperature = 0, Exit = ExitMode.Q(qs[i]), BatchSize = batch };
             var start = Timing.Now();
-            var results = prompts.Chunk(batch).SelectMany(chunk => generator.GenerateBatch(chunk, options)).ToArray();
+            var results = generator.GenerateBatch(prompts, options);   // continuous batching: `batch` rows at a time
             if (rep > 0) bestGen[i] = bestGen[i].Min(Timing.Now() - start);
             produced = results.Sum(r => r.Tokens.Length);
             meanLoops[i] = results.SelectMany(r => r.LoopsUsed).Average();

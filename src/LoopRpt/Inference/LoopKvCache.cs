@@ -47,17 +47,18 @@ internal sealed class LoopKvCache : IDisposable
         int slots = _slotLoops * layers;
         // Never-written rows stay zero; only positions no query can see (right padding, finished rows) are never written.
         ValueOffset = slots * batch * capacity;
-        _all = zeros([2 * ValueOffset, kvHeads, headDim], dtype: dtype, device: device);
-        _allKeys = _all.narrow(0, 0, ValueOffset);
-        _allValues = _all.narrow(0, ValueOffset, ValueOffset);
+        // The cache owns its tensors (Dispose), whatever dispose scope it is created in.
+        _all = zeros([2 * ValueOffset, kvHeads, headDim], dtype: dtype, device: device).DetachFromDisposeScope();
+        _allKeys = _all.narrow(0, 0, ValueOffset).DetachFromDisposeScope();
+        _allValues = _all.narrow(0, ValueOffset, ValueOffset).DetachFromDisposeScope();
         _keys = new Tensor[slots];
         _values = new Tensor[slots];
         for (int t = 0; t < _slotLoops; t++)
             for (int l = 0; l < layers; l++)
             {
                 long start = FlatRow(l, t, 0, 0);
-                _keys[Slot(t, l)] = _allKeys.narrow(0, start, batch * capacity);
-                _values[Slot(t, l)] = _allValues.narrow(0, start, batch * capacity);
+                _keys[Slot(t, l)] = _allKeys.narrow(0, start, batch * capacity).DetachFromDisposeScope();
+                _values[Slot(t, l)] = _allValues.narrow(0, start, batch * capacity).DetachFromDisposeScope();
             }
     }
 

@@ -60,8 +60,9 @@ internal sealed class StaggeredDecoder
         long capacity = prompts.Max(p => p.Count) + maxNewTokens;
         using var cache = new LoopKvCache(batch, capacity, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
             config.HeadDim, rolling: false, device, _lm.DType);
-        var pending = new Queue<int>(Enumerable.Range(batch, prompts.Count - batch));
-        var all = Enumerable.Range(0, batch).Select(b => new Row(b) { Sequence = b }).ToList();
+        var pending = new Queue<int>(Enumerable.Range(0, prompts.Count));
+        var staged = new Queue<Staged>();
+        var all = Enumerable.Range(0, batch).Select(b => new Row(b)).ToList();
 
         // Additive attention bias per batch row (B, C): 0 on the positions that a row computing position p may see
         // (0..p), -inf elsewhere. The attention kernel adds a float bias as is; a boolean mask is converted per call.
@@ -72,9 +73,8 @@ internal sealed class StaggeredDecoder
             List<Row> rows;
             using (var scope = NewDisposeScope())
             {
-                // Prefill every row's prompt; rows whose sequence ends at once take the next prompt.
-                var first = Start(all, prompts, pending, cache, rule, sample, onToken, bias, prefillInPlace: true);
-                rows = all.Where(r => first.ContainsKey(r)).ToList();
+                var first = Start(all, prompts, pending, staged, cache, rule, sample, onToken, bias);
+                rows = all.Where(first.ContainsKey).ToList();
                 if (rows.Count > 0)
                 {
                     x = _lm.Backbone.embed_tokens.forward(Ids(rows.Select(r => first[r]), device)).DetachFromDisposeScope();
@@ -83,7 +83,7 @@ internal sealed class StaggeredDecoder
                 }
             }
             while (rows.Count > 0)
-                rows = Step(rows, prompts, pending, cache, rule, sample, onToken, bias, ref x!, ref logSurvival!, ref cdf!);
+                rows = Step(rows, prompts, pending, staged, cache, rule, sample, onToken, bias, ref x!, ref logSurvival!, ref cdf!);
             inspect?.Invoke(cache);
         }
         finally
@@ -92,11 +92,12 @@ internal sealed class StaggeredDecoder
             logSurvival?.Dispose();
             cdf?.Dispose();
             bias.Dispose();
+            foreach (var source in staged.Select(st => st.Source).Distinct()) source.Dispose();   // after a failure
         }
     }
 
     /// <summary>One tick for the live rows, then exits, sampling, the fill rule and row turnover. Returns the live rows.</summary>
-    private List<Row> Step(List<Row> rows, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, LoopKvCache cache,
+    private List<Row> Step(List<Row> rows, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, LoopKvCache cache,
         ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Tensor bias,
         ref Tensor x, ref Tensor logSurvival, ref Tensor cdf)
     {
@@ -153,7 +154,7 @@ internal sealed class StaggeredDecoder
             if (!next.ContainsKey(r) && !ended.Contains(r)) r.Loop++;
         if (seen.Count > 0) bias.view(-1).index_fill_(0, Ids(seen, device), 0.0);
         if (ended.Count > 0)
-            foreach (var (row, token) in Start(ended, prompts, pending, cache, rule, sample, onToken, bias, prefillInPlace: false))
+            foreach (var (row, token) in Start(ended, prompts, pending, staged, cache, rule, sample, onToken, bias))
                 next[row] = token;                                                      // a waiting prompt took the row
 
         var live = rows.Where(r => !ended.Contains(r) || next.ContainsKey(r)).ToList();
@@ -181,73 +182,68 @@ internal sealed class StaggeredDecoder
         return live;
     }
 
+    /// <summary>A prompt already prefilled into row <see cref="Index"/> of a scratch cache, waiting for a batch row.</summary>
+    private sealed record Staged(Scratch Source, int Index, int Sequence, long Token, long Length);
+
+    /// <summary>A scratch cache of prefilled prompts, disposed when the last of them has been copied into a batch row.</summary>
+    private sealed class Scratch(LoopKvCache cache) : IDisposable
+    {
+        public LoopKvCache Cache { get; } = cache;
+        public int Waiting { get; set; }
+        public void Dispose() => Cache.Dispose();
+    }
+
     /// <summary>
-    /// Gives each of <paramref name="free"/> the next waiting prompt: prefills the prompts (one padded chunk, the
-    /// compute-saving pass of scoring), samples their first tokens, and moves on to the next prompt for a row whose
-    /// sequence ends at once. Returns the rows that start decoding, with their first token.
+    /// Gives each of <paramref name="free"/> the next prefilled prompt, prefilling the next waiting prompts (up to a
+    /// batch of them in one pass) when none is staged. Returns the rows that start decoding, with their first token;
+    /// rows left without a prompt are not in the result.
     /// </summary>
-    private Dictionary<Row, long> Start(List<Row> free, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending,
-        LoopKvCache cache, ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Tensor bias, bool prefillInPlace)
+    private Dictionary<Row, long> Start(IEnumerable<Row> free, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending,
+        Queue<Staged> staged, LoopKvCache cache, ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Tensor bias)
     {
         var started = new Dictionary<Row, long>();
-        var waiting = new List<Row>(free);
-        if (!prefillInPlace)
+        foreach (var row in free)
         {
-            waiting.Clear();
-            foreach (var r in free)
-                if (pending.Count > 0)
-                {
-                    r.Sequence = pending.Dequeue();
-                    waiting.Add(r);
-                }
-        }
-        while (waiting.Count > 0)
-        {
-            var firstTokens = Prefill(waiting, prompts, cache, rule, sample, inPlace: prefillInPlace && started.Count == 0 && waiting.Count == free.Count);
-            var again = new List<Row>();
-            for (int i = 0; i < waiting.Count; i++)
-            {
-                var row = waiting[i];
-                var (token, loops) = firstTokens[i];
-                if (!onToken(row.Sequence, token, loops))
-                {
-                    long length = prompts[row.Sequence].Count;
-                    row.Position = length;
-                    row.Loop = 0;
-                    var line = bias[row.BatchRow];
-                    line.fill_(double.NegativeInfinity);
-                    line.narrow(0, 0, length + 1).fill_(0.0);
-                    started[row] = token;
-                }
-                else if (pending.Count > 0)
-                {
-                    row.Sequence = pending.Dequeue();
-                    again.Add(row);
-                }
-            }
-            waiting = again;
+            while (staged.Count == 0 && pending.Count > 0)
+                Stage(prompts, pending, staged, (int)cache.Batch, rule, sample, onToken);
+            if (staged.Count == 0) break;
+            var s = staged.Dequeue();
+            // (2 * L * T, rows, positions, kv, D) views: the prompt's slots go to the batch row, positions [0, length).
+            var (kv, d) = (cache.All.shape[1], cache.All.shape[2]);
+            var from = s.Source.Cache.All.view(-1, s.Source.Cache.Batch, s.Source.Cache.Capacity, kv, d);
+            var to = cache.All.view(-1, cache.Batch, cache.Capacity, kv, d);
+            using (var scope = NewDisposeScope())
+                to.select(1, row.BatchRow).narrow(1, 0, s.Length).copy_(from.select(1, s.Index).narrow(1, 0, s.Length));
+            if (--s.Source.Waiting == 0) s.Source.Dispose();
+            row.Sequence = s.Sequence;
+            row.Position = s.Length;
+            row.Loop = 0;
+            var line = bias[row.BatchRow];
+            line.fill_(double.NegativeInfinity);
+            line.narrow(0, 0, s.Length + 1).fill_(0.0);
+            started[row] = s.Token;
         }
         return started;
     }
 
     /// <summary>
-    /// Prefills the rows' prompts into their batch rows of <paramref name="cache"/>; returns each row's first sampled
-    /// token and the loops its last prompt token ran. In place (every row, empty cache) the pass writes the cache
-    /// directly; otherwise it runs on a scratch cache whose slots are then copied into the rows.
+    /// Prefills up to <paramref name="count"/> waiting prompts in one right-padded chunk on a scratch cache (the
+    /// compute-saving pass of scoring), samples their first tokens, and stages the sequences that go on.
     /// </summary>
-    private (long Token, int Loops)[] Prefill(List<Row> rows, IReadOnlyList<IReadOnlyList<long>> prompts, LoopKvCache cache,
-        ExitRule rule, Func<Tensor, long[]> sample, bool inPlace)
+    private void Stage(IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, int count,
+        ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken)
     {
         using var scope = NewDisposeScope();
         var device = _lm.Device;
         var config = _lm.Config;
-        int k = rows.Count;
-        int longest = rows.Max(r => prompts[r.Sequence].Count);
+        var sequences = Enumerable.Range(0, Math.Min(count, pending.Count)).Select(_ => pending.Dequeue()).ToArray();
+        int k = sequences.Length;
+        int longest = sequences.Max(i => prompts[i].Count);
         var padded = new long[k * longest];
         var real = new bool[k * longest];
         for (int i = 0; i < k; i++)
         {
-            var p = prompts[rows[i].Sequence];
+            var p = prompts[sequences[i]];
             for (int j = 0; j < p.Count; j++)
             {
                 padded[i * longest + j] = p[j];
@@ -255,25 +251,26 @@ internal sealed class StaggeredDecoder
             }
         }
         var ids = tensor(padded, [k, longest], device: device);
-        var valid = rows.All(r => prompts[r.Sequence].Count == longest) ? null : tensor(real, [k, longest], device: device);
-        using var scratch = inPlace ? null : new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
-            config.NumKeyValueHeads, config.HeadDim, rolling: false, device, _lm.DType);
-        var target = scratch ?? cache;
-        target.Length = 0;
-        var run = _runner.Run(ids, valid, target, rule);
-        if (scratch is not null)
+        var valid = sequences.All(i => prompts[i].Count == longest) ? null : tensor(real, [k, longest], device: device);
+        var scratch = new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
+            config.NumKeyValueHeads, config.HeadDim, rolling: false, device, _lm.DType));
+        try
         {
-            // (2, L, T, rows, positions, kv, D) views: copy each scratch row into its batch row, positions [0, longest).
-            long layersLoops = config.NumHiddenLayers * (long)config.TotalUtSteps, kv = config.NumKeyValueHeads, d = config.HeadDim;
-            var from = scratch.All.view(2 * layersLoops, k, longest, kv, d);
-            var to = cache.All.view(2 * layersLoops, cache.Batch, cache.Capacity, kv, d);
+            var run = _runner.Run(ids, valid, scratch.Cache, rule);
+            var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[sequences[i]].Count - 1)).ToArray(), [k], device: device);
+            var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
+            var tokens = sample(_lm.Logits(run.States.index_select(0, last)));
             for (int i = 0; i < k; i++)
-                to.select(1, rows[i].BatchRow).narrow(1, 0, longest).copy_(from.select(1, i));
+                if (!onToken(sequences[i], tokens[i], (int)exits[i] + 1))
+                {
+                    staged.Enqueue(new Staged(scratch, i, sequences[i], tokens[i], prompts[sequences[i]].Count));
+                    scratch.Waiting++;
+                }
         }
-        var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[rows[i].Sequence].Count - 1)).ToArray(), [k], device: device);
-        var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
-        var tokens = sample(_lm.Logits(run.States.index_select(0, last)));
-        return Enumerable.Range(0, k).Select(i => (tokens[i], (int)exits[i] + 1)).ToArray();
+        finally
+        {
+            if (scratch.Waiting == 0) scratch.Dispose();
+        }
     }
 
     /// <summary>One pass through the L layers and the final norm, every row at its own loop and position.</summary>
