@@ -161,7 +161,7 @@ internal sealed record Args(int Steps, int Hidden, int Layers, int Loops, int Se
         int[] Ints(string name, string fallback) => (map.GetValueOrDefault(name) ?? fallback) is "none" ? []
             : (map.GetValueOrDefault(name) ?? fallback).Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
         return new Args(Int("steps", 500), Int("hidden", 128), Int("layers", 2), Int("loops", 4), Int("seq", 128), Int("eval-seqs", 64),
-            Ints("score-batches", "8,32"), Int("gen-prompts", 8), Int("gen-tokens", 32), Ints("gen-batches", "1,8"), Int("reps", 5),
+            Ints("score-batches", "8,32"), Int("gen-prompts", 32), Int("gen-tokens", 32), Ints("gen-batches", "1,8"), Int("reps", 5),
             Int("seed", 1), Int("threads", 1), map.GetValueOrDefault("markdown"), map.GetValueOrDefault("weights"));
     }
 }

@@ -52,8 +52,15 @@ public sealed class GenerationOptions
     /// </summary>
     public int BatchSize { get; init; } = Defaults.BatchSize;
 
+    /// <summary>
+    /// Which keys/values a token attends to at decode time (default <see cref="KvCacheMode.PerLoop"/>, the exact rule).
+    /// </summary>
+    public KvCacheMode KvCache { get; init; } = KvCacheMode.PerLoop;
+
     internal void Validate(string paramName)
     {
+        if (!Enum.IsDefined(KvCache))
+            throw new ArgumentOutOfRangeException(paramName, KvCache, "KvCache must be PerLoop or LastLoop.");
         if (BatchSize < 1)
             throw new ArgumentOutOfRangeException(paramName, BatchSize, "BatchSize must be at least 1.");
         if (MaxNewTokens < 1)
@@ -64,6 +71,24 @@ public sealed class GenerationOptions
             throw new ArgumentOutOfRangeException(paramName, TopP, "TopP must lie in (0, 1].");
         ArgumentNullException.ThrowIfNull(StopTokens, paramName);
     }
+}
+
+/// <summary>The key/value cache rule of generation (docs/adaptive-exit.md).</summary>
+public enum KvCacheMode
+{
+    /// <summary>
+    /// One slot per (loop, layer): at loop t a token attends to every earlier token's keys/values of loop t (of its exit
+    /// loop, when it exited before t). Reproduces adaptive teacher-forced scoring exactly.
+    /// </summary>
+    PerLoop,
+
+    /// <summary>
+    /// One slot per layer, shared by all loops: at every loop a token attends to earlier tokens' keys/values of their
+    /// exit loop — Ouro's decode-time KV sharing ("last step" reuse). T times less cache memory, no per-loop copies;
+    /// an approximation of <see cref="PerLoop"/> for the loops before an earlier token's exit. The prompt (prefill) is
+    /// computed exactly as in PerLoop.
+    /// </summary>
+    LastLoop,
 }
 
 /// <summary>Why a generated sequence ended.</summary>

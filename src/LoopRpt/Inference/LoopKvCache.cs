@@ -75,8 +75,12 @@ internal sealed class LoopKvCache : IDisposable
 
     private int Slot(int t, int l) => Rolling ? l : t * _layers + l;
 
-    /// <summary>Flat row of (layer l, loop t, batch row b, position p) in <see cref="AllKeys"/>/<see cref="AllValues"/>.</summary>
-    public long FlatRow(int l, int t, long b, long p) => ((l * (long)_slotLoops + t) * Batch + b) * Capacity + p;
+    /// <summary>Flat row of (layer l, loop t, batch row b, position p) in <see cref="AllKeys"/>/<see cref="AllValues"/>.
+    /// A rolling cache has one slot per layer, whatever t.</summary>
+    public long FlatRow(int l, int t, long b, long p) => ((l * (long)_slotLoops + (Rolling ? 0 : t)) * Batch + b) * Capacity + p;
+
+    /// <summary>Loop slots per layer: T, or 1 for a rolling cache.</summary>
+    public int SlotLoops => _slotLoops;
 
     /// <summary>Every key and value, (2 * L * T * B * C, kv, D): keys at <see cref="FlatRow"/>, values <see cref="ValueOffset"/> rows further.</summary>
     public Tensor All => _all;

@@ -77,7 +77,7 @@ public sealed class LoopedGenerator
         }
         long[] Sample(Tensor logits) => TokenSampler.Sample(logits, options.Temperature, options.TopP, rng);
 
-        new StaggeredDecoder(_lm).Run(prompts, options.BatchSize, options.MaxNewTokens, rule, Sample, Record, InspectCache);
+        new StaggeredDecoder(_lm).Run(prompts, options.BatchSize, options.MaxNewTokens, rule, options.KvCache, Sample, Record, InspectCache);
         return Enumerable.Range(0, b)
             .Select(i => new GeneratedSequence(tokens[i].ToArray(), loops[i].ToArray(), stopped[i] ? FinishReason.Stop : FinishReason.Length))
             .ToArray();

@@ -51,7 +51,8 @@ internal sealed class StaggeredDecoder
     /// <param name="onToken">Receives (sequence, token, loops run by the step that produced it); returns true when the
     /// sequence is finished.</param>
     /// <param name="inspect">Called with the cache before it is disposed (tests).</param>
-    public void Run(IReadOnlyList<IReadOnlyList<long>> prompts, int batchSize, int maxNewTokens, ExitRule rule,
+    /// <param name="kvCache">Key/value rule at decode time.</param>
+    public void Run(IReadOnlyList<IReadOnlyList<long>> prompts, int batchSize, int maxNewTokens, ExitRule rule, KvCacheMode kvCache,
         Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Action<LoopKvCache>? inspect = null)
     {
         var config = _lm.Config;
@@ -59,7 +60,7 @@ internal sealed class StaggeredDecoder
         int batch = Math.Min(batchSize, prompts.Count);
         long capacity = prompts.Max(p => p.Count) + maxNewTokens;
         using var cache = new LoopKvCache(batch, capacity, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
-            config.HeadDim, rolling: false, device, _lm.DType);
+            config.HeadDim, rolling: kvCache == KvCacheMode.LastLoop, device, _lm.DType);
         var pending = new Queue<int>(Enumerable.Range(0, prompts.Count));
         var staged = new Queue<Staged>();
         var all = Enumerable.Range(0, batch).Select(b => new Row(b)).ToList();
@@ -132,7 +133,7 @@ internal sealed class StaggeredDecoder
 
         var exitStates = leaving.Length == n ? h : h.index_select(0, Ids(leaving.Select(j => (long)j), device));
         var tokens = sample(_lm.Logits(exitStates));
-        FillSkippedLoops(cache, rows, leaving, rule.LastLoop);
+        if (!cache.Rolling) FillSkippedLoops(cache, rows, leaving, rule.LastLoop);
 
         var next = new Dictionary<Row, long>();                                         // rows starting a token
         var ended = new List<Row>();
@@ -205,7 +206,7 @@ internal sealed class StaggeredDecoder
         foreach (var row in free)
         {
             while (staged.Count == 0 && pending.Count > 0)
-                Stage(prompts, pending, staged, (int)cache.Batch, rule, sample, onToken);
+                Stage(prompts, pending, staged, (int)cache.Batch, cache.Rolling, rule, sample, onToken);
             if (staged.Count == 0) break;
             var s = staged.Dequeue();
             // (2 * L * T, rows, positions, kv, D) views: the prompt's slots go to the batch row, positions [0, length).
@@ -230,7 +231,7 @@ internal sealed class StaggeredDecoder
     /// Prefills up to <paramref name="count"/> waiting prompts in one right-padded chunk on a scratch cache (the
     /// compute-saving pass of scoring), samples their first tokens, and stages the sequences that go on.
     /// </summary>
-    private void Stage(IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, int count,
+    private void Stage(IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, int count, bool rolling,
         ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken)
     {
         using var scope = NewDisposeScope();
@@ -253,7 +254,7 @@ internal sealed class StaggeredDecoder
         var ids = tensor(padded, [k, longest], device: device);
         var valid = sequences.All(i => prompts[i].Count == longest) ? null : tensor(real, [k, longest], device: device);
         var scratch = new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
-            config.NumKeyValueHeads, config.HeadDim, rolling: false, device, _lm.DType));
+            config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.DType));
         try
         {
             var run = _runner.Run(ids, valid, scratch.Cache, rule);
@@ -278,13 +279,15 @@ internal sealed class StaggeredDecoder
     {
         var backbone = _lm.Backbone;
         var device = _lm.Device;
-        int n = rows.Count, layers = cache.Layers, loops = cache.Loops;
+        int n = rows.Count, layers = cache.Layers, loops = cache.SlotLoops;
         long batch = cache.Batch, capacity = cache.Capacity;
         long maxPosition = rows.Max(r => r.Position), length = maxPosition + 1;
         bool samePosition = rows.All(r => r.Position == maxPosition);
         // Rows that are the whole batch, in order, read their bias rows as a view; at one loop also their slot.
         bool wholeBatch = n == batch && rows.Select((r, j) => r.BatchRow == j).All(b => b);
-        bool sameLoop = wholeBatch && rows.All(r => r.Loop == rows[0].Loop);
+        // One slot per layer (KvCacheMode.LastLoop) is shared by every loop.
+        bool sameLoop = wholeBatch && (cache.Rolling || rows.All(r => r.Loop == rows[0].Loop));
+        int SlotLoop(Row r) => cache.Rolling ? 0 : r.Loop;
 
         // Host-built indices, one transfer per tick: positions (n) | batch rows (n) | write rows (L*n) | slot rows (L*n).
         var host = new long[2 * n + 2 * layers * n];
@@ -296,7 +299,7 @@ internal sealed class StaggeredDecoder
             for (int l = 0; l < layers; l++)
             {
                 host[2 * n + l * n + j] = cache.FlatRow(l, r.Loop, r.BatchRow, r.Position);
-                host[2 * n + (layers + l) * n + j] = (l * (long)loops + r.Loop) * batch + r.BatchRow;
+                host[2 * n + (layers + l) * n + j] = (l * (long)loops + SlotLoop(r)) * batch + r.BatchRow;
             }
         }
         var indices = tensor(host, [host.Length], device: device);
@@ -325,7 +328,7 @@ internal sealed class StaggeredDecoder
             Tensor keys, values;                                                        // (n, length, kv, D)
             if (sameLoop)
             {
-                long first = (l * (long)loops + rows[0].Loop) * batch;
+                long first = (l * (long)loops + SlotLoop(rows[0])) * batch;
                 keys = keysBySlot.narrow(0, first, n).narrow(1, 0, length);
                 values = valuesBySlot.narrow(0, first, n).narrow(1, 0, length);
             }

@@ -147,6 +147,84 @@ public class LoopedGeneratorTests
     }
 
     [Fact]
+    public void LastLoopCacheMatchesAnIndependentDecoder()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        const int count = 12;
+        var options = new GenerationOptions { MaxNewTokens = count, Temperature = 0, Exit = ExitMode.Q(0.6), KvCache = KvCacheMode.LastLoop };
+        // A one-token prompt whose continuation has tokens that ran several loops: a later token's loop 0 then reads
+        // their exit-loop keys/values, not loop 0's, so the shared cache really differs from per-loop slots.
+        var (prompt, result) = new long[] { 17, 3, 42, 8, 25, 9, 50, 60 }
+            .Select(first => (Prompt: new[] { first }, Result: new LoopedGenerator(lm).Generate([first], options)))
+            .First(c => c.Result.LoopsUsed.Take(count - 1).Count(l => l > 1) >= 2);
+
+        // Reference: one token at a time, loop by loop, with the model's modules; every earlier position keeps only the
+        // keys/values of its exit loop, per layer.
+        using var noGrad = no_grad();
+        var cfg = lm.Config;
+        var backbone = lm.Backbone;
+        var keys = Enumerable.Range(0, cfg.NumHiddenLayers).Select(_ => new List<Tensor>()).ToArray();
+        var values = Enumerable.Range(0, cfg.NumHiddenLayers).Select(_ => new List<Tensor>()).ToArray();
+        var tokens = new List<long>();
+        var loops = new List<int>();
+        long token = prompt[0];
+        for (int pos = 0; tokens.Count < count; pos++)
+        {
+            var x = backbone.embed_tokens.forward(tensor(new[] { token }, [1]));
+            var (cos, sin) = lm.Rope.Get(pos, 1, CPU, ScalarType.Float32);
+            var logSurvival = zeros(1);
+            var cdf = zeros(1);
+            var ownK = new Tensor[cfg.NumHiddenLayers];
+            var ownV = new Tensor[cfg.NumHiddenLayers];
+            for (int t = 0; ; t++)
+            {
+                for (int l = 0; l < cfg.NumHiddenLayers; l++)
+                {
+                    var layer = backbone.layers[l];
+                    var attn = layer.self_attn;
+                    var normed = layer.input_layernorm.forward(x);
+                    var q = Rope.Apply(attn.q_proj.forward(normed).view(1, attn.NumHeads, attn.HeadDim), cos, sin);
+                    ownK[l] = Rope.Apply(attn.k_proj.forward(normed).view(1, attn.NumKvHeads, attn.HeadDim), cos, sin);
+                    ownV[l] = attn.v_proj.forward(normed).view(1, attn.NumKvHeads, attn.HeadDim);
+                    var k = cat([.. keys[l], ownK[l]], 0).unsqueeze(0).transpose(1, 2);          // (1, kv, pos + 1, D)
+                    var v = cat([.. values[l], ownV[l]], 0).unsqueeze(0).transpose(1, 2);
+                    var o = attn.Attend(q.unsqueeze(2), k, v, causal: false, mask: null);
+                    x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o.view(1, attn.NumHeads * attn.HeadDim)));
+                    x = layer.Mlp(x);
+                }
+                x = backbone.norm.forward(x);
+                var g = backbone.early_exit_gate.forward(x).squeeze(-1);
+                cdf = cdf + (nn.functional.logsigmoid(g) + logSurvival).exp();
+                logSurvival = logSurvival + nn.functional.logsigmoid(-g);
+                if (t < cfg.TotalUtSteps - 1 && cdf.item<float>() < 0.6f) continue;
+                for (int l = 0; l < cfg.NumHiddenLayers; l++)
+                {
+                    keys[l].Add(ownK[l]);
+                    values[l].Add(ownV[l]);
+                }
+                token = lm.Logits(x)[0].argmax().item<long>();
+                tokens.Add(token);
+                loops.Add(t + 1);
+                break;
+            }
+        }
+        Assert.Equal(tokens, result.Tokens);
+        Assert.Equal(loops, result.LoopsUsed);
+
+        // The same prompts through a batch (staggered rows, queued prompts) give each prompt its result alone.
+        long[][] prompts = [prompt, [9, 1, 60], [50, 50, 4, 7, 11, 30, 2]];
+        GenerationOptions Options(int rows) => new() { MaxNewTokens = 10, Temperature = 0, Exit = ExitMode.Q(0.6), KvCache = KvCacheMode.LastLoop, BatchSize = rows };
+        var batch = new LoopedGenerator(lm).GenerateBatch(prompts, Options(2));
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            var alone = new LoopedGenerator(lm).Generate(prompts[i], Options(1));
+            Assert.Equal(alone.Tokens, batch[i].Tokens);
+            Assert.Equal(alone.LoopsUsed, batch[i].LoopsUsed);
+        }
+    }
+
+    [Fact]
     public void StaggeredDecodingFillsSkippedLoopsWithTheExitLoopKeysAndValues()
     {
         using var scope = NewDisposeScope();
