@@ -84,25 +84,35 @@ foreach (int batch in opt.ScoreBatches)
 var prompts = sequences.Take(opt.GenPrompts).Select(s => (IReadOnlyList<long>)s.Take(16).ToArray()).ToArray();
 var genRows = new List<string>();
 var generator = new LoopedGenerator(lm);
+KvCacheMode[] kvModes = [KvCacheMode.PerLoop, KvCacheMode.LastLoop];
 foreach (int batch in opt.GenBatches)
 {
-    var bestGen = Enumerable.Repeat(Timing.Worst, qs.Length).ToArray();
-    var meanLoops = new double[qs.Length];
-    long produced = 0;
+    // Every (KV rule, q) pair, interleaved per repetition; each rule's speedup is against its own q = 1.0.
+    var cases = kvModes.SelectMany(kv => qs.Select(q => (Kv: kv, Q: q))).ToArray();
+    var bestGen = Enumerable.Repeat(Timing.Worst, cases.Length).ToArray();
+    var outputs = new IReadOnlyList<GeneratedSequence>[cases.Length];
     for (int rep = 0; rep <= opt.Reps; rep++)                                          // rep 0 is the warm-up
-        for (int i = 0; i < qs.Length; i++)
+        for (int i = 0; i < cases.Length; i++)
         {
-            var options = new GenerationOptions { MaxNewTokens = opt.GenTokens, Temperature = 0, Exit = ExitMode.Q(qs[i]), BatchSize = batch };
+            var options = new GenerationOptions
+            {
+                MaxNewTokens = opt.GenTokens, Temperature = 0, Exit = ExitMode.Q(cases[i].Q), BatchSize = batch, KvCache = cases[i].Kv,
+            };
             var start = Timing.Now();
-            var results = generator.GenerateBatch(prompts, options);   // continuous batching: `batch` rows at a time
+            outputs[i] = generator.GenerateBatch(prompts, options);                       // continuous batching: `batch` rows at a time
             if (rep > 0) bestGen[i] = bestGen[i].Min(Timing.Now() - start);
-            produced = results.Sum(r => r.Tokens.Length);
-            meanLoops[i] = results.SelectMany(r => r.LoopsUsed).Average();
         }
-    for (int i = 0; i < qs.Length; i++)
+    for (int i = 0; i < cases.Length; i++)
     {
-        double tps = produced / bestGen[i].Wall, speedup = bestGen[0].Wall / bestGen[i].Wall, ideal = opt.Loops / meanLoops[i];
-        genRows.Add($"| {batch} | {qs[i]:0.0} | {meanLoops[i]:F2} | {tps:N0} | {speedup:F2}x | {ideal:F2}x | {speedup / ideal:F2} | {bestGen[0].Cpu / bestGen[i].Cpu / ideal:F2} |");
+        int baseline = Array.FindIndex(cases, c => c.Kv == cases[i].Kv && c.Q == 1.0);
+        int perLoop = Array.FindIndex(cases, c => c.Kv == KvCacheMode.PerLoop && c.Q == cases[i].Q);
+        long produced = outputs[i].Sum(r => r.Tokens.Length);
+        double meanLoops = outputs[i].SelectMany(r => r.LoopsUsed).Average();
+        double tps = produced / bestGen[i].Wall, speedup = bestGen[baseline].Wall / bestGen[i].Wall, ideal = opt.Loops / meanLoops;
+        // Greedy tokens identical to the exact per-loop rule at the same q, position by position.
+        double same = outputs[i].Zip(outputs[perLoop]).Sum(p => p.First.Tokens.Zip(p.Second.Tokens).Count(t => t.First == t.Second)) / (double)produced;
+        string kv = cases[i].Kv == KvCacheMode.PerLoop ? "per loop" : "last loop";
+        genRows.Add($"| {batch} | {kv} | {cases[i].Q:0.0} | {meanLoops:F2} | {tps:N0} | {speedup:F2}x | {ideal:F2}x | {speedup / ideal:F2} | {bestGen[baseline].Cpu / bestGen[i].Cpu / ideal:F2} | {same:P0} |");
     }
 }
 
@@ -111,9 +121,9 @@ md.AppendLine($"Scoring: {opt.EvalSequences} held-out sequences of {opt.SeqLen} 
 md.AppendLine("| batch | q | mean exit step | compute fraction | next-token acc | NLL (nats) | tokens/s | speedup vs q=1 | ideal T / mean exit | speedup / ideal | CPU-time speedup / ideal |");
 md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
 foreach (var r in scoreRows) md.AppendLine(r);
-md.AppendLine().AppendLine($"Generation: {opt.GenPrompts} prompts of 16 tokens, {opt.GenTokens} new tokens each, greedy, KV cache; best of {opt.Reps} runs.").AppendLine();
-md.AppendLine("| batch | q | mean loops / token | tokens/s | speedup vs q=1 | ideal T / mean loops | speedup / ideal | CPU-time speedup / ideal |");
-md.AppendLine("|---|---|---|---|---|---|---|---|");
+md.AppendLine().AppendLine($"Generation: {opt.GenPrompts} prompts of 16 tokens, {opt.GenTokens} new tokens each, greedy, KV cache, `batch` rows decoding at a time; best of {opt.Reps} runs.").AppendLine();
+md.AppendLine("| batch | KV cache | q | mean loops / token | tokens/s | speedup vs q=1 | ideal T / mean loops | speedup / ideal | CPU-time speedup / ideal | tokens as per loop |");
+md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
 foreach (var r in genRows) md.AppendLine(r);
 var sample = generator.Generate(prompts[0], new GenerationOptions { MaxNewTokens = 60, Temperature = 0.8, TopP = 0.9, Seed = 1, Exit = ExitMode.Q(0.5) });
 md.AppendLine().AppendLine($"Sample (q = 0.5, T = 0.8, top-p 0.9): `{SyntheticCorpus.Decode(prompts[0])}|{SyntheticCorpus.Decode(sample.Tokens)}` (mean loops {sample.MeanLoops:F2})");
