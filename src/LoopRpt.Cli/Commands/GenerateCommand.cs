@@ -29,11 +29,16 @@ internal static class GenerateCommand
         var topP = new Option<double>("--top-p") { Description = "Nucleus mass in (0, 1].", DefaultValueFactory = _ => GenerationOptions.Defaults.TopP };
         var seed = new Option<ulong>("--seed") { Description = "Seed of the sampler (a local generator).", DefaultValueFactory = _ => GenerationOptions.Defaults.Seed };
         var noStop = new Option<bool>("--no-stop") { Description = "Do not stop at the end-of-text token." };
+        var kvCache = new Option<KvCacheMode>("--kv-cache")
+        {
+            Description = "PerLoop (exact: one key/value slot per loop and layer) or LastLoop (Ouro's shared slot: 1/loops of the memory, approximate).",
+            DefaultValueFactory = _ => KvCacheMode.PerLoop,
+        };
         var format = new Option<GenerateFormat>("--format") { Description = "Text or Json.", DefaultValueFactory = _ => GenerateFormat.Text };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("generate", "Continue a prompt with adaptive exit, reporting the loops used per token.")
-        { model, prompt, maxNew, q, temperature, topP, seed, noStop, format, device, threads };
+        { model, prompt, maxNew, q, temperature, topP, seed, noStop, kvCache, format, device, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
@@ -51,7 +56,7 @@ internal static class GenerateCommand
                 throw CliException.Usage($"The prompt ({ids.Length} tokens) plus --max-new-tokens {n} exceeds the model's context of {session.Model.Config.MaxPositionEmbeddings}.");
             var options = new GenerationOptions
             {
-                MaxNewTokens = n, Exit = ExitMode.Q(qv), Temperature = temp, TopP = p, Seed = pr.GetValue(seed),
+                MaxNewTokens = n, Exit = ExitMode.Q(qv), Temperature = temp, TopP = p, Seed = pr.GetValue(seed), KvCache = pr.GetValue(kvCache),
                 StopTokens = pr.GetValue(noStop) || codec.EosTokenId is null ? [] : [codec.EosTokenId.Value],
             };
             var result = new LoopedGenerator(session.Model).Generate(ids.Select(i => (long)i).ToArray(), options);

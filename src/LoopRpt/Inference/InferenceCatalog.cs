@@ -35,4 +35,11 @@ public static class InferenceCatalog
     /// <summary>Continues <paramref name="prompt"/> with full generation options.</summary>
     public static GeneratedSequence Generate(this OuroForCausalLM lm, IReadOnlyList<long> prompt, GenerationOptions options)
         => new LoopedGenerator(lm).Generate(prompt, options ?? throw new ArgumentNullException(nameof(options)));
+
+    /// <summary>
+    /// Continues every prompt, <see cref="GenerationOptions.BatchSize"/> rows at a time with staggered decoding and
+    /// continuous batching; each result is the one its prompt gets alone.
+    /// </summary>
+    public static IReadOnlyList<GeneratedSequence> GenerateBatch(this OuroForCausalLM lm, IReadOnlyList<IReadOnlyList<long>> prompts, GenerationOptions? options = null)
+        => new LoopedGenerator(lm).GenerateBatch(prompts, options);
 }

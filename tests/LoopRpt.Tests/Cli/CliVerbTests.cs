@@ -146,6 +146,12 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         Assert.Equal(5, rows.Length);
         Assert.All(rows, l => Assert.InRange(int.Parse(l.Split('\t')[1]), 1, 4));
         Assert.Contains("generate tokens=5", r.Out);
+
+        var shared = CliRunner.Run("generate", "--model", fx.Model, "--prompt", "x=", "-n", "5", "--no-stop", "--q", "0.3", "--kv-cache", "LastLoop", "--format", "Json");
+        Assert.True(shared.Code == ExitCodes.Success, shared.ToString());
+        using var doc = JsonDocument.Parse(shared.Out);
+        Assert.Equal(5, doc.RootElement.GetProperty("tokens").GetArrayLength());
+        Assert.Equal(ExitCodes.Usage, CliRunner.Run("generate", "--model", fx.Model, "--prompt", "x=", "--kv-cache", "Everywhere").Code);
     }
 
     [Fact]
