@@ -1,4 +1,6 @@
 using LoopRpt.Data;
+using LoopRpt.Inference;
+using LoopRpt.Model;
 using LoopRpt.Objectives;
 using LoopRpt.Training;
 using TorchSharp;
@@ -32,5 +34,26 @@ public class LeakTests
         Assert.Equal(live[("gate", 1)], live[("gate", 10)]);
         // ... and everything the run created is released when it returns.
         Assert.Equal(before, after);
+    }
+
+    [Theory]
+    [InlineData(KvCacheMode.PerLoop)]
+    [InlineData(KvCacheMode.LastLoop)]
+    public void GenerationDoesNotAccumulateTensorsPerTick(KvCacheMode kv)
+    {
+        using var lm = Inference.InferenceTestUtil.SpreadGateModel();
+        long[][] prompts = [[3, 17, 42, 8, 25], [9, 1, 60], [50, 50, 4, 7, 11, 30, 2], [12], [33, 34, 35, 36]];
+        long atEnd = -1;
+        var generator = new LoopedGenerator(lm) { InspectCache = _ => atEnd = DisposeScopeManager.Statistics.ThreadTotalLiveCount };
+        GenerationOptions Options(int tokens) => new() { MaxNewTokens = tokens, Temperature = 0, Exit = ExitMode.Q(0.6), BatchSize = 2, KvCache = kv };
+        generator.GenerateBatch(prompts, Options(2));                                    // builds the model's RoPE table once
+        long before = DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        generator.GenerateBatch(prompts, Options(4));
+        long shortRun = atEnd;
+        generator.GenerateBatch(prompts, Options(20));
+        // Tensors alive just before the cache is released do not grow with the number of ticks (about 5x more here) ...
+        Assert.Equal(shortRun, atEnd);
+        // ... and everything a call created is released when it returns.
+        Assert.Equal(before, DisposeScopeManager.Statistics.ThreadTotalLiveCount);
     }
 }
