@@ -59,7 +59,7 @@ internal static class GenerateCommand
                 MaxNewTokens = n, Exit = ExitMode.Q(qv), Temperature = temp, TopP = p, Seed = pr.GetValue(seed), KvCache = pr.GetValue(kvCache),
                 StopTokens = pr.GetValue(noStop) || codec.EosTokenId is null ? [] : [codec.EosTokenId.Value],
             };
-            var result = new LoopedGenerator(session.Model).Generate(ids.Select(i => (long)i).ToArray(), options);
+            var result = new LoopedGenerator(session.Model).Generate(ids.Select(i => (long)i).ToArray(), options, ctx.CancellationToken);
             var tokens = result.Tokens.Select(i => (int)i).ToArray();
             var text = codec.Decode(tokens);
             if (pr.GetValue(format) == GenerateFormat.Json)

@@ -53,6 +53,12 @@ public sealed class GenerationOptions
     public int BatchSize { get; init; } = Defaults.BatchSize;
 
     /// <summary>
+    /// Called on the generating thread for every token as soon as it is sampled (streaming): the prompt's index in the
+    /// batch, the token id, and the loops run by the step that produced it. Tokens of different prompts interleave.
+    /// </summary>
+    public Action<int, long, int>? OnToken { get; init; }
+
+    /// <summary>
     /// Which keys/values a token attends to at decode time (default <see cref="KvCacheMode.PerLoop"/>, the exact rule).
     /// </summary>
     public KvCacheMode KvCache { get; init; } = KvCacheMode.PerLoop;

@@ -40,6 +40,7 @@ public static class InferenceCatalog
     /// Continues every prompt, <see cref="GenerationOptions.BatchSize"/> rows at a time with staggered decoding and
     /// continuous batching; each result is the one its prompt gets alone.
     /// </summary>
-    public static IReadOnlyList<GeneratedSequence> GenerateBatch(this OuroForCausalLM lm, IReadOnlyList<IReadOnlyList<long>> prompts, GenerationOptions? options = null)
-        => new LoopedGenerator(lm).GenerateBatch(prompts, options);
+    public static IReadOnlyList<GeneratedSequence> GenerateBatch(this OuroForCausalLM lm, IReadOnlyList<IReadOnlyList<long>> prompts,
+        GenerationOptions? options = null, CancellationToken cancellationToken = default)
+        => new LoopedGenerator(lm).GenerateBatch(prompts, options, cancellationToken);
 }

@@ -36,10 +36,11 @@ public sealed class LoopedGenerator
     /// <exception cref="ArgumentException">The prompt is empty.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token is outside the vocabulary, the sequence would exceed
     /// max_position_embeddings, or an option is out of range.</exception>
-    public GeneratedSequence Generate(IReadOnlyList<long> prompt, GenerationOptions? options = null)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked once per decoding tick).</exception>
+    public GeneratedSequence Generate(IReadOnlyList<long> prompt, GenerationOptions? options = null, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompt);
-        return GenerateBatch([prompt], options)[0];
+        return GenerateBatch([prompt], options, cancellationToken)[0];
     }
 
     /// <summary>
@@ -50,7 +51,10 @@ public sealed class LoopedGenerator
     /// <exception cref="ArgumentException">No prompts, or an empty prompt.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token is outside the vocabulary, a sequence would exceed
     /// max_position_embeddings, or an option is out of range.</exception>
-    public IReadOnlyList<GeneratedSequence> GenerateBatch(IReadOnlyList<IReadOnlyList<long>> prompts, GenerationOptions? options = null)
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked once per decoding tick
+    /// and before each prefill); nothing is returned and every tensor of the call is released.</exception>
+    public IReadOnlyList<GeneratedSequence> GenerateBatch(IReadOnlyList<IReadOnlyList<long>> prompts, GenerationOptions? options = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(prompts);
         options ??= new GenerationOptions();
@@ -73,11 +77,12 @@ public sealed class LoopedGenerator
             tokens[sequence].Add(token);
             loops[sequence].Add(loopsUsed);
             stopped[sequence] = stop.Contains(token);
+            options.OnToken?.Invoke(sequence, token, loopsUsed);
             return stopped[sequence] || tokens[sequence].Count >= options.MaxNewTokens;
         }
         long[] Sample(Tensor logits) => TokenSampler.Sample(logits, options.Temperature, options.TopP, rng);
 
-        new StaggeredDecoder(_lm).Run(prompts, options.BatchSize, options.MaxNewTokens, rule, options.KvCache, Sample, Record, InspectCache);
+        new StaggeredDecoder(_lm).Run(prompts, options.BatchSize, options.MaxNewTokens, rule, options.KvCache, Sample, Record, InspectCache, cancellationToken);
         return Enumerable.Range(0, b)
             .Select(i => new GeneratedSequence(tokens[i].ToArray(), loops[i].ToArray(), stopped[i] ? FinishReason.Stop : FinishReason.Length))
             .ToArray();

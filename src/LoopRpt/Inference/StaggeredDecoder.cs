@@ -51,10 +51,13 @@ internal sealed class StaggeredDecoder
     /// <param name="onToken">Receives (sequence, token, loops run by the step that produced it); returns true when the
     /// sequence is finished.</param>
     /// <param name="inspect">Called with the cache before it is disposed (tests).</param>
+    /// <param name="cancellationToken">Checked once per tick.</param>
     /// <param name="kvCache">Key/value rule at decode time.</param>
     public void Run(IReadOnlyList<IReadOnlyList<long>> prompts, int batchSize, int maxNewTokens, ExitRule rule, KvCacheMode kvCache,
-        Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Action<LoopKvCache>? inspect = null)
+        Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Action<LoopKvCache>? inspect = null,
+        CancellationToken cancellationToken = default)
     {
+        cancellationToken.ThrowIfCancellationRequested();
         var config = _lm.Config;
         var device = _lm.Device;
         int batch = Math.Min(batchSize, prompts.Count);
@@ -84,7 +87,10 @@ internal sealed class StaggeredDecoder
                 }
             }
             while (rows.Count > 0)
+            {
+                cancellationToken.ThrowIfCancellationRequested();
                 rows = Step(rows, prompts, pending, staged, cache, rule, sample, onToken, bias, ref x!, ref logSurvival!, ref cdf!);
+            }
             inspect?.Invoke(cache);
         }
         finally

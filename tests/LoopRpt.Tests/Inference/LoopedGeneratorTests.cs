@@ -225,6 +225,52 @@ public class LoopedGeneratorTests
     }
 
     [Fact]
+    public void CancellationStopsGenerationAndReleasesItsTensors()
+    {
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        long[][] prompts = [Prompt, [9, 1, 60], [12]];
+        var options = new GenerationOptions { MaxNewTokens = 200, Temperature = 0, Exit = ExitMode.Q(0.6), BatchSize = 2 };
+        generator.GenerateBatch(prompts, new GenerationOptions { MaxNewTokens = 2 });          // builds the RoPE table once
+        long before = TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount;
+        using var cancelled = new CancellationTokenSource();
+        cancelled.Cancel();
+        Assert.ThrowsAny<OperationCanceledException>(() => generator.GenerateBatch(prompts, options, cancelled.Token));
+        // Cancelled mid-run, from the streaming callback, after the tenth token.
+        using var midway = new CancellationTokenSource();
+        var streamed = new List<(int, long, int)>();
+        var unfinished = new LoopedGenerator(lm) { InspectCache = _ => Assert.Fail("a cancelled run must not finish") };
+        var stopAfterTen = new GenerationOptions
+        {
+            MaxNewTokens = 200, Temperature = 0, Exit = ExitMode.Q(0.6), BatchSize = 2,
+            OnToken = (i, t, l) => { streamed.Add((i, t, l)); if (streamed.Count == 10) midway.Cancel(); },
+        };
+        Assert.ThrowsAny<OperationCanceledException>(() => unfinished.GenerateBatch(prompts, stopAfterTen, midway.Token));
+        Assert.InRange(streamed.Count, 10, 12);                                               // the tick in flight finishes
+        Assert.Equal(before, TorchSharp.DisposeScopeManager.Statistics.ThreadTotalLiveCount);
+    }
+
+    [Fact]
+    public void StreamedTokensAreTheResultInGenerationOrder()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        long[][] prompts = [Prompt, [9, 1, 60], [12]];
+        var streamed = new List<(int Prompt, long Token, int Loops)>();
+        var result = new LoopedGenerator(lm).GenerateBatch(prompts, new GenerationOptions
+        {
+            MaxNewTokens = 8, Temperature = 0, Exit = ExitMode.Q(0.6), BatchSize = 2, OnToken = (i, t, l) => streamed.Add((i, t, l)),
+        });
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            Assert.Equal(result[i].Tokens, streamed.Where(s => s.Prompt == i).Select(s => s.Token));
+            Assert.Equal(result[i].LoopsUsed, streamed.Where(s => s.Prompt == i).Select(s => s.Loops));
+        }
+        // Two rows: prompt 2 starts only once prompt 0 or 1 has finished.
+        Assert.True(streamed.FindIndex(s => s.Prompt == 2) > Math.Min(streamed.FindLastIndex(s => s.Prompt == 0), streamed.FindLastIndex(s => s.Prompt == 1)));
+    }
+
+    [Fact]
     public void StaggeredDecodingFillsSkippedLoopsWithTheExitLoopKeysAndValues()
     {
         using var scope = NewDisposeScope();
