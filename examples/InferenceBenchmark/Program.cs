@@ -91,6 +91,7 @@ foreach (int batch in opt.GenBatches)
     var cases = kvModes.SelectMany(kv => qs.Select(q => (Kv: kv, Q: q))).ToArray();
     var bestGen = Enumerable.Repeat(Timing.Worst, cases.Length).ToArray();
     var outputs = new IReadOnlyList<GeneratedSequence>[cases.Length];
+    var created = new long[cases.Length];                                              // tensors created per run (deterministic)
     for (int rep = 0; rep <= opt.Reps; rep++)                                          // rep 0 is the warm-up
         for (int i = 0; i < cases.Length; i++)
         {
@@ -98,9 +99,11 @@ foreach (int batch in opt.GenBatches)
             {
                 MaxNewTokens = opt.GenTokens, Temperature = 0, Exit = ExitMode.Q(cases[i].Q), BatchSize = batch, KvCache = cases[i].Kv,
             };
+            long before = TensorsCreated();
             var start = Timing.Now();
             outputs[i] = generator.GenerateBatch(prompts, options);                       // continuous batching: `batch` rows at a time
             if (rep > 0) bestGen[i] = bestGen[i].Min(Timing.Now() - start);
+            created[i] = TensorsCreated() - before;
         }
     for (int i = 0; i < cases.Length; i++)
     {
@@ -112,7 +115,7 @@ foreach (int batch in opt.GenBatches)
         // Greedy tokens identical to the exact per-loop rule at the same q, position by position.
         double same = outputs[i].Zip(outputs[perLoop]).Sum(p => p.First.Tokens.Zip(p.Second.Tokens).Count(t => t.First == t.Second)) / (double)produced;
         string kv = cases[i].Kv == KvCacheMode.PerLoop ? "per loop" : "last loop";
-        genRows.Add($"| {batch} | {kv} | {cases[i].Q:0.0} | {meanLoops:F2} | {tps:N0} | {speedup:F2}x | {ideal:F2}x | {speedup / ideal:F2} | {bestGen[baseline].Cpu / bestGen[i].Cpu / ideal:F2} | {same:P0} |");
+        genRows.Add($"| {batch} | {kv} | {cases[i].Q:0.0} | {meanLoops:F2} | {tps:N0} | {speedup:F2}x | {ideal:F2}x | {speedup / ideal:F2} | {bestGen[baseline].Cpu / bestGen[i].Cpu / ideal:F2} | {same:P0} | {created[i] / (double)produced:N0} |");
     }
 }
 
@@ -122,14 +125,17 @@ md.AppendLine("| batch | q | mean exit step | compute fraction | next-token acc 
 md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
 foreach (var r in scoreRows) md.AppendLine(r);
 md.AppendLine().AppendLine($"Generation: {opt.GenPrompts} prompts of 16 tokens, {opt.GenTokens} new tokens each, greedy, KV cache, `batch` rows decoding at a time; best of {opt.Reps} runs.").AppendLine();
-md.AppendLine("| batch | KV cache | q | mean loops / token | tokens/s | speedup vs q=1 | ideal T / mean loops | speedup / ideal | CPU-time speedup / ideal | tokens as per loop |");
-md.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+md.AppendLine("| batch | KV cache | q | mean loops / token | tokens/s | speedup vs q=1 | ideal T / mean loops | speedup / ideal | CPU-time speedup / ideal | tokens as per loop | tensors created / token |");
+md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
 foreach (var r in genRows) md.AppendLine(r);
 var sample = generator.Generate(prompts[0], new GenerationOptions { MaxNewTokens = 60, Temperature = 0.8, TopP = 0.9, Seed = 1, Exit = ExitMode.Q(0.5) });
 md.AppendLine().AppendLine($"Sample (q = 0.5, T = 0.8, top-p 0.9): `{SyntheticCorpus.Decode(prompts[0])}|{SyntheticCorpus.Decode(sample.Tokens)}` (mean loops {sample.MeanLoops:F2})");
 Console.WriteLine();
 Console.WriteLine(md.ToString());
 if (opt.Markdown is { } path) File.WriteAllText(path, md.ToString());
+
+// Tensor objects created on this thread: each tensor operation creates one, so this counts dispatches without noise.
+static long TensorsCreated() => TorchSharp.DisposeScopeManager.Statistics.CreatedInScopeCount + TorchSharp.DisposeScopeManager.Statistics.CreatedOutsideScopeCount;
 
 // "Compute all loops, then select" as the reference code does.
 static void ReferenceScore(OuroForCausalLM lm, IReadOnlyList<IReadOnlyList<long>> sequences, int batch, ExitMode mode)
