@@ -24,6 +24,9 @@ internal sealed class StaggeredDecoder
 {
     private readonly OuroForCausalLM _lm;
     private readonly AdaptiveLoopRunner _runner;
+    // Views made once per Run (a decoder serves one call): cache slots as (L * T' * B, C, kv, D), the attention bias
+    // flattened, RoPE tables as (C, 1, D).
+    private Tensor? _keysBySlot, _valuesBySlot, _biasFlat, _cosRows, _sinRows;
 
     public StaggeredDecoder(OuroForCausalLM lm)
     {
@@ -74,6 +77,16 @@ internal sealed class StaggeredDecoder
         Tensor? x = null, logSurvival = null, cdf = null;                               // carried across ticks
         try
         {
+            using (var scope = NewDisposeScope())
+            {
+                long slots = config.NumHiddenLayers * (long)cache.SlotLoops * batch;
+                _keysBySlot = cache.AllKeys.view(slots, capacity, config.NumKeyValueHeads, config.HeadDim).DetachFromDisposeScope();
+                _valuesBySlot = cache.AllValues.view(slots, capacity, config.NumKeyValueHeads, config.HeadDim).DetachFromDisposeScope();
+                _biasFlat = bias.view(-1).DetachFromDisposeScope();
+                var (cos, sin) = _lm.Rope.Get(0, capacity, device, _lm.DType);
+                _cosRows = cos.unsqueeze(1).DetachFromDisposeScope();
+                _sinRows = sin.unsqueeze(1).DetachFromDisposeScope();
+            }
             List<Row> rows;
             using (var scope = NewDisposeScope())
             {
@@ -98,6 +111,7 @@ internal sealed class StaggeredDecoder
             x?.Dispose();
             logSurvival?.Dispose();
             cdf?.Dispose();
+            foreach (var view in new[] { _keysBySlot, _valuesBySlot, _biasFlat, _cosRows, _sinRows }) view?.Dispose();
             bias.Dispose();
             foreach (var source in staged.Select(st => st.Source).Distinct()) source.Dispose();   // after a failure
         }
@@ -117,14 +131,14 @@ internal sealed class StaggeredDecoder
         // Which rows exit after this loop: the last loop always; otherwise CDF(t) >= q, accumulated exactly as
         // ExitDistribution and AdaptiveLoopRunner do (p(t) = lambda_t S_{t-1}, CDF += p, log S += log(1 - lambda)).
         bool[] exits = rows.Select(r => r.Loop >= rule.LastLoop).ToArray();
-        Tensor newLog = logSurvival, newCdf = cdf;
         if (!rule.Static && rows.Any(r => r.Loop < rule.LastLoop))
         {
+            // In place on the carried state (the same arithmetic, fewer tensors per tick).
             var g = backbone.early_exit_gate.forward(h).squeeze(-1);                    // (n)
             if (g.dtype != ScalarType.Float32) g = g.to_type(ScalarType.Float32);
-            newCdf = cdf + (F.logsigmoid(g) + logSurvival).exp();
-            newLog = logSurvival + F.logsigmoid(-g);
-            var gated = (newCdf >= rule.Threshold).cpu().data<bool>().ToArray();       // the one host read per tick
+            cdf.add_(F.logsigmoid(g).add_(logSurvival).exp_());
+            logSurvival.add_(F.logsigmoid(g.neg_()));
+            var gated = (cdf >= rule.Threshold).cpu().data<bool>().ToArray();          // the one host read per tick
             for (int j = 0; j < n; j++) exits[j] |= gated[j];
         }
         var leaving = Enumerable.Range(0, n).Where(j => exits[j]).ToArray();
@@ -132,8 +146,6 @@ internal sealed class StaggeredDecoder
         {
             foreach (var r in rows) r.Loop++;
             Keep(ref x, h);
-            Keep(ref logSurvival, newLog);
-            Keep(ref cdf, newCdf);
             return rows;
         }
 
@@ -159,7 +171,7 @@ internal sealed class StaggeredDecoder
         }
         foreach (var r in rows)
             if (!next.ContainsKey(r) && !ended.Contains(r)) r.Loop++;
-        if (seen.Count > 0) bias.view(-1).index_fill_(0, Ids(seen, device), 0.0);
+        if (seen.Count > 0) _biasFlat!.index_fill_(0, Ids(seen, device), 0.0);
         if (ended.Count > 0)
             foreach (var (row, token) in Start(ended, prompts, pending, staged, cache, rule, sample, onToken, bias))
                 next[row] = token;                                                      // a waiting prompt took the row
@@ -169,23 +181,21 @@ internal sealed class StaggeredDecoder
         {
             var at = Ids(rows.Select((r, j) => (r, j)).Where(p => next.ContainsKey(p.r)).Select(p => (long)p.j), device);
             var embedded = backbone.embed_tokens.forward(Ids(rows.Where(next.ContainsKey).Select(r => next[r]), device));
-            h = next.Count == n ? embedded : h.index_copy(0, at, embedded);
+            h = next.Count == n ? embedded : h.index_copy_(0, at, embedded);
             if (!rule.Static)
             {
-                newLog = newLog.index_fill(0, at, 0.0);
-                newCdf = newCdf.index_fill(0, at, 0.0);
+                logSurvival.index_fill_(0, at, 0.0);
+                cdf.index_fill_(0, at, 0.0);
             }
         }
         if (live.Count < n)
         {
             var kept = Ids(rows.Select((r, j) => (r, j)).Where(p => live.Contains(p.r)).Select(p => (long)p.j), device);
             h = h.index_select(0, kept);
-            newLog = newLog.index_select(0, kept);
-            newCdf = newCdf.index_select(0, kept);
+            Keep(ref logSurvival, logSurvival.index_select(0, kept));
+            Keep(ref cdf, cdf.index_select(0, kept));
         }
         Keep(ref x, h);
-        Keep(ref logSurvival, newLog);
-        Keep(ref cdf, newCdf);
         return live;
     }
 
@@ -310,15 +320,14 @@ internal sealed class StaggeredDecoder
         }
         var indices = tensor(host, [host.Length], device: device);
         var positions = indices.narrow(0, 0, n);
-        var (cosTable, sinTable) = _lm.Rope.Get(0, length, device, x.dtype);
-        var cos = cosTable.index_select(0, positions).unsqueeze(1);                    // (n, 1, D)
-        var sin = sinTable.index_select(0, positions).unsqueeze(1);
+        var cos = _cosRows!.index_select(0, positions);                                 // (n, 1, D)
+        var sin = _sinRows!.index_select(0, positions);
         // With equal positions every key up to p is visible to every row and no bias is needed.
         var mask = samePosition ? null
             : (wholeBatch ? bias : bias.index_select(0, indices.narrow(0, n, n))).narrow(1, 0, length).view(n, 1, 1, length);
 
-        var keysBySlot = cache.AllKeys.view(layers * loops * batch, capacity, cache.AllKeys.shape[1], cache.AllKeys.shape[2]);
-        var valuesBySlot = cache.AllValues.view(keysBySlot.shape);
+        var keysBySlot = _keysBySlot!.narrow(1, 0, length);                             // (L * T' * B, length, kv, D)
+        var valuesBySlot = _valuesBySlot!.narrow(1, 0, length);
         for (int l = 0; l < layers; l++)
         {
             var layer = backbone.layers[l];
@@ -335,14 +344,14 @@ internal sealed class StaggeredDecoder
             if (sameLoop)
             {
                 long first = (l * (long)loops + SlotLoop(rows[0])) * batch;
-                keys = keysBySlot.narrow(0, first, n).narrow(1, 0, length);
-                values = valuesBySlot.narrow(0, first, n).narrow(1, 0, length);
+                keys = keysBySlot.narrow(0, first, n);
+                values = valuesBySlot.narrow(0, first, n);
             }
             else
             {
                 var slotRows = indices.narrow(0, 2 * n + (layers + l) * n, n);
-                keys = keysBySlot.narrow(1, 0, length).index_select(0, slotRows);
-                values = valuesBySlot.narrow(1, 0, length).index_select(0, slotRows);
+                keys = keysBySlot.index_select(0, slotRows);
+                values = valuesBySlot.index_select(0, slotRows);
             }
             var o = attn.Attend(q.unsqueeze(2), keys.transpose(1, 2), values.transpose(1, 2), causal: false, mask: mask); // (n, h, 1, D)
             x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o.view(n, attn.NumHeads * attn.HeadDim)));

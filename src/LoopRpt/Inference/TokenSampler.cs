@@ -29,6 +29,7 @@ internal static class TokenSampler
             }
             else picked = multinomial(probs, 1, generator: generator).squeeze(-1);
         }
-        return picked.to_type(ScalarType.Int64).data<long>().ToArray();
+        if (picked.dtype != ScalarType.Int64) picked = picked.to_type(ScalarType.Int64);
+        return picked.data<long>().ToArray();
     }
 }
