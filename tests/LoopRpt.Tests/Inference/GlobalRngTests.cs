@@ -1,0 +1,38 @@
+using LoopRpt.Inference;
+using LoopRpt.Model;
+using static LoopRpt.Tests.Inference.InferenceTestUtil;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Tests.Inference;
+
+/// <summary>
+/// Tests that read or reset the process-wide torch RNG: they run alone, after the parallel tests, so that no other
+/// test draws from the global generator between their seed and their check (and they do not reseed another test's).
+/// </summary>
+[CollectionDefinition("GlobalRng", DisableParallelization = true)]
+public sealed class GlobalRngCollection;
+
+[Collection("GlobalRng")]
+public class GlobalRngTests
+{
+    private static readonly long[] Prompt = [3, 17, 42, 8, 25];
+
+    [Fact]
+    public void SamplingIsSeededAndLeavesTheGlobalGeneratorAlone()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = SpreadGateModel();
+        var generator = new LoopedGenerator(lm);
+        GenerationOptions Options(ulong seed) => new() { MaxNewTokens = 20, Temperature = 1.5, TopP = 0.95, Seed = seed, Exit = ExitMode.Q(0.6) };
+
+        manual_seed(123);
+        var expected = rand(3);
+        manual_seed(123);
+        var a = generator.Generate(Prompt, Options(7));
+        Assert.True(Same(expected, rand(3)), "generation must not draw from the global RNG");
+        var b = generator.Generate(Prompt, Options(7));
+        var c = generator.Generate(Prompt, Options(8));
+        Assert.Equal(a.Tokens, b.Tokens);
+        Assert.NotEqual(a.Tokens, c.Tokens);
+    }
+}
