@@ -20,13 +20,11 @@ namespace LoopRpt.Inference;
 public sealed class LoopedGenerator
 {
     private readonly OuroForCausalLM _lm;
-    private readonly AdaptiveLoopRunner _runner;
 
     /// <summary>Creates a generator for <paramref name="lm"/>.</summary>
     public LoopedGenerator(OuroForCausalLM lm)
     {
         _lm = lm ?? throw new ArgumentNullException(nameof(lm));
-        _runner = new AdaptiveLoopRunner(lm);
     }
 
     /// <summary>Called with the cache after a batch is generated, before it is disposed (tests).</summary>
@@ -51,8 +49,8 @@ public sealed class LoopedGenerator
     /// <exception cref="ArgumentException">No prompts, or an empty prompt.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token is outside the vocabulary, a sequence would exceed
     /// max_position_embeddings, or an option is out of range.</exception>
-    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked once per decoding tick
-    /// and before each prefill); nothing is returned and every tensor of the call is released.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before the first
+    /// prefill and once per decoding tick); nothing is returned and every tensor of the call is released.</exception>
     public IReadOnlyList<GeneratedSequence> GenerateBatch(IReadOnlyList<IReadOnlyList<long>> prompts, GenerationOptions? options = null,
         CancellationToken cancellationToken = default)
     {
@@ -60,7 +58,7 @@ public sealed class LoopedGenerator
         options ??= new GenerationOptions();
         options.Validate(nameof(options));
         var rule = ExitRule.From(options.Exit, _lm.Config, nameof(options));
-        int longest = ValidatePrompts(prompts, options.MaxNewTokens);
+        ValidatePrompts(prompts, options.MaxNewTokens);
         int b = prompts.Count;
         var stop = options.StopTokens.ToHashSet();
 
@@ -88,8 +86,8 @@ public sealed class LoopedGenerator
             .ToArray();
     }
 
-    /// <summary>Checks the prompts; returns the longest prompt's length.</summary>
-    private int ValidatePrompts(IReadOnlyList<IReadOnlyList<long>> prompts, int maxNewTokens)
+    /// <summary>Checks the prompts against the vocabulary and the context length.</summary>
+    private void ValidatePrompts(IReadOnlyList<IReadOnlyList<long>> prompts, int maxNewTokens)
     {
         if (prompts.Count == 0) throw new ArgumentException("At least one prompt is needed.", nameof(prompts));
         int length = 0;
@@ -106,6 +104,5 @@ public sealed class LoopedGenerator
         if (length + maxNewTokens > _lm.Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(nameof(prompts), length + maxNewTokens,
                 $"Prompt length {length} (the longest) + MaxNewTokens {maxNewTokens} exceeds max_position_embeddings = {_lm.Config.MaxPositionEmbeddings}.");
-        return length;
     }
 }

@@ -296,7 +296,7 @@ internal sealed class StaggeredDecoder
         var backbone = _lm.Backbone;
         var device = _lm.Device;
         int n = rows.Count, layers = cache.Layers, loops = cache.SlotLoops;
-        long batch = cache.Batch, capacity = cache.Capacity;
+        long batch = cache.Batch;
         long maxPosition = rows.Max(r => r.Position), length = maxPosition + 1;
         bool samePosition = rows.All(r => r.Position == maxPosition);
         // Rows that are the whole batch, in order, read their bias rows as a view; at one loop also their slot.

@@ -15,8 +15,6 @@ public sealed class GlobalRngCollection;
 [Collection("GlobalRng")]
 public class GlobalRngTests
 {
-    private static readonly long[] Prompt = [3, 17, 42, 8, 25];
-
     [Fact]
     public void SamplingIsSeededAndLeavesTheGlobalGeneratorAlone()
     {

@@ -6,6 +6,9 @@ namespace LoopRpt.Tests.Inference;
 
 internal static class InferenceTestUtil
 {
+    /// <summary>The generation tests' default prompt.</summary>
+    public static readonly long[] Prompt = [3, 17, 42, 8, 25];
+
     /// <summary>A tiny model whose exit gate is sharpened so Q-exit steps spread over the loops.</summary>
     public static OuroForCausalLM SpreadGateModel(double gateScale = 40, double gateBias = 0, long seed = 1, int loops = 4)
     {

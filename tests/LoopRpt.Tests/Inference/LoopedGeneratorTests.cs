@@ -7,8 +7,6 @@ namespace LoopRpt.Tests.Inference;
 
 public class LoopedGeneratorTests
 {
-    private static readonly long[] Prompt = [3, 17, 42, 8, 25];
-
     [Fact]
     public void CachedGreedyAtFullDepthEqualsUncachedRecomputation()
     {
