@@ -78,7 +78,7 @@ public sealed class LoopedGenerator
             options.OnToken?.Invoke(sequence, token, loopsUsed);
             return stopped[sequence] || tokens[sequence].Count >= options.MaxNewTokens;
         }
-        long[] Sample(Tensor logits) => TokenSampler.Sample(logits, options.Temperature, options.TopP, rng);
+        Tensor Sample(Tensor logits) => TokenSampler.Pick(logits, options.Temperature, options.TopP, rng);
 
         new StaggeredDecoder(_lm).Run(prompts, options.BatchSize, options.MaxNewTokens, rule, options.KvCache, Sample, Record, InspectCache, cancellationToken);
         return Enumerable.Range(0, b)

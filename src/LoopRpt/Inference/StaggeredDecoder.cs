@@ -1,4 +1,5 @@
 using LoopRpt.Model;
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -17,8 +18,9 @@ namespace LoopRpt.Inference;
 /// sequence gets the result it would get alone (and that adaptive teacher-forced scoring gives): staggering changes the
 /// order of work, not the arithmetic. The fill rule of <see cref="LoopKvCache"/> is applied when a token exits: its
 /// slots of the loops it skipped receive its exit loop's keys/values before the row's next token can read them.
-/// Host synchronisation: one read per tick (which rows exited) and one for the tokens sampled; none inside the loop
-/// over layers.
+/// Host synchronisation: one read per tick (the rows' gate logits; the exit CDF is then accumulated on the host by
+/// <see cref="HostExitCdf"/>) and one for the tokens sampled; none inside the loop over layers. Per tick the host sends
+/// one index tensor for the layers and, when rows exit, one for their head, fill copies and attention bias.
 /// </remarks>
 internal sealed class StaggeredDecoder
 {
@@ -26,7 +28,8 @@ internal sealed class StaggeredDecoder
     private readonly AdaptiveLoopRunner _runner;
     // Views made once per Run (a decoder serves one call): cache slots as (L * T' * B, C, kv, D), the attention bias
     // flattened, RoPE tables as (C, 1, D).
-    private Tensor? _keysBySlot, _valuesBySlot, _biasFlat, _cosRows, _sinRows;
+    private Tensor? _bySlot, _biasFlat, _biasRows, _cosRows, _sinRows;
+    private long _valueSlots;
 
     public StaggeredDecoder(OuroForCausalLM lm)
     {
@@ -41,6 +44,14 @@ internal sealed class StaggeredDecoder
         public int Sequence { get; set; }
         public long Position { get; set; }
         public int Loop { get; set; }
+        public HostExitCdf Exit;                                                        // a field: Advance updates it in place
+    }
+
+    /// <summary>Puts <paramref name="row"/> at loop 0 of a new token.</summary>
+    private static void Restart(Row row)
+    {
+        row.Loop = 0;
+        row.Exit = default;
     }
 
     /// <summary>
@@ -50,14 +61,15 @@ internal sealed class StaggeredDecoder
     /// <param name="batchSize">Rows decoded together at most.</param>
     /// <param name="maxNewTokens">Tokens per sequence at most (sizes the cache).</param>
     /// <param name="rule">Exit rule.</param>
-    /// <param name="sample">Samples one token per row from logits (n, V), on the model's device and in its type.</param>
+    /// <param name="sample">Picks one token per row from logits (n, V) on the model's device and in its type; returns
+    /// int64 ids (n) on that device.</param>
     /// <param name="onToken">Receives (sequence, token, loops run by the step that produced it); returns true when the
     /// sequence is finished.</param>
     /// <param name="inspect">Called with the cache before it is disposed (tests).</param>
     /// <param name="cancellationToken">Checked once per tick.</param>
     /// <param name="kvCache">Key/value rule at decode time.</param>
     public void Run(IReadOnlyList<IReadOnlyList<long>> prompts, int batchSize, int maxNewTokens, ExitRule rule, KvCacheMode kvCache,
-        Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Action<LoopKvCache>? inspect = null,
+        Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken, Action<LoopKvCache>? inspect = null,
         CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
@@ -74,15 +86,16 @@ internal sealed class StaggeredDecoder
         // Additive attention bias per batch row (B, C): 0 on the positions that a row computing position p may see
         // (0..p), -inf elsewhere. The attention kernel adds a float bias as is; a boolean mask is converted per call.
         var bias = full([batch, capacity], double.NegativeInfinity, dtype: _lm.DType, device: device);
-        Tensor? x = null, logSurvival = null, cdf = null;                               // carried across ticks
+        Tensor? x = null;                                                               // (n, H) carried across ticks
         try
         {
             using (var scope = NewDisposeScope())
             {
                 long slots = config.NumHiddenLayers * (long)cache.SlotLoops * batch;
-                _keysBySlot = cache.AllKeys.view(slots, capacity, config.NumKeyValueHeads, config.HeadDim).DetachFromDisposeScope();
-                _valuesBySlot = cache.AllValues.view(slots, capacity, config.NumKeyValueHeads, config.HeadDim).DetachFromDisposeScope();
+                _bySlot = cache.All.view(2 * slots, capacity, config.NumKeyValueHeads, config.HeadDim).DetachFromDisposeScope();
+                _valueSlots = slots;                                                    // keys' slots, then values'
                 _biasFlat = bias.view(-1).DetachFromDisposeScope();
+                _biasRows = bias.view(batch, 1, 1, capacity).DetachFromDisposeScope();
                 var (cos, sin) = _lm.Rope.Get(0, capacity, device, _lm.DType);
                 _cosRows = cos.unsqueeze(1).DetachFromDisposeScope();
                 _sinRows = sin.unsqueeze(1).DetachFromDisposeScope();
@@ -93,25 +106,19 @@ internal sealed class StaggeredDecoder
                 var first = Start(all, prompts, pending, staged, cache, rule, sample, onToken, bias);
                 rows = all.Where(first.ContainsKey).ToList();
                 if (rows.Count > 0)
-                {
                     x = _lm.Backbone.embed_tokens.forward(Ids(rows.Select(r => first[r]), device)).DetachFromDisposeScope();
-                    logSurvival = zeros(rows.Count, dtype: ScalarType.Float32, device: device).DetachFromDisposeScope();
-                    cdf = zeros(rows.Count, dtype: ScalarType.Float32, device: device).DetachFromDisposeScope();
-                }
             }
             while (rows.Count > 0)
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                rows = Step(rows, prompts, pending, staged, cache, rule, sample, onToken, bias, ref x!, ref logSurvival!, ref cdf!);
+                rows = Step(rows, prompts, pending, staged, cache, rule, sample, onToken, bias, ref x!);
             }
             inspect?.Invoke(cache);
         }
         finally
         {
             x?.Dispose();
-            logSurvival?.Dispose();
-            cdf?.Dispose();
-            foreach (var view in new[] { _keysBySlot, _valuesBySlot, _biasFlat, _cosRows, _sinRows }) view?.Dispose();
+            foreach (var view in new[] { _bySlot, _biasFlat, _biasRows, _cosRows, _sinRows }) view?.Dispose();
             bias.Dispose();
             foreach (var source in staged.Select(st => st.Source).Distinct()) source.Dispose();   // after a failure
         }
@@ -119,8 +126,7 @@ internal sealed class StaggeredDecoder
 
     /// <summary>One tick for the live rows, then exits, sampling, the fill rule and row turnover. Returns the live rows.</summary>
     private List<Row> Step(List<Row> rows, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, LoopKvCache cache,
-        ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Tensor bias,
-        ref Tensor x, ref Tensor logSurvival, ref Tensor cdf)
+        ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken, Tensor bias, ref Tensor x)
     {
         using var scope = NewDisposeScope();
         var backbone = _lm.Backbone;
@@ -128,73 +134,94 @@ internal sealed class StaggeredDecoder
         int n = rows.Count;
         var h = Tick(x, bias, rows, cache);
 
-        // Which rows exit after this loop: the last loop always; otherwise CDF(t) >= q, accumulated exactly as
-        // ExitDistribution and AdaptiveLoopRunner do (p(t) = lambda_t S_{t-1}, CDF += p, log S += log(1 - lambda)).
-        bool[] exits = rows.Select(r => r.Loop >= rule.LastLoop).ToArray();
+        // Which rows exit after this loop: the last loop always; otherwise CDF(t) >= q. The gate logits of the n rows
+        // are the one host read of the tick; the CDF is accumulated per row on the host (HostExitCdf), with the
+        // arithmetic of scoring.
+        var leaving = new List<int>(n);
+        float[]? logits = null;
         if (!rule.Static && rows.Any(r => r.Loop < rule.LastLoop))
         {
-            // In place on the carried state (the same arithmetic, fewer tensors per tick).
-            var g = backbone.early_exit_gate.forward(h).squeeze(-1);                    // (n)
+            var g = backbone.early_exit_gate.forward(h);                                // (n, 1)
             if (g.dtype != ScalarType.Float32) g = g.to_type(ScalarType.Float32);
-            cdf.add_(F.logsigmoid(g).add_(logSurvival).exp_());
-            logSurvival.add_(F.logsigmoid(g.neg_()));
-            var gated = (cdf >= rule.Threshold).cpu().data<bool>().ToArray();          // the one host read per tick
-            for (int j = 0; j < n; j++) exits[j] |= gated[j];
+            logits = (g.device_type == DeviceType.CPU ? g : g.cpu()).data<float>().ToArray();
         }
-        var leaving = Enumerable.Range(0, n).Where(j => exits[j]).ToArray();
-        if (leaving.Length == 0)
+        float threshold = (float)rule.Threshold;
+        for (int j = 0; j < n; j++)
+        {
+            var r = rows[j];
+            if (r.Loop >= rule.LastLoop || (logits is not null && r.Exit.Advance(logits[j], threshold))) leaving.Add(j);
+        }
+        if (leaving.Count == 0)
         {
             foreach (var r in rows) r.Loop++;
             Keep(ref x, h);
             return rows;
         }
 
-        var exitStates = leaving.Length == n ? h : h.index_select(0, Ids(leaving.Select(j => (long)j), device));
-        var tokens = sample(_lm.Logits(exitStates));
-        if (!cache.Rolling) FillSkippedLoops(cache, rows, leaving, rule.LastLoop);
-
-        var next = new Dictionary<Row, long>();                                         // rows starting a token
-        var ended = new List<Row>();
-        var seen = new List<long>();                                                    // bias entries that become visible
-        for (int k = 0; k < leaving.Length; k++)
+        // One transfer for the exiting rows: their indices | fill copies of their skipped slots (exact rule: sources,
+        // then targets) | the bias entries of their next positions. Opening a row's next position before its token is
+        // known is safe: a row that ends is dropped or restarted by Start, which rewrites its bias row.
+        int k = leaving.Count;
+        var fill = cache.Rolling ? [] : FillRows(cache, rows, leaving, rule.LastLoop);
+        var host = new long[2 * k + fill.Length];
+        for (int i = 0; i < k; i++)
         {
-            var row = rows[leaving[k]];
-            if (onToken(row.Sequence, tokens[k], row.Loop + 1))
+            var r = rows[leaving[i]];
+            host[i] = leaving[i];
+            host[k + fill.Length + i] = r.BatchRow * cache.Capacity + r.Position + 1;
+        }
+        fill.CopyTo(host, k);
+        var indices = tensor(host, [host.Length], device: device);
+        var exiting = k == n ? null : indices.narrow(0, 0, k);
+        var picked = sample(_lm.Logits(exiting is null ? h : h.index_select(0, exiting)));   // (k) ids on the device
+        var tokens = TokenSampler.ToHost(picked);
+        if (fill.Length > 0)
+        {
+            // Keys and values share one tensor: one gather and one scatter move both.
+            int half = fill.Length / 2;
+            cache.All.index_copy_(0, indices.narrow(0, k + half, half), cache.All.index_select(0, indices.narrow(0, k, half)));
+        }
+        _biasFlat!.index_fill_(0, indices.narrow(0, k + fill.Length, k), 0.0);
+        // Every exiting row starts its sampled token at loop 0 on the next tick (rows that end are handled below).
+        var embedded = backbone.embed_tokens.forward(picked);
+        h = exiting is null ? embedded : h.index_copy_(0, exiting, embedded);
+
+        var ended = new List<Row>();
+        var exited = new bool[n];
+        for (int i = 0; i < k; i++)
+        {
+            var row = rows[leaving[i]];
+            exited[leaving[i]] = true;
+            if (onToken(row.Sequence, tokens[i], row.Loop + 1))
             {
                 ended.Add(row);
                 continue;
             }
             row.Position++;
-            row.Loop = 0;
-            next[row] = tokens[k];
-            seen.Add(row.BatchRow * cache.Capacity + row.Position);
+            Restart(row);
         }
-        foreach (var r in rows)
-            if (!next.ContainsKey(r) && !ended.Contains(r)) r.Loop++;
-        if (seen.Count > 0) _biasFlat!.index_fill_(0, Ids(seen, device), 0.0);
-        if (ended.Count > 0)
-            foreach (var (row, token) in Start(ended, prompts, pending, staged, cache, rule, sample, onToken, bias))
-                next[row] = token;                                                      // a waiting prompt took the row
+        for (int j = 0; j < n; j++)
+            if (!exited[j]) rows[j].Loop++;
+        if (ended.Count == 0)
+        {
+            Keep(ref x, h);
+            return rows;
+        }
 
-        var live = rows.Where(r => !ended.Contains(r) || next.ContainsKey(r)).ToList();
-        if (next.Count > 0)
-        {
-            var at = Ids(rows.Select((r, j) => (r, j)).Where(p => next.ContainsKey(p.r)).Select(p => (long)p.j), device);
-            var embedded = backbone.embed_tokens.forward(Ids(rows.Where(next.ContainsKey).Select(r => next[r]), device));
-            h = next.Count == n ? embedded : h.index_copy_(0, at, embedded);
-            if (!rule.Static)
-            {
-                logSurvival.index_fill_(0, at, 0.0);
-                cdf.index_fill_(0, at, 0.0);
-            }
-        }
-        if (live.Count < n)
-        {
-            var kept = Ids(rows.Select((r, j) => (r, j)).Where(p => live.Contains(p.r)).Select(p => (long)p.j), device);
-            h = h.index_select(0, kept);
-            Keep(ref logSurvival, logSurvival.index_select(0, kept));
-            Keep(ref cdf, cdf.index_select(0, kept));
-        }
+        // Rows whose sequence ended take waiting prompts (their first token replaces the one embedded above); rows
+        // left without one drop out, the others keep their order.
+        var taken = Start(ended, prompts, pending, staged, cache, rule, sample, onToken, bias);
+        ended.RemoveAll(taken.ContainsKey);
+        var live = ended.Count == 0 ? rows : rows.Where(r => !ended.Contains(r)).ToList();
+        var turnover = new List<long>(2 * taken.Count + live.Count);
+        var restarted = rows.Select((r, j) => (r, j)).Where(p => taken.ContainsKey(p.r)).ToList();
+        turnover.AddRange(restarted.Select(p => (long)p.j));
+        turnover.AddRange(restarted.Select(p => taken[p.r]));
+        if (live.Count < n) turnover.AddRange(rows.Select((r, j) => (r, j)).Where(p => !ended.Contains(p.r)).Select(p => (long)p.j));
+        var ids = tensor(turnover.ToArray(), [turnover.Count], device: device);
+        int m = restarted.Count;
+        if (m > 0) h = h.index_copy_(0, ids.narrow(0, 0, m), backbone.embed_tokens.forward(ids.narrow(0, m, m)));
+        if (live.Count < n) h = h.index_select(0, ids.narrow(0, 2 * m, live.Count));
         Keep(ref x, h);
         return live;
     }
@@ -216,7 +243,7 @@ internal sealed class StaggeredDecoder
     /// rows left without a prompt are not in the result.
     /// </summary>
     private Dictionary<Row, long> Start(IEnumerable<Row> free, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending,
-        Queue<Staged> staged, LoopKvCache cache, ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken, Tensor bias)
+        Queue<Staged> staged, LoopKvCache cache, ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken, Tensor bias)
     {
         var started = new Dictionary<Row, long>();
         foreach (var row in free)
@@ -234,7 +261,7 @@ internal sealed class StaggeredDecoder
             if (--s.Source.Waiting == 0) s.Source.Dispose();
             row.Sequence = s.Sequence;
             row.Position = s.Length;
-            row.Loop = 0;
+            Restart(row);
             var line = bias[row.BatchRow];
             line.fill_(double.NegativeInfinity);
             line.narrow(0, 0, s.Length + 1).fill_(0.0);
@@ -248,7 +275,7 @@ internal sealed class StaggeredDecoder
     /// compute-saving pass of scoring), samples their first tokens, and stages the sequences that go on.
     /// </summary>
     private void Stage(IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, int count, bool rolling,
-        ExitRule rule, Func<Tensor, long[]> sample, Func<int, long, int, bool> onToken)
+        ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken)
     {
         using var scope = NewDisposeScope();
         var device = _lm.Device;
@@ -276,7 +303,7 @@ internal sealed class StaggeredDecoder
             var run = _runner.Run(ids, valid, scratch.Cache, rule);
             var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[sequences[i]].Count - 1)).ToArray(), [k], device: device);
             var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
-            var tokens = sample(_lm.Logits(run.States.index_select(0, last)));
+            var tokens = TokenSampler.ToHost(sample(_lm.Logits(run.States.index_select(0, last))));
             for (int i = 0; i < k; i++)
                 if (!onToken(sequences[i], tokens[i], (int)exits[i] + 1))
                 {
@@ -305,8 +332,9 @@ internal sealed class StaggeredDecoder
         bool sameLoop = wholeBatch && (cache.Rolling || rows.All(r => r.Loop == rows[0].Loop));
         int SlotLoop(Row r) => cache.Rolling ? 0 : r.Loop;
 
-        // Host-built indices, one transfer per tick: positions (n) | batch rows (n) | write rows (L*n) | slot rows (L*n).
-        var host = new long[2 * n + 2 * layers * n];
+        // Host-built indices, one transfer per tick: positions (n) | batch rows (n) | write rows (L*n) | slot rows
+        // (per layer: the n rows' key slots, then their value slots).
+        var host = new long[2 * n + 3 * layers * n];
         for (int j = 0; j < n; j++)
         {
             var r = rows[j];
@@ -315,7 +343,9 @@ internal sealed class StaggeredDecoder
             for (int l = 0; l < layers; l++)
             {
                 host[2 * n + l * n + j] = cache.FlatRow(l, r.Loop, r.BatchRow, r.Position);
-                host[2 * n + (layers + l) * n + j] = (l * (long)loops + SlotLoop(r)) * batch + r.BatchRow;
+                long slot = (l * (long)loops + SlotLoop(r)) * batch + r.BatchRow;
+                host[2 * n + layers * n + 2 * l * n + j] = slot;
+                host[2 * n + layers * n + 2 * l * n + n + j] = slot + _valueSlots;
             }
         }
         var indices = tensor(host, [host.Length], device: device);
@@ -324,10 +354,10 @@ internal sealed class StaggeredDecoder
         var sin = _sinRows!.index_select(0, positions);
         // With equal positions every key up to p is visible to every row and no bias is needed.
         var mask = samePosition ? null
-            : (wholeBatch ? bias : bias.index_select(0, indices.narrow(0, n, n))).narrow(1, 0, length).view(n, 1, 1, length);
+            : wholeBatch ? _biasRows!.narrow(3, 0, length)
+            : bias.index_select(0, indices.narrow(0, n, n)).narrow(1, 0, length).view(n, 1, 1, length);
 
-        var keysBySlot = _keysBySlot!.narrow(1, 0, length);                             // (L * T' * B, length, kv, D)
-        var valuesBySlot = _valuesBySlot!.narrow(1, 0, length);
+        var bySlot = _bySlot!.narrow(1, 0, length);                                     // (2 * L * T' * B, length, kv, D)
         for (int l = 0; l < layers; l++)
         {
             var layer = backbone.layers[l];
@@ -344,14 +374,15 @@ internal sealed class StaggeredDecoder
             if (sameLoop)
             {
                 long first = (l * (long)loops + SlotLoop(rows[0])) * batch;
-                keys = keysBySlot.narrow(0, first, n);
-                values = valuesBySlot.narrow(0, first, n);
+                keys = bySlot.narrow(0, first, n);
+                values = bySlot.narrow(0, _valueSlots + first, n);
             }
             else
             {
-                var slotRows = indices.narrow(0, 2 * n + (layers + l) * n, n);
-                keys = keysBySlot.index_select(0, slotRows);
-                values = valuesBySlot.index_select(0, slotRows);
+                // One gather moves both (keys and values share the cache tensor).
+                var gathered = bySlot.index_select(0, indices.narrow(0, 2 * n + layers * n + 2 * l * n, 2 * n));
+                keys = gathered.narrow(0, 0, n);
+                values = gathered.narrow(0, n, n);
             }
             var o = attn.Attend(q.unsqueeze(2), keys.transpose(1, 2), values.transpose(1, 2), causal: false, mask: mask); // (n, h, 1, D)
             x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o.view(n, attn.NumHeads * attn.HeadDim)));
@@ -362,36 +393,29 @@ internal sealed class StaggeredDecoder
 
     /// <summary>
     /// Fill rule for the tokens leaving now: slots of the loops after their exit loop (up to the last loop any token can
-    /// run) receive the exit loop's keys/values, so the row's later tokens that run deeper see them there.
+    /// run) receive the exit loop's keys/values, so the row's later tokens that run deeper see them there. Returns the
+    /// flat cache rows to copy, sources then targets (keys and values of each), for one gather and one scatter.
     /// </summary>
-    private void FillSkippedLoops(LoopKvCache cache, List<Row> rows, int[] leaving, int lastLoop)
+    private static long[] FillRows(LoopKvCache cache, List<Row> rows, List<int> leaving, int lastLoop)
     {
-        var from = new List<long>();
-        var to = new List<long>();
+        int count = 0;
+        foreach (int j in leaving) count += cache.Layers * Math.Max(0, lastLoop - rows[j].Loop);
+        var host = new long[4 * count];
+        int i = 0;
         foreach (int j in leaving)
         {
             var r = rows[j];
             for (int l = 0; l < cache.Layers; l++)
-                for (int t = r.Loop + 1; t <= lastLoop; t++)
+                for (int t = r.Loop + 1; t <= lastLoop; t++, i++)
                 {
-                    from.Add(cache.FlatRow(l, r.Loop, r.BatchRow, r.Position));
-                    to.Add(cache.FlatRow(l, t, r.BatchRow, r.Position));
+                    long from = cache.FlatRow(l, r.Loop, r.BatchRow, r.Position), to = cache.FlatRow(l, t, r.BatchRow, r.Position);
+                    host[i] = from;
+                    host[count + i] = from + cache.ValueOffset;
+                    host[2 * count + i] = to;
+                    host[3 * count + i] = to + cache.ValueOffset;
                 }
         }
-        int count = from.Count;
-        if (count == 0) return;
-        // Keys and values share one tensor: one gather and one scatter move both.
-        // Layout: source keys | source values | target keys | target values.
-        var host = new long[4 * count];
-        for (int i = 0; i < count; i++)
-        {
-            host[i] = from[i];
-            host[count + i] = from[i] + cache.ValueOffset;
-            host[2 * count + i] = to[i];
-            host[3 * count + i] = to[i] + cache.ValueOffset;
-        }
-        var indices = tensor(host, [host.Length], device: _lm.Device);
-        cache.All.index_copy_(0, indices.narrow(0, 2 * count, 2 * count), cache.All.index_select(0, indices.narrow(0, 0, 2 * count)));
+        return host;
     }
 
     private static Tensor Ids(IEnumerable<long> values, Device device)

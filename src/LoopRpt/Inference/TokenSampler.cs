@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -7,14 +8,16 @@ namespace LoopRpt.Inference;
 internal static class TokenSampler
 {
     /// <summary>
-    /// One token per row of <paramref name="logits"/> (B, V), any device and type. Greedy picks on the logits' device;
-    /// sampling draws on the CPU in float32 (the generator is a CPU generator).
+    /// One token per row of <paramref name="logits"/> (B, V), any device and type: an int64 tensor (B) on the logits'
+    /// device (created in the caller's dispose scope). Greedy picks on that device; sampling draws on the CPU in float32
+    /// (the generator is a CPU generator).
     /// </summary>
-    public static long[] Sample(Tensor logits, double temperature, double topP, Generator generator)
+    public static Tensor Pick(Tensor logits, double temperature, double topP, Generator generator)
     {
+        var device = logits.device;
         using var scope = NewDisposeScope();
         Tensor picked;
-        if (temperature == 0) picked = logits.argmax(-1).cpu();                         // (B)
+        if (temperature == 0) picked = logits.argmax(-1);                               // (B)
         else
         {
             logits = logits.to_type(ScalarType.Float32).cpu();
@@ -28,8 +31,17 @@ internal static class TokenSampler
                 picked = order.gather(-1, choice).squeeze(-1);
             }
             else picked = multinomial(probs, 1, generator: generator).squeeze(-1);
+            if (picked.device != device) picked = picked.to(device);
         }
         if (picked.dtype != ScalarType.Int64) picked = picked.to_type(ScalarType.Int64);
-        return picked.data<long>().ToArray();
+        return picked.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Reads token ids (B) to the host (no copy when they are already on the CPU).</summary>
+    public static long[] ToHost(Tensor ids)
+    {
+        if (ids.device_type == DeviceType.CPU) return ids.data<long>().ToArray();
+        using var host = ids.cpu();
+        return host.data<long>().ToArray();
     }
 }
