@@ -3,6 +3,7 @@
 // Usage: dotnet run -c Release --project examples/InferenceBenchmark -- [--steps 500] [--hidden 128] [--reps 5] [--threads 1]
 //        [--score-batches 8,32|none] [--gen-batches 1,8|none] [--weights trained.bin (reused when present)] [--markdown table.md]
 using System.Diagnostics;
+using System.Diagnostics.Metrics;
 using System.Globalization;
 using System.Text;
 using InferenceBenchmark;
@@ -81,6 +82,14 @@ foreach (int batch in opt.ScoreBatches)
 }
 
 // ---- Generation: greedy continuation of held-out prompts -------------------------------------------------------
+// Decoding ticks from the library's meter (deterministic, like the tensor counts).
+var ticks = new Dictionary<string, long>();
+using var meter = new MeterListener();
+meter.InstrumentPublished = (instrument, l) => { if (instrument.Meter.Name == InferenceMetrics.MeterName) l.EnableMeasurementEvents(instrument); };
+meter.SetMeasurementEventCallback<long>((instrument, value, _, _) => { lock (ticks) ticks[instrument.Name] = ticks.GetValueOrDefault(instrument.Name) + value; });
+meter.Start();
+long Ticks(string name) { lock (ticks) return ticks.GetValueOrDefault(name); }
+
 var prompts = sequences.Take(opt.GenPrompts).Select(s => (IReadOnlyList<long>)s.Take(16).ToArray()).ToArray();
 var genRows = new List<string>();
 var generator = new LoopedGenerator(lm);
@@ -92,6 +101,8 @@ foreach (int batch in opt.GenBatches)
     var bestGen = Enumerable.Repeat(Timing.Worst, cases.Length).ToArray();
     var outputs = new IReadOnlyList<GeneratedSequence>[cases.Length];
     var created = new long[cases.Length];                                              // tensors created per run (deterministic)
+    var runTicks = new long[cases.Length];
+    var runRowLoops = new long[cases.Length];
     for (int rep = 0; rep <= opt.Reps; rep++)                                          // rep 0 is the warm-up
         for (int i = 0; i < cases.Length; i++)
         {
@@ -99,11 +110,13 @@ foreach (int batch in opt.GenBatches)
             {
                 MaxNewTokens = opt.GenTokens, Temperature = 0, Exit = ExitMode.Q(cases[i].Q), BatchSize = batch, KvCache = cases[i].Kv,
             };
-            long before = TensorsCreated();
+            long before = TensorsCreated(), ticksBefore = Ticks("looprpt.decode.ticks"), rowLoopsBefore = Ticks("looprpt.decode.row_loops");
             var start = Timing.Now();
             outputs[i] = generator.GenerateBatch(prompts, options);                       // continuous batching: `batch` rows at a time
             if (rep > 0) bestGen[i] = bestGen[i].Min(Timing.Now() - start);
             created[i] = TensorsCreated() - before;
+            runTicks[i] = Ticks("looprpt.decode.ticks") - ticksBefore;
+            runRowLoops[i] = Ticks("looprpt.decode.row_loops") - rowLoopsBefore;
         }
     for (int i = 0; i < cases.Length; i++)
     {
@@ -115,7 +128,7 @@ foreach (int batch in opt.GenBatches)
         // Greedy tokens identical to the exact per-loop rule at the same q, position by position.
         double same = outputs[i].Zip(outputs[perLoop]).Sum(p => p.First.Tokens.Zip(p.Second.Tokens).Count(t => t.First == t.Second)) / (double)produced;
         string kv = cases[i].Kv == KvCacheMode.PerLoop ? "per loop" : "last loop";
-        genRows.Add($"| {batch} | {kv} | {cases[i].Q:0.0} | {meanLoops:F2} | {tps:N0} | {speedup:F2}x | {ideal:F2}x | {speedup / ideal:F2} | {bestGen[baseline].Cpu / bestGen[i].Cpu / ideal:F2} | {same:P0} | {created[i] / (double)produced:N0} |");
+        genRows.Add($"| {batch} | {kv} | {cases[i].Q:0.0} | {meanLoops:F2} | {tps:N0} | {speedup:F2}x | {ideal:F2}x | {speedup / ideal:F2} | {bestGen[baseline].Cpu / bestGen[i].Cpu / ideal:F2} | {same:P0} | {created[i] / (double)produced:N0} | {runTicks[i]:N0} | {runRowLoops[i] / (double)(runTicks[i] * batch):P0} |");
     }
 }
 
@@ -125,8 +138,8 @@ md.AppendLine("| batch | q | mean exit step | compute fraction | next-token acc 
 md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
 foreach (var r in scoreRows) md.AppendLine(r);
 md.AppendLine().AppendLine($"Generation: {opt.GenPrompts} prompts of 16 tokens, {opt.GenTokens} new tokens each, greedy, KV cache, `batch` rows decoding at a time; best of {opt.Reps} runs.").AppendLine();
-md.AppendLine("| batch | KV cache | q | mean loops / token | tokens/s | speedup vs q=1 | ideal T / mean loops | speedup / ideal | CPU-time speedup / ideal | tokens as per loop | tensors created / token |");
-md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
+md.AppendLine("| batch | KV cache | q | mean loops / token | tokens/s | speedup vs q=1 | ideal T / mean loops | speedup / ideal | CPU-time speedup / ideal | tokens as per loop | tensors created / token | decode ticks | row occupancy |");
+md.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
 foreach (var r in genRows) md.AppendLine(r);
 var sample = generator.Generate(prompts[0], new GenerationOptions { MaxNewTokens = 60, Temperature = 0.8, TopP = 0.9, Seed = 1, Exit = ExitMode.Q(0.5) });
 md.AppendLine().AppendLine($"Sample (q = 0.5, T = 0.8, top-p 0.9): `{SyntheticCorpus.Decode(prompts[0])}|{SyntheticCorpus.Decode(sample.Tokens)}` (mean loops {sample.MeanLoops:F2})");

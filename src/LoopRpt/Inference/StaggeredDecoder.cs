@@ -133,6 +133,8 @@ internal sealed class StaggeredDecoder
         var device = _lm.Device;
         int n = rows.Count;
         var h = Tick(x, bias, rows, cache);
+        InferenceMetrics.Ticks.Add(1);
+        InferenceMetrics.RowLoops.Add(n);
 
         // Which rows exit after this loop: the last loop always; otherwise CDF(t) >= q. The gate logits of the n rows
         // are the one host read of the tick; the CDF is accumulated per row on the host (HostExitCdf), with the
@@ -175,6 +177,7 @@ internal sealed class StaggeredDecoder
         var exiting = k == n ? null : indices.narrow(0, 0, k);
         var picked = sample(_lm.Logits(exiting is null ? h : h.index_select(0, exiting)));   // (k) ids on the device
         var tokens = TokenSampler.ToHost(picked);
+        InferenceMetrics.Tokens.Add(k);
         if (fill.Length > 0)
         {
             // Keys and values share one tensor: one gather and one scatter move both.
