@@ -1,6 +1,6 @@
 // Adaptive-exit benchmark (issue 5): trains a small looped model on generated text, then measures teacher-forced
 // scoring and KV-cached generation throughput at several Q-exit thresholds against q = 1.0 in the same run.
-// Usage: dotnet run -c Release --project examples/InferenceBenchmark -- [--steps 500] [--hidden 128] [--reps 5] [--threads 1]
+// Usage: dotnet run -c Release --project examples/InferenceBenchmark -- [--steps 500] [--lr 3e-3] [--hidden 128] [--reps 5] [--threads 1]
 //        [--score-batches 8,32|none] [--gen-batches 1,8|none] [--weights trained.bin (reused when present)] [--markdown table.md]
 using System.Diagnostics;
 using System.Diagnostics.Metrics;
@@ -41,7 +41,7 @@ if (opt.Weights is { } saved && File.Exists(saved))
 }
 else
 {
-    StageOneTrainer.Train(lm, trainText, opt.Steps, batch: 16, seqLen: opt.SeqLen, lr: 3e-3, beta: 0.05, seed: opt.Seed);
+    StageOneTrainer.Train(lm, trainText, opt.Steps, batch: 16, seqLen: opt.SeqLen, lr: opt.LearningRate, beta: 0.05, seed: opt.Seed);
     Console.WriteLine($"trained {opt.Steps} steps in {clock.Elapsed.TotalSeconds:F0} s");
     if (opt.Weights is { } weightsFile) lm.save(weightsFile);
 }
@@ -176,7 +176,7 @@ internal readonly record struct Timing(double Wall, double Cpu)
 }
 
 internal sealed record Args(int Steps, int Hidden, int Layers, int Loops, int SeqLen, int EvalSequences, int[] ScoreBatches,
-    int GenPrompts, int GenTokens, int[] GenBatches, int Reps, int Seed, int Threads, string? Markdown, string? Weights)
+    int GenPrompts, int GenTokens, int[] GenBatches, int Reps, int Seed, int Threads, double LearningRate, string? Markdown, string? Weights)
 {
     public static Args Parse(string[] args)
     {
@@ -191,6 +191,8 @@ internal sealed record Args(int Steps, int Hidden, int Layers, int Loops, int Se
             : (map.GetValueOrDefault(name) ?? fallback).Split(',').Select(x => int.Parse(x, CultureInfo.InvariantCulture)).ToArray();
         return new Args(Int("steps", 500), Int("hidden", 128), Int("layers", 2), Int("loops", 4), Int("seq", 128), Int("eval-seqs", 64),
             Ints("score-batches", "8,32"), Int("gen-prompts", 32), Int("gen-tokens", 32), Ints("gen-batches", "1,8"), Int("reps", 5),
-            Int("seed", 1), Int("threads", 1), map.GetValueOrDefault("markdown"), map.GetValueOrDefault("weights"));
+            Int("seed", 1), Int("threads", 1),
+            map.TryGetValue("lr", out var lr) ? double.Parse(lr, CultureInfo.InvariantCulture) : 3e-3,
+            map.GetValueOrDefault("markdown"), map.GetValueOrDefault("weights"));
     }
 }
