@@ -6,13 +6,14 @@ using static TorchSharp.torch;
 namespace LoopRpt.Tests.Inference;
 
 /// <summary>
-/// Tests that read or reset the process-wide torch RNG: they run alone, after the parallel tests, so that no other
-/// test draws from the global generator between their seed and their check (and they do not reseed another test's).
+/// Tests that read or reset process-wide state run alone, after the parallel tests: the torch RNG (no other test may
+/// draw from the global generator between their seed and their check, and they must not reseed another test's) and the
+/// inference meter (no other test's generation may count).
 /// </summary>
-[CollectionDefinition("GlobalRng", DisableParallelization = true)]
-public sealed class GlobalRngCollection;
+[CollectionDefinition("ProcessWide", DisableParallelization = true)]
+public sealed class ProcessWideCollection;
 
-[Collection("GlobalRng")]
+[Collection("ProcessWide")]
 public class GlobalRngTests
 {
     [Fact]

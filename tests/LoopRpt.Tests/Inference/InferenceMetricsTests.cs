@@ -6,11 +6,8 @@ using static TorchSharp.torch;
 
 namespace LoopRpt.Tests.Inference;
 
-/// <summary>Tests that listen to the process-wide inference meter: they run alone, so no other test's generation counts.</summary>
-[CollectionDefinition("InferenceMeter", DisableParallelization = true)]
-public sealed class InferenceMeterCollection;
-
-[Collection("InferenceMeter")]
+/// <summary>The inference meter is process-wide: these tests run alone (<see cref="ProcessWideCollection"/>).</summary>
+[Collection("ProcessWide")]
 public class InferenceMetricsTests
 {
     /// <summary>Sums of the meter's counters over one action.</summary>
