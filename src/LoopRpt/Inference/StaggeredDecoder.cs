@@ -1,7 +1,6 @@
 using LoopRpt.Model;
 using TorchSharp;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace LoopRpt.Inference;
 
@@ -26,8 +25,8 @@ internal sealed class StaggeredDecoder
 {
     private readonly OuroForCausalLM _lm;
     private readonly AdaptiveLoopRunner _runner;
-    // Views made once per Run (a decoder serves one call): cache slots as (L * T' * B, C, kv, D), the attention bias
-    // flattened, RoPE tables as (C, 1, D).
+    // Views made once per Run (a decoder serves one call): cache slots as (2 * L * T' * B, C, kv, D), keys' slots then
+    // values' (_valueSlots apart), the attention bias flattened and as (B, 1, 1, C), RoPE tables as (C, 1, D).
     private Tensor? _bySlot, _biasFlat, _biasRows, _cosRows, _sinRows;
     private long _valueSlots;
 
