@@ -1,18 +1,21 @@
 // QuickStart: the main job on an embedded default — no download, CPU, a few minutes on 2 cores.
 //
-//   dotnet run -c Release --project examples/QuickStart [-- --quick] [--out DIR] [--threads N]
+//   dotnet run -c Release --project examples/QuickStart [-- --quick] [--out DIR] [--threads N] [--set Name=value ...]
 //
-// Generates a variable-binding corpus, trains a tokenizer, Ouro Stage I + gate, then LoopRPT, and writes the per-step
-// accuracy tables and Pareto plots before and after LoopRPT into DIR (default runs/quickstart). See README.md.
+// Generates pointer-chasing lines whose answer needs k dependent lookups, trains a looped model (Ouro Stage I + gate)
+// from scratch, continues it with LoopRPT, and writes answer accuracy per loop and mean exit step by k, before and after
+// LoopRPT, into DIR (default runs/quickstart), with the QuickStart's bars. `--set` overrides a setting of
+// QuickStartSettings (e.g. --set Hidden=64 --set PretrainSteps=800). See README.md.
 using LoopRpt.QuickStart;
 
 string? Arg(string name) { int i = Array.IndexOf(args, name); return i >= 0 && i + 1 < args.Length ? args[i + 1] : null; }
 bool quick = args.Contains("--quick");
 var outDir = Arg("--out") ?? (quick ? "runs/quickstart-quick" : "runs/quickstart");
+var sets = args.Select((a, i) => (a, i)).Where(x => x.a == "--set" && x.i + 1 < args.Length).Select(x => args[x.i + 1]).ToArray();
+var settings = (quick ? QuickStartSettings.Quick() : QuickStartSettings.Default()).With(sets);
 LoopRpt.Native.TorchNative.EnsureLoaded();
 // One intra-op thread: on a model this small, libtorch's default threading costs more than it gains (docs/benchmarks.md).
 TorchSharp.torch.set_num_threads(int.Parse(Arg("--threads") ?? "1", System.Globalization.CultureInfo.InvariantCulture));
-var settings = quick ? QuickStartSettings.Quick() : QuickStartSettings.Default();
 var result = QuickStartPipeline.Run(settings, outDir, Console.Out);
 Console.WriteLine();
 Console.WriteLine(File.ReadAllText(Path.Combine(outDir, "README.md")));

@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Reflection;
 using System.Text;
 using LoopRpt.Checkpoints;
 using LoopRpt.Data;
@@ -15,21 +16,29 @@ namespace LoopRpt.QuickStart;
 /// <summary>Sizes and budgets of a QuickStart run; <see cref="Default"/> takes a few minutes on 2 cores, <see cref="Quick"/> seconds.</summary>
 public sealed record QuickStartSettings
 {
-    public int TrainLines { get; init; } = 40_000;
-    public int HeldOutLines { get; init; } = 400;
-    public int VocabularySize { get; init; } = 320;
-    public int Hidden { get; init; } = 64;
+    /// <summary>Largest hop count k (the difficulty knob); lines with k = 1..MaxHops are trained and evaluated.</summary>
+    public int MaxHops { get; init; } = 4;
+    /// <summary>Letters (and edges) in each line's map.</summary>
+    public int Symbols { get; init; } = PointerChaseCorpus.Symbols;
+    /// <summary>Held-out lines per hop count.</summary>
+    public int HeldOutPerHop { get; init; } = 256;
+    public int Hidden { get; init; } = 128;
+    public int Heads { get; init; } = 4;
     public int Layers { get; init; } = 2;
     public int Loops { get; init; } = 4;
-    public int Batch { get; init; } = 16;
-    public int SequenceLength { get; init; } = 64;
-    public int PretrainSteps { get; init; } = 500;
-    public int GateSteps { get; init; } = 50;
+    public int Batch { get; init; } = 32;
+    public int PretrainSteps { get; init; } = 1500;
+    /// <summary>Stage I steps over which kmax grows from 1 to <see cref="MaxHops"/> (0: all k from the start).</summary>
+    public int CurriculumSteps { get; init; } = 600;
+    /// <summary>Only the answer symbol carries a loss (see <see cref="ChaseBatchSource"/>).</summary>
+    public bool AnswerOnly { get; init; } = true;
+    public int GateSteps { get; init; } = 100;
     public int LoopRptSteps { get; init; } = 24;
     public int Rollouts { get; init; } = 4;
     public double PretrainLearningRate { get; init; } = 3e-3;
-    public double LoopRptLearningRate { get; init; } = 5e-4;
-    public int LogEvery { get; init; } = 50;
+    public double GateLearningRate { get; init; } = 3e-3;
+    public double LoopRptLearningRate { get; init; } = 1e-4;
+    public int LogEvery { get; init; } = 100;
     public long Seed { get; init; } = 1;
 
     /// <summary>The main job: a few minutes on 2 CPU cores.</summary>
@@ -38,20 +47,40 @@ public sealed record QuickStartSettings
     /// <summary>The reduced mode the test suite runs end to end (seconds).</summary>
     public static QuickStartSettings Quick() => new()
     {
-        TrainLines = 2_000, HeldOutLines = 48, Hidden = 32, Batch = 8, SequenceLength = 48, PretrainSteps = 30, GateSteps = 6,
+        MaxHops = 2, Symbols = 4, HeldOutPerHop = 16, Hidden = 32, Batch = 8, PretrainSteps = 30, CurriculumSteps = 10, GateSteps = 6,
         LoopRptSteps = 3, Rollouts = 2, LogEvery = 10,
     };
+
+    /// <summary>A copy with <c>Name=value</c> overrides (property names, case-insensitive), e.g. <c>Hidden=64</c>.</summary>
+    public QuickStartSettings With(IEnumerable<string> assignments)
+    {
+        var copy = this with { };
+        foreach (var a in assignments)
+        {
+            int eq = a.IndexOf('=');
+            if (eq <= 0) throw new ArgumentException($"Expected Name=value, got '{a}'.", nameof(assignments));
+            var p = typeof(QuickStartSettings).GetProperty(a[..eq].Trim(), BindingFlags.Public | BindingFlags.Instance | BindingFlags.IgnoreCase)
+                ?? throw new ArgumentException($"Unknown setting '{a[..eq]}'; known: {string.Join(", ", typeof(QuickStartSettings).GetProperties().Select(x => x.Name))}.", nameof(assignments));
+            p.SetValue(copy, Convert.ChangeType(a[(eq + 1)..].Trim(), p.PropertyType, CultureInfo.InvariantCulture));
+        }
+        return copy;
+    }
 }
 
+/// <summary>One hop count's answer accuracy per loop and under Q-exit, before and after LoopRPT.</summary>
+public sealed record HopResult(int Hops, LoopEvaluation Before, LoopEvaluation After);
+
+/// <summary>A bar of the QuickStart and whether the run met it.</summary>
+public sealed record Bar(string Name, string Measured, bool Met);
+
 /// <summary>What a QuickStart run produced.</summary>
-public sealed record QuickStartResult(string OutputDirectory, IReadOnlyList<string> Files, LoopEvaluation Before, LoopEvaluation After, TimeSpan Elapsed);
+public sealed record QuickStartResult(string OutputDirectory, IReadOnlyList<string> Files, IReadOnlyList<HopResult> ByHops, IReadOnlyList<Bar> Bars, TimeSpan Elapsed);
 
 /// <summary>
-/// The main job on an embedded default, no download: a generated variable-binding corpus where the answer digit needs
-/// several dependent steps (<see cref="BindingCorpus"/>) → byte-level BPE tokenizer → Ouro Stage I + gate training →
-/// evaluation → LoopRPT → evaluation, writing per-step accuracy tables (markdown), answer accuracy by chain depth, a CSV
-/// and Pareto plots (SVG) before and after LoopRPT into one folder, plus both models as LoopRpt model directories that the
-/// <c>looprpt</c> tool can evaluate, score and sample.
+/// The main job on an embedded default, no download: generated pointer-chasing lines whose answer needs k dependent
+/// lookups (<see cref="PointerChaseCorpus"/>) → a character-level tokenizer → Ouro Stage I (with a curriculum over k) and
+/// Stage II (gate) from scratch → LoopRPT → answer accuracy per loop step and mean exit step, by k, before and after
+/// LoopRPT, checked against the QuickStart's bars, with Pareto plots; both models saved as LoopRpt model directories.
 /// </summary>
 public static class QuickStartPipeline
 {
@@ -67,24 +96,19 @@ public static class QuickStartPipeline
         Directory.CreateDirectory(outputDirectory);
         string Out(string name) { var p = Path.Combine(outputDirectory, name); files.Add(p); return p; }
 
-        // 1. Corpus and tokenizer.
-        var train = BindingCorpus.Lines(s.TrainLines, (int)s.Seed);
-        var heldOut = BindingCorpus.Lines(s.HeldOutLines, (int)s.Seed + 1_000_003);
-        var tokenizer = LoopRptTokenizer.Train(train.Select(l => l.Text), new ByteLevelBpeTrainerOptions { VocabularySize = s.VocabularySize }, cancellationToken);
+        // 1. Tokenizer (one token per character: a byte-level vocabulary without merges) and held-out lines.
+        var tokenizer = LoopRptTokenizer.Train(["abcdefghijklmnopqrstuvwxyz>;?="], new ByteLevelBpeTrainerOptions { VocabularySize = 257 }, cancellationToken);
         File.WriteAllText(Out("tokenizer.json"), tokenizer.Spec.ToJson());
-        int eot = tokenizer.EosTokenId!.Value;
-        int[] Stream(IEnumerable<BindingLine> lines) => lines.SelectMany(l => tokenizer.Encode(l.Text).Prepend(eot)).ToArray();
-        var trainTokens = Stream(train);
-        var heldOutTokens = Stream(heldOut);
-        log.WriteLine($"corpus train_lines={train.Count} train_tokens={trainTokens.Length} heldout_tokens={heldOutTokens.Length} vocab={tokenizer.VocabularySize} example=\"{train[0].Text}\"");
+        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Symbols);
+        var heldOut = PointerChaseCorpus.Lines(s.HeldOutPerHop, s.MaxHops, (int)s.Seed + 1_000_003, s.Symbols);
+        log.WriteLine($"task pointer-chasing k=1..{s.MaxHops} symbols={s.Symbols} example=\"{heldOut[^1].Text}\" seq_len={source.SequenceLength}");
 
         // 2. Ouro Stage I + gate (Stage II) from scratch.
         var config = new OuroConfig
         {
-            VocabSize = tokenizer.VocabularySize, HiddenSize = s.Hidden, IntermediateSize = 3 * s.Hidden, NumHiddenLayers = s.Layers,
-            NumAttentionHeads = 4, NumKeyValueHeads = 4, TotalUtSteps = s.Loops, RopeTheta = 10_000, MaxPositionEmbeddings = Math.Max(256, s.SequenceLength),
+            VocabSize = tokenizer.VocabularySize, HiddenSize = s.Hidden, IntermediateSize = 4 * s.Hidden, NumHiddenLayers = s.Layers,
+            NumAttentionHeads = s.Heads, NumKeyValueHeads = s.Heads, TotalUtSteps = s.Loops, RopeTheta = 10_000, MaxPositionEmbeddings = Math.Max(64, source.SequenceLength),
         }.Validate();
-        var source = new PackedTokenSource(trainTokens, s.Batch, s.SequenceLength, s.Seed);
         var meta = new ModelMeta { Tokenizer = tokenizer.Spec.ToJsonObject() };
         var baseDir = Path.Combine(outputDirectory, "models", "base");
         var afterDir = Path.Combine(outputDirectory, "models", "looprpt");
@@ -96,7 +120,7 @@ public static class QuickStartPipeline
             var r = Trainer(s, meta, log).Train(lm, source,
             [
                 new TrainingStage(new PretrainObjective(totalSteps: s.PretrainSteps), s.PretrainSteps) { LearningRate = s.PretrainLearningRate, WarmupFraction = 0.05 },
-                new TrainingStage(new GateObjective(), s.GateSteps) { LearningRate = s.PretrainLearningRate, WarmupFraction = 0.05 },
+                new TrainingStage(new GateObjective(), s.GateSteps) { LearningRate = s.GateLearningRate, WarmupFraction = 0.05 },
             ], cancellationToken);
             pretrainSeconds = (clock.Elapsed - t0).TotalSeconds;
             ModelDirectory.Save(baseDir, lm, With(meta, r, ("pretrain", s.PretrainSteps), ("gate", s.GateSteps)));
@@ -108,50 +132,90 @@ public static class QuickStartPipeline
         using (var lm = student.Model)
         {
             var t0 = clock.Elapsed;
-            using var objective = new LoopRptObjective(new LoopRptOptions { Rollouts = s.Rollouts, Seed = s.Seed });
-            var r = Trainer(s, student.Meta, log).Train(lm, source,
-                [new TrainingStage(objective, s.LoopRptSteps) { LearningRate = s.LoopRptLearningRate, WeightDecay = 0.01 }], cancellationToken);
+            if (s.LoopRptSteps > 0)
+            {
+                using var objective = new LoopRptObjective(new LoopRptOptions { Rollouts = s.Rollouts, Seed = s.Seed });
+                var r = Trainer(s, student.Meta, log).Train(lm, source,
+                    [new TrainingStage(objective, s.LoopRptSteps) { LearningRate = s.LoopRptLearningRate, WeightDecay = 0.01, MinLearningRateRatio = 0 }], cancellationToken);
+                ModelDirectory.Save(afterDir, lm, With(student.Meta, r, ("looprpt", s.LoopRptSteps)));
+            }
+            else ModelDirectory.Save(afterDir, lm, student.Meta);
             looprptSeconds = (clock.Elapsed - t0).TotalSeconds;
-            ModelDirectory.Save(afterDir, lm, With(student.Meta, r, ("looprpt", s.LoopRptSteps)));
         }
         using var afterModel = ModelDirectory.Load(afterDir).Model;
 
-        // 4. Evaluate both on held-out text; buckets by the base model's entropy so both are measured on the same tokens.
+        // 4. Answer accuracy per loop step and under Q-exit, by hop count.
         var t1 = clock.Elapsed;
         var evaluator = new LoopEvaluator();
-        var windows = LoopEvaluator.Windows(heldOutTokens, s.Batch, s.SequenceLength).ToList();
-        var before = evaluator.Evaluate(baseModel, windows, baseModel, "before LoopRPT");
-        var after = evaluator.Evaluate(afterModel, windows, baseModel, "after LoopRPT");
-        var answers = AnswerBatches(heldOut, tokenizer, s.Batch);
-        var byDepth = answers.Select(a => (a.Depth, Before: evaluator.Evaluate(baseModel, a.Batches, baseModel, "before LoopRPT"),
-                                                    After: evaluator.Evaluate(afterModel, a.Batches, baseModel, "after LoopRPT"))).ToList();
+        var byHops = new List<HopResult>();
+        for (int k = 1; k <= s.MaxHops; k++)
+        {
+            var lines = heldOut.Where(l => l.Hops == k).ToArray();
+            var batches = lines.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, source.SequenceLength, answerOnly: true)).ToList();
+            byHops.Add(new HopResult(k, evaluator.Evaluate(baseModel, batches, baseModel, $"before LoopRPT, k={k}"),
+                                        evaluator.Evaluate(afterModel, batches, baseModel, $"after LoopRPT, k={k}")));
+        }
         double evalSeconds = (clock.Elapsed - t1).TotalSeconds;
+        var bars = Bars(byHops.Select(h => (h.Hops, h.Before)).ToArray());
 
         // 5. Tables and plots.
-        File.WriteAllText(Out("accuracy-before.md"), before.ToMarkdown());
-        File.WriteAllText(Out("accuracy-after.md"), after.ToMarkdown());
-        File.WriteAllText(Out("results.csv"), LoopEvaluation.ToCsv([before, after]));
-        ParetoPlot.WriteSvg(Out("pareto-before.svg"), [before], "Before LoopRPT: accuracy vs. mean exit step");
-        ParetoPlot.WriteSvg(Out("pareto-after.svg"), [after], "After LoopRPT: accuracy vs. mean exit step");
-        ParetoPlot.WriteSvg(Out("pareto.svg"), [before, after], "Before vs. after LoopRPT");
-        var depthTable = DepthTable(byDepth, s.Loops);
-        File.WriteAllText(Out("answers-by-depth.md"), depthTable);
+        var hopTable = HopTable(byHops, s.Loops);
+        File.WriteAllText(Out("answers-by-hops.md"), hopTable);
+        File.WriteAllText(Out("results.csv"), LoopEvaluation.ToCsv(byHops.SelectMany(h => new[] { h.Before, h.After })));
+        ParetoPlot.WriteSvg(Out("pareto.svg"), [Pooled(byHops, h => h.Before, "before LoopRPT"), Pooled(byHops, h => h.After, "after LoopRPT")],
+            "Answer accuracy vs. mean exit step, all k");
+        ParetoPlot.WriteSvg(Out("pareto-by-hops.svg"), byHops.Select(h => h.Before).ToArray(), "Before LoopRPT, by hop count k");
+        File.WriteAllText(Out("heldout.txt"), string.Join("\n", heldOut.Select(l => l.Text)) + "\n");
         var summary = new StringBuilder()
             .Append("# QuickStart results\n\n")
-            .Append(C, $"Corpus: {train.Count:N0} generated variable-binding lines ({trainTokens.Length:N0} tokens), e.g. `{train[0].Text}`; held-out {heldOut.Count} lines ({heldOutTokens.Length:N0} tokens). ")
-            .Append(C, $"Tokenizer: byte-level BPE, {tokenizer.VocabularySize} tokens. Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops. ")
-            .Append(C, $"Training: {s.PretrainSteps} Stage I + {s.GateSteps} gate steps ({pretrainSeconds:F0} s), then {s.LoopRptSteps} LoopRPT steps with G = {s.Rollouts} ({looprptSeconds:F0} s); batch {s.Batch} × {s.SequenceLength}. Evaluation {evalSeconds:F0} s.\n\n")
-            .Append("## Next-token accuracy (%) per loop step and under Q-exit, all held-out tokens\n\n")
-            .Append(LoopEvaluation.CompareMarkdown([before, after], [0.5, 0.7, 1.0]))
-            .Append("\n## Answer digits by chain depth (the tokens that need the computation)\n\n").Append(depthTable)
-            .Append("\n## Pareto curves\n\n![before vs after](pareto.svg)\n\nSeparately: [before](pareto-before.svg), [after](pareto-after.svg); full tables: [before](accuracy-before.md), [after](accuracy-after.md); CSV: [results.csv](results.csv).\n")
-            .Append("\nModels: `models/base` (Stage I + gate) and `models/looprpt`; try `looprpt evaluate --model models/looprpt --input heldout.txt`.\n");
-        File.WriteAllText(Out("heldout.txt"), string.Join("\n", heldOut.Select(l => l.Text)) + "\n");
+            .Append(C, $"Task: pointer chasing, k = 1..{s.MaxHops} hops through a random map of {s.Symbols} letters, e.g. `{heldOut[^1].Text}` (k = {heldOut[^1].Hops}); ")
+            .Append(C, $"{s.HeldOutPerHop} held-out lines per k. Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, character tokens. ")
+            .Append(C, $"Training: {s.PretrainSteps} Stage I steps (curriculum over k for {s.CurriculumSteps}) + {s.GateSteps} gate steps, batch {s.Batch} lines ({pretrainSeconds:F0} s); ")
+            .Append(C, $"then {s.LoopRptSteps} LoopRPT steps with G = {s.Rollouts} ({looprptSeconds:F0} s). Evaluation {evalSeconds:F0} s.\n\n")
+            .Append("## Bars\n\n").Append(BarTable(bars))
+            .Append("\n## Answer accuracy (%) per loop step and mean exit step, by hop count k\n\n").Append(hopTable)
+            .Append("\n## Pareto curves\n\n![before vs after](pareto.svg) ![by k](pareto-by-hops.svg)\n\nCSV: [results.csv](results.csv).\n")
+            .Append("\nModels: `models/base` (Stage I + gate) and `models/looprpt`.\n");
         File.WriteAllText(Out("README.md"), summary.ToString());
         files.Add(baseDir);
         files.Add(afterDir);
-        return new QuickStartResult(outputDirectory, files, before, after, clock.Elapsed);
+        return new QuickStartResult(outputDirectory, files, byHops, bars, clock.Elapsed);
     }
+
+    /// <summary>
+    /// The QuickStart's bars on the base model (after Stage II): last-loop answer accuracy ≥ 90 % at k = 1 and ≥ 75 % at the
+    /// largest k; at the largest k, loop-1 accuracy at least 30 points below the last loop's; the mean Q-exit step at
+    /// q = 0.5 never falls from one k to the next and rises by at least half a loop from k = 1 to the largest k.
+    /// </summary>
+    public static IReadOnlyList<Bar> Bars(IReadOnlyList<(int Hops, LoopEvaluation Evaluation)> byHops)
+    {
+        var first = byHops[0].Evaluation["All"];
+        var last = byHops[^1].Evaluation["All"];
+        int K = byHops[^1].Hops;
+        var exits = byHops.Select(h => h.Evaluation["All"].AtQ(0.5)?.MeanExitStep ?? double.NaN).ToArray();
+        bool rises = exits.Zip(exits.Skip(1)).All(p => p.Second >= p.First) && exits[^1] - exits[0] >= 0.5;
+        return
+        [
+            new Bar("last-loop answer accuracy ≥ 90 % at k = 1", P(first.LastStepAccuracy), first.LastStepAccuracy >= 0.90),
+            new Bar($"last-loop answer accuracy ≥ 75 % at k = {K}", P(last.LastStepAccuracy), last.LastStepAccuracy >= 0.75),
+            new Bar($"loop-1 accuracy ≥ 30 points below the last loop's at k = {K}", $"{P(last.StepAccuracy[0])} vs {P(last.LastStepAccuracy)}",
+                last.LastStepAccuracy - last.StepAccuracy[0] >= 0.30),
+            new Bar("mean Q-exit step at q = 0.5 rises with k (never falls, +0.5 from first to last k)", string.Join(" → ", exits.Select(e => e.ToString("F2", C))), rises),
+        ];
+    }
+
+    private static string P(double v) => (100 * v).ToString("F1", C) + " %";
+
+    private static string BarTable(IReadOnlyList<Bar> bars)
+    {
+        var sb = new StringBuilder("| bar | measured | met |\n|---|---|---|\n");
+        foreach (var b in bars) sb.Append(C, $"| {b.Name} | {b.Measured} | {(b.Met ? "met" : "**not met**")} |\n");
+        return sb.ToString();
+    }
+
+    /// <summary>A pooled view of all k (each k weighted by its answer count) as one evaluation, for the Pareto plot.</summary>
+    private static LoopEvaluation Pooled(IReadOnlyList<HopResult> rows, Func<HopResult, LoopEvaluation> pick, string name)
+        => LoopEvaluation.Pool(rows.Select(pick).ToArray(), name);
 
     private static LoopedLmTrainer Trainer(QuickStartSettings s, ModelMeta meta, TextWriter log) => new(new TrainerOptions
     {
@@ -168,43 +232,16 @@ public static class QuickStartPipeline
         return m;
     }
 
-    /// <summary>Batches that score only each line's answer digit (every other target is ignored), grouped by chain depth.</summary>
-    internal static List<(int Depth, List<TokenBatch> Batches)> AnswerBatches(IReadOnlyList<BindingLine> lines, LoopRptTokenizer tokenizer, int batch)
+    private static string HopTable(IReadOnlyList<HopResult> rows, int loops)
     {
-        int eot = tokenizer.EosTokenId!.Value;
-        var rows = new List<(int Depth, int[] Ids, int Answer)>();
-        foreach (var l in lines)
-        {
-            var ids = tokenizer.Encode(l.Text).Prepend(eot).ToArray();
-            int answer = tokenizer.Encode(l.Text[..l.AnswerIndex]).Length + 1;     // index in ids of the answer token
-            if (answer == ids.Length - 1 && tokenizer.Decode([ids[answer]]) == l.Text[l.AnswerIndex..]) rows.Add((l.Depth, ids, answer));
-        }
-        return rows.GroupBy(r => r.Depth).OrderBy(g => g.Key).Select(g => (g.Key, g.Chunk(batch).Select(chunk =>
-        {
-            int S = chunk.Max(r => r.Ids.Length - 1);
-            var inputs = new long[chunk.Length * S];
-            var targets = new long[inputs.Length];
-            Array.Fill(inputs, eot);
-            Array.Fill(targets, TokenBatch.IgnoreIndex);
-            for (int b = 0; b < chunk.Length; b++)
-            {
-                for (int i = 0; i < chunk[b].Ids.Length - 1; i++) inputs[b * S + i] = chunk[b].Ids[i];
-                targets[b * S + chunk[b].Answer - 1] = chunk[b].Ids[chunk[b].Answer];
-            }
-            return new TokenBatch(inputs, targets, chunk.Length, S);
-        }).ToList())).ToList();
-    }
-
-    private static string DepthTable(IReadOnlyList<(int Depth, LoopEvaluation Before, LoopEvaluation After)> rows, int loops)
-    {
-        var sb = new StringBuilder("| depth | model | answers | ").Append(string.Join(" | ", Enumerable.Range(1, loops).Select(t => "s" + t)))
-            .Append(" | q=0.5 acc @ exit |\n|---:|---|---:|").Append(string.Concat(Enumerable.Repeat("---:|", loops + 1))).Append('\n');
-        foreach (var (depth, before, after) in rows)
-            foreach (var e in new[] { before, after })
+        var sb = new StringBuilder("| k | model | answers | ").Append(string.Join(" | ", Enumerable.Range(1, loops).Select(t => "s" + t)))
+            .Append(" | q=0.5 acc @ mean exit |\n|---:|---|---:|").Append(string.Concat(Enumerable.Repeat("---:|", loops + 1))).Append('\n');
+        foreach (var row in rows)
+            foreach (var e in new[] { row.Before, row.After })
             {
                 var all = e["All"];
                 var q = all.AtQ(0.5);
-                sb.Append(C, $"| {depth} | {e.Name} | {all.Tokens} | ").Append(string.Join(" | ", all.StepAccuracy.Select(a => (100 * a).ToString("F1", C))))
+                sb.Append(C, $"| {row.Hops} | {e.Name[..e.Name.IndexOf(',')]} | {all.Tokens} | ").Append(string.Join(" | ", all.StepAccuracy.Select(a => (100 * a).ToString("F1", C))))
                   .Append(C, $" | {(q is null ? "–" : $"{100 * q.Accuracy:F1} @ {q.MeanExitStep:F2}")} |\n");
             }
         return sb.ToString();

@@ -119,6 +119,30 @@ public sealed class LoopEvaluation
         return sb.ToString();
     }
 
+    /// <summary>
+    /// Several evaluations of disjoint token sets (for example one per task difficulty) pooled into one, as if evaluated
+    /// together: per bucket, accuracies and mean exit steps are averaged with the token counts as weights. All must have
+    /// the same loop count, q values and buckets.
+    /// </summary>
+    public static LoopEvaluation Pool(IReadOnlyList<LoopEvaluation> parts, string name)
+    {
+        ArgumentNullException.ThrowIfNull(parts);
+        if (parts.Count == 0) throw new ArgumentException("Nothing to pool.", nameof(parts));
+        var first = parts[0];
+        if (parts.Any(p => p.Steps != first.Steps || !p.QValues.SequenceEqual(first.QValues) || !p.Buckets.Select(b => b.Name).SequenceEqual(first.Buckets.Select(b => b.Name))))
+            throw new ArgumentException("Pooled evaluations must have the same loop steps, q values and buckets.", nameof(parts));
+        var buckets = first.Buckets.Select((b0, k) =>
+        {
+            var bs = parts.Select(p => p.Buckets[k]).Where(b => b.Tokens > 0).ToArray();
+            long n = bs.Sum(b => b.Tokens);
+            double Mean(Func<BucketEvaluation, double> f) => n == 0 ? double.NaN : bs.Sum(b => b.Tokens * f(b)) / n;
+            var steps = Enumerable.Range(0, first.Steps).Select(t => Mean(b => b.StepAccuracy[t])).ToArray();
+            var qs = Enumerable.Range(0, first.QValues.Count).Select(j => new QExitPoint(first.QValues[j], Mean(b => b.QExit[j].Accuracy), Mean(b => b.QExit[j].MeanExitStep))).ToArray();
+            return new BucketEvaluation(b0.Name, b0.MinEntropy, n, steps, qs);
+        }).ToArray();
+        return new LoopEvaluation(name, first.Steps, first.QValues, parts.All(p => p.BucketsFromBaseModel), buckets);
+    }
+
     private static string Label(BucketEvaluation b) => b.Name == "All" ? "All" : string.Format(C, "{0} (H>{1:0.##})", b.Name, b.MinEntropy);
 
     private static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
