@@ -4,57 +4,106 @@ using LoopRpt.Tokenization;
 
 namespace LoopRpt.QuickStart;
 
-/// <summary>One generated line and where its answer is.</summary>
-/// <param name="Text">The line, e.g. <c>b&gt;e;e&gt;a;a&gt;d;d&gt;b;?b&gt;&gt;&gt;=d</c> (no newline).</param>
-/// <param name="AnswerIndex">Index of the answer symbol in <paramref name="Text"/> (the last character).</param>
-/// <param name="Hops">k: how many times the map is applied to the start symbol (the number of <c>&gt;</c> in the query).</param>
-public sealed record ChaseLine(string Text, int AnswerIndex, int Hops);
+/// <summary>One query of a line: where its answer is and how many hops it takes.</summary>
+/// <param name="AnswerIndex">Index of the answer letter in the line's text.</param>
+/// <param name="Hops">k: pointers followed from the query's letter to its chain's end.</param>
+public sealed record ChaseQuery(int AnswerIndex, int Hops);
+
+/// <summary>One generated line: a map and its queries.</summary>
+/// <param name="Text">The line, e.g. <c>fa;mk;af;ch;kc;hh;?mH;?fF</c> (no newline).</param>
+/// <param name="Queries">The queries in line order.</param>
+public sealed record ChaseLine(string Text, IReadOnlyList<ChaseQuery> Queries);
 
 /// <summary>
-/// Pointer chasing through a random map given in the line: <c>b&gt;e;e&gt;a;a&gt;d;d&gt;b;?b&gt;&gt;&gt;=d</c>.
-/// The line lists a random map f over <see cref="Symbols"/> letters (each letter once as a source, in shuffled order,
-/// never mapped to itself); the query <c>?x</c> followed by k <c>&gt;</c> asks for f applied k times to x. Every hop is a
-/// lookup whose key is the previous hop's result, so the hops are strictly sequential: a transformer needs at least one
-/// attention layer per hop (two for the first: one to attach each target to its source), and a looped model can spend a
-/// loop per hop. The answer is the only token that needs the computation; the map's targets are random, so nothing else
-/// in the line is predictable beyond its syntax.
+/// Pointer chasing to the end of a chain: <c>fa;mk;af;ch;kc;hh;...;?m=h;?f=f</c>. A line lists, in shuffled order, the
+/// edges of <c>chains</c> disjoint chains of <c>chainLength</c> letters each; an edge <c>xy</c> says "x points to y", and the
+/// last letter of each chain points to itself (<c>hh</c>). A query <c>?x</c> asks for the end of x's chain, written in
+/// upper case right after x: the fixed point of following the pointers from x, k hops away (1 ≤ k ≤ chainLength − 1).
+/// The answer is predicted at the query letter itself, so the pointer starts in that position's own embedding. Every hop is a lookup whose key is
+/// the previous hop's result, so the hops are strictly sequential: a transformer needs an attention layer per hop, and a
+/// looped model can run one lookup per loop until the pointer stops moving (which is also when more loops stop helping,
+/// so the exit gate can learn to stop there). Each edge is one token (the tokenizer merges every letter pair), so a hop
+/// is a single attention lookup. The answers are the only tokens that need the computation; every other token is random
+/// or fixed syntax. Several queries per line (distinct start letters) give several supervised answers per map.
 /// Deterministic for a seed (System.Random with a fixed seed, which .NET keeps stable).
 /// </summary>
 public static class PointerChaseCorpus
 {
-    /// <summary>Letters in a map (and so the edges in a line).</summary>
-    public const int Symbols = 8;
+    /// <summary>Default alphabet size (letters a, b, ...).</summary>
+    public const int Letters = 16;
+    /// <summary>Default chains per line.</summary>
+    public const int Chains = 3;
+    /// <summary>Default queries per line.</summary>
+    public const int Queries = 4;
     private const string Alphabet = "abcdefghijklmnopqrstuvwxyz";
 
-    /// <summary>One line with <paramref name="hops"/> hops.</summary>
-    public static ChaseLine Line(Random rng, int hops, int symbols = Symbols)
+    /// <summary>
+    /// One line whose chains have <paramref name="maxHops"/> + 1 letters, with one query per entry of <paramref name="hops"/>
+    /// (each 1..<paramref name="maxHops"/>).
+    /// </summary>
+    public static ChaseLine Line(Random rng, IReadOnlyList<int> hops, int maxHops, int letters = Letters, int chains = Chains)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(hops, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(symbols, 2);
-        ArgumentOutOfRangeException.ThrowIfGreaterThan(symbols, Alphabet.Length);
-        var letters = Alphabet.OrderBy(_ => rng.Next()).Take(symbols).ToArray();
-        var map = new Dictionary<char, char>(symbols);
-        foreach (var x in letters)
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxHops, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(chains, 1);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(letters, Alphabet.Length);
+        int length = maxHops + 1;
+        if (chains * length > letters) throw new ArgumentOutOfRangeException(nameof(letters), letters, $"{chains} chains of {length} letters need at least {chains * length} letters.");
+        if (hops.Count < 1 || hops.Count > chains * maxHops || hops.Any(k => k < 1 || k > maxHops))
+            throw new ArgumentOutOfRangeException(nameof(hops), $"Between 1 and {chains * maxHops} queries, each with 1 to {maxHops} hops.");
+        var used = Alphabet[..letters].OrderBy(_ => rng.Next()).Take(chains * length).ToArray();
+        var edges = new List<string>(used.Length);
+        for (int c = 0; c < chains; c++)
+            for (int i = 0; i < length; i++)
+                edges.Add($"{used[c * length + i]}{used[c * length + Math.Min(i + 1, length - 1)]}");
+        var sb = new StringBuilder(string.Join(";", edges.OrderBy(_ => rng.Next())));
+        // Query starts: letter i of chain c is length - 1 - i hops from the chain's end; starts are distinct.
+        var taken = new HashSet<int>();
+        var queries = new List<ChaseQuery>(hops.Count);
+        foreach (int k in hops)
         {
-            char y;
-            do y = letters[rng.Next(symbols)]; while (y == x);
-            map[x] = y;
+            int c, start;
+            do { c = rng.Next(chains); start = c * length + (length - 1 - k); } while (!taken.Add(start));
+            sb.Append(";?").Append(used[start]);
+            queries.Add(new ChaseQuery(sb.Length, k));
+            sb.Append(char.ToUpperInvariant(used[c * length + length - 1]));
         }
-        var sb = new StringBuilder();
-        foreach (var x in letters.OrderBy(_ => rng.Next())) sb.Append(x).Append('>').Append(map[x]).Append(';');
-        char start = letters[rng.Next(symbols)], answer = start;
-        for (int i = 0; i < hops; i++) answer = map[answer];
-        sb.Append('?').Append(start).Append('>', hops).Append('=');
-        int index = sb.Length;
-        sb.Append(answer);
-        return new ChaseLine(sb.ToString(), index, hops);
+        return new ChaseLine(sb.ToString(), queries);
     }
 
-    /// <summary><paramref name="countPerHop"/> lines for each k in 1..<paramref name="maxHops"/>, from <paramref name="seed"/>.</summary>
-    public static IReadOnlyList<ChaseLine> Lines(int countPerHop, int maxHops, int seed, int symbols = Symbols)
+    /// <summary>
+    /// <paramref name="count"/> lines of <paramref name="queries"/> queries each, hop counts drawn uniformly from
+    /// 1..<paramref name="maxHops"/> (at most <paramref name="chains"/> queries of one hop count per line), from <paramref name="seed"/>.
+    /// </summary>
+    public static IReadOnlyList<ChaseLine> Lines(int count, int maxHops, int seed, int letters = Letters, int chains = Chains, int queries = Queries)
     {
         var rng = new Random(seed);
-        return Enumerable.Range(1, maxHops).SelectMany(k => Enumerable.Range(0, countPerHop).Select(_ => Line(rng, k, symbols))).ToArray();
+        return Enumerable.Range(0, count).Select(_ => Line(rng, Hops(rng, queries, maxHops, maxHops, chains), maxHops, letters, chains)).ToArray();
+    }
+
+    /// <summary>Hop counts for one line's queries: uniform in 1..<paramref name="kmax"/>, no count more often than there are chains.</summary>
+    public static int[] Hops(Random rng, int queries, int kmax, int maxHops, int chains)
+    {
+        var hops = new int[Math.Min(queries, chains * kmax)];
+        var uses = new int[maxHops + 1];
+        for (int q = 0; q < hops.Length; q++)
+        {
+            int k;
+            do k = 1 + rng.Next(kmax); while (uses[k] == chains);
+            uses[k]++;
+            hops[q] = k;
+        }
+        return hops;
+    }
+
+    /// <summary>
+    /// The tokenizer: byte-level BPE whose merges are exactly the letter pairs of the alphabet, so an edge <c>xy</c> is one
+    /// token and every other character (a lone letter, an upper-case answer, <c>;</c>, <c>?</c>) is one token.
+    /// </summary>
+    public static LoopRptTokenizer Tokenizer(int letters = Letters)
+    {
+        var alphabet = Alphabet[..letters];
+        var pairs = alphabet.SelectMany(x => alphabet.Select(y => $"{x}{y}")).ToArray();
+        return LoopRptTokenizer.Train(pairs, new ByteLevelBpeTrainerOptions { VocabularySize = 257 + pairs.Length, MinFrequency = 1 });
     }
 }
 
@@ -69,11 +118,12 @@ public sealed class ChaseBatchSource : ITokenBatchSource
 {
     private readonly LoopRptTokenizer _tokenizer;
     private readonly long _seed;
-    private readonly int _maxHops, _symbols;
+    private readonly int _maxHops, _letters, _chains, _queries;
     private readonly long _curriculumSteps;
     private readonly bool _answerOnly;
 
-    public ChaseBatchSource(LoopRptTokenizer tokenizer, int batchSize, int maxHops, long curriculumSteps, bool answerOnly, long seed, int symbols = PointerChaseCorpus.Symbols)
+    public ChaseBatchSource(LoopRptTokenizer tokenizer, int batchSize, int maxHops, long curriculumSteps, bool answerOnly, long seed,
+                            int letters = PointerChaseCorpus.Letters, int chains = PointerChaseCorpus.Chains, int queries = PointerChaseCorpus.Queries)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -82,18 +132,18 @@ public sealed class ChaseBatchSource : ITokenBatchSource
         _tokenizer = tokenizer;
         BatchSize = batchSize;
         _maxHops = maxHops;
-        _symbols = symbols;
+        _letters = letters;
+        _chains = chains;
+        _queries = queries;
         _curriculumSteps = curriculumSteps;
         _answerOnly = answerOnly;
         _seed = seed;
-        SequenceLength = LineLength(symbols, maxHops);         // end-of-text + the line minus its answer as inputs
+        // Tokens: end-of-text + the line minus its last answer = 2 per edge − 1, then ";", "?", letter, answer per query.
+        SequenceLength = 2 * chains * (maxHops + 1) + 4 * queries - 1;
     }
 
     public int BatchSize { get; }
     public int SequenceLength { get; }
-
-    /// <summary>Characters in a line with <paramref name="hops"/> hops.</summary>
-    public static int LineLength(int symbols, int hops) => 4 * symbols + 3 + hops;
 
     /// <summary>kmax at <paramref name="step"/>: 1 at step 0, <c>MaxHops</c> from <c>CurriculumSteps</c> on.</summary>
     public int MaxHopsAt(long step) => _curriculumSteps == 0 ? _maxHops : (int)Math.Min(_maxHops, 1 + step * _maxHops / _curriculumSteps);
@@ -102,12 +152,16 @@ public sealed class ChaseBatchSource : ITokenBatchSource
     {
         var rng = new Random(Seeds.Mix32(_seed, step, microStep));
         int kmax = MaxHopsAt(step);
-        var lines = Enumerable.Range(0, BatchSize).Select(_ => PointerChaseCorpus.Line(rng, 1 + rng.Next(kmax), _symbols)).ToArray();
-        return Batch(_tokenizer, lines, SequenceLength, _answerOnly);
+        var lines = Enumerable.Range(0, BatchSize)
+            .Select(_ => PointerChaseCorpus.Line(rng, PointerChaseCorpus.Hops(rng, _queries, kmax, _maxHops, _chains), _maxHops, _letters, _chains)).ToArray();
+        return Batch(_tokenizer, lines, SequenceLength, _answerOnly ? (_ => true) : null);
     }
 
-    /// <summary>One row per line: inputs = end-of-text + the line without its answer (padded with end-of-text), targets = the next symbols (answer only, or all).</summary>
-    public static TokenBatch Batch(LoopRptTokenizer tokenizer, IReadOnlyList<ChaseLine> lines, int sequenceLength, bool answerOnly)
+    /// <summary>
+    /// One row per line: inputs = end-of-text + the line without its last answer (padded with end-of-text); targets = the
+    /// answers of the queries that <paramref name="answers"/> selects, or every next symbol when it is null.
+    /// </summary>
+    public static TokenBatch Batch(LoopRptTokenizer tokenizer, IReadOnlyList<ChaseLine> lines, int sequenceLength, Func<ChaseQuery, bool>? answers)
     {
         int eot = tokenizer.EosTokenId!.Value;
         var inputs = new long[lines.Count * sequenceLength];
@@ -116,14 +170,19 @@ public sealed class ChaseBatchSource : ITokenBatchSource
         Array.Fill(targets, TokenBatch.IgnoreIndex);
         for (int b = 0; b < lines.Count; b++)
         {
-            var ids = tokenizer.Encode(lines[b].Text);
-            if (ids.Length != lines[b].Text.Length)
-                throw new InvalidOperationException($"The tokenizer must map one character to one token; '{lines[b].Text}' became {ids.Length} tokens.");
+            var text = lines[b].Text;
+            var ids = tokenizer.Encode(text);
             if (ids.Length > sequenceLength) throw new ArgumentException($"Line {b} has {ids.Length} tokens; at most {sequenceLength} fit.", nameof(lines));
-            // Inputs: [eot, c0, ..., c_{n-2}] (the answer c_{n-1} is only a target); the input at position i predicts c_i.
+            // Inputs: [eot, t0, ..., t_{n-2}] (the last answer t_{n-1} is only a target); the input at position i predicts t_i.
             for (int i = 0; i + 1 < ids.Length; i++) inputs[b * sequenceLength + i + 1] = ids[i];
-            for (int i = 0; i < ids.Length; i++)
-                if (!answerOnly || i == lines[b].AnswerIndex) targets[b * sequenceLength + i] = ids[i];
+            if (answers is null)
+                for (int i = 0; i < ids.Length; i++) targets[b * sequenceLength + i] = ids[i];
+            else
+                foreach (var q in lines[b].Queries.Where(answers))
+                {
+                    int i = tokenizer.Encode(text[..q.AnswerIndex]).Length;       // no merge joins a letter and an upper-case answer
+                    targets[b * sequenceLength + i] = ids[i];
+                }
         }
         return new TokenBatch(inputs, targets, lines.Count, sequenceLength);
     }

@@ -18,10 +18,14 @@ public sealed record QuickStartSettings
 {
     /// <summary>Largest hop count k (the difficulty knob); lines with k = 1..MaxHops are trained and evaluated.</summary>
     public int MaxHops { get; init; } = 4;
-    /// <summary>Letters (and edges) in each line's map.</summary>
-    public int Symbols { get; init; } = PointerChaseCorpus.Symbols;
-    /// <summary>Held-out lines per hop count.</summary>
-    public int HeldOutPerHop { get; init; } = 256;
+    /// <summary>Alphabet size (letters a, b, ...).</summary>
+    public int Letters { get; init; } = PointerChaseCorpus.Letters;
+    /// <summary>Chains per line, each of <see cref="MaxHops"/> + 1 letters.</summary>
+    public int Chains { get; init; } = PointerChaseCorpus.Chains;
+    /// <summary>Queries per line (distinct start letters).</summary>
+    public int Queries { get; init; } = PointerChaseCorpus.Queries;
+    /// <summary>Held-out lines (each with <see cref="Queries"/> answers; hop counts uniform in 1..MaxHops).</summary>
+    public int HeldOutLines { get; init; } = 512;
     public int Hidden { get; init; } = 128;
     public int Heads { get; init; } = 4;
     public int Layers { get; init; } = 2;
@@ -47,7 +51,7 @@ public sealed record QuickStartSettings
     /// <summary>The reduced mode the test suite runs end to end (seconds).</summary>
     public static QuickStartSettings Quick() => new()
     {
-        MaxHops = 2, Symbols = 4, HeldOutPerHop = 16, Hidden = 32, Batch = 8, PretrainSteps = 30, CurriculumSteps = 10, GateSteps = 6,
+        MaxHops = 2, Letters = 8, Chains = 2, Queries = 2, HeldOutLines = 16, Hidden = 32, Batch = 8, PretrainSteps = 30, CurriculumSteps = 10, GateSteps = 6,
         LoopRptSteps = 3, Rollouts = 2, LogEvery = 10,
     };
 
@@ -97,11 +101,11 @@ public static class QuickStartPipeline
         string Out(string name) { var p = Path.Combine(outputDirectory, name); files.Add(p); return p; }
 
         // 1. Tokenizer (one token per character: a byte-level vocabulary without merges) and held-out lines.
-        var tokenizer = LoopRptTokenizer.Train(["abcdefghijklmnopqrstuvwxyz>;?="], new ByteLevelBpeTrainerOptions { VocabularySize = 257 }, cancellationToken);
+        var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters);
         File.WriteAllText(Out("tokenizer.json"), tokenizer.Spec.ToJson());
-        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Symbols);
-        var heldOut = PointerChaseCorpus.Lines(s.HeldOutPerHop, s.MaxHops, (int)s.Seed + 1_000_003, s.Symbols);
-        log.WriteLine($"task pointer-chasing k=1..{s.MaxHops} symbols={s.Symbols} example=\"{heldOut[^1].Text}\" seq_len={source.SequenceLength}");
+        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Letters, s.Chains, s.Queries);
+        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries);
+        log.WriteLine($"task pointer-chasing k=1..{s.MaxHops} letters={s.Letters} chains={s.Chains} queries={s.Queries} example=\"{heldOut[0].Text}\" seq_len={source.SequenceLength}");
 
         // 2. Ouro Stage I + gate (Stage II) from scratch.
         var config = new OuroConfig
@@ -150,8 +154,8 @@ public static class QuickStartPipeline
         var byHops = new List<HopResult>();
         for (int k = 1; k <= s.MaxHops; k++)
         {
-            var lines = heldOut.Where(l => l.Hops == k).ToArray();
-            var batches = lines.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, source.SequenceLength, answerOnly: true)).ToList();
+            int hops = k;
+            var batches = heldOut.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, source.SequenceLength, q => q.Hops == hops)).ToList();
             byHops.Add(new HopResult(k, evaluator.Evaluate(baseModel, batches, baseModel, $"before LoopRPT, k={k}"),
                                         evaluator.Evaluate(afterModel, batches, baseModel, $"after LoopRPT, k={k}")));
         }
@@ -168,8 +172,8 @@ public static class QuickStartPipeline
         File.WriteAllText(Out("heldout.txt"), string.Join("\n", heldOut.Select(l => l.Text)) + "\n");
         var summary = new StringBuilder()
             .Append("# QuickStart results\n\n")
-            .Append(C, $"Task: pointer chasing, k = 1..{s.MaxHops} hops through a random map of {s.Symbols} letters, e.g. `{heldOut[^1].Text}` (k = {heldOut[^1].Hops}); ")
-            .Append(C, $"{s.HeldOutPerHop} held-out lines per k. Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, character tokens. ")
+            .Append(C, $"Task: pointer chasing, k = 1..{s.MaxHops} hops to the end of one of {s.Chains} chains of {s.MaxHops + 1} letters, {s.Queries} queries per line, e.g. `{heldOut[0].Text}`; ")
+            .Append(C, $"{s.HeldOutLines} held-out lines. Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, one token per edge. ")
             .Append(C, $"Training: {s.PretrainSteps} Stage I steps (curriculum over k for {s.CurriculumSteps}) + {s.GateSteps} gate steps, batch {s.Batch} lines ({pretrainSeconds:F0} s); ")
             .Append(C, $"then {s.LoopRptSteps} LoopRPT steps with G = {s.Rollouts} ({looprptSeconds:F0} s). Evaluation {evalSeconds:F0} s.\n\n")
             .Append("## Bars\n\n").Append(BarTable(bars))

@@ -1,3 +1,4 @@
+using LoopRpt.Data;
 using LoopRpt.QuickStart;
 
 namespace LoopRpt.Tests.Cli;
@@ -5,28 +6,76 @@ namespace LoopRpt.Tests.Cli;
 public sealed class QuickStartTests
 {
     [Fact]
-    public void BindingLinesHoldTheirComputedAnswer()
+    public void ChaseLinesHoldTheirComputedAnswerAndHopCount()
     {
-        foreach (var line in BindingCorpus.Lines(200, seed: 5))
+        var seen = new HashSet<int>();
+        foreach (var line in PointerChaseCorpus.Lines(300, maxHops: 4, seed: 5))
         {
-            // Recompute the answer from the statements: an independent interpreter of the line.
-            var values = new Dictionary<string, int>();
+            // An independent interpreter of the line: parse the edges, follow pointers until a letter points to itself.
             var parts = line.Text.Split(';');
-            foreach (var st in parts[..^1])
+            var edges = parts.TakeWhile(p => !p.StartsWith('?')).ToArray();
+            Assert.Equal(PointerChaseCorpus.Chains * 5, edges.Length);
+            var map = edges.ToDictionary(e => e[0], e => e[1]);
+            Assert.Equal(PointerChaseCorpus.Chains, map.Count(kv => kv.Key == kv.Value));            // one end per chain
+            var queries = parts.Skip(edges.Length).ToArray();
+            Assert.Equal(line.Queries.Count, queries.Length);
+            Assert.Equal(queries.Length, queries.Select(q => q[1]).Distinct().Count());                // distinct starts
+            for (int i = 0; i < queries.Length; i++)
             {
-                var (name, expr) = (st.Split('=')[0], st.Split('=')[1]);
-                values[name] = expr.Length == 1 ? expr[0] - '0'
-                    : expr[1] switch
-                    {
-                        '+' => (values[expr[..1]] + (expr[2] - '0')) % 10,
-                        '-' => (values[expr[..1]] - (expr[2] - '0') + 10) % 10,
-                        _ => values[expr[..1]] * (expr[2] - '0') % 10,
-                    };
+                char p = queries[i][1];
+                int hops = 0;
+                while (map[p] != p) { p = map[p]; hops++; }
+                Assert.Equal(char.ToUpperInvariant(p), queries[i][2]);
+                Assert.Equal(hops, line.Queries[i].Hops);
+                Assert.Equal(char.ToUpperInvariant(p), line.Text[line.Queries[i].AnswerIndex]);
+                seen.Add(hops);
             }
-            var query = parts[^1];                                   // "?a=4"
-            Assert.Equal(values[query[1..2]], line.Text[line.AnswerIndex] - '0');
-            Assert.InRange(line.Depth, 0, BindingCorpus.MaxDepth);
         }
+        Assert.Equal([1, 2, 3, 4], seen.Order());
+    }
+
+    [Fact]
+    public void EveryEdgeIsOneTokenAndOnlySelectedAnswersAreTargets()
+    {
+        var tokenizer = PointerChaseCorpus.Tokenizer();
+        Assert.Single(tokenizer.Encode("fa"));
+        Assert.Equal(4, tokenizer.Encode(";?mH").Length);
+        var lines = PointerChaseCorpus.Lines(8, maxHops: 4, seed: 3);
+        var source = new ChaseBatchSource(tokenizer, 8, maxHops: 4, curriculumSteps: 0, answerOnly: true, seed: 1);
+        var batch = ChaseBatchSource.Batch(tokenizer, lines, source.SequenceLength, q => q.Hops == 2);
+        int eot = tokenizer.EosTokenId!.Value;
+        for (int b = 0; b < lines.Count; b++)
+        {
+            var ids = tokenizer.Encode(lines[b].Text);
+            Assert.True(ids.Length <= source.SequenceLength);
+            var row = Enumerable.Range(0, source.SequenceLength).Select(i => batch.Targets[b * source.SequenceLength + i]).ToArray();
+            Assert.Equal(lines[b].Queries.Count(q => q.Hops == 2), row.Count(t => t != TokenBatch.IgnoreIndex));
+            // Each target sits where the input is a query's lower-case letter and is that query's upper-case answer.
+            for (int i = 0; i < row.Length; i++)
+                if (row[i] != TokenBatch.IgnoreIndex)
+                {
+                    Assert.Equal("?", tokenizer.Decode([(int)batch.Inputs[b * source.SequenceLength + i - 1]]));
+                    Assert.True(char.IsUpper(tokenizer.Decode([(int)row[i]]).Single()));
+                    Assert.Equal(ids[i], row[i]);
+                }
+            Assert.Equal(eot, batch.Inputs[b * source.SequenceLength]);
+        }
+        // The curriculum: only k = 1 at the first step, every k from CurriculumSteps on.
+        var curriculum = new ChaseBatchSource(tokenizer, 4, maxHops: 4, curriculumSteps: 100, answerOnly: true, seed: 1);
+        Assert.Equal(1, curriculum.MaxHopsAt(0));
+        Assert.Equal(4, curriculum.MaxHopsAt(100));
+    }
+
+    [Fact]
+    public void BarsAreCheckedAgainstTheirThresholds()
+    {
+        var dir = CliRunner.TempDir();
+        var result = QuickStartPipeline.Run(QuickStartSettings.Quick(), dir, new StringWriter());
+        var bars = QuickStartPipeline.Bars(result.ByHops.Select(h => (h.Hops, h.Before)).ToArray());
+        var k1 = result.ByHops[0].Before["All"];
+        Assert.Equal(k1.LastStepAccuracy >= 0.90, bars[0].Met);
+        var last = result.ByHops[^1].Before["All"];
+        Assert.Equal(last.LastStepAccuracy - last.StepAccuracy[0] >= 0.30, bars[2].Met);
     }
 
     [Fact]
@@ -35,11 +84,13 @@ public sealed class QuickStartTests
         var dir = CliRunner.TempDir();
         var log = new StringWriter();
         var result = QuickStartPipeline.Run(QuickStartSettings.Quick(), dir, log);
-        foreach (var f in new[] { "README.md", "accuracy-before.md", "accuracy-after.md", "answers-by-depth.md", "results.csv", "pareto.svg", "pareto-before.svg", "pareto-after.svg", "tokenizer.json" })
+        foreach (var f in new[] { "README.md", "answers-by-hops.md", "results.csv", "pareto.svg", "pareto-by-hops.svg", "tokenizer.json", "heldout.txt" })
             Assert.True(File.Exists(Path.Combine(dir, f)), f);
-        Assert.Equal(4, result.Before.Steps);
-        Assert.Equal(result.Before["All"].Tokens, result.After["All"].Tokens);
-        Assert.Contains("| s1 | s2 | s3 | s4 |", File.ReadAllText(Path.Combine(dir, "accuracy-after.md")));
+        Assert.Equal(2, result.ByHops.Count);
+        Assert.All(result.ByHops, h => Assert.Equal(4, h.Before.Steps));
+        Assert.All(result.ByHops, h => Assert.Equal(h.Before["All"].Tokens, h.After["All"].Tokens));
+        Assert.Equal(4, result.Bars.Count);
+        Assert.Contains("| s1 | s2 | s3 | s4 |", File.ReadAllText(Path.Combine(dir, "answers-by-hops.md")));
         Assert.Contains("progress stage=looprpt", log.ToString());
         // The trained models are ordinary model directories the CLI can use.
         var r = CliRunner.Run("score", "--model", Path.Combine(dir, "models", "looprpt"), "--input", Path.Combine(dir, "heldout.txt"), "--format", "Csv");
