@@ -19,19 +19,19 @@ public sealed record QuickStartSettings
     /// <summary>Largest hop count k (the difficulty knob); lines with k = 1..MaxHops are trained and evaluated.</summary>
     public int MaxHops { get; init; } = 4;
     /// <summary>Alphabet size (letters a, b, ...).</summary>
-    public int Letters { get; init; } = PointerChaseCorpus.Letters;
+    public int Letters { get; init; } = 10;
     /// <summary>Chains per line, each of <see cref="MaxHops"/> + 1 letters.</summary>
-    public int Chains { get; init; } = PointerChaseCorpus.Chains;
+    public int Chains { get; init; } = 2;
     /// <summary>Queries per line (distinct start letters).</summary>
     public int Queries { get; init; } = PointerChaseCorpus.Queries;
     /// <summary>Held-out lines (each with <see cref="Queries"/> answers; hop counts uniform in 1..MaxHops).</summary>
     public int HeldOutLines { get; init; } = 512;
-    public int Hidden { get; init; } = 128;
+    public int Hidden { get; init; } = 64;
     public int Heads { get; init; } = 4;
     public int Layers { get; init; } = 2;
     public int Loops { get; init; } = 4;
     public int Batch { get; init; } = 32;
-    public int PretrainSteps { get; init; } = 1500;
+    public int PretrainSteps { get; init; } = 1800;
     /// <summary>Stage I steps over which kmax grows from 1 to <see cref="MaxHops"/> (0: all k from the start).</summary>
     public int CurriculumSteps { get; init; } = 600;
     /// <summary>Only the answer symbol carries a loss (see <see cref="ChaseBatchSource"/>).</summary>
