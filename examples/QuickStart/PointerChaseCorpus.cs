@@ -97,14 +97,19 @@ public static class PointerChaseCorpus
 
     /// <summary>
     /// The tokenizer: byte-level BPE whose merges are exactly the letter pairs of the alphabet, so an edge <c>xy</c> is one
-    /// token and every other character (a lone letter, an upper-case answer, <c>;</c>, <c>?</c>) is one token.
+    /// token and every other character (a lone letter, an upper-case answer, <c>;</c>, <c>?</c>) is one token; without
+    /// <paramref name="pairTokens"/>, no merges: every character is one token.
     /// </summary>
-    public static LoopRptTokenizer Tokenizer(int letters = Letters)
+    public static LoopRptTokenizer Tokenizer(int letters = Letters, bool pairTokens = true)
     {
         var alphabet = Alphabet[..letters];
         var pairs = alphabet.SelectMany(x => alphabet.Select(y => $"{x}{y}")).ToArray();
-        return LoopRptTokenizer.Train(pairs, new ByteLevelBpeTrainerOptions { VocabularySize = 257 + pairs.Length, MinFrequency = 1 });
+        return LoopRptTokenizer.Train(pairs, new ByteLevelBpeTrainerOptions { VocabularySize = 257 + (pairTokens ? pairs.Length : 0), MinFrequency = 1 });
     }
+
+    /// <summary>Tokens of a line's inputs (end-of-text + the line without its last answer), the same for every line of a shape.</summary>
+    public static int InputTokens(int chains, int maxHops, int queries, bool pairTokens)
+        => (pairTokens ? 2 : 3) * chains * (maxHops + 1) - 1 + 4 * queries;
 }
 
 /// <summary>
@@ -123,7 +128,8 @@ public sealed class ChaseBatchSource : ITokenBatchSource
     private readonly bool _answerOnly;
 
     public ChaseBatchSource(LoopRptTokenizer tokenizer, int batchSize, int maxHops, long curriculumSteps, bool answerOnly, long seed,
-                            int letters = PointerChaseCorpus.Letters, int chains = PointerChaseCorpus.Chains, int queries = PointerChaseCorpus.Queries)
+                            int letters = PointerChaseCorpus.Letters, int chains = PointerChaseCorpus.Chains, int queries = PointerChaseCorpus.Queries,
+                            bool pairTokens = true)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -138,8 +144,7 @@ public sealed class ChaseBatchSource : ITokenBatchSource
         _curriculumSteps = curriculumSteps;
         _answerOnly = answerOnly;
         _seed = seed;
-        // Tokens: end-of-text + the line minus its last answer = 2 per edge − 1, then ";", "?", letter, answer per query.
-        SequenceLength = 2 * chains * (maxHops + 1) + 4 * queries - 1;
+        SequenceLength = PointerChaseCorpus.InputTokens(chains, maxHops, queries, pairTokens);
     }
 
     public int BatchSize { get; }

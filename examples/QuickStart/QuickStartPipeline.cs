@@ -22,6 +22,8 @@ public sealed record QuickStartSettings
     public int Letters { get; init; } = 10;
     /// <summary>Chains per line, each of <see cref="MaxHops"/> + 1 letters.</summary>
     public int Chains { get; init; } = 2;
+    /// <summary>One token per edge (letter-pair merges); false: one token per character.</summary>
+    public bool PairTokens { get; init; } = true;
     /// <summary>Queries per line (distinct start letters).</summary>
     public int Queries { get; init; } = PointerChaseCorpus.Queries;
     /// <summary>Held-out lines (each with <see cref="Queries"/> answers; hop counts uniform in 1..MaxHops).</summary>
@@ -101,9 +103,9 @@ public static class QuickStartPipeline
         string Out(string name) { var p = Path.Combine(outputDirectory, name); files.Add(p); return p; }
 
         // 1. Tokenizer (one token per character: a byte-level vocabulary without merges) and held-out lines.
-        var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters);
+        var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
         File.WriteAllText(Out("tokenizer.json"), tokenizer.Spec.ToJson());
-        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Letters, s.Chains, s.Queries);
+        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Letters, s.Chains, s.Queries, s.PairTokens);
         var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries);
         log.WriteLine($"task pointer-chasing k=1..{s.MaxHops} letters={s.Letters} chains={s.Chains} queries={s.Queries} example=\"{heldOut[0].Text}\" seq_len={source.SequenceLength}");
 
