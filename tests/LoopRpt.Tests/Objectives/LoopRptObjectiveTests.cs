@@ -52,7 +52,7 @@ public class LoopRptObjectiveTests
         using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0, Rollouts = 3, HardTokens = HardTokenMode.All });
         obj.Attach(lm);
         using var scope = NewDisposeScope();
-        var output = obj.Compute(lm, inputs, targets, step: 0, microStep: 0);
+        var output = obj.Compute(lm, inputs, targets, step: 0, stageStep: 0, microStep: 0);
 
         const int T = 4, G = 3;
         float[] lp, p, lastLogits;
@@ -120,7 +120,7 @@ public class LoopRptObjectiveTests
         obj.Attach(lm);
         using var scope = NewDisposeScope();
         // 10 real tokens per row: the 0.8 quantile lies between the 8th and 9th smallest, so exactly 2 per row are hard.
-        Assert.Equal(0.2f, Metric(obj.Compute(lm, inputs, targets, 0, 0), "hard_fraction"), 6);
+        Assert.Equal(0.2f, Metric(obj.Compute(lm, inputs, targets, 0, 0, 0), "hard_fraction"), 6);
     }
 
     [Fact]
@@ -170,7 +170,7 @@ public class LoopRptObjectiveTests
             using var obj = new LoopRptObjective(new LoopRptOptions { Seed = seed, Sigma = 0.5, Rollouts = 4 });
             obj.Attach(lm);
             using var scope = NewDisposeScope();
-            var o = obj.Compute(lm, inputs, targets, step, 0);
+            var o = obj.Compute(lm, inputs, targets, step, step, 0);
             return [o.Loss.item<float>(), Metric(o, "reward_mean"), Metric(o, "reward_std"), Metric(o, "sampled_exit_step")];
         }
         var a = Run(1, 0);
@@ -232,7 +232,7 @@ public class LoopRptObjectiveTests
         using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0 });
         obj.Attach(lm);
         using var scope = NewDisposeScope();
-        obj.Compute(lm, inputs, targets, 0, 0).Loss.backward();
+        obj.Compute(lm, inputs, targets, 0, 0, 0).Loss.backward();
         Assert.True(lm.Backbone.early_exit_gate.weight!.grad!.abs().sum().item<float>() > 0);
         Assert.True(lm.Backbone.layers[0].self_attn.q_proj.weight!.grad!.abs().sum().item<float>() > 0);
         Assert.True(lm.Backbone.embed_tokens.weight!.grad!.abs().sum().item<float>() > 0);
@@ -251,7 +251,7 @@ public class LoopRptObjectiveTests
             using (no_grad())
                 obj.Teacher!.Model.Backbone.embed_tokens.weight!.mul_(0.9);      // a teacher that differs: nonzero KL
             using var scope = NewDisposeScope();
-            var o = obj.Compute(lm, inputs, targets, 2, 1);
+            var o = obj.Compute(lm, inputs, targets, 2, 2, 1);
             Assert.Equal(perMicro is > 0 and < 4, o.Backward is not null);
             if (o.Backward is { } bw) bw(0.5); else (o.Loss * 0.5).backward();
             Assert.True(Metric(o, "kl") > 0);

@@ -61,7 +61,7 @@ public sealed class LoopRptObjective : ITrainingObjective
     }
 
     /// <inheritdoc/>
-    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep)
+    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep)
     {
         var teacher = _teacher ?? throw new InvalidOperationException("LoopRptObjective.Attach(model) must be called before Compute (the trainer does this at the start of the stage).");
         var o = _options;
