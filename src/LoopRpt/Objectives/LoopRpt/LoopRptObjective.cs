@@ -23,8 +23,10 @@ namespace LoopRpt.Objectives;
 /// <para>Randomness: rollout g of micro-batch m at global step s draws its noise and its exit sample from
 /// <c>new Generator(Seeds.Mix(Seed, s, m, g))</c>, so runs are reproducible, resume is exact, and a rollout's noise does
 /// not depend on how rollouts are grouped into chunks (<see cref="LoopRptOptions.RolloutsPerMicroBatch"/>).</para>
-/// <para>Memory: with chunking the objective runs backward itself through <see cref="ObjectiveOutput.Backward"/>;
-/// see docs/looprpt.md for the formula.</para>
+/// <para>Cost: loop 0 (embedding, the layers, the final norm) does not depend on the noise, which enters after it, so it is
+/// computed once per micro-batch and the clean pass and all G rollouts branch from it (the shared state receives the sum of
+/// their gradients). Memory: with chunking the objective runs backward itself through <see cref="ObjectiveOutput.Backward"/>;
+/// see docs/looprpt.md for the formula and measured costs.</para>
 /// </summary>
 public sealed class LoopRptObjective : ITrainingObjective
 {
@@ -70,8 +72,12 @@ public sealed class LoopRptObjective : ITrainingObjective
         var tv = TeacherPass(teacher.Model, inputs, targets, real);
         var M = tv.HardMask;                                                                      // (B, S)
 
+        // Loop 0 is the same for the clean pass and every rollout (the noise enters after its final norm): computed once,
+        // with its graph; every pass below branches from it.
+        var first = lm.FirstLoop(inputs);                                                         // (B, S, H)
+
         // Noise-free student pass: model loss, exit-entropy bonus, optional backbone-weighted KL.
-        var clean = lm.Forward(inputs);
+        var clean = lm.ForwardFrom(first);
         var (lp, correct) = Readout(lm, clean, targets, withCorrect: true);                       // (B, S, T)
         var logPClean = clean.ExitLogProbabilities();                                             // (B, S, T)
         var pClean = logPClean.exp();
@@ -109,7 +115,7 @@ public sealed class LoopRptObjective : ITrainingObjective
         if (chunk >= G)
         {
             // All G rollouts in one graph; the trainer runs backward on the returned loss.
-            var r = RunRollouts(lm, inputs, targets, tv, 0, G, step, microStep, sampledSteps: null);
+            var r = RunRollouts(lm, first, targets, tv, 0, G, step, microStep, sampledSteps: null);
             var adv = LoopRptMath.GroupAdvantages(r.Reward);                                      // (G, B, S)
             var pg = LoopRptMath.PolicyLoss(adv, r.LogPi, M);
             var klRollout = LoopRptMath.MaskedMean(r.Kl, M);
@@ -118,14 +124,16 @@ public sealed class LoopRptObjective : ITrainingObjective
         }
 
         // Chunked: (1) all rollouts without a graph, to know the group's rewards and sampled exits;
-        // (2) at backward time, each chunk again with a graph (same generators ⇒ same noise), backward per chunk.
+        // (2) at backward time, each chunk again with a graph (same generators ⇒ same noise), backward per chunk. A chunk
+        // branches from a detached copy of the shared loop-0 state, so its backward stops there; the copies' gradients are
+        // summed and sent through loop 0 once, with the clean pass's loss.
         var parts = new List<Rollouts>();
         using (no_grad())
         {
             for (int g0 = 0; g0 < G; g0 += chunk)
             {
                 using var scope = NewDisposeScope();
-                var part = RunRollouts(lm, inputs, targets, tv, g0, Math.Min(chunk, G - g0), step, microStep, sampledSteps: null);
+                var part = RunRollouts(lm, first, targets, tv, g0, Math.Min(chunk, G - g0), step, microStep, sampledSteps: null);
                 parts.Add(part.MoveToOuterDisposeScope());
             }
         }
@@ -138,19 +146,23 @@ public sealed class LoopRptObjective : ITrainingObjective
 
         void Backward(double scale)
         {
-            var cleanLoss = modelLoss + entLoss;
-            if (klBackbone is not null) cleanLoss = cleanLoss + o.KlCoef * klBackbone;
-            (cleanLoss * scale).backward();
+            var firstGrad = zeros_like(first);                                                    // d(rollout losses)/d(loop-0 state)
             for (int g0 = 0; g0 < G; g0 += chunk)
             {
                 using var scope = NewDisposeScope();
                 int n = Math.Min(chunk, G - g0);
-                var r = RunRollouts(lm, inputs, targets, tv, g0, n, step, microStep, all.Steps.narrow(0, g0, n));
+                var branch = first.detach().requires_grad_(true);
+                var r = RunRollouts(lm, branch, targets, tv, g0, n, step, microStep, all.Steps.narrow(0, g0, n));
                 // The chunk's share of the group means: sums over its rollouts divided by G · |M|.
                 var chunkLoss = -(groupAdv.narrow(0, g0, n) * r.LogPi * M).sum() / denominator;
                 if (klBackbone is null) chunkLoss = chunkLoss + o.KlCoef * (r.Kl * M).sum() / denominator;
                 (chunkLoss * scale).backward();
+                firstGrad.add_(branch.grad!);
             }
+            var cleanLoss = modelLoss + entLoss;
+            if (klBackbone is not null) cleanLoss = cleanLoss + o.KlCoef * klBackbone;
+            // sum(first · g) with g constant has gradient g with respect to first: one backward through loop 0 for all.
+            (cleanLoss * scale + (first * firstGrad).sum()).backward();
         }
 
         return Output(lossValue, pgValue, klRolloutValue, all, Backward);
@@ -163,8 +175,10 @@ public sealed class LoopRptObjective : ITrainingObjective
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var output = teacher.Forward(inputs);
-        var (lp, _) = Readout(teacher, output, targets, withCorrect: false);                     // lpbar_t, (B, S, T)
-        var entropy = LoopRptMath.TokenEntropy(teacher.Logits(output.Hidden[^1]));                // (B, S)
+        Tensor? lastStepEntropy = null;                                                           // from the read-out's last logits
+        var (lp, _) = Readout(teacher, output, targets, withCorrect: false,
+                              lastLogits: logits => lastStepEntropy = LoopRptMath.TokenEntropy(logits).MoveToOuterDisposeScope());  // lpbar_t, (B, S, T)
+        var entropy = lastStepEntropy!;                                                           // (B, S)
         var refStep = ExitDistribution.QExitStep(output.ExitProbabilities(), o.TeacherQ);         // t_ref, (B, S) int64
         var baseline = lp.gather(-1, refStep.unsqueeze(-1)).squeeze(-1);                          // b = lpbar_{t_ref}
         var mask = LoopRptMath.HardTokenMask(entropy, real, o.HardTokens, o.HardTokenQuantile, o.EntropyThreshold);
@@ -177,16 +191,16 @@ public sealed class LoopRptObjective : ITrainingObjective
     /// Rollouts g0 .. g0+count-1 as one batch of count·B sequences. Noise for rollout g comes from its own generator, so it
     /// is the same whichever chunk g is in. Exit steps are sampled after the noise from the same generator unless given.
     /// </summary>
-    private Rollouts RunRollouts(OuroForCausalLM lm, Tensor inputs, Tensor targets, TeacherView tv, int g0, int count, long step, int micro, Tensor? sampledSteps)
+    private Rollouts RunRollouts(OuroForCausalLM lm, Tensor first, Tensor targets, TeacherView tv, int g0, int count, long step, int micro, Tensor? sampledSteps)
     {
         var o = _options;
-        long B = inputs.shape[0], S = inputs.shape[1];
+        long B = first.shape[0], S = first.shape[1];
         int T = lm.Config.TotalUtSteps;
         var gens = new Generator[count];
         try
         {
             for (int i = 0; i < count; i++) gens[i] = RolloutGenerator(step, micro, g0 + i, lm.Device);
-            var output = RolloutForward(lm, inputs, gens);
+            var output = RolloutForward(lm, first, gens);
             var (lpFlat, _) = Readout(lm, output, targets.repeat(count, 1), withCorrect: false);
             var lp = lpFlat.view(count, B, S, T);                                                 // (Gc, B, S, T)
             var logP = output.ExitLogProbabilities().view(count, B, S, T);
@@ -208,11 +222,14 @@ public sealed class LoopRptObjective : ITrainingObjective
     internal Generator RolloutGenerator(long step, int micro, int g, Device device)
         => new((ulong)Seeds.Mix(_options.Seed, step, micro, g), device);
 
-    /// <summary>One noisy forward of gens.Length rollouts of the batch (B, S), stacked as (gens.Length · B, S).</summary>
-    internal LoopOutput RolloutForward(OuroForCausalLM lm, Tensor inputs, Generator[] gens)
+    /// <summary>
+    /// One noisy forward of gens.Length rollouts branching from the shared loop-0 state <paramref name="first"/> (B, S, H)
+    /// (<see cref="OuroForCausalLM.FirstLoop"/>), stacked rollout-major as (gens.Length · B, S).
+    /// </summary>
+    internal LoopOutput RolloutForward(OuroForCausalLM lm, Tensor first, Generator[] gens)
     {
-        long B = inputs.shape[0];
-        return lm.Forward(inputs.repeat(gens.Length, 1), new LoopForwardOptions { AfterLoop = (h, _) => AddNoise(h, gens, B) });
+        long B = first.shape[0];
+        return lm.ForwardFrom(first.repeat(gens.Length, 1, 1), new LoopForwardOptions { AfterLoop = (h, _) => AddNoise(h, gens, B) });
     }
 
     /// <summary>Latent noise on the final-normed state (count·B, S, H): what the gate sees and what the next loop receives.</summary>
@@ -220,14 +237,15 @@ public sealed class LoopRptObjective : ITrainingObjective
     {
         var o = _options;
         if (o.Sigma == 0) return h;
+        using var scope = NewDisposeScope();                       // the noise itself is not needed after the sum: free it now
         var shape = new long[] { batch, h.shape[1], h.shape[2] };
         if (o.Noise == NoiseKind.Gaussian)
         {
             var noise = cat(gens.Select(g => randn(shape, dtype: h.dtype, device: h.device, generator: g)).ToArray(), 0);
-            return h + noise * o.Sigma;
+            return (h + noise * o.Sigma).MoveToOuterDisposeScope();
         }
         var keep = cat(gens.Select(g => rand(shape, dtype: ScalarType.Float32, device: h.device, generator: g) >= o.Sigma).ToArray(), 0);
-        return h * keep.to_type(h.dtype) / (1 - o.Sigma);
+        return (h * keep.to_type(h.dtype) / (1 - o.Sigma)).MoveToOuterDisposeScope();
     }
 
     private static Tensor SampleExits(Tensor logP, Generator[] gens)
@@ -244,7 +262,8 @@ public sealed class LoopRptObjective : ITrainingObjective
     /// Per-step gold log-probs (B, S, T) float32 (0 where the target is ignored) and, optionally, per-step argmax
     /// correctness (B, S, T); one step's logits alive at a time.
     /// </summary>
-    internal static (Tensor GoldLogProbs, Tensor Correct) Readout(OuroForCausalLM lm, LoopOutput output, Tensor targets, bool withCorrect)
+    internal static (Tensor GoldLogProbs, Tensor Correct) Readout(OuroForCausalLM lm, LoopOutput output, Tensor targets, bool withCorrect,
+                                                                  Action<Tensor>? lastLogits = null)
     {
         var valid = (targets >= 0).to_type(ScalarType.Float32);
         var safe = targets.clamp_min(0).unsqueeze(-1);
@@ -260,6 +279,7 @@ public sealed class LoopRptObjective : ITrainingObjective
                 using var noGrad = no_grad();
                 correct[t] = ((logits.argmax(-1) == targets).to_type(ScalarType.Float32) * valid).MoveToOuterDisposeScope();
             }
+            if (t == output.Steps - 1) lastLogits?.Invoke(logits);                              // e.g. the teacher's entropy
         }
         return (stack(gold, -1), withCorrect ? stack(correct, -1) : zeros(1));
     }
