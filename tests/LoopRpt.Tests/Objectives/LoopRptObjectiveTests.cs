@@ -285,12 +285,16 @@ public class LoopRptObjectiveTests
     [InlineData(NoiseKind.Gaussian, KlVariant.BackboneWeighted, 0)]
     [InlineData(NoiseKind.Gaussian, KlVariant.BackboneWeighted, 2)]
     [InlineData(NoiseKind.Dropout, KlVariant.Rollout, 0)]
-    public void OptimizedStepMatchesTheReferencePath(NoiseKind noise, KlVariant kl, int perMicro)
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 0, HardTokenMode.All)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 2, HardTokenMode.EntropyThreshold)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 0, HardTokenMode.TopFraction, 0.0)]
+    public void OptimizedStepMatchesTheReferencePath(NoiseKind noise, KlVariant kl, int perMicro, HardTokenMode hard = HardTokenMode.TopFraction, double klCoef = 0.5)
     {
         var (inputs, targets) = Batch(b: 3, s: 10, pad: true);
         var options = new LoopRptOptions
         {
-            Rollouts = 4, Sigma = noise == NoiseKind.Gaussian ? 0.3 : 0.2, Noise = noise, Kl = kl, KlCoef = 0.5, RolloutsPerMicroBatch = perMicro, Seed = 3,
+            Rollouts = 4, Sigma = noise == NoiseKind.Gaussian ? 0.3 : 0.2, Noise = noise, Kl = kl, KlCoef = klCoef, RolloutsPerMicroBatch = perMicro, Seed = 3,
+            HardTokens = hard, EntropyThreshold = 2.7,
         };
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         using var reference = TestUtil.TinyModel(vocab: Vocab, seed: 5);
@@ -317,6 +321,22 @@ public class LoopRptObjectiveTests
             Assert.True(norm > 0, $"{name}: the reference gradient is zero");
             Assert.True(diff <= 1e-5 * norm, $"{name}: |grad - reference| = {diff:E3}, |reference| = {norm:E3}");
         }
+    }
+
+    /// <summary>A batch without a single real target has no hard tokens: the read-outs are empty and the loss is 0.</summary>
+    [Fact]
+    public void NoHardTokensGiveAZeroLoss()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, targets) = Batch();
+        targets.fill_(TokenBatch.IgnoreIndex);
+        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 2, Sigma = 0.3 });
+        obj.Attach(lm);
+        using var scope = NewDisposeScope();
+        var o = obj.Compute(lm, inputs, targets, 0, 0, 0);
+        o.Loss.backward();
+        Assert.Equal(0f, o.Loss.item<float>());
+        Assert.Equal(0f, Metric(o, "hard_fraction"));
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using LoopRpt.Data;
 using LoopRpt.Model;
 using LoopRpt.Objectives;
 using static TorchSharp.torch;
@@ -20,7 +21,7 @@ internal static class LoopRptReference
         var teacher = objective.Teacher!.Model;
         int G = o.Rollouts, T = lm.Config.TotalUtSteps;
         long B = inputs.shape[0], S = inputs.shape[1];
-        var real = (targets != -100).to_type(ScalarType.Float32);
+        var real = (targets != TokenBatch.IgnoreIndex).to_type(ScalarType.Float32);
 
         // Teacher tables (docs/method.md §4.1-4.4).
         Tensor teacherLp, refStep, baseline, M, price;

@@ -78,7 +78,8 @@ public sealed class LoopRptObjective : ITrainingObjective
 
         // Noise-free student pass: model loss, exit-entropy bonus, optional backbone-weighted KL.
         var clean = lm.ForwardFrom(first);
-        var (lp, correct) = Readout(lm, clean, targets, withCorrect: true);                       // (B, S, T)
+        var (lpAll, correctAll) = ReadoutAt(lm, clean, 1, tv.Positions, tv.Gold, withCorrect: true);
+        var (lp, correct) = (lpAll.squeeze(0), correctAll!.squeeze(0));                          // (B, S, T), 0 off M
         var logPClean = clean.ExitLogProbabilities();                                             // (B, S, T)
         var pClean = logPClean.exp();
         var stepAdv = LoopRptMath.StepAdvantages(LoopRptMath.RewardTable(lp.detach(), tv.Baseline, tv.Price, tv.RefStep, o.RewardScale));
@@ -175,16 +176,19 @@ public sealed class LoopRptObjective : ITrainingObjective
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var output = teacher.Forward(inputs);
-        Tensor? lastStepEntropy = null;                                                           // from the read-out's last logits
-        var (lp, _) = Readout(teacher, output, targets, withCorrect: false,
-                              lastLogits: logits => lastStepEntropy = LoopRptMath.TokenEntropy(logits).MoveToOuterDisposeScope());  // lpbar_t, (B, S, T)
-        var entropy = lastStepEntropy!;                                                           // (B, S)
+        Tensor entropy;                                                                           // (B, S): last step, every position
+        using (var last = NewDisposeScope())
+            entropy = LoopRptMath.TokenEntropy(teacher.Logits(output.Hidden[^1])).MoveToOuterDisposeScope();
+        var mask = LoopRptMath.HardTokenMask(entropy, real, o.HardTokens, o.HardTokenQuantile, o.EntropyThreshold);
+        var positions = mask.flatten().nonzero().flatten();                                       // (K) flat indices of M
+        var gold = targets.flatten().index_select(0, positions);                                  // (K)
+        var (lp, _) = ReadoutAt(teacher, output, 1, positions, gold, withCorrect: false);         // lpbar_t, (1, B, S, T), 0 off M
+        lp = lp.squeeze(0);
         var refStep = ExitDistribution.QExitStep(output.ExitProbabilities(), o.TeacherQ);         // t_ref, (B, S) int64
         var baseline = lp.gather(-1, refStep.unsqueeze(-1)).squeeze(-1);                          // b = lpbar_{t_ref}
-        var mask = LoopRptMath.HardTokenMask(entropy, real, o.HardTokens, o.HardTokenQuantile, o.EntropyThreshold);
         var price = LoopRptMath.TimePrice(LoopRptMath.Difficulty(entropy, teacher.Config.VocabSize), o.PriceBase, o.Kappa);
         return new TeacherView(lp.MoveToOuterDisposeScope(), refStep.MoveToOuterDisposeScope(), baseline.MoveToOuterDisposeScope(),
-                               mask.MoveToOuterDisposeScope(), price.MoveToOuterDisposeScope());
+                               mask.MoveToOuterDisposeScope(), price.MoveToOuterDisposeScope(), positions.MoveToOuterDisposeScope(), gold.MoveToOuterDisposeScope());
     }
 
     /// <summary>
@@ -201,8 +205,10 @@ public sealed class LoopRptObjective : ITrainingObjective
         {
             for (int i = 0; i < count; i++) gens[i] = RolloutGenerator(step, micro, g0 + i, lm.Device);
             var output = RolloutForward(lm, first, gens);
-            var (lpFlat, _) = Readout(lm, output, targets.repeat(count, 1), withCorrect: false);
-            var lp = lpFlat.view(count, B, S, T);                                                 // (Gc, B, S, T)
+            Tensor lp;                                                                            // (Gc, B, S, T), 0 off M
+            // Without a KL through the rollouts their log-probs only enter the (detached) rewards: no graph needed.
+            using (o.KlCoef == 0 || o.Kl != KlVariant.Rollout ? no_grad() : null)
+                (lp, _) = ReadoutAt(lm, output, count, tv.Positions, tv.Gold, withCorrect: false);
             var logP = output.ExitLogProbabilities().view(count, B, S, T);
             var steps = sampledSteps ?? SampleExits(logP, gens);                                 // t_g, (Gc, B, S)
             var index = steps.unsqueeze(-1);
@@ -259,29 +265,35 @@ public sealed class LoopRptObjective : ITrainingObjective
     }
 
     /// <summary>
-    /// Per-step gold log-probs (B, S, T) float32 (0 where the target is ignored) and, optionally, per-step argmax
-    /// correctness (B, S, T); one step's logits alive at a time.
+    /// Per-step gold log-probs lp_t = log softmax(lm_head(hidden[t]))[y] at the hard positions only, in place in a zero
+    /// tensor (R, B, S, T) float32; optionally the per-step argmax correctness there (R, B, S, T). Every LoopRPT term averages
+    /// over the hard tokens M (docs/method.md §4.1), so the read-out elsewhere would only be multiplied by 0: with the
+    /// published top 20% this skips 80% of the LM-head work and of the (K, V) log-softmax autograd keeps per step.
+    /// <paramref name="output"/>: R copies of a (B, S) batch stacked rollout-major, hidden[t] (R·B, S, H);
+    /// <paramref name="positions"/> (K): flat indices into B·S; <paramref name="gold"/> (K): their targets. One step's logits alive at a time.
     /// </summary>
-    internal static (Tensor GoldLogProbs, Tensor Correct) Readout(OuroForCausalLM lm, LoopOutput output, Tensor targets, bool withCorrect,
-                                                                  Action<Tensor>? lastLogits = null)
+    internal static (Tensor GoldLogProbs, Tensor? Correct) ReadoutAt(OuroForCausalLM lm, LoopOutput output, long copies, Tensor positions, Tensor gold, bool withCorrect)
     {
-        var valid = (targets >= 0).to_type(ScalarType.Float32);
-        var safe = targets.clamp_min(0).unsqueeze(-1);
-        var gold = new Tensor[output.Steps];
+        var h0 = output.Hidden[0];
+        long B = h0.shape[0] / copies, S = h0.shape[1], H = h0.shape[2], K = positions.shape[0];
+        var index = gold.view(1, K, 1).expand(copies, K, 1);
+        var lp = new Tensor[output.Steps];
         var correct = new Tensor[output.Steps];
         for (int t = 0; t < output.Steps; t++)
         {
             using var scope = NewDisposeScope();
-            var logits = lm.Logits(output.Hidden[t]).to_type(ScalarType.Float32);                // (B, S, V)
-            gold[t] = (F.log_softmax(logits, -1).gather(-1, safe).squeeze(-1) * valid).MoveToOuterDisposeScope();
+            var hard = output.Hidden[t].reshape(copies, B * S, H).index_select(1, positions);    // (R, K, H)
+            var logits = lm.Logits(hard).to_type(ScalarType.Float32);                          // (R, K, V)
+            lp[t] = F.log_softmax(logits, -1).gather(-1, index).squeeze(-1).MoveToOuterDisposeScope();   // (R, K)
             if (withCorrect)
             {
                 using var noGrad = no_grad();
-                correct[t] = ((logits.argmax(-1) == targets).to_type(ScalarType.Float32) * valid).MoveToOuterDisposeScope();
+                correct[t] = (logits.argmax(-1) == gold).to_type(ScalarType.Float32).MoveToOuterDisposeScope();
             }
-            if (t == output.Steps - 1) lastLogits?.Invoke(logits);                              // e.g. the teacher's entropy
         }
-        return (stack(gold, -1), withCorrect ? stack(correct, -1) : zeros(1));
+        Tensor Scatter(Tensor[] steps) => zeros([copies, B * S, steps.Length], ScalarType.Float32, h0.device)
+            .index_copy(1, positions, stack(steps, -1)).view(copies, B, S, steps.Length);
+        return (Scatter(lp), withCorrect ? Scatter(correct) : null);
     }
 
     /// <summary>EMA update of the teacher after each optimizer step.</summary>
@@ -306,7 +318,8 @@ public sealed class LoopRptObjective : ITrainingObjective
         _teacher = null;
     }
 
-    private sealed record TeacherView(Tensor GoldLogProbs, Tensor RefStep, Tensor Baseline, Tensor HardMask, Tensor Price);
+    /// <summary>Teacher tables, (B, S) or (B, S, T); <c>Positions</c> (K): flat indices of the hard tokens, <c>Gold</c> (K) their targets.</summary>
+    private sealed record TeacherView(Tensor GoldLogProbs, Tensor RefStep, Tensor Baseline, Tensor HardMask, Tensor Price, Tensor Positions, Tensor Gold);
 
     /// <summary>Per-rollout results: rewards R_g, log pi_g, sampled steps t_g, KL summed over steps; all (Gc, B, S).</summary>
     private sealed record Rollouts(Tensor Reward, Tensor LogPi, Tensor Steps, Tensor Kl)
