@@ -189,7 +189,7 @@ public class LoopRptObjectiveTests
         using var scope = NewDisposeScope();
         using var no = no_grad();
         using var gen = obj.RolloutGenerator(3, 0, 1, lm.Device);
-        var noisy = obj.RolloutForward(lm, lm.FirstLoop(inputs), [gen]);
+        var noisy = obj.RolloutForward(lm, lm.FirstLoop(inputs), gen);
         var clean = lm.Forward(inputs);
         using var replayGen = obj.RolloutGenerator(3, 0, 1, lm.Device);
         var noise = Enumerable.Range(0, 4).Select(_ => randn(clean.Hidden[0].shape, generator: replayGen)).ToArray();
@@ -214,7 +214,7 @@ public class LoopRptObjectiveTests
         using var scope = NewDisposeScope();
         using var no = no_grad();
         using var gen = obj.RolloutGenerator(0, 0, 0, lm.Device);
-        var noisy = obj.RolloutForward(lm, lm.FirstLoop(inputs), [gen]);
+        var noisy = obj.RolloutForward(lm, lm.FirstLoop(inputs), gen);
         var clean = lm.Forward(inputs);
         var ratio = noisy.Hidden[0] / clean.Hidden[0];
         var zeroFrac = (ratio.abs() < 1e-6).to_type(ScalarType.Float32).mean().item<float>();
