@@ -3,6 +3,8 @@
 // same dtype measured in the same run, plus peak memory. Usage:
 //   dotnet run -c Release --project examples/Benchmark -- [--steps 30] [--steps-per-round 5] [--batch 16] [--seq 128]
 //       [--dtypes float32,bfloat16] [--no-minimal]
+// LoopRPT step cost against Stage I (seconds per step, ratio, peak RSS; see LoopRptCost.cs for its options):
+//   dotnet run -c Release --project examples/Benchmark -- looprpt [--hidden 128 --layers 2 --loops 4 --vocab 2048 --batch 16 --seq 128 --rollouts 8]
 using System.Diagnostics;
 using System.Globalization;
 using LoopRpt.Data;
@@ -11,6 +13,13 @@ using LoopRpt.Native;
 using LoopRpt.Objectives;
 using LoopRpt.Training;
 using static TorchSharp.torch;
+
+if (args.Length > 0 && args[0] == "looprpt")
+{
+    TorchNative.EnsureLoaded();
+    Environment.ExitCode = LoopRptCost.Run(args[1..]);
+    return;
+}
 
 var opts = Args.Parse(args);
 TorchNative.EnsureLoaded();

@@ -108,17 +108,24 @@ public sealed class StageOptions
     /// <summary>Peak learning rate. Default <see cref="TrainingStage.Defaults.LearningRate"/>.</summary>
     public double LearningRate { get; set; } = TrainingStage.Defaults.LearningRate;
 
-    /// <summary>Final rate of the cosine decay as a fraction of the peak.</summary>
-    public double MinLearningRateRatio { get; set; } = TrainingStage.Defaults.MinLearningRateRatio;
+    // Settings absent from the configuration take the defaults of the stage's kind when read
+    // (TrainingStage.DefaultsFor): a looprpt stage gets the published LoopRPT settings, whatever order the binder sets Kind in.
+    private double? _minLearningRateRatio, _warmupFraction, _weightDecay, _gradientClip;
 
-    /// <summary>Fraction of the stage spent in linear warmup.</summary>
-    public double WarmupFraction { get; set; } = TrainingStage.Defaults.WarmupFraction;
+    private TrainingStage.OptimizerDefaults KindDefaults
+        => TrainingStage.DefaultsFor(loopRpt: string.Equals(Kind, StageObjectiveFactory.LoopRpt, StringComparison.OrdinalIgnoreCase));
 
-    /// <summary>Decoupled weight decay on matrices.</summary>
-    public double WeightDecay { get; set; } = TrainingStage.Defaults.WeightDecay;
+    /// <summary>Final rate of the cosine decay as a fraction of the peak. Default 0.1; <c>looprpt</c> stages 0 (published).</summary>
+    public double MinLearningRateRatio { get => _minLearningRateRatio ?? KindDefaults.MinLearningRateRatio; set => _minLearningRateRatio = value; }
 
-    /// <summary>Gradient-norm clip; 0 disables clipping.</summary>
-    public double GradientClip { get; set; } = TrainingStage.Defaults.GradientClip;
+    /// <summary>Fraction of the stage spent in linear warmup. Default 0.03 (<c>looprpt</c> stages too, published).</summary>
+    public double WarmupFraction { get => _warmupFraction ?? KindDefaults.WarmupFraction; set => _warmupFraction = value; }
+
+    /// <summary>Decoupled weight decay on matrices. Default 0.1; <c>looprpt</c> stages 0.01 (published).</summary>
+    public double WeightDecay { get => _weightDecay ?? KindDefaults.WeightDecay; set => _weightDecay = value; }
+
+    /// <summary>Gradient-norm clip; 0 disables clipping. Default 1.0 (<c>looprpt</c> stages too, published).</summary>
+    public double GradientClip { get => _gradientClip ?? KindDefaults.GradientClip; set => _gradientClip = value; }
 
     /// <summary>Micro-batches per optimizer step. Default 1.</summary>
     public int GradientAccumulation { get; set; } = 1;

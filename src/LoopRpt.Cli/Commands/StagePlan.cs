@@ -36,8 +36,11 @@ internal sealed record StageSpec(string Kind, long Steps, double? LearningRate)
         return new StageSpec(kind, steps, lr);
     }
 
-    /// <summary>The trainer stage; <paramref name="looprpt"/> creates the LoopRPT objective.</summary>
-    public TrainingStage ToStage(double defaultLr, double warmup, double weightDecay, double clip, int accumulation, Func<ITrainingObjective> looprpt)
+    /// <summary>
+    /// The trainer stage; <paramref name="looprpt"/> creates the LoopRPT objective. Optimizer settings given as null take
+    /// the defaults of the stage's kind (<see cref="TrainingStage.DefaultsFor"/>: looprpt stages the published LoopRPT ones).
+    /// </summary>
+    public TrainingStage ToStage(double defaultLr, double? warmup, double? weightDecay, double? clip, int accumulation, Func<ITrainingObjective> looprpt)
     {
         ITrainingObjective objective = Kind switch
         {
@@ -45,9 +48,11 @@ internal sealed record StageSpec(string Kind, long Steps, double? LearningRate)
             "gate" => new GateObjective(),
             _ => looprpt(),
         };
+        var d = TrainingStage.DefaultsFor(loopRpt: Kind == "looprpt");
         return new TrainingStage(objective, Steps)
         {
-            LearningRate = LearningRate ?? defaultLr, WarmupFraction = warmup, WeightDecay = weightDecay, GradientClip = clip, GradientAccumulation = accumulation,
+            LearningRate = LearningRate ?? defaultLr, MinLearningRateRatio = d.MinLearningRateRatio, WarmupFraction = warmup ?? d.WarmupFraction,
+            WeightDecay = weightDecay ?? d.WeightDecay, Beta1 = d.Beta1, Beta2 = d.Beta2, GradientClip = clip ?? d.GradientClip, GradientAccumulation = accumulation,
         };
     }
 }

@@ -38,9 +38,9 @@ internal static class TrainCommand
         public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
         public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR], KIND = pretrain | gate | looprpt (any order), e.g. pretrain:300,gate:50,looprpt:40:3e-4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
         public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of stages that do not give one.", DefaultValueFactory = _ => TrainingStage.Defaults.LearningRate };
-        public Option<double> Warmup { get; } = new("--warmup") { Description = "Warmup fraction of each stage.", DefaultValueFactory = _ => TrainingStage.Defaults.WarmupFraction };
-        public Option<double> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW decoupled weight decay.", DefaultValueFactory = _ => TrainingStage.Defaults.WeightDecay };
-        public Option<double> Clip { get; } = new("--clip") { Description = "Gradient-norm clip (0: off).", DefaultValueFactory = _ => TrainingStage.Defaults.GradientClip };
+        public Option<double?> Warmup { get; } = new("--warmup") { Description = "Warmup fraction of each stage (default 0.03)." };
+        public Option<double?> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW decoupled weight decay of every stage (default 0.1; looprpt stages 0.01, published)." };
+        public Option<double?> Clip { get; } = new("--clip") { Description = "Gradient-norm clip, 0: off (default 1.0)." };
         public Option<int> Accumulation { get; } = new("--grad-accum") { Description = "Micro-batches per optimizer step.", DefaultValueFactory = _ => 1 };
         public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
         public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(64);
@@ -69,6 +69,34 @@ internal static class TrainCommand
         return cmd;
     }
 
+    /// <summary>The trainer stages <c>train</c> would run for these arguments (parsed and validated the same way).</summary>
+    internal static TrainingStage[] StagesFor(params string[] args)
+    {
+        var o = new Opts();
+        var cmd = new Command("train");
+        foreach (var opt in o.All) cmd.Add(opt);
+        var pr = cmd.Parse(args);
+        return Stages(pr, o, StageSpec.ParseList(pr.GetValue(o.Stages)!));
+    }
+
+    /// <summary>
+    /// The plan's stages with the command's optimizer options; options not given take the defaults of each stage's kind
+    /// (<see cref="TrainingStage.DefaultsFor"/>: looprpt stages get the published LoopRPT settings).
+    /// </summary>
+    private static TrainingStage[] Stages(ParseResult pr, Opts o, IReadOnlyList<StageSpec> plan)
+    {
+        int accum = CommonOptions.AtLeast(pr.GetValue(o.Accumulation), 1, "--grad-accum");
+        int rollouts = CommonOptions.AtLeast(pr.GetValue(o.Rollouts), 2, "--rollouts");
+        double lr = CommonOptions.Positive(pr.GetValue(o.Lr), "--lr");
+        double? warmup = pr.GetValue(o.Warmup), wd = pr.GetValue(o.WeightDecay), clip = pr.GetValue(o.Clip);
+        if (warmup is { } w && w is not (>= 0 and < 1)) throw CliException.Usage("--warmup must lie in [0, 1).");
+        if (wd is { } d && !(d >= 0)) throw CliException.Usage("--weight-decay must be non-negative.");
+        if (clip is { } c && !(c >= 0)) throw CliException.Usage("--clip must be non-negative.");
+        double sigma = pr.GetValue(o.Sigma) is var s and >= 0 ? s : throw CliException.Usage("--sigma must be non-negative.");
+        long seed = pr.GetValue(o.Seed);
+        return plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, () => LoopRptStage(rollouts, sigma, seed))).ToArray();
+    }
+
     private static int Run(ParseResult pr, Opts o)
     {
         var ctx = CliContext.Require();
@@ -76,14 +104,8 @@ internal static class TrainCommand
         var plan = StageSpec.ParseList(pr.GetValue(o.Stages)!);
         int batch = CommonOptions.AtLeast(pr.GetValue(o.BatchSize), 1, "--batch-size");
         int seqLen = CommonOptions.AtLeast(pr.GetValue(o.SeqLen), 2, "--seq-len");
-        int accum = CommonOptions.AtLeast(pr.GetValue(o.Accumulation), 1, "--grad-accum");
         int logEvery = CommonOptions.AtLeast(pr.GetValue(o.LogEvery), 1, "--log-every");
-        int rollouts = CommonOptions.AtLeast(pr.GetValue(o.Rollouts), 2, "--rollouts");
-        double lr = CommonOptions.Positive(pr.GetValue(o.Lr), "--lr");
-        double warmup = pr.GetValue(o.Warmup) is var w and >= 0 and < 1 ? w : throw CliException.Usage("--warmup must lie in [0, 1).");
-        double wd = pr.GetValue(o.WeightDecay) is var d and >= 0 ? d : throw CliException.Usage("--weight-decay must be non-negative.");
-        double clip = pr.GetValue(o.Clip) is var c and >= 0 ? c : throw CliException.Usage("--clip must be non-negative.");
-        double sigma = pr.GetValue(o.Sigma) is var s and >= 0 ? s : throw CliException.Usage("--sigma must be non-negative.");
+        foreach (var st in Stages(pr, o, plan)) st.Objective.Dispose();      // validates the optimizer and LoopRPT options before any work
         int ckEvery = CommonOptions.AtLeast(pr.GetValue(o.CheckpointEvery), 0, "--checkpoint-every");
         var ckDir = pr.GetValue(o.CheckpointDir);
         bool resume = pr.GetValue(o.Resume);
@@ -141,7 +163,7 @@ internal static class TrainCommand
         if (stream.Max() >= lm.Config.VocabSize)
             throw CliException.Model($"The tokenizer produces id {stream.Max()}, but the model's vocab_size is {lm.Config.VocabSize}: they do not belong together.");
         var source = new PackedTokenSource([.. stream], batch, seqLen, seed);
-        var stages = plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, () => LoopRptStage(rollouts, sigma, seed))).ToArray();
+        var stages = Stages(pr, o, plan);
         ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Count} vocab={lm.Config.VocabSize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
                                               $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")}"));
         TrainingResult result;

@@ -53,6 +53,13 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         _ => null,
     };
 
+    /// <summary>The trainer stage of a descriptor (its settings, kind-dependent defaults included) running <paramref name="objective"/>.</summary>
+    internal static TrainingStage ToTrainingStage(StageDescriptor d, ITrainingObjective objective, long steps) => new(objective, steps)
+    {
+        LearningRate = d.LearningRate, MinLearningRateRatio = d.MinLearningRateRatio, WarmupFraction = d.WarmupFraction,
+        WeightDecay = d.WeightDecay, GradientClip = d.GradientClip, GradientAccumulation = d.GradientAccumulation,
+    };
+
     /// <inheritdoc/>
     public AdaptiveExitScoringTransformer Fit(IDataView input)
     {
@@ -121,11 +128,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
                     ?? throw new InvalidOperationException(
                         $"Stages[{i}] is a Custom stage: {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ObjectiveFactory)} must create its objective.");
                 objectives.Add(objective);
-                stages.Add(new TrainingStage(objective, steps[i])
-                {
-                    LearningRate = d.LearningRate, MinLearningRateRatio = d.MinLearningRateRatio, WarmupFraction = d.WarmupFraction,
-                    WeightDecay = d.WeightDecay, GradientClip = d.GradientClip, GradientAccumulation = d.GradientAccumulation,
-                });
+                stages.Add(ToTrainingStage(d, objective, steps[i]));
             }
 
             ch.Info(MessageSensitivity.None, $"LoopRpt train: device={device} dtype={o.DType} seed={seed} params={lm.Config.ParameterCount()} vocab={lm.Config.VocabSize} loops={lm.Config.TotalUtSteps} " +
@@ -237,6 +240,13 @@ public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScorin
             throw new DirectoryNotFoundException($"Model directory '{options.ModelDirectory}' does not exist.");
         _options = options.Clone();
     }
+
+    /// <summary>The trainer stage of a descriptor (its settings, kind-dependent defaults included) running <paramref name="objective"/>.</summary>
+    internal static TrainingStage ToTrainingStage(StageDescriptor d, ITrainingObjective objective, long steps) => new(objective, steps)
+    {
+        LearningRate = d.LearningRate, MinLearningRateRatio = d.MinLearningRateRatio, WarmupFraction = d.WarmupFraction,
+        WeightDecay = d.WeightDecay, GradientClip = d.GradientClip, GradientAccumulation = d.GradientAccumulation,
+    };
 
     /// <inheritdoc/>
     public AdaptiveExitScoringTransformer Fit(IDataView input)

@@ -29,16 +29,22 @@ public sealed class StageDescriptor
     /// <summary>Passes over the data (overrides <see cref="Steps"/> when set; costs one counting pass over the data).</summary>
     public double? Epochs { get; set; }
 
-    /// <summary>Peak learning rate (warmup then cosine decay).</summary>
+    // Settings left unset take the defaults of the stage's kind when read (TrainingStage.DefaultsFor), so a LoopRpt stage
+    // gets the published LoopRPT settings however it was created (factory or object initializer, Kind set before or after).
+    private double? _minLearningRateRatio, _warmupFraction, _weightDecay, _gradientClip;
+
+    private TrainingStage.OptimizerDefaults KindDefaults => TrainingStage.DefaultsFor(loopRpt: Kind == StageKind.LoopRpt);
+
+    /// <summary>Peak learning rate (warmup then cosine decay). Default 1e-3; <see cref="LoopRpt"/> stages made by the factory: 5e-6.</summary>
     public double LearningRate { get; set; } = TrainingStage.Defaults.LearningRate;
-    /// <summary>Final rate of the cosine decay as a fraction of the peak.</summary>
-    public double MinLearningRateRatio { get; set; } = TrainingStage.Defaults.MinLearningRateRatio;
-    /// <summary>Fraction of the stage spent in linear warmup.</summary>
-    public double WarmupFraction { get; set; } = TrainingStage.Defaults.WarmupFraction;
-    /// <summary>Decoupled weight decay on matrices.</summary>
-    public double WeightDecay { get; set; } = TrainingStage.Defaults.WeightDecay;
-    /// <summary>Gradient-norm clip (0: none).</summary>
-    public double GradientClip { get; set; } = TrainingStage.Defaults.GradientClip;
+    /// <summary>Final rate of the cosine decay as a fraction of the peak. Default 0.1; LoopRpt stages 0 (published).</summary>
+    public double MinLearningRateRatio { get => _minLearningRateRatio ?? KindDefaults.MinLearningRateRatio; set => _minLearningRateRatio = value; }
+    /// <summary>Fraction of the stage spent in linear warmup. Default 0.03 (LoopRpt stages too, published).</summary>
+    public double WarmupFraction { get => _warmupFraction ?? KindDefaults.WarmupFraction; set => _warmupFraction = value; }
+    /// <summary>Decoupled weight decay on matrices. Default 0.1; LoopRpt stages 0.01 (published).</summary>
+    public double WeightDecay { get => _weightDecay ?? KindDefaults.WeightDecay; set => _weightDecay = value; }
+    /// <summary>Gradient-norm clip (0: none). Default 1.0 (LoopRpt stages too, published).</summary>
+    public double GradientClip { get => _gradientClip ?? KindDefaults.GradientClip; set => _gradientClip = value; }
     /// <summary>Micro-batches per optimizer step.</summary>
     public int GradientAccumulation { get; set; } = 1;
 
@@ -53,8 +59,11 @@ public sealed class StageDescriptor
     public static StageDescriptor Gate(long steps, double learningRate = TrainingStage.Defaults.LearningRate)
         => new() { Kind = StageKind.Gate, Steps = steps, LearningRate = learningRate };
 
-    /// <summary>LoopRPT (docs/method.md §4); the paper's rate on a real Ouro is 5e-6.</summary>
-    public static StageDescriptor LoopRpt(long steps, double learningRate = 5e-6, object? options = null)
+    /// <summary>
+    /// LoopRPT (docs/method.md §4) with the published optimizer settings (<see cref="TrainingStage.LoopRptDefaults"/>:
+    /// weight decay 0.01, 3% warmup, cosine to 0, clip 1.0); the paper's rate on a real Ouro is 5e-6.
+    /// </summary>
+    public static StageDescriptor LoopRpt(long steps, double learningRate = TrainingStage.LoopRptDefaults.LearningRate, object? options = null)
         => new() { Kind = StageKind.LoopRpt, Steps = steps, LearningRate = learningRate, ObjectiveOptions = options };
 
     internal StageDescriptor Clone() => (StageDescriptor)MemberwiseClone();

@@ -117,23 +117,76 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
     /// <summary>Runs the loops on token ids (B, S) and returns per-step hidden states and gate logits.</summary>
     public LoopOutput Forward(Tensor inputIds, LoopForwardOptions? options = null)
     {
-        int loops = options?.Loops ?? Config.TotalUtSteps;
-        if (loops < 1) throw new ArgumentOutOfRangeException(nameof(options), loops, "Loops must be at least 1.");
+        int loops = CheckedLoops(options);
         if (inputIds.dim() != 2) throw new ArgumentException($"Expected token ids of shape (B, S), got ({string.Join(", ", inputIds.shape)}).", nameof(inputIds));
-        long s = inputIds.shape[1];
         long offset = options?.PositionOffset ?? 0;
-        if (offset + s > Config.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(inputIds), offset + s, $"Sequence length {offset + s} exceeds max_position_embeddings = {Config.MaxPositionEmbeddings}.");
+        var (cos, sin) = Positions(offset, inputIds.shape[1], nameof(inputIds));
+        return LoopsFrom(FirstLoopState(inputIds, cos, sin), cos, sin, loops, options?.AfterLoop);
+    }
 
-        var h = model.embed_tokens.forward(inputIds);                // (B, S, H)
-        var (cos, sin) = _rope.Get(offset, s, h.device, h.dtype);     // (S, D)
+    /// <summary>
+    /// The final-normed state after loop 0, before any <see cref="LoopForwardOptions.AfterLoop"/> hook: (B, S, H).
+    /// Everything up to it depends on the ids alone, so passes that differ only by their hooks (LoopRPT's clean pass and
+    /// its noisy rollouts) can compute it once: <c>Forward(ids, o)</c> equals <c>ForwardFrom(FirstLoop(ids), o)</c>.
+    /// </summary>
+    public Tensor FirstLoop(Tensor inputIds, long positionOffset = 0)
+    {
+        if (inputIds.dim() != 2) throw new ArgumentException($"Expected token ids of shape (B, S), got ({string.Join(", ", inputIds.shape)}).", nameof(inputIds));
+        var (cos, sin) = Positions(positionOffset, inputIds.shape[1], nameof(inputIds));
+        return FirstLoopState(inputIds, cos, sin);
+    }
+
+    /// <summary>
+    /// The rest of a forward from <see cref="FirstLoop"/>'s state (B', S, H): the loop-0 hook and gate, then loops 1..T-1.
+    /// A state repeated n times along the batch axis runs n copies of the batch that share loop 0 (and its gradient:
+    /// the shared state receives the sum of the copies' gradients).
+    /// </summary>
+    public LoopOutput ForwardFrom(Tensor firstLoopState, LoopForwardOptions? options = null)
+    {
+        int loops = CheckedLoops(options);
+        if (firstLoopState.dim() != 3 || firstLoopState.shape[2] != Config.HiddenSize)
+            throw new ArgumentException($"Expected a state of shape (B, S, {Config.HiddenSize}), got ({string.Join(", ", firstLoopState.shape)}).", nameof(firstLoopState));
+        var (cos, sin) = Positions(options?.PositionOffset ?? 0, firstLoopState.shape[1], nameof(firstLoopState));
+        return LoopsFrom(firstLoopState, cos, sin, loops, options?.AfterLoop);
+    }
+
+    private static int CheckedLoops(LoopForwardOptions? options)
+    {
+        int loops = options?.Loops ?? -1;
+        if (options?.Loops is not null && loops < 1) throw new ArgumentOutOfRangeException(nameof(options), loops, "Loops must be at least 1.");
+        return loops;
+    }
+
+    private (Tensor Cos, Tensor Sin) Positions(long offset, long s, string paramName)
+    {
+        if (offset + s > Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(paramName, offset + s, $"Sequence length {offset + s} exceeds max_position_embeddings = {Config.MaxPositionEmbeddings}.");
+        return _rope.Get(offset, s, Device, DType);                      // (S, D)
+    }
+
+    /// <summary>Embedding, loop 0's layers and the final norm: (B, S) ids → (B, S, H).</summary>
+    private Tensor FirstLoopState(Tensor inputIds, Tensor cos, Tensor sin)
+    {
+        var h = model.embed_tokens.forward(inputIds);                  // (B, S, H)
+        foreach (var layer in model.layers) h = layer.Forward(h, cos, sin);
+        return model.norm.forward(h);                                   // final norm after EVERY loop; feeds loop 1
+    }
+
+    /// <summary>From loop 0's final-normed state: hook and gate of loop 0, then loops 1.. (loops &lt; 0: the config's count).</summary>
+    private LoopOutput LoopsFrom(Tensor state, Tensor cos, Tensor sin, int loops, Func<Tensor, int, Tensor>? hook)
+    {
+        if (loops < 0) loops = Config.TotalUtSteps;
         var hidden = new List<Tensor>(loops);
         var gates = new List<Tensor>(loops);
+        var h = state;
         for (int t = 0; t < loops; t++)
         {
-            foreach (var layer in model.layers) h = layer.Forward(h, cos, sin);
-            h = model.norm.forward(h);                                  // final norm after EVERY loop; feeds loop t+1
-            if (options?.AfterLoop is { } hook) h = hook(h, t);
+            if (t > 0)
+            {
+                foreach (var layer in model.layers) h = layer.Forward(h, cos, sin);
+                h = model.norm.forward(h);                              // final norm after EVERY loop; feeds loop t+1
+            }
+            if (hook is not null) h = hook(h, t);
             hidden.Add(h);
             gates.Add(model.early_exit_gate.forward(h));               // (B, S, 1)
         }

@@ -49,7 +49,7 @@ public sealed class GateObjective : ITrainingObjective
 
     public void Attach(OuroForCausalLM lm) { }
 
-    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep)
+    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep)
     {
         LoopOutput output;
         Tensor stepLoss;

@@ -44,8 +44,13 @@ public interface ITrainingObjective : IDisposable
     /// <summary>Called once before the first step with the model (e.g. to build an EMA teacher).</summary>
     void Attach(OuroForCausalLM lm);
 
-    /// <summary>Loss of one micro-batch. <paramref name="inputs"/>, <paramref name="targets"/>: (B, S) on the model's device.</summary>
-    ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep);
+    /// <summary>
+    /// Loss of one micro-batch. <paramref name="inputs"/>, <paramref name="targets"/>: (B, S) on the model's device.
+    /// <paramref name="step"/> is the global step (it keeps counting across stages and from the base model's meta, so it
+    /// suits seeds); <paramref name="stageStep"/> is the 0-based step within this stage (for schedules over the stage,
+    /// such as Stage I's beta switch); <paramref name="microStep"/> is the micro-batch index within the step.
+    /// </summary>
+    ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep);
 
     /// <summary>After each successful optimizer step (the EMA teacher update lives here).</summary>
     void AfterOptimizerStep(OuroForCausalLM lm, long step);

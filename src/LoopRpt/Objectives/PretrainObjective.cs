@@ -49,19 +49,19 @@ public sealed class PretrainObjective : ITrainingObjective
 
     public string Name => "pretrain";
 
-    /// <summary>beta at a given step of the stage.</summary>
-    public double BetaAt(long step)
-        => _totalSteps > 0 && _options.LateBetaFrom < 1 && step >= _options.LateBetaFrom * _totalSteps ? _options.LateBeta : _options.Beta;
+    /// <summary>beta at a 0-based step of the stage (not the global step: a stage after others, or one continuing a trained model, starts early).</summary>
+    public double BetaAt(long stageStep)
+        => _totalSteps > 0 && _options.LateBetaFrom < 1 && stageStep >= _options.LateBetaFrom * _totalSteps ? _options.LateBeta : _options.Beta;
 
     public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters(OuroForCausalLM lm) => lm.UniqueParameters();
 
     public void Attach(OuroForCausalLM lm) { }
 
-    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep)
+    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep)
     {
         var output = lm.Forward(inputs);
         var stepLoss = -lm.GoldLogProbsPerStep(output, targets);          // (B, S, T)
-        return Loss(stepLoss, output.GateLogits, targets, BetaAt(step));
+        return Loss(stepLoss, output.GateLogits, targets, BetaAt(stageStep));
     }
 
     /// <summary>The Stage I loss from per-step losses (B, S, T) and gate logits (B, S, T); exposed for tests.</summary>
@@ -80,6 +80,7 @@ public sealed class PretrainObjective : ITrainingObjective
             ["step_loss"] = Masked.Mean(stepLoss.detach(), mask),           // (T)
             ["exit_entropy"] = Masked.Mean(entropy.detach(), mask),
             ["expected_exit_step"] = Masked.Mean(ExitDistribution.ExpectedExitStep(p.detach()), mask),
+            ["beta"] = full([], beta, dtype: ScalarType.Float32, device: loss.device),
         };
         return new ObjectiveOutput(loss, metrics);
     }

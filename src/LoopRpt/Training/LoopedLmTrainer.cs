@@ -197,7 +197,7 @@ public sealed class LoopedLmTrainer
                     {
                         var batch = _source.GetBatch(_state.GlobalStep, m);
                         var (inputs, targets) = batch.ToTensors(_lm.Device);
-                        var output = _stage.Objective.Compute(_lm, inputs, targets, _state.GlobalStep, m);
+                        var output = _stage.Objective.Compute(_lm, inputs, targets, _state.GlobalStep, _state.StageStep, m);
                         if (output.Backward is { } backward) backward(1.0 / micro);
                         else (output.Loss / micro).backward();
                         foreach (var (k, v) in output.Metrics)

@@ -186,9 +186,9 @@ public sealed class CheckpointTests : IDisposable
         public string Name => inner.Name;
         public IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)> TrainableParameters(OuroForCausalLM lm) => inner.TrainableParameters(lm);
         public void Attach(OuroForCausalLM lm) => inner.Attach(lm);
-        public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep)
+        public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep)
         {
-            var o = inner.Compute(lm, inputs, targets, step, microStep);
+            var o = inner.Compute(lm, inputs, targets, step, stageStep, microStep);
             bool poison = only ? step == from : step >= from;
             return poison ? new ObjectiveOutput(o.Loss * double.NaN, o.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value * double.NaN)) : o;
         }

@@ -171,10 +171,10 @@ internal sealed class HookedObjective(Action<long> beforeStep) : ITrainingObject
 
     public void Attach(OuroForCausalLM lm) => _inner.Attach(lm);
 
-    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, int microStep)
+    public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep)
     {
         beforeStep(step);
-        return _inner.Compute(lm, inputs, targets, step, microStep);
+        return _inner.Compute(lm, inputs, targets, step, stageStep, microStep);
     }
 
     public void AfterOptimizerStep(OuroForCausalLM lm, long step) => _inner.AfterOptimizerStep(lm, step);

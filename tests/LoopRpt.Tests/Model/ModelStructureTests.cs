@@ -56,6 +56,36 @@ public class ModelStructureTests
         Assert.True(full.Hidden[1].allclose(two.Hidden[1], 0, 0));
     }
 
+    /// <summary>
+    /// Forward(ids, o) = ForwardFrom(FirstLoop(ids), o) bitwise (hooks and position offsets included); a repeated first-loop
+    /// state runs independent copies, and its gradient is the sum of theirs.
+    /// </summary>
+    [Fact]
+    public void ForwardFromTheFirstLoopEqualsForward()
+    {
+        using var scope = NewDisposeScope();
+        using var lm = TestUtil.TinyModel();
+        var ids = TestUtil.RandomIds(2, 9, 64, 3);
+        var options = new LoopForwardOptions { PositionOffset = 5, AfterLoop = (h, t) => h * (1 + 0.1 * t) };
+        var full = lm.Forward(ids, options);
+        var first = lm.FirstLoop(ids, positionOffset: 5);
+        var split = lm.ForwardFrom(first, options);
+        for (int t = 0; t < 4; t++) Assert.True(TestUtil.BitEqual(full.Hidden[t], split.Hidden[t]), $"loop {t}");
+        Assert.True(TestUtil.BitEqual(full.GateLogits, split.GateLogits));
+        Assert.Throws<ArgumentException>(() => lm.ForwardFrom(ids.to_type(ScalarType.Float32)));
+
+        var shared = lm.FirstLoop(ids);
+        var twice = lm.ForwardFrom(shared.repeat(2, 1, 1));
+        var once = lm.ForwardFrom(shared);
+        Assert.True((twice.Hidden[^1].narrow(0, 2, 2) - once.Hidden[^1]).abs().max().item<float>() < 1e-5);
+        var g = lm.Backbone.layers[0].mlp.down_proj.weight!;
+        once.Hidden[^1].sum().backward();
+        var single = g.grad!.clone();
+        g.grad!.zero_();
+        lm.ForwardFrom(lm.FirstLoop(ids).repeat(2, 1, 1)).Hidden[^1].sum().backward();
+        Assert.True((g.grad! - single * 2).abs().max().item<float>() < 1e-4 * single.abs().max().item<float>());
+    }
+
     [Fact]
     public void CausalAttentionIgnoresFutureTokens()
     {

@@ -52,7 +52,7 @@ public class LoopRptObjectiveTests
         using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0, Rollouts = 3, HardTokens = HardTokenMode.All });
         obj.Attach(lm);
         using var scope = NewDisposeScope();
-        var output = obj.Compute(lm, inputs, targets, step: 0, microStep: 0);
+        var output = obj.Compute(lm, inputs, targets, step: 0, stageStep: 0, microStep: 0);
 
         const int T = 4, G = 3;
         float[] lp, p, lastLogits;
@@ -120,7 +120,7 @@ public class LoopRptObjectiveTests
         obj.Attach(lm);
         using var scope = NewDisposeScope();
         // 10 real tokens per row: the 0.8 quantile lies between the 8th and 9th smallest, so exactly 2 per row are hard.
-        Assert.Equal(0.2f, Metric(obj.Compute(lm, inputs, targets, 0, 0), "hard_fraction"), 6);
+        Assert.Equal(0.2f, Metric(obj.Compute(lm, inputs, targets, 0, 0, 0), "hard_fraction"), 6);
     }
 
     [Fact]
@@ -170,7 +170,7 @@ public class LoopRptObjectiveTests
             using var obj = new LoopRptObjective(new LoopRptOptions { Seed = seed, Sigma = 0.5, Rollouts = 4 });
             obj.Attach(lm);
             using var scope = NewDisposeScope();
-            var o = obj.Compute(lm, inputs, targets, step, 0);
+            var o = obj.Compute(lm, inputs, targets, step, step, 0);
             return [o.Loss.item<float>(), Metric(o, "reward_mean"), Metric(o, "reward_std"), Metric(o, "sampled_exit_step")];
         }
         var a = Run(1, 0);
@@ -189,7 +189,7 @@ public class LoopRptObjectiveTests
         using var scope = NewDisposeScope();
         using var no = no_grad();
         using var gen = obj.RolloutGenerator(3, 0, 1, lm.Device);
-        var noisy = obj.RolloutForward(lm, inputs, [gen]);
+        var noisy = obj.RolloutForward(lm, lm.FirstLoop(inputs), gen);
         var clean = lm.Forward(inputs);
         using var replayGen = obj.RolloutGenerator(3, 0, 1, lm.Device);
         var noise = Enumerable.Range(0, 4).Select(_ => randn(clean.Hidden[0].shape, generator: replayGen)).ToArray();
@@ -214,7 +214,7 @@ public class LoopRptObjectiveTests
         using var scope = NewDisposeScope();
         using var no = no_grad();
         using var gen = obj.RolloutGenerator(0, 0, 0, lm.Device);
-        var noisy = obj.RolloutForward(lm, inputs, [gen]);
+        var noisy = obj.RolloutForward(lm, lm.FirstLoop(inputs), gen);
         var clean = lm.Forward(inputs);
         var ratio = noisy.Hidden[0] / clean.Hidden[0];
         var zeroFrac = (ratio.abs() < 1e-6).to_type(ScalarType.Float32).mean().item<float>();
@@ -232,7 +232,7 @@ public class LoopRptObjectiveTests
         using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0 });
         obj.Attach(lm);
         using var scope = NewDisposeScope();
-        obj.Compute(lm, inputs, targets, 0, 0).Loss.backward();
+        obj.Compute(lm, inputs, targets, 0, 0, 0).Loss.backward();
         Assert.True(lm.Backbone.early_exit_gate.weight!.grad!.abs().sum().item<float>() > 0);
         Assert.True(lm.Backbone.layers[0].self_attn.q_proj.weight!.grad!.abs().sum().item<float>() > 0);
         Assert.True(lm.Backbone.embed_tokens.weight!.grad!.abs().sum().item<float>() > 0);
@@ -251,7 +251,7 @@ public class LoopRptObjectiveTests
             using (no_grad())
                 obj.Teacher!.Model.Backbone.embed_tokens.weight!.mul_(0.9);      // a teacher that differs: nonzero KL
             using var scope = NewDisposeScope();
-            var o = obj.Compute(lm, inputs, targets, 2, 1);
+            var o = obj.Compute(lm, inputs, targets, 2, 2, 1);
             Assert.Equal(perMicro is > 0 and < 4, o.Backward is not null);
             if (o.Backward is { } bw) bw(0.5); else (o.Loss * 0.5).backward();
             Assert.True(Metric(o, "kl") > 0);
@@ -270,6 +270,73 @@ public class LoopRptObjectiveTests
                 Assert.True(maxDiff <= 1e-4 * Math.Max(scale, 1e-3), $"chunk {chunk} {kl}: max grad diff {maxDiff} (scale {scale})");
             }
         }
+    }
+
+    /// <summary>
+    /// The optimized step (loop 0 computed once and shared by the clean pass and the rollouts, one read-out per step,
+    /// chunked backward through the shared state) gives the loss and every parameter gradient of the reference path
+    /// (<see cref="LoopRptReference"/>: every pass from the embeddings, log-softmax read-outs), with the same noise and exit
+    /// samples. Tolerance: loss within 1e-6 relative; per parameter, ‖Δgrad‖₂ ≤ 1e-5 ‖grad‖₂ (float32 sums in another order).
+    /// </summary>
+    [Theory]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 0)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 1)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 3)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.BackboneWeighted, 0)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.BackboneWeighted, 2)]
+    [InlineData(NoiseKind.Dropout, KlVariant.Rollout, 0)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 0, HardTokenMode.All)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 2, HardTokenMode.EntropyThreshold)]
+    [InlineData(NoiseKind.Gaussian, KlVariant.Rollout, 0, HardTokenMode.TopFraction, 0.0)]
+    public void OptimizedStepMatchesTheReferencePath(NoiseKind noise, KlVariant kl, int perMicro, HardTokenMode hard = HardTokenMode.TopFraction, double klCoef = 0.5)
+    {
+        var (inputs, targets) = Batch(b: 3, s: 10, pad: true);
+        var options = new LoopRptOptions
+        {
+            Rollouts = 4, Sigma = noise == NoiseKind.Gaussian ? 0.3 : 0.2, Noise = noise, Kl = kl, KlCoef = klCoef, RolloutsPerMicroBatch = perMicro, Seed = 3,
+            HardTokens = hard, EntropyThreshold = 2.7,
+        };
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        using var reference = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        using var obj = new LoopRptObjective(options);
+        obj.Attach(lm);
+        using (no_grad())
+            foreach (var p in obj.Teacher!.Model.parameters()) p.mul_(0.9);          // a teacher that differs: nonzero KL
+        using var scope = NewDisposeScope();
+
+        var o = obj.Compute(lm, inputs, targets, 7, 7, 2);
+        if (o.Backward is { } bw) bw(1.0); else o.Loss.backward();
+        var refLoss = LoopRptReference.Loss(obj, reference, inputs, targets, 7, 2);
+        refLoss.backward();
+
+        Assert.True(Metric(o, "kl") > 1e-4, $"kl {Metric(o, "kl")}");
+        double loss = o.Loss.item<float>(), expected = refLoss.item<float>();
+        Assert.True(Math.Abs(loss - expected) <= 1e-6 * Math.Abs(expected), $"loss {loss} vs reference {expected}");
+        var refGrads = reference.UniqueParameters().ToDictionary(p => p.Name, p => p.Param.grad!);
+        foreach (var (name, p) in lm.UniqueParameters())
+        {
+            var g = p.grad!;
+            var r = refGrads[name];
+            double diff = (g - r).norm().item<float>(), norm = r.norm().item<float>();
+            Assert.True(norm > 0, $"{name}: the reference gradient is zero");
+            Assert.True(diff <= 1e-5 * norm, $"{name}: |grad - reference| = {diff:E3}, |reference| = {norm:E3}");
+        }
+    }
+
+    /// <summary>A batch without a single real target has no hard tokens: the read-outs are empty and the loss is 0.</summary>
+    [Fact]
+    public void NoHardTokensGiveAZeroLoss()
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, targets) = Batch();
+        targets.fill_(TokenBatch.IgnoreIndex);
+        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 2, Sigma = 0.3 });
+        obj.Attach(lm);
+        using var scope = NewDisposeScope();
+        var o = obj.Compute(lm, inputs, targets, 0, 0, 0);
+        o.Loss.backward();
+        Assert.Equal(0f, o.Loss.item<float>());
+        Assert.Equal(0f, Metric(o, "hard_fraction"));
     }
 
     [Fact]

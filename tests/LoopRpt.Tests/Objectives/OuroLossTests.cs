@@ -74,7 +74,7 @@ public class OuroLossTests
         var objective = new GateObjective();
         Assert.Equal(new[] { "model.early_exit_gate.weight", "model.early_exit_gate.bias" }, objective.TrainableParameters(lm).Select(p => p.Name));
         var ids = TestUtil.RandomIds(2, 8, 64, 1);
-        objective.Compute(lm, ids, TestUtil.RandomIds(2, 8, 64, 2), 0, 0).Loss.backward();
+        objective.Compute(lm, ids, TestUtil.RandomIds(2, 8, 64, 2), 0, 0, 0).Loss.backward();
         foreach (var (name, p) in lm.UniqueParameters())
             Assert.True(name.StartsWith("model.early_exit_gate") == (p.grad is not null), name);
     }
@@ -85,7 +85,7 @@ public class OuroLossTests
         using var scope = NewDisposeScope();
         using var lm = TestUtil.TinyModel();
         var ids = TestUtil.RandomIds(2, 8, 64, 1);
-        new PretrainObjective().Compute(lm, ids, TestUtil.RandomIds(2, 8, 64, 2), 0, 0).Loss.backward();
+        new PretrainObjective().Compute(lm, ids, TestUtil.RandomIds(2, 8, 64, 2), 0, 0, 0).Loss.backward();
         foreach (var (name, p) in lm.UniqueParameters())
             Assert.True(p.grad is not null && p.grad.abs().sum().item<float>() > 0, name);
     }

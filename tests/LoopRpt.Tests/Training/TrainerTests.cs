@@ -76,6 +76,34 @@ public class TrainerTests
             if (Directory.Exists(dir)) Directory.Delete(dir, true);
         }
     }
+
+    /// <summary>
+    /// Stage I's beta switch is keyed to the stage's own step: a pretrain stage after another stage, or one continuing a
+    /// trained model (base meta at step 100), starts with the early beta 0.1 and switches at half of ITS steps.
+    /// </summary>
+    [Fact]
+    public void PretrainBetaScheduleFollowsTheStageStep()
+    {
+        double[] Betas(long baseStep, bool afterGate)
+        {
+            var reports = new List<TrainingProgress>();
+            using var lm = TestUtil.TinyModel(vocab: 32, seed: 7);
+            var source = new PackedTokenSource(PatternTokens(2000, 32, 3), batchSize: 2, sequenceLength: 16, seed: 11);
+            var trainer = new LoopedLmTrainer(new TrainerOptions
+            {
+                LogEvery = 1, BaseMeta = new LoopRpt.Checkpoints.ModelMeta { Step = baseStep },
+                Progress = new SyncProgress<TrainingProgress>(reports.Add),
+            });
+            var pretrain = new TrainingStage(new PretrainObjective(totalSteps: 4), 4) { LearningRate = 1e-3 };
+            TrainingStage[] plan = afterGate ? [new TrainingStage(new GateObjective(), 3) { LearningRate = 1e-3 }, pretrain] : [pretrain];
+            trainer.Train(lm, source, plan);
+            return reports.Where(r => r.Stage == "pretrain").Select(r => Math.Round(r.Metrics["beta"][0], 6)).ToArray();
+        }
+        double[] expected = [0.1, 0.1, 0.05, 0.05];
+        Assert.Equal(expected, Betas(0, afterGate: false));
+        Assert.Equal(expected, Betas(0, afterGate: true));
+        Assert.Equal(expected, Betas(100, afterGate: false));
+    }
 }
 
 /// <summary>IProgress that reports synchronously on the calling thread (Progress&lt;T&gt; posts asynchronously).</summary>
