@@ -72,7 +72,7 @@ public sealed class ExperimentOptions
 
     /// <summary>
     /// Cost of one LoopRPT step in Stage I steps. Null (default): measured in this run from the seed-1 equal-steps and
-    /// LoopRPT arms (wall-clock seconds per step) and persisted, so that a resumed run reuses it.
+    /// LoopRPT arms (median wall-clock seconds per optimizer step) and persisted, so that a resumed run reuses it.
     /// </summary>
     public double? CostRatio { get; set; }
 

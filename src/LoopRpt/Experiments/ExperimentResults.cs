@@ -13,7 +13,7 @@ public sealed record ExperimentRun(int Index, string Arm, int Seed, long Steps, 
 }
 
 /// <summary>The cost of a LoopRPT step in Stage I steps, and where the number came from.</summary>
-/// <param name="Ratio">Seconds per LoopRPT step / seconds per Stage I step.</param>
+/// <param name="Ratio">Median seconds per LoopRPT step / median seconds per Stage I step.</param>
 /// <param name="LoopRptSecondsPerStep">Measured seconds per step of the LoopRPT arm (seed 1); NaN when the ratio was given.</param>
 /// <param name="Stage1SecondsPerStep">Measured seconds per step of the equal-steps control (seed 1); NaN when the ratio was given.</param>
 /// <param name="EqualComputeSteps">Steps of the equal-compute control: round(steps × ratio), at least 1.</param>

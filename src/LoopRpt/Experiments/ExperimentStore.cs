@@ -129,17 +129,35 @@ internal sealed class ExperimentStore
     {
         [JsonPropertyName("steps")] public long Steps { get; set; }
         [JsonPropertyName("seconds")] public double Seconds { get; set; }
-        public double SecondsPerStep => Steps > 0 ? Seconds / Steps : double.NaN;
+        /// <summary>Wall-clock seconds between consecutive batch requests, i.e. of single optimizer steps.</summary>
+        [JsonPropertyName("step_seconds")] public List<double> StepSeconds { get; set; } = [];
+
+        /// <summary>
+        /// The median step time: robust to the steps that also wrote a checkpoint or a progress report and to the first,
+        /// warming-up steps; the mean over the whole run when no single step was timed.
+        /// </summary>
+        [JsonIgnore]
+        public double SecondsPerStep
+        {
+            get
+            {
+                if (StepSeconds.Count == 0) return Steps > 0 ? Seconds / Steps : double.NaN;
+                var sorted = StepSeconds.Order().ToArray();
+                int n = sorted.Length;
+                return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+            }
+        }
     }
 
-    /// <summary>Adds a session's trained steps and seconds to a run's timing.</summary>
-    public void AddTiming(string arm, int seed, long steps, double seconds)
+    /// <summary>Adds a session's trained steps, seconds and step times to a run's timing.</summary>
+    public void AddTiming(string arm, int seed, long steps, double seconds, IReadOnlyList<double> stepSeconds)
     {
         if (steps <= 0) return;
         var path = TimingFile(arm, seed);
         var t = Read<TimingRecord>(path) ?? new TimingRecord();
         t.Steps += steps;
         t.Seconds += seconds;
+        t.StepSeconds.AddRange(stepSeconds);
         Write(path, t);
     }
 

@@ -134,6 +134,9 @@ public sealed class LoopRptExperiment
             }
         }
 
+        // Report order (base, then the arms as listed, seeds ascending): the summary compares each arm with the controls before it.
+        var armOrder = Arms.Select(a => a.Name).ToList();
+        runs = [.. runs.OrderBy(r => r.Arm == ExperimentArm.BaseName ? -1 : armOrder.IndexOf(r.Arm)).ThenBy(r => r.Seed)];
         var controls = Arms.Where(a => a.IsControl).Select(a => a.Name).ToArray();
         var summary = ExperimentSummary.Create(runs, controls, _options.ParetoGridStep, _options.ParetoIncludesFixedSteps);
         var report = new ExperimentReport(_options, Arms, _config, _baseDirectory, summary, runs, cost, _sets);
@@ -194,15 +197,16 @@ public sealed class LoopRptExperiment
             Resume = true, Seed = seed, BaseMeta = loaded.Meta, OnCancel = CancellationBehavior.CheckpointAndThrow,
             Progress = progress is null ? null : new Relabel(progress, planned.Label, planned.Index),
         });
+        var source = new TimedSource(_batches(seed));
         var clock = Stopwatch.StartNew();
         try
         {
-            trainer.Train(lm, _batches(seed), [stage], ct);
+            trainer.Train(lm, source, [stage], ct);
         }
         finally
         {
-            // The cost ratio divides wall-clock by the steps this session actually trained (resumes add up).
-            store.AddTiming(arm.Name, seed, StepOf(checkpoints.Latest()) - startStep, clock.Elapsed.TotalSeconds);
+            // Only the steps this session actually trained count (resumes add up); see ExperimentStore.TimingRecord.
+            store.AddTiming(arm.Name, seed, StepOf(checkpoints.Latest()) - startStep, clock.Elapsed.TotalSeconds, source.StepSeconds);
         }
 
         ct.ThrowIfCancellationRequested();
@@ -255,7 +259,7 @@ public sealed class LoopRptExperiment
         return Measure(store, persist);
     }
 
-    /// <summary>Seconds per step of seed 1's LoopRPT run over seconds per step of its equal-steps control, once both are complete.</summary>
+    /// <summary>Median seconds per step of seed 1's LoopRPT run over that of its equal-steps control, once both are complete.</summary>
     private CostMeasurement? Measure(ExperimentStore store, bool persist)
     {
         // Only complete runs: a partial timing would give the first (slower, warming-up) steps too much weight.
@@ -343,6 +347,30 @@ public sealed class LoopRptExperiment
             ParetoGridStep = o.ParetoGridStep, ParetoIncludesFixedSteps = o.ParetoIncludesFixedSteps, ReportQ = o.ReportQ, LogEvery = o.LogEvery,
             CheckpointEvery = o.CheckpointEvery, KeepModels = o.KeepModels, Device = o.Device, Log = o.Log,
         };
+    }
+
+    /// <summary>
+    /// Times optimizer steps from the outside: the trainer asks for micro-batch 0 once at the start of every step, so the
+    /// interval between two such requests is one step (forward, backward, optimizer, and occasionally a report or a checkpoint).
+    /// </summary>
+    private sealed class TimedSource(ITokenBatchSource inner) : ITokenBatchSource
+    {
+        private long _last = -1;
+
+        public List<double> StepSeconds { get; } = [];
+        public int BatchSize => inner.BatchSize;
+        public int SequenceLength => inner.SequenceLength;
+
+        public TokenBatch GetBatch(long step, int microStep)
+        {
+            if (microStep == 0)
+            {
+                long now = Stopwatch.GetTimestamp();
+                if (_last >= 0) StepSeconds.Add(Stopwatch.GetElapsedTime(_last, now).TotalSeconds);
+                _last = now;
+            }
+            return inner.GetBatch(step, microStep);
+        }
     }
 
     /// <summary>Names a trainer's reports after the run and numbers them by its place in the plan.</summary>
