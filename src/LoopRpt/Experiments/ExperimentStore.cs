@@ -195,9 +195,9 @@ internal sealed class ExperimentStore
         var changed = settings.Keys.Union(stored.Settings.Keys)
             .Where(k => settings.GetValueOrDefault(k) != stored.Settings.GetValueOrDefault(k)).ToList();
         if (changed.Count > 0)
-            throw new InvalidOperationException(
+            throw new ArgumentException(
                 $"The output directory '{Root}' holds an experiment with other settings ({string.Join("; ", changed.Select(k => $"{k}: was {stored.Settings.GetValueOrDefault(k) ?? "unset"}, now {settings.GetValueOrDefault(k) ?? "unset"}"))}). " +
-                "Its runs would not be comparable: choose another output directory, or delete this one to start over.");
+                "Its runs would not be comparable: choose another output directory, or delete this one to start over.", "outputDirectory");
     }
 
     public static string HashFile(string path)

@@ -92,12 +92,13 @@ public sealed class LoopRptExperiment
     /// <param name="outputDirectory">Created if missing; an existing experiment there is resumed.</param>
     /// <param name="progress">Training progress; <see cref="TrainingProgress.Stage"/> is "ARM/seed-N" and <see cref="TrainingProgress.StageIndex"/> the run's <see cref="ExperimentRun.Index"/>.</param>
     /// <param name="cancellationToken">Cancels between and inside runs (an interrupted run checkpoints and resumes next time).</param>
+    /// <exception cref="ArgumentException">The output path is a file, or it holds an experiment with other settings (checked before any training).</exception>
     public ExperimentResults Run(string outputDirectory, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
         var store = new ExperimentStore(CheckOutputDirectory(outputDirectory));
         TorchNative.EnsureLoaded();
         var firstBatch = _batches(1)?.GetBatch(ModelDirectory.ReadMeta(_baseDirectory).Step, 0)
-            ?? throw new ArgumentException("The batch source factory returned null for seed 1.");
+            ?? throw new ArgumentException("The batch source factory returned null for seed 1.", "batchSource");
         CheckVocabulary([firstBatch], "The training batches", "batchSource");
         Directory.CreateDirectory(store.Root);
         store.CheckOrWriteSettings(Settings(firstBatch));
@@ -174,7 +175,7 @@ public sealed class LoopRptExperiment
         var definition = arm.DefinitionJson(planned.Steps, _options.ContinuationBeta);
         var definitionFile = store.DefinitionFile(arm.Name, seed);
         if (File.Exists(definitionFile) && File.ReadAllText(definitionFile) != definition)
-            throw new InvalidOperationException($"'{dir}' holds a partial run of arm '{arm.Name}' with another definition (see {definitionFile}); delete that folder to train it afresh.");
+            throw new ArgumentException($"'{dir}' holds a partial run of arm '{arm.Name}' with another definition (see {definitionFile}); delete that folder to train it afresh.", "outputDirectory");
         AtomicDirectory.WriteAllText(definitionFile, definition);
 
         var loaded = ModelDirectory.Load(_baseDirectory, _options.Device);

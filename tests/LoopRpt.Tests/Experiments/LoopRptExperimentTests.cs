@@ -114,7 +114,7 @@ public sealed class LoopRptExperimentTests
         // Other settings in the same folder are refused before any training.
         var changed = Options();
         changed.Steps = 3;
-        var e = Assert.Throws<InvalidOperationException>(() => new LoopRptExperiment(baseDir, Source, EvalSets(), changed).Run(output));
+        var e = Assert.Throws<ArgumentException>(() => new LoopRptExperiment(baseDir, Source, EvalSets(), changed).Run(output));
         Assert.Contains("steps: was 2, now 3", e.Message);
     }
 
