@@ -121,6 +121,9 @@ internal static class ExperimentCommand
             var stages = ModelDirectory.ReadMeta(baseDir).Stages;
             if (!stages.SequenceEqual(basePlan.Select(p => new StageRecord(p.Kind, p.Steps))))
                 throw CliException.Usage($"'{baseDir}' was trained with [{string.Join(", ", stages.Select(s => $"{s.Name}:{s.Steps}"))}], not pretrain:{pretrainSteps}, gate:{gateSteps}; use another --out, or pass --base {baseDir} to reuse it.");
+            var (have, want) = (ModelDirectory.ReadConfig(baseDir), ModelTraining.Config(shape, vocabSize));
+            if (have.HiddenSize != want.HiddenSize || have.NumHiddenLayers != want.NumHiddenLayers || have.TotalUtSteps != want.TotalUtSteps)
+                throw CliException.Usage($"'{baseDir}' has hidden size {have.HiddenSize}, {have.NumHiddenLayers} layers, {have.TotalUtSteps} loops, not the {want.HiddenSize}, {want.NumHiddenLayers}, {want.TotalUtSteps} asked for; use another --out, or pass --base {baseDir} to reuse it.");
             ctx.Output.WriteLine($"experiment base={baseDir} reused=true");
         }
         else if (baseOption is null)

@@ -164,3 +164,29 @@ public sealed class ExperimentSummaryTests
         Assert.Equal("undetermined", ExperimentReport.Verdict("h", "a", "c", "s1, All", new MeanStd(double.NaN, double.NaN, 3)).Outcome);
     }
 }
+
+public sealed class ParetoBandPlotTests
+{
+    [Fact]
+    public void DrawsABandWhereThereIsASpreadAndSkipsMissingPoints()
+    {
+        BandPoint[] withSpread = [new(1.0, double.NaN, double.NaN), new(1.5, 0.40, 0.02), new(2.0, 0.45, 0.01), new(3.0, 0.50, 0.03)];
+        BandPoint[] single = [new(1.5, 0.38, double.NaN), new(2.0, 0.43, double.NaN)];
+        BandPoint[] steps = [new(1, 0.30, 0.01), new(2, 0.40, 0.02), new(3, 0.50, double.NaN)];
+        var panels = new[]
+        {
+            new BandPanel("All <tokens>", [new BandSeries("looprpt", withSpread, steps), new BandSeries("base", single)]),
+            new BandPanel("Hard", [new BandSeries("looprpt", [new BandPoint(2, double.NaN, double.NaN)])]),
+        };
+        var svg = System.Xml.Linq.XDocument.Parse(ParetoBandPlot.ToSvg(panels, "bands & seeds", steps: 3));
+        System.Xml.Linq.XNamespace ns = "http://www.w3.org/2000/svg";
+        var polygons = svg.Descendants(ns + "polygon").ToList();
+        Assert.Single(polygons);                                          // only the series with a spread gets a band
+        Assert.Equal(6, polygons[0].Attribute("points")!.Value.Split(' ').Length);   // 3 upper + 3 lower corners
+        Assert.Equal(5, svg.Descendants(ns + "circle").Count());           // 3 + 2 finite curve points
+        Assert.Equal(2, svg.Descendants(ns + "line").Count(l => l.Attribute("opacity")?.Value == "0.7"));   // whiskers at s1, s2
+        Assert.Contains(svg.Descendants(ns + "text"), t => t.Value == "no data");
+        Assert.Contains(svg.Descendants(ns + "text"), t => t.Value == "All <tokens>");
+        Assert.Throws<ArgumentException>(() => ParetoBandPlot.ToSvg([], "x", 3));
+    }
+}
