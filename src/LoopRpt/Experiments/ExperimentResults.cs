@@ -18,7 +18,11 @@ public sealed record ExperimentRun(int Index, string Arm, int Seed, long Steps, 
 /// <param name="Stage1SecondsPerStep">Measured seconds per step of the equal-steps control (seed 1); NaN when the ratio was given.</param>
 /// <param name="EqualComputeSteps">Steps of the equal-compute control: round(steps × ratio), at least 1.</param>
 /// <param name="Source">"measured (seed 1)" or "given".</param>
-public sealed record CostMeasurement(double Ratio, double LoopRptSecondsPerStep, double Stage1SecondsPerStep, long EqualComputeSteps, string Source);
+/// <param name="CpuRatio">
+/// The same ratio from the process's CPU time over the two runs: less sensitive than the wall clock to other jobs on a
+/// shared machine, reported beside it as a cross-check (NaN when not measured).
+/// </param>
+public sealed record CostMeasurement(double Ratio, double LoopRptSecondsPerStep, double Stage1SecondsPerStep, long EqualComputeSteps, string Source, double CpuRatio);
 
 /// <summary>One claim checked against the numbers, e.g. "looprpt − stage1-equal-steps at s1, Hard: +0.40 ± 0.30 points".</summary>
 /// <param name="EvaluationSet">Evaluation set.</param>

@@ -129,6 +129,8 @@ internal sealed class ExperimentStore
     {
         [JsonPropertyName("steps")] public long Steps { get; set; }
         [JsonPropertyName("seconds")] public double Seconds { get; set; }
+        /// <summary>CPU seconds of the whole process while training (all threads): a load-independent cross-check of the wall clock.</summary>
+        [JsonPropertyName("cpu_seconds")] public double CpuSeconds { get; set; }
         /// <summary>Wall-clock seconds between consecutive batch requests, i.e. of single optimizer steps.</summary>
         [JsonPropertyName("step_seconds")] public List<double> StepSeconds { get; set; } = [];
 
@@ -150,13 +152,14 @@ internal sealed class ExperimentStore
     }
 
     /// <summary>Adds a session's trained steps, seconds and step times to a run's timing.</summary>
-    public void AddTiming(string arm, int seed, long steps, double seconds, IReadOnlyList<double> stepSeconds)
+    public void AddTiming(string arm, int seed, long steps, double seconds, double cpuSeconds, IReadOnlyList<double> stepSeconds)
     {
         if (steps <= 0) return;
         var path = TimingFile(arm, seed);
         var t = Read<TimingRecord>(path) ?? new TimingRecord();
         t.Steps += steps;
         t.Seconds += seconds;
+        t.CpuSeconds += cpuSeconds;
         t.StepSeconds.AddRange(stepSeconds);
         Write(path, t);
     }
@@ -166,6 +169,7 @@ internal sealed class ExperimentStore
         [JsonPropertyName("ratio")] public double Ratio { get; set; }
         [JsonPropertyName("looprpt_seconds_per_step")] public double LoopRptSecondsPerStep { get; set; }
         [JsonPropertyName("stage1_seconds_per_step")] public double Stage1SecondsPerStep { get; set; }
+        [JsonPropertyName("cpu_ratio")] public double CpuRatio { get; set; } = double.NaN;
         [JsonPropertyName("source")] public string Source { get; set; } = "";
     }
 

@@ -131,7 +131,7 @@ public sealed class LoopRptExperiment
             if (cost is null && Measure(store, persist: true) is { } measured)
             {
                 cost = measured;
-                Log(string.Create(C, $"cost ratio {cost.Ratio:F2}: {cost.LoopRptSecondsPerStep:F3} s per LoopRPT step / {cost.Stage1SecondsPerStep:F3} s per Stage I step (seed 1) → {cost.EqualComputeSteps} equal-compute steps"));
+                Log(string.Create(C, $"cost ratio {cost.Ratio:F2}: median {cost.LoopRptSecondsPerStep:F3} s per LoopRPT step / {cost.Stage1SecondsPerStep:F3} s per Stage I step (seed 1; process CPU time gives {cost.CpuRatio:F2}) → {cost.EqualComputeSteps} equal-compute steps"));
             }
         }
 
@@ -199,6 +199,7 @@ public sealed class LoopRptExperiment
             Progress = progress is null ? null : new Relabel(progress, planned.Label, planned.Index),
         });
         var source = new TimedSource(_batches(seed));
+        var cpuBefore = Process.GetCurrentProcess().TotalProcessorTime;
         var clock = Stopwatch.StartNew();
         try
         {
@@ -207,7 +208,8 @@ public sealed class LoopRptExperiment
         finally
         {
             // Only the steps this session actually trained count (resumes add up); see ExperimentStore.TimingRecord.
-            store.AddTiming(arm.Name, seed, StepOf(checkpoints.Latest()) - startStep, clock.Elapsed.TotalSeconds, source.StepSeconds);
+            store.AddTiming(arm.Name, seed, StepOf(checkpoints.Latest()) - startStep, clock.Elapsed.TotalSeconds,
+                (Process.GetCurrentProcess().TotalProcessorTime - cpuBefore).TotalSeconds, source.StepSeconds);
         }
 
         ct.ThrowIfCancellationRequested();
@@ -254,9 +256,9 @@ public sealed class LoopRptExperiment
     /// <summary>The ratio given in the options, else the stored one, else one measurable from the seed-1 timings, else null.</summary>
     private CostMeasurement? KnownCost(ExperimentStore store, bool persist = false)
     {
-        if (_options.CostRatio is { } given) return Cost(given, double.NaN, double.NaN, "given");
+        if (_options.CostRatio is { } given) return Cost(given, double.NaN, double.NaN, "given", double.NaN);
         if (ExperimentStore.Read<ExperimentStore.CostRecord>(store.CostFile) is { } stored)
-            return Cost(stored.Ratio, stored.LoopRptSecondsPerStep, stored.Stage1SecondsPerStep, stored.Source);
+            return Cost(stored.Ratio, stored.LoopRptSecondsPerStep, stored.Stage1SecondsPerStep, stored.Source, stored.CpuRatio);
         return Measure(store, persist);
     }
 
@@ -268,17 +270,19 @@ public sealed class LoopRptExperiment
         var stage1 = ExperimentStore.Read<ExperimentStore.TimingRecord>(store.TimingFile(ExperimentArm.EqualStepsName, 1));
         var looprpt = ExperimentStore.Read<ExperimentStore.TimingRecord>(store.TimingFile(ExperimentArm.LoopRptName, 1));
         if (stage1 is null || looprpt is null || !(stage1.SecondsPerStep > 0) || !(looprpt.SecondsPerStep > 0)) return null;
-        var cost = Cost(looprpt.SecondsPerStep / stage1.SecondsPerStep, looprpt.SecondsPerStep, stage1.SecondsPerStep, "measured (seed 1)");
+        double cpuRatio = looprpt.CpuSeconds > 0 && stage1.CpuSeconds > 0 ? looprpt.CpuSeconds / looprpt.Steps / (stage1.CpuSeconds / stage1.Steps) : double.NaN;
+        var cost = Cost(looprpt.SecondsPerStep / stage1.SecondsPerStep, looprpt.SecondsPerStep, stage1.SecondsPerStep, "measured (seed 1)", cpuRatio);
         if (persist)
             ExperimentStore.Write(store.CostFile, new ExperimentStore.CostRecord
             {
                 Ratio = cost.Ratio, LoopRptSecondsPerStep = cost.LoopRptSecondsPerStep, Stage1SecondsPerStep = cost.Stage1SecondsPerStep, Source = cost.Source,
+                CpuRatio = cost.CpuRatio,
             });
         return cost;
     }
 
-    private CostMeasurement Cost(double ratio, double looprpt, double stage1, string source)
-        => new(ratio, looprpt, stage1, Math.Max(1, (long)Math.Round(_options.Steps * ratio, MidpointRounding.AwayFromZero)), source);
+    private CostMeasurement Cost(double ratio, double looprpt, double stage1, string source, double cpuRatio)
+        => new(ratio, looprpt, stage1, Math.Max(1, (long)Math.Round(_options.Steps * ratio, MidpointRounding.AwayFromZero)), source, cpuRatio);
 
     // ---- validation and settings -------------------------------------------------------------------------------------
 
