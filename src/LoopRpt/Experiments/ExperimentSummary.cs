@@ -279,9 +279,9 @@ public sealed class ExperimentSummary
     public static string Points(MeanStd m, int decimals = 2, bool signed = false)
     {
         if (!m.IsDefined) return "–";
-        var f = "F" + decimals.ToString(CultureInfo.InvariantCulture);
-        var mean = (100 * m.Mean).ToString(f, CultureInfo.InvariantCulture);
-        if (signed && m.Mean >= 0) mean = "+" + mean;
-        return m.Count < 2 ? mean : mean + " ± " + (100 * m.Std).ToString(f, CultureInfo.InvariantCulture);
+        var digits = "0." + new string('0', Math.Max(1, decimals));
+        // Two-section custom formats: a small negative value that rounds to zero prints as 0, not "-0.00".
+        var mean = (100 * m.Mean).ToString(signed ? $"+{digits};-{digits}" : $"{digits};-{digits}", CultureInfo.InvariantCulture);
+        return m.Count < 2 ? mean : mean + " ± " + (100 * m.Std).ToString(digits, CultureInfo.InvariantCulture);
     }
 }

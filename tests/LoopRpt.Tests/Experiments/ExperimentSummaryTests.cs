@@ -22,6 +22,8 @@ public sealed class ExperimentSummaryTests
         Assert.False(MeanStd.Of([0.4, double.NaN]).IsDefined);              // a missing seed makes the statistic missing
         Assert.Equal("+5.00 ± 1.41", ExperimentSummary.Points(MeanStd.Of([0.06, 0.04]), signed: true));
         Assert.Equal("40.00", ExperimentSummary.Points(MeanStd.Of([0.4])));
+        Assert.Equal("+0.00 ± 0.10", ExperimentSummary.Points(new MeanStd(-0.00001, 0.001, 2), signed: true));   // no "-0.00"
+        Assert.Equal("-1.50 ± 0.10", ExperimentSummary.Points(new MeanStd(-0.015, 0.001, 2), signed: true));
     }
 
     [Fact]
