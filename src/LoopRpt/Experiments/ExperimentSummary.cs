@@ -8,6 +8,9 @@ namespace LoopRpt.Experiments;
 /// without tokens, a curve that does not reach a grid point) makes the mean NaN: a statistic is only given where every
 /// seed has a value. The standard deviation is NaN for fewer than two values.
 /// </summary>
+/// <param name="Mean">The mean.</param>
+/// <param name="Std">The sample standard deviation (n − 1 in the denominator).</param>
+/// <param name="Count">How many values (seeds).</param>
 public readonly record struct MeanStd(double Mean, double Std, int Count)
 {
     /// <summary>The statistic of <paramref name="values"/>.</summary>
@@ -44,9 +47,15 @@ public readonly record struct MeanStd(double Mean, double Std, int Count)
 }
 
 /// <summary>One trained arm/seed (or the base model, seed 0) and its evaluation on each evaluation set.</summary>
+/// <param name="Arm">Arm name.</param>
+/// <param name="Seed">Seed (0 for the base model).</param>
+/// <param name="Evaluations">Evaluation set name → the run's evaluation, buckets by the base model.</param>
 public sealed record ArmRun(string Arm, int Seed, IReadOnlyDictionary<string, LoopEvaluation> Evaluations);
 
 /// <summary>Q-exit at one threshold: accuracy and mean exit step over seeds (or their paired differences).</summary>
+/// <param name="Q">The threshold.</param>
+/// <param name="Accuracy">Accuracy (fraction).</param>
+/// <param name="MeanExitStep">Mean exit step (1-indexed loop steps).</param>
 public sealed record QExitStatistics(double Q, MeanStd Accuracy, MeanStd MeanExitStep);
 
 /// <summary>One arm on one evaluation set and bucket, over its seeds.</summary>
