@@ -53,7 +53,7 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
         double hw = d.HalfWidth95, lo = d.Mean - hw, hi = d.Mean + hw;
         string outcome = lo > 0 ? "higher" : hi < 0 ? "lower" : "no clear difference";
         return new(set, arm, control, where, d, outcome,
-            string.Create(C, $"{head}: {value} ({d.Count} seeds; 95 % CI {100 * lo:+0.00;-0.00} to {100 * hi:+0.00;-0.00}) → {outcome}."));
+            $"{head}: {value} ({d.Count} seeds; 95 % CI {ExperimentSummary.Format(100 * lo, 2, true)} to {ExperimentSummary.Format(100 * hi, 2, true)}) → {outcome}.");
     }
 
     /// <summary>One band plot per evaluation set (panels All and Hard); returns the paths.</summary>
@@ -197,7 +197,7 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
     private static string StepsText(MeanStd m, bool signed = false)
     {
         if (!m.IsDefined) return "–";
-        var mean = m.Mean.ToString(signed ? "+0.00;-0.00" : "0.00", C);
-        return m.Count < 2 ? mean : mean + " ± " + m.Std.ToString("0.00", C);
+        var mean = ExperimentSummary.Format(m.Mean, 2, signed);
+        return m.Count < 2 ? mean : mean + " ± " + ExperimentSummary.Format(m.Std, 2, signed: false);
     }
 }

@@ -288,9 +288,19 @@ public sealed class ExperimentSummary
     public static string Points(MeanStd m, int decimals = 2, bool signed = false)
     {
         if (!m.IsDefined) return "–";
-        var digits = "0." + new string('0', Math.Max(1, decimals));
-        // Two-section custom formats: a small negative value that rounds to zero prints as 0, not "-0.00".
-        var mean = (100 * m.Mean).ToString(signed ? $"+{digits};-{digits}" : $"{digits};-{digits}", CultureInfo.InvariantCulture);
-        return m.Count < 2 ? mean : mean + " ± " + (100 * m.Std).ToString(digits, CultureInfo.InvariantCulture);
+        var mean = Format(100 * m.Mean, decimals, signed);
+        return m.Count < 2 ? mean : mean + " ± " + Format(100 * m.Std, decimals, signed: false);
+    }
+
+    /// <summary>
+    /// <paramref name="value"/> with <paramref name="decimals"/> decimals, a '+' before positive values when
+    /// <paramref name="signed"/>, and no "-0.00" for a small negative value that rounds to zero.
+    /// </summary>
+    internal static string Format(double value, int decimals, bool signed)
+    {
+        double v = Math.Round(value, decimals, MidpointRounding.AwayFromZero);
+        if (v == 0) v = 0;                                                 // drops the sign of a negative zero
+        var text = v.ToString("F" + decimals.ToString(CultureInfo.InvariantCulture), CultureInfo.InvariantCulture);
+        return signed && v >= 0 ? "+" + text : text;
     }
 }
