@@ -37,10 +37,10 @@ internal static class CommonOptions
 
     public static Option<string> DType() => new("--dtype") { Description = "float32 or bfloat16.", DefaultValueFactory = _ => "float32" };
 
-    public static Option<int> Threads() => new("--threads")
+    public static Option<int> Threads(int @default = 0) => new("--threads")
     {
         Description = "libtorch intra-op threads (0: libtorch's default; 1 is often fastest for tiny models on a shared machine).",
-        DefaultValueFactory = _ => 0,
+        DefaultValueFactory = _ => @default,
     };
 
     public static Option<int> BatchSize(int @default) => new("--batch-size") { Description = "Sequences per batch.", DefaultValueFactory = _ => @default };

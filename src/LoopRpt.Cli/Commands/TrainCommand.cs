@@ -8,12 +8,9 @@ using LoopRpt.Cli.Input;
 using LoopRpt.Cli.Models;
 using LoopRpt.Data;
 using LoopRpt.Interop;
-using LoopRpt.Model;
 using LoopRpt.Objectives;
-using LoopRpt.Tokenization;
 using LoopRpt.Training;
 using Spectre.Console;
-using static TorchSharp.torch;
 
 namespace LoopRpt.Cli.Commands;
 
@@ -139,99 +136,35 @@ internal static class TrainCommand
             spec = initSession.Meta?.Tokenizer;
             if (spec is null) hfTokenizer = File.ReadAllBytes(Path.Combine(initSession.Directory, HfTokenizer.FileName));
         }
-        if (resumeFrom is not null && ModelDirectory.ReadMeta(resumeFrom).Tokenizer is { } saved)
-        {
-            var t = LoopRptTokenizer.Create(TokenizerSpec.FromJson(saved.ToJsonString()));
-            (codec, spec, vocab) = (TextCodec.From(t), saved, t.VocabularySize);
-        }
+        if (resumeFrom is not null && TrainingTokenizer.Of(ModelDirectory.ReadMeta(resumeFrom)) is { } saved)
+            (codec, spec, vocab) = (saved.Codec, saved.Spec, saved.VocabularySize);
         else if (codec is null)
         {
             if (resumeFrom is not null && pr.GetValue(o.Tokenizer) is null)
                 throw CliException.Model($"Checkpoint '{resumeFrom}' has no tokenizer in meta.json; pass the --init model or --tokenizer file the run started from.");
-            var t = pr.GetValue(o.Tokenizer) is { } tokFile ? TextCodec.LoadSpecFile(tokFile)
-                : LoopRptTokenizer.Train(docs, new ByteLevelBpeTrainerOptions { VocabularySize = CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size") }, ctx.CancellationToken);
-            (codec, spec, vocab) = (TextCodec.From(t), t.Spec.ToJsonObject(), t.VocabularySize);
+            var t = pr.GetValue(o.Tokenizer) is { } tokFile ? TrainingTokenizer.From(TextCodec.LoadSpecFile(tokFile))
+                : TrainingTokenizer.Learn(docs, CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size"), ctx.CancellationToken);
+            (codec, spec, vocab) = (t.Codec, t.Spec, t.VocabularySize);
         }
         baseMeta.Tokenizer = spec;
-        int eot = codec.EosTokenId ?? codec.BosTokenId ?? throw CliException.Model("The tokenizer has no end-of-text token to separate documents.");
-        var stream = new List<int>();
-        foreach (var doc in docs) { stream.Add(eot); stream.AddRange(codec.Encode(doc, addBos: false)); }
-        if (stream.Count < seqLen + 1)
-            throw CliException.Input($"The corpus has {stream.Count} tokens; a training window of --seq-len {seqLen} needs at least {seqLen + 1}. Add text or lower --seq-len.");
+        var stream = ModelTraining.TokenStream(docs, codec, seqLen);
 
-        using var lm = initSession?.Model ?? NewModel(pr, o, vocab, device, dtype, seed);
+        using var lm = initSession?.Model ?? ModelTraining.NewModel(new ModelShape(pr.GetValue(o.Preset)!, pr.GetValue(o.Loops), pr.GetValue(o.Hidden), pr.GetValue(o.Layers)), vocab, device, dtype, seed);
         if (stream.Max() >= lm.Config.VocabSize)
             throw CliException.Model($"The tokenizer produces id {stream.Max()}, but the model's vocab_size is {lm.Config.VocabSize}: they do not belong together.");
-        var source = new PackedTokenSource([.. stream], batch, seqLen, seed);
+        var source = new PackedTokenSource(stream, batch, seqLen, seed);
         var stages = Stages(pr, o, plan);
-        ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Count} vocab={lm.Config.VocabSize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
+        ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Length} vocab={lm.Config.VocabSize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
                                               $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")}"));
-        TrainingResult result;
-        try
+        var result = ModelTraining.Train(ctx, pr.GetValue(o.Progress), lm, source, plan, stages, new TrainerOptions
         {
-            result = TrainingDisplay.Run(ctx, pr.GetValue(o.Progress), plan.Select(p => (p.Kind, p.Steps)).ToArray(), progress =>
-            {
-                var trainer = new LoopedLmTrainer(new TrainerOptions
-                {
-                    LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = ckEvery, Resume = resume, Seed = seed, BaseMeta = baseMeta,
-                    OnCancel = CancellationBehavior.CheckpointAndThrow, Progress = progress,
-                });
-                return trainer.Train(lm, source, stages, ctx.CancellationToken);
-            });
-        }
-        catch (InvalidOperationException e) when (e.Message.Contains("plan", StringComparison.Ordinal) || e.Message.Contains("resume", StringComparison.OrdinalIgnoreCase))
-        {
-            throw CliException.Model(e.Message, e);
-        }
-        catch (OperationCanceledException) when (ckDir is not null)
-        {
-            ctx.Error.WriteLine($"Cancelled; resume with the same command and --resume (checkpoints in '{ckDir}').");
-            throw;
-        }
-        finally
-        {
-            foreach (var st in stages) (st.Objective as IDisposable)?.Dispose();
-        }
-
-        var meta = result.LastCheckpoint is { } lc && ModelDirectory.IsModelDirectory(lc) ? ModelDirectory.ReadMeta(lc) : baseMeta.Clone();
-        if (result.LastCheckpoint is null)
-        {
-            meta.Step = result.GlobalStep;
-            meta.TokensSeen = result.TokensSeen;
-            meta.Stages.AddRange(plan.Select(p => new StageRecord(p.Kind, p.Steps)));
-            if (result.LastProgress is { } lp) meta.Metrics = lp.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
-        }
-        meta.Tokenizer = spec;
+            LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = ckEvery, Resume = resume, Seed = seed, BaseMeta = baseMeta,
+            OnCancel = CancellationBehavior.CheckpointAndThrow,
+        }, "resume with the same command and --resume");
         // A Hugging Face tokenizer travels as its tokenizer.json beside the weights (read back by OuroCheckpoint.Load).
-        ModelDirectory.Save(output, lm, meta, hfTokenizer is null ? null : dir => File.WriteAllBytes(Path.Combine(dir, HfTokenizer.FileName), hfTokenizer));
+        ModelTraining.Save(output, lm, baseMeta, result, plan, spec, hfTokenizer);
         WriteSummary(ctx, result, clock.Elapsed, output);
         return ExitCodes.Success;
-    }
-
-    private static OuroForCausalLM NewModel(ParseResult pr, Opts o, int vocab, Device device, ScalarType dtype, long seed)
-    {
-        OuroConfig config;
-        try
-        {
-            config = OuroConfig.FromPreset(pr.GetValue(o.Preset)!, vocab);
-        }
-        catch (ArgumentOutOfRangeException e)
-        {
-            throw CliException.Usage($"--preset: {e.Message.Split(" (Parameter")[0]}");
-        }
-        if (pr.GetValue(o.Loops) is { } loops) config.TotalUtSteps = CommonOptions.AtLeast(loops, 1, "--loops");
-        if (pr.GetValue(o.Hidden) is { } h) config.HiddenSize = CommonOptions.AtLeast(h, 8, "--hidden-size");
-        if (pr.GetValue(o.Layers) is { } l) config.NumHiddenLayers = CommonOptions.AtLeast(l, 1, "--layers");
-        try
-        {
-            config.Validate();
-        }
-        catch (ArgumentException e)
-        {
-            throw CliException.Usage($"The model shape is invalid: {e.Message}");
-        }
-        using var gen = new Generator((ulong)seed);
-        return new OuroForCausalLM(config, device, dtype, gen);
     }
 
     private static ITrainingObjective LoopRptStage(int rollouts, double sigma, long seed)

@@ -26,10 +26,18 @@ internal static class TrainingDisplay
 {
     private static readonly CultureInfo C = CultureInfo.InvariantCulture;
 
-    public static T Run<T>(CliContext ctx, ProgressMode mode, IReadOnlyList<(string Name, long Steps)> stages, Func<IProgress<TrainingProgress>?, T> body)
+    /// <summary>
+    /// Runs <paramref name="body"/> with a progress sink for <paramref name="stages"/> (one bar each when live). Entries
+    /// marked in <paramref name="completed"/> start full (e.g. experiment runs done earlier); a report whose
+    /// <see cref="TrainingProgress.StageSteps"/> differs from the announced steps resizes its bar (steps known late).
+    /// </summary>
+    public static T Run<T>(CliContext ctx, ProgressMode mode, IReadOnlyList<(string Name, long Steps)> stages, Func<IProgress<TrainingProgress>?, T> body,
+                           IReadOnlyList<bool>? completed = null)
     {
         bool live = mode is ProgressMode.Auto or ProgressMode.Live && ctx.Interactive && AnsiConsole.Profile.Capabilities.Interactive;
         if (!live) return body(mode == ProgressMode.None ? null : new Sync(p => ctx.Output.WriteLine("progress " + p)));
+        bool Done(int i) => completed is not null && i < completed.Count && completed[i];
+        int firstOpen = Enumerable.Range(0, stages.Count).FirstOrDefault(i => !Done(i), -1);
         return AnsiConsole.Progress()
             .AutoClear(false)
             .HideCompleted(false)
@@ -37,13 +45,19 @@ internal static class TrainingDisplay
                      new ElapsedTimeColumn(), new RemainingTimeColumn(), new SpinnerColumn())
             .Start(pc =>
             {
-                var tasks = stages.Select((s, i) => pc.AddTask(Markup.Escape($"{i + 1}. {s.Name}"), autoStart: i == 0, maxValue: Math.Max(1, s.Steps))).ToArray();
+                var tasks = stages.Select((s, i) =>
+                {
+                    var t = pc.AddTask(Markup.Escape($"{i + 1}. {s.Name}" + (Done(i) ? " (done earlier)" : "")), autoStart: i == firstOpen, maxValue: Math.Max(1, s.Steps));
+                    if (Done(i)) t.Value = t.MaxValue;
+                    return t;
+                }).ToArray();
                 return body(new Sync(p =>
                 {
                     if (p.StageIndex >= tasks.Length) return;
                     for (int i = 0; i < p.StageIndex; i++) tasks[i].Value = tasks[i].MaxValue;
                     var t = tasks[p.StageIndex];
                     if (!t.IsStarted) t.StartTask();
+                    if (p.StageSteps > 0 && p.StageSteps != (long)t.MaxValue) t.MaxValue = p.StageSteps;
                     t.Value = p.Step;
                     t.Description = Markup.Escape(Describe(p, p.StageIndex + 1));
                 }));

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security;
 using System.Text;
 
 namespace LoopRpt.Evaluation;
@@ -11,7 +10,7 @@ namespace LoopRpt.Evaluation;
 public static class ParetoPlot
 {
     private static readonly CultureInfo C = CultureInfo.InvariantCulture;
-    private static readonly string[] Palette = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f"];
+    private static readonly string[] Palette = SvgChart.Palette;
     private const double PanelW = 380, PanelH = 280, Left = 58, Right = 16, Top = 30, Bottom = 44;
 
     /// <summary>The SVG text for the given models; <paramref name="buckets"/> defaults to All, Easy, Medium, Hard.</summary>
@@ -67,26 +66,7 @@ public static class ParetoPlot
             sb.Append(C, $"<text x=\"{(x0 + x1) / 2}\" y=\"{(y0 + y1) / 2}\" text-anchor=\"middle\" fill=\"#777\">no tokens</text>\n");
             return;
         }
-        double lo = 100 * all.Min(), hi = 100 * all.Max();
-        double span = Math.Max(hi - lo, 1.0);
-        double step = NiceStep(span / 4);
-        lo = Math.Floor((lo - 0.05 * span) / step) * step;
-        hi = Math.Ceiling((hi + 0.05 * span) / step) * step;
-        double X(double s) => x0 + (s - 1) / Math.Max(T - 1, 1) * (x1 - x0);
-        double Y(double acc) => y0 - (100 * acc - lo) / (hi - lo) * (y0 - y1);
-
-        for (int s = 1; s <= T; s++)
-        {
-            double x = X(s);
-            sb.Append(C, $"<line x1=\"{x:F1}\" y1=\"{y0}\" x2=\"{x:F1}\" y2=\"{y1}\" stroke=\"#eee\"/><text x=\"{x:F1}\" y=\"{y0 + 14}\" text-anchor=\"middle\">{s}</text>\n");
-        }
-        for (double v = lo; v <= hi + 1e-9; v += step)
-        {
-            double y = y0 - (v - lo) / (hi - lo) * (y0 - y1);
-            sb.Append(C, $"<line x1=\"{x0}\" y1=\"{y:F1}\" x2=\"{x1}\" y2=\"{y:F1}\" stroke=\"#eee\"/><text x=\"{x0 - 5}\" y=\"{y + 4:F1}\" text-anchor=\"end\">{v.ToString(step < 1 ? "F1" : "F0", C)}</text>\n");
-        }
-        sb.Append(C, $"<text x=\"{(x0 + x1) / 2}\" y=\"{y0 + 32}\" text-anchor=\"middle\">mean exit step</text>\n");
-        sb.Append(C, $"<text x=\"{ox + 14}\" y=\"{(y0 + y1) / 2}\" text-anchor=\"middle\" transform=\"rotate(-90 {ox + 14} {(y0 + y1) / 2})\">accuracy (%)</text>\n");
+        var (X, Y) = SvgChart.Axes(sb, ox, x0, x1, y0, y1, T, all);
 
         for (int m = 0; m < evals.Count; m++)
         {
@@ -101,14 +81,7 @@ public static class ParetoPlot
         }
     }
 
-    private static string Points(IEnumerable<(double X, double Y)> pts) => string.Join(" ", pts.Select(p => string.Format(C, "{0:F1},{1:F1}", p.X, p.Y)));
+    private static string Esc(string s) => SvgChart.Esc(s);
 
-    private static double NiceStep(double raw)
-    {
-        double mag = Math.Pow(10, Math.Floor(Math.Log10(raw)));
-        double f = raw / mag;
-        return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
-    }
-
-    private static string Esc(string s) => SecurityElement.Escape(s) ?? "";
+    private static string Points(IEnumerable<(double X, double Y)> pts) => SvgChart.Points(pts);
 }

@@ -1,0 +1,276 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using LoopRpt.Checkpoints;
+using LoopRpt.Cli.Display;
+using LoopRpt.Cli.Input;
+using LoopRpt.Cli.Models;
+using LoopRpt.Data;
+using LoopRpt.Evaluation;
+using LoopRpt.Experiments;
+using LoopRpt.Model;
+using LoopRpt.Training;
+
+namespace LoopRpt.Cli.Commands;
+
+/// <summary>
+/// <c>looprpt experiment</c>: "does LoopRPT help on my corpus?". Trains a base model (tokenizer, Ouro Stage I + gate) on
+/// <c>--input</c> unless <c>--base</c> gives one, then runs <see cref="LoopRptExperiment"/>: for each seed, Stage I
+/// controls at equal steps and equal compute, LoopRPT and its variants, all evaluated on the <c>--heldout</c> text; writes
+/// report.md, results.csv and Pareto band plots. Rerunning the same command resumes where it stopped.
+/// </summary>
+internal static class ExperimentCommand
+{
+    private static readonly CultureInfo C = CultureInfo.InvariantCulture;
+
+    private sealed class Opts
+    {
+        public Option<string[]> Input { get; } = CommonOptions.Input();
+        public Option<string[]> HeldOut { get; } = new("--heldout")
+        {
+            Description = "Held-out text for evaluation (same kinds of input as --input); repeatable.", Required = true, Arity = ArgumentArity.OneOrMore,
+        };
+        public Option<string> Column { get; } = CommonOptions.Column();
+        public Option<DocumentSplit> Documents { get; } = CommonOptions.Documents();
+        public Option<string> Out { get; } = new("--out", "-o") { Description = "Folder for the base model, the runs, report.md, results.csv and the plots; an existing experiment there is resumed.", DefaultValueFactory = _ => Path.Combine("runs", "experiment") };
+        public Option<int> Seeds { get; } = new("--seeds") { Description = "Seeds 1..N (batch order and LoopRPT noise); 3 or more give an uncertainty estimate.", DefaultValueFactory = _ => ExperimentOptions.Defaults.Seeds };
+        public Option<string?> Base { get; } = new("--base") { Description = "Reuse a trained base model directory (Stage I + gate, with its tokenizer) instead of training one." };
+        public Option<long> PretrainSteps { get; } = new("--pretrain-steps") { Description = "Stage I steps of the base model (without --base).", DefaultValueFactory = _ => 300 };
+        public Option<long> GateSteps { get; } = new("--gate-steps") { Description = "Stage II (gate) steps of the base model (without --base).", DefaultValueFactory = _ => 50 };
+        public Option<double> PretrainLr { get; } = new("--pretrain-lr") { Description = "Peak learning rate of the base model's stages.", DefaultValueFactory = _ => TrainingStage.Defaults.LearningRate };
+        public Option<string> Preset { get; } = new("--preset") { Description = "Base model shape: tiny, small, ouro-1.4b, ouro-2.6b.", DefaultValueFactory = _ => "tiny" };
+        public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T of the base model (default the preset's, 4)." };
+        public Option<int?> Hidden { get; } = new("--hidden-size", "--hidden") { Description = "Override the preset's hidden size." };
+        public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
+        public Option<int> VocabSize { get; } = new("--vocab-size", "--vocab") { Description = "Vocabulary of the BPE tokenizer learned on --input.", DefaultValueFactory = _ => 512 };
+        public Option<long> Steps { get; } = new("--steps") { Description = "Continuation steps of LoopRPT and of the equal-steps control.", DefaultValueFactory = _ => ExperimentOptions.Defaults.Steps };
+        public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of every continuation arm.", DefaultValueFactory = _ => ExperimentOptions.Defaults.LearningRate };
+        public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
+        public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(64);
+        public Option<string[]> Variants { get; } = new("--variant")
+        {
+            Description = "A LoopRPT variant NAME:KEY=VALUE,... (keys: lr, g, hard=all|top|threshold, sigma, noise, kl, ema, chunk, or any LoopRptOptions property); repeatable.",
+            Arity = ArgumentArity.ZeroOrMore,
+        };
+        public Option<bool> NoDefaultVariants { get; } = new("--no-default-variants") { Description = "Do not run the default variant looprpt-all-tokens (HardTokens=All)." };
+        public Option<bool> NoEqualCompute { get; } = new("--no-equal-compute") { Description = "Skip the equal-compute Stage I control." };
+        public Option<string> Q { get; } = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.QValues.Select(v => v.ToString(C))));
+        public Option<long> MaxHeldOutTokens { get; } = new("--max-heldout-tokens") { Description = "Evaluate on at most this many held-out tokens (0: all).", DefaultValueFactory = _ => 16384 };
+        public Option<long> Seed { get; } = new("--seed") { Description = "Seed of the base model's initialization and batches.", DefaultValueFactory = _ => 1 };
+        public Option<int> LogEvery { get; } = new("--log-every") { Description = "Steps between progress reports.", DefaultValueFactory = _ => 10 };
+        public Option<int> CheckpointEvery { get; } = new("--checkpoint-every") { Description = "Steps between checkpoints of each run (an interrupted run resumes from the last).", DefaultValueFactory = _ => ExperimentOptions.Defaults.CheckpointEvery };
+        public Option<string> Device { get; } = CommonOptions.Device();
+        // One thread by default: the tiny default model is fastest so on a shared 2-core machine, and the measured cost ratio steadier.
+        public Option<int> Threads { get; } = CommonOptions.Threads(1);
+        public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
+
+        public IEnumerable<Option> All => [Input, HeldOut, Column, Documents, Out, Seeds, Base, PretrainSteps, GateSteps, PretrainLr, Preset, Loops, Hidden, Layers,
+                                          VocabSize, Steps, Lr, BatchSize, SeqLen, Variants, NoDefaultVariants, NoEqualCompute, Q, MaxHeldOutTokens, Seed,
+                                          LogEvery, CheckpointEvery, Device, Threads, Progress];
+    }
+
+    public static Command Create()
+    {
+        var o = new Opts();
+        var cmd = new Command("experiment", "Does LoopRPT help on my corpus? Multi-seed LoopRPT vs. Stage I controls (equal steps, equal compute) from one base model, with a report.");
+        foreach (var opt in o.All) cmd.Add(opt);
+        cmd.SetAction(pr => Run(pr, o));
+        return cmd;
+    }
+
+    private static int Run(ParseResult pr, Opts o)
+    {
+        var ctx = CliContext.Require();
+        var clock = Stopwatch.StartNew();
+
+        // 1. Every option and path, before anything is trained or written.
+        int batch = CommonOptions.AtLeast(pr.GetValue(o.BatchSize), 1, "--batch-size");
+        int seqLen = CommonOptions.AtLeast(pr.GetValue(o.SeqLen), 2, "--seq-len");
+        long maxHeldOut = pr.GetValue(o.MaxHeldOutTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-heldout-tokens must be 0 (all) or more.");
+        var baseOption = pr.GetValue(o.Base);
+        if (baseOption is not null)
+        {
+            var given = new Option[] { o.PretrainSteps, o.GateSteps, o.PretrainLr, o.Preset, o.Loops, o.Hidden, o.Layers, o.VocabSize }
+                .Where(x => pr.GetResult(x) is { Implicit: false }).Select(x => x.Name).ToArray();
+            if (given.Length > 0) throw CliException.Usage($"--base reuses a trained model; {string.Join(", ", given)} appl{(given.Length == 1 ? "ies" : "y")} only when the experiment trains its base model.");
+        }
+        long pretrainSteps = pr.GetValue(o.PretrainSteps) is var ps and >= 1 ? ps : throw CliException.Usage($"--pretrain-steps must be at least 1, got {pr.GetValue(o.PretrainSteps)}.");
+        long gateSteps = pr.GetValue(o.GateSteps) is var gs and >= 1 ? gs : throw CliException.Usage($"--gate-steps must be at least 1, got {pr.GetValue(o.GateSteps)}.");
+        double pretrainLr = CommonOptions.Positive(pr.GetValue(o.PretrainLr), "--pretrain-lr");
+        int vocabSize = CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size");
+        var shape = new ModelShape(pr.GetValue(o.Preset)!, pr.GetValue(o.Loops), pr.GetValue(o.Hidden), pr.GetValue(o.Layers));
+        if (baseOption is null && ModelTraining.Config(shape, vocabSize).TotalUtSteps < 2)
+            throw CliException.Usage("--loops must be at least 2: LoopRPT rewards loop steps against each other.");
+        var pending = new List<string>();
+        var options = BuildOptions(pr, o, ctx, pending);
+        var output = Usage(() => LoopRptExperiment.CheckOutputDirectory(pr.GetValue(o.Out)!), "--out");
+        var docs = Corpus.Read(pr.GetValue(o.Input)!, pr.GetValue(o.Documents), pr.GetValue(o.Column));
+        var heldOutDocs = Corpus.Read(pr.GetValue(o.HeldOut)!, pr.GetValue(o.Documents), pr.GetValue(o.Column));
+        if (baseOption is not null) CheckBase(baseOption);
+        long seed = pr.GetValue(o.Seed);
+        Devices.SetThreads(pr.GetValue(o.Threads));
+        var device = Devices.Resolve(pr.GetValue(o.Device)!);
+        options.Device = device;
+        var mode = pr.GetValue(o.Progress);
+
+        // 2. The base model: given, trained earlier into OUT/base, or trained now (resumable through OUT/base-checkpoints).
+        var baseDir = baseOption ?? Path.Combine(output, "base");
+        var basePlan = new[] { new StageSpec("pretrain", pretrainSteps, pretrainLr), new StageSpec("gate", gateSteps, pretrainLr) };
+        if (baseOption is null && ModelDirectory.IsModelDirectory(baseDir))
+        {
+            var stages = ModelDirectory.ReadMeta(baseDir).Stages;
+            if (!stages.SequenceEqual(basePlan.Select(p => new StageRecord(p.Kind, p.Steps))))
+                throw CliException.Usage($"'{baseDir}' was trained with [{string.Join(", ", stages.Select(s => $"{s.Name}:{s.Steps}"))}], not pretrain:{pretrainSteps}, gate:{gateSteps}; use another --out, or pass --base {baseDir} to reuse it.");
+            var (have, want) = (ModelDirectory.ReadConfig(baseDir), ModelTraining.Config(shape, vocabSize));
+            if (have.HiddenSize != want.HiddenSize || have.NumHiddenLayers != want.NumHiddenLayers || have.TotalUtSteps != want.TotalUtSteps)
+                throw CliException.Usage($"'{baseDir}' has hidden size {have.HiddenSize}, {have.NumHiddenLayers} layers, {have.TotalUtSteps} loops, not the {want.HiddenSize}, {want.NumHiddenLayers}, {want.TotalUtSteps} asked for; use another --out, or pass --base {baseDir} to reuse it.");
+            ctx.Output.WriteLine($"experiment base={baseDir} reused=true");
+        }
+        else if (baseOption is null)
+            TrainBase(ctx, mode, docs, baseDir, basePlan, shape, vocabSize, batch, seqLen, seed, device, pr.GetValue(o.LogEvery), options.CheckpointEvery);
+        var tokenizer = TrainingTokenizer.Of(ModelDirectory.ReadMeta(baseDir))
+            ?? throw CliException.Model($"Base model '{baseDir}' has no tokenizer in meta.json; train it with `looprpt train` (or let `experiment` train it).");
+        var config = ModelDirectory.ReadConfig(baseDir);
+
+        // 3. Continuation batches per seed over the training text, and the held-out windows.
+        var stream = ModelTraining.TokenStream(docs, tokenizer.Codec, seqLen);
+        if (stream.Max() >= config.VocabSize)
+            throw CliException.Model($"The base model's tokenizer produces id {stream.Max()}, but its vocab_size is {config.VocabSize}: they do not belong together.");
+        var heldOut = EvaluationInputs.Stream(heldOutDocs, tokenizer.Codec, config.VocabSize, maxHeldOut, seqLen);
+        var sets = new Dictionary<string, IReadOnlyList<TokenBatch>> { ["heldout"] = LoopEvaluator.Windows(heldOut, batch, seqLen).ToList() };
+        var experiment = Usage(() => new LoopRptExperiment(baseDir, s => new PackedTokenSource(stream, batch, seqLen, s), sets, options), null);
+        var plan = Usage(() => experiment.Plan(output), null);
+        ctx.Output.WriteLine(string.Create(C, $"experiment out={output} base={baseDir} seeds={options.Seeds} steps={options.Steps} arms={string.Join(",", experiment.Arms.Select(a => a.Name))} " +
+                                              $"runs={plan.Count} done={plan.Count(r => r.Done)} train_tokens={stream.Length} heldout_tokens={heldOut.Length} loops={config.TotalUtSteps}"));
+
+        // 4. The experiment, with one progress bar per arm/seed.
+        ExperimentResults results;
+        try
+        {
+            results = TrainingDisplay.Run(ctx, mode, plan.Select(r => (r.Label, r.Steps)).ToArray(),
+                progress => experiment.Run(output, progress, ctx.CancellationToken), plan.Select(r => r.Done).ToArray());
+        }
+        catch (ArgumentException e) when (e.ParamName is "outputDirectory" or "batchSource")
+        {
+            // The library checks the folder against the settings it was built with before training anything.
+            throw CliException.Usage(e.Message.Split(" (Parameter")[0]);
+        }
+        catch (OperationCanceledException)
+        {
+            ctx.Error.WriteLine("Cancelled; rerun the same command to resume (finished runs are kept, the interrupted one continues from its checkpoint).");
+            throw;
+        }
+        foreach (var line in pending) ctx.Output.WriteLine("experiment " + line);     // held back while the live display ran
+        foreach (var v in results.Verdicts.Where(v => v.Arm == ExperimentArm.LoopRptName)) ctx.Output.WriteLine("verdict " + v.Text);
+        ctx.Output.WriteLine(string.Create(C, $"summary completed=true runs_trained={results.RunsTrained} cost_ratio={results.Cost?.Ratio ?? double.NaN:F2} " +
+                                              $"equal_compute_steps={results.Cost?.EqualComputeSteps ?? 0} seconds={clock.Elapsed.TotalSeconds:F1} report={results.ReportPath} " +
+                                              $"results={results.ResultsPath} plots={string.Join(",", results.PlotPaths.Select(Path.GetFileName))}"));
+        return ExitCodes.Success;
+    }
+
+    private static ExperimentOptions BuildOptions(ParseResult pr, Opts o, CliContext ctx, List<string> pending)
+    {
+        var variants = new List<ExperimentVariant>();
+        if (!pr.GetValue(o.NoDefaultVariants)) variants.AddRange(ExperimentOptions.Defaults.Variants);
+        foreach (var spec in pr.GetValue(o.Variants) ?? [])
+        {
+            try
+            {
+                variants.Add(ExperimentVariant.Parse(spec));
+            }
+            catch (Exception e) when (e is FormatException or ArgumentException)
+            {
+                var message = e.Message.Split(" (Parameter")[0];
+                throw CliException.Usage(e is FormatException ? $"--variant: {message}" : $"--variant '{spec}': {message}");
+            }
+        }
+        var mode = pr.GetValue(o.Progress);
+        bool live = mode is ProgressMode.Auto or ProgressMode.Live && ctx.Interactive;
+        var options = new ExperimentOptions
+        {
+            Seeds = pr.GetValue(o.Seeds), Steps = pr.GetValue(o.Steps), LearningRate = pr.GetValue(o.Lr), Variants = variants,
+            EqualCompute = !pr.GetValue(o.NoEqualCompute), QValues = CommonOptions.ParseThresholds(pr.GetValue(o.Q)!),
+            LogEvery = pr.GetValue(o.LogEvery), CheckpointEvery = pr.GetValue(o.CheckpointEvery),
+            Log = mode == ProgressMode.None ? null : live ? pending.Add : line => ctx.Output.WriteLine("experiment " + line),
+        };
+        if (!options.QValues.Contains(options.ReportQ)) options.QValues = [.. options.QValues, options.ReportQ];
+        try
+        {
+            options.Validate();
+        }
+        catch (ArgumentException e)
+        {
+            throw CliException.Usage(OptionMessage(e));
+        }
+        return options;
+    }
+
+    /// <summary>Library option names → the command line's.</summary>
+    private static string OptionMessage(ArgumentException e)
+    {
+        var name = e.ParamName switch
+        {
+            nameof(ExperimentOptions.Seeds) => "--seeds", nameof(ExperimentOptions.Steps) => "--steps",
+            nameof(ExperimentOptions.LearningRate) => "--lr", nameof(ExperimentOptions.LogEvery) => "--log-every",
+            nameof(ExperimentOptions.CheckpointEvery) => "--checkpoint-every", nameof(ExperimentOptions.Variants) => "--variant",
+            nameof(ExperimentOptions.QValues) => "--q", _ => null,
+        };
+        var message = e.Message.Split(" (Parameter")[0];
+        if (e is ArgumentOutOfRangeException { ActualValue: { } v }) message = message.Split(Environment.NewLine)[0] + string.Create(C, $" Got {v}.");
+        return name is null ? message : $"{name}: {message}";
+    }
+
+    private static T Usage<T>(Func<T> f, string? option)
+    {
+        try
+        {
+            return f();
+        }
+        catch (ArgumentException e)
+        {
+            throw CliException.Usage((option is null ? "" : option + ": ") + e.Message.Split(" (Parameter")[0]);
+        }
+    }
+
+    private static void CheckBase(string dir)
+    {
+        if (!Directory.Exists(dir)) throw CliException.Input($"Base model directory '{dir}' does not exist.");
+        if (!ModelDirectory.IsModelDirectory(dir))
+            throw CliException.Model($"'{dir}' is not a LoopRpt model directory (config.json, model.safetensors, meta.json); --base takes a model written by `looprpt train` or by an earlier `looprpt experiment` (OUT/base).");
+        ModelMeta meta;
+        try
+        {
+            meta = ModelDirectory.ReadMeta(dir);
+            if (ModelDirectory.ReadConfig(dir).TotalUtSteps < 2) throw CliException.Model($"Base model '{dir}' has a single loop step; LoopRPT needs at least 2.");
+        }
+        catch (InvalidDataException e)
+        {
+            throw CliException.Model($"Cannot use base model '{dir}': {e.Message}", e);
+        }
+        if (meta.Tokenizer is null) throw CliException.Model($"Base model '{dir}' has no tokenizer in meta.json; train it with `looprpt train`.");
+    }
+
+    /// <summary>Learns the tokenizer (or takes the interrupted run's) and trains Stage I + gate into <paramref name="baseDir"/>.</summary>
+    private static void TrainBase(CliContext ctx, ProgressMode mode, IReadOnlyList<string> docs, string baseDir, IReadOnlyList<StageSpec> plan, ModelShape shape,
+                                  int vocabSize, int batch, int seqLen, long seed, TorchSharp.torch.Device device, int logEvery, int checkpointEvery)
+    {
+        var ckDir = baseDir + "-checkpoints";
+        var resumeFrom = new CheckpointManager(ckDir).Latest();
+        var tokenizer = (resumeFrom is null ? null : TrainingTokenizer.Of(ModelDirectory.ReadMeta(resumeFrom)))
+            ?? TrainingTokenizer.Learn(docs, vocabSize, ctx.CancellationToken);
+        var stream = ModelTraining.TokenStream(docs, tokenizer.Codec, seqLen);
+        using var lm = ModelTraining.NewModel(shape, tokenizer.VocabularySize, device, TorchSharp.torch.ScalarType.Float32, seed);
+        var baseMeta = new ModelMeta { Tokenizer = tokenizer.Spec };
+        var stages = plan.Select(p => p.ToStage(p.LearningRate!.Value, TrainingStage.Defaults.WarmupFraction, TrainingStage.Defaults.WeightDecay,
+            TrainingStage.Defaults.GradientClip, 1, () => throw new InvalidOperationException("The base plan has no LoopRPT stage."))).ToArray();
+        ctx.Output.WriteLine(string.Create(C, $"experiment base={baseDir} training=true documents={docs.Count} tokens={stream.Length} vocab={lm.Config.VocabSize} " +
+                                              $"params={lm.UniqueParameters().Sum(p => p.Param.numel())} loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} resume={resumeFrom ?? "no"}"));
+        var result = ModelTraining.Train(ctx, mode, lm, new PackedTokenSource(stream, batch, seqLen, seed), plan, stages, new TrainerOptions
+        {
+            LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = checkpointEvery, KeepCheckpoints = 1, Resume = true, Seed = seed,
+            BaseMeta = baseMeta, OnCancel = CancellationBehavior.CheckpointAndThrow,
+        }, "rerun the same command to resume");
+        ModelTraining.Save(baseDir, lm, baseMeta, result, plan, tokenizer.Spec);
+        if (Directory.Exists(ckDir)) Directory.Delete(ckDir, recursive: true);     // the saved base model replaces them
+    }
+}

@@ -1,0 +1,119 @@
+using LoopRpt.Checkpoints;
+using LoopRpt.Cli;
+
+namespace LoopRpt.Tests.Cli;
+
+public sealed class CliExperimentTests
+{
+    private static (string Dir, string Train, string HeldOut) Setup()
+    {
+        var dir = CliRunner.TempDir();
+        var train = Path.Combine(dir, "train.txt");
+        var heldOut = Path.Combine(dir, "held.txt");
+        File.WriteAllLines(train, CliRunner.CorpusLines(40));
+        File.WriteAllLines(heldOut, CliRunner.CorpusLines(47).Skip(40));
+        return (dir, train, heldOut);
+    }
+
+    /// <summary>A reduced experiment: tiny base model, 2 seeds, 2 continuation steps per arm.</summary>
+    private static string[] Tiny(string train, string heldOut, string output, params string[] extra)
+        => ["experiment", "--input", train, "--heldout", heldOut, "--out", output, "--seeds", "2", "--steps", "2", "--pretrain-steps", "4", "--gate-steps", "2",
+            "--vocab-size", "280", "--hidden-size", "32", "--batch-size", "2", "--seq-len", "16", "--q", "0.2,0.5,1", "--log-every", "1",
+            "--progress", "Plain", "--threads", "1", .. extra];
+
+    private static string[] With(string[] args, string option, string value)
+    {
+        var copy = args.ToArray();
+        copy[Array.IndexOf(copy, option) + 1] = value;
+        return copy;
+    }
+
+    [Fact]
+    public void RunsEndToEndAndAResumeTrainsNothing()
+    {
+        var (dir, train, heldOut) = Setup();
+        var output = Path.Combine(dir, "exp");
+        var r = CliRunner.Run(Tiny(train, heldOut, output));
+        Assert.True(r.Code == ExitCodes.Success, r.ToString());
+        Assert.Contains("experiment base=", r.Out);
+        Assert.Contains("progress stage=pretrain", r.Out);                  // the base model was trained first
+        Assert.Contains("progress stage=looprpt/seed-2", r.Out);
+        Assert.Contains("summary completed=true runs_trained=8 ", r.Out);
+        Assert.Contains("verdict looprpt − stage1-equal-steps at s1, Hard (heldout):", r.Out);
+        foreach (var f in new[] { "report.md", "results.csv", "pareto-heldout.svg" })
+            Assert.True(File.Exists(Path.Combine(output, f)), f);
+        Assert.True(ModelDirectory.IsModelDirectory(Path.Combine(output, "base")));
+        Assert.False(Directory.Exists(Path.Combine(output, "base-checkpoints")));
+        var csv = File.ReadAllLines(Path.Combine(output, "results.csv"));
+        foreach (var arm in new[] { "stage1-equal-steps", "stage1-equal-compute", "looprpt", "looprpt-all-tokens" })
+            foreach (var seed in new[] { 1, 2 })
+                Assert.Contains(csv, l => l.StartsWith($"heldout,{arm},{seed},All,qexit,0.5,", StringComparison.Ordinal));
+
+        var again = CliRunner.Run(Tiny(train, heldOut, output));
+        Assert.True(again.Code == ExitCodes.Success, again.ToString());
+        Assert.Contains("base=" + Path.Combine(output, "base") + " reused=true", again.Out);
+        Assert.DoesNotContain("progress ", again.Out);
+        Assert.Contains("summary completed=true runs_trained=0 ", again.Out);
+        Assert.Equal(csv, File.ReadAllLines(Path.Combine(output, "results.csv")));
+
+        // Another base budget in the same folder is refused before training.
+        var changed = CliRunner.Run(With(Tiny(train, heldOut, output), "--pretrain-steps", "5"));
+        Assert.Equal(ExitCodes.Usage, changed.Code);
+        Assert.Contains("was trained with [pretrain:4, gate:2]", changed.Err);
+    }
+
+    [Fact]
+    public void ReusesAGivenBaseModel()
+    {
+        var (dir, train, heldOut) = Setup();
+        var baseDir = Path.Combine(dir, "base");
+        var t = CliRunner.Run(CliRunner.TinyTrain(train, baseDir, "pretrain:3,gate:2"));
+        Assert.True(t.Code == ExitCodes.Success, t.ToString());
+        var output = Path.Combine(dir, "exp");
+        var r = CliRunner.Run("experiment", "--input", train, "--heldout", heldOut, "--out", output, "--base", baseDir, "--seeds", "1", "--steps", "2",
+            "--batch-size", "2", "--seq-len", "16", "--no-default-variants", "--no-equal-compute", "--variant", "g4:g=4,lr=3e-4", "--progress", "None", "--threads", "1");
+        Assert.True(r.Code == ExitCodes.Success, r.ToString());
+        Assert.DoesNotContain("progress ", r.Out);
+        Assert.Contains("arms=stage1-equal-steps,looprpt,g4 ", r.Out);
+        Assert.Contains("summary completed=true runs_trained=3 ", r.Out);
+        Assert.False(Directory.Exists(Path.Combine(output, "base")));
+        Assert.Contains("| g4 | LoopRPT, lr=0.0003, Rollouts=4 | 2 | 0.0003 |", File.ReadAllText(Path.Combine(output, "report.md")));
+    }
+
+    [Fact]
+    public void BadArgumentsFailBeforeAnyTraining()
+    {
+        var (dir, train, heldOut) = Setup();
+        var output = Path.Combine(dir, "exp");
+
+        var missing = CliRunner.Run(Tiny(Path.Combine(dir, "nope.txt"), heldOut, output));
+        Assert.Equal(ExitCodes.InputError, missing.Code);
+        Assert.Contains("Input '" + Path.Combine(dir, "nope.txt") + "' does not exist", missing.Err);
+
+        var seeds = CliRunner.Run(With(Tiny(train, heldOut, output), "--seeds", "0"));
+        Assert.Equal(ExitCodes.Usage, seeds.Code);
+        Assert.Contains("--seeds: Seeds must be at least 1", seeds.Err);
+
+        var file = CliRunner.Run(Tiny(train, heldOut, train));
+        Assert.Equal(ExitCodes.Usage, file.Code);
+        Assert.Contains("is an existing file", file.Err);
+
+        var variant = CliRunner.Run(Tiny(train, heldOut, output, "--variant", "wide:colour=red"));
+        Assert.Equal(ExitCodes.Usage, variant.Code);
+        Assert.Contains("--variant: Variant 'wide:colour=red': unknown key 'colour'", variant.Err);
+
+        var baseAndShape = CliRunner.Run("experiment", "--input", train, "--heldout", heldOut, "--out", output, "--base", dir, "--loops", "3");
+        Assert.Equal(ExitCodes.Usage, baseAndShape.Code);
+        Assert.Contains("--loops applies only when the experiment trains its base model", baseAndShape.Err);
+
+        var notAModel = CliRunner.Run("experiment", "--input", train, "--heldout", heldOut, "--out", output, "--base", dir);
+        Assert.Equal(ExitCodes.ModelError, notAModel.Code);
+
+        foreach (var r in new[] { missing, seeds, file, variant, baseAndShape, notAModel })
+        {
+            Assert.DoesNotContain("progress ", r.Out);
+            Assert.DoesNotContain("   at ", r.Err);                        // no stack trace for user errors
+        }
+        Assert.False(Directory.Exists(output));
+    }
+}
