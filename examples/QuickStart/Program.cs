@@ -16,7 +16,20 @@ var settings = (quick ? QuickStartSettings.Quick() : QuickStartSettings.Default(
 LoopRpt.Native.TorchNative.EnsureLoaded();
 // One intra-op thread: on a model this small, libtorch's default threading costs more than it gains (docs/benchmarks.md).
 TorchSharp.torch.set_num_threads(int.Parse(Arg("--threads") ?? "1", System.Globalization.CultureInfo.InvariantCulture));
-var result = QuickStartPipeline.Run(settings, outDir, Console.Out);
-Console.WriteLine();
-Console.WriteLine(File.ReadAllText(Path.Combine(outDir, "README.md")));
-Console.WriteLine($"Wrote {result.Files.Count} outputs to {Path.GetFullPath(outDir)} in {result.Elapsed.TotalSeconds:F0} s.");
+// --experiment DIR: the multi-seed LoopRPT protocol on this task from the base model in --out (trained first unless
+// --reuse is given and --out already holds one). --seeds N (default 3), --steps N (default 60), --lr X (default 1e-4).
+var experimentDir = Arg("--experiment");
+if (experimentDir is null || !args.Contains("--reuse") || !Directory.Exists(Path.Combine(outDir, "models", "base")))
+{
+    var result = QuickStartPipeline.Run(settings, outDir, Console.Out);
+    Console.WriteLine();
+    Console.WriteLine(File.ReadAllText(Path.Combine(outDir, "README.md")));
+    Console.WriteLine($"Wrote {result.Files.Count} outputs to {Path.GetFullPath(outDir)} in {result.Elapsed.TotalSeconds:F0} s.");
+}
+if (experimentDir is not null)
+{
+    var c = System.Globalization.CultureInfo.InvariantCulture;
+    QuickStartPipeline.RunExperiment(settings, outDir, experimentDir, int.Parse(Arg("--seeds") ?? "3", c), long.Parse(Arg("--steps") ?? "60", c),
+        double.Parse(Arg("--lr") ?? "1e-4", c), Console.Out);
+    Console.WriteLine(File.ReadAllText(Path.Combine(experimentDir, "report.md")));
+}

@@ -189,6 +189,34 @@ public static class QuickStartPipeline
     }
 
     /// <summary>
+    /// The multi-seed LoopRPT protocol (<see cref="Experiments.LoopRptExperiment"/>) on this task, from the base model a
+    /// QuickStart run saved in <paramref name="quickStartDirectory"/>: equal-steps and equal-compute Stage I controls,
+    /// LoopRPT with the published defaults and the all-tokens variant, each for <paramref name="seeds"/> seeds (batch order
+    /// and rollout noise), evaluated on the held-out answers of every k and of all k together.
+    /// </summary>
+    public static Experiments.ExperimentResults RunExperiment(QuickStartSettings s, string quickStartDirectory, string outputDirectory, int seeds, long steps, double learningRate,
+                                                             TextWriter log, CancellationToken cancellationToken = default)
+    {
+        var baseDir = Path.Combine(quickStartDirectory, "models", "base");
+        var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
+        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries);
+        int seqLen = PointerChaseCorpus.InputTokens(s.Chains, s.MaxHops, s.Queries, s.PairTokens);
+        var sets = new Dictionary<string, IReadOnlyList<TokenBatch>>
+        {
+            ["all"] = heldOut.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, seqLen, _ => true)).ToList(),
+        };
+        for (int k = 1; k <= s.MaxHops; k++)
+        {
+            int hops = k;
+            sets[$"k={k}"] = heldOut.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, seqLen, q => q.Hops == hops)).ToList();
+        }
+        var experiment = new Experiments.LoopRptExperiment(baseDir,
+            seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens),
+            sets, new Experiments.ExperimentOptions { Seeds = seeds, Steps = steps, LearningRate = learningRate, Log = log.WriteLine });
+        return experiment.Run(outputDirectory, new LineProgress(log), cancellationToken);
+    }
+
+    /// <summary>
     /// The QuickStart's bars on the base model (after Stage II): last-loop answer accuracy ≥ 90 % at k = 1 and ≥ 75 % at the
     /// largest k; at the largest k, loop-1 accuracy at least 30 points below the last loop's; the mean Q-exit step at
     /// q = 0.5 never falls from one k to the next and rises by at least half a loop from k = 1 to the largest k.
