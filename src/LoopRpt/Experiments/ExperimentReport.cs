@@ -46,7 +46,7 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
     {
         string head = $"{arm} − {control} at {where} ({set})";
         if (!d.IsDefined)
-            return new(set, arm, control, where, d, "undetermined", $"{head}: not computable (a curve does not reach the compared exit steps for every seed).");
+            return new(set, arm, control, where, d, "undetermined", $"{head}: not computable (the bucket has no tokens in this set, or a curve does not reach the compared exit steps for every seed).");
         string value = ExperimentSummary.Points(d, signed: true) + " points";
         if (d.Count < 2)
             return new(set, arm, control, where, d, "undetermined", $"{head}: {value} (1 seed: no uncertainty estimate) → undetermined.");
