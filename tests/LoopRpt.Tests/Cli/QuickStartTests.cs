@@ -96,4 +96,21 @@ public sealed class QuickStartTests
         var r = CliRunner.Run("score", "--model", Path.Combine(dir, "models", "looprpt"), "--input", Path.Combine(dir, "heldout.txt"), "--format", "Csv");
         Assert.True(r.Code == LoopRpt.Cli.ExitCodes.Success, r.ToString());
     }
+
+    [Fact]
+    public void TheMultiSeedExperimentRunsOnTheTaskWithOneEvaluationSetPerHopCount()
+    {
+        var dir = CliRunner.TempDir();
+        var settings = QuickStartSettings.Quick() with { LoopRptSteps = 0 };
+        QuickStartPipeline.Run(settings, dir, new StringWriter());
+        var exp = Path.Combine(dir, "experiment");
+        var r = QuickStartPipeline.RunExperiment(settings, dir, exp, seeds: 2, steps: 2, learningRate: 1e-4, new StringWriter());
+        var csv = File.ReadAllLines(Path.Combine(exp, "results.csv"));
+        foreach (var set in new[] { "all", "k=1", "k=2" })
+            foreach (var arm in new[] { "stage1-equal-steps", "stage1-equal-compute", "looprpt", "looprpt-all-tokens" })
+                foreach (var seed in new[] { "1", "2" })
+                    Assert.Contains(csv, l => l.StartsWith($"{set},{arm},{seed},", StringComparison.Ordinal));
+        Assert.True(r.Cost is { Ratio: > 0 });
+        Assert.Contains("k=2", File.ReadAllText(Path.Combine(exp, "report.md")));
+    }
 }
