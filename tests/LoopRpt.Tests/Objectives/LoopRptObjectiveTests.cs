@@ -281,6 +281,42 @@ public class LoopRptObjectiveTests
         Assert.All(obj.Teacher!.Model.parameters(), p => Assert.Null(p.grad));
     }
 
+    /// <summary>
+    /// The policy gradient reaches the backbone through the noisy rollout states, not only the gate. The model loss comes
+    /// from the clean pass and does not depend on the rollout seed; with the entropy bonus and the KL off, the gradients
+    /// of two seeds therefore differ only by their policy gradients. If the rollouts' states were detached (or the noise
+    /// added outside the graph), every backbone gradient would be the same for both seeds.
+    /// </summary>
+    [Fact]
+    public void PolicyGradientReachesTheBackboneThroughTheNoisyStates()
+    {
+        var (inputs, targets) = Batch();
+        Dictionary<string, float[]> Grads(long seed)
+        {
+            using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+            using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0, KlCoef = 0, Seed = seed });
+            obj.Attach(lm);
+            using var scope = NewDisposeScope();
+            obj.Compute(lm, inputs, targets, 0, 0, 0).Loss.backward();
+            return new()
+            {
+                ["q_proj"] = TestUtil.ToArray(lm.Backbone.layers[0].self_attn.q_proj.weight!.grad!),
+                ["down_proj"] = TestUtil.ToArray(lm.Backbone.layers[1].mlp.down_proj.weight!.grad!),
+                ["norm"] = TestUtil.ToArray(lm.Backbone.norm.Weight.grad!),
+                ["embed"] = TestUtil.ToArray(lm.Backbone.embed_tokens.weight!.grad!),
+            };
+        }
+        var a = Grads(1);
+        var again = Grads(1);
+        var b = Grads(2);
+        foreach (var (name, g) in a)
+        {
+            Assert.Equal(g, again[name]);                                           // same seed, same computation: bitwise
+            double diff = Math.Sqrt(g.Zip(b[name], (x, y) => (double)(x - y) * (x - y)).Sum()), norm = Math.Sqrt(g.Sum(x => (double)x * x));
+            Assert.True(diff > 1e-3 * norm, $"{name}: the rollout seed does not reach this gradient (|Δ| {diff:E3}, |grad| {norm:E3})");
+        }
+    }
+
     [Fact]
     public void ChunkedRolloutsGiveTheSameLossAndGradients()
     {
