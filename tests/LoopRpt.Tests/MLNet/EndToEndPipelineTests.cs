@@ -50,14 +50,14 @@ public class EndToEndPipelineTests
             ml.Model.Save(model, data.Schema, zip);
             var engine = ml.Model.CreatePredictionEngine<Doc, Scored>(model);
             var p0 = engine.Predict(testDocs[0]);
-            Assert.Equal(ll[0], p0.LogLikelihood);
+            Tolerance.AssertClose(ll[0], p0.LogLikelihood);                    // one row vs a batch: other shapes
 
             ScorerWorkoutTests.StateCacheReset();
             var ml2 = new MLContext(seed: 9);
             var loaded = ml2.Model.Load(zip, out var inputSchema);
             Assert.NotNull(inputSchema.GetColumnOrNull("Text"));
             var ll2 = loaded.Transform(ml2.Data.LoadFromEnumerable(testDocs)).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
-            Assert.Equal(ll, ll2);                                              // bitwise identical after save → load
+            Assert.Equal(ll, ll2);                                              // bitwise after save → load: same weights, same batches
             Assert.Equal(p0.TokenLogProbabilities, ml2.Model.CreatePredictionEngine<Doc, Scored>(loaded).Predict(testDocs[0]).TokenLogProbabilities);
             (loaded as IDisposable)?.Dispose();
         }

@@ -160,11 +160,10 @@ public class TrainerWorkoutTests
 
 public class TrainerDeviceAndEpochTests
 {
-    [Fact]
+    [NoCudaFact]
     public void HonoursMLContextGpuSettings()
     {
         var data = new MLContext(1).Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1));
-        if (TorchSharp.torch.cuda.is_available()) return;         // the checks below are about a machine without CUDA
         var strict = new MLContext(seed: 1) { GpuDeviceId = 0, FallbackToCpu = false };
         var e = Assert.Throws<InvalidOperationException>(() => strict.LoopRpt().TrainLoopedLm(TrainerWorkoutTests.Tiny(2, 0)).Fit(strict.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1))));
         Assert.Contains("cuda:0", e.Message);

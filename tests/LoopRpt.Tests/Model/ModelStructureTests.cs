@@ -109,6 +109,11 @@ public class ModelStructureTests
         using var lm = TestUtil.TinyModel();
         var layer = lm.Backbone.layers[0];
         using var g = new Generator(9);
+        // Distinct random norm weights: with the initial unit weights the four sandwich norms are interchangeable, and
+        // a model that swapped two of them would pass.
+        var norms = new[] { layer.input_layernorm, layer.input_layernorm_2, layer.post_attention_layernorm, layer.post_attention_layernorm_2 };
+        using (no_grad())
+            foreach (var n in norms) n.Weight.copy_(rand([32], generator: g) * 1.5 + 0.25);
         var h = randn([2, 6, 32], generator: g);
         var (cos, sin) = lm.Rope.Get(0, 6, CPU, ScalarType.Float32);
         var actual = layer.Forward(h, cos, sin);
@@ -116,24 +121,31 @@ public class ModelStructureTests
         Tensor Rms(Tensor x, Tensor w) => w * (x * rsqrt(x.pow(2).mean([-1L], keepdim: true) + 1e-6));
         Tensor Rot(Tensor x) => cat([-x.narrow(-1, 4, 4), x.narrow(-1, 0, 4)], -1);
         var a = lm.Backbone.layers[0].self_attn;
-        var x = Rms(h, layer.input_layernorm.Weight);
-        var q = matmul(x, a.q_proj.weight!.t()).view(2, 6, 4, 8).transpose(1, 2);
-        var k = matmul(x, a.k_proj.weight!.t()).view(2, 6, 2, 8).transpose(1, 2);
-        var v = matmul(x, a.v_proj.weight!.t()).view(2, 6, 2, 8).transpose(1, 2);
-        q = q * cos + Rot(q) * sin;
-        k = k * cos + Rot(k) * sin;
-        k = k.repeat_interleave(2, 1);
-        v = v.repeat_interleave(2, 1);
-        var scores = matmul(q, k.transpose(-2, -1)) / Math.Sqrt(8);
-        var mask = ones(6, 6).triu(1).to_type(ScalarType.Bool);
-        scores = scores.masked_fill(mask, double.NegativeInfinity);
-        var o = matmul(scores.softmax(-1), v).transpose(1, 2).reshape(2, 6, 32);
-        var h1 = h + Rms(matmul(o, a.o_proj.weight!.t()), layer.input_layernorm_2.Weight);
         var m = layer.mlp;
-        var y = Rms(h1, layer.post_attention_layernorm.Weight);
-        var mlp = matmul(nn.functional.silu(matmul(y, m.gate_proj.weight!.t())) * matmul(y, m.up_proj.weight!.t()), m.down_proj.weight!.t());
-        var expected = h1 + Rms(mlp, layer.post_attention_layernorm_2.Weight);
-        Assert.True(actual.allclose(expected, 1e-4, 1e-5));
+        Tensor Layer(Tensor inputNorm, Tensor inputNorm2, Tensor postNorm, Tensor postNorm2)
+        {
+            var x = Rms(h, inputNorm);
+            var q = matmul(x, a.q_proj.weight!.t()).view(2, 6, 4, 8).transpose(1, 2);
+            var k = matmul(x, a.k_proj.weight!.t()).view(2, 6, 2, 8).transpose(1, 2);
+            var v = matmul(x, a.v_proj.weight!.t()).view(2, 6, 2, 8).transpose(1, 2);
+            q = q * cos + Rot(q) * sin;
+            k = k * cos + Rot(k) * sin;
+            k = k.repeat_interleave(2, 1);
+            v = v.repeat_interleave(2, 1);
+            var scores = matmul(q, k.transpose(-2, -1)) / Math.Sqrt(8);
+            var mask = ones(6, 6).triu(1).to_type(ScalarType.Bool);
+            scores = scores.masked_fill(mask, double.NegativeInfinity);
+            var o = matmul(scores.softmax(-1), v).transpose(1, 2).reshape(2, 6, 32);
+            var h1 = h + Rms(matmul(o, a.o_proj.weight!.t()), inputNorm2);
+            var y = Rms(h1, postNorm);
+            var mlp = matmul(nn.functional.silu(matmul(y, m.gate_proj.weight!.t())) * matmul(y, m.up_proj.weight!.t()), m.down_proj.weight!.t());
+            return h1 + Rms(mlp, postNorm2);
+        }
+        var (w1, w2, w3, w4) = (norms[0].Weight, norms[1].Weight, norms[2].Weight, norms[3].Weight);
+        Assert.True(actual.allclose(Layer(w1, w2, w3, w4), 1e-4, 1e-5));
+        // The comparison can see a swap of any two sandwich norms.
+        foreach (var swapped in new[] { Layer(w2, w1, w3, w4), Layer(w1, w2, w4, w3), Layer(w3, w2, w1, w4), Layer(w1, w4, w3, w2) })
+            Assert.False(actual.allclose(swapped, 1e-4, 1e-5), "a swapped norm must change the layer's output");
     }
 
     [Fact]

@@ -40,30 +40,43 @@ public class LoopRptObjectiveTests
 
     /// <summary>
     /// Without noise every rollout has the clean pass's per-step log-probs and exit distribution (only the sampled exit
-    /// steps differ), and with the teacher equal to the student the KL is 0. The whole loss — reward table, step and group
-    /// advantages, model loss, entropy bonus, policy loss — is recomputed here on the host in double precision from the
-    /// model's public per-step outputs and exit samples drawn with the rollouts' generators.
+    /// steps differ). The teacher differs from the student (its weights scaled), so the teacher's quantities — baseline
+    /// b = lpbar at t_ref, t_ref itself and the entropy behind the time price — and the student's — log-probs, exit
+    /// distribution, exit entropy — cannot be mixed up unnoticed: the same host computation with the student in the
+    /// teacher's place must give another loss. The whole loss — reward table, step and group advantages, model loss,
+    /// entropy bonus, policy loss — is recomputed here on the host in double precision from the models' public per-step
+    /// outputs and exit samples drawn with the rollouts' generators. KlCoef = 0 keeps the KL (tested against the
+    /// reference path in <see cref="OptimizedStepMatchesTheReferencePath"/>) out of the loss.
     /// </summary>
     [Fact]
     public void NoiselessLossEqualsHostComputation()
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, targets) = Batch(pad: true);
-        using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0, Rollouts = 3, HardTokens = HardTokenMode.All });
+        using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0, Rollouts = 3, HardTokens = HardTokenMode.All, KlCoef = 0 });
         obj.Attach(lm);
+        var teacherModel = obj.Teacher!.Model;
+        using (no_grad())
+        {
+            foreach (var w in teacherModel.parameters()) w.mul_(0.9);
+            teacherModel.Backbone.early_exit_gate.bias?.add_(0.7);              // shifts the teacher's exit distribution, so t_ref moves
+            teacherModel.LmHead.weight!.mul_(8);                                // sharper teacher: lower entropy, higher time price
+        }
         using var scope = NewDisposeScope();
         var output = obj.Compute(lm, inputs, targets, step: 0, stageStep: 0, microStep: 0);
 
         const int T = 4, G = 3;
-        float[] lp, p, lastLogits;
+        (float[] Lp, float[] P, float[] LastLogits) Outputs(OuroForCausalLM model)
+        {
+            using var noGrad = no_grad();
+            var o = model.Forward(inputs);
+            return (TestUtil.ToArray(model.GoldLogProbsPerStep(o, targets)), TestUtil.ToArray(o.ExitProbabilities()), TestUtil.ToArray(model.Logits(o.Hidden[^1])));
+        }
+        var (lp, p, _) = Outputs(lm);
         var sampled = new long[G][];
         using (no_grad())
         {
-            var o = lm.Forward(inputs);
-            lp = TestUtil.ToArray(lm.GoldLogProbsPerStep(o, targets));
-            var probs = o.ExitProbabilities();
-            p = TestUtil.ToArray(probs);
-            lastLogits = TestUtil.ToArray(lm.Logits(o.Hidden[^1]));
+            var probs = lm.Forward(inputs).ExitProbabilities();
             for (int g = 0; g < G; g++)
             {
                 using var gen = obj.RolloutGenerator(0, 0, g, lm.Device);     // sigma = 0 draws no noise: sampling comes first
@@ -71,44 +84,73 @@ public class LoopRptObjectiveTests
             }
         }
         var tg = targets.data<long>().ToArray();
-        double modelSum = 0, entSum = 0, pgSum = 0;
-        int n = 0;
-        for (int i = 0; i < tg.Length; i++)
+
+        (double Pg, double Model, double Ent, double Reward, double TeacherStep, double StudentStep, int N, int RefMoved) Host(OuroForCausalLM teacher)
         {
-            if (tg[i] < 0) continue;
-            n++;
-            var z = lastLogits.Skip(i * Vocab).Take(Vocab).Select(x => (double)x).ToArray();
-            double max = z.Max(), logZ = max + Math.Log(z.Sum(x => Math.Exp(x - max)));
-            double h = -z.Sum(x => Math.Exp(x - logZ) * (x - logZ));
-            double price = 0.02 * (1 + 0.5 * (1 - Math.Clamp(h / Math.Log(Vocab), 0, 1)));
-            double cdf = 0;
-            int tRef = T - 1;
-            for (int t = 0; t < T - 1; t++) { cdf += p[i * T + t]; if (cdf >= 0.5) { tRef = t; break; } }
-            double b = lp[i * T + tRef];
-            var r = Enumerable.Range(0, T).Select(t => (lp[i * T + t] - b) - price * (t - tRef)).ToArray();
-            double mean = r.Average(), std = Math.Sqrt(r.Sum(x => (x - mean) * (x - mean)) / (T - 1));
-            for (int t = 0; t < T; t++)
+            var (tLp, tP, tLastLogits) = Outputs(teacher);
+            double modelSum = 0, entSum = 0, pgSum = 0, rewardSum = 0, teacherStepSum = 0, studentStepSum = 0;
+            int n = 0, refMoved = 0;
+            for (int i = 0; i < tg.Length; i++)
             {
-                double a = (r[t] - mean) / (std + 1e-8);
-                modelSum += -lp[i * T + t] * p[i * T + t] * (1 + Math.Max(0, a));
-                entSum += -p[i * T + t] * Math.Log(p[i * T + t]);
+                if (tg[i] < 0) continue;
+                n++;
+                // Teacher: last-step entropy → price; Q-exit at 0.5 → t_ref; baseline b = the teacher's lpbar at t_ref.
+                var z = tLastLogits.Skip(i * Vocab).Take(Vocab).Select(x => (double)x).ToArray();
+                double max = z.Max(), logZ = max + Math.Log(z.Sum(x => Math.Exp(x - max)));
+                double h = -z.Sum(x => Math.Exp(x - logZ) * (x - logZ));
+                double price = 0.02 * (1 + 0.5 * (1 - Math.Clamp(h / Math.Log(Vocab), 0, 1)));
+                int QExit(float[] probs)
+                {
+                    double cdf = 0;
+                    for (int t = 0; t < T - 1; t++) { cdf += probs[i * T + t]; if (cdf >= 0.5) return t; }
+                    return T - 1;
+                }
+                int tRef = QExit(tP), studentStep = QExit(p);
+                if (tRef != studentStep) refMoved++;
+                teacherStepSum += tRef + 1;
+                studentStepSum += studentStep + 1;
+                double b = tLp[i * T + tRef];
+                // Student: rewards from its log-probs, weighted by its exit distribution.
+                var r = Enumerable.Range(0, T).Select(t => (lp[i * T + t] - b) - price * (t - tRef)).ToArray();
+                double mean = r.Average(), std = Math.Sqrt(r.Sum(x => (x - mean) * (x - mean)) / (T - 1));
+                for (int t = 0; t < T; t++)
+                {
+                    double a = (r[t] - mean) / (std + 1e-8);
+                    modelSum += -lp[i * T + t] * p[i * T + t] * (1 + Math.Max(0, a));
+                    entSum += -p[i * T + t] * Math.Log(p[i * T + t]);
+                }
+                // Policy: R_g = r_{t_g}, group-normalized (unbiased std), times log p(t_g).
+                var R = Enumerable.Range(0, G).Select(g => r[sampled[g][i]]).ToArray();
+                rewardSum += R.Sum();
+                double rMean = R.Average(), rStd = Math.Sqrt(R.Sum(x => (x - rMean) * (x - rMean)) / (G - 1));
+                for (int g = 0; g < G; g++)
+                    pgSum += -(R[g] - rMean) / (rStd + 1e-8) * Math.Log(p[i * T + sampled[g][i]]);
             }
-            // Policy: R_g = r_{t_g}, group-normalized (unbiased std), times log p(t_g).
-            var R = Enumerable.Range(0, G).Select(g => r[sampled[g][i]]).ToArray();
-            double rMean = R.Average(), rStd = Math.Sqrt(R.Sum(x => (x - rMean) * (x - rMean)) / (G - 1));
-            for (int g = 0; g < G; g++)
-                pgSum += -(R[g] - rMean) / (rStd + 1e-8) * Math.Log(p[i * T + sampled[g][i]]);
+            return (pgSum / (G * n), modelSum / n, -0.01 * entSum / n, rewardSum / (G * n), teacherStepSum / n, studentStepSum / n, n, refMoved);
         }
-        double pg = pgSum / (G * n);
-        double expected = pg + modelSum / n - 0.01 * entSum / n;
+
+        var (pg, model, ent, reward, teacherStep, studentStep, n, refMoved) = Host(teacherModel);
+        double expected = pg + model + ent;
         Assert.Equal(18, n);
+        Assert.True(refMoved > 0, "the perturbed teacher must pick another t_ref than the student somewhere");
         Assert.Equal(pg, Metric(output, "pg_loss"), 4);
-        Assert.Equal(modelSum / n, Metric(output, "model_loss"), 4);
-        Assert.Equal(-0.01 * entSum / n, Metric(output, "entropy_bonus"), 5);
+        Assert.Equal(model, Metric(output, "model_loss"), 4);
+        Assert.Equal(ent, Metric(output, "entropy_bonus"), 5);
         Assert.Equal(expected, output.Loss.item<float>(), 4);
-        Assert.Equal(0, Metric(output, "kl"), 5);
+        // The normalized advantages cancel b and t_ref (constant per token); the raw rewards and exit steps do not.
+        Assert.Equal(reward, Metric(output, "reward_mean"), 4);
+        Assert.Equal(teacherStep, Metric(output, "teacher_exit_step"), 5);
+        Assert.Equal(studentStep, Metric(output, "student_exit_step"), 5);
+        Assert.True(Metric(output, "kl") > 0, "the teacher differs: nonzero KL (not in the loss, KlCoef = 0)");
         Assert.Equal(1, Metric(output, "hard_fraction"), 6);
         Assert.Equal(4, output.Metrics["hard_acc"].shape[0]);
+
+        // The same computation with the student as its own teacher is far off in the loss (through the entropy behind the
+        // price), the rewards (through b and t_ref) and the reference step: the checks above can see a mix-up.
+        var (pgS, modelS, _, rewardS, teacherStepS, _, _, _) = Host(lm);
+        Assert.True(Math.Abs(pgS + modelS + ent - expected) > 1e-3, $"a mixed-up entropy must change the loss beyond the tolerance: {expected} vs {pgS + modelS + ent}");
+        Assert.True(Math.Abs(rewardS - reward) > 1e-3, $"a mixed-up baseline must change the rewards: {reward} vs {rewardS}");
+        Assert.True(Math.Abs(teacherStepS - teacherStep) > 1e-3, "a mixed-up t_ref must change teacher_exit_step");
     }
 
     [Fact]
@@ -237,6 +279,42 @@ public class LoopRptObjectiveTests
         Assert.True(lm.Backbone.layers[0].self_attn.q_proj.weight!.grad!.abs().sum().item<float>() > 0);
         Assert.True(lm.Backbone.embed_tokens.weight!.grad!.abs().sum().item<float>() > 0);
         Assert.All(obj.Teacher!.Model.parameters(), p => Assert.Null(p.grad));
+    }
+
+    /// <summary>
+    /// The policy gradient reaches the backbone through the noisy rollout states, not only the gate. The model loss comes
+    /// from the clean pass and does not depend on the rollout seed; with the entropy bonus and the KL off, the gradients
+    /// of two seeds therefore differ only by their policy gradients. If the rollouts' states were detached (or the noise
+    /// added outside the graph), every backbone gradient would be the same for both seeds.
+    /// </summary>
+    [Fact]
+    public void PolicyGradientReachesTheBackboneThroughTheNoisyStates()
+    {
+        var (inputs, targets) = Batch();
+        Dictionary<string, float[]> Grads(long seed)
+        {
+            using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+            using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0, KlCoef = 0, Seed = seed });
+            obj.Attach(lm);
+            using var scope = NewDisposeScope();
+            obj.Compute(lm, inputs, targets, 0, 0, 0).Loss.backward();
+            return new()
+            {
+                ["q_proj"] = TestUtil.ToArray(lm.Backbone.layers[0].self_attn.q_proj.weight!.grad!),
+                ["down_proj"] = TestUtil.ToArray(lm.Backbone.layers[1].mlp.down_proj.weight!.grad!),
+                ["norm"] = TestUtil.ToArray(lm.Backbone.norm.Weight.grad!),
+                ["embed"] = TestUtil.ToArray(lm.Backbone.embed_tokens.weight!.grad!),
+            };
+        }
+        var a = Grads(1);
+        var again = Grads(1);
+        var b = Grads(2);
+        foreach (var (name, g) in a)
+        {
+            Assert.Equal(g, again[name]);                                           // same seed, same computation: bitwise
+            double diff = Math.Sqrt(g.Zip(b[name], (x, y) => (double)(x - y) * (x - y)).Sum()), norm = Math.Sqrt(g.Sum(x => (double)x * x));
+            Assert.True(diff > 1e-3 * norm, $"{name}: the rollout seed does not reach this gradient (|Δ| {diff:E3}, |grad| {norm:E3})");
+        }
     }
 
     [Fact]
