@@ -175,7 +175,7 @@ public static class QuickStartPipeline
         var summary = new StringBuilder()
             .Append("# QuickStart results\n\n")
             .Append(C, $"Task: pointer chasing, k = 1..{s.MaxHops} hops to the end of one of {s.Chains} chains of {s.MaxHops + 1} letters, {s.Queries} queries per line, e.g. `{heldOut[0].Text}`; ")
-            .Append(C, $"{s.HeldOutLines} held-out lines. Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, one token per edge. ")
+            .Append(C, $"{s.HeldOutLines} held-out lines. Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, {(s.PairTokens ? "one token per edge" : "one token per character")}. ")
             .Append(C, $"Training: {s.PretrainSteps} Stage I steps (curriculum over k for {s.CurriculumSteps}) + {s.GateSteps} gate steps, batch {s.Batch} lines ({pretrainSeconds:F0} s); ")
             .Append(C, $"then {s.LoopRptSteps} LoopRPT steps with G = {s.Rollouts} ({looprptSeconds:F0} s). Evaluation {evalSeconds:F0} s.\n\n")
             .Append("## Bars\n\n").Append(BarTable(bars))
