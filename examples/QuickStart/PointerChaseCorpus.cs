@@ -41,7 +41,7 @@ public static class PointerChaseCorpus
     /// One line whose chains have <paramref name="maxHops"/> + 1 letters, with one query per entry of <paramref name="hops"/>
     /// (each 1..<paramref name="maxHops"/>).
     /// </summary>
-    public static ChaseLine Line(Random rng, IReadOnlyList<int> hops, int maxHops, int letters = Letters, int chains = Chains)
+    public static ChaseLine Line(Random rng, IReadOnlyList<int> hops, int maxHops, int letters = Letters, int chains = Chains, bool upperCaseAnswers = true)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxHops, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(chains, 1);
@@ -65,7 +65,8 @@ public static class PointerChaseCorpus
             do { c = rng.Next(chains); start = c * length + (length - 1 - k); } while (!taken.Add(start));
             sb.Append(";?").Append(used[start]);
             queries.Add(new ChaseQuery(sb.Length, k));
-            sb.Append(char.ToUpperInvariant(used[c * length + length - 1]));
+            char end = used[c * length + length - 1];
+            sb.Append(upperCaseAnswers ? char.ToUpperInvariant(end) : end);
         }
         return new ChaseLine(sb.ToString(), queries);
     }
@@ -74,10 +75,10 @@ public static class PointerChaseCorpus
     /// <paramref name="count"/> lines of <paramref name="queries"/> queries each, hop counts drawn uniformly from
     /// 1..<paramref name="maxHops"/> (at most <paramref name="chains"/> queries of one hop count per line), from <paramref name="seed"/>.
     /// </summary>
-    public static IReadOnlyList<ChaseLine> Lines(int count, int maxHops, int seed, int letters = Letters, int chains = Chains, int queries = Queries)
+    public static IReadOnlyList<ChaseLine> Lines(int count, int maxHops, int seed, int letters = Letters, int chains = Chains, int queries = Queries, bool upperCaseAnswers = true)
     {
         var rng = new Random(seed);
-        return Enumerable.Range(0, count).Select(_ => Line(rng, Hops(rng, queries, maxHops, maxHops, chains), maxHops, letters, chains)).ToArray();
+        return Enumerable.Range(0, count).Select(_ => Line(rng, Hops(rng, queries, maxHops, maxHops, chains), maxHops, letters, chains, upperCaseAnswers)).ToArray();
     }
 
     /// <summary>Hop counts for one line's queries: uniform in 1..<paramref name="kmax"/>, no count more often than there are chains.</summary>
@@ -124,12 +125,13 @@ public sealed class ChaseBatchSource : ITokenBatchSource
     private readonly LoopRptTokenizer _tokenizer;
     private readonly long _seed;
     private readonly int _maxHops, _letters, _chains, _queries;
+    private readonly bool _upperCaseAnswers;
     private readonly long _curriculumSteps;
     private readonly bool _answerOnly;
 
     public ChaseBatchSource(LoopRptTokenizer tokenizer, int batchSize, int maxHops, long curriculumSteps, bool answerOnly, long seed,
                             int letters = PointerChaseCorpus.Letters, int chains = PointerChaseCorpus.Chains, int queries = PointerChaseCorpus.Queries,
-                            bool pairTokens = true)
+                            bool pairTokens = true, bool upperCaseAnswers = true)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
@@ -141,6 +143,9 @@ public sealed class ChaseBatchSource : ITokenBatchSource
         _letters = letters;
         _chains = chains;
         _queries = queries;
+        if (pairTokens && !upperCaseAnswers)
+            throw new ArgumentException("Lower-case answers need one token per character: with pair tokens an answer would merge with its query letter.", nameof(upperCaseAnswers));
+        _upperCaseAnswers = upperCaseAnswers;
         _curriculumSteps = curriculumSteps;
         _answerOnly = answerOnly;
         _seed = seed;
@@ -158,7 +163,7 @@ public sealed class ChaseBatchSource : ITokenBatchSource
         var rng = new Random(Seeds.Mix32(_seed, step, microStep));
         int kmax = MaxHopsAt(step);
         var lines = Enumerable.Range(0, BatchSize)
-            .Select(_ => PointerChaseCorpus.Line(rng, PointerChaseCorpus.Hops(rng, _queries, kmax, _maxHops, _chains), _maxHops, _letters, _chains)).ToArray();
+            .Select(_ => PointerChaseCorpus.Line(rng, PointerChaseCorpus.Hops(rng, _queries, kmax, _maxHops, _chains), _maxHops, _letters, _chains, _upperCaseAnswers)).ToArray();
         return Batch(_tokenizer, lines, SequenceLength, _answerOnly ? (_ => true) : null);
     }
 

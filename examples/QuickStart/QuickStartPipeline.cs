@@ -24,6 +24,10 @@ public sealed record QuickStartSettings
     public int Chains { get; init; } = 2;
     /// <summary>One token per edge (letter-pair merges); false: one token per character.</summary>
     public bool PairTokens { get; init; } = true;
+    /// <summary>Answers in upper case (false: in lower case, the same tokens as the letters; needs PairTokens = false).</summary>
+    public bool UpperCaseAnswers { get; init; } = true;
+    /// <summary>Tie the input embedding and the output head (Ouro's tie_word_embeddings).</summary>
+    public bool TieEmbeddings { get; init; }
     /// <summary>Queries per line (distinct start letters).</summary>
     public int Queries { get; init; } = PointerChaseCorpus.Queries;
     /// <summary>Held-out lines (each with <see cref="Queries"/> answers; hop counts uniform in 1..MaxHops).</summary>
@@ -105,15 +109,15 @@ public static class QuickStartPipeline
         // 1. Tokenizer (one token per character: a byte-level vocabulary without merges) and held-out lines.
         var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
         File.WriteAllText(Out("tokenizer.json"), tokenizer.Spec.ToJson());
-        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Letters, s.Chains, s.Queries, s.PairTokens);
-        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries);
+        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers);
+        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries, s.UpperCaseAnswers);
         log.WriteLine($"task pointer-chasing k=1..{s.MaxHops} letters={s.Letters} chains={s.Chains} queries={s.Queries} example=\"{heldOut[0].Text}\" seq_len={source.SequenceLength}");
 
         // 2. Ouro Stage I + gate (Stage II) from scratch.
         var config = new OuroConfig
         {
             VocabSize = tokenizer.VocabularySize, HiddenSize = s.Hidden, IntermediateSize = 4 * s.Hidden, NumHiddenLayers = s.Layers,
-            NumAttentionHeads = s.Heads, NumKeyValueHeads = s.Heads, TotalUtSteps = s.Loops, RopeTheta = 10_000, MaxPositionEmbeddings = Math.Max(64, source.SequenceLength),
+            NumAttentionHeads = s.Heads, NumKeyValueHeads = s.Heads, TotalUtSteps = s.Loops, RopeTheta = 10_000, TieWordEmbeddings = s.TieEmbeddings, MaxPositionEmbeddings = Math.Max(64, source.SequenceLength),
         }.Validate();
         var meta = new ModelMeta { Tokenizer = tokenizer.Spec.ToJsonObject() };
         var baseDir = Path.Combine(outputDirectory, "models", "base");
@@ -199,7 +203,7 @@ public static class QuickStartPipeline
     {
         var baseDir = Path.Combine(quickStartDirectory, "models", "base");
         var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
-        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries);
+        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries, s.UpperCaseAnswers);
         int seqLen = PointerChaseCorpus.InputTokens(s.Chains, s.MaxHops, s.Queries, s.PairTokens);
         var sets = new Dictionary<string, IReadOnlyList<TokenBatch>>
         {
@@ -211,7 +215,7 @@ public static class QuickStartPipeline
             sets[$"k={k}"] = heldOut.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, seqLen, q => q.Hops == hops)).ToList();
         }
         var experiment = new Experiments.LoopRptExperiment(baseDir,
-            seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens),
+            seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers),
             sets, new Experiments.ExperimentOptions { Seeds = seeds, Steps = steps, LearningRate = learningRate, Log = log.WriteLine });
         return experiment.Run(outputDirectory, new LineProgress(log), cancellationToken);
     }
