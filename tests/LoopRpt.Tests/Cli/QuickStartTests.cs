@@ -113,4 +113,18 @@ public sealed class QuickStartTests
         Assert.True(r.Cost is { Ratio: > 0 });
         Assert.Contains("k=2", File.ReadAllText(Path.Combine(exp, "report.md")));
     }
+
+    [Fact]
+    public void LowerCaseAnswersAreTheChainEndsLetterAndNeedCharacterTokens()
+    {
+        var upper = PointerChaseCorpus.Lines(20, maxHops: 3, seed: 9);
+        var lower = PointerChaseCorpus.Lines(20, maxHops: 3, seed: 9, upperCaseAnswers: false);
+        for (int i = 0; i < upper.Count; i++)
+            foreach (var q in lower[i].Queries)
+                Assert.Equal(char.ToLowerInvariant(upper[i].Text[q.AnswerIndex]), lower[i].Text[q.AnswerIndex]);
+        var chars = PointerChaseCorpus.Tokenizer(pairTokens: false);
+        var batch = ChaseBatchSource.Batch(chars, lower, PointerChaseCorpus.InputTokens(PointerChaseCorpus.Chains, 3, PointerChaseCorpus.Queries, pairTokens: false), _ => true);
+        Assert.Equal(lower.Sum(l => l.Queries.Count), batch.Targets.Count(t => t != TokenBatch.IgnoreIndex));
+        Assert.Throws<ArgumentException>(() => new ChaseBatchSource(PointerChaseCorpus.Tokenizer(), 4, 3, 0, true, 1, pairTokens: true, upperCaseAnswers: false));
+    }
 }
