@@ -66,7 +66,7 @@ public static class CliApp
         OperationCanceledException => (ExitCodes.Cancelled, "cancelled."),
         FileNotFoundException or DirectoryNotFoundException => (ExitCodes.InputError, e.Message),
         InvalidDataException => (ExitCodes.ModelError, e.Message),
-        ArgumentException => (ExitCodes.Usage, e.Message),
+        ArgumentException => (ExitCodes.Usage, e.Message.Split(" (Parameter '")[0]),
         DllNotFoundException or TypeInitializationException => (ExitCodes.EnvironmentError, e.Message + " Run `looprpt env` for the diagnosis."),
         InvalidOperationException => (ExitCodes.Failure, e.Message),           // e.g. training stopped after repeated non-finite steps
         _ => (ExitCodes.Failure, $"{e.GetType().Name}: {e.Message}"),

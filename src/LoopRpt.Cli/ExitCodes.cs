@@ -9,11 +9,11 @@ public static class ExitCodes
     public const int Success = 0;
     /// <summary>An unexpected failure (a bug, or an error no other code describes); the message and the exception type are printed.</summary>
     public const int Failure = 1;
-    /// <summary>The command line is wrong: unknown verb or option, a value that does not parse or is out of range.</summary>
+    /// <summary>The command line is wrong: unknown verb or option, a value that does not parse or is out of range, an output path that cannot be written.</summary>
     public const int Usage = 2;
     /// <summary>An input is unusable: a missing file or folder, a bad encoding, a missing column, an empty corpus, too few tokens.</summary>
     public const int InputError = 3;
-    /// <summary>A model, checkpoint or tokenizer file is missing, corrupt or incompatible (or a resume does not match the plan).</summary>
+    /// <summary>A model, checkpoint or tokenizer file is missing, corrupt (e.g. config.json lacks a required key) or incompatible (or a resume does not match the plan).</summary>
     public const int ModelError = 4;
     /// <summary>The environment is unusable: TorchSharp's native library does not load, or the requested device is unavailable.</summary>
     public const int EnvironmentError = 5;

@@ -67,6 +67,11 @@ internal static class CommonOptions
     public static double Positive(double value, string option)
         => value > 0 && double.IsFinite(value) ? value : throw CliException.Usage($"{option} must be a positive number, got {value.ToString(CultureInfo.InvariantCulture)}.");
 
+    /// <summary>Refuses a window longer than the model's context (max_position_embeddings), before any work.</summary>
+    public static int FitsContext(int sequenceLength, int context, string option = "--seq-len")
+        => sequenceLength <= context ? sequenceLength
+            : throw CliException.Usage($"{option} {sequenceLength} exceeds the model's context (max_position_embeddings = {context}); use {option} {context} or less.");
+
     /// <summary>Creates the parent folder of <paramref name="path"/>.</summary>
     public static void EnsureParent(string path)
     {

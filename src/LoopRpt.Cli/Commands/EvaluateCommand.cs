@@ -37,10 +37,14 @@ internal static class EvaluateCommand
             int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
             int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
             long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
+            if (pr.GetValue(output) is { } mdOut) OutputPaths.File(mdOut, "--out");
+            if (pr.GetValue(csv) is { } csvOut) OutputPaths.File(csvOut, "--csv");
             var texts = Corpus.Read(pr.GetRequiredValue(input), pr.GetValue(docs), pr.GetValue(column));
             Devices.SetThreads(pr.GetValue(threads));
             using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, "float32", ctx.Error);
             using var baseSession = pr.GetValue(baseModel) is { } bm ? ModelSession.Load(bm, pr.GetValue(device)!, "float32", ctx.Error) : null;
+            CommonOptions.FitsContext(s, session.Model.Config.MaxPositionEmbeddings);
+            if (baseSession is not null) CommonOptions.FitsContext(s, baseSession.Model.Config.MaxPositionEmbeddings);
             var tokens = EvaluationInputs.Stream(texts, session.RequireCodec(), session.Model.Config.VocabSize, max, s);
             var label = pr.GetValue(name) ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(pr.GetRequiredValue(model))));
             var evaluation = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs })

@@ -103,10 +103,15 @@ internal static class ExperimentCommand
             throw CliException.Usage("--loops must be at least 2: LoopRPT rewards loop steps against each other.");
         var pending = new List<string>();
         var options = BuildOptions(pr, o, ctx, pending);
-        var output = Usage(() => LoopRptExperiment.CheckOutputDirectory(pr.GetValue(o.Out)!), "--out");
+        var output = Usage(() => LoopRptExperiment.CheckOutputDirectory(OutputPaths.Folder(pr.GetValue(o.Out)!, "--out")), "--out");
+        if (baseOption is null) CommonOptions.FitsContext(seqLen, ModelTraining.Config(shape, vocabSize).MaxPositionEmbeddings);
         var docs = Corpus.Read(pr.GetValue(o.Input)!, pr.GetValue(o.Documents), pr.GetValue(o.Column));
         var heldOutDocs = Corpus.Read(pr.GetValue(o.HeldOut)!, pr.GetValue(o.Documents), pr.GetValue(o.Column));
-        if (baseOption is not null) CheckBase(baseOption);
+        if (baseOption is not null)
+        {
+            CheckBase(baseOption);
+            CommonOptions.FitsContext(seqLen, ModelDirectory.ReadConfig(baseOption).MaxPositionEmbeddings);
+        }
         long seed = pr.GetValue(o.Seed);
         Devices.SetThreads(pr.GetValue(o.Threads));
         var device = Devices.Resolve(pr.GetValue(o.Device)!);

@@ -52,6 +52,9 @@ internal static class ModelTraining
         return [.. stream];
     }
 
+    /// <summary>A vocabulary size for checking a shape before the tokenizer exists (the context does not depend on it).</summary>
+    public const int PlaceholderVocabulary = 512;
+
     /// <summary>The config of a new model (usage errors name the option at fault).</summary>
     public static OuroConfig Config(ModelShape shape, int vocabularySize)
     {

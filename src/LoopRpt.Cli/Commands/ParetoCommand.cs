@@ -42,16 +42,17 @@ internal static class ParetoCommand
             var dirs = pr.GetRequiredValue(models);
             var names = pr.GetValue(labels)?.Split(',', StringSplitOptions.TrimEntries) ?? dirs.Select(d => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(d)))).ToArray();
             if (names.Length != dirs.Length) throw CliException.Usage($"--labels gives {names.Length} labels for {dirs.Length} models.");
+            var dir = OutputPaths.Folder(pr.GetRequiredValue(outDir), "--out-dir");
             var texts = Corpus.Read(pr.GetRequiredValue(input), pr.GetValue(docs), pr.GetValue(column));
             Devices.SetThreads(pr.GetValue(threads));
             var sessions = new List<ModelSession>();
             try
             {
                 foreach (var d in dirs) sessions.Add(ModelSession.Load(d, pr.GetValue(device)!, "float32", ctx.Error));
+                foreach (var x in sessions) CommonOptions.FitsContext(s, x.Model.Config.MaxPositionEmbeddings);
                 var tokens = EvaluationInputs.Stream(texts, sessions[0].RequireCodec(), sessions[0].Model.Config.VocabSize, max, s);
                 var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs });
                 var evals = sessions.Select((x, i) => evaluator.Evaluate(x.Model, LoopEvaluator.Windows(tokens, b, s), sessions[0].Model, names[i])).ToList();
-                var dir = pr.GetRequiredValue(outDir);
                 Directory.CreateDirectory(dir);
                 var markdown = LoopEvaluation.CompareMarkdown(evals, qs);
                 File.WriteAllText(Path.Combine(dir, "pareto.md"), $"# {pr.GetValue(title)}\n\n{markdown}\n![pareto](pareto.svg)\n");

@@ -52,13 +52,13 @@ internal static class ScoreCommand
             double qv = pr.GetValue(q) is var x and >= 0 and <= 1 ? x : throw CliException.Usage("--q must lie in [0, 1].");
             int ctxLen = CommonOptions.AtLeast(pr.GetValue(context), 2, "--context");
             if (pr.GetValue(perToken) && pr.GetValue(format) == ScoreFormat.Csv) throw CliException.Usage("--per-token needs --format json.");
+            var outPath = pr.GetValue(output) is { } op ? OutputPaths.File(op, "--out") : null;
             var texts = Corpus.Read(pr.GetRequiredValue(input), pr.GetValue(docs), pr.GetValue(column));
             Devices.SetThreads(pr.GetValue(threads));
             using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(dtype)!, ctx.Error);
             var codec = session.RequireCodec();
             var scores = texts.Select((t, i) => Score(session.Model, codec.Encode(t, addBos: true), i, qv, ctxLen, pr.GetValue(perToken))).ToList();
             var text = pr.GetValue(format) == ScoreFormat.Json ? ToJson(scores) : ToCsv(scores);
-            var outPath = pr.GetValue(output);
             if (outPath is null) ctx.Output.Write(text);
             else
             {

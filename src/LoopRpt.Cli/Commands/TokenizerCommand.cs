@@ -26,6 +26,7 @@ internal static class TokenizerCommand
         var ctx = CliContext.Require();
         CommonOptions.AtLeast(vocab, 257, "--vocab-size");
         CommonOptions.AtLeast(minFreq, 1, "--min-frequency");
+        OutputPaths.File(output, "--out");
         var docs = Corpus.Read(inputs, split, column);
         var clock = Stopwatch.StartNew();
         var tokenizer = LoopRptTokenizer.Train(docs, new ByteLevelBpeTrainerOptions { VocabularySize = vocab, MinFrequency = minFreq }, ctx.CancellationToken);

@@ -111,7 +111,10 @@ internal static class TrainCommand
         if (init is not null && pr.GetValue(o.Tokenizer) is not null) throw CliException.Usage("--init brings its own tokenizer; do not combine it with --tokenizer.");
         if (init is not null && (pr.GetValue(o.Loops) is not null || pr.GetValue(o.Hidden) is not null || pr.GetValue(o.Layers) is not null))
             throw CliException.Usage("--init continues a model as it is; --loops, --hidden-size and --layers apply to new models only.");
-        var output = pr.GetValue(o.Out)!;
+        var output = OutputPaths.Folder(pr.GetValue(o.Out)!, "--out");
+        if (ckDir is not null) OutputPaths.Folder(ckDir, "--checkpoint-dir");
+        var shape = new ModelShape(pr.GetValue(o.Preset)!, pr.GetValue(o.Loops), pr.GetValue(o.Hidden), pr.GetValue(o.Layers));
+        if (init is null) CommonOptions.FitsContext(seqLen, ModelTraining.Config(shape, ModelTraining.PlaceholderVocabulary).MaxPositionEmbeddings);
         long seed = pr.GetValue(o.Seed);
 
         Devices.SetThreads(pr.GetValue(o.Threads));
@@ -131,6 +134,7 @@ internal static class TrainCommand
         var baseMeta = new ModelMeta();
         if (initSession is not null)
         {
+            CommonOptions.FitsContext(seqLen, initSession.Model.Config.MaxPositionEmbeddings);
             baseMeta = initSession.Meta?.Clone() ?? new ModelMeta();
             codec = initSession.RequireCodec();
             spec = initSession.Meta?.Tokenizer;
@@ -149,7 +153,7 @@ internal static class TrainCommand
         baseMeta.Tokenizer = spec;
         var stream = ModelTraining.TokenStream(docs, codec, seqLen);
 
-        using var lm = initSession?.Model ?? ModelTraining.NewModel(new ModelShape(pr.GetValue(o.Preset)!, pr.GetValue(o.Loops), pr.GetValue(o.Hidden), pr.GetValue(o.Layers)), vocab, device, dtype, seed);
+        using var lm = initSession?.Model ?? ModelTraining.NewModel(shape, vocab, device, dtype, seed);
         if (stream.Max() >= lm.Config.VocabSize)
             throw CliException.Model($"The tokenizer produces id {stream.Max()}, but the model's vocab_size is {lm.Config.VocabSize}: they do not belong together.");
         var source = new PackedTokenSource(stream, batch, seqLen, seed);

@@ -33,6 +33,29 @@ public sealed class CheckpointManager
         return dir;
     }
 
+    /// <summary>
+    /// Removes what an interrupted save left in the root: <c>latest.tmp-*</c> pointer files and <c>step-*.tmp-*</c> folders
+    /// (never complete), and restores or removes <c>step-*.old-*</c> folders of an interrupted swap. Call it when opening the
+    /// root for writing (the trainer does); a reader must not, as a running writer's save would be deleted under it.
+    /// </summary>
+    /// <returns>The number of leftovers removed.</returns>
+    public int RemoveStaleTemporaries()
+    {
+        if (!Directory.Exists(Root)) return 0;
+        int removed = 0;
+        foreach (var f in Directory.GetFiles(Root, LatestFile + ".tmp-*")) { File.Delete(f); removed++; }
+        foreach (var d in Directory.GetDirectories(Root, LatestFile + ".tmp-*")) { Directory.Delete(d, recursive: true); removed++; }
+        var targets = Directory.GetDirectories(Root, "step-*.tmp-*").Concat(Directory.GetDirectories(Root, "step-*.old-*"))
+            .Select(d => Path.GetFileName(d)).Select(n => n[..n.IndexOf('.')]).Distinct(StringComparer.Ordinal).ToList();
+        foreach (var name in targets)
+        {
+            int before = Directory.GetDirectories(Root, name + ".*").Length;
+            AtomicDirectory.Recover(Path.Combine(Root, name));
+            removed += before - Directory.GetDirectories(Root, name + ".*").Length;
+        }
+        return removed;
+    }
+
     /// <summary>The newest complete checkpoint directory, or null when there is none.</summary>
     public string? Latest()
     {

@@ -82,7 +82,9 @@ public static class ModelDirectory
         if (!File.Exists(path)) throw new FileNotFoundException($"Model directory '{directory}' has no {ConfigFile}.", path);
         try
         {
-            return OuroConfig.FromJson(File.ReadAllText(path));
+            var json = File.ReadAllText(path);
+            if (JsonNode.Parse(json) is JsonObject root) OuroConfig.CheckRequiredKeys(root, path);
+            return OuroConfig.FromJson(json);
         }
         catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
         {

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Nodes;
 using System.Text.Json.Serialization;
 
 namespace LoopRpt.Model;
@@ -80,6 +81,21 @@ public sealed class OuroConfig
     }
 
     public OuroConfig Clone() => FromJson(ToJson());
+
+    /// <summary>
+    /// Keys a <c>config.json</c> on disk must give: the model's shape has no sensible default (a silent default would only
+    /// fail later on a tensor shape). <see cref="FromJson"/> itself keeps the defaults for partial configs built in code.
+    /// </summary>
+    public static IReadOnlyList<string> RequiredKeys { get; } = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"];
+
+    /// <summary>Throws <see cref="InvalidDataException"/> naming the first of <see cref="RequiredKeys"/> that <paramref name="root"/> lacks (or sets to null).</summary>
+    public static void CheckRequiredKeys(JsonObject root, string source)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        foreach (var key in RequiredKeys)
+            if (root[key] is null)
+                throw new InvalidDataException($"'{source}' lacks the required key '{key}' (a model config needs {string.Join(", ", RequiredKeys)}).");
+    }
 
     private static readonly JsonSerializerOptions JsonOptions = new()
     {

@@ -38,6 +38,7 @@ public sealed class LoopedLmTrainer
         foreach (var s in stages) s.Validate();
 
         var manager = _options.CheckpointDirectory is { } root ? new CheckpointManager(root, _options.KeepCheckpoints) : null;
+        manager?.RemoveStaleTemporaries();      // leftovers of an interrupted save: this run owns the folder now
         var baseMeta = _options.BaseMeta?.Clone() ?? new ModelMeta();
         var state = new TrainerState
         {
