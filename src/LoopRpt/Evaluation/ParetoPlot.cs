@@ -20,10 +20,7 @@ public static class ParetoPlot
         var names = buckets ?? LoopEvaluator.BucketNames;
         int cols = Math.Min(2, names.Count), rows = (names.Count + cols - 1) / cols;
         double header = 58, width = cols * PanelW, height = header + rows * PanelH;
-        var sb = new StringBuilder();
-        sb.Append(C, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n");
-        sb.Append(C, $"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n");
-        sb.Append(C, $"<text x=\"{width / 2}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{Esc(title)}</text>\n");
+        var sb = SvgChart.Begin(width, height, title);
         // Legend: model colours, then the line styles.
         double lx = 12;
         for (int m = 0; m < evaluations.Count; m++)

@@ -50,5 +50,15 @@ internal static class SvgChart
         return (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
     }
 
+    /// <summary>Opens an SVG document of the given size: white background and a centred bold title.</summary>
+    public static StringBuilder Begin(double width, double height, string title)
+    {
+        var sb = new StringBuilder();
+        sb.Append(C, $"<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" font-family=\"sans-serif\" font-size=\"11\">\n");
+        sb.Append(C, $"<rect width=\"{width}\" height=\"{height}\" fill=\"white\"/>\n");
+        sb.Append(C, $"<text x=\"{width / 2}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\" font-weight=\"bold\">{Esc(title)}</text>\n");
+        return sb;
+    }
+
     public static string Esc(string s) => SecurityElement.Escape(s) ?? "";
 }
