@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using LoopRpt.Cli.Input;
+using LoopRpt.Evaluation;
 
 namespace LoopRpt.Cli.Commands;
 
@@ -39,7 +40,7 @@ internal static class CommonOptions
 
     public static Option<int> Threads(int @default = 0) => new("--threads")
     {
-        Description = "libtorch intra-op threads (0: libtorch's default; 1 is often fastest for tiny models on a shared machine).",
+        Description = $"libtorch intra-op threads; 0: automatic — 1 for models under {Models.ThreadPolicy.SmallModelParameters / 1_000_000}M parameters, else the physical cores minus the busy ones (load average); `looprpt env` shows the choice.",
         DefaultValueFactory = _ => @default,
     };
 
@@ -51,6 +52,27 @@ internal static class CommonOptions
     {
         Description = "Q-exit thresholds, comma-separated, each in [0, 1] (1 = always the last loop).", DefaultValueFactory = _ => @default,
     };
+
+    public static Option<string> Buckets() => new("--buckets")
+    {
+        Description = "The nested Easy ⊇ Medium ⊇ Hard buckets by the base model's last-step entropy H: entropy:A,B,C (H above A, B, C nats; "
+                      + "the method's 0.5,1,1.5 by default) or top:A,B,C (the A, B, C % of tokens with the highest H; `top` alone: 50,30,20, "
+                      + "LoopRPT's hard tokens being the top 20 %). Use top for small models, where most tokens are above 0.5 nats.",
+        DefaultValueFactory = _ => EntropyBuckets.Published.ToString(),
+    };
+
+    /// <summary>Parses <c>--buckets</c>; a malformed value is a usage error naming the option.</summary>
+    public static EntropyBuckets ParseBuckets(string text)
+    {
+        try
+        {
+            return EntropyBuckets.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            throw CliException.Usage($"--buckets: {e.Message}");
+        }
+    }
 
     /// <summary>Parses a comma list of Q-exit thresholds in [0, 1].</summary>
     public static double[] ParseThresholds(string text, string option = "--q")

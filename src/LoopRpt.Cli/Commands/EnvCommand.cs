@@ -38,7 +38,9 @@ internal static class EnvCommand
             return ExitCodes.EnvironmentError;
         }
         o.WriteLine("native library    loaded");
-        o.WriteLine($"threads           {get_num_threads()} (libtorch intra-op; change with --threads)");
+        var threads = Models.ThreadPolicy.Resolve(0, parameters: null);
+        o.WriteLine($"threads           {threads.Threads} by default ({threads.Reason}); models under {Models.ThreadPolicy.SmallModelParameters / 1_000_000}M parameters: 1; --threads N overrides");
+        o.WriteLine($"                  libtorch's own default here: {get_num_threads()} (one per physical core, whatever else runs)");
         bool cudaOk = cuda.is_available();
         o.WriteLine($"CUDA              {(cudaOk ? $"available, {cuda.device_count()} device(s)" : "not available (CPU build of libtorch, or no NVIDIA driver)")}");
         if (device is not null)

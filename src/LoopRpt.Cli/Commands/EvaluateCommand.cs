@@ -8,14 +8,16 @@ namespace LoopRpt.Cli.Commands;
 
 /// <summary>
 /// <c>looprpt evaluate</c>: the paper's tables on held-out text (docs/evaluation.md) — next-token accuracy at every loop
-/// step s1..sT, the peak step, Q-exit ("adaptive") accuracy with mean exit steps, for All / Easy / Medium / Hard tokens.
+/// step s1..sT, the peak step, Q-exit ("adaptive") accuracy with mean exit steps, for all tokens and three nested buckets
+/// by the base model's entropy (<c>--buckets</c>: thresholds in nats, or the top fractions of tokens).
 /// </summary>
 internal static class EvaluateCommand
 {
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var baseModel = new Option<string?>("--base-model") { Description = "Model whose entropy defines the Easy/Medium/Hard buckets (default: the evaluated model)." };
+        var baseModel = new Option<string?>("--base-model") { Description = "Model whose entropy defines the buckets (default: the evaluated model)." };
+        var buckets = CommonOptions.Buckets();
         var input = CommonOptions.Input();
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
@@ -28,12 +30,13 @@ internal static class EvaluateCommand
         var csv = new Option<string?>("--csv") { Description = "Also write the results as long-format CSV." };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
-        var cmd = new Command("evaluate", "Per-step, peak and adaptive (Q-exit) accuracy with mean exit steps, overall and by Easy/Medium/Hard bucket.")
-        { model, baseModel, input, column, docs, q, seqLen, batch, maxTokens, name, output, csv, device, threads };
+        var cmd = new Command("evaluate", "Per-step, peak and adaptive (Q-exit) accuracy with mean exit steps, overall and by entropy bucket.")
+        { model, baseModel, buckets, input, column, docs, q, seqLen, batch, maxTokens, name, output, csv, device, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
             var qs = CommonOptions.ParseThresholds(pr.GetValue(q)!);
+            var bucketRule = CommonOptions.ParseBuckets(pr.GetValue(buckets)!);
             int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
             int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
             long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
@@ -47,7 +50,7 @@ internal static class EvaluateCommand
             if (baseSession is not null) CommonOptions.FitsContext(s, baseSession.Model.Config.MaxPositionEmbeddings);
             var tokens = EvaluationInputs.Stream(texts, session.RequireCodec(), session.Model.Config.VocabSize, max, s);
             var label = pr.GetValue(name) ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(pr.GetRequiredValue(model))));
-            var evaluation = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs })
+            var evaluation = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = bucketRule })
                 .Evaluate(session.Model, LoopEvaluator.Windows(tokens, b, s), baseSession?.Model, label);
             var markdown = Report(evaluation);
             ctx.Output.Write(markdown);
@@ -69,7 +72,7 @@ internal static class EvaluateCommand
         foreach (var b in e.Buckets)
         {
             int peak = b.Tokens == 0 ? 0 : Enumerable.Range(0, b.StepAccuracy.Count).MaxBy(t => b.StepAccuracy[t]);
-            sb.Append(C, $"| {b.Name} | {b.Tokens} | s{peak + 1} | {100 * b.StepAccuracy[peak]:F2} | {100 * b.LastStepAccuracy:F2} | ")
+            sb.Append(C, $"| {b.Label} | {b.Tokens} | s{peak + 1} | {100 * b.StepAccuracy[peak]:F2} | {100 * b.LastStepAccuracy:F2} | ")
               .Append(string.Join(" | ", b.QExit.Select(p => string.Format(C, "{0:F2} @ {1:F2}", 100 * p.Accuracy, p.MeanExitStep)))).Append(" |\n");
         }
         return sb.ToString();

@@ -42,7 +42,7 @@ internal static class ExperimentCommand
         public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T of the base model (default the preset's, 4)." };
         public Option<int?> Hidden { get; } = new("--hidden-size", "--hidden") { Description = "Override the preset's hidden size." };
         public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
-        public Option<int> VocabSize { get; } = new("--vocab-size", "--vocab") { Description = "Vocabulary of the BPE tokenizer learned on --input.", DefaultValueFactory = _ => 512 };
+        public Option<int> VocabSize { get; } = new("--vocab-size", "--vocab") { Description = "Vocabulary of the BPE tokenizer learned on --input.", DefaultValueFactory = _ => ModelTraining.DefaultVocabulary };
         public Option<long> Steps { get; } = new("--steps") { Description = "Continuation steps of LoopRPT and of the equal-steps control.", DefaultValueFactory = _ => ExperimentOptions.Defaults.Steps };
         public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of every continuation arm.", DefaultValueFactory = _ => ExperimentOptions.Defaults.LearningRate };
         public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
@@ -55,6 +55,7 @@ internal static class ExperimentCommand
         public Option<bool> NoDefaultVariants { get; } = new("--no-default-variants") { Description = "Do not run the default variant looprpt-all-tokens (HardTokens=All)." };
         public Option<bool> NoEqualCompute { get; } = new("--no-equal-compute") { Description = "Skip the equal-compute Stage I control." };
         public Option<string> Q { get; } = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.QValues.Select(v => v.ToString(C))));
+        public Option<string> Buckets { get; } = CommonOptions.Buckets();
         public Option<long> MaxHeldOutTokens { get; } = new("--max-heldout-tokens") { Description = "Evaluate on at most this many held-out tokens (0: all).", DefaultValueFactory = _ => 16384 };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of the base model's initialization and batches.", DefaultValueFactory = _ => 1 };
         public Option<int> LogEvery { get; } = new("--log-every") { Description = "Steps between progress reports.", DefaultValueFactory = _ => 10 };
@@ -65,7 +66,7 @@ internal static class ExperimentCommand
         public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
 
         public IEnumerable<Option> All => [Input, HeldOut, Column, Documents, Out, Seeds, Base, PretrainSteps, GateSteps, PretrainLr, Preset, Loops, Hidden, Layers,
-                                          VocabSize, Steps, Lr, BatchSize, SeqLen, Variants, NoDefaultVariants, NoEqualCompute, Q, MaxHeldOutTokens, Seed,
+                                          VocabSize, Steps, Lr, BatchSize, SeqLen, Variants, NoDefaultVariants, NoEqualCompute, Q, Buckets, MaxHeldOutTokens, Seed,
                                           LogEvery, CheckpointEvery, Device, Threads, Progress];
     }
 
@@ -195,6 +196,7 @@ internal static class ExperimentCommand
         {
             Seeds = pr.GetValue(o.Seeds), Steps = pr.GetValue(o.Steps), LearningRate = pr.GetValue(o.Lr), Variants = variants,
             EqualCompute = !pr.GetValue(o.NoEqualCompute), QValues = CommonOptions.ParseThresholds(pr.GetValue(o.Q)!),
+            Buckets = CommonOptions.ParseBuckets(pr.GetValue(o.Buckets)!),
             LogEvery = pr.GetValue(o.LogEvery), CheckpointEvery = pr.GetValue(o.CheckpointEvery),
             Log = mode == ProgressMode.None ? null : live ? pending.Add : line => ctx.Output.WriteLine("experiment " + line),
         };

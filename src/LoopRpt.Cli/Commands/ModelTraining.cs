@@ -55,6 +55,12 @@ internal static class ModelTraining
     /// <summary>A vocabulary size for checking a shape before the tokenizer exists (the context does not depend on it).</summary>
     public const int PlaceholderVocabulary = 512;
 
+    /// <summary>
+    /// The vocabulary of a BPE tokenizer learned on the corpus, one default for <c>tokenizer</c>, <c>train</c> and
+    /// <c>experiment</c>: 512, the size of the tiny preset's embedding.
+    /// </summary>
+    public const int DefaultVocabulary = 512;
+
     /// <summary>The config of a new model (usage errors name the option at fault).</summary>
     public static OuroConfig Config(ModelShape shape, int vocabularySize)
     {
@@ -85,16 +91,18 @@ internal static class ModelTraining
     {
         var config = Config(shape, vocabularySize);
         using var gen = new Generator((ulong)seed);
-        return new OuroForCausalLM(config, device, dtype, gen);
+        var lm = new OuroForCausalLM(config, device, dtype, gen);
+        Devices.ForModel(lm);
+        return lm;
     }
 
     /// <summary>
     /// Trains <paramref name="stages"/> under the progress display; <paramref name="options"/> gets the display's progress.
     /// A plan that does not match the checkpoint is a model error; a cancellation with checkpoints says how to resume.
-    /// The stages' objectives are disposed.
+    /// The stages' objectives are disposed. <paramref name="monitor"/>, when given, collects the stage summaries.
     /// </summary>
     public static TrainingResult Train(CliContext ctx, ProgressMode mode, OuroForCausalLM lm, ITokenBatchSource source, IReadOnlyList<StageSpec> plan,
-                                       IReadOnlyList<TrainingStage> stages, TrainerOptions options, string resumeHint)
+                                       IReadOnlyList<TrainingStage> stages, TrainerOptions options, string resumeHint, TrainingMonitor? monitor = null)
     {
         try
         {
@@ -102,7 +110,7 @@ internal static class ModelTraining
             {
                 options.Progress = progress;
                 return new LoopedLmTrainer(options).Train(lm, source, stages, ctx.CancellationToken);
-            });
+            }, monitor: monitor);
         }
         catch (InvalidOperationException e) when (e.Message.Contains("plan", StringComparison.Ordinal) || e.Message.Contains("resume", StringComparison.OrdinalIgnoreCase))
         {

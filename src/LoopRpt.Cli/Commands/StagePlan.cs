@@ -24,8 +24,12 @@ internal sealed record StageSpec(string Kind, long Steps, double? LearningRate)
         var f = part.Split(':');
         var kind = f[0].ToLowerInvariant();
         if (!Kinds.Contains(kind)) throw CliException.Usage($"--stages: unknown stage '{f[0]}' in '{part}'; expected one of {string.Join(", ", Kinds)}.");
-        if (f.Length is < 2 or > 3 || !long.TryParse(f[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out var steps) || steps < 1)
-            throw CliException.Usage($"--stages: '{part}' must be KIND:STEPS[:LR] with STEPS a positive integer.");
+        if (f.Length < 2)
+            throw CliException.Usage($"--stages: '{part}' gives no step count; write KIND:STEPS[:LR], e.g. {kind}:100.");
+        if (f.Length > 3)
+            throw CliException.Usage($"--stages: '{part}' has {f.Length} fields; a stage is KIND:STEPS[:LR] (at most 3), so ':{string.Join(":", f[3..])}' is extra.");
+        if (!long.TryParse(f[1], NumberStyles.Integer, CultureInfo.InvariantCulture, out var steps) || steps < 1)
+            throw CliException.Usage($"--stages: STEPS '{f[1]}' in '{part}' must be a positive integer.");
         double? lr = null;
         if (f.Length == 3)
         {

@@ -13,7 +13,7 @@ internal static class TokenizerCommand
         var input = CommonOptions.Input();
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
-        var vocab = new Option<int>("--vocab-size") { Description = "Vocabulary size (special tokens and the 256 bytes included).", DefaultValueFactory = _ => ByteLevelBpeTrainerOptions.Defaults.VocabularySize };
+        var vocab = new Option<int>("--vocab-size") { Description = "Vocabulary size (special tokens and the 256 bytes included); the default is the one `train` and `experiment` learn.", DefaultValueFactory = _ => ModelTraining.DefaultVocabulary };
         var minFreq = new Option<int>("--min-frequency") { Description = "Pairs seen fewer times are not merged.", DefaultValueFactory = _ => ByteLevelBpeTrainerOptions.Defaults.MinFrequency };
         var output = new Option<string>("--out", "-o") { Description = "Tokenizer file to write (JSON; give it to `looprpt train --tokenizer`).", Required = true };
         var cmd = new Command("tokenizer", "Train a byte-level BPE tokenizer on a corpus.") { input, column, docs, vocab, minFreq, output };

@@ -27,7 +27,7 @@ internal static class TrainCommand
         public Option<DocumentSplit> Documents { get; } = CommonOptions.Documents();
         public Option<string> Out { get; } = new("--out", "-o") { Description = "Model directory to write (config.json, model.safetensors, meta.json with the tokenizer).", Required = true };
         public Option<string?> Tokenizer { get; } = new("--tokenizer") { Description = "Tokenizer file from `looprpt tokenizer` (default: learn one on the corpus, see --vocab-size)." };
-        public Option<int> VocabSize { get; } = new("--vocab-size") { Description = "Vocabulary of the BPE learned when no --tokenizer or --init is given.", DefaultValueFactory = _ => 512 };
+        public Option<int> VocabSize { get; } = new("--vocab-size") { Description = "Vocabulary of the BPE learned when no --tokenizer or --init is given (the same default as `looprpt tokenizer`).", DefaultValueFactory = _ => ModelTraining.DefaultVocabulary };
         public Option<string?> Init { get; } = new("--init") { Description = "Continue training a model directory (its tokenizer and config are used)." };
         public Option<string> Preset { get; } = new("--preset") { Description = "Model shape when training from scratch: tiny, small, ouro-1.4b, ouro-2.6b.", DefaultValueFactory = _ => "tiny" };
         public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T (total_ut_steps); default the preset's (4)." };
@@ -158,38 +158,44 @@ internal static class TrainCommand
             throw CliException.Model($"The tokenizer produces id {stream.Max()}, but the model's vocab_size is {lm.Config.VocabSize}: they do not belong together.");
         var source = new PackedTokenSource(stream, batch, seqLen, seed);
         var stages = Stages(pr, o, plan);
+        var threads = Devices.ForModel(lm)!;
         ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Length} vocab={lm.Config.VocabSize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
-                                              $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")}"));
+                                              $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")} " +
+                                              $"threads={threads.Threads} ({threads.Reason})"));
+        var monitor = new TrainingMonitor(plan.Select(p => (p.Kind, p.Steps)).ToArray());
         var result = ModelTraining.Train(ctx, pr.GetValue(o.Progress), lm, source, plan, stages, new TrainerOptions
         {
             LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = ckEvery, Resume = resume, Seed = seed, BaseMeta = baseMeta,
             OnCancel = CancellationBehavior.CheckpointAndThrow,
-        }, "resume with the same command and --resume");
+        }, "resume with the same command and --resume", monitor);
         // A Hugging Face tokenizer travels as its tokenizer.json beside the weights (read back by OuroCheckpoint.Load).
         ModelTraining.Save(output, lm, baseMeta, result, plan, spec, hfTokenizer);
-        WriteSummary(ctx, result, clock.Elapsed, output);
+        WriteSummary(ctx, result, monitor, threads, clock.Elapsed, output);
         return ExitCodes.Success;
     }
 
     private static ITrainingObjective LoopRptStage(int rollouts, double sigma, long seed)
         => new LoopRptObjective(new LoopRptOptions { Rollouts = rollouts, Sigma = sigma, Seed = seed });
 
-    private static void WriteSummary(CliContext ctx, TrainingResult r, TimeSpan elapsed, string output)
+    /// <summary>
+    /// One <c>stage ...</c> line per stage (its loss under its own name, the LM loss comparable across stages and with
+    /// held-out cross-entropy, tokens/s and for LoopRPT the compute per token) and the <c>summary ...</c> line; on a
+    /// terminal the live display's last frame already shows each stage's numbers, and one plain sentence precedes them.
+    /// </summary>
+    private static void WriteSummary(CliContext ctx, TrainingResult r, TrainingMonitor monitor, ThreadChoice threads, TimeSpan elapsed, string output)
     {
         var C = CultureInfo.InvariantCulture;
-        var p = r.LastProgress;
+        var stageLines = monitor.StageLines();
+        var slow = monitor.Slowdowns;
         if (ctx.Interactive && AnsiConsole.Profile.Capabilities.Interactive)
         {
-            var table = new Table().AddColumns("", "").HideHeaders();
-            table.AddRow("completed", r.Completed.ToString());
-            table.AddRow("global step", r.GlobalStep.ToString(C));
-            table.AddRow("tokens seen", r.TokensSeen.ToString("N0", C));
-            table.AddRow("final loss", p is null ? "–" : p.Loss.ToString("F4", C));
-            table.AddRow("wall clock", $"{elapsed.TotalSeconds:F1} s");
-            table.AddRow("model", Markup.Escape(output));
-            AnsiConsole.Write(table);
+            AnsiConsole.MarkupLine(Markup.Escape(string.Create(C, $"{(r.Completed ? "completed" : "stopped")}: {r.GlobalStep} steps, {r.TokensSeen:N0} tokens, {elapsed.TotalSeconds:F1} s, {threads.Threads} thread(s); model {output}")));
         }
-        ctx.Output.WriteLine(string.Create(C, $"summary completed={r.Completed.ToString().ToLowerInvariant()} global_step={r.GlobalStep} tokens={r.TokensSeen} " +
-                                              $"final_loss={(p is null ? double.NaN : p.Loss):F4} seconds={elapsed.TotalSeconds:F1} model={output}"));
+        foreach (var line in stageLines) ctx.Output.WriteLine(line);
+        var last = monitor.LastStageFields();
+        ctx.Output.WriteLine(string.Create(C, $"summary completed={r.Completed.ToString().ToLowerInvariant()} global_step={r.GlobalStep} tokens={r.TokensSeen} ") +
+                             (last.Length > 0 ? last + " " : "") +
+                             string.Create(C, $"threads={threads.Threads} ") + (slow.Count > 0 ? string.Create(C, $"slowdown={slow.Min(s => s.Slowdown!.Value):0.00} ") : "") +
+                             string.Create(C, $"seconds={elapsed.TotalSeconds:F1} model={output}"));
     }
 }

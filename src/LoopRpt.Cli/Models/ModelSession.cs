@@ -103,6 +103,7 @@ public sealed class ModelSession : IDisposable
         {
             var ckpt = OuroCheckpoint.Load(dir, new OuroLoadOptions { Device = dev, DType = type, OnWarning = w => warnings?.WriteLine("warning: " + w) });
             var model = ckpt.DetachModel();
+            Devices.ForModel(model);
             ModelMeta? meta = ModelDirectory.IsModelDirectory(dir) ? ModelDirectory.ReadMeta(dir) : null;
             TextCodec? codec = null;
             if (meta?.Tokenizer is { } spec) codec = TextCodec.From(LoopRptTokenizer.Create(TokenizerSpec.FromJson(spec.ToJsonString())));
@@ -161,11 +162,36 @@ public static class Devices
         }
     }
 
-    /// <summary>Sets libtorch's intra-op threads (0: leave libtorch's default).</summary>
-    public static void SetThreads(int threads)
+    [ThreadStatic] private static int? _requestedThreads;
+    [ThreadStatic] private static long _largestModel;
+
+    /// <summary>
+    /// Sets libtorch's intra-op threads: <paramref name="threads"/> (--threads) when positive, else the automatic choice
+    /// of <see cref="ThreadPolicy"/> from the free cores, refined by <see cref="ForModel"/> once the model's size is known.
+    /// </summary>
+    internal static ThreadChoice SetThreads(int threads)
     {
-        if (threads < 0) throw CliException.Usage($"--threads must be 0 (libtorch's default) or more, got {threads}.");
+        if (threads < 0) throw CliException.Usage($"--threads must be 0 (automatic) or more, got {threads}.");
         NativeOrThrow();
-        if (threads > 0) set_num_threads(threads);
+        _requestedThreads = threads;
+        _largestModel = 0;
+        return Apply(ThreadPolicy.Resolve(threads, parameters: null));
+    }
+
+    /// <summary>
+    /// With automatic threads (--threads 0, the default), applies the choice for the largest model this verb has loaded
+    /// or built; with --threads N it only returns that choice. Before <see cref="SetThreads"/> it does nothing.
+    /// </summary>
+    internal static ThreadChoice? ForModel(Model.OuroForCausalLM model)
+    {
+        if (_requestedThreads is not { } requested) return null;
+        _largestModel = Math.Max(_largestModel, model.Config.ParameterCount());
+        return Apply(ThreadPolicy.Resolve(requested, _largestModel));
+    }
+
+    private static ThreadChoice Apply(ThreadChoice choice)
+    {
+        if (get_num_threads() != choice.Threads) set_num_threads(choice.Threads);
+        return choice;
     }
 }

@@ -7,13 +7,19 @@ namespace LoopRpt.Evaluation;
 public sealed record QExitPoint(double Q, double Accuracy, double MeanExitStep);
 
 /// <summary>One token bucket's results.</summary>
-/// <param name="Name">All, Easy, Medium or Hard.</param>
+/// <param name="Name">All, Easy, Medium or Hard: keys of nested buckets (Easy ⊇ Medium ⊇ Hard); <see cref="Label"/> says what each holds.</param>
 /// <param name="MinEntropy">The bucket holds tokens with base-model entropy above this (nats); 0 for All (every token).</param>
 /// <param name="Tokens">Tokens in the bucket.</param>
 /// <param name="StepAccuracy">Accuracy when reading out after loop s1..sT.</param>
 /// <param name="QExit">One point per q, in the order evaluated.</param>
 public sealed record BucketEvaluation(string Name, double MinEntropy, long Tokens, IReadOnlyList<double> StepAccuracy, IReadOnlyList<QExitPoint> QExit)
 {
+    /// <summary>With <see cref="BucketRule.TopFraction"/> buckets, the fraction of tokens asked for (the entropy it came to is <see cref="MinEntropy"/>); else null.</summary>
+    public double? TopFraction { get; init; }
+
+    /// <summary>What the bucket holds, in words: "all tokens", "H > 0.5 nats", "top 20 % (H > 2.31 nats)".</summary>
+    public string Label => EntropyBuckets.Label(this);
+
     /// <summary>Accuracy at the last loop step ("peak").</summary>
     public double LastStepAccuracy => StepAccuracy[^1];
 
@@ -60,7 +66,7 @@ public sealed class LoopEvaluation
     public string ToMarkdown()
     {
         var sb = new StringBuilder();
-        sb.Append(C, $"**{Name}** — next-token accuracy (%), buckets by {(BucketsFromBaseModel ? "base-model" : "the model's own")} entropy\n\n");
+        sb.Append(C, $"**{Name}** — next-token accuracy (%); buckets: tokens whose {(BucketsFromBaseModel ? "base model's" : "own (no base model given)")} last-step entropy H is above a cut (nested)\n\n");
         sb.Append("| bucket | tokens | ").Append(string.Join(" | ", Enumerable.Range(1, Steps).Select(s => "s" + s))).Append(" | last |\n");
         sb.Append("|---|---:|").Append(string.Concat(Enumerable.Repeat("---:|", Steps + 1))).Append('\n');
         foreach (var b in Buckets)
@@ -120,6 +126,31 @@ public sealed class LoopEvaluation
     }
 
     /// <summary>
+    /// The Pareto sweep as one small table per bucket: a row per read-out (loop steps s1..sT, then Q-exit at each q in
+    /// <paramref name="qValues"/>, default all evaluated), a column per model; cells are accuracy (%), and for Q-exit
+    /// accuracy @ mean exit step. Each table stays as narrow as the number of models, however many q are swept.
+    /// </summary>
+    public static string CompareMarkdownByBucket(IReadOnlyList<LoopEvaluation> evaluations, IReadOnlyList<double>? qValues = null)
+    {
+        if (evaluations.Count == 0) return "";
+        int T = evaluations[0].Steps;
+        var qs = (qValues ?? evaluations[0].QValues).Where(q => evaluations.All(e => e.Buckets[0].AtQ(q) is not null)).ToArray();
+        var sb = new StringBuilder();
+        foreach (var bucket in LoopEvaluator.BucketNames)
+        {
+            var first = evaluations[0][bucket];
+            sb.Append(C, $"### {first.Label} ({first.Tokens:N0} tokens)\n\n| read-out | ").Append(string.Join(" | ", evaluations.Select(e => e.Name))).Append(" |\n");
+            sb.Append("|---|").Append(string.Concat(Enumerable.Repeat("---:|", evaluations.Count))).Append('\n');
+            for (int t = 0; t < T; t++)
+                sb.Append(C, $"| s{t + 1} | ").Append(string.Join(" | ", evaluations.Select(e => Pct(e[bucket].StepAccuracy[t])))).Append(" |\n");
+            foreach (var q in qs)
+                sb.Append(C, $"| q={q:0.###} | ").Append(string.Join(" | ", evaluations.Select(e => e[bucket].AtQ(q)!).Select(p => $"{Pct(p.Accuracy)} @ {Num(p.MeanExitStep, "F2")}"))).Append(" |\n");
+            sb.Append('\n');
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>
     /// Several evaluations of disjoint token sets (for example one per task difficulty) pooled into one, as if evaluated
     /// together: per bucket, accuracies and mean exit steps are averaged with the token counts as weights. All must have
     /// the same loop count, q values and buckets.
@@ -138,12 +169,12 @@ public sealed class LoopEvaluation
             double Mean(Func<BucketEvaluation, double> f) => n == 0 ? double.NaN : bs.Sum(b => b.Tokens * f(b)) / n;
             var steps = Enumerable.Range(0, first.Steps).Select(t => Mean(b => b.StepAccuracy[t])).ToArray();
             var qs = Enumerable.Range(0, first.QValues.Count).Select(j => new QExitPoint(first.QValues[j], Mean(b => b.QExit[j].Accuracy), Mean(b => b.QExit[j].MeanExitStep))).ToArray();
-            return new BucketEvaluation(b0.Name, b0.MinEntropy, n, steps, qs);
+            return new BucketEvaluation(b0.Name, b0.MinEntropy, n, steps, qs) { TopFraction = b0.TopFraction };
         }).ToArray();
         return new LoopEvaluation(name, first.Steps, first.QValues, parts.All(p => p.BucketsFromBaseModel), buckets);
     }
 
-    private static string Label(BucketEvaluation b) => b.Name == "All" ? "All" : string.Format(C, "{0} (H>{1:0.##})", b.Name, b.MinEntropy);
+    private static string Label(BucketEvaluation b) => b.Label;
 
     private static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 }

@@ -17,21 +17,29 @@ public sealed class LoopEvaluationOptions
     /// <summary>Q-exit thresholds to evaluate, each in [0, 1]. Default 0.05 … 1.0 (12 values, including 0.5 and 0.7).</summary>
     public IReadOnlyList<double> QValues { get; set; } = Defaults.QValues;
 
-    /// <summary>"Easy" bucket: base-model entropy above this many nats. Default 0.5 (published).</summary>
-    public double EasyThreshold { get; set; } = Defaults.EasyThreshold;
+    /// <summary>
+    /// The Easy ⊇ Medium ⊇ Hard buckets: entropy thresholds (default <see cref="EntropyBuckets.Published"/>, 0.5 / 1.0 /
+    /// 1.5 nats) or the top fractions of the evaluated tokens by entropy (<see cref="EntropyBuckets.TopFractions"/>).
+    /// </summary>
+    public EntropyBuckets Buckets { get; set; } = EntropyBuckets.Published;
 
-    /// <summary>"Medium" bucket: entropy above this. Default 1.0 (published).</summary>
-    public double MediumThreshold { get; set; } = Defaults.MediumThreshold;
+    /// <summary>"Easy" bucket: base-model entropy above this many nats. Default 0.5 (published). Sets <see cref="Buckets"/> to thresholds.</summary>
+    public double EasyThreshold { get => Thresholds.Easy; set => Buckets = Thresholds with { Easy = value }; }
 
-    /// <summary>"Hard" bucket: entropy above this. Default 1.5 (published).</summary>
-    public double HardThreshold { get; set; } = Defaults.HardThreshold;
+    /// <summary>"Medium" bucket: entropy above this. Default 1.0 (published). Sets <see cref="Buckets"/> to thresholds.</summary>
+    public double MediumThreshold { get => Thresholds.Medium; set => Buckets = Thresholds with { Medium = value }; }
+
+    /// <summary>"Hard" bucket: entropy above this. Default 1.5 (published). Sets <see cref="Buckets"/> to thresholds.</summary>
+    public double HardThreshold { get => Thresholds.Hard; set => Buckets = Thresholds with { Hard = value }; }
+
+    private EntropyBuckets Thresholds => Buckets?.Rule == BucketRule.EntropyThreshold ? Buckets : EntropyBuckets.Published;
 
     internal void Validate()
     {
         if (QValues is null || QValues.Count == 0) throw new ArgumentException("QValues needs at least one q in [0, 1].", nameof(QValues));
         foreach (var q in QValues)
             if (!(q is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(QValues), q, "Every Q-exit threshold must lie in [0, 1].");
-        foreach (var (name, v) in new[] { (nameof(EasyThreshold), EasyThreshold), (nameof(MediumThreshold), MediumThreshold), (nameof(HardThreshold), HardThreshold) })
-            if (!(v >= 0) || double.IsInfinity(v)) throw new ArgumentOutOfRangeException(name, v, $"{name} must be a non-negative number of nats.");
+        if (Buckets is null) throw new ArgumentException("Buckets must not be null.", nameof(Buckets));
+        Buckets.Validate();
     }
 }

@@ -9,9 +9,12 @@ namespace LoopRpt.Evaluation;
 /// The paper's measurements on held-out text (docs/method.md §5): greedy next-token accuracy at every loop step s1..sT,
 /// at the last step, and under Q-exit for each q with the mean exit step (1-indexed, the compute actually spent), for
 /// all tokens and for the Easy / Medium / Hard buckets by base-model entropy.
-/// <para>Buckets follow method.md literally: Easy = entropy &gt; 0.5, Medium &gt; 1.0, Hard &gt; 1.5 nats, so they nest
-/// (Easy ⊇ Medium ⊇ Hard). The entropy is that of the BASE model's last-step next-token distribution, so that several
-/// models are compared on the same tokens; without a base model the evaluated model's own entropy is used and
+/// <para>Buckets by default follow method.md literally: Easy = entropy &gt; 0.5, Medium &gt; 1.0, Hard &gt; 1.5 nats, so they
+/// nest (Easy ⊇ Medium ⊇ Hard); <see cref="LoopEvaluationOptions.Buckets"/> changes the thresholds or takes the top
+/// fractions of the evaluated tokens by entropy instead (<see cref="BucketRule.TopFraction"/>: a first pass computes the
+/// entropies and the cut points, each bucket then holds the tokens above its cut; ties at a cut fall outside). The
+/// entropy is that of the BASE model's last-step next-token distribution, so that several models are compared on the
+/// same tokens; without a base model the evaluated model's own entropy is used and
 /// <see cref="LoopEvaluation.BucketsFromBaseModel"/> says so.</para>
 /// <para>Counts accumulate on the device across batches (+=) and are read to the host once, at the end.</para>
 /// </summary>
@@ -42,7 +45,13 @@ public sealed class LoopEvaluator
         var q = _options.QValues.ToArray();
         int T = model.Config.TotalUtSteps, K = BucketNames.Count;
         var device = model.Device;
-        var thresholds = new[] { _options.EasyThreshold, _options.MediumThreshold, _options.HardThreshold };
+        var buckets = _options.Buckets;
+        bool top = buckets.Rule == BucketRule.TopFraction;
+        var source = top ? batches.ToList() : batches;                                  // two passes over the batches
+        var baseLm = baseModel is null || ReferenceEquals(baseModel, model) ? model : baseModel;
+        List<Tensor>? entropies = null;                                                   // per batch (B, S), reused below
+        var thresholds = buckets.Bounds.ToArray();
+        if (top) (entropies, thresholds) = TopFractionPass(baseLm, source, device, buckets);
 
         var tokens = zeros(K, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         var stepCorrect = zeros(K, T, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
@@ -50,7 +59,8 @@ public sealed class LoopEvaluator
         var qSteps = zeros(K, q.Length, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         try
         {
-            foreach (var batch in batches)
+            int batchIndex = 0;
+            foreach (var batch in source)
             {
                 using var scope = NewDisposeScope();
                 using var noGrad = no_grad();
@@ -59,10 +69,13 @@ public sealed class LoopEvaluator
                 var output = model.Forward(inputs);
                 var correct = stack(output.Hidden.Select(h => (model.Logits(h).argmax(-1) == targets).to_type(ScalarType.Float64)).ToArray(), -1); // (B, S, T)
                 Tensor entropy;
-                if (baseModel is null || ReferenceEquals(baseModel, model))
+                if (entropies is not null)
+                    entropy = entropies[batchIndex];
+                else if (ReferenceEquals(baseLm, model))
                     entropy = Objectives.LoopRptMath.TokenEntropy(model.Logits(output.Hidden[^1]));
                 else
-                    entropy = Objectives.LoopRptMath.TokenEntropy(baseModel.Logits(baseModel.Forward(inputs).Hidden[^1]));
+                    entropy = Objectives.LoopRptMath.TokenEntropy(baseModel!.Logits(baseModel.Forward(inputs).Hidden[^1]));
+                batchIndex++;
                 var masks = stack(new[] { real }.Concat(thresholds.Select(th => real * (entropy > th).to_type(ScalarType.Float64))).ToArray(), 0); // (K, B, S)
 
                 tokens.add_(masks.sum([1L, 2L]));
@@ -86,7 +99,7 @@ public sealed class LoopEvaluator
             var sc = stepCorrect.cpu().data<double>().ToArray();
             var qcHost = qCorrect.cpu().data<double>().ToArray();
             var qsHost = qSteps.cpu().data<double>().ToArray();
-            var buckets = new List<BucketEvaluation>(K);
+            var results = new List<BucketEvaluation>(K);
             for (int k = 0; k < K; k++)
             {
                 double denom = Math.Max(n[k], 1);
@@ -94,16 +107,58 @@ public sealed class LoopEvaluator
                 var points = Enumerable.Range(0, q.Length)
                     .Select(j => new QExitPoint(q[j], n[k] > 0 ? qcHost[k * q.Length + j] / denom : double.NaN, n[k] > 0 ? qsHost[k * q.Length + j] / denom : double.NaN))
                     .ToArray();
-                buckets.Add(new BucketEvaluation(BucketNames[k], k == 0 ? 0 : thresholds[k - 1], (long)n[k], stepAcc, points));
+                results.Add(new BucketEvaluation(BucketNames[k], k == 0 ? 0 : thresholds[k - 1], (long)n[k], stepAcc, points)
+                {
+                    TopFraction = top && k > 0 ? buckets.Bounds[k - 1] : null,
+                });
             }
-            return new LoopEvaluation(name, T, q, baseModel is not null && !ReferenceEquals(baseModel, model), buckets);
+            return new LoopEvaluation(name, T, q, baseModel is not null && !ReferenceEquals(baseModel, model), results);
         }
         finally
         {
+            foreach (var e in entropies ?? []) e.Dispose();
             tokens.Dispose();
             stepCorrect.Dispose();
             qCorrect.Dispose();
             qSteps.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// The entropy source's last-step entropy of every batch, (B, S) each, kept for the second pass, and the cut points of
+    /// the three top fractions over the real tokens: midway between the ⌈f·N⌉-th highest entropy and the next (below the
+    /// lowest when f = 1), so that "&gt; cut" takes those ⌈f·N⌉ tokens.
+    /// </summary>
+    private static (List<Tensor> Entropies, double[] Cuts) TopFractionPass(OuroForCausalLM entropyModel, IEnumerable<TokenBatch> batches, Device device, EntropyBuckets buckets)
+    {
+        var list = new List<Tensor>();
+        try
+        {
+            using var outer = NewDisposeScope();
+            var real = new List<Tensor>();
+            foreach (var batch in batches)
+            {
+                using var scope = NewDisposeScope();                    // the batch's activations go at once
+                using var noGrad = no_grad();
+                var (inputs, targets) = batch.ToTensors(device);
+                var entropy = Objectives.LoopRptMath.TokenEntropy(entropyModel.Logits(entropyModel.Forward(inputs).Hidden[^1])).to_type(ScalarType.Float64);
+                list.Add(entropy.clone().DetachFromDisposeScope());
+                real.Add(entropy.masked_select(targets >= 0).MoveToOuterDisposeScope());
+            }
+            long n = real.Sum(t => t.shape[0]);
+            if (n == 0) return (list, [.. buckets.Bounds.Select(_ => double.PositiveInfinity)]);
+            var sorted = cat(real.ToArray(), 0).sort(descending: true).Values.cpu().data<double>().ToArray();
+            var cuts = buckets.Bounds.Select(f =>
+            {
+                long k = Math.Clamp((long)Math.Ceiling(f * n - 1e-9), 1, n);
+                return k >= n ? sorted[n - 1] - 1 : (sorted[k - 1] + sorted[k]) / 2;
+            }).ToArray();
+            return (list, cuts);
+        }
+        catch
+        {
+            foreach (var t in list) t.Dispose();
+            throw;
         }
     }
 

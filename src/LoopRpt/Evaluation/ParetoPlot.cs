@@ -55,7 +55,7 @@ public static class ParetoPlot
         var all = evals.SelectMany(e => e[bucket].StepAccuracy.Concat(e[bucket].QExit.Select(p => p.Accuracy))).Where(double.IsFinite).ToList();
         double x0 = ox + Left, x1 = ox + PanelW - Right, y0 = oy + PanelH - Bottom, y1 = oy + Top;
         var b0 = evals[0][bucket];
-        string label = bucket == "All" ? $"All tokens (n={b0.Tokens})" : string.Format(C, "{0}: base entropy > {1:0.##} (n={2})", bucket, b0.MinEntropy, b0.Tokens);
+        string label = string.Format(C, "{0} (n={1})", b0.Name == "All" ? "All tokens" : b0.Label, b0.Tokens);
         sb.Append(C, $"<text x=\"{(x0 + x1) / 2}\" y=\"{oy + 18}\" text-anchor=\"middle\" font-weight=\"bold\">{Esc(label)}</text>\n");
         sb.Append(C, $"<rect x=\"{x0}\" y=\"{y1}\" width=\"{x1 - x0}\" height=\"{y0 - y1}\" fill=\"none\" stroke=\"#333\"/>\n");
         if (all.Count == 0)

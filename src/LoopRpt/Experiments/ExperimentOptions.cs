@@ -82,6 +82,13 @@ public sealed class ExperimentOptions
     /// <summary>Q-exit thresholds of the evaluation (the Pareto sweep). Default <see cref="LoopEvaluationOptions.Defaults.QValues"/>.</summary>
     public IReadOnlyList<double> QValues { get; set; } = LoopEvaluationOptions.Defaults.QValues;
 
+    /// <summary>
+    /// The evaluation's nested Easy ⊇ Medium ⊇ Hard buckets by the base model's entropy. Default
+    /// <see cref="EntropyBuckets.Published"/> (H &gt; 0.5, 1.0, 1.5 nats); <see cref="EntropyBuckets.TopFractions"/> takes
+    /// the top 50 / 30 / 20 % of held-out tokens instead, buckets that stay distinct for small models.
+    /// </summary>
+    public EntropyBuckets Buckets { get; set; } = EntropyBuckets.Published;
+
     /// <summary>Spacing of the mean-exit-step grid (1, 1 + step, ..., T) at which Pareto curves are compared. Default 0.25.</summary>
     public double ParetoGridStep { get; set; } = Defaults.ParetoGridStep;
 
@@ -124,7 +131,7 @@ public sealed class ExperimentOptions
         if (!(ParetoGridStep > 0) || double.IsInfinity(ParetoGridStep)) throw new ArgumentOutOfRangeException(nameof(ParetoGridStep), ParetoGridStep, "ParetoGridStep must be positive and finite.");
         if (LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
         if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative (0: at the end of each run only).");
-        new LoopEvaluationOptions { QValues = QValues }.Validate();
+        new LoopEvaluationOptions { QValues = QValues, Buckets = Buckets }.Validate();
         if (!QValues.Any(q => Math.Abs(q - ReportQ) < 1e-9))
             throw new ArgumentOutOfRangeException(nameof(ReportQ), ReportQ, $"ReportQ must be one of the evaluated QValues ({string.Join(", ", QValues)}).");
         if (Variants is null) throw new ArgumentException("Variants must not be null (an empty list runs no variant).", nameof(Variants));

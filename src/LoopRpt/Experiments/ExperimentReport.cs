@@ -69,7 +69,7 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
             var panels = Shown.Select(bucket =>
             {
                 var first = summary.Get(set, summary.Arms[0], bucket);
-                var title = bucket == "All" ? $"All tokens (n={first.Tokens})" : string.Format(C, "{0}: base entropy > {1:0.##} (n={2})", bucket, runs[0].Evaluations[set][bucket].MinEntropy, first.Tokens);
+                var title = string.Format(C, "{0}: {1} (n={2})", bucket, runs[0].Evaluations[set][bucket].Label, first.Tokens);
                 return new BandPanel(title, summary.Arms.Select(arm =>
                 {
                     var s = summary.Get(set, arm, bucket);
@@ -123,8 +123,8 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
             sb.Append("- Cost ratio: not measured (no complete seed-1 LoopRPT and equal-steps runs).\n");
         foreach (var (set, batches) in sets)
         {
-            var counts = LoopEvaluator.BucketNames.Select(b => $"{b} {summary.Get(set, summary.Arms[0], b).Tokens:N0}");
-            sb.Append(C, $"- Evaluation set `{set}`: {batches.Count} batch(es); tokens {string.Join(", ", counts)} (buckets by the base model's entropy: Easy > 0.5, Medium > 1.0, Hard > 1.5 nats, nested).\n");
+            var counts = LoopEvaluator.BucketNames.Select(b => string.Create(C, $"{b} = {runs[0].Evaluations[set][b].Label}: {summary.Get(set, summary.Arms[0], b).Tokens:N0}"));
+            sb.Append(C, $"- Evaluation set `{set}`: {batches.Count} batch(es); tokens {string.Join(", ", counts)} (nested buckets by the base model's last-step entropy H, `{o.Buckets}`).\n");
         }
         sb.Append(C, $"- Q-exit sweep q ∈ {{{string.Join(", ", summary.QValues.Select(q => q.ToString("0.###", C)))}}}. Pareto curves are compared at matched mean exit steps {summary.Grid[0]:0.##}, {summary.Grid[0] + o.ParetoGridStep:0.##}, …, {T}: per seed, accuracy is interpolated linearly along its {(o.ParetoIncludesFixedSteps ? "Q-exit sweep and fixed steps" : "Q-exit sweep")} sorted by mean exit step (no extrapolation; a point is reported only where every seed reaches it).\n\n");
         sb.Append("| arm | what | steps | learning rate |\n|---|---|---:|---:|\n");

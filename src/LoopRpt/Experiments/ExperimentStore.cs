@@ -98,19 +98,23 @@ internal sealed class ExperimentStore
             Name = e.Name, Steps = e.Steps, QValues = [.. e.QValues], BucketsFromBaseModel = e.BucketsFromBaseModel,
             Buckets = e.Buckets.Select(b => new BucketDto
             {
-                Name = b.Name, MinEntropy = b.MinEntropy, Tokens = b.Tokens, StepAccuracy = [.. b.StepAccuracy],
+                Name = b.Name, MinEntropy = b.MinEntropy, TopFraction = b.TopFraction, Tokens = b.Tokens, StepAccuracy = [.. b.StepAccuracy],
                 QExit = b.QExit.Select(p => new QExitDto { Q = p.Q, Accuracy = p.Accuracy, MeanExitStep = p.MeanExitStep }).ToList(),
             }).ToList(),
         };
 
         public LoopEvaluation ToEvaluation() => new(Name, Steps, QValues, BucketsFromBaseModel,
-            Buckets.Select(b => new BucketEvaluation(b.Name, b.MinEntropy, b.Tokens, b.StepAccuracy, b.QExit.Select(p => new QExitPoint(p.Q, p.Accuracy, p.MeanExitStep)).ToArray())).ToArray());
+            Buckets.Select(b => new BucketEvaluation(b.Name, b.MinEntropy, b.Tokens, b.StepAccuracy, b.QExit.Select(p => new QExitPoint(p.Q, p.Accuracy, p.MeanExitStep)).ToArray())
+            {
+                TopFraction = b.TopFraction,
+            }).ToArray());
     }
 
     internal sealed class BucketDto
     {
         [JsonPropertyName("name")] public string Name { get; set; } = "";
         [JsonPropertyName("min_entropy")] public double MinEntropy { get; set; }
+        [JsonPropertyName("top_fraction")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? TopFraction { get; set; }
         [JsonPropertyName("tokens")] public long Tokens { get; set; }
         [JsonPropertyName("step_accuracy")] public double[] StepAccuracy { get; set; } = [];
         [JsonPropertyName("q_exit")] public List<QExitDto> QExit { get; set; } = [];

@@ -104,7 +104,7 @@ public sealed class LoopRptExperiment
         store.CheckOrWriteSettings(Settings(firstBatch));
 
         var clock = Stopwatch.StartNew();
-        var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = _options.QValues });
+        var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = _options.QValues, Buckets = _options.Buckets });
         using var baseModel = ModelDirectory.Load(_baseDirectory, _options.Device).Model;
         var runs = new List<ArmRun> { BaseEvaluation(store, evaluator, baseModel) };
         var cost = KnownCost(store, persist: true);
@@ -323,7 +323,7 @@ public sealed class LoopRptExperiment
     private SortedDictionary<string, string> Settings(TokenBatch firstBatch)
     {
         var o = _options;
-        return new SortedDictionary<string, string>(StringComparer.Ordinal)
+        var settings = new SortedDictionary<string, string>(StringComparer.Ordinal)
         {
             ["base_model"] = ExperimentStore.HashFile(Path.Combine(_baseDirectory, ModelWeights.FileName)),
             ["batches_seed1"] = ExperimentStore.HashBatches([firstBatch]),
@@ -338,6 +338,9 @@ public sealed class LoopRptExperiment
             ["cost_ratio"] = o.CostRatio?.ToString("R", C) ?? "measured",
             ["q_values"] = string.Join(",", o.QValues.Select(q => q.ToString("R", C))),
         };
+        // Only when not the default, so that experiments stored before buckets were configurable resume unchanged.
+        if (o.Buckets != EntropyBuckets.Published) settings["buckets"] = o.Buckets.ToString();
+        return settings;
     }
 
     private void Log(string message) => _options.Log?.Invoke(message);
@@ -350,7 +353,7 @@ public sealed class LoopRptExperiment
             MinLearningRateRatio = o.MinLearningRateRatio, GradientClip = o.GradientClip, ContinuationBeta = o.ContinuationBeta,
             EqualCompute = o.EqualCompute, CostRatio = o.CostRatio, Variants = o.Variants?.ToArray()!, QValues = o.QValues?.ToArray()!,
             ParetoGridStep = o.ParetoGridStep, ParetoIncludesFixedSteps = o.ParetoIncludesFixedSteps, ReportQ = o.ReportQ, LogEvery = o.LogEvery,
-            CheckpointEvery = o.CheckpointEvery, KeepModels = o.KeepModels, Device = o.Device, Log = o.Log,
+            CheckpointEvery = o.CheckpointEvery, KeepModels = o.KeepModels, Device = o.Device, Log = o.Log, Buckets = o.Buckets,
         };
     }
 

@@ -111,8 +111,14 @@ public sealed class LoopRptCatalog
     /// <param name="scoredData">Output of a LoopRpt scorer (or of a model reloaded with ml.Model.Load).</param>
     /// <param name="outputColumnPrefix">The scorer's <see cref="AdaptiveExitScorerOptions.OutputColumnPrefix"/>.</param>
     /// <param name="entropyBucketEdges">Increasing bucket edges in nats (default 0.5, 1, 2, 4: five buckets).</param>
-    public LoopRptMetrics Evaluate(IDataView scoredData, string outputColumnPrefix = "", double[]? entropyBucketEdges = null)
-        => Evaluation.Evaluate(scoredData, outputColumnPrefix ?? "", entropyBucketEdges);
+    /// <param name="entropyBucketTopFractions">
+    /// Instead of edges in nats, buckets by the share of tokens: decreasing fractions in (0, 1), e.g. [0.5, 0.2] gives the
+    /// bottom 50 %, the top 50–20 % and the top 20 % of tokens by entropy (edges at those quantiles of this data, a first
+    /// pass over it). Useful for small models, whose tokens mostly lie above any fixed threshold. Not with
+    /// <paramref name="entropyBucketEdges"/>.
+    /// </param>
+    public LoopRptMetrics Evaluate(IDataView scoredData, string outputColumnPrefix = "", double[]? entropyBucketEdges = null, double[]? entropyBucketTopFractions = null)
+        => Evaluation.Evaluate(scoredData, outputColumnPrefix ?? "", entropyBucketEdges, entropyBucketTopFractions);
 
     /// <summary>
     /// Accuracy, NLL and compute for each Q-exit threshold (default 0.1, 0.2, ..., 1.0) with one full-depth pass,

@@ -4,7 +4,25 @@ using Microsoft.ML.Data;
 namespace LoopRpt.MLNet;
 
 /// <summary>Tokens whose next-token entropy at the exit lies in [<see cref="Lower"/>, <see cref="Upper"/>).</summary>
-public sealed record EntropyBucket(double Lower, double Upper, long Tokens, double Accuracy, double MeanExitStep, double NegativeLogLikelihood);
+public sealed record EntropyBucket(double Lower, double Upper, long Tokens, double Accuracy, double MeanExitStep, double NegativeLogLikelihood)
+{
+    private readonly string? _label;
+
+    /// <summary>
+    /// What the bucket holds, in words: "H &lt; 0.5 nats", "0.5 ≤ H &lt; 1 nats", "H ≥ 4 nats"; with top-fraction buckets
+    /// also the share of tokens, e.g. "top 20 % (H ≥ 2.31 nats)".
+    /// </summary>
+    public string Label { get => _label ?? Range(Lower, Upper); init => _label = value; }
+
+    internal static string Range(double lower, double upper)
+    {
+        var c = System.Globalization.CultureInfo.InvariantCulture;
+        if (lower <= 0 && double.IsPositiveInfinity(upper)) return "all tokens";
+        if (lower <= 0) return string.Create(c, $"H < {upper:0.##} nats");
+        if (double.IsPositiveInfinity(upper)) return string.Create(c, $"H ≥ {lower:0.##} nats");
+        return string.Create(c, $"{lower:0.##} ≤ H < {upper:0.##} nats");
+    }
+}
 
 /// <summary>Metrics of scored data (<see cref="LoopRptCatalog.Evaluate"/>); every mean is over predicted tokens.</summary>
 public sealed class LoopRptMetrics
@@ -44,13 +62,23 @@ internal static class Evaluation
 {
     public static readonly double[] DefaultEntropyEdges = [0.5, 1, 2, 4];
 
-    public static LoopRptMetrics Evaluate(IDataView scored, string prefix, double[]? edges)
+    public static LoopRptMetrics Evaluate(IDataView scored, string prefix, double[]? edges, double[]? topFractions = null)
     {
         ArgumentNullException.ThrowIfNull(scored);
-        edges ??= DefaultEntropyEdges;
-        for (int i = 0; i < edges.Length; i++)
-            if (double.IsNaN(edges[i]) || (i > 0 && edges[i] <= edges[i - 1]))
-                throw new ArgumentOutOfRangeException(nameof(edges), edges[i], "Entropy bucket edges must be increasing numbers.");
+        if (edges is not null && topFractions is not null)
+            throw new ArgumentException("Give entropy bucket edges or top fractions, not both.", nameof(topFractions));
+        if (topFractions is not null)
+        {
+            if (topFractions.Length == 0) throw new ArgumentException("At least one top fraction is needed, e.g. [0.5, 0.2].", nameof(topFractions));
+            for (int i = 0; i < topFractions.Length; i++)
+                if (!(topFractions[i] is > 0 and < 1) || (i > 0 && topFractions[i] >= topFractions[i - 1]))
+                    throw new ArgumentOutOfRangeException(nameof(topFractions), topFractions[i], "Top fractions must lie in (0, 1) and decrease, e.g. [0.5, 0.2].");
+        }
+        edges ??= topFractions is null ? DefaultEntropyEdges : null;
+        if (edges is not null)
+            for (int i = 0; i < edges.Length; i++)
+                if (double.IsNaN(edges[i]) || (i > 0 && edges[i] <= edges[i - 1]))
+                    throw new ArgumentOutOfRangeException(nameof(edges), edges[i], "Entropy bucket edges must be increasing numbers.");
         var schema = scored.Schema;
         DataViewSchema.Column Col(string name, DataViewType expected)
         {
@@ -66,6 +94,9 @@ internal static class Evaluation
         var sc = Col(ScoreColumns.StepCorrectCounts, vec);
         var cr = Col(ScoreColumns.ComputeRatio, NumberDataViewType.Single);
 
+        // Top fractions: a first pass reads every token's entropy; edge i is the entropy of the ⌈f_i·N⌉-th highest, so that
+        // the bucket from it up holds the top f_i of the tokens (ties at an edge go up).
+        edges ??= TopFractionEdges(scored, en, lp, topFractions!);
         int nb = edges.Length + 1;
         var bTokens = new long[nb];
         var bCorrect = new double[nb];
@@ -116,14 +147,48 @@ internal static class Evaluation
         if (rows == 0) throw new InvalidOperationException("Cannot evaluate: the scored data has no rows.");
         double Div(double a, long n) => n == 0 ? double.NaN : a / n;
         var buckets = new List<EntropyBucket>();
+        var ci = System.Globalization.CultureInfo.InvariantCulture;
         for (int b = 0; b < nb; b++)
-            buckets.Add(new EntropyBucket(b == 0 ? 0 : edges[b - 1], b < edges.Length ? edges[b] : double.PositiveInfinity, bTokens[b],
-                                          Div(bCorrect[b], bTokens[b]), Div(bExit[b], bTokens[b]), Div(bNll[b], bTokens[b])));
+        {
+            double lower = b == 0 ? 0 : edges[b - 1], upper = b < edges.Length ? edges[b] : double.PositiveInfinity;
+            var bucket = new EntropyBucket(lower, upper, bTokens[b], Div(bCorrect[b], bTokens[b]), Div(bExit[b], bTokens[b]), Div(bNll[b], bTokens[b]));
+            if (topFractions is not null)
+            {
+                var range = EntropyBucket.Range(lower, upper);
+                string share = b == 0 ? string.Create(ci, $"bottom {100 * (1 - topFractions[0]):0.#} %")
+                    : b == nb - 1 ? string.Create(ci, $"top {100 * topFractions[b - 1]:0.#} %")
+                    : string.Create(ci, $"top {100 * topFractions[b - 1]:0.#}–{100 * topFractions[b]:0.#} %");
+                bucket = bucket with { Label = $"{share} ({range})" };
+            }
+            buckets.Add(bucket);
+        }
         return new LoopRptMetrics
         {
             Rows = rows, Tokens = tokens, Accuracy = Div(correct, tokens), StepAccuracy = stepCorrect.Select(x => Div(x, tokens)).ToArray(),
             MeanExitStep = Div(exit, tokens), ComputeRatio = Div(compute, tokens), NegativeLogLikelihood = Div(nll, tokens), EntropyBuckets = buckets,
         };
+    }
+
+    private static double[] TopFractionEdges(IDataView scored, DataViewSchema.Column entropyColumn, DataViewSchema.Column lp, double[] topFractions)
+    {
+        var all = new List<float>();
+        using (var cursor = scored.GetRowCursor([entropyColumn, lp]))
+        {
+            var gEn = cursor.GetGetter<VBuffer<float>>(entropyColumn);
+            var gLp = cursor.GetGetter<VBuffer<float>>(lp);
+            VBuffer<float> vEn = default, vLp = default;
+            while (cursor.MoveNext())
+            {
+                gEn(ref vEn);
+                gLp(ref vLp);
+                int n = vLp.Length;                       // the tokens the main pass counts
+                var h = vEn.DenseValues().Take(n);
+                all.AddRange(h);
+            }
+        }
+        if (all.Count == 0) return [.. topFractions.Select(_ => double.PositiveInfinity)];
+        all.Sort((a, b) => b.CompareTo(a));                                                     // descending
+        return topFractions.Select(f => (double)all[(int)Math.Clamp(Math.Ceiling(f * all.Count - 1e-9), 1, all.Count) - 1]).ToArray();
     }
 
     /// <summary>

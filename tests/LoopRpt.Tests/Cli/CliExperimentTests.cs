@@ -70,9 +70,18 @@ public sealed class CliExperimentTests
         var t = CliRunner.Run(CliRunner.TinyTrain(train, baseDir, "pretrain:3,gate:2"));
         Assert.True(t.Code == ExitCodes.Success, t.ToString());
         var output = Path.Combine(dir, "exp");
-        var r = CliRunner.Run("experiment", "--input", train, "--heldout", heldOut, "--out", output, "--base", baseDir, "--seeds", "1", "--steps", "2",
-            "--batch-size", "2", "--seq-len", "16", "--no-default-variants", "--no-equal-compute", "--variant", "g4:g=4,lr=3e-4", "--progress", "None", "--threads", "1");
+        string[] Args(string buckets) => ["experiment", "--input", train, "--heldout", heldOut, "--out", output, "--base", baseDir, "--seeds", "1", "--steps", "2",
+            "--batch-size", "2", "--seq-len", "16", "--no-default-variants", "--no-equal-compute", "--variant", "g4:g=4,lr=3e-4", "--progress", "None", "--threads", "1",
+            "--buckets", buckets];
+        var r = CliRunner.Run(Args("top"));
         Assert.True(r.Code == ExitCodes.Success, r.ToString());
+        // Issue 19 §4: quantile buckets, labelled plainly in the report; another bucket rule is refused on resume.
+        var report = File.ReadAllText(Path.Combine(output, "report.md"));
+        Assert.Contains("Hard = top 20 % (H > ", report);
+        Assert.Contains("`top:50,30,20`", report);
+        var other = CliRunner.Run(Args("entropy"));
+        Assert.Equal(ExitCodes.Usage, other.Code);
+        Assert.Contains("buckets: was top:50,30,20, now unset", other.Err);
         Assert.DoesNotContain("progress ", r.Out);
         Assert.Contains("arms=stage1-equal-steps,looprpt,g4 ", r.Out);
         Assert.Contains("summary completed=true runs_trained=3 ", r.Out);

@@ -25,6 +25,27 @@ public sealed class CliTrainTests
         r = CliRunner.Run(CliRunner.TinyTrain(corpus, Path.Combine(dir, "m"), "pretrain:4:-1"));
         Assert.Equal(ExitCodes.Usage, r.Code);
         Assert.Contains("learning rate", r.Err);
+        // Issue 19 §5: the message names the actual problem.
+        r = CliRunner.Run(CliRunner.TinyTrain(corpus, Path.Combine(dir, "m"), "looprpt:60:1e-4:x"));
+        Assert.Equal(ExitCodes.Usage, r.Code);
+        Assert.Contains("'looprpt:60:1e-4:x' has 4 fields", r.Err);
+        Assert.Contains("':x' is extra", r.Err);
+        Assert.DoesNotContain("positive integer", r.Err);
+        r = CliRunner.Run(CliRunner.TinyTrain(corpus, Path.Combine(dir, "m"), "gate:ten"));
+        Assert.Contains("STEPS 'ten' in 'gate:ten' must be a positive integer", r.Err);
+        r = CliRunner.Run(CliRunner.TinyTrain(corpus, Path.Combine(dir, "m"), "gate"));
+        Assert.Contains("'gate' gives no step count", r.Err);
+    }
+
+    /// <summary>Issue 19 §5: `tokenizer` and `train` (and `experiment`) learn the same vocabulary size by default.</summary>
+    [Fact]
+    public void TokenizerAndTrainShareTheDefaultVocabulary()
+    {
+        foreach (var verb in new[] { "tokenizer", "train", "experiment" })
+        {
+            var option = (System.CommandLine.Option<int>)CliApp.CreateRootCommand().Subcommands.Single(c => c.Name == verb).Options.Single(o => o.Name == "--vocab-size");
+            Assert.Equal(512, option.DefaultValueFactory!(null!));
+        }
     }
 
     [Fact]

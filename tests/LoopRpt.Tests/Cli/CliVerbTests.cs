@@ -23,6 +23,23 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         Assert.Contains("summary completed=true global_step=9", fx.TrainResult.Out);
     }
 
+    /// <summary>Issue 19 §3: each stage's loss under its own name, the LM loss for every stage, LoopRPT's compute per token.</summary>
+    [Fact]
+    public void TrainSummariesNameTheirQuantities()
+    {
+        var lines = fx.TrainResult.Out.Split('\n');
+        var stages = lines.Where(l => l.StartsWith("stage index=", StringComparison.Ordinal)).ToArray();
+        Assert.Equal(3, stages.Length);
+        Assert.Matches(@"^stage index=1 name=pretrain steps=6/6 pretrain_objective=[0-9.]+ lm_loss=[0-9.]+ lm_loss_by_step=\[[0-9.]+,[0-9.]+,[0-9.]+,[0-9.]+\] exit_step=[0-9.]+ tok_s=\d+ seconds=", stages[0]);
+        Assert.Matches(@"^stage index=2 name=gate steps=2/2 gate_loss=[0-9.]+ lm_loss=[0-9.]+ ", stages[1]);
+        // 2 rollouts, 4 loops: (2·4 + 2·3) / 4 = 3.5 forward passes per batch token.
+        Assert.Matches(@"^stage index=3 name=looprpt steps=1/1 looprpt_objective=-?[0-9.]+ lm_loss=[0-9.]+ lm_loss_by_step=\[.+\] exit_step=[0-9.]+ reward=-?[0-9.]+ tok_s=\d+ fwd_per_tok=3.50 fwd_tok_s=\d+ ", stages[2]);
+        var summary = lines.Single(l => l.StartsWith("summary ", StringComparison.Ordinal));
+        Assert.Matches(@"^summary completed=true global_step=9 tokens=\d+ last_stage=looprpt looprpt_objective=-?[0-9.]+ lm_loss=[0-9.]+ threads=1 (slowdown=[0-9.]+ )?seconds=", summary);
+        Assert.DoesNotContain("final_loss", fx.TrainResult.Out);
+        Assert.Contains(" fwd_tok_s=", lines.Single(l => l.StartsWith("progress stage=looprpt", StringComparison.Ordinal)));
+    }
+
     [Fact]
     public void ScoreWithQOneEqualsTheLastLoopLogLikelihoodComputedDirectly()
     {
@@ -99,10 +116,38 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         var csv = Path.Combine(dir, "eval.csv");
         var r = CliRunner.Run("evaluate", "--model", fx.Model, "--input", fx.Corpus, "--seq-len", "16", "--q", "0.5,1", "--out", md, "--csv", csv);
         Assert.True(r.Code == ExitCodes.Success, r.ToString());
-        foreach (var s in new[] { "| s1 | s2 | s3 | s4 |", "Easy", "Medium", "Hard", "peak step", "q=0.5 acc @ exit" })
+        foreach (var s in new[] { "| s1 | s2 | s3 | s4 |", "| all tokens |", "| H > 0.5 nats |", "| H > 1 nats |", "| H > 1.5 nats |", "peak step", "q=0.5 acc @ exit" })
             Assert.Contains(s, r.Out);
+        Assert.DoesNotContain("Easy (H>", r.Out);
         Assert.Equal(r.Out, File.ReadAllText(md));
         Assert.StartsWith("model,bucket,tokens,kind,x,accuracy,mean_exit_step", File.ReadAllText(csv));
+    }
+
+    /// <summary>Issue 19 §4: --buckets takes thresholds or top fractions; quantile buckets hold their share of the tokens.</summary>
+    [Fact]
+    public void EvaluateTakesBucketThresholdsOrTopFractions()
+    {
+        var top = CliRunner.Run("evaluate", "--model", fx.Model, "--input", fx.Corpus, "--seq-len", "16", "--q", "0.5,1", "--buckets", "top:50,30,20");
+        Assert.True(top.Code == ExitCodes.Success, top.ToString());
+        var rows = top.Out.Split('\n').Where(l => l.StartsWith("| top ", StringComparison.Ordinal)).ToArray();
+        Assert.Equal(3 * 2, rows.Length);                     // the accuracy table and the summary table
+        var all = long.Parse(top.Out.Split('\n').First(l => l.StartsWith("| all tokens |", StringComparison.Ordinal)).Split('|')[2]);
+        foreach (var (label, f) in new[] { ("top 50 %", 0.5), ("top 30 %", 0.3), ("top 20 %", 0.2) })
+        {
+            var row = rows.First(l => l.StartsWith("| " + label, StringComparison.Ordinal));
+            Assert.Matches(@"\(H > [0-9.]+ nats\)", row);
+            long n = long.Parse(row.Split('|')[2]);
+            Assert.InRange(n, (long)Math.Ceiling(f * all) - 3, (long)Math.Ceiling(f * all));      // ties at the cut fall outside
+        }
+        var custom = CliRunner.Run("evaluate", "--model", fx.Model, "--input", fx.Corpus, "--seq-len", "16", "--q", "1", "--buckets", "entropy:1,2,3.5");
+        Assert.True(custom.Code == ExitCodes.Success, custom.ToString());
+        Assert.Contains("| H > 3.5 nats |", custom.Out);
+        foreach (var bad in new[] { "top:20,30,50", "entropy:1,2", "median", "top:0,10,5" })
+        {
+            var r = CliRunner.Run("evaluate", "--model", fx.Model, "--input", fx.Corpus, "--buckets", bad);
+            Assert.True(r.Code == ExitCodes.Usage, r.ToString());
+            Assert.Contains("--buckets", r.Err);
+        }
     }
 
     [Fact]
@@ -112,7 +157,13 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         var r = CliRunner.Run("pareto", "--model", fx.Model, "--model", fx.Model, "--labels", "a,b", "--input", fx.Corpus, "--seq-len", "16", "--q", "0.2,0.6,1", "--out-dir", dir);
         Assert.True(r.Code == ExitCodes.Success, r.ToString());
         Assert.StartsWith("<svg", File.ReadAllText(Path.Combine(dir, "pareto.svg")));
-        Assert.Contains("| All | a |", File.ReadAllText(Path.Combine(dir, "pareto.md")));
+        // Issue 19 §5: one narrow table per bucket (a column per model), not one wide table.
+        var md = File.ReadAllText(Path.Combine(dir, "pareto.md"));
+        Assert.Contains("### all tokens (", md);
+        Assert.Contains("### H > 1.5 nats (", md);
+        Assert.Contains("| read-out | a | b |", md);
+        Assert.Contains("| q=0.6 | ", md);
+        Assert.All(md.Split('\n').Where(l => l.StartsWith('|')), l => Assert.Equal(4, l.Count(ch => ch == '|')));
         Assert.Equal(1 + 2 * 4 * (4 + 3), File.ReadAllLines(Path.Combine(dir, "pareto.csv")).Length);   // header + models × buckets × (steps + qs)
     }
 

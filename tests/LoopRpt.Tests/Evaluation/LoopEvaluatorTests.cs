@@ -129,8 +129,8 @@ public class LoopEvaluatorTests
 
         var md = ra.ToMarkdown();
         Assert.Contains("| bucket | tokens | s1 | s2 | s3 | s4 | last |", md);
-        Assert.Contains("| All | 20 |", md);
-        Assert.Contains("Hard (H>1.5)", md);
+        Assert.Contains("| all tokens | 20 |", md);
+        Assert.Contains("| H > 1.5 nats |", md);
         var cmp = LoopEvaluation.CompareMarkdown([ra, rb]);
         Assert.Contains("q=0.5 acc @ exit", cmp);
         Assert.Equal(2 + 8, cmp.Trim().Split('\n').Length);   // header, rule, 4 buckets × 2 models

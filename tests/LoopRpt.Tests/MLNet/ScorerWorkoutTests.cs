@@ -238,6 +238,42 @@ public class ScorerWorkoutTests
         }
     }
 
+    /// <summary>Issue 19 §4: buckets by share of tokens (a first pass finds the quantiles), labelled plainly.</summary>
+    [Fact]
+    public void EvaluateBucketsByTopFractionsOfTokens()
+    {
+        var dir = MlNetTestData.SaveTinyModel(Vocab);
+        try
+        {
+            var ml = new MLContext(seed: 1);
+            var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(16, Vocab, 8));
+            using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
+            var scored = scorer.Transform(data);
+            var m = ml.LoopRpt().Evaluate(scored, entropyBucketTopFractions: [0.5, 0.2]);
+            var h = Vectors(scored, ScoreColumns.TokenEntropies).Zip(Vectors(scored, ScoreColumns.TokenLogProbabilities), (e, l) => e.Take(l.Length))
+                .SelectMany(x => x).OrderDescending().ToArray();
+            Assert.Equal(h.Length, m.Tokens);
+            Assert.Equal(3, m.EntropyBuckets.Count);
+            Assert.Equal(h.Length, m.EntropyBuckets.Sum(b => b.Tokens));
+            int top20 = (int)Math.Ceiling(0.2 * h.Length), top50 = (int)Math.Ceiling(0.5 * h.Length);
+            Assert.Equal(h.Count(x => x >= h[top20 - 1]), m.EntropyBuckets[2].Tokens);             // ties at the edge go up
+            Assert.Equal(h.Count(x => x >= h[top50 - 1]), m.EntropyBuckets[1].Tokens + m.EntropyBuckets[2].Tokens);
+            Assert.Equal(h[top20 - 1], m.EntropyBuckets[2].Lower, 6);
+            Assert.StartsWith("bottom 50 % (H < ", m.EntropyBuckets[0].Label);
+            Assert.StartsWith("top 50–20 % (", m.EntropyBuckets[1].Label);
+            Assert.StartsWith("top 20 % (H ≥ ", m.EntropyBuckets[2].Label);
+
+            var fixedEdges = ml.LoopRpt().Evaluate(scored, entropyBucketEdges: [0.5, 2]);
+            Assert.Equal(["H < 0.5 nats", "0.5 ≤ H < 2 nats", "H ≥ 2 nats"], fixedEdges.EntropyBuckets.Select(b => b.Label));
+            Assert.Throws<ArgumentException>(() => ml.LoopRpt().Evaluate(scored, entropyBucketEdges: [1], entropyBucketTopFractions: [0.5]));
+            Assert.Throws<ArgumentOutOfRangeException>(() => ml.LoopRpt().Evaluate(scored, entropyBucketTopFractions: [0.2, 0.5]));
+        }
+        finally
+        {
+            MlNetTestData.Delete(dir);
+        }
+    }
+
     [Fact]
     public void EvaluateAndParetoAgreeWithEachOther()
     {

@@ -39,6 +39,35 @@ public class LoopRptObjectiveTests
     }
 
     /// <summary>
+    /// Issue 19 §3: LoopRPT reports the LM loss every stage reports — per-step cross-entropy over all real tokens of the
+    /// noise-free pass, not only the hard ones — and its forward passes per batch token.
+    /// </summary>
+    [Theory]
+    [InlineData(4, 0, 5.0)]      // (2·4 + 4·3) / 4
+    [InlineData(4, 2, 8.0)]      // chunked: the rollouts run twice, (2·4 + 2·4·3) / 4
+    public void ReportsThePerStepLmLossOnEveryTokenAndForwardPassesPerToken(int rollouts, int perMicro, double passes)
+    {
+        using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        var (inputs, targets) = Batch(pad: true);
+        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = rollouts, RolloutsPerMicroBatch = perMicro, Sigma = 0.2 });
+        obj.Attach(lm);
+        var output = obj.Compute(lm, inputs, targets, step: 0, stageStep: 0, microStep: 0);
+        output.Backward?.Invoke(1.0);
+        Assert.Equal(passes, obj.ForwardPassesPerToken(4), 12);
+        Assert.Equal(passes, Metric(output, "forward_passes"), 6);
+        double[] expected;
+        using (no_grad())
+        {
+            var ce = -lm.GoldLogProbsPerStep(lm.Forward(inputs), targets);                   // (B, S, T)
+            var real = (targets != TokenBatch.IgnoreIndex).to_type(ScalarType.Float32).unsqueeze(-1);
+            expected = TestUtil.ToArray((ce * real).sum([0L, 1L]) / real.sum()).Select(x => (double)x).ToArray();
+        }
+        var got = output.Metrics["step_loss"].data<float>().ToArray();
+        Assert.Equal(4, got.Length);
+        for (int t = 0; t < 4; t++) Assert.Equal(expected[t], got[t], 4);
+    }
+
+    /// <summary>
     /// Without noise every rollout has the clean pass's per-step log-probs and exit distribution (only the sampled exit
     /// steps differ). The teacher differs from the student (its weights scaled), so the teacher's quantities — baseline
     /// b = lpbar at t_ref, t_ref itself and the entropy behind the time price — and the student's — log-probs, exit

@@ -109,6 +109,10 @@ public sealed class LoopRptObjective : ITrainingObjective
                 ["sampled_exit_step"] = LoopRptMath.MaskedMean(r.Steps.to_type(ScalarType.Float32) + 1, M),
                 ["exit_entropy"] = LoopRptMath.MaskedMean(exitEntropy.detach(), M),
                 ["hard_acc"] = (correct * M.unsqueeze(-1)).sum([0L, 1L]) / M.sum().clamp_min(1),  // (T)
+                // The LM loss every stage reports, comparable with Stage I's and with held-out cross-entropy: per loop step,
+                // over every real token (not only the hard ones), from the noise-free pass.
+                ["step_loss"] = Masked.Mean(-lm.GoldLogProbsPerStep(clean, targets), real),     // (T)
+                ["forward_passes"] = full([], ForwardPassesPerToken(lm.Config.TotalUtSteps), dtype: ScalarType.Float32, device: loss.device),
             };
             return new ObjectiveOutput(loss, metrics) { Backward = backward };
         }
@@ -167,6 +171,18 @@ public sealed class LoopRptObjective : ITrainingObjective
         }
 
         return Output(lossValue, pgValue, klRolloutValue, all, Backward);
+    }
+
+    /// <summary>
+    /// Model forward passes per batch token of one step, in full-depth passes of T loops: the teacher's pass (T loops), the
+    /// shared loop 0, the clean pass's other T − 1 loops, and G rollouts of T − 1 loops each (twice when they run in chunks:
+    /// once without a graph, once with). A Stage I step makes one; its tokens/s times this is comparable with Stage I's.
+    /// Backward passes and the read-outs (only at hard tokens here) are not counted.
+    /// </summary>
+    public double ForwardPassesPerToken(int loops)
+    {
+        int G = _options.Rollouts, rolloutPasses = _options.ChunkSize >= G ? 1 : 2;
+        return (2.0 * loops + (double)G * (loops - 1) * rolloutPasses) / loops;
     }
 
     /// <summary>Teacher tables (docs/method.md §4.1–4.4), computed without gradients; intermediates freed on return.</summary>
