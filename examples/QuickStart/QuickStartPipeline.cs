@@ -17,11 +17,11 @@ namespace LoopRpt.QuickStart;
 public sealed record QuickStartSettings
 {
     /// <summary>Largest hop count k (the difficulty knob); lines with k = 1..MaxHops are trained and evaluated.</summary>
-    public int MaxHops { get; init; } = 4;
+    public int MaxHops { get; init; } = 3;
     /// <summary>Alphabet size (letters a, b, ...).</summary>
-    public int Letters { get; init; } = 10;
+    public int Letters { get; init; } = 12;
     /// <summary>Chains per line, each of <see cref="MaxHops"/> + 1 letters.</summary>
-    public int Chains { get; init; } = 2;
+    public int Chains { get; init; } = 3;
     /// <summary>One token per edge (letter-pair merges); false: one token per character.</summary>
     public bool PairTokens { get; init; } = true;
     /// <summary>Answers in upper case (false: in lower case, the same tokens as the letters; needs PairTokens = false).</summary>
@@ -29,9 +29,9 @@ public sealed record QuickStartSettings
     /// <summary>Tie the input embedding and the output head (Ouro's tie_word_embeddings).</summary>
     public bool TieEmbeddings { get; init; }
     /// <summary>List each chain from its end backwards (every edge after its target's edge), chains interleaved.</summary>
-    public bool EndFirst { get; init; }
+    public bool EndFirst { get; init; } = true;
     /// <summary>Also train every edge token to name its chain's end (a target that never appears as an input).</summary>
-    public bool EdgeLabels { get; init; }
+    public bool EdgeLabels { get; init; } = true;
     /// <summary>Stage I entropy weight β (Ouro: 0.1), and the late β from half the stage on (Ouro: 0.05).</summary>
     public double Beta { get; init; } = PretrainObjectiveOptions.Defaults.Beta;
     public double LateBeta { get; init; } = PretrainObjectiveOptions.Defaults.LateBeta;
@@ -41,18 +41,18 @@ public sealed record QuickStartSettings
     public int HeldOutLines { get; init; } = 512;
     public int Hidden { get; init; } = 64;
     public int Heads { get; init; } = 4;
-    public int Layers { get; init; } = 2;
+    public int Layers { get; init; } = 1;
     public int Loops { get; init; } = 4;
     public int Batch { get; init; } = 32;
-    public int PretrainSteps { get; init; } = 1800;
+    public int PretrainSteps { get; init; } = 1500;
     /// <summary>Stage I steps over which kmax grows from 1 to <see cref="MaxHops"/> (0: all k from the start).</summary>
-    public int CurriculumSteps { get; init; } = 600;
+    public int CurriculumSteps { get; init; }
     /// <summary>Only the answer symbol carries a loss (see <see cref="ChaseBatchSource"/>).</summary>
     public bool AnswerOnly { get; init; } = true;
-    public int GateSteps { get; init; } = 100;
+    public int GateSteps { get; init; } = 200;
     public int LoopRptSteps { get; init; } = 24;
     public int Rollouts { get; init; } = 4;
-    public double PretrainLearningRate { get; init; } = 3e-3;
+    public double PretrainLearningRate { get; init; } = 1e-2;
     public double GateLearningRate { get; init; } = 3e-3;
     public double LoopRptLearningRate { get; init; } = 1e-4;
     public int LogEvery { get; init; } = 100;
