@@ -12,7 +12,12 @@ public sealed record ChaseQuery(int AnswerIndex, int Hops);
 /// <summary>One generated line: a map and its queries.</summary>
 /// <param name="Text">The line, e.g. <c>fa;mk;af;ch;kc;hh;?mH;?fF</c> (no newline).</param>
 /// <param name="Queries">The queries in line order.</param>
-public sealed record ChaseLine(string Text, IReadOnlyList<ChaseQuery> Queries);
+/// <param name="Edges">Every edge of the map: the index of its last character, its chain's end, and its hops to that end
+/// (0 for the end's own self-loop edge).</param>
+public sealed record ChaseLine(string Text, IReadOnlyList<ChaseQuery> Queries, IReadOnlyList<ChaseEdge> Edges);
+
+/// <summary>One edge of a line's map (see <see cref="ChaseLine.Edges"/>).</summary>
+public sealed record ChaseEdge(int LastIndex, char End, int Hops);
 
 /// <summary>
 /// Pointer chasing to the end of a chain: <c>fa;mk;af;ch;kc;hh;...;?m=h;?f=f</c>. A line lists, in shuffled order, the
@@ -41,7 +46,7 @@ public static class PointerChaseCorpus
     /// One line whose chains have <paramref name="maxHops"/> + 1 letters, with one query per entry of <paramref name="hops"/>
     /// (each 1..<paramref name="maxHops"/>).
     /// </summary>
-    public static ChaseLine Line(Random rng, IReadOnlyList<int> hops, int maxHops, int letters = Letters, int chains = Chains, bool upperCaseAnswers = true)
+    public static ChaseLine Line(Random rng, IReadOnlyList<int> hops, int maxHops, int letters = Letters, int chains = Chains, bool upperCaseAnswers = true, bool endFirst = false)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(maxHops, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(chains, 1);
@@ -55,7 +60,13 @@ public static class PointerChaseCorpus
         for (int c = 0; c < chains; c++)
             for (int i = 0; i < length; i++)
                 edges.Add($"{used[c * length + i]}{used[c * length + Math.Min(i + 1, length - 1)]}");
-        var sb = new StringBuilder(string.Join(";", edges.OrderBy(_ => rng.Next())));
+        var listed = endFirst ? EndFirst(rng, edges, chains, length) : edges.OrderBy(_ => rng.Next()).ToList();
+        var sb = new StringBuilder(string.Join(";", listed));
+        var edgeInfo = listed.Select((e, i) =>
+        {
+            int at = Array.IndexOf(used, e[0]), c = at / length;
+            return new ChaseEdge(3 * i + 1, used[c * length + length - 1], length - 1 - at % length);
+        }).ToArray();
         // Query starts: letter i of chain c is length - 1 - i hops from the chain's end; starts are distinct.
         var taken = new HashSet<int>();
         var queries = new List<ChaseQuery>(hops.Count);
@@ -68,17 +79,34 @@ public static class PointerChaseCorpus
             char end = used[c * length + length - 1];
             sb.Append(upperCaseAnswers ? char.ToUpperInvariant(end) : end);
         }
-        return new ChaseLine(sb.ToString(), queries);
+        return new ChaseLine(sb.ToString(), queries, edgeInfo);
+    }
+
+    /// <summary>
+    /// The edges with each chain listed from its end backwards (so every edge comes after the edge of its target), the
+    /// chains interleaved at random.
+    /// </summary>
+    private static List<string> EndFirst(Random rng, List<string> edges, int chains, int length)
+    {
+        var next = Enumerable.Repeat(length - 1, chains).ToArray();
+        var order = new List<string>(edges.Count);
+        while (order.Count < edges.Count)
+        {
+            int c;
+            do c = rng.Next(chains); while (next[c] < 0);
+            order.Add(edges[c * length + next[c]--]);
+        }
+        return order;
     }
 
     /// <summary>
     /// <paramref name="count"/> lines of <paramref name="queries"/> queries each, hop counts drawn uniformly from
     /// 1..<paramref name="maxHops"/> (at most <paramref name="chains"/> queries of one hop count per line), from <paramref name="seed"/>.
     /// </summary>
-    public static IReadOnlyList<ChaseLine> Lines(int count, int maxHops, int seed, int letters = Letters, int chains = Chains, int queries = Queries, bool upperCaseAnswers = true)
+    public static IReadOnlyList<ChaseLine> Lines(int count, int maxHops, int seed, int letters = Letters, int chains = Chains, int queries = Queries, bool upperCaseAnswers = true, bool endFirst = false)
     {
         var rng = new Random(seed);
-        return Enumerable.Range(0, count).Select(_ => Line(rng, Hops(rng, queries, maxHops, maxHops, chains), maxHops, letters, chains, upperCaseAnswers)).ToArray();
+        return Enumerable.Range(0, count).Select(_ => Line(rng, Hops(rng, queries, maxHops, maxHops, chains), maxHops, letters, chains, upperCaseAnswers, endFirst)).ToArray();
     }
 
     /// <summary>Hop counts for one line's queries: uniform in 1..<paramref name="kmax"/>, no count more often than there are chains.</summary>
@@ -128,11 +156,16 @@ public sealed class ChaseBatchSource : ITokenBatchSource
     private readonly bool _upperCaseAnswers;
     private readonly long _curriculumSteps;
     private readonly bool _answerOnly;
+    private readonly bool _endFirst;
+    private readonly bool _edgeLabels;
 
     public ChaseBatchSource(LoopRptTokenizer tokenizer, int batchSize, int maxHops, long curriculumSteps, bool answerOnly, long seed,
                             int letters = PointerChaseCorpus.Letters, int chains = PointerChaseCorpus.Chains, int queries = PointerChaseCorpus.Queries,
-                            bool pairTokens = true, bool upperCaseAnswers = true)
+                            bool pairTokens = true, bool upperCaseAnswers = true, bool endFirst = false, bool edgeLabels = false)
     {
+        _endFirst = endFirst;
+        _edgeLabels = edgeLabels;
+        if (edgeLabels && !(pairTokens && upperCaseAnswers)) throw new ArgumentException("Edge labels need pair tokens and upper-case answers.", nameof(edgeLabels));
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(maxHops, 1);
@@ -163,15 +196,15 @@ public sealed class ChaseBatchSource : ITokenBatchSource
         var rng = new Random(Seeds.Mix32(_seed, step, microStep));
         int kmax = MaxHopsAt(step);
         var lines = Enumerable.Range(0, BatchSize)
-            .Select(_ => PointerChaseCorpus.Line(rng, PointerChaseCorpus.Hops(rng, _queries, kmax, _maxHops, _chains), _maxHops, _letters, _chains, _upperCaseAnswers)).ToArray();
-        return Batch(_tokenizer, lines, SequenceLength, _answerOnly ? (_ => true) : null);
+            .Select(_ => PointerChaseCorpus.Line(rng, PointerChaseCorpus.Hops(rng, _queries, kmax, _maxHops, _chains), _maxHops, _letters, _chains, _upperCaseAnswers, _endFirst)).ToArray();
+        return Batch(_tokenizer, lines, SequenceLength, _answerOnly ? (_ => true) : null, _edgeLabels);
     }
 
     /// <summary>
     /// One row per line: inputs = end-of-text + the line without its last answer (padded with end-of-text); targets = the
     /// answers of the queries that <paramref name="answers"/> selects, or every next symbol when it is null.
     /// </summary>
-    public static TokenBatch Batch(LoopRptTokenizer tokenizer, IReadOnlyList<ChaseLine> lines, int sequenceLength, Func<ChaseQuery, bool>? answers)
+    public static TokenBatch Batch(LoopRptTokenizer tokenizer, IReadOnlyList<ChaseLine> lines, int sequenceLength, Func<ChaseQuery, bool>? answers, bool edgeLabels = false)
     {
         int eot = tokenizer.EosTokenId!.Value;
         var inputs = new long[lines.Count * sequenceLength];
@@ -192,6 +225,14 @@ public sealed class ChaseBatchSource : ITokenBatchSource
                 {
                     int i = tokenizer.Encode(text[..q.AnswerIndex]).Length;       // no merge joins a letter and an upper-case answer
                     targets[b * sequenceLength + i] = ids[i];
+                }
+            // Edge labels: the input position holding edge xy (one pair token) is also trained to name its chain's end. The
+            // label is a target only, never an input, so no later position can read it.
+            if (edgeLabels)
+                foreach (var e in lines[b].Edges)
+                {
+                    int p = tokenizer.Encode(text[..(e.LastIndex + 1)]).Length;     // input position of the edge token (inputs are shifted by one)
+                    targets[b * sequenceLength + p] = tokenizer.Encode(char.ToUpperInvariant(e.End).ToString())[0];
                 }
         }
         return new TokenBatch(inputs, targets, lines.Count, sequenceLength);

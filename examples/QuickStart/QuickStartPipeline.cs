@@ -17,35 +17,42 @@ namespace LoopRpt.QuickStart;
 public sealed record QuickStartSettings
 {
     /// <summary>Largest hop count k (the difficulty knob); lines with k = 1..MaxHops are trained and evaluated.</summary>
-    public int MaxHops { get; init; } = 4;
+    public int MaxHops { get; init; } = 3;
     /// <summary>Alphabet size (letters a, b, ...).</summary>
-    public int Letters { get; init; } = 10;
+    public int Letters { get; init; } = 12;
     /// <summary>Chains per line, each of <see cref="MaxHops"/> + 1 letters.</summary>
-    public int Chains { get; init; } = 2;
+    public int Chains { get; init; } = 3;
     /// <summary>One token per edge (letter-pair merges); false: one token per character.</summary>
     public bool PairTokens { get; init; } = true;
     /// <summary>Answers in upper case (false: in lower case, the same tokens as the letters; needs PairTokens = false).</summary>
     public bool UpperCaseAnswers { get; init; } = true;
     /// <summary>Tie the input embedding and the output head (Ouro's tie_word_embeddings).</summary>
     public bool TieEmbeddings { get; init; }
+    /// <summary>List each chain from its end backwards (every edge after its target's edge), chains interleaved.</summary>
+    public bool EndFirst { get; init; } = true;
+    /// <summary>Also train every edge token to name its chain's end (a target that never appears as an input).</summary>
+    public bool EdgeLabels { get; init; } = true;
+    /// <summary>Stage I entropy weight β (Ouro: 0.1), and the late β from half the stage on (Ouro: 0.05).</summary>
+    public double Beta { get; init; } = PretrainObjectiveOptions.Defaults.Beta;
+    public double LateBeta { get; init; } = PretrainObjectiveOptions.Defaults.LateBeta;
     /// <summary>Queries per line (distinct start letters).</summary>
     public int Queries { get; init; } = PointerChaseCorpus.Queries;
     /// <summary>Held-out lines (each with <see cref="Queries"/> answers; hop counts uniform in 1..MaxHops).</summary>
     public int HeldOutLines { get; init; } = 512;
     public int Hidden { get; init; } = 64;
     public int Heads { get; init; } = 4;
-    public int Layers { get; init; } = 2;
+    public int Layers { get; init; } = 1;
     public int Loops { get; init; } = 4;
     public int Batch { get; init; } = 32;
-    public int PretrainSteps { get; init; } = 1800;
+    public int PretrainSteps { get; init; } = 1500;
     /// <summary>Stage I steps over which kmax grows from 1 to <see cref="MaxHops"/> (0: all k from the start).</summary>
-    public int CurriculumSteps { get; init; } = 600;
+    public int CurriculumSteps { get; init; }
     /// <summary>Only the answer symbol carries a loss (see <see cref="ChaseBatchSource"/>).</summary>
     public bool AnswerOnly { get; init; } = true;
-    public int GateSteps { get; init; } = 100;
+    public int GateSteps { get; init; } = 200;
     public int LoopRptSteps { get; init; } = 24;
     public int Rollouts { get; init; } = 4;
-    public double PretrainLearningRate { get; init; } = 3e-3;
+    public double PretrainLearningRate { get; init; } = 1e-2;
     public double GateLearningRate { get; init; } = 3e-3;
     public double LoopRptLearningRate { get; init; } = 1e-4;
     public int LogEvery { get; init; } = 100;
@@ -109,8 +116,8 @@ public static class QuickStartPipeline
         // 1. Tokenizer (one token per character: a byte-level vocabulary without merges) and held-out lines.
         var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
         File.WriteAllText(Out("tokenizer.json"), tokenizer.Spec.ToJson());
-        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers);
-        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries, s.UpperCaseAnswers);
+        var source = new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, s.CurriculumSteps, s.AnswerOnly, s.Seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers, s.EndFirst, s.EdgeLabels);
+        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries, s.UpperCaseAnswers, s.EndFirst);
         log.WriteLine($"task pointer-chasing k=1..{s.MaxHops} letters={s.Letters} chains={s.Chains} queries={s.Queries} example=\"{heldOut[0].Text}\" seq_len={source.SequenceLength}");
 
         // 2. Ouro Stage I + gate (Stage II) from scratch.
@@ -129,7 +136,7 @@ public static class QuickStartPipeline
             var t0 = clock.Elapsed;
             var r = Trainer(s, meta, log).Train(lm, source,
             [
-                new TrainingStage(new PretrainObjective(totalSteps: s.PretrainSteps), s.PretrainSteps) { LearningRate = s.PretrainLearningRate, WarmupFraction = 0.05 },
+                new TrainingStage(new PretrainObjective(new PretrainObjectiveOptions { Beta = s.Beta, LateBeta = s.LateBeta }, totalSteps: s.PretrainSteps), s.PretrainSteps) { LearningRate = s.PretrainLearningRate, WarmupFraction = 0.05 },
                 new TrainingStage(new GateObjective(), s.GateSteps) { LearningRate = s.GateLearningRate, WarmupFraction = 0.05 },
             ], cancellationToken);
             pretrainSeconds = (clock.Elapsed - t0).TotalSeconds;
@@ -203,7 +210,7 @@ public static class QuickStartPipeline
     {
         var baseDir = Path.Combine(quickStartDirectory, "models", "base");
         var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
-        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries, s.UpperCaseAnswers);
+        var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries, s.UpperCaseAnswers, s.EndFirst);
         int seqLen = PointerChaseCorpus.InputTokens(s.Chains, s.MaxHops, s.Queries, s.PairTokens);
         var sets = new Dictionary<string, IReadOnlyList<TokenBatch>>
         {
@@ -215,7 +222,7 @@ public static class QuickStartPipeline
             sets[$"k={k}"] = heldOut.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, seqLen, q => q.Hops == hops)).ToList();
         }
         var experiment = new Experiments.LoopRptExperiment(baseDir,
-            seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers),
+            seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers, s.EndFirst),
             sets, new Experiments.ExperimentOptions { Seeds = seeds, Steps = steps, LearningRate = learningRate, Log = log.WriteLine });
         return experiment.Run(outputDirectory, new LineProgress(log), cancellationToken);
     }

@@ -63,12 +63,13 @@ public static class CliApp
     internal static (int Code, string Message) Classify(Exception e) => e switch
     {
         CliException c => (c.ExitCode, c.Message),
+        LoopRpt.Training.TrainingDivergedException or NotFiniteNumberException => (ExitCodes.NumericalError, e.Message),
         OperationCanceledException => (ExitCodes.Cancelled, "cancelled."),
         FileNotFoundException or DirectoryNotFoundException => (ExitCodes.InputError, e.Message),
         InvalidDataException => (ExitCodes.ModelError, e.Message),
         ArgumentException => (ExitCodes.Usage, e.Message.Split(" (Parameter '")[0]),
         DllNotFoundException or TypeInitializationException => (ExitCodes.EnvironmentError, e.Message + " Run `looprpt env` for the diagnosis."),
-        InvalidOperationException => (ExitCodes.Failure, e.Message),           // e.g. training stopped after repeated non-finite steps
+        InvalidOperationException => (ExitCodes.Failure, e.Message),
         _ => (ExitCodes.Failure, $"{e.GetType().Name}: {e.Message}"),
     };
 }

@@ -9,7 +9,7 @@ public static class ExitCodes
     public const int Success = 0;
     /// <summary>An unexpected failure (a bug, or an error no other code describes); the message and the exception type are printed.</summary>
     public const int Failure = 1;
-    /// <summary>The command line is wrong: unknown verb or option, a value that does not parse or is out of range, an output path that cannot be written.</summary>
+    /// <summary>The command line is wrong: unknown verb or option, a value that does not parse or is out of range, an output path that cannot be written (or a `train --out` folder of other files, which saving would replace).</summary>
     public const int Usage = 2;
     /// <summary>An input is unusable: a missing file or folder, a bad encoding, a missing column, an empty corpus, too few tokens.</summary>
     public const int InputError = 3;
@@ -17,6 +17,11 @@ public static class ExitCodes
     public const int ModelError = 4;
     /// <summary>The environment is unusable: TorchSharp's native library does not load, or the requested device is unavailable.</summary>
     public const int EnvironmentError = 5;
+    /// <summary>
+    /// Numbers went bad: training diverged (non-finite steps, or the loss-spike rule; the last checkpoint whose loss was
+    /// sane is kept), or a model's weights or outputs are not finite (NaN/Inf), so its scores would be meaningless.
+    /// </summary>
+    public const int NumericalError = 6;
     /// <summary>Cancelled (Ctrl+C); a checkpoint was written when a checkpoint folder was set.</summary>
     public const int Cancelled = 130;
 }
@@ -35,4 +40,7 @@ public sealed class CliException(int exitCode, string message, Exception? inner 
 
     /// <summary>An unusable model or checkpoint (exit code <see cref="ExitCodes.ModelError"/>).</summary>
     public static CliException Model(string message, Exception? inner = null) => new(ExitCodes.ModelError, message, inner);
+
+    /// <summary>Diverged training or non-finite weights/outputs (exit code <see cref="ExitCodes.NumericalError"/>).</summary>
+    public static CliException Numerical(string message, Exception? inner = null) => new(ExitCodes.NumericalError, message, inner);
 }

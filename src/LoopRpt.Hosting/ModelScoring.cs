@@ -15,6 +15,7 @@ public sealed record SequenceScore(double MeanLogProb, int NextToken, double Nex
 public static class ModelScoring
 {
     /// <summary>Scores <paramref name="sequences"/> (each at least one token) in one batch, read out under <paramref name="exit"/> (default: last step).</summary>
+    /// <exception cref="NotFiniteNumberException">The model's log-probabilities are not finite (NaN weights, overflow).</exception>
     public static IReadOnlyList<SequenceScore> Score(this ModelLease lease, IReadOnlyList<int[]> sequences, ExitMode? exit = null)
     {
         ArgumentNullException.ThrowIfNull(lease);
@@ -58,6 +59,7 @@ public static class ModelScoring
         var means = mean.to_type(ScalarType.Float64).cpu().data<double>().ToArray();
         var bests = best.to_type(ScalarType.Float64).cpu().data<double>().ToArray();
         var args = arg.cpu().data<long>().ToArray();
+        if (!means.All(double.IsFinite) || !bests.All(double.IsFinite)) throw NonFiniteCheck.Outputs(lm, "log-probabilities");
         return Enumerable.Range(0, sequences.Count).Select(b => new SequenceScore(means[b], (int)args[b], bests[b], lease.Version)).ToList();
     }
 }

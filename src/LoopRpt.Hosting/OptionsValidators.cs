@@ -51,6 +51,9 @@ public sealed class RetrainingOptionsValidator(IStageObjectiveFactory objectives
         Check(o.SequenceLength >= 1, $"RetrainingOptions.SequenceLength must be at least 1; got {o.SequenceLength}.");
         Check(o.CheckpointEvery >= 0, $"RetrainingOptions.CheckpointEvery must be non-negative (0: end of each stage only); got {o.CheckpointEvery}.");
         Check(o.LogEvery >= 1, $"RetrainingOptions.LogEvery must be at least 1; got {o.LogEvery}.");
+        Check(o.SpikeFactor == 0 || (o.SpikeFactor > 1 && double.IsFinite(o.SpikeFactor)), $"RetrainingOptions.SpikeFactor must be 0 (rule off) or a number above 1; got {o.SpikeFactor}.");
+        Check(o.SpikePatience >= 1, $"RetrainingOptions.SpikePatience must be at least 1; got {o.SpikePatience}.");
+        Check(o.SpikeWindow >= 1, $"RetrainingOptions.SpikeWindow must be at least 1; got {o.SpikeWindow}.");
         Check(Enum.IsDefined(o.Metric), $"RetrainingOptions.Metric must be Loss or Accuracy; got {o.Metric}.");
         Check(o.MinImprovement >= 0 && double.IsFinite(o.MinImprovement), $"RetrainingOptions.MinImprovement must be a non-negative number; got {o.MinImprovement}.");
         Check(o.MaxValidationTokens >= 1, $"RetrainingOptions.MaxValidationTokens must be at least 1; got {o.MaxValidationTokens}.");

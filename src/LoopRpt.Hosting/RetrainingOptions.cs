@@ -80,6 +80,19 @@ public sealed class RetrainingOptions
     /// <summary>Steps between training progress log entries. Default 10.</summary>
     public int LogEvery { get; set; } = Defaults.LogEvery;
 
+    /// <summary>
+    /// Loss-spike rule of the round's training (<see cref="TrainerOptions.SpikeFactor"/>): the round fails (serving
+    /// unchanged) when the logged loss is above <c>max(SpikeFactor × m, m + 1)</c>, m its running median, for
+    /// <see cref="SpikePatience"/> reports in a row. 0 turns the rule off. Default 3.
+    /// </summary>
+    public double SpikeFactor { get; set; } = TrainerOptions.Defaults.SpikeFactor;
+
+    /// <summary>Logged losses in a row above the spike threshold that fail the round. Default 3.</summary>
+    public int SpikePatience { get; set; } = TrainerOptions.Defaults.SpikePatience;
+
+    /// <summary>Sane logged losses whose median is the spike rule's baseline. Default 20.</summary>
+    public int SpikeWindow { get; set; } = TrainerOptions.Defaults.SpikeWindow;
+
     /// <summary>Held-out metric of the promotion test. Default <see cref="ValidationMetric.Loss"/>.</summary>
     public ValidationMetric Metric { get; set; } = ValidationMetric.Loss;
 

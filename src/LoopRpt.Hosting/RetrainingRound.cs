@@ -128,6 +128,7 @@ internal sealed class RetrainingRound
             {
                 CheckpointDirectory = CheckpointDirectory, KeepCheckpoints = 1, CheckpointEvery = _options.CheckpointEvery,
                 Resume = resumeFrom is not null, OnCancel = CancellationBehavior.CheckpointAndThrow, LogEvery = _options.LogEvery,
+                SpikeFactor = _options.SpikeFactor, SpikePatience = _options.SpikePatience, SpikeWindow = _options.SpikeWindow,
                 Seed = Seeds.Mix(_options.Seed, round), BaseMeta = baseMeta,
                 Progress = new InlineProgress<TrainingProgress>(p =>
                     Log.TrainingProgress(_logger, round, p.Stage, p.Step, p.StageSteps, p.Loss, p.LearningRate, p.TokensPerSecond)),

@@ -112,7 +112,8 @@ internal static class ModelTraining
                 return new LoopedLmTrainer(options).Train(lm, source, stages, ctx.CancellationToken);
             }, monitor: monitor);
         }
-        catch (InvalidOperationException e) when (e.Message.Contains("plan", StringComparison.Ordinal) || e.Message.Contains("resume", StringComparison.OrdinalIgnoreCase))
+        catch (InvalidOperationException e) when (e is not TrainingDivergedException
+                                                   && (e.Message.Contains("plan", StringComparison.Ordinal) || e.Message.Contains("resume", StringComparison.OrdinalIgnoreCase)))
         {
             throw CliException.Model(e.Message, e);
         }

@@ -39,6 +39,17 @@ internal static class OutputPaths
         return path;
     }
 
+    /// <summary>
+    /// A model directory the command will save (replacing it as a whole): a new or empty folder, or a LoopRpt model
+    /// directory. An existing folder of other files is refused, since the save would delete them.
+    /// </summary>
+    public static string ModelFolder(string path, string option)
+    {
+        Folder(path, option);
+        if (Checkpoints.ModelDirectory.ReplaceProblem(path) is { } problem) throw CliException.Usage($"{option}: {problem}");
+        return path;
+    }
+
     private static string Full(string path, string option)
     {
         if (string.IsNullOrWhiteSpace(path)) throw CliException.Usage($"{option} needs a path.");

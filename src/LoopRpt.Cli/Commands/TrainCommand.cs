@@ -51,10 +51,18 @@ internal static class TrainCommand
         public Option<int> CheckpointEvery { get; } = new("--checkpoint-every") { Description = "Steps between checkpoints (0: end of each stage only).", DefaultValueFactory = _ => 0 };
         public Option<bool> Resume { get; } = new("--resume") { Description = "Continue from the latest checkpoint in --checkpoint-dir (same plan required)." };
         public Option<int> LogEvery { get; } = new("--log-every") { Description = "Steps between progress reports.", DefaultValueFactory = _ => 10 };
+        public Option<double> SpikeFactor { get; } = new("--spike-factor")
+        {
+            Description = "Stop (exit 6) when the logged loss is above max(this × its running median, median + 1) for --spike-patience reports in a row; 0: off.",
+            DefaultValueFactory = _ => TrainerOptions.Defaults.SpikeFactor,
+        };
+        public Option<int> SpikePatience { get; } = new("--spike-patience") { Description = "Logged losses in a row above the spike threshold that stop training.", DefaultValueFactory = _ => TrainerOptions.Defaults.SpikePatience };
+        public Option<int> SpikeWindow { get; } = new("--spike-window") { Description = "Sane logged losses whose median is the spike rule's baseline.", DefaultValueFactory = _ => TrainerOptions.Defaults.SpikeWindow };
         public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
 
         public IEnumerable<Option> All => [Input, Column, Documents, Out, Tokenizer, VocabSize, Init, Preset, Loops, Hidden, Layers, Stages, Lr, Warmup, WeightDecay, Clip,
-                                          Accumulation, BatchSize, SeqLen, Rollouts, Sigma, Seed, Device, DType, Threads, CheckpointDir, CheckpointEvery, Resume, LogEvery, Progress];
+                                          Accumulation, BatchSize, SeqLen, Rollouts, Sigma, Seed, Device, DType, Threads, CheckpointDir, CheckpointEvery, Resume, LogEvery,
+                                          SpikeFactor, SpikePatience, SpikeWindow, Progress];
     }
 
     public static Command Create()
@@ -102,6 +110,10 @@ internal static class TrainCommand
         int batch = CommonOptions.AtLeast(pr.GetValue(o.BatchSize), 1, "--batch-size");
         int seqLen = CommonOptions.AtLeast(pr.GetValue(o.SeqLen), 2, "--seq-len");
         int logEvery = CommonOptions.AtLeast(pr.GetValue(o.LogEvery), 1, "--log-every");
+        double spikeFactor = pr.GetValue(o.SpikeFactor) is var sf && (sf == 0 || (sf > 1 && double.IsFinite(sf)))
+            ? sf : throw CliException.Usage("--spike-factor must be 0 (rule off) or a number above 1.");
+        int spikePatience = CommonOptions.AtLeast(pr.GetValue(o.SpikePatience), 1, "--spike-patience");
+        int spikeWindow = CommonOptions.AtLeast(pr.GetValue(o.SpikeWindow), 1, "--spike-window");
         foreach (var st in Stages(pr, o, plan)) st.Objective.Dispose();      // validates the optimizer and LoopRPT options before any work
         int ckEvery = CommonOptions.AtLeast(pr.GetValue(o.CheckpointEvery), 0, "--checkpoint-every");
         var ckDir = pr.GetValue(o.CheckpointDir);
@@ -111,7 +123,7 @@ internal static class TrainCommand
         if (init is not null && pr.GetValue(o.Tokenizer) is not null) throw CliException.Usage("--init brings its own tokenizer; do not combine it with --tokenizer.");
         if (init is not null && (pr.GetValue(o.Loops) is not null || pr.GetValue(o.Hidden) is not null || pr.GetValue(o.Layers) is not null))
             throw CliException.Usage("--init continues a model as it is; --loops, --hidden-size and --layers apply to new models only.");
-        var output = OutputPaths.Folder(pr.GetValue(o.Out)!, "--out");
+        var output = OutputPaths.ModelFolder(pr.GetValue(o.Out)!, "--out");
         if (ckDir is not null) OutputPaths.Folder(ckDir, "--checkpoint-dir");
         var shape = new ModelShape(pr.GetValue(o.Preset)!, pr.GetValue(o.Loops), pr.GetValue(o.Hidden), pr.GetValue(o.Layers));
         if (init is null) CommonOptions.FitsContext(seqLen, ModelTraining.Config(shape, ModelTraining.PlaceholderVocabulary).MaxPositionEmbeddings);
@@ -166,7 +178,7 @@ internal static class TrainCommand
         var result = ModelTraining.Train(ctx, pr.GetValue(o.Progress), lm, source, plan, stages, new TrainerOptions
         {
             LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = ckEvery, Resume = resume, Seed = seed, BaseMeta = baseMeta,
-            OnCancel = CancellationBehavior.CheckpointAndThrow,
+            OnCancel = CancellationBehavior.CheckpointAndThrow, SpikeFactor = spikeFactor, SpikePatience = spikePatience, SpikeWindow = spikeWindow,
         }, "resume with the same command and --resume", monitor);
         // A Hugging Face tokenizer travels as its tokenizer.json beside the weights (read back by OuroCheckpoint.Load).
         ModelTraining.Save(output, lm, baseMeta, result, plan, spec, hfTokenizer);

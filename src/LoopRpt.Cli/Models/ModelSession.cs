@@ -88,7 +88,8 @@ public sealed class ModelSession : IDisposable
 
     /// <summary>
     /// Loads a LoopRpt model directory, a checkpoint root (its latest step) or a Hugging Face Ouro directory.
-    /// Failures become <see cref="CliException"/>s: missing → input error, corrupt/incompatible → model error.
+    /// Failures become <see cref="CliException"/>s: missing → input error, corrupt/incompatible → model error, NaN/Inf
+    /// weights → numerical error.
     /// </summary>
     public static ModelSession Load(string directory, string device, string dtype, TextWriter? warnings = null)
     {
@@ -103,6 +104,12 @@ public sealed class ModelSession : IDisposable
         {
             var ckpt = OuroCheckpoint.Load(dir, new OuroLoadOptions { Device = dev, DType = type, OnWarning = w => warnings?.WriteLine("warning: " + w) });
             var model = ckpt.DetachModel();
+            // A model with NaN/Inf weights would score NaN or argmax garbage: refuse it before any work (exit code 6).
+            if (NonFiniteCheck.Parameters(model) is { Count: > 0 } bad)
+            {
+                model.Dispose();
+                throw CliException.Numerical(NonFiniteCheck.Weights(bad, dir).Message);
+            }
             Devices.ForModel(model);
             ModelMeta? meta = ModelDirectory.IsModelDirectory(dir) ? ModelDirectory.ReadMeta(dir) : null;
             TextCodec? codec = null;

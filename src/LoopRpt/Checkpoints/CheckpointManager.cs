@@ -22,15 +22,38 @@ public sealed class CheckpointManager
 
     public static string StepDirectoryName(long step) => $"step-{step:D8}";
 
-    /// <summary>Writes the checkpoint of <paramref name="globalStep"/> through <paramref name="fill"/> and makes it the latest.</summary>
-    public string Save(long globalStep, Action<string> fill)
+    /// <summary>
+    /// Writes the checkpoint of <paramref name="globalStep"/> through <paramref name="fill"/> and makes it the latest.
+    /// Older step directories beyond <see cref="Keep"/> are deleted, except <paramref name="protect"/> (the trainer's last
+    /// checkpoint confirmed sane, kept until a newer one is confirmed).
+    /// </summary>
+    public string Save(long globalStep, Action<string> fill, string? protect = null)
     {
         Directory.CreateDirectory(Root);
         var dir = Path.Combine(Root, StepDirectoryName(globalStep));
         AtomicDirectory.Write(dir, fill);
         AtomicDirectory.WriteAllText(Path.Combine(Root, LatestFile), StepDirectoryName(globalStep) + "\n");
-        Prune();
+        Prune(protect);
         return dir;
+    }
+
+    /// <summary>
+    /// Deletes the step directories <paramref name="discard"/> and points <c>latest</c> at <paramref name="latest"/> (a
+    /// step directory of this root), or removes the pointer when it is null. The pointer is rewritten first, so a crash
+    /// in between leaves <c>latest</c> naming a complete directory.
+    /// </summary>
+    public void RollBack(string? latest, IEnumerable<string> discard)
+    {
+        var pointer = Path.Combine(Root, LatestFile);
+        if (latest is not null) AtomicDirectory.WriteAllText(pointer, Path.GetFileName(Path.TrimEndingDirectorySeparator(latest)) + "\n");
+        else if (File.Exists(pointer)) File.Delete(pointer);
+        foreach (var d in discard)
+        {
+            var full = Path.GetFullPath(d);
+            if (!string.Equals(Path.GetDirectoryName(full), Root, StringComparison.Ordinal))
+                throw new ArgumentException($"'{d}' is not a step directory of '{Root}'.", nameof(discard));
+            if (Directory.Exists(full)) Directory.Delete(full, recursive: true);
+        }
     }
 
     /// <summary>
@@ -77,9 +100,11 @@ public sealed class CheckpointManager
             .Where(d => Path.GetFileName(d).Length == 13 && long.TryParse(Path.GetFileName(d)[5..], out _))
             .Order(StringComparer.Ordinal);
 
-    private void Prune()
+    private void Prune(string? protect)
     {
         var all = StepDirectories().ToList();
-        foreach (var old in all.Take(Math.Max(0, all.Count - Keep))) Directory.Delete(old, recursive: true);
+        var keep = protect is null ? null : Path.GetFullPath(protect);
+        foreach (var old in all.Take(Math.Max(0, all.Count - Keep)))
+            if (!string.Equals(Path.GetFullPath(old), keep, StringComparison.Ordinal)) Directory.Delete(old, recursive: true);
     }
 }

@@ -52,10 +52,41 @@ public static class ModelDirectory
 
     private static readonly JsonSerializerOptions MetaJson = new() { WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull };
 
-    /// <summary>Saves atomically; <paramref name="writeExtra"/> may add files (tokenizer, training state) to the temporary directory.</summary>
+    /// <summary>
+    /// Saves atomically; <paramref name="writeExtra"/> may add files (tokenizer, training state) to the temporary directory.
+    /// The save replaces the whole directory, so an existing one must be empty or a LoopRpt model directory
+    /// (<see cref="CheckReplaceable"/>): a folder of other files is refused, never deleted.
+    /// </summary>
+    /// <exception cref="IOException"><paramref name="directory"/> is an existing folder that holds other files.</exception>
     public static void Save(string directory, OuroForCausalLM lm, ModelMeta meta, Action<string>? writeExtra = null)
     {
+        CheckReplaceable(directory);
         AtomicDirectory.Write(directory, tmp => WriteInto(tmp, lm, meta, writeExtra));
+    }
+
+    /// <summary>
+    /// Why <see cref="Save"/> may not replace <paramref name="directory"/>, or null when it may: it does not exist, is an
+    /// empty folder, or is a LoopRpt model directory (<see cref="IsModelDirectory"/>). Anything else — a folder of user
+    /// files, a Hugging Face download, a checkpoint root — would be deleted by the swap.
+    /// </summary>
+    public static string? ReplaceProblem(string directory)
+    {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+        if (File.Exists(full)) return $"'{directory}' is an existing file, not a folder.";
+        if (!Directory.Exists(full) || !Directory.EnumerateFileSystemEntries(full).Any() || IsModelDirectory(full)) return null;
+        if (File.Exists(Path.Combine(full, CheckpointManager.LatestFile)) || Directory.EnumerateDirectories(full, "step-*").Any())
+            return $"'{directory}' is a checkpoint folder; saving a model there would replace every checkpoint in it.";
+        var sample = Directory.EnumerateFileSystemEntries(full).Select(Path.GetFileName).Order(StringComparer.Ordinal).Take(3).ToList();
+        return $"'{directory}' is an existing folder that is not a LoopRpt model directory (it holds {string.Join(", ", sample.Select(n => $"'{n}'"))}" +
+               $"{(Directory.EnumerateFileSystemEntries(full).Skip(3).Any() ? ", ..." : "")}); saving a model there would delete its contents. " +
+               "Choose a new or empty folder, or a model directory to replace.";
+    }
+
+    /// <summary>Throws <see cref="IOException"/> with <see cref="ReplaceProblem"/> when <see cref="Save"/> may not replace <paramref name="directory"/>.</summary>
+    public static void CheckReplaceable(string directory)
+    {
+        if (ReplaceProblem(directory) is { } problem) throw new IOException(problem);
     }
 
     /// <summary>Writes the files into an existing directory (no atomicity; used inside an atomic write).</summary>
@@ -83,7 +114,12 @@ public static class ModelDirectory
         try
         {
             var json = File.ReadAllText(path);
-            if (JsonNode.Parse(json) is JsonObject root) OuroConfig.CheckRequiredKeys(root, path);
+            if (JsonNode.Parse(json) is JsonObject root)
+            {
+                OuroConfig.CheckRequiredKeys(root, path);
+                OuroConfig.ApplyDerivedDefaults(root);
+                json = root.ToJsonString();
+            }
             return OuroConfig.FromJson(json);
         }
         catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)

@@ -35,6 +35,7 @@ public sealed class LoopEvaluator
     /// Evaluates <paramref name="model"/> on <paramref name="batches"/> (targets = next tokens; <see cref="TokenBatch.IgnoreIndex"/>
     /// excluded). <paramref name="baseModel"/> defines the entropy buckets (same vocabulary); null uses the model itself.
     /// </summary>
+    /// <exception cref="NotFiniteNumberException">The model's logits or exit probabilities, or the bucket model's entropies, are not finite (NaN weights, overflow).</exception>
     public LoopEvaluation Evaluate(OuroForCausalLM model, IEnumerable<TokenBatch> batches, OuroForCausalLM? baseModel = null, string name = "model")
     {
         ArgumentNullException.ThrowIfNull(model);
@@ -57,6 +58,9 @@ public sealed class LoopEvaluator
         var stepCorrect = zeros(K, T, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         var qCorrect = zeros(K, q.Length, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         var qSteps = zeros(K, q.Length, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        // NaN/Inf logits or exit probabilities of the model, and entropies of the bucket model: counted on the device and
+        // read with the results, so a model with NaN weights is refused instead of reporting argmax garbage as accuracy.
+        var nonFinite = zeros(2, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         try
         {
             int batchIndex = 0;
@@ -67,20 +71,26 @@ public sealed class LoopEvaluator
                 var (inputs, targets) = batch.ToTensors(device);
                 var real = (targets >= 0).to_type(ScalarType.Float64);                              // (B, S)
                 var output = model.Forward(inputs);
-                var correct = stack(output.Hidden.Select(h => (model.Logits(h).argmax(-1) == targets).to_type(ScalarType.Float64)).ToArray(), -1); // (B, S, T)
+                var logits = output.Hidden.Select(h => model.Logits(h)).ToArray();                 // T × (B, S, V)
+                var correct = stack(logits.Select(l => (l.argmax(-1) == targets).to_type(ScalarType.Float64)).ToArray(), -1); // (B, S, T)
                 Tensor entropy;
                 if (entropies is not null)
                     entropy = entropies[batchIndex];
                 else if (ReferenceEquals(baseLm, model))
-                    entropy = Objectives.LoopRptMath.TokenEntropy(model.Logits(output.Hidden[^1]));
+                    entropy = Objectives.LoopRptMath.TokenEntropy(logits[^1]);
                 else
                     entropy = Objectives.LoopRptMath.TokenEntropy(baseModel!.Logits(baseModel.Forward(inputs).Hidden[^1]));
                 batchIndex++;
+                var probsAll = output.ExitProbabilities();
+                nonFinite.add_(stack([
+                    stack(logits.Select(l => l.isfinite().logical_not().sum()).Append(probsAll.isfinite().logical_not().sum()).ToArray()).sum(),
+                    entropy.isfinite().logical_not().sum(),
+                ]).to_type(ScalarType.Float64));
                 var masks = stack(new[] { real }.Concat(thresholds.Select(th => real * (entropy > th).to_type(ScalarType.Float64))).ToArray(), 0); // (K, B, S)
 
                 tokens.add_(masks.sum([1L, 2L]));
                 stepCorrect.add_(einsum("kbs,bst->kt", masks, correct));
-                var probs = output.ExitProbabilities();
+                var probs = probsAll;
                 var qc = new Tensor[q.Length];
                 var qs = new Tensor[q.Length];
                 for (int j = 0; j < q.Length; j++)
@@ -95,6 +105,9 @@ public sealed class LoopEvaluator
             }
 
             // The one host read.
+            var bad = nonFinite.cpu().data<double>().ToArray();
+            if (bad[0] > 0) throw NonFiniteCheck.Outputs(model, "logits or exit probabilities");
+            if (bad[1] > 0) throw NonFiniteCheck.Outputs(baseModel ?? model, "next-token entropies (which define the buckets)");
             var n = tokens.cpu().data<double>().ToArray();
             var sc = stepCorrect.cpu().data<double>().ToArray();
             var qcHost = qCorrect.cpu().data<double>().ToArray();
@@ -121,6 +134,7 @@ public sealed class LoopEvaluator
             stepCorrect.Dispose();
             qCorrect.Dispose();
             qSteps.Dispose();
+            nonFinite.Dispose();
         }
     }
 

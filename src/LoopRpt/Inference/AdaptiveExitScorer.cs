@@ -84,6 +84,7 @@ public sealed class AdaptiveExitScorer
     /// <param name="lengths">Valid length of each row (B); null means every row is full. Padding is neither computed nor scored.</param>
     /// <param name="targets">Gold next tokens (B, S), -1 = not scored; null means the shifted input.</param>
     /// <returns>Per-token results in a new dispose scope owned by the returned object.</returns>
+    /// <exception cref="NotFiniteNumberException">The log-probabilities are not finite (NaN weights, overflow).</exception>
     public AdaptiveScore Score(Tensor inputIds, Tensor? lengths = null, Tensor? targets = null)
     {
         ArgumentNullException.ThrowIfNull(inputIds);
@@ -123,6 +124,8 @@ public sealed class AdaptiveExitScorer
         var exitSteps = run.ExitSteps.view(b, s);
 
         var result = new AdaptiveScore(goldLogProbs, exitSteps, predictions, gold, _lm.Config.TotalUtSteps, run.LoopsRun);
+        // The result's sums are read to the host already: refuse NaN/Inf log-probabilities (NaN weights, overflow) there.
+        if (!double.IsFinite(result.SumGoldLogProb)) throw NonFiniteCheck.Outputs(_lm, "log-probabilities");
         outer.MoveToOuter(result.GoldLogProbs, result.ExitSteps, result.Predictions, result.Targets);
         return result;
     }

@@ -51,6 +51,7 @@ public sealed class LoopedGenerator
     /// max_position_embeddings, or an option is out of range.</exception>
     /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> was cancelled (checked before the first
     /// prefill and once per decoding tick); nothing is returned and every tensor of the call is released.</exception>
+    /// <exception cref="NotFiniteNumberException">The next-token logits are not finite (NaN weights, overflow).</exception>
     public IReadOnlyList<GeneratedSequence> GenerateBatch(IReadOnlyList<IReadOnlyList<long>> prompts, GenerationOptions? options = null,
         CancellationToken cancellationToken = default)
     {

@@ -175,7 +175,7 @@ internal sealed class StaggeredDecoder
         var indices = tensor(host, [host.Length], device: device);
         var exiting = k == n ? null : indices.narrow(0, 0, k);
         var picked = sample(_lm.Logits(exiting is null ? h : h.index_select(0, exiting)));   // (k) ids on the device
-        var tokens = TokenSampler.ToHost(picked);
+        var tokens = TokenSampler.ToHost(picked, _lm);              // refuses non-finite logits before the ids are embedded
         InferenceMetrics.Tokens.Add(k);
         if (fill.Length > 0)
         {
@@ -305,7 +305,7 @@ internal sealed class StaggeredDecoder
             var run = _runner.Run(ids, valid, scratch.Cache, rule);
             var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[sequences[i]].Count - 1)).ToArray(), [k], device: device);
             var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
-            var tokens = TokenSampler.ToHost(sample(_lm.Logits(run.States.index_select(0, last))));
+            var tokens = TokenSampler.ToHost(sample(_lm.Logits(run.States.index_select(0, last))), _lm);
             for (int i = 0; i < k; i++)
                 if (!onToken(sequences[i], tokens[i], (int)exits[i] + 1))
                 {

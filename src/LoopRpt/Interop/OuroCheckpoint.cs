@@ -181,6 +181,7 @@ public sealed class OuroCheckpoint : IDisposable
         catch (JsonException e) { throw new InvalidDataException($"'{path}' is not valid JSON ({e.Message}).", e); }
 
         OuroConfig.CheckRequiredKeys(root, path);
+        OuroConfig.ApplyDerivedDefaults(root);
         foreach (var key in new[] { "bos_token_id", "eos_token_id", "pad_token_id" })
             if (root[key] is JsonArray list)
             {

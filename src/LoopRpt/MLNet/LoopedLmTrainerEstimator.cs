@@ -137,6 +137,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
             {
                 LogEvery = o.LogEvery, CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery,
                 KeepCheckpoints = o.KeepCheckpoints, Resume = o.Resume, OnCancel = o.OnCancel, Seed = seed, BaseMeta = baseMeta,
+                SpikeFactor = o.SpikeFactor, SpikePatience = o.SpikePatience, SpikeWindow = o.SpikeWindow,
                 Progress = new LogProgress(ch, o.Progress),
             });
             var result = trainer.Train(lm, source, stages, o.CancellationToken);

@@ -160,6 +160,19 @@ public sealed class LoopedLmTrainerOptions
     /// <summary>Steps between progress reports (to MLContext.Log and <see cref="Progress"/>). Default 10.</summary>
     public int LogEvery { get; set; } = TrainerOptions.Defaults.LogEvery;
 
+    /// <summary>
+    /// Loss-spike rule (<see cref="TrainerOptions.SpikeFactor"/>): training stops with a <see cref="TrainingDivergedException"/>
+    /// when the logged loss is above <c>max(SpikeFactor × m, m + 1)</c>, m its running median, for <see cref="SpikePatience"/>
+    /// reports in a row; the last checkpoint whose loss was sane is kept. 0 turns the rule off. Default 3.
+    /// </summary>
+    public double SpikeFactor { get; set; } = TrainerOptions.Defaults.SpikeFactor;
+
+    /// <summary>Logged losses in a row above the spike threshold that stop training. Default 3.</summary>
+    public int SpikePatience { get; set; } = TrainerOptions.Defaults.SpikePatience;
+
+    /// <summary>Sane logged losses whose median is the spike rule's baseline. Default 20.</summary>
+    public int SpikeWindow { get; set; } = TrainerOptions.Defaults.SpikeWindow;
+
     /// <summary>Receives progress reports (also written to MLContext.Log as parseable key=value lines).</summary>
     public IProgress<TrainingProgress>? Progress { get; set; }
 
@@ -199,7 +212,13 @@ public sealed class LoopedLmTrainerOptions
         if (LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
         if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative.");
         if (KeepCheckpoints < 1) throw new ArgumentOutOfRangeException(nameof(KeepCheckpoints), KeepCheckpoints, "KeepCheckpoints must be at least 1.");
+        if (!(SpikeFactor == 0 || (SpikeFactor > 1 && double.IsFinite(SpikeFactor))))
+            throw new ArgumentOutOfRangeException(nameof(SpikeFactor), SpikeFactor, "SpikeFactor must be 0 (rule off) or a finite number above 1.");
+        if (SpikePatience < 1) throw new ArgumentOutOfRangeException(nameof(SpikePatience), SpikePatience, "SpikePatience must be at least 1.");
+        if (SpikeWindow < 1) throw new ArgumentOutOfRangeException(nameof(SpikeWindow), SpikeWindow, "SpikeWindow must be at least 1.");
         if (Resume && CheckpointDirectory is null) throw new ArgumentException("Resume needs a CheckpointDirectory.", nameof(Resume));
+        if (ModelDirectory is not null && Checkpoints.ModelDirectory.ReplaceProblem(ModelDirectory) is { } problem)
+            throw new ArgumentException($"ModelDirectory: {problem}", nameof(ModelDirectory));
         if (InitialModelDirectory is not null && !Directory.Exists(InitialModelDirectory))
             throw new DirectoryNotFoundException($"InitialModelDirectory '{InitialModelDirectory}' does not exist.");
         ArgumentNullException.ThrowIfNull(Scorer, nameof(Scorer));

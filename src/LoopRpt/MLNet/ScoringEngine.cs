@@ -200,6 +200,7 @@ internal sealed class ScoringEngine : IDisposable
                     hStep = Host(stack(row.Hidden.Select(h => (Model.Logits(h).argmax(-1) == rowTargets).to_type(ScalarType.Float32)).ToArray(), -1));   // (1, P, T)
                 if (detail) hStepLogp = Host(Model.GoldLogProbsPerStep(row, rowTargets));                  // (1, P, T)
             }
+            CheckFinite(hGold, hEntropy, hExit, i * p, u.Length - 1);
             for (int j = 0; j + 1 < u.Length; j++)
             {
                 int k = u.Start + j;               // predicted token k+1 of the row, stored at k
@@ -258,6 +259,7 @@ internal sealed class ScoringEngine : IDisposable
                 hCorrect = Host((logits.argmax(-1) == rowTargets).to_type(ScalarType.Float32));
                 hEntropy = Host(-(logp.exp() * logp).sum(-1));
             }
+            CheckFinite(hGold, hEntropy, hExit, i * p, u.Length - 1);
             for (int j = 0; j + 1 < u.Length; j++)
             {
                 int k = u.Start + j;
@@ -270,6 +272,17 @@ internal sealed class ScoringEngine : IDisposable
     }
 
     private Inference.AdaptiveLoopRunner? _runner;
+
+    /// <summary>
+    /// Refuses a window whose scores (already on the host) are NaN/Inf, e.g. a model with NaN weights: a
+    /// <see cref="NotFiniteNumberException"/> naming the non-finite weights rather than NaN columns downstream.
+    /// </summary>
+    private void CheckFinite(float[] gold, float[] entropy, float[] exit, int exitOffset, int n)
+    {
+        for (int j = 0; j < n; j++)
+            if (!float.IsFinite(gold[j]) || !float.IsFinite(entropy[j]) || !float.IsFinite(exit[exitOffset + j]))
+                throw NonFiniteCheck.Outputs(Model, "scores (log-probabilities, entropies or exit steps)");
+    }
 
     private static float[] Host(Tensor t) => t.to_type(ScalarType.Float32).cpu().contiguous().data<float>().ToArray();
 

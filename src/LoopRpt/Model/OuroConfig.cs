@@ -18,7 +18,10 @@ public sealed class OuroConfig
     /// <summary>Physical decoder layers, shared by every loop.</summary>
     [JsonPropertyName("num_hidden_layers")] public int NumHiddenLayers { get; set; } = 24;
     [JsonPropertyName("num_attention_heads")] public int NumAttentionHeads { get; set; } = 16;
-    /// <summary>Key/value heads; fewer than <see cref="NumAttentionHeads"/> means grouped-query attention.</summary>
+    /// <summary>
+    /// Key/value heads; fewer than <see cref="NumAttentionHeads"/> means grouped-query attention. A config.json without the
+    /// key gets <see cref="NumAttentionHeads"/> (<see cref="ApplyDerivedDefaults"/>); 16 is only the start of a config built in code.
+    /// </summary>
     [JsonPropertyName("num_key_value_heads")] public int NumKeyValueHeads { get; set; } = 16;
     /// <summary>Per-head width; null means hidden_size / num_attention_heads.</summary>
     [JsonPropertyName("head_dim")] public int? HeadDimOverride { get; set; }
@@ -95,6 +98,17 @@ public sealed class OuroConfig
         foreach (var key in RequiredKeys)
             if (root[key] is null)
                 throw new InvalidDataException($"'{source}' lacks the required key '{key}' (a model config needs {string.Join(", ", RequiredKeys)}).");
+    }
+
+    /// <summary>
+    /// Fills the keys a <c>config.json</c> may omit whose default depends on other keys, as the Hugging Face configs of
+    /// Ouro's family (Llama, Qwen2) do: <c>num_key_value_heads</c> absent or null means <c>num_attention_heads</c> (plain
+    /// multi-head attention, no grouping), not the 16 a config built in code starts from. Call after <see cref="CheckRequiredKeys"/>.
+    /// </summary>
+    public static void ApplyDerivedDefaults(JsonObject root)
+    {
+        ArgumentNullException.ThrowIfNull(root);
+        if (root["num_key_value_heads"] is null && root["num_attention_heads"] is { } heads) root["num_key_value_heads"] = heads.DeepClone();
     }
 
     private static readonly JsonSerializerOptions JsonOptions = new()

@@ -55,6 +55,13 @@ public interface ITrainingObjective : IDisposable
     /// <summary>After each successful optimizer step (the EMA teacher update lives here).</summary>
     void AfterOptimizerStep(OuroForCausalLM lm, long step);
 
+    /// <summary>
+    /// The scalar metric the trainer's loss-spike rule watches (<see cref="Training.LossSpikeRule"/>): one that is
+    /// non-negative and falls as training goes well, such as a cross-entropy. Default <c>"loss"</c>; an objective whose
+    /// loss can take either sign (a policy-gradient surrogate) names another. A stage whose metrics lack it is not watched.
+    /// </summary>
+    string SpikeMetric => "loss";
+
     /// <summary>Extra tensors to checkpoint (e.g. the teacher's weights), by name.</summary>
     IEnumerable<(string Name, Tensor Tensor)> StateTensors();
 

@@ -12,7 +12,13 @@ namespace LoopRpt.Training;
 /// The training loop, nanoGPT-plain: for each stage a fresh AdamW over the objective's parameters, warmup + cosine
 /// learning rate, gradient accumulation, clipping, and checkpoints that resume exactly.
 /// <para>Host synchronization: one per optimizer step, the gradient norm (needed to clip and to skip non-finite steps);
-/// losses and metrics stay on the device and are read every <see cref="TrainerOptions.LogEvery"/> steps.</para>
+/// losses and metrics stay on the device and are read every <see cref="TrainerOptions.LogEvery"/> steps, plus once at
+/// the first step of each stage (the loss-spike rule's baseline) and once when a run stops diverged.</para>
+/// <para>Divergence: <see cref="TrainerOptions.MaxConsecutiveBadSteps"/> non-finite steps in a row, or the loss-spike rule
+/// (<see cref="LossSpikeRule"/>) over the logged losses, stop the run with a <see cref="TrainingDivergedException"/>. A
+/// checkpoint holds the weights of the step after it, so it counts as sane only once the next loss read (a report, or the
+/// baseline read) is sane; until then older checkpoints are not pruned below it. On a stop, the checkpoints whose following
+/// loss was not sane are removed and <c>latest</c> names the last sane one; none is written during a streak.</para>
 /// <para>Determinism: batches and objective randomness are functions of (seed, global step, micro-step), so on CPU a run
 /// of N steps, a resume, and M more steps equals N + M steps straight.</para>
 /// </summary>
@@ -55,7 +61,7 @@ public sealed class LoopedLmTrainer
         }
 
         TrainingProgress? last = null;
-        string? lastCheckpoint = resumeDir;
+        var ledger = manager is null ? null : new CheckpointLedger(manager, resumeDir);
         for (int si = state.StageIndex; si < stages.Count; si++)
         {
             var stage = stages[si];
@@ -69,13 +75,12 @@ public sealed class LoopedLmTrainer
                 continue;
             }
 
-            var run = new StageRun(this, lm, source, stage, state, manager, baseMeta, stages, resumeDir);
+            var run = new StageRun(this, lm, source, stage, state, ledger, baseMeta, stages, resumeDir);
             try
             {
-                var (completed, progress, ckpt) = run.Execute(cancellationToken);
+                var (completed, progress) = run.Execute(cancellationToken);
                 last = progress ?? last;
-                lastCheckpoint = ckpt ?? lastCheckpoint;
-                if (!completed) return new TrainingResult(false, state.GlobalStep, state.TokensSeen, last, lastCheckpoint);
+                if (!completed) return new TrainingResult(false, state.GlobalStep, state.TokensSeen, last, ledger?.Latest);
             }
             finally
             {
@@ -83,7 +88,7 @@ public sealed class LoopedLmTrainer
             }
             resumeDir = null;
         }
-        return new TrainingResult(true, state.GlobalStep, state.TokensSeen, last, lastCheckpoint);
+        return new TrainingResult(true, state.GlobalStep, state.TokensSeen, last, ledger?.Latest);
     }
 
     /// <summary>The metadata a model trained by this plan should carry (history of stages appended).</summary>
@@ -127,9 +132,56 @@ public sealed class LoopedLmTrainer
         [JsonPropertyName("skipped_steps")] public long SkippedSteps { get; set; }
         [JsonPropertyName("seed")] public long Seed { get; set; }
         [JsonPropertyName("plan")] public List<StageRecord> Plan { get; set; } = [];
+        /// <summary>The loss-spike rule's window of the current stage (absent in checkpoints of older versions: rebuilt).</summary>
+        [JsonPropertyName("spike_history")] public List<double>? SpikeHistory { get; set; }
 
         /// <summary>How many of meta's stage records this plan appended (to rebuild the base history on resume).</summary>
         public int StageRecordsInPlan(ModelMeta meta) => Math.Min(meta.Stages.Count, StageIndex + 1);
+    }
+
+    /// <summary>
+    /// This run's checkpoints and what is known of them: <see cref="Confirmed"/>, the newest whose following loss was read
+    /// and sane (or the checkpoint resumed from), and the pending ones written after it, not yet judged.
+    /// </summary>
+    private sealed class CheckpointLedger(CheckpointManager manager, string? confirmed)
+    {
+        private readonly List<(string Dir, long Step)> _pending = [];
+
+        public CheckpointManager Manager { get; } = manager;
+        public string? Confirmed { get; private set; } = confirmed;
+
+        /// <summary>The newest checkpoint of this run (pending or confirmed).</summary>
+        public string? Latest => _pending.Count > 0 ? _pending[^1].Dir : Confirmed;
+
+        public bool HasPending => _pending.Count > 0;
+
+        public string Save(long step, Action<string> fill)
+        {
+            var dir = Manager.Save(step, fill, protect: Confirmed);
+            // Pruned beyond KeepCheckpoints (never the confirmed one), or rewritten: no longer tracked.
+            _pending.RemoveAll(p => string.Equals(p.Dir, dir, StringComparison.Ordinal) || !Directory.Exists(p.Dir));
+            if (!string.Equals(dir, Confirmed, StringComparison.Ordinal)) _pending.Add((dir, step));
+            return dir;
+        }
+
+        /// <summary>The pending checkpoints of global step &lt;= <paramref name="step"/> are sane; the newest becomes <see cref="Confirmed"/>.</summary>
+        public void ConfirmThrough(long step)
+        {
+            int n = _pending.FindLastIndex(p => p.Step <= step) + 1;
+            if (n == 0) return;
+            Confirmed = _pending[n - 1].Dir;
+            _pending.RemoveRange(0, n);
+        }
+
+        /// <summary>Removes the pending checkpoints of global step &gt;= <paramref name="step"/> and points <c>latest</c> back; returns how many.</summary>
+        public int DiscardFrom(long step)
+        {
+            var doomed = _pending.Where(p => p.Step >= step).Select(p => p.Dir).ToList();
+            if (doomed.Count == 0) return 0;
+            _pending.RemoveAll(p => p.Step >= step);
+            Manager.RollBack(Latest, doomed);
+            return doomed.Count;
+        }
     }
 
     /// <summary>One stage's optimizer, schedule and loop.</summary>
@@ -140,7 +192,9 @@ public sealed class LoopedLmTrainer
         private readonly ITokenBatchSource _source;
         private readonly TrainingStage _stage;
         private readonly TrainerState _state;
-        private readonly CheckpointManager? _manager;
+        private readonly CheckpointLedger? _ledger;
+        private readonly LossSpikeRule _spike;
+        private int _removed;                 // checkpoints of this stage discarded by spike reports
         private readonly ModelMeta _baseMeta;
         private readonly IReadOnlyList<TrainingStage> _stages;
         private readonly AdamW _optimizer;
@@ -151,31 +205,37 @@ public sealed class LoopedLmTrainer
         private long _intervalTokens;
 
         public StageRun(LoopedLmTrainer trainer, OuroForCausalLM lm, ITokenBatchSource source, TrainingStage stage, TrainerState state,
-                        CheckpointManager? manager, ModelMeta baseMeta, IReadOnlyList<TrainingStage> stages, string? resumeDir)
+                        CheckpointLedger? ledger, ModelMeta baseMeta, IReadOnlyList<TrainingStage> stages, string? resumeDir)
         {
             _trainer = trainer;
             _lm = lm;
             _source = source;
             _stage = stage;
             _state = state;
-            _manager = manager;
+            _ledger = ledger;
             _baseMeta = baseMeta;
             _stages = stages;
             stage.Objective.Attach(lm);
             _optimizer = new AdamW(stage.Objective.TrainableParameters(lm), stage.Beta1, stage.Beta2, 1e-8, stage.WeightDecay);
             _schedule = LearningRateSchedule.Create(stage.LearningRate, stage.Steps, stage.WarmupFraction, stage.MinLearningRateRatio);
             if (resumeDir is not null) LoadTrainingState(resumeDir);
+            var o = trainer._options;
+            // A stage resumed mid-way judges with the window it had; a new stage starts an empty one (its loss has another scale).
+            _spike = new LossSpikeRule(o.SpikeFactor, o.SpikePatience, o.SpikeWindow, resumeDir is not null ? state.SpikeHistory : null);
+            state.SpikeHistory = [.. _spike.History];
         }
+
+        private string SpikeMetric => _stage.Objective.SpikeMetric;
 
         private TrainerOptions Options => _trainer._options;
 
-        public (bool Completed, TrainingProgress? Progress, string? Checkpoint) Execute(CancellationToken ct)
+        public (bool Completed, TrainingProgress? Progress) Execute(CancellationToken ct)
         {
             var clock = Stopwatch.StartNew();
             var intervalClock = Stopwatch.StartNew();
             TrainingProgress? progress = null;
-            string? checkpoint = null;
             int consecutiveBad = 0;
+            long badFrom = 0;              // global step of the first step of the current non-finite streak
             var trainable = _optimizer.Parameters.ToList();
             double lr = 0;
 
@@ -183,8 +243,9 @@ public sealed class LoopedLmTrainer
             {
                 if (ct.IsCancellationRequested)
                 {
-                    checkpoint = SaveCheckpoint(progress);
-                    if (Options.OnCancel == CancellationBehavior.ReturnPartial) return (false, progress, checkpoint);
+                    // Not in the middle of a streak: the last checkpoint stays the latest.
+                    if (consecutiveBad == 0 && _spike.Streak == 0) SaveCheckpoint(progress);
+                    if (Options.OnCancel == CancellationBehavior.ReturnPartial) return (false, progress);
                     ct.ThrowIfCancellationRequested();
                 }
 
@@ -211,6 +272,14 @@ public sealed class LoopedLmTrainer
                     gradNorm = nn.utils.clip_grad_norm_(trainable, _stage.GradientClip > 0 ? _stage.GradientClip : double.MaxValue, 2.0);
                     if (double.IsFinite(gradNorm))
                     {
+                        if (_spike.Enabled && _spike.NeedsBaseline && stepMetrics.TryGetValue(SpikeMetric, out var watched))
+                        {
+                            // Once per stage: the loss of the stage's first weights is the spike rule's baseline, so a run
+                            // that blows up within its first logging interval is caught too. It is that checkpoint's loss.
+                            double baseline = watched.mean().to_type(ScalarType.Float64).cpu().item<double>();
+                            _spike.Seed(baseline);
+                            if (double.IsFinite(baseline)) _ledger?.ConfirmThrough(_state.GlobalStep);
+                        }
                         _optimizer.Step(lr);
                         _stage.Objective.AfterOptimizerStep(_lm, _state.GlobalStep);
                         consecutiveBad = 0;
@@ -225,6 +294,7 @@ public sealed class LoopedLmTrainer
                     }
                     else
                     {
+                        if (consecutiveBad == 0) badFrom = _state.GlobalStep;
                         _state.SkippedSteps++;
                         consecutiveBad++;
                     }
@@ -235,28 +305,84 @@ public sealed class LoopedLmTrainer
                 _state.GlobalStep++;
                 _state.OptimizerSteps = _optimizer.StepCount;
                 if (consecutiveBad >= Options.MaxConsecutiveBadSteps)
-                {
-                    var keep = _manager?.Latest();
-                    throw new InvalidOperationException(
-                        $"Training diverged: {consecutiveBad} consecutive steps of stage '{_stage.Objective.Name}' (up to step {_state.StageStep}) had a non-finite loss or gradient. " +
-                        (keep is null ? "No checkpoint was written. " : $"The last good checkpoint '{keep}' is intact. ") +
-                        "Lower the learning rate, raise the warmup, or check the data.");
-                }
+                    throw StopNonFinite(consecutiveBad, badFrom);
 
                 bool last = _state.StageStep == _stage.Steps;
                 if (_state.StageStep % Options.LogEvery == 0 || last)
                 {
-                    progress = Report(lr, clock.Elapsed, intervalClock.Elapsed.TotalSeconds) ?? progress;
+                    int steps = _intervalSteps;
+                    var report = Report(lr, clock.Elapsed, intervalClock.Elapsed.TotalSeconds);
                     intervalClock.Restart();
+                    var verdict = SpikeVerdict.Sane;
+                    if (steps > 0)
+                    {
+                        // The report read the interval's mean loss; it judges every checkpoint written since the last one.
+                        if (report.Metrics.TryGetValue(SpikeMetric, out var watched)) verdict = _spike.Observe(watched[0]);
+                        if (verdict == SpikeVerdict.Sane) _ledger?.ConfirmThrough(consecutiveBad > 0 ? badFrom - 1 : long.MaxValue);
+                        else if (verdict != SpikeVerdict.Elevated) _removed += _ledger?.DiscardFrom(long.MinValue) ?? 0;  // their weights led to this spike
+                    }
+                    progress = report with { SpikeStreak = _spike.Streak };
+                    Options.Progress?.Report(progress);
+                    if (verdict == SpikeVerdict.Diverged || (last && _spike.Streak > 0)) throw StopSpike();
                 }
-                // No checkpoint in the middle of a non-finite streak: the last good one stays the latest.
-                if (_manager is not null && consecutiveBad == 0 && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
-                    checkpoint = SaveCheckpoint(progress);
+                // No checkpoint in the middle of a non-finite or spike streak: the last good one stays the latest.
+                if (_ledger is not null && consecutiveBad == 0 && _spike.Streak == 0 && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
+                    SaveCheckpoint(progress);
             }
-            return (true, progress, checkpoint);
+            return (true, progress);
         }
 
-        private TrainingProgress? Report(double lr, TimeSpan elapsed, double intervalSeconds)
+        /// <summary>
+        /// The non-finite guard fired: checkpoints from the streak's first step on are suspect (the step after them failed);
+        /// older pending ones are judged by the loss logged since the last report (one host read).
+        /// </summary>
+        private TrainingDivergedException StopNonFinite(int consecutiveBad, long badFrom)
+        {
+            int removed = 0;
+            if (_ledger is not null)
+            {
+                removed = _ledger.DiscardFrom(badFrom);
+                if (_ledger.HasPending)
+                {
+                    // Kept only if the loss since the last report is sane (within the rule's admission bound).
+                    using var scope = NewDisposeScope();
+                    bool insane = _intervalSteps > 0 && _interval.TryGetValue(SpikeMetric, out var acc)
+                        && (acc / _intervalSteps).mean().to_type(ScalarType.Float64).cpu().item<double>() is var v
+                        && (!double.IsFinite(v) || v > _spike.AdmissionBound);
+                    if (insane) removed += _ledger.DiscardFrom(long.MinValue);
+                    else _ledger.ConfirmThrough(badFrom - 1);
+                }
+            }
+            var message = $"Training diverged: {consecutiveBad} consecutive steps of stage '{_stage.Objective.Name}' (up to step {_state.StageStep}) had a non-finite loss or gradient. "
+                          + Kept(removed) + "Lower the learning rate, raise the warmup, or check the data.";
+            return new TrainingDivergedException(message, DivergenceKind.NonFinite, _stage.Objective.Name, _state.StageStep, _state.GlobalStep, _ledger?.Confirmed, removed);
+        }
+
+        /// <summary>The loss-spike rule fired (or the stage ended inside a spike streak); the suspect checkpoints went at the streak's first report.</summary>
+        private TrainingDivergedException StopSpike()
+        {
+            var c = System.Globalization.CultureInfo.InvariantCulture;
+            int n = _spike.Streak;
+            var values = string.Join(", ", _spike.StreakValues.Select(v => v.ToString("G4", c)));
+            var message = string.Create(c,
+                $"Training diverged: the {SpikeMetric} of stage '{_stage.Objective.Name}' was above {_spike.Threshold:G4} = max({_spike.Factor:G3} × its running median {_spike.Median:G4}, median + {LossSpikeRule.MinimumRise:G2}) ") +
+                (n >= _spike.Patience ? $"for {n} consecutive reports" : $"in the last {n} report(s) when the stage ended") +
+                $" (up to step {_state.StageStep}: {values}). " + Kept(_removed) +
+                "Lower the learning rate, raise the warmup, or check the data (the spike factor and patience tune the rule; factor 0 turns it off).";
+            return new TrainingDivergedException(message, DivergenceKind.LossSpike, _stage.Objective.Name, _state.StageStep, _state.GlobalStep, _ledger?.Confirmed, _removed);
+        }
+
+        private string Kept(int removed)
+        {
+            if (_ledger is null) return "";
+            var keep = _ledger.Confirmed;
+            if (keep is null) return "No checkpoint with a sane loss was written. ";
+            return $"The last good checkpoint '{keep}' is intact" +
+                   (removed > 0 ? $"; {removed} checkpoint(s) written after it were removed, as the loss after them was not sane. " : ". ");
+        }
+
+        /// <summary>Reads the interval's metrics (the periodic host read) into a report and starts a new interval; the caller emits it.</summary>
+        private TrainingProgress Report(double lr, TimeSpan elapsed, double intervalSeconds)
         {
             var metrics = new Dictionary<string, double[]>(StringComparer.Ordinal);
             using (NewDisposeScope())
@@ -277,15 +403,15 @@ public sealed class LoopedLmTrainer
             _intervalSteps = 0;
             _intervalGradNorm = 0;
             _intervalTokens = 0;
-            Options.Progress?.Report(progress);
             return progress;
         }
 
         private string? SaveCheckpoint(TrainingProgress? progress)
         {
-            if (_manager is null) return null;
+            if (_ledger is null) return null;
             var meta = MetaFor(_baseMeta, _stages, _state, progress);
-            return _manager.Save(_state.GlobalStep, dir =>
+            _state.SpikeHistory = [.. _spike.History];
+            return _ledger.Save(_state.GlobalStep, dir =>
             {
                 ModelDirectory.WriteInto(dir, _lm, meta);
                 var tensors = _optimizer.StateTensors().Select(t => ("optimizer." + t.Name, t.Tensor))

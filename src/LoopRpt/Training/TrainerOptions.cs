@@ -10,6 +10,9 @@ public sealed class TrainerOptions
         public const int LogEvery = 10;
         public const int KeepCheckpoints = 2;
         public const int MaxConsecutiveBadSteps = 5;
+        public const double SpikeFactor = 3.0;
+        public const int SpikePatience = 3;
+        public const int SpikeWindow = 20;
     }
 
     /// <summary>Steps between progress reports (and the only host reads of the loss). Default 10.</summary>
@@ -30,6 +33,20 @@ public sealed class TrainerOptions
     /// <summary>Consecutive non-finite steps after which training stops with an error. Default 5.</summary>
     public int MaxConsecutiveBadSteps { get; set; } = Defaults.MaxConsecutiveBadSteps;
 
+    /// <summary>
+    /// The loss-spike rule (<see cref="LossSpikeRule"/>): a logged loss above <c>max(SpikeFactor × m, m + 1)</c>, m the
+    /// median of the last <see cref="SpikeWindow"/> sane logged losses of the stage, is a spike; <see cref="SpikePatience"/>
+    /// spikes in a row stop the run with a <see cref="TrainingDivergedException"/>, keeping the last checkpoint whose loss
+    /// was seen sane. 0 turns the rule off. Default 3.
+    /// </summary>
+    public double SpikeFactor { get; set; } = Defaults.SpikeFactor;
+
+    /// <summary>Logged losses in a row above the spike threshold that stop the run (see <see cref="SpikeFactor"/>). Default 3.</summary>
+    public int SpikePatience { get; set; } = Defaults.SpikePatience;
+
+    /// <summary>Sane logged losses whose median is the spike rule's baseline (see <see cref="SpikeFactor"/>). Default 20.</summary>
+    public int SpikeWindow { get; set; } = Defaults.SpikeWindow;
+
     /// <summary>Receives progress reports.</summary>
     public IProgress<TrainingProgress>? Progress { get; set; }
 
@@ -48,6 +65,10 @@ public sealed class TrainerOptions
         if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative.");
         if (KeepCheckpoints < 1) throw new ArgumentOutOfRangeException(nameof(KeepCheckpoints), KeepCheckpoints, "KeepCheckpoints must be at least 1.");
         if (MaxConsecutiveBadSteps < 1) throw new ArgumentOutOfRangeException(nameof(MaxConsecutiveBadSteps), MaxConsecutiveBadSteps, "MaxConsecutiveBadSteps must be at least 1.");
+        if (!(SpikeFactor == 0 || (SpikeFactor > 1 && double.IsFinite(SpikeFactor))))
+            throw new ArgumentOutOfRangeException(nameof(SpikeFactor), SpikeFactor, "SpikeFactor must be 0 (rule off) or a finite number above 1.");
+        if (SpikePatience < 1) throw new ArgumentOutOfRangeException(nameof(SpikePatience), SpikePatience, "SpikePatience must be at least 1.");
+        if (SpikeWindow < 1) throw new ArgumentOutOfRangeException(nameof(SpikeWindow), SpikeWindow, "SpikeWindow must be at least 1.");
         if (Resume && CheckpointDirectory is null) throw new ArgumentException("Resume needs a CheckpointDirectory.", nameof(Resume));
     }
 }

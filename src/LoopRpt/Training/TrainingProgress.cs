@@ -24,6 +24,8 @@ public sealed record TrainingProgress
     /// <summary>Steps skipped for a non-finite loss or gradient, this stage.</summary>
     public required long SkippedSteps { get; init; }
     public required TimeSpan Elapsed { get; init; }
+    /// <summary>Reports in a row, this one included, whose loss the spike rule counted as a spike (<see cref="LossSpikeRule"/>); 0 when sane.</summary>
+    public int SpikeStreak { get; init; }
 
     /// <summary>Estimated time to the end of the stage.</summary>
     public TimeSpan Eta => Step <= 0 ? TimeSpan.Zero : TimeSpan.FromTicks((long)(Elapsed.Ticks * (double)(StageSteps - Step) / Step));
@@ -38,6 +40,7 @@ public sealed record TrainingProgress
         var sb = new StringBuilder();
         sb.Append(c, $"stage={Stage} step={Step}/{StageSteps} global_step={GlobalStep} loss={Loss:F4} lr={LearningRate:E3} grad_norm={GradNorm:F3} ");
         sb.Append(c, $"tok_s={TokensPerSecond:F0} tokens={TokensSeen} skipped={SkippedSteps} elapsed_s={Elapsed.TotalSeconds:F1} eta_s={Eta.TotalSeconds:F0}");
+        if (SpikeStreak > 0) sb.Append(c, $" spike_streak={SpikeStreak}");
         foreach (var (k, v) in Metrics.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
             if (k == "loss") continue;

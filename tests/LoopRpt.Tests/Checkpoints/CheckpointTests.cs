@@ -133,6 +133,27 @@ public sealed class CheckpointTests : IDisposable
     }
 
     [Fact]
+    public void SavingOverAFolderOfOtherFilesIsRefused()
+    {
+        using var lm = TestUtil.TinyModel();
+        var folder = Path.Combine(_dir, "user");
+        Directory.CreateDirectory(Path.Combine(folder, "sub"));
+        File.WriteAllText(Path.Combine(folder, "thesis.tex"), "\\documentclass{article}\n");
+        var e = Assert.Throws<IOException>(() => ModelDirectory.Save(folder, lm, new ModelMeta()));
+        Assert.Contains("not a LoopRpt model directory", e.Message);
+        Assert.Contains("thesis.tex", e.Message);
+        Assert.True(File.Exists(Path.Combine(folder, "thesis.tex")));
+        Assert.Equal([folder], Directory.GetDirectories(_dir));                          // no temporary left behind
+
+        // New, empty and model folders are fine; a model directory is replaced as a whole.
+        Assert.Null(ModelDirectory.ReplaceProblem(Path.Combine(_dir, "new")));
+        Directory.CreateDirectory(Path.Combine(_dir, "empty"));
+        ModelDirectory.Save(Path.Combine(_dir, "empty"), lm, new ModelMeta());
+        ModelDirectory.Save(Path.Combine(_dir, "empty") + Path.DirectorySeparatorChar, lm, new ModelMeta { Step = 3 });
+        Assert.Equal(3, ModelDirectory.ReadMeta(Path.Combine(_dir, "empty")).Step);
+    }
+
+    [Fact]
     public void AFailedSaveLeavesThePreviousModelIntact()
     {
         using var scope = NewDisposeScope();
@@ -157,10 +178,17 @@ public sealed class CheckpointTests : IDisposable
         var ckpt = Path.Combine(_dir, "ckpt");
         var trainer = new LoopedLmTrainer(new TrainerOptions { CheckpointDirectory = ckpt, CheckpointEvery = 2, MaxConsecutiveBadSteps = 3 });
         var poisoned = new PoisonAfter(new PretrainObjective(), 4);
-        var e = Assert.Throws<InvalidOperationException>(() => trainer.Train(lm, source, [new TrainingStage(poisoned, 20)]));
+        var e = Assert.Throws<TrainingDivergedException>(() => trainer.Train(lm, source, [new TrainingStage(poisoned, 20)]));
+        Assert.IsAssignableFrom<InvalidOperationException>(e);
+        Assert.Equal(DivergenceKind.NonFinite, e.Kind);
         Assert.Contains("3 consecutive steps", e.Message);
+        // Steps 4, 5, 6 are non-finite. The checkpoint of step 4 holds the weights whose loss (step 4's) was the first
+        // non-finite one, so it is removed; step 2's was followed by finite steps and a sane loss: it is the one kept.
         var latest = new CheckpointManager(ckpt).Latest();
-        Assert.EndsWith(CheckpointManager.StepDirectoryName(4), latest);
+        Assert.EndsWith(CheckpointManager.StepDirectoryName(2), latest);
+        Assert.Equal(latest, e.LastGoodCheckpoint);
+        Assert.Equal(1, e.RemovedCheckpoints);
+        Assert.False(Directory.Exists(Path.Combine(ckpt, CheckpointManager.StepDirectoryName(4))));
         Assert.Contains(latest!, e.Message);
         using var good = ModelDirectory.Load(latest!).Model;
         Assert.All(good.UniqueParameters(), p => Assert.True(p.Param.isfinite().all().item<bool>(), p.Name));

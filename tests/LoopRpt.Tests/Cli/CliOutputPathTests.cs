@@ -38,6 +38,34 @@ public sealed class CliOutputPathTests
     }
 
     [Fact]
+    public void TrainOutThatIsAFolderOfOtherFilesIsRefusedBeforeTraining()
+    {
+        var (dir, corpus, _) = Setup();
+        var folder = Path.Combine(dir, "mine");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "notes.txt"), "keep me\n");
+        var r = CliRunner.Run(CliRunner.TinyTrain(corpus, folder, "pretrain:2"));
+        AssertUsageError(r, "--out", folder, "not a LoopRpt model directory", "notes.txt");
+        Assert.Equal("", r.Out);                                     // nothing ran
+        Assert.Equal(["notes.txt"], Directory.GetFileSystemEntries(folder).Select(Path.GetFileName));
+        Assert.Equal("keep me\n", File.ReadAllText(Path.Combine(folder, "notes.txt")));
+
+        // A checkpoint folder is refused too; an empty folder, and then the model directory written there, are replaced.
+        var ck = Path.Combine(dir, "ck");
+        Directory.CreateDirectory(Path.Combine(ck, "step-00000002"));
+        File.WriteAllText(Path.Combine(ck, "latest"), "step-00000002\n");
+        AssertUsageError(CliRunner.Run(CliRunner.TinyTrain(corpus, ck, "pretrain:2")), "--out", "checkpoint folder");
+        var empty = Path.Combine(dir, "empty");
+        Directory.CreateDirectory(empty);
+        for (int i = 0; i < 2; i++)
+        {
+            r = CliRunner.Run(CliRunner.TinyTrain(corpus, empty, "pretrain:2"));
+            Assert.True(r.Code == ExitCodes.Success, r.ToString());
+            Assert.True(LoopRpt.Checkpoints.ModelDirectory.IsModelDirectory(empty));
+        }
+    }
+
+    [Fact]
     public void TrainOutBelowAFileFailsBeforeTraining()
     {
         var (_, corpus, file) = Setup();

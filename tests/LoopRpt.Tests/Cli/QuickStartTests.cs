@@ -127,4 +127,56 @@ public sealed class QuickStartTests
         Assert.Equal(lower.Sum(l => l.Queries.Count), batch.Targets.Count(t => t != TokenBatch.IgnoreIndex));
         Assert.Throws<ArgumentException>(() => new ChaseBatchSource(PointerChaseCorpus.Tokenizer(), 4, 3, 0, true, 1, pairTokens: true, upperCaseAnswers: false));
     }
+
+    [Fact]
+    public void EndFirstListsEveryEdgeAfterItsTargetsEdgeAndInterleavesTheChains()
+    {
+        int interleaved = 0;
+        foreach (var line in PointerChaseCorpus.Lines(200, maxHops: 3, seed: 11, letters: 12, chains: 3, endFirst: true))
+        {
+            var edges = line.Text.Split(';').TakeWhile(p => !p.StartsWith('?')).ToArray();
+            var position = edges.Select((e, i) => (e, i)).ToDictionary(x => x.e[0], x => x.i);
+            foreach (var e in edges.Where(e => e[0] != e[1]))
+                Assert.True(position[e[1]] < position[e[0]], $"{e} listed before its target's edge in {line.Text}");
+            // Chains of one line are not listed one after another every time: some edge follows an edge of another chain
+            // that is not its own chain's next edge.
+            var end = edges.ToDictionary(e => e[0], e => e[1]);
+            char EndOf(char c) { while (end[c] != c) c = end[c]; return c; }
+            if (edges.Zip(edges.Skip(1)).Any(p => EndOf(p.First[0]) != EndOf(p.Second[0]))) interleaved++;
+        }
+        Assert.True(interleaved > 150, $"only {interleaved} of 200 lines interleave their chains");
+    }
+
+    [Fact]
+    public void EdgeLabelsNameEachEdgesChainEndAtTheEdgeTokenAndNeverAppearAsInputs()
+    {
+        var tokenizer = PointerChaseCorpus.Tokenizer(12);
+        var lines = PointerChaseCorpus.Lines(16, maxHops: 3, seed: 4, letters: 12, chains: 3, queries: 2, endFirst: true);
+        int length = PointerChaseCorpus.InputTokens(3, 3, 2, pairTokens: true);
+        var batch = ChaseBatchSource.Batch(tokenizer, lines, length, _ => true, edgeLabels: true);
+        var edgeHops = new HashSet<int>();
+        for (int b = 0; b < lines.Count; b++)
+        {
+            // An independent interpreter: follow the pointers of each edge's source to its chain's end.
+            var edges = lines[b].Text.Split(';').TakeWhile(p => !p.StartsWith('?')).ToArray();
+            var map = edges.ToDictionary(e => e[0], e => e[1]);
+            for (int i = 0; i < edges.Length; i++)
+            {
+                char p = edges[i][0];
+                int hops = 0;
+                while (map[p] != p) { p = map[p]; hops++; }
+                int position = 2 * i + 1;                                            // end-of-text, then edge ';' edge ';' ...
+                Assert.Equal(edges[i], tokenizer.Decode([(int)batch.Inputs[b * length + position]]));
+                Assert.Equal(char.ToUpperInvariant(p).ToString(), tokenizer.Decode([(int)batch.Targets[b * length + position]]));
+                Assert.Equal(hops, lines[b].Edges[i].Hops);
+                Assert.NotEqual(batch.Targets[b * length + position], batch.Inputs[b * length + position + 1]);   // a label, not the next input
+                edgeHops.Add(hops);
+            }
+            // Every other target is a query's answer.
+            int targets = Enumerable.Range(0, length).Count(i => batch.Targets[b * length + i] != TokenBatch.IgnoreIndex);
+            Assert.Equal(edges.Length + lines[b].Queries.Count, targets);
+        }
+        Assert.Equal([0, 1, 2, 3], edgeHops.Order());
+        Assert.Throws<ArgumentException>(() => new ChaseBatchSource(PointerChaseCorpus.Tokenizer(pairTokens: false), 4, 3, 0, true, 1, pairTokens: false, edgeLabels: true));
+    }
 }

@@ -235,6 +235,8 @@ public class RetrainingServiceTests
         settings["LoopRpt:Device"] = "tpu";
         settings["LoopRpt:Retraining:BatchSize"] = "0";
         settings["LoopRpt:Retraining:MinImprovement"] = "-1";
+        settings["LoopRpt:Retraining:SpikeFactor"] = "1";
+        settings["LoopRpt:Retraining:SpikePatience"] = "0";
         settings["LoopRpt:Retraining:ValidationExit"] = "q:2";
         settings["LoopRpt:Retraining:Stages:0:Steps"] = "0";
         settings["LoopRpt:Retraining:Stages:1:Kind"] = "nope";
@@ -252,6 +254,8 @@ public class RetrainingServiceTests
         Assert.Contains("ModelStoreOptions.Device must be 'cpu', 'cuda' or 'cuda:N'; got 'tpu'", text);
         Assert.Contains("RetrainingOptions.BatchSize must be at least 1; got 0", text);
         Assert.Contains("RetrainingOptions.MinImprovement must be a non-negative number; got -1", text);
+        Assert.Contains("RetrainingOptions.SpikeFactor must be 0 (rule off) or a number above 1; got 1", text);
+        Assert.Contains("RetrainingOptions.SpikePatience must be at least 1; got 0", text);
         Assert.Contains("RetrainingOptions.ValidationExit: 'q:2' is not an exit rule", text);
         Assert.Contains("RetrainingOptions.Stages[0] ('pretrain').Steps must be at least 1; got 0", text);
         Assert.Contains("RetrainingOptions.Stages[1] ('nope'): 'nope' is not a known stage kind; known kinds: gate, looprpt, pretrain.", text);

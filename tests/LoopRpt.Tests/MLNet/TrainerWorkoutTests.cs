@@ -65,6 +65,23 @@ public class TrainerWorkoutTests
     }
 
     [Fact]
+    public void TheSpikeOptionsReachTheTrainer()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+        TrainingDivergedException Fit(int patience)
+        {
+            var o = Tiny(gate: 0);
+            o.Stages = [new StageDescriptor { Kind = StageKind.Custom, Steps = 12, LearningRate = 3e-3 }];
+            o.ObjectiveFactory = d => new DivergenceTests.InflateLossFrom(new PretrainObjective(null, d.Steps), from: 4);   // a logged loss 100 × too large from step 4
+            o.SpikePatience = patience;
+            return Assert.Throws<TrainingDivergedException>(() => ml.LoopRpt().TrainLoopedLm(o).Fit(data));
+        }
+        Assert.Equal(5, Fit(1).StageStep);             // LogEvery 1: the report of step 5 (step 4's loss) is the first spike
+        Assert.Equal(6, Fit(2).StageStep);
+    }
+
+    [Fact]
     public void InvalidInputsFail()
     {
         var ml = new MLContext(seed: 1);
@@ -82,6 +99,22 @@ public class TrainerWorkoutTests
         Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { Stages = [StageDescriptor.Pretrain(0)] }));
         Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { Stages = [] }));
         Assert.Throws<DirectoryNotFoundException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { InitialModelDirectory = "/nonexistent/dir" }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { SpikeFactor = 1 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { SpikeWindow = 0 }));
+        // Saving replaces the whole folder: one holding other files is refused before any training.
+        var folder = MlNetTestData.TempDir("user-files");
+        try
+        {
+            Directory.CreateDirectory(folder);
+            File.WriteAllText(Path.Combine(folder, "keep.txt"), "mine");
+            var e = Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { ModelDirectory = folder }));
+            Assert.Contains("not a LoopRpt model directory", e.Message);
+            Assert.True(File.Exists(Path.Combine(folder, "keep.txt")));
+        }
+        finally
+        {
+            MlNetTestData.Delete(folder);
+        }
 
         var noFactory = Tiny();
         noFactory.Stages = [new StageDescriptor { Kind = StageKind.Custom, Steps = 2 }];

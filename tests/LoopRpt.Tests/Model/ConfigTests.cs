@@ -48,4 +48,41 @@ public class ConfigTests
         Assert.InRange(a.ParameterCount(), 1.3e9, 1.6e9);
         Assert.Throws<ArgumentOutOfRangeException>(() => OuroConfig.FromPreset("huge"));
     }
+
+    /// <summary>
+    /// A config.json without num_key_value_heads (or with null) means num_attention_heads, as in the Hugging Face configs
+    /// of Ouro's family, not the 16 a config built in code starts from; both readers (LoopRpt directories and Hugging Face
+    /// checkpoints) agree, and a model without grouped-query attention loads and scores as before.
+    /// </summary>
+    [Fact]
+    public void AMissingNumKeyValueHeadsDefaultsToNumAttentionHeads()
+    {
+        var dir = Path.Combine(Path.GetTempPath(), "looprpt-kvheads-" + Guid.NewGuid().ToString("N"));
+        try
+        {
+            using var lm = TestUtil.TinyModel(kvHeads: 4);                   // 4 attention heads, 4 key/value heads
+            LoopRpt.Checkpoints.ModelDirectory.Save(dir, lm, new LoopRpt.Checkpoints.ModelMeta());
+            var path = Path.Combine(dir, "config.json");
+            foreach (var variant in new[] { "absent", "null" })
+            {
+                var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+                root.Remove("num_key_value_heads");
+                if (variant == "null") root["num_key_value_heads"] = null;
+                File.WriteAllText(path, root.ToJsonString());
+                Assert.Equal(4, LoopRpt.Checkpoints.ModelDirectory.ReadConfig(dir).NumKeyValueHeads);
+                Assert.Equal(4, LoopRpt.Interop.OuroCheckpoint.ReadConfig(path).NumKeyValueHeads);
+                using var loaded = LoopRpt.Checkpoints.ModelDirectory.Load(dir).Model;
+                using var ids = TestUtil.RandomIds(1, 8, 64, 1);
+                using var a = lm.Logits(lm.Forward(ids).Hidden[^1]);
+                using var b = loaded.Logits(loaded.Forward(ids).Hidden[^1]);
+                Assert.True(TestUtil.BitEqual(a, b), variant);
+            }
+            // A config built in code keeps its explicit value.
+            Assert.Equal(2, OuroConfig.FromJson(OuroConfig.Tiny().ToJson()).NumKeyValueHeads);
+        }
+        finally
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, true);
+        }
+    }
 }

@@ -52,6 +52,12 @@ public sealed class LoopRptObjective : ITrainingObjective
     /// <inheritdoc/>
     public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters(OuroForCausalLM lm) => lm.UniqueParameters();
 
+    /// <summary>
+    /// <c>model_loss</c>, the exit-weighted cross-entropy on the hard tokens: the total loss adds a policy-gradient
+    /// surrogate and a KL term that can take either sign, so its ratio to a median means nothing.
+    /// </summary>
+    public string SpikeMetric => "model_loss";
+
     /// <summary>Builds the EMA teacher as a copy of <paramref name="lm"/> (replacing any earlier one).</summary>
     public void Attach(OuroForCausalLM lm)
     {
