@@ -92,7 +92,7 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
         : string.Create(C, $"entropy:{Easy:0.###},{Medium:0.###},{Hard:0.###}");
 
     /// <summary>
-    /// A plain label for a bucket: "all tokens", "H > 0.5 nats", or "top 20 % (H > 2.31 nats)" where 2.31 is the
+    /// A plain label for a bucket: "all tokens", "H > 0.5 nats", or "top 20 % (H > 2.314 nats)" where 2.314 is the
     /// entropy the fraction came to on the evaluated tokens (<see cref="BucketEvaluation.MinEntropy"/>).
     /// </summary>
     public static string Label(BucketEvaluation bucket)
@@ -100,7 +100,7 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
         ArgumentNullException.ThrowIfNull(bucket);
         if (bucket.Name == "All") return "all tokens";
         return bucket.TopFraction is { } f
-            ? string.Create(C, $"top {100 * f:0.#} % (H > {bucket.MinEntropy:0.##} nats)")
+            ? string.Create(C, $"top {100 * f:0.#} % (H > {bucket.MinEntropy:0.###} nats)")
             : string.Create(C, $"H > {bucket.MinEntropy:0.##} nats");
     }
 }

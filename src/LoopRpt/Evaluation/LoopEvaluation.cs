@@ -17,7 +17,7 @@ public sealed record BucketEvaluation(string Name, double MinEntropy, long Token
     /// <summary>With <see cref="BucketRule.TopFraction"/> buckets, the fraction of tokens asked for (the entropy it came to is <see cref="MinEntropy"/>); else null.</summary>
     public double? TopFraction { get; init; }
 
-    /// <summary>What the bucket holds, in words: "all tokens", "H > 0.5 nats", "top 20 % (H > 2.31 nats)".</summary>
+    /// <summary>What the bucket holds, in words: "all tokens", "H > 0.5 nats", "top 20 % (H > 2.314 nats)".</summary>
     public string Label => EntropyBuckets.Label(this);
 
     /// <summary>Accuracy at the last loop step ("peak").</summary>

@@ -108,7 +108,7 @@ public class EntropyBucketsTests
             Assert.Equal(k, b.Tokens);
             Assert.Equal(f, b.TopFraction);
             Assert.InRange(b.MinEntropy, sorted[k] - 1e-6, sorted[k - 1] + 1e-6);       // the cut lies between the k-th and the next
-            Assert.Equal(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"top {100 * f:0} % (H > {b.MinEntropy:0.##} nats)"), b.Label);
+            Assert.Equal(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"top {100 * f:0} % (H > {b.MinEntropy:0.###} nats)"), b.Label);
         }
         Assert.True(top["Hard"].Tokens < top["Medium"].Tokens && top["Medium"].Tokens < top["Easy"].Tokens);
 
