@@ -102,6 +102,25 @@ public sealed class LoopRptChatClient : IChatClient
         };
     }
 
+    /// <summary>Generates a reply to <paramref name="messages"/> (the server's path: raw result, text deltas to <paramref name="onText"/>).</summary>
+    internal Task<LoopRptGeneration> GenerateAsync(IEnumerable<ChatMessage> messages, ChatOptions? options, Action<string>? onText, CancellationToken cancellationToken)
+        => _scheduler.Enqueue(CreateRequest(messages, options, onText, cancellationToken));
+
+    /// <summary>Continues a raw text prompt (BOS first when the tokenizer has one; no chat template).</summary>
+    internal Task<LoopRptGeneration> CompleteAsync(string prompt, ChatOptions? options, Action<string>? onText, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(prompt);
+        var settings = Settings(options, _options);
+        var stops = options?.StopSequences?.Where(s => !string.IsNullOrEmpty(s)).ToList() ?? [];
+        return _scheduler.Enqueue(new GenerationRequest(codec =>
+        {
+            var ids = codec.Encode(prompt).Select(i => (long)i).ToList();
+            if (codec.BosTokenId is { } bos) ids.Insert(0, bos);
+            if (ids.Count == 0) throw new ArgumentException("The prompt is empty and the tokenizer has no BOS token to start from.", "prompt");
+            return new RenderedPrompt([.. ids], codec.EosTokenId is { } eos ? [eos] : [], stops);
+        }, settings, onText, cancellationToken));
+    }
+
     private GenerationRequest CreateRequest(IEnumerable<ChatMessage> messages, ChatOptions? options, Action<string>? onText, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(messages);

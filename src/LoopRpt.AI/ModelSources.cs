@@ -131,13 +131,14 @@ public sealed class LoopRptModel : ILoopRptModelSource, IDisposable
 
 /// <summary>
 /// The served version of a hosting <see cref="ModelStore"/>: each lease holds one version (a promotion swaps the model
-/// for later leases; the old one is disposed when its last lease ends). The tokenizer is the one the version's
-/// <c>meta.json</c> describes, else the store's <see cref="ITokenizerService"/>.
+/// for later leases; the old one is disposed when its last lease ends). The tokenizer is the store's
+/// <see cref="ITokenizerService"/> when the version's <c>meta.json</c> describes that one (or none), else the one described.
 /// </summary>
 public sealed class ModelStoreSource : ILoopRptModelSource
 {
     private readonly ModelStore _store;
     private readonly TextCodec _fallback;
+    private readonly System.Text.Json.Nodes.JsonObject _fallbackDescription;
     private readonly Dictionary<int, TextCodec> _codecs = [];
 
     /// <summary>Serves <paramref name="store"/>'s current version.</summary>
@@ -145,6 +146,7 @@ public sealed class ModelStoreSource : ILoopRptModelSource
     {
         _store = store ?? throw new ArgumentNullException(nameof(store));
         _fallback = TextCodec.From(tokenizer ?? throw new ArgumentNullException(nameof(tokenizer)));
+        _fallbackDescription = tokenizer.Describe();
         ArgumentException.ThrowIfNullOrWhiteSpace(modelId);
         ModelId = modelId;
     }
@@ -162,7 +164,8 @@ public sealed class ModelStoreSource : ILoopRptModelSource
             lock (_codecs)
             {
                 if (!_codecs.TryGetValue(lease.Version, out codec!))
-                    _codecs[lease.Version] = codec = lease.Meta.Tokenizer is { } d ? TextCodec.FromDescription(d) : _fallback;
+                    _codecs[lease.Version] = codec = lease.Meta.Tokenizer is { } d && !System.Text.Json.Nodes.JsonNode.DeepEquals(d, _fallbackDescription)
+                        ? TextCodec.FromDescription(d) : _fallback;
             }
             return new LoopRptModelLease(lease.Model, codec, lease.Version, lease.Dispose);
         }
