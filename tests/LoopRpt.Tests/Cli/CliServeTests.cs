@@ -5,6 +5,7 @@ using LoopRpt.Cli;
 
 namespace LoopRpt.Tests.Cli;
 
+[Collection(nameof(LoopRpt.Tests.Server.ServerCollection))]      // the server meters are process-wide: no other server runs alongside
 public class CliServeTests(TrainedModelFixture fixture) : IClassFixture<TrainedModelFixture>
 {
     [Fact]
