@@ -90,10 +90,13 @@ public sealed class LoopRptChatClient : IChatClient
         var id = Guid.NewGuid().ToString("N");
         var created = DateTimeOffset.UtcNow;
         await foreach (var delta in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
+        {
+            cancellationToken.ThrowIfCancellationRequested();                   // no buffered text after a cancel
             yield return new ChatResponseUpdate(ChatRole.Assistant, delta)
             {
                 ResponseId = "chatcmpl-" + id, MessageId = id, ModelId = _source.ModelId, CreatedAt = created,
             };
+        }
         var result = await task.ConfigureAwait(false);
         yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(Usage(result))])
         {
