@@ -30,6 +30,11 @@ public sealed record ChaseEdge(int LastIndex, char End, int Hops);
 /// so the exit gate can learn to stop there). Each edge is one token (the tokenizer merges every letter pair), so a hop
 /// is a single attention lookup. The answers are the only tokens that need the computation; every other token is random
 /// or fixed syntax. Several queries per line (distinct start letters) give several supervised answers per map.
+/// <para>The QuickStart's form (<c>endFirst</c> and <see cref="ChaseBatchSource"/>'s <c>edgeLabels</c>): each chain is listed
+/// from its end backwards, so every edge comes after its target's edge, and every edge token is trained to name its
+/// chain's end. "The end of my chain is the end of my target's chain" is then computable at every edge under causal
+/// attention, one attention step per loop, and the labels supervise the intermediate estimates the next loop reads;
+/// without them no variant learned to chain two lookups (docs/experiment.md §1).</para>
 /// Deterministic for a seed (System.Random with a fixed seed, which .NET keeps stable).
 /// </summary>
 public static class PointerChaseCorpus

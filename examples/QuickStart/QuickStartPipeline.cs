@@ -95,7 +95,7 @@ public sealed record QuickStartResult(string OutputDirectory, IReadOnlyList<stri
 
 /// <summary>
 /// The main job on an embedded default, no download: generated pointer-chasing lines whose answer needs k dependent
-/// lookups (<see cref="PointerChaseCorpus"/>) → a character-level tokenizer → Ouro Stage I (with a curriculum over k) and
+/// lookups (<see cref="PointerChaseCorpus"/>) → a tokenizer with one token per edge → Ouro Stage I (optionally with a curriculum over k) and
 /// Stage II (gate) from scratch → LoopRPT → answer accuracy per loop step and mean exit step, by k, before and after
 /// LoopRPT, checked against the QuickStart's bars, with Pareto plots; both models saved as LoopRpt model directories.
 /// </summary>
@@ -185,9 +185,11 @@ public static class QuickStartPipeline
         File.WriteAllText(Out("heldout.txt"), string.Join("\n", heldOut.Select(l => l.Text)) + "\n");
         var summary = new StringBuilder()
             .Append("# QuickStart results\n\n")
-            .Append(C, $"Task: pointer chasing, k = 1..{s.MaxHops} hops to the end of one of {s.Chains} chains of {s.MaxHops + 1} letters, {s.Queries} queries per line, e.g. `{heldOut[0].Text}`; ")
+            .Append(C, $"Task: pointer chasing, k = 1..{s.MaxHops} hops to the end of one of {s.Chains} chains of {s.MaxHops + 1} letters, {s.Queries} queries per line, e.g. `{heldOut[0].Text}`")
+            .Append(s.EndFirst ? " (each chain listed from its end backwards, chains interleaved)" : "")
+            .Append(s.EdgeLabels ? "; in training every edge token is also labelled with its chain's end" : "").Append("; ")
             .Append(C, $"{s.HeldOutLines} held-out lines. Model: hidden {s.Hidden}, {s.Layers} layers × {s.Loops} loops, {(s.PairTokens ? "one token per edge" : "one token per character")}. ")
-            .Append(C, $"Training: {s.PretrainSteps} Stage I steps (curriculum over k for {s.CurriculumSteps}) + {s.GateSteps} gate steps, batch {s.Batch} lines ({pretrainSeconds:F0} s); ")
+            .Append(C, $"Training: {s.PretrainSteps} Stage I steps{(s.CurriculumSteps > 0 ? $" (curriculum over k for {s.CurriculumSteps})" : "")} at lr {s.PretrainLearningRate} + {s.GateSteps} gate steps, batch {s.Batch} lines ({pretrainSeconds:F0} s); ")
             .Append(C, $"then {s.LoopRptSteps} LoopRPT steps with G = {s.Rollouts} ({looprptSeconds:F0} s). Evaluation {evalSeconds:F0} s.\n\n")
             .Append("## Bars\n\n").Append(BarTable(bars))
             .Append("\n## Answer accuracy (%) per loop step and mean exit step, by hop count k\n\n").Append(hopTable)
@@ -222,7 +224,7 @@ public static class QuickStartPipeline
             sets[$"k={k}"] = heldOut.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, seqLen, q => q.Hops == hops)).ToList();
         }
         var experiment = new Experiments.LoopRptExperiment(baseDir,
-            seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers, s.EndFirst),
+            seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers, s.EndFirst, s.EdgeLabels),
             sets, new Experiments.ExperimentOptions { Seeds = seeds, Steps = steps, LearningRate = learningRate, Log = log.WriteLine });
         return experiment.Run(outputDirectory, new LineProgress(log), cancellationToken);
     }

@@ -4,7 +4,7 @@ using LoopRpt.Cli.Commands;
 namespace LoopRpt.Cli;
 
 /// <summary>
-/// The <c>looprpt</c> command-line tool: verbs env, tokenizer, train, evaluate, pareto, score, generate, experiment.
+/// The <c>looprpt</c> command-line tool: verbs env, tokenizer, train, evaluate, pareto, score, generate, experiment, serve.
 /// <see cref="Run"/> is the in-process entry point (the tests call it with string writers); Program.cs passes the console.
 /// </summary>
 public static class CliApp
@@ -22,6 +22,7 @@ public static class CliApp
             ScoreCommand.Create(),
             GenerateCommand.Create(),
             ExperimentCommand.Create(),
+            ServeCommand.Create(),
         };
         return root;
     }

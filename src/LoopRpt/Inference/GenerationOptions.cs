@@ -59,6 +59,13 @@ public sealed class GenerationOptions
     public Action<int, long, int>? OnToken { get; init; }
 
     /// <summary>
+    /// Asked on the generating thread after every token (after <see cref="OnToken"/>) with the prompt's index: true ends
+    /// that sequence now (finish reason <see cref="FinishReason.Stop"/>) and frees its row for the next prompt. Lets
+    /// callers sharing one batch stop on their own terms: a stop string, a smaller token budget, a cancelled request.
+    /// </summary>
+    public Func<int, bool>? StopWhen { get; init; }
+
+    /// <summary>
     /// Which keys/values a token attends to at decode time (default <see cref="KvCacheMode.PerLoop"/>, the exact rule).
     /// </summary>
     public KvCacheMode KvCache { get; init; } = KvCacheMode.PerLoop;

@@ -77,6 +77,7 @@ public sealed class LoopedGenerator
             loops[sequence].Add(loopsUsed);
             stopped[sequence] = stop.Contains(token);
             options.OnToken?.Invoke(sequence, token, loopsUsed);
+            if (!stopped[sequence] && options.StopWhen?.Invoke(sequence) == true) stopped[sequence] = true;
             return stopped[sequence] || tokens[sequence].Count >= options.MaxNewTokens;
         }
         Tensor Sample(Tensor logits) => TokenSampler.Pick(logits, options.Temperature, options.TopP, rng);

@@ -105,6 +105,39 @@ public sealed class LoopRptCatalog
     }
 
     /// <summary>
+    /// Feature vectors from an existing LoopRpt model directory: each row's pooled exit-state embedding as a
+    /// Vector&lt;Single&gt; of known length, for any ML.NET trainer (<see cref="LoopRptFeaturizingTransformer"/>).
+    /// </summary>
+    /// <param name="modelDirectory">A LoopRpt model directory (config.json, model.safetensors, meta.json).</param>
+    /// <param name="outputColumnName">Feature column to create.</param>
+    /// <param name="tokenColumnName">Token-id vector column.</param>
+    /// <param name="exitThreshold">Q-exit threshold q in [0, 1]; 1 means full depth.</param>
+    public LoopRptFeaturizingEstimator Featurize(string modelDirectory, string outputColumnName = LoopRptFeaturizerOptions.Defaults.OutputColumnName,
+                                                 string tokenColumnName = LoopRptFeaturizerOptions.Defaults.TokenColumnName,
+                                                 double exitThreshold = LoopRptFeaturizerOptions.Defaults.ExitThreshold)
+        => Featurize(new LoopRptFeaturizerOptions
+        {
+            ModelDirectory = modelDirectory, OutputColumnName = outputColumnName, TokenColumnName = tokenColumnName, ExitThreshold = exitThreshold,
+        });
+
+    /// <summary>Feature vectors from an existing LoopRpt model directory as <paramref name="options"/> say.</summary>
+    public LoopRptFeaturizingEstimator Featurize(LoopRptFeaturizerOptions options) => new(MLContext, options);
+
+    /// <summary>
+    /// A featurizer sharing the model of a fitted scorer (for example the one <see cref="TrainLoopedLm(LoopedLmTrainerOptions)"/>
+    /// returned); it reads the scorer's token column and uses its exit rule and batch size. The scorer keeps owning the model.
+    /// </summary>
+    public LoopRptFeaturizingTransformer Featurize(AdaptiveExitScoringTransformer scorer, string outputColumnName = LoopRptFeaturizerOptions.Defaults.OutputColumnName)
+    {
+        ArgumentNullException.ThrowIfNull(scorer);
+        if (scorer.ExitMode.Kind == ExitKind.ExpectedLogits)
+            throw new ArgumentOutOfRangeException(nameof(scorer), "The scorer reads out expected logits, which have no single exit state to pool; use a Q-exit, fixed or last-step scorer.");
+        var options = new LoopRptFeaturizerOptions { TokenColumnName = scorer.TokenColumnName, OutputColumnName = outputColumnName, ModelDirectory = scorer.ModelDirectory };
+        options.Validate();
+        return new LoopRptFeaturizingTransformer(MLContext, scorer, options, ownsScorer: false);
+    }
+
+    /// <summary>
     /// Next-token accuracy overall and per loop step, mean exit step, compute ratio, NLL, and entropy buckets, from the
     /// scorer's output columns.
     /// </summary>

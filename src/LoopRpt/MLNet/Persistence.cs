@@ -27,6 +27,7 @@ internal static class Cols
     public const string ScorerState = "__LoopRpt_ScorerState";
     public const string TokenIds = "__LoopRpt_TokenIds";
     public const string Out = "__LoopRpt_Out_";
+    public const string Features = "__LoopRpt_Features";
     public const string StateKeyValue = "state";
 }
 

@@ -1,0 +1,68 @@
+using LoopRpt.Inference;
+
+namespace LoopRpt.AI;
+
+/// <summary>
+/// Options of <see cref="LoopRptChatClient"/>: defaults for requests whose <c>ChatOptions</c> leave a setting unset.
+/// </summary>
+public sealed class LoopRptChatClientOptions
+{
+    /// <summary>Defaults, defined once.</summary>
+    public static class Defaults
+    {
+        /// <summary>Tokens generated at most when <c>ChatOptions.MaxOutputTokens</c> is unset.</summary>
+        public const int MaxOutputTokens = 256;
+
+        /// <summary>Softmax temperature when unset (OpenAI's default); 0 means greedy.</summary>
+        public const double Temperature = 1.0;
+
+        /// <summary>Nucleus mass when unset; 1 disables top-p.</summary>
+        public const double TopP = 1.0;
+
+        /// <summary>Sampling seed when <c>ChatOptions.Seed</c> is unset.</summary>
+        public const long Seed = 0;
+
+        /// <summary>Rows the generator decodes together.</summary>
+        public const int BatchSize = 8;
+    }
+
+    /// <summary>Tokens generated at most when a request does not say (at least 1). Default 256.</summary>
+    public int MaxOutputTokens { get; set; } = Defaults.MaxOutputTokens;
+
+    /// <summary>Temperature when a request does not say (&gt;= 0; 0 = greedy). Default 1.</summary>
+    public double Temperature { get; set; } = Defaults.Temperature;
+
+    /// <summary>Top-p when a request does not say, in (0, 1]. Default 1.</summary>
+    public double TopP { get; set; } = Defaults.TopP;
+
+    /// <summary>Seed when a request does not say (&gt;= 0). Default 0: replies are reproducible.</summary>
+    public long Seed { get; set; } = Defaults.Seed;
+
+    /// <summary>
+    /// Exit threshold q in [0, 1] when a request does not set <see cref="LoopRptChatClient.ExitThresholdKey"/>: each
+    /// token stops looping once its exit CDF reaches q (1 = full depth). Null (default): the model config's
+    /// <c>early_exit_threshold</c>, else full depth.
+    /// </summary>
+    public double? ExitThreshold { get; set; }
+
+    /// <summary>Prompt format. Default <see cref="ChatTemplateKind.Auto"/> (ChatML for Ouro checkpoints, plain text otherwise).</summary>
+    public ChatTemplateKind Template { get; set; } = ChatTemplateKind.Auto;
+
+    /// <summary>Rows the generator decodes together (at least 1); more concurrent requests wait for a free row. Default 8.</summary>
+    public int BatchSize { get; set; } = Defaults.BatchSize;
+
+    /// <summary>Key/value rule at decode time. Default <see cref="KvCacheMode.PerLoop"/> (exact).</summary>
+    public KvCacheMode KvCache { get; set; } = KvCacheMode.PerLoop;
+
+    internal void Validate()
+    {
+        if (MaxOutputTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxOutputTokens), MaxOutputTokens, "MaxOutputTokens must be at least 1.");
+        if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
+        if (!(TopP > 0 && TopP <= 1)) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must lie in (0, 1].");
+        if (Seed < 0) throw new ArgumentOutOfRangeException(nameof(Seed), Seed, "Seed must be >= 0.");
+        if (ExitThreshold is { } q && !(q is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(ExitThreshold), q, "ExitThreshold must lie in [0, 1].");
+        if (!Enum.IsDefined(Template)) throw new ArgumentOutOfRangeException(nameof(Template), Template, "Template must be Auto, ChatMl or Plain.");
+        if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
+        if (!Enum.IsDefined(KvCache)) throw new ArgumentOutOfRangeException(nameof(KvCache), KvCache, "KvCache must be PerLoop or LastLoop.");
+    }
+}

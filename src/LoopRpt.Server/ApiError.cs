@@ -1,0 +1,38 @@
+using System.Text.Json;
+
+namespace LoopRpt.Server;
+
+/// <summary>
+/// An error answered in OpenAI's shape: <c>{"error": {"message", "type", "param", "code"}}</c> with an HTTP status.
+/// </summary>
+internal sealed class ApiError(int status, string message, string type = "invalid_request_error", string? param = null, string? code = null) : Exception(message)
+{
+    public int Status { get; } = status;
+    public string Type { get; } = type;
+    public string? Param { get; } = param;
+    public string? Code { get; } = code;
+
+    public object Body => new { error = new { message = Message, type = Type, param = Param, code = Code } };
+
+    public static ApiError BadRequest(string message, string? param = null) => new(400, message, param: param);
+
+    /// <summary>The OpenAI-shaped error for an exception thrown while serving a request.</summary>
+    public static ApiError From(Exception e, bool timedOut) => e switch
+    {
+        ApiError a => a,
+        OperationCanceledException when timedOut => new(408, "The request took longer than the server's timeout and was cancelled.", "timeout_error", code: "timeout"),
+        JsonException j => new(400, "The request body is not valid JSON: " + j.Message, code: "invalid_json"),
+        ArgumentOutOfRangeException a => new(400, Clean(a.Message), param: a.ParamName, code: "invalid_value"),
+        ArgumentException a => new(400, Clean(a.Message), param: a.ParamName, code: "invalid_value"),
+        NotSupportedException n => new(400, n.Message, code: "unsupported"),
+        InvalidDataException d => new(400, d.Message, code: "invalid_value"),
+        _ => new(500, "The server failed while serving the request: " + e.Message, "server_error"),
+    };
+
+    /// <summary>ArgumentException appends " (Parameter 'x')" and the actual value; the param field carries the name.</summary>
+    private static string Clean(string message)
+    {
+        int at = message.IndexOf(" (Parameter '", StringComparison.Ordinal);
+        return at > 0 ? message[..at] : message;
+    }
+}

@@ -1,0 +1,85 @@
+using LoopRpt.AI;
+using LoopRpt.Inference;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using OpenTelemetry.Metrics;
+
+namespace LoopRpt.Server;
+
+/// <summary>
+/// Builds the OpenAI-compatible server (ASP.NET Core minimal APIs):
+/// <code>
+/// using var model = LoopRptModel.Load("models/quickstart");
+/// await using var app = LoopRptServer.Build(model, new LoopRptServerOptions { Urls = "http://127.0.0.1:8080" });
+/// await app.RunAsync();
+/// </code>
+/// or, in an existing web application, <c>services.AddLoopRptServer(...)</c> and <c>app.MapLoopRptOpenAI()</c>.
+/// </summary>
+public static class LoopRptServer
+{
+    /// <summary>
+    /// Registers what the endpoints need over the registered <see cref="ILoopRptModelSource"/>: the chat client, the
+    /// embedding generator, the request limits and OpenTelemetry metrics (<c>LoopRpt.Inference</c>, <c>LoopRpt.Server</c>;
+    /// exported over OTLP when <see cref="LoopRptServerOptions.OtlpEndpoint"/> or <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set).
+    /// </summary>
+    public static IServiceCollection AddLoopRptServer(this IServiceCollection services, LoopRptServerOptions options,
+        LoopRptChatClientOptions? chat = null, LoopRptEmbeddingGeneratorOptions? embeddings = null)
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        ArgumentNullException.ThrowIfNull(options);
+        options.Validate();
+        services.AddSingleton(Options.Create(options));
+        services.TryAddSingleton<RequestGate>();
+        services.TryAddSingleton(sp => new LoopRptChatClient(sp.GetRequiredService<ILoopRptModelSource>(), chat));
+        services.TryAddSingleton(sp => new LoopRptEmbeddingGenerator(sp.GetRequiredService<ILoopRptModelSource>(), embeddings));
+        var otlp = options.OtlpEndpoint ?? Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT");
+        services.AddOpenTelemetry().WithMetrics(m =>
+        {
+            m.AddMeter(InferenceMetrics.MeterName, OpenAIEndpoints.MeterName);
+            if (!string.IsNullOrWhiteSpace(otlp)) m.AddOtlpExporter(o => o.Endpoint = new Uri(otlp));
+        });
+        return services;
+    }
+
+    /// <summary>
+    /// A web application serving <paramref name="source"/> on <see cref="LoopRptServerOptions.Urls"/>. The caller keeps
+    /// owning <paramref name="source"/>; <paramref name="configureServices"/> may add services (logging, retraining).
+    /// </summary>
+    public static WebApplication Build(ILoopRptModelSource source, LoopRptServerOptions? options = null, LoopRptChatClientOptions? chat = null,
+        LoopRptEmbeddingGeneratorOptions? embeddings = null, Action<IServiceCollection>? configureServices = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        options ??= new LoopRptServerOptions();
+        options.Validate();
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
+        builder.WebHost.UseUrls(options.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
+        builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = null);    // the endpoints enforce the limit with an OpenAI-shaped 413
+        builder.Logging.SetMinimumLevel(LogLevel.Warning);
+        builder.Services.AddSingleton(source);
+        builder.Services.AddLoopRptServer(options, chat, embeddings);
+        configureServices?.Invoke(builder.Services);
+        var app = builder.Build();
+        app.MapLoopRptOpenAI();
+        app.MapFallback((HttpContext http) =>
+        {
+            http.Response.StatusCode = 404;
+            return http.Response.WriteAsJsonAsync(new ApiError(404, $"No route {http.Request.Method} {http.Request.Path}; see /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/score, /healthz.",
+                code: "unknown_url").Body);
+        });
+        return app;
+    }
+
+    /// <summary>The addresses a started application listens on (port 0 resolved to the real port).</summary>
+    public static IReadOnlyList<string> Addresses(this WebApplication app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        return app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()?.Addresses.ToList() ?? [];
+    }
+}

@@ -1,0 +1,301 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using System.Threading.Channels;
+using LoopRpt.AI;
+using LoopRpt.Inference;
+using LoopRpt.Model;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Routing;
+using Microsoft.Extensions.AI;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Server;
+
+/// <summary>
+/// The OpenAI wire format over LoopRpt (docs/serving.md): <c>POST /v1/chat/completions</c>, <c>POST /v1/completions</c>
+/// (both with <c>stream: true</c> as server-sent events), <c>POST /v1/embeddings</c>, <c>GET /v1/models</c>, LoopRpt's
+/// <c>POST /v1/score</c> and <c>GET /healthz</c>. Every request may carry <c>exit_threshold</c>; usage adds <c>loops</c>
+/// and <c>system_fingerprint</c> names the model version (<c>looprpt-vN</c>).
+/// </summary>
+public static class OpenAIEndpoints
+{
+    /// <summary>The server's meter: <c>LoopRpt.Server</c>.</summary>
+    public const string MeterName = "LoopRpt.Server";
+
+    private static readonly Meter Meter = new(MeterName);
+    private static readonly Counter<long> Requests = Meter.CreateCounter<long>("looprpt.server.requests", "{request}", "Requests answered, by route and status.");
+    private static readonly Histogram<double> Duration = Meter.CreateHistogram<double>("looprpt.server.request.duration", "s", "Time to answer a request.");
+    private static readonly JsonSerializerOptions Json = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never };
+
+    /// <summary>Maps every endpoint; the services come from <see cref="LoopRptServer.AddLoopRptServer"/>.</summary>
+    public static IEndpointRouteBuilder MapLoopRptOpenAI(this IEndpointRouteBuilder app)
+    {
+        ArgumentNullException.ThrowIfNull(app);
+        app.MapGet("/healthz", (ILoopRptModelSource source) =>
+        {
+            using var lease = source.Acquire();
+            return Results.Json(new { status = "ok", model = source.ModelId, version = lease.Version });
+        });
+        app.MapGet("/v1/models", (ILoopRptModelSource source) => Results.Json(new
+        {
+            @object = "list",
+            data = new[] { new { id = source.ModelId, @object = "model", created = 0L, owned_by = "looprpt" } },
+        }));
+        app.MapPost("/v1/chat/completions", (HttpContext http) => Serve(http, "chat", Chat));
+        app.MapPost("/v1/completions", (HttpContext http) => Serve(http, "completions", Completions));
+        app.MapPost("/v1/embeddings", (HttpContext http) => Serve(http, "embeddings", Embeddings));
+        app.MapPost("/v1/score", (HttpContext http) => Serve(http, "score", Score));
+        return app;
+    }
+
+    /// <summary>Limits (concurrency, timeout, body size), the error shape and the metrics around one endpoint.</summary>
+    private static async Task Serve(HttpContext http, string route, Func<HttpContext, JsonObject, LoopRptServerOptions, CancellationToken, Task> handler)
+    {
+        var options = http.RequestServices.GetRequiredService<IOptions<LoopRptServerOptions>>().Value;
+        var gate = http.RequestServices.GetRequiredService<RequestGate>();
+        var clock = Stopwatch.StartNew();
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(http.RequestAborted);
+        timeout.CancelAfter(TimeSpan.FromSeconds(options.RequestTimeoutSeconds));
+        bool entered = gate.TryEnter();
+        try
+        {
+            if (!entered)
+                throw new ApiError(429, $"The server is serving its limit of {options.MaxConcurrentRequests} requests; retry shortly.", "rate_limit_error", code: "too_many_requests");
+            var body = await RequestReader.ReadObjectAsync(http.Request, options.MaxRequestBodyBytes, timeout.Token);
+            RequestReader.CheckModel(body, http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId);
+            await handler(http, body, options, timeout.Token);
+        }
+        catch (Exception e) when (!http.RequestAborted.IsCancellationRequested)
+        {
+            var error = ApiError.From(e, timeout.IsCancellationRequested);
+            if (!http.Response.HasStarted)
+            {
+                http.Response.StatusCode = error.Status;
+                await http.Response.WriteAsJsonAsync(error.Body, Json, CancellationToken.None);
+            }
+            else
+            {
+                await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(error.Body, Json) + "\n\n", CancellationToken.None);
+            }
+        }
+        finally
+        {
+            if (entered) gate.Exit();
+            var tags = new TagList { { "route", route }, { "status", http.Response.StatusCode } };
+            Requests.Add(1, tags);
+            Duration.Record(clock.Elapsed.TotalSeconds, tags);
+        }
+    }
+
+    private static async Task Chat(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
+    {
+        var client = http.RequestServices.GetRequiredService<LoopRptChatClient>();
+        var messages = RequestReader.Messages(body);
+        var options = RequestReader.Options(body, server);
+        if (RequestReader.Bool(body, "stream"))
+        {
+            bool usage = body["stream_options"] is JsonObject so && RequestReader.Bool(so, "include_usage");
+            await Stream(http, "chat.completion.chunk", usage, onText => client.GenerateAsync(messages, options, onText, ct),
+                (delta, first) => new { index = 0, delta = first ? (object)new { role = "assistant", content = delta } : new { content = delta }, logprobs = (object?)null, finish_reason = (string?)null },
+                finish => new { index = 0, delta = new { }, logprobs = (object?)null, finish_reason = finish }, ct);
+            return;
+        }
+        var g = await client.GenerateAsync(messages, options, null, ct);
+        await http.Response.WriteAsJsonAsync(new
+        {
+            id = "chatcmpl-" + Guid.NewGuid().ToString("N"),
+            @object = "chat.completion",
+            created = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+            model = client.Metadata.DefaultModelId,
+            system_fingerprint = Fingerprint(g.ModelVersion),
+            choices = new[] { new { index = 0, message = new { role = "assistant", content = g.Text }, logprobs = (object?)null, finish_reason = Finish(g.Finish) } },
+            usage = Usage(g),
+        }, Json, ct);
+    }
+
+    private static async Task Completions(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
+    {
+        var client = http.RequestServices.GetRequiredService<LoopRptChatClient>();
+        var prompts = RequestReader.Strings(body, "prompt", 1);
+        var options = RequestReader.Options(body, server);
+        if (RequestReader.Bool(body, "stream"))
+        {
+            bool usage = body["stream_options"] is JsonObject so && RequestReader.Bool(so, "include_usage");
+            await Stream(http, "text_completion", usage, onText => client.CompleteAsync(prompts[0], options, onText, ct),
+                (delta, _) => new { index = 0, text = delta, logprobs = (object?)null, finish_reason = (string?)null },
+                finish => new { index = 0, text = "", logprobs = (object?)null, finish_reason = finish }, ct);
+            return;
+        }
+        var g = await client.CompleteAsync(prompts[0], options, null, ct);
+        await http.Response.WriteAsJsonAsync(new
+        {
+            id = "cmpl-" + Guid.NewGuid().ToString("N"),
+            @object = "text_completion",
+            created = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
+            model = client.Metadata.DefaultModelId,
+            system_fingerprint = Fingerprint(g.ModelVersion),
+            choices = new[] { new { index = 0, text = g.Text, logprobs = (object?)null, finish_reason = Finish(g.Finish) } },
+            usage = Usage(g),
+        }, Json, ct);
+    }
+
+    /// <summary>Server-sent events: text chunks as they are generated, a finishing chunk, usage (when asked), [DONE].</summary>
+    private static async Task Stream(HttpContext http, string objectName, bool includeUsage, Func<Action<string>, Task<LoopRptGeneration>> start,
+        Func<string, bool, object> chunk, Func<string, object> finishChunk, CancellationToken ct)
+    {
+        var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var task = start(delta => channel.Writer.TryWrite(delta));
+        _ = task.ContinueWith(_ => channel.Writer.TryComplete(), TaskScheduler.Default);
+        var id = (objectName == "text_completion" ? "cmpl-" : "chatcmpl-") + Guid.NewGuid().ToString("N");
+        long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+        var model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId;
+        bool first = true;
+        async Task Send(object payload)
+        {
+            if (!http.Response.HasStarted)
+            {
+                http.Response.ContentType = "text/event-stream";
+                http.Response.Headers.CacheControl = "no-cache";
+            }
+            await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(payload, Json) + "\n\n", ct);
+            await http.Response.Body.FlushAsync(ct);
+        }
+        object Envelope(object[] choices, string? fingerprint, object? usage = null)
+            => new { id, @object = objectName, created, model, system_fingerprint = fingerprint, choices, usage };
+
+        await foreach (var delta in channel.Reader.ReadAllAsync(ct))
+        {
+            await Send(Envelope([chunk(delta, first)], null));
+            first = false;
+        }
+        var g = await task;                                      // a failure before any chunk becomes an ordinary error response
+        if (first) await Send(Envelope([chunk("", true)], Fingerprint(g.ModelVersion)));
+        await Send(Envelope([finishChunk(Finish(g.Finish))], Fingerprint(g.ModelVersion)));
+        if (includeUsage) await Send(Envelope([], Fingerprint(g.ModelVersion), Usage(g)));
+        await http.Response.WriteAsync("data: [DONE]\n\n", ct);
+    }
+
+    private static async Task Embeddings(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
+    {
+        var generator = http.RequestServices.GetRequiredService<LoopRptEmbeddingGenerator>();
+        var inputs = RequestReader.Strings(body, "input", server.MaxInputs);
+        var format = body["encoding_format"] is { } f && f.GetValueKind() == JsonValueKind.String ? (string)f! : "float";
+        if (format is not ("float" or "base64")) throw ApiError.BadRequest($"encoding_format '{format}' is not supported; use float or base64.", "encoding_format");
+        int? dimensions = body["dimensions"] is { } d && d.GetValueKind() == JsonValueKind.Number ? d.GetValue<int>() : null;
+        double? q = RequestReader.ExitThreshold(body);
+        var result = await Task.Run(() => generator.Generate(inputs, q, dimensions, ct), ct);
+        var data = result.Select((e, i) => new
+        {
+            @object = "embedding",
+            index = i,
+            embedding = format == "base64" ? (object)Convert.ToBase64String(System.Runtime.InteropServices.MemoryMarshal.AsBytes(e.Vector.Span)) : e.Vector.ToArray(),
+        }).ToArray();
+        await http.Response.WriteAsJsonAsync(new
+        {
+            @object = "list",
+            data,
+            model = generator.Metadata.DefaultModelId,
+            usage = new
+            {
+                prompt_tokens = result.Usage?.InputTokenCount ?? 0,
+                total_tokens = result.Usage?.InputTokenCount ?? 0,
+                loops = result.Usage?.AdditionalCounts?[LoopRptChatClient.LoopsKey] ?? 0,
+            },
+            model_version = result.AdditionalProperties?["model_version"],
+        }, Json, ct);
+    }
+
+    /// <summary>
+    /// LoopRpt's scoring endpoint: per text, the log-likelihood of its tokens (each predicted from its prefix; the
+    /// first predicted from BOS when the tokenizer has one), perplexity, and the exit step (1-indexed) of every token.
+    /// </summary>
+    private static async Task Score(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
+    {
+        var source = http.RequestServices.GetRequiredService<ILoopRptModelSource>();
+        var generator = http.RequestServices.GetRequiredService<LoopRptEmbeddingGenerator>();
+        var inputs = RequestReader.Strings(body, "input", server.MaxInputs);
+        double? q = RequestReader.ExitThreshold(body);
+        var payload = await Task.Run(() =>
+        {
+            using var lease = source.Acquire();
+            var lm = lease.Model;
+            var rows = inputs.Select((t, i) => string.IsNullOrEmpty(t)
+                ? throw ApiError.BadRequest($"input[{i}] is empty.", "input")
+                : generator.Tokenize(t, lease.Codec, lm.Config.MaxPositionEmbeddings)).ToList();
+            var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = q is { } x ? ExitMode.Q(x) : null });
+            var data = new List<object>();
+            long loops = 0;
+            foreach (var (batch, offset) in rows.Chunk(16).Select((b, k) => (b, k * 16)))
+            {
+                ct.ThrowIfCancellationRequested();
+                using var scope = NewDisposeScope();
+                var (ids, lengths) = AdaptiveExitScorer.Pad(batch);
+                using var score = scorer.Score(ids, lengths);
+                var logp = score.GoldLogProbs.cpu().data<float>().ToArray();
+                var exits = score.ExitSteps.cpu().data<long>().ToArray();
+                int s = (int)ids.shape[1];
+                for (int i = 0; i < batch.Length; i++)
+                {
+                    int n = batch[i].Count;
+                    var tokenLogProbs = Enumerable.Range(0, n - 1).Select(j => (double)logp[i * s + j]).ToArray();
+                    var steps = Enumerable.Range(0, n).Select(j => (int)exits[i * s + j] + 1).ToArray();
+                    loops += steps.Sum();
+                    double ll = tokenLogProbs.Sum();
+                    data.Add(new
+                    {
+                        @object = "score",
+                        index = offset + i,
+                        tokens = n,
+                        log_likelihood = ll,
+                        perplexity = n > 1 ? Math.Exp(-ll / (n - 1)) : (double?)null,
+                        mean_exit_step = steps.Average(),
+                        exit_steps = steps,
+                        token_log_probs = tokenLogProbs,
+                    });
+                }
+            }
+            return new
+            {
+                @object = "list",
+                data,
+                model = source.ModelId,
+                system_fingerprint = Fingerprint(lease.Version),
+                usage = new { prompt_tokens = rows.Sum(r => r.Count), total_tokens = rows.Sum(r => r.Count), loops },
+            };
+        }, ct);
+        await http.Response.WriteAsJsonAsync(payload, Json, ct);
+    }
+
+    private static string Fingerprint(int version) => "looprpt-v" + version;
+
+    private static string Finish(ReplyFinish finish) => finish == ReplyFinish.Length ? "length" : "stop";
+
+    private static object Usage(LoopRptGeneration g) => new
+    {
+        prompt_tokens = g.PromptTokens,
+        completion_tokens = g.Tokens.Length,
+        total_tokens = g.PromptTokens + g.Tokens.Length,
+        loops = g.LoopsSpent,
+        mean_loops = g.Tokens.Length == 0 ? 0 : g.MeanLoops,
+    };
+}
+
+/// <summary>Counts requests in flight against <see cref="LoopRptServerOptions.MaxConcurrentRequests"/>.</summary>
+internal sealed class RequestGate(IOptions<LoopRptServerOptions> options)
+{
+    private int _inFlight;
+
+    public bool TryEnter()
+    {
+        if (Interlocked.Increment(ref _inFlight) <= options.Value.MaxConcurrentRequests) return true;
+        Interlocked.Decrement(ref _inFlight);
+        return false;
+    }
+
+    public void Exit() => Interlocked.Decrement(ref _inFlight);
+}
