@@ -44,6 +44,31 @@ internal static class CommonOptions
         DefaultValueFactory = _ => @default,
     };
 
+    public static Option<string?> TokenizerFile() => new("--tokenizer")
+    {
+        Description = "Tokenizer file to use instead of the model's own: a LoopRpt tokenizer file (`looprpt tokenizer`) or a Hugging Face tokenizer.json.",
+    };
+
+    public static Option<string?> Ids() => new("--ids")
+    {
+        Description = "Token ids instead of text, comma-separated (e.g. 1,5,9); used as given (no BOS is added), so any checkpoint works without a tokenizer.",
+    };
+
+    /// <summary>Parses <c>--ids</c>: comma- or space-separated non-negative integers below <paramref name="vocabulary"/>.</summary>
+    public static int[] ParseIds(string text, int vocabulary, string option = "--ids")
+    {
+        var parts = text.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0) throw CliException.Usage($"{option} needs at least one token id.");
+        var ids = new int[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+        {
+            if (!int.TryParse(parts[i], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out ids[i]))
+                throw CliException.Usage($"{option}: '{parts[i]}' is not a token id (a non-negative integer).");
+            if (ids[i] >= vocabulary) throw CliException.Usage($"{option}: token id {ids[i]} is outside the model's vocabulary [0, {vocabulary}).");
+        }
+        return ids;
+    }
+
     public static Option<int> BatchSize(int @default) => new("--batch-size") { Description = "Sequences per batch.", DefaultValueFactory = _ => @default };
 
     public static Option<int> SequenceLength(int @default) => new("--seq-len") { Description = "Tokens per sequence window.", DefaultValueFactory = _ => @default };

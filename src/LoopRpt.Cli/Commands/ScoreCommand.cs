@@ -34,7 +34,9 @@ internal static class ScoreCommand
     public static Command Create()
     {
         var model = CommonOptions.Model();
-        var input = CommonOptions.Input();
+        var input = CommonOptions.Input(required: false);
+        var ids = CommonOptions.Ids();
+        var tokenizer = CommonOptions.TokenizerFile();
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
         var q = new Option<double>("--q") { Description = "Q-exit threshold in [0, 1]: each token exits at the first loop whose exit CDF reaches q (1 = last loop).", DefaultValueFactory = _ => 0.5 };
@@ -45,7 +47,7 @@ internal static class ScoreCommand
         var device = CommonOptions.Device();
         var dtype = CommonOptions.DType();
         var threads = CommonOptions.Threads();
-        var cmd = new Command("score", "Score documents: log-likelihood, perplexity and exit steps per document.") { model, input, column, docs, q, format, perToken, context, output, device, dtype, threads };
+        var cmd = new Command("score", "Score documents: log-likelihood, perplexity and exit steps per document.") { model, input, ids, tokenizer, column, docs, q, format, perToken, context, output, device, dtype, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
@@ -53,11 +55,23 @@ internal static class ScoreCommand
             int ctxLen = CommonOptions.AtLeast(pr.GetValue(context), 2, "--context");
             if (pr.GetValue(perToken) && pr.GetValue(format) == ScoreFormat.Csv) throw CliException.Usage("--per-token needs --format json.");
             var outPath = pr.GetValue(output) is { } op ? OutputPaths.File(op, "--out") : null;
-            var texts = Corpus.Read(pr.GetRequiredValue(input), pr.GetValue(docs), pr.GetValue(column));
+            string[]? inputs = pr.GetValue(input) is { Length: > 0 } given ? given : null;
+            string? idsText = pr.GetValue(ids);
+            if ((inputs is null) == (idsText is null)) throw CliException.Usage("Give the documents as --input FILE or one document as --ids 1,5,9 (exactly one of them).");
+            if (pr.GetValue(tokenizer) is { } tf && !File.Exists(tf)) throw CliException.Input($"Tokenizer file '{tf}' does not exist.");
+            var texts = inputs is null ? null : Corpus.Read(inputs, pr.GetValue(docs), pr.GetValue(column));
             Devices.SetThreads(pr.GetValue(threads));
             using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(dtype)!, ctx.Error);
-            var codec = session.RequireCodec();
-            var scores = texts.Select((t, i) => Score(session.Model, codec.Encode(t, addBos: true), i, qv, ctxLen, pr.GetValue(perToken))).ToList();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            List<DocumentScore> scores;
+            if (texts is null)
+                scores = [Score(session.Model, CommonOptions.ParseIds(idsText!, session.Model.Config.VocabSize), 0, qv, ctxLen, pr.GetValue(perToken))];
+            else
+            {
+                var codec = session.CodecOrFile(pr.GetValue(tokenizer)) ?? session.RequireCodec();
+                scores = texts.Select((t, i) => Score(session.Model, codec.Encode(t, addBos: true), i, qv, ctxLen, pr.GetValue(perToken))).ToList();
+            }
+            double elapsed = clock.Elapsed.TotalSeconds;
             var text = pr.GetValue(format) == ScoreFormat.Json ? ToJson(scores) : ToCsv(scores);
             if (outPath is null) ctx.Output.Write(text);
             else
@@ -68,8 +82,9 @@ internal static class ScoreCommand
             long n = scores.Sum(s => (long)s.Tokens);
             double ll = scores.Sum(s => s.LogLikelihood);
             double exit = scores.Sum(s => s.Tokens == 0 ? 0 : s.MeanExitStep * s.Tokens);
+            int loops = session.Model.Config.TotalUtSteps;
             var summary = string.Create(CultureInfo.InvariantCulture,
-                $"score documents={scores.Count} tokens={n} nll={(n == 0 ? double.NaN : -ll / n):F4} ppl={(n == 0 ? double.NaN : Math.Exp(-ll / n)):F3} mean_exit_step={(n == 0 ? double.NaN : exit / n):F3} loops={session.Model.Config.TotalUtSteps} q={qv}");
+                $"score documents={scores.Count} tokens={n} nll={(n == 0 ? double.NaN : -ll / n):F4} ppl={(n == 0 ? double.NaN : Math.Exp(-ll / n)):F3} mean_exit_step={(n == 0 ? double.NaN : exit / n):F3} loops={loops} compute_fraction={(n == 0 ? double.NaN : exit / n / loops):F3} q={qv} elapsed_s={elapsed:F2} tok_s={n / Math.Max(elapsed, 1e-9):F1}");
             (outPath is null ? ctx.Error : ctx.Output).WriteLine(summary);
             return ExitCodes.Success;
         });

@@ -47,6 +47,31 @@ public sealed class TextCodec
     public static TextCodec From(HfTokenizer t, OuroConfig config)
         => new(s => [.. t.Encode(s)], t.Decode, config.BosTokenId, config.EosTokenId, $"tokenizer.json ({t.VocabularySize} tokens)");
 
+    /// <summary>
+    /// Reads <paramref name="path"/> as a LoopRpt tokenizer file (written by <c>looprpt tokenizer</c>) or, failing that, as a
+    /// Hugging Face <c>tokenizer.json</c> whose special ids come from <paramref name="config"/>.
+    /// </summary>
+    public static TextCodec LoadFile(string path, OuroConfig config)
+    {
+        if (!File.Exists(path)) throw CliException.Input($"Tokenizer file '{path}' does not exist.");
+        string json = File.ReadAllText(path);
+        try
+        {
+            return From(LoopRptTokenizer.Create(TokenizerSpec.FromJson(json)));
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidDataException or ArgumentException or NotSupportedException or KeyNotFoundException or InvalidOperationException)
+        {
+            try
+            {
+                return From(HfTokenizer.Load(path), config);
+            }
+            catch (InvalidDataException hf)
+            {
+                throw CliException.Model($"'{path}' is neither a LoopRpt tokenizer file ({e.Message}) nor a supported tokenizer.json ({hf.Message}).", hf);
+            }
+        }
+    }
+
     /// <summary>Reads a tokenizer file written by <c>looprpt tokenizer</c> (TokenizerSpec JSON) or an HF tokenizer.json.</summary>
     public static LoopRptTokenizer LoadSpecFile(string path)
     {
@@ -81,6 +106,12 @@ public sealed class ModelSession : IDisposable
     public string Directory { get; }
     /// <summary>LoopRpt metadata (null for a Hugging Face directory).</summary>
     public ModelMeta? Meta { get; }
+
+    /// <summary>
+    /// The tokenizer of <paramref name="tokenizerFile"/> when one is given (see <see cref="TextCodec.LoadFile"/>), else the
+    /// model's own (null when the directory describes none).
+    /// </summary>
+    public TextCodec? CodecOrFile(string? tokenizerFile) => tokenizerFile is null ? Codec : TextCodec.LoadFile(tokenizerFile, Model.Config);
 
     /// <summary>The tokenizer, or an input error naming what is missing.</summary>
     public TextCodec RequireCodec()

@@ -193,7 +193,7 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
     {
         var r = CliRunner.Run("generate", "--model", fx.Model, "--prompt", "x=", "-n", "5", "--no-stop", "--q", "0.3");
         Assert.True(r.Code == ExitCodes.Success, r.ToString());
-        var rows = r.Out.Split('\n').SkipWhile(l => l != "token\tloops\ttext").Skip(1).TakeWhile(l => l.Length > 0 && char.IsDigit(l[0])).ToArray();
+        var rows = r.Out.Split('\n').SkipWhile(l => l != "token\tloops\tid\ttext").Skip(1).TakeWhile(l => l.Length > 0 && char.IsDigit(l[0])).ToArray();
         Assert.Equal(5, rows.Length);
         Assert.All(rows, l => Assert.InRange(int.Parse(l.Split('\t')[1]), 1, 4));
         Assert.Contains("generate tokens=5", r.Out);
@@ -228,5 +228,67 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         var r = CliRunner.Run("generate", "--model", fx.Model, "--prompt", "x", "--top-p", "0");
         Assert.Equal(ExitCodes.Usage, r.Code);
         Assert.Contains("--top-p", r.Err);
+    }
+
+    /// <summary>Issue 20: a directory without a tokenizer works with --tokenizer FILE or raw --ids, for generate and score.</summary>
+    [Fact]
+    public void GenerateAndScoreTakeATokenizerFileOrRawIds()
+    {
+        // A copy of the model without its tokenizer, and the tokenizer as a separate file.
+        var bare = CliRunner.TempDir();
+        foreach (var f in Directory.GetFiles(fx.Model)) File.Copy(f, Path.Combine(bare, Path.GetFileName(f)));
+        var meta = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(bare, "meta.json")))!.AsObject();
+        var tokFile = Path.Combine(CliRunner.TempDir(), "tok.json");
+        File.WriteAllText(tokFile, meta["tokenizer"]!.ToJsonString());
+        meta.Remove("tokenizer");
+        File.WriteAllText(Path.Combine(bare, "meta.json"), meta.ToJsonString());
+        Assert.Equal(ExitCodes.ModelError, CliRunner.Run("generate", "--model", bare, "--prompt", "x=").Code);
+
+        string[] gen = ["-n", "5", "--no-stop", "--q", "1", "--format", "Json"];
+        var reference = CliRunner.Run(["generate", "--model", fx.Model, "--prompt", "x=", .. gen]);
+        var withFile = CliRunner.Run(["generate", "--model", bare, "--prompt", "x=", "--tokenizer", tokFile, .. gen]);
+        Assert.True(reference.Code == ExitCodes.Success, reference.ToString());
+        Assert.True(withFile.Code == ExitCodes.Success, withFile.ToString());
+        using var refDoc = JsonDocument.Parse(reference.Out);
+        using var fileDoc = JsonDocument.Parse(withFile.Out);
+        int[] Ids(JsonDocument d) => d.RootElement.GetProperty("tokens").EnumerateArray().Select(t => t.GetProperty("id").GetInt32()).ToArray();
+        int[] promptIds = refDoc.RootElement.GetProperty("prompt_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        Assert.Equal(Ids(refDoc), Ids(fileDoc));
+        Assert.Equal(refDoc.RootElement.GetProperty("text").GetString(), fileDoc.RootElement.GetProperty("text").GetString());
+
+        // Raw ids: the same prompt ids give the same continuation, with no tokenizer at all (no text).
+        var raw = CliRunner.Run(["generate", "--model", bare, "--ids", string.Join(",", promptIds), .. gen]);
+        Assert.True(raw.Code == ExitCodes.Success, raw.ToString());
+        using var rawDoc = JsonDocument.Parse(raw.Out);
+        Assert.Equal(Ids(refDoc), Ids(rawDoc));
+        Assert.Equal(JsonValueKind.Null, rawDoc.RootElement.GetProperty("text").ValueKind);
+        Assert.Equal(1.0, rawDoc.RootElement.GetProperty("compute_fraction").GetDouble());      // q = 1: every loop
+        Assert.True(rawDoc.RootElement.GetProperty("tokens_per_second").GetDouble() > 0);
+
+        // score --ids on the bare copy = score of the text whose encoding (with BOS) is those ids, on the original.
+        var doc = Path.Combine(CliRunner.TempDir(), "doc.txt");
+        File.WriteAllText(doc, "x=\n");
+        var byText = CliRunner.Run("score", "--model", fx.Model, "--input", doc, "--q", "1");
+        var byIds = CliRunner.Run("score", "--model", bare, "--ids", string.Join(" ", promptIds), "--q", "1");
+        Assert.True(byText.Code == ExitCodes.Success, byText.ToString());
+        Assert.True(byIds.Code == ExitCodes.Success, byIds.ToString());
+        double Ll(string json) => JsonDocument.Parse(json).RootElement[0].GetProperty("log_likelihood").GetDouble();
+        Assert.Equal(Ll(byText.Out), Ll(byIds.Out), 1e-6);
+        Assert.Matches(@"compute_fraction=1\.000 .*elapsed_s=[0-9.]+ tok_s=[0-9.]+", byIds.Err);
+
+        // bfloat16 generation from ids runs and reports its speed.
+        var bf16 = CliRunner.Run("generate", "--model", bare, "--ids", string.Join(",", promptIds), "-n", "3", "--no-stop", "--dtype", "bfloat16");
+        Assert.True(bf16.Code == ExitCodes.Success, bf16.ToString());
+        Assert.Matches(@"generate tokens=3 .*compute_fraction=[0-9.]+ .*tok_s=[0-9.]+", bf16.Out);
+
+        // Bad ids and missing/duplicate inputs are usage errors; a missing tokenizer file an input error.
+        Assert.Equal(ExitCodes.Usage, CliRunner.Run("generate", "--model", bare, "--ids", "1,x").Code);
+        var outside = CliRunner.Run("score", "--model", bare, "--ids", "1,100000");
+        Assert.Equal(ExitCodes.Usage, outside.Code);
+        Assert.Contains("outside the model's vocabulary", outside.Err);
+        Assert.Equal(ExitCodes.Usage, CliRunner.Run("generate", "--model", bare, "--ids", "1", "--prompt", "x").Code);
+        Assert.Equal(ExitCodes.Usage, CliRunner.Run("generate", "--model", bare).Code);
+        Assert.Equal(ExitCodes.Usage, CliRunner.Run("score", "--model", bare).Code);
+        Assert.Equal(ExitCodes.InputError, CliRunner.Run("generate", "--model", bare, "--prompt", "x", "--tokenizer", "/nonexistent/tok.json").Code);
     }
 }
