@@ -172,20 +172,32 @@ public sealed class AdaptiveExitScorer
         return shifted.masked_fill(positions >= (lengths.unsqueeze(1) - 1), -1);
     }
 
+    /// <summary>Test hook: called after each LM-head block with its row count (at most one block's logits are alive).</summary>
+    internal Action<long>? AfterReadOutBlock { get; set; }
+
+    /// <summary>Test hook: rows per LM-head block (default: about 64 MB of float32 logits).</summary>
+    internal long? ReadOutBlockRows { get; set; }
+
+    /// <summary>Test hook into the runner (see <see cref="AdaptiveLoopRunner.AfterLayer"/>).</summary>
+    internal Action<int, int>? AfterLayer { set => _runner.AfterLayer = value; }
+
     /// <summary>Gold log-prob (0 without a target) and argmax per state, the LM head applied in row blocks to bound memory.</summary>
     private (Tensor LogProbs, Tensor Argmax) ReadOut(Tensor states, Tensor gold)
     {
         long m = states.shape[0];
-        long block = Math.Max(1, (1L << 24) / _lm.Config.VocabSize);                              // ~64 MB of float32 logits
+        long block = ReadOutBlockRows ?? Math.Max(1, (1L << 24) / _lm.Config.VocabSize);         // ~64 MB of float32 logits
         var logProbs = new List<Tensor>();
         var argmax = new List<Tensor>();
         for (long start = 0; start < m; start += block)
         {
             long len = Math.Min(block, m - start);
+            // One scope per block: its (len, V) logits are freed before the next block, so at most one block is alive.
+            using var scope = NewDisposeScope();
             var logp = F.log_softmax(_lm.Logits(states.narrow(0, start, len)).to_type(ScalarType.Float32), -1); // (len, V)
             var g = gold.narrow(0, start, len);
-            logProbs.Add(logp.gather(-1, g.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (g >= 0).to_type(ScalarType.Float32));
-            argmax.Add(logp.argmax(-1));
+            logProbs.Add(scope.MoveToOuter(logp.gather(-1, g.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (g >= 0).to_type(ScalarType.Float32)));
+            argmax.Add(scope.MoveToOuter(logp.argmax(-1)));
+            AfterReadOutBlock?.Invoke(len);
         }
         if (m == 0) return (empty(0, device: states.device), empty(0, dtype: ScalarType.Int64, device: states.device));
         return (cat(logProbs, 0), cat(argmax, 0));

@@ -25,6 +25,13 @@ internal sealed class AdaptiveLoopRunner
     public AdaptiveLoopRunner(OuroForCausalLM lm) => _lm = lm;
 
     /// <summary>
+    /// Test hook: called after every layer pass with (loop, layer). Each pass runs in its own dispose scope that keeps only
+    /// its output, so the tensors alive here do not grow with the number of passes (issue 20: a 1.4B model's 96 passes
+    /// kept every intermediate until the call ended).
+    /// </summary>
+    internal Action<int, int>? AfterLayer { get; set; }
+
+    /// <summary>
     /// Runs the loops on a chunk of new tokens (B, s) at positions [cache.Length, cache.Length + s), writing their
     /// keys/values into <paramref name="cache"/>. Call under no_grad, inside the caller's dispose scope.
     /// </summary>
@@ -55,8 +62,14 @@ internal sealed class AdaptiveLoopRunner
         {
             cache.CarryForward(t, offset, s);
             for (int l = 0; l < backbone.layers.Count; l++)
-                x = LayerStep(backbone.layers[l], t, l, x, active, cache, b, s, offset, mask);
-            x = backbone.norm.forward(x);                                           // final norm after every loop
+            {
+                // One scope per layer pass: its projections, attention and MLP intermediates are freed as soon as the
+                // pass ends; only its output survives, and the previous state is freed once replaced.
+                using (var pass = NewDisposeScope())
+                    x = Replace(x, h, pass.MoveToOuter(LayerStep(backbone.layers[l], t, l, x, active, cache, b, s, offset, mask)));
+                AfterLayer?.Invoke(t, l);
+            }
+            x = Replace(x, h, backbone.norm.forward(x));                            // final norm after every loop
             loopsRun = t + 1;
 
             Tensor? exits = null;                                                   // (n) bool; null = every active token exits
@@ -96,6 +109,13 @@ internal sealed class AdaptiveLoopRunner
         for (int t = loopsRun; t < cache.Loops; t++) cache.CarryForward(t, offset, s);   // fill rule for skipped loops
         cache.Length = offset + s;
         return new ChunkResult(states, exitSteps, loopsRun);
+    }
+
+    /// <summary>Disposes the superseded state <paramref name="old"/> (never the embeddings <paramref name="keep"/>) and returns <paramref name="next"/>.</summary>
+    private static Tensor Replace(Tensor old, Tensor keep, Tensor next)
+    {
+        if (!ReferenceEquals(old, keep) && !ReferenceEquals(old, next)) old.Dispose();
+        return next;
     }
 
     /// <summary>One decoder layer on the active rows x (n, H); attention reads every position of slot (t, l).</summary>
