@@ -3,6 +3,7 @@
 //
 //   dotnet run -c Release --project examples/RealSizeBenchmark -- [--checkpoint DIR] [--dtypes float32,bfloat16]
 //       [--prompts 16,128] [--score-tokens 128] [--decode-tokens 8] [--q 0.5] [--threads N] [--layers N (smoke runs)]
+//       [--save DIR (write the random model as a model directory and stop, to time loading a file with --checkpoint DIR)]
 //
 // Prints, per dtype: the matrix-product rate and memory bandwidth; load time and peak RSS; prefill tokens/s and MFU per
 // prompt length; decode tokens/s at batch 1 (full depth and Q-exit) against the memory-bandwidth bound; scoring
@@ -52,6 +53,13 @@ foreach (var dtypeName in dtypes)
         lm = new OuroForCausalLM(config, null, dtype, g);
     }
     lm.eval();
+    if (Arg("--save") is { } save)
+    {
+        // Writes the model as a LoopRpt model directory (to measure loading a real file with --checkpoint), then stops.
+        LoopRpt.Checkpoints.ModelDirectory.Save(save, lm, new LoopRpt.Checkpoints.ModelMeta());
+        Console.WriteLine($"saved to {save}");
+        return;
+    }
     var c = lm.Config;
     Console.WriteLine($"load: {clock.Elapsed.TotalSeconds:F1} s ({(checkpoint is null ? "random weights drawn" : checkpoint)}), peak RSS {PeakGiB():F2} GiB");
     long vocabParams = (long)c.VocabSize * c.HiddenSize;

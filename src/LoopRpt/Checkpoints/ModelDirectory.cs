@@ -164,7 +164,8 @@ public static class ModelDirectory
         var config = ReadConfig(directory);
         var meta = ReadMeta(directory);
         var stored = meta.DType == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;
-        var lm = new OuroForCausalLM(config, device, dtype ?? stored);
+        // The load overwrites every parameter (a missing tensor is an error), so no initial weights are drawn.
+        var lm = new OuroForCausalLM(config, device, dtype ?? stored, initialize: false);
         try
         {
             ModelWeights.Load(lm, Path.Combine(directory, ModelWeights.FileName));

@@ -147,9 +147,8 @@ public sealed class OuroCheckpoint : IDisposable
             var stored = files.SelectMany(f => f.Tensors.Values.Select(t => t.DType)).Distinct().ToList();
             foreach (var bad in stored.Where(d => d is not ("F32" or "BF16" or "F16")))
                 throw new InvalidDataException($"'{files.First(f => f.Tensors.Values.Any(t => t.DType == bad)).Path}' stores {bad} tensors; expected F32, BF16 or F16 weights.");
-            // Initial values are overwritten by the load; a local generator keeps the global RNG untouched.
-            using var generator = new Generator(0);
-            model = new OuroForCausalLM(config, options.Device, options.DType, generator);
+            // The load overwrites every parameter (a missing tensor is an error), so no initial weights are drawn.
+            model = new OuroForCausalLM(config, options.Device, options.DType, initialize: false);
             ModelWeights.Load(model, files);
             return new OuroCheckpoint(dir, model, tokenizer, generation, files.Select(f => f.Path).ToList(),
                 stored.Count == 1 ? stored[0] : "mixed", warnings);

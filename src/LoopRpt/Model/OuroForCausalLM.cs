@@ -53,7 +53,14 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
     internal readonly Linear lm_head;
     private readonly Rope _rope;
 
-    public OuroForCausalLM(OuroConfig config, Device? device = null, ScalarType dtype = ScalarType.Float32, Generator? generator = null)
+    /// <param name="config">The architecture.</param>
+    /// <param name="device">Device of the parameters (default CPU).</param>
+    /// <param name="dtype">Element type of the parameters.</param>
+    /// <param name="generator">Generator of the initial weights (a local one keeps the global RNG untouched).</param>
+    /// <param name="initialize">Draw Ouro's initial weights (normal(0, initializer_range), unit norms, zero biases). Loaders
+    /// that overwrite every parameter pass false and skip the draw (a 1.4B model's draw is several seconds); the
+    /// parameters then hold TorchSharp's constructor values until loaded.</param>
+    public OuroForCausalLM(OuroConfig config, Device? device = null, ScalarType dtype = ScalarType.Float32, Generator? generator = null, bool initialize = true)
         : base("OuroForCausalLM")
     {
         Config = config.Clone().Validate();
@@ -62,7 +69,7 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
         lm_head = nn.Linear(Config.HiddenSize, Config.VocabSize, hasBias: false, device, dtype);
         _rope = new Rope(Config.HeadDim, Config.RopeTheta);
         RegisterComponents();
-        Initialize(generator);
+        if (initialize) Initialize(generator);
         // Module.to converts parameters one by one and would split a tie: create a tied model on its final device and dtype.
         if (Config.TieWordEmbeddings) lm_head.weight = model.embed_tokens.weight!;
     }
