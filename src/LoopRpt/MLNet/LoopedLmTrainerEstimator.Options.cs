@@ -38,8 +38,8 @@ public sealed partial class LoopedLmTrainerEstimator
         public OuroConfig? Config { get; set; }
 
         /// <summary>
-        /// vocab_size of a new model; null: the vocabulary size of the LoopRpt tokenizer fitted earlier in the same pipeline
-        /// (same MLContext, output column = <see cref="TokenColumnName"/>), else the largest id in the column + 1 (one streaming pass).
+        /// vocab_size of a new model; null: the vocabulary size of the LoopRpt tokenizer that produced the token column earlier
+        /// in the pipeline (read from its <see cref="TokenizerAnnotations"/>), else the largest id in the column + 1 (one streaming pass).
         /// </summary>
         public int? VocabularySize { get; set; }
 
@@ -119,7 +119,7 @@ public sealed partial class LoopedLmTrainerEstimator
         /// <summary>Save the trained model to this LoopRpt model directory (the scorer then references it; needed for large models).</summary>
         public string? ModelDirectory { get; set; }
 
-        /// <summary>Tokenizer description stored in the model's meta.json; null: that of the tokenizer fitted earlier in the pipeline, if any.</summary>
+        /// <summary>Tokenizer description stored in the model's meta.json; null: that of the tokenizer that produced the token column earlier in the pipeline (<see cref="TokenizerAnnotations"/>), if any.</summary>
         public System.Text.Json.Nodes.JsonObject? TokenizerDescription { get; set; }
 
         /// <summary>Options of the returned scorer (exit mode, batch size, ...); its token column is this trainer's.</summary>

@@ -66,6 +66,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
         var column = SchemaChecks.Tokens(input.Schema, o.TokenColumnName);
+        var fitted = TokenizerAnnotations.Read(column);                  // the tokenizer earlier in the pipeline, if any
         var host = ((IHostEnvironment)_ml).Register("LoopRpt.Trainer");
         using var ch = host.Start("Fit");
         TorchNative.EnsureLoaded();
@@ -84,7 +85,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
         else
         {
             var config = o.Config?.Clone() ?? OuroConfig.FromPreset(o.Preset);
-            config.VocabSize = o.VocabularySize ?? FittedTokenizers.Find(_ml, o.TokenColumnName)?.VocabularySize ?? InferVocabulary(input, column);
+            config.VocabSize = o.VocabularySize ?? fitted?.VocabularySize ?? InferVocabulary(input, column);
             if (o.Loops is { } loops) config.TotalUtSteps = loops;
             config.Validate();
             using var gen = new Generator((ulong)seed);
@@ -92,7 +93,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
             baseMeta = new ModelMeta();
         }
         if (o.TokenizerDescription is not null) baseMeta.Tokenizer = (System.Text.Json.Nodes.JsonObject)o.TokenizerDescription.DeepClone();
-        else if (FittedTokenizers.Find(_ml, o.TokenColumnName) is { } fitted) baseMeta.Tokenizer = fitted.Spec.ToJsonObject();
+        else if (fitted is { } f) baseMeta.Tokenizer = f.Description;
 
         var objectives = new List<ITrainingObjective>();
         try
