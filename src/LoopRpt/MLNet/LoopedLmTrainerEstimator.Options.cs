@@ -53,8 +53,8 @@ public sealed partial class LoopedLmTrainerEstimator
         public IList<StageDescriptor> Stages { get; set; } = [StageDescriptor.Pretrain(Defaults.PretrainSteps), StageDescriptor.Gate(Defaults.GateSteps, 1e-3)];
 
         /// <summary>
-        /// Creates the objective of a stage; return null to use the built-in one (Pretrain, Gate). Required for
-        /// <see cref="StageKind.Custom"/> and, until the LoopRPT objective is built in, for <see cref="StageKind.LoopRpt"/>.
+        /// Creates the objective of a stage; return null to use the built-in one (Pretrain, Gate, LoopRpt). Required for
+        /// <see cref="StageKind.Custom"/>.
         /// </summary>
         public Func<StageDescriptor, ITrainingObjective?>? ObjectiveFactory { get; set; }
 

@@ -11,7 +11,7 @@ public enum StageKind
     Pretrain,
     /// <summary>Ouro Stage II: exit-gate training on a frozen LM (<see cref="GateObjective"/>).</summary>
     Gate,
-    /// <summary>LoopRPT reinforcement pre-training (needs an objective factory until the LoopRPT objective is registered).</summary>
+    /// <summary>LoopRPT reinforcement pre-training (<see cref="LoopRptObjective"/>, built in; options: <see cref="LoopRptOptions"/>).</summary>
     LoopRpt,
     /// <summary>Any objective, created by <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>.</summary>
     Custom,
