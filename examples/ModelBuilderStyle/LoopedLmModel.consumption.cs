@@ -55,8 +55,8 @@ public partial class LoopedLmModel
         public float Perplexity { get; set; }
 
         /// <summary>MeanExitStep / loops: loop compute relative to full depth.</summary>
-        [ColumnName(@"ComputeRatio")]
-        public float ComputeRatio { get; set; }
+        [ColumnName(@"ComputeFraction")]
+        public float ComputeFraction { get; set; }
 
         /// <summary>Entropy (nats) of the next-token distribution at each token's exit.</summary>
         [ColumnName(@"TokenEntropies")]

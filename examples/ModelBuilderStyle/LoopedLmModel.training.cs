@@ -107,7 +107,7 @@ public partial class LoopedLmModel
     {
         var pipeline = mlContext.Transforms.Text.NormalizeText(@"Text", @"Text")
                                 .Append(mlContext.LoopRpt().Tokenize(@"Tokens", @"Text", vocabularySize: VocabularySize))
-                                .Append(mlContext.LoopRpt().TrainLoopedLm(new LoopedLmTrainerOptions()
+                                .Append(mlContext.LoopRpt().TrainLoopedLm(new LoopedLmTrainerEstimator.Options()
                                 {
                                     TokenColumnName = @"Tokens",
                                     Preset = Preset,
@@ -116,7 +116,7 @@ public partial class LoopedLmModel
                                     Stages = [StageDescriptor.Pretrain(PretrainSteps, 3e-3), StageDescriptor.Gate(GateSteps, 1e-2)],
                                     Seed = Seed,
                                     LogEvery = PretrainSteps,
-                                    Scorer = new AdaptiveExitScorerOptions() { ExitMode = ExitMode.Q(ExitThreshold), Storage = ModelStorage.Embedded },
+                                    Scorer = new AdaptiveExitScoringTransformer.Options() { ExitMode = ExitMode.Q(ExitThreshold), Storage = ModelStorage.Embedded },
                                 }));
 
         return pipeline;

@@ -46,7 +46,7 @@ public static class Program
         {
             var p = LoopedLmModel.Predict(new LoopedLmModel.ModelInput { Text = text });
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {text} | {p.TokenCount} | {p.LogLikelihood:F2} | {p.Perplexity:F2} | {p.MeanExitStep:F2} | {p.ComputeRatio:F2} | {string.Join(' ', p.ExitSteps)} |"));
+                $"| {text} | {p.TokenCount} | {p.LogLikelihood:F2} | {p.Perplexity:F2} | {p.MeanExitStep:F2} | {p.ComputeFraction:F2} | {string.Join(' ', p.ExitSteps)} |"));
         }
         return 0;
     }

@@ -22,11 +22,11 @@ var trainView = ml.Data.LoadFromEnumerable(train);
 var testView = ml.Data.LoadFromEnumerable(test);
 
 // The looped LM: BPE tokenizer + Stage I pretraining + gate training on the training paragraphs' text.
-var lmOptions = new LoopedLmTrainerOptions
+var lmOptions = new LoopedLmTrainerEstimator.Options
 {
     Preset = "tiny", BatchSize = 16, SequenceLength = 64, Seed = 1,
     Stages = [StageDescriptor.Pretrain(settings.Steps, 3e-3), StageDescriptor.Gate(Math.Max(1, settings.Steps / 5), 3e-3)],
-    Scorer = new AdaptiveExitScorerOptions { ExitMode = ExitMode.Q(settings.Q) },
+    Scorer = new AdaptiveExitScoringTransformer.Options { ExitMode = ExitMode.Q(settings.Q) },
 };
 var lm = ml.LoopRpt().TrainLoopedLmOnText("Text", lmOptions, new TokenizerOptions { VocabularySize = 512, MaxLength = 128 }).Fit(trainView);
 var scorer = lm.LastTransformer;

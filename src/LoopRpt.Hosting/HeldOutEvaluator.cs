@@ -16,7 +16,7 @@ public sealed record HeldOutMetrics(double Loss, double Accuracy, long Tokens)
 }
 
 /// <summary>
-/// Scores a model on held-out tokens: consecutive non-overlapping windows of S+1 tokens (input S, targets shifted by
+/// Scores a model on held-out tokens: windows of S+1 tokens starting every S tokens (input S, targets shifted by
 /// one), read out under an exit rule. The windows depend only on the tokens, so two models scored on the same tokens
 /// see exactly the same predictions to make.
 /// </summary>

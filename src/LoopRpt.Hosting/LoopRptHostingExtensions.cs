@@ -11,7 +11,7 @@ namespace LoopRpt.Hosting;
 /// Registers LoopRpt's hosting services:
 /// <code>
 /// builder.Services.AddLoopRptRetraining(builder.Configuration.GetSection("LoopRpt"))
-///     .AddStageObjective("looprpt", stage =&gt; new LoopRptObjective(...));
+///     .AddStageObjective("mine", stage =&gt; new MyObjective(...));   // extra kinds; pretrain, gate, looprpt are built in
 /// </code>
 /// </summary>
 public static class LoopRptHostingExtensions

@@ -57,7 +57,7 @@ public sealed class RetrainingOptionsValidator(IStageObjectiveFactory objectives
         Check(Enum.IsDefined(o.Metric), $"RetrainingOptions.Metric must be Loss or Accuracy; got {o.Metric}.");
         Check(o.MinImprovement >= 0 && double.IsFinite(o.MinImprovement), $"RetrainingOptions.MinImprovement must be a non-negative number; got {o.MinImprovement}.");
         Check(o.MaxValidationTokens >= 1, $"RetrainingOptions.MaxValidationTokens must be at least 1; got {o.MaxValidationTokens}.");
-        try { ExitModes.Parse(o.ValidationExit); }
+        try { ExitMode.Parse(o.ValidationExit); }
         catch (ArgumentException e) { errors.Add("RetrainingOptions.ValidationExit: " + FirstLine(e.Message)); }
 
         if (o.Stages.Count == 0)

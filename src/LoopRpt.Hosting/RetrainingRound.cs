@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using LoopRpt.Checkpoints;
 using LoopRpt.Data;
+using LoopRpt.Model;
 using LoopRpt.Objectives;
 using LoopRpt.Training;
 using Microsoft.Extensions.Logging;
@@ -137,7 +138,7 @@ internal sealed class RetrainingRound
             var result = trainer.Train(candidate, source, stages, ct);
 
             // Validation: both models on the same held-out windows under the same exit rule.
-            var exit = ExitModes.Parse(_options.ValidationExit);
+            var exit = ExitMode.Parse(_options.ValidationExit);
             var c = HeldOutEvaluator.Evaluate(candidate, heldOut, _options.SequenceLength, _options.BatchSize, exit, _options.MaxValidationTokens, ct);
             var s0 = HeldOutEvaluator.Evaluate(serving, heldOut, _options.SequenceLength, _options.BatchSize, exit, _options.MaxValidationTokens, ct);
             double cm = c.Get(_options.Metric), sm = s0.Get(_options.Metric);

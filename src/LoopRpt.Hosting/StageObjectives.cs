@@ -14,8 +14,8 @@ public interface IStageObjectiveFactory
 }
 
 /// <summary>
-/// Stage kinds beyond the built-in ones, by name. Filled through
-/// <see cref="LoopRptHostingBuilder.AddStageObjective"/>, e.g. <c>.AddStageObjective("looprpt", s =&gt; new LoopRptObjective(...))</c>.
+/// Stage kinds beyond the built-in ones (pretrain, gate, looprpt), by name. Filled through
+/// <see cref="LoopRptHostingBuilder.AddStageObjective"/>, e.g. <c>.AddStageObjective("mine", s =&gt; new MyObjective(...))</c>.
 /// </summary>
 public sealed class StageObjectiveRegistry
 {

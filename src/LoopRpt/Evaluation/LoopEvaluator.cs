@@ -176,13 +176,17 @@ public sealed class LoopEvaluator
         }
     }
 
-    /// <summary>Held-out batches: consecutive non-overlapping windows of S+1 tokens (the last partial window dropped).</summary>
+    /// <summary>
+    /// Held-out batches: windows of S+1 tokens starting every S tokens, so neighbouring windows share one token (the last
+    /// target of one is the first input of the next) and every token after the first is predicted exactly once; the last
+    /// partial window is dropped.
+    /// </summary>
     public static IEnumerable<TokenBatch> Windows(int[] tokens, int batchSize, int sequenceLength, int maxBatches = int.MaxValue)
     {
         ArgumentNullException.ThrowIfNull(tokens);
         if (batchSize < 1) throw new ArgumentOutOfRangeException(nameof(batchSize), batchSize, "Batch size must be at least 1.");
         if (sequenceLength < 1) throw new ArgumentOutOfRangeException(nameof(sequenceLength), sequenceLength, "Sequence length must be at least 1.");
-        int stride = sequenceLength;              // windows of S+1 overlap by one token: every token is predicted once
+        int stride = sequenceLength;              // S+1-token windows, S apart: neighbours share one token
         var rows = new List<ReadOnlyMemory<int>>();
         int produced = 0;
         for (int start = 0; start + sequenceLength + 1 <= tokens.Length && produced < maxBatches; start += stride)

@@ -14,7 +14,7 @@ namespace LoopRpt.MLNet;
 /// <remarks>
 /// | Input column | Type |
 /// |---|---|
-/// | <see cref="AdaptiveExitScorerOptions.TokenColumnName"/> | Vector&lt;Int32&gt; or Vector&lt;Int64&gt; (any length) |
+/// | <see cref="AdaptiveExitScoringTransformer.Options.TokenColumnName"/> | Vector&lt;Int32&gt; or Vector&lt;Int64&gt; (any length) |
 ///
 /// | Output column | Type | Meaning |
 /// |---|---|---|
@@ -23,7 +23,7 @@ namespace LoopRpt.MLNet;
 /// | ExitSteps | Vector&lt;Single&gt; (n-1) | 1-indexed exit step per token |
 /// | MeanExitStep | Single | mean exit step (NaN for fewer than 2 tokens) |
 /// | Perplexity | Single | exp(-LogLikelihood / (n-1)) (NaN for fewer than 2 tokens) |
-/// | ComputeRatio | Single | mean exit step / loops: loop compute relative to full depth (0 for fewer than 2 tokens) |
+/// | ComputeFraction | Single | mean exit step / loops: loop compute relative to full depth (0 for fewer than 2 tokens) |
 /// | TokenEntropies | Vector&lt;Single&gt; (n-1) | entropy (nats) of the next-token distribution at the exit |
 /// | Correct | Vector&lt;Single&gt; (n-1) | 1 if the exit's argmax is the next token |
 /// | StepCorrectCounts | Vector&lt;Single&gt; (loops) | per loop step, the row's correctly predicted tokens (empty if disabled) |
@@ -38,21 +38,21 @@ namespace LoopRpt.MLNet;
 /// | Saved as | ValueMapping (scorer JSON: weights embedded, or a model-directory reference) + CustomMapping "LoopRpt.Scorer.v1" |
 ///
 /// Rows with an empty/missing token vector or a single token score to LogLikelihood 0, empty vectors, TokenCount 0,
-/// MeanExitStep and Perplexity NaN, ComputeRatio 0. Long rows are windowed (see docs/mlnet.md).
+/// MeanExitStep and Perplexity NaN, ComputeFraction 0. Long rows are windowed (see docs/mlnet.md).
 /// A row's scores do not depend on its batch neighbours (windows of equal padded length share a forward pass), so a
 /// model reloaded with <c>ml.Model.Load</c> — which scores row by row through the same engine — gives identical values.
 /// </remarks>
-public sealed class AdaptiveExitScoringTransformer : ITransformer, IDisposable
+public sealed partial class AdaptiveExitScoringTransformer : ITransformer, IDisposable
 {
     private readonly MLContext _ml;
     private readonly ScoringEngine _engine;
-    private readonly AdaptiveExitScorerOptions _options;
+    private readonly AdaptiveExitScoringTransformer.Options _options;
     private readonly string _device;
     private readonly bool _fallback;
     private readonly Dictionary<DataViewType, ITransformer> _twins = [];
     private string? _stateJson;
 
-    internal AdaptiveExitScoringTransformer(MLContext ml, ScoringEngine engine, ModelMeta meta, AdaptiveExitScorerOptions options,
+    internal AdaptiveExitScoringTransformer(MLContext ml, ScoringEngine engine, ModelMeta meta, AdaptiveExitScoringTransformer.Options options,
                                             string device, bool fallback, TrainingResult? training)
     {
         _ml = ml;

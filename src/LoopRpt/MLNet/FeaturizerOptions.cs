@@ -60,7 +60,7 @@ public sealed class LoopRptFeaturizerOptions
         if (ContextLength < 2) throw new ArgumentOutOfRangeException(nameof(ContextLength), ContextLength, "ContextLength must be at least 2.");
     }
 
-    internal AdaptiveExitScorerOptions ToScorerOptions() => new()
+    internal AdaptiveExitScoringTransformer.Options ToScorerOptions() => new()
     {
         TokenColumnName = TokenColumnName, ExitMode = Model.ExitMode.Q(ExitThreshold), BatchSize = BatchSize, ContextLength = ContextLength,
         Device = Device, FallbackToCpu = FallbackToCpu, Storage = Storage, ModelDirectory = ModelDirectory,

@@ -53,34 +53,34 @@ public sealed class LoopRptCatalog
     /// <param name="gateSteps">Stage II steps (0: none).</param>
     /// <param name="batchSize">Sequences per batch.</param>
     /// <param name="sequenceLength">Tokens per sequence.</param>
-    public LoopedLmTrainerEstimator TrainLoopedLm(string tokenColumnName = LoopedLmTrainerOptions.Defaults.TokenColumnName,
-                                                  string preset = LoopedLmTrainerOptions.Defaults.Preset,
-                                                  long pretrainSteps = LoopedLmTrainerOptions.Defaults.PretrainSteps,
-                                                  long gateSteps = LoopedLmTrainerOptions.Defaults.GateSteps,
-                                                  int batchSize = LoopedLmTrainerOptions.Defaults.BatchSize,
-                                                  int sequenceLength = LoopedLmTrainerOptions.Defaults.SequenceLength)
+    public LoopedLmTrainerEstimator TrainLoopedLm(string tokenColumnName = LoopedLmTrainerEstimator.Options.Defaults.TokenColumnName,
+                                                  string preset = LoopedLmTrainerEstimator.Options.Defaults.Preset,
+                                                  long pretrainSteps = LoopedLmTrainerEstimator.Options.Defaults.PretrainSteps,
+                                                  long gateSteps = LoopedLmTrainerEstimator.Options.Defaults.GateSteps,
+                                                  int batchSize = LoopedLmTrainerEstimator.Options.Defaults.BatchSize,
+                                                  int sequenceLength = LoopedLmTrainerEstimator.Options.Defaults.SequenceLength)
     {
         var stages = new List<StageDescriptor> { StageDescriptor.Pretrain(pretrainSteps) };
         if (gateSteps > 0) stages.Add(StageDescriptor.Gate(gateSteps));
-        return TrainLoopedLm(new LoopedLmTrainerOptions
+        return TrainLoopedLm(new LoopedLmTrainerEstimator.Options
         {
             TokenColumnName = tokenColumnName, Preset = preset, Stages = stages, BatchSize = batchSize, SequenceLength = sequenceLength,
         });
     }
 
     /// <summary>Trains a looped LM as <paramref name="options"/> says (model, stages, device, checkpoints, progress, cancellation).</summary>
-    public LoopedLmTrainerEstimator TrainLoopedLm(LoopedLmTrainerOptions options) => new(MLContext, options);
+    public LoopedLmTrainerEstimator TrainLoopedLm(LoopedLmTrainerEstimator.Options options) => new(MLContext, options);
 
     /// <summary>
     /// Trains on a text column: the tokenizer (<paramref name="tokenizer"/>, default a 1024-token BPE learned from the
     /// text) followed by the trainer reading its output column. Fitting returns tokenizer + scorer.
     /// </summary>
-    public EstimatorChain<AdaptiveExitScoringTransformer> TrainLoopedLmOnText(string textColumnName, LoopedLmTrainerOptions? options = null, TokenizerOptions? tokenizer = null)
+    public EstimatorChain<AdaptiveExitScoringTransformer> TrainLoopedLmOnText(string textColumnName, LoopedLmTrainerEstimator.Options? options = null, TokenizerOptions? tokenizer = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(textColumnName);
         var t = tokenizer?.Clone() ?? new TokenizerOptions();
         t.InputColumnName = textColumnName;
-        var o = options?.Clone() ?? new LoopedLmTrainerOptions();
+        var o = options?.Clone() ?? new LoopedLmTrainerEstimator.Options();
         o.TokenColumnName = t.OutputColumnName;
         return Tokenize(t).Append(TrainLoopedLm(o));
     }
@@ -89,15 +89,15 @@ public sealed class LoopRptCatalog
     /// <param name="modelDirectory">A LoopRpt model directory (config.json, model.safetensors, meta.json).</param>
     /// <param name="tokenColumnName">Token-id vector column.</param>
     /// <param name="exitThreshold">Q-exit threshold q in [0, 1]; 1 means always the last step.</param>
-    public AdaptiveExitScoringEstimator ScoreWithModel(string modelDirectory, string tokenColumnName = AdaptiveExitScorerOptions.Defaults.TokenColumnName,
-                                                       double exitThreshold = AdaptiveExitScorerOptions.Defaults.ExitThreshold)
-        => ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = modelDirectory, TokenColumnName = tokenColumnName, ExitMode = ExitMode.Q(exitThreshold) });
+    public AdaptiveExitScoringEstimator ScoreWithModel(string modelDirectory, string tokenColumnName = AdaptiveExitScoringTransformer.Options.Defaults.TokenColumnName,
+                                                       double exitThreshold = AdaptiveExitScoringTransformer.Options.Defaults.ExitThreshold)
+        => ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = modelDirectory, TokenColumnName = tokenColumnName, ExitMode = ExitMode.Q(exitThreshold) });
 
     /// <summary>Scores with an existing LoopRpt model directory as <paramref name="options"/> says.</summary>
-    public AdaptiveExitScoringEstimator ScoreWithModel(AdaptiveExitScorerOptions options) => new(MLContext, options);
+    public AdaptiveExitScoringEstimator ScoreWithModel(AdaptiveExitScoringTransformer.Options options) => new(MLContext, options);
 
     /// <summary>Loads a scorer directly from a model directory (no pipeline needed).</summary>
-    public AdaptiveExitScoringTransformer LoadScorer(AdaptiveExitScorerOptions options)
+    public AdaptiveExitScoringTransformer LoadScorer(AdaptiveExitScoringTransformer.Options options)
     {
         ArgumentNullException.ThrowIfNull(options);
         _ = new AdaptiveExitScoringEstimator(MLContext, options);     // validates options and the directory
@@ -124,7 +124,7 @@ public sealed class LoopRptCatalog
     public LoopRptFeaturizingEstimator Featurize(LoopRptFeaturizerOptions options) => new(MLContext, options);
 
     /// <summary>
-    /// A featurizer sharing the model of a fitted scorer (for example the one <see cref="TrainLoopedLm(LoopedLmTrainerOptions)"/>
+    /// A featurizer sharing the model of a fitted scorer (for example the one <see cref="TrainLoopedLm(LoopedLmTrainerEstimator.Options)"/>
     /// returned); it reads the scorer's token column and uses its exit rule and batch size. The scorer keeps owning the model.
     /// </summary>
     public LoopRptFeaturizingTransformer Featurize(AdaptiveExitScoringTransformer scorer, string outputColumnName = LoopRptFeaturizerOptions.Defaults.OutputColumnName)
@@ -142,7 +142,7 @@ public sealed class LoopRptCatalog
     /// scorer's output columns.
     /// </summary>
     /// <param name="scoredData">Output of a LoopRpt scorer (or of a model reloaded with ml.Model.Load).</param>
-    /// <param name="outputColumnPrefix">The scorer's <see cref="AdaptiveExitScorerOptions.OutputColumnPrefix"/>.</param>
+    /// <param name="outputColumnPrefix">The scorer's <see cref="AdaptiveExitScoringTransformer.Options.OutputColumnPrefix"/>.</param>
     /// <param name="entropyBucketEdges">Increasing bucket edges in nats (default 0.5, 1, 2, 4: five buckets).</param>
     /// <param name="entropyBucketTopFractions">
     /// Instead of edges in nats, buckets by the share of tokens: decreasing fractions in (0, 1), e.g. [0.5, 0.2] gives the
@@ -151,14 +151,14 @@ public sealed class LoopRptCatalog
     /// <paramref name="entropyBucketEdges"/>.
     /// </param>
     public LoopRptMetrics Evaluate(IDataView scoredData, string outputColumnPrefix = "", double[]? entropyBucketEdges = null, double[]? entropyBucketTopFractions = null)
-        => Evaluation.Evaluate(scoredData, outputColumnPrefix ?? "", entropyBucketEdges, entropyBucketTopFractions);
+        => ScoredDataEvaluator.Evaluate(scoredData, outputColumnPrefix ?? "", entropyBucketEdges, entropyBucketTopFractions);
 
     /// <summary>
     /// Accuracy, NLL and compute for each Q-exit threshold (default 0.1, 0.2, ..., 1.0) with one full-depth pass,
     /// marking the Pareto-optimal points (no other point is at least as accurate with no more compute).
     /// </summary>
     public IReadOnlyList<ParetoPoint> ParetoSweep(AdaptiveExitScoringTransformer scorer, IDataView data, IEnumerable<double>? thresholds = null)
-        => Evaluation.Pareto(scorer, data, thresholds ?? Enumerable.Range(1, 10).Select(i => i / 10.0));
+        => ScoredDataEvaluator.Pareto(scorer, data, thresholds ?? Enumerable.Range(1, 10).Select(i => i / 10.0));
 
     /// <summary>Trains a byte-level BPE tokenizer on texts outside a pipeline.</summary>
     public LoopRptTokenizer TrainTokenizer(IEnumerable<string?> texts, ByteLevelBpeTrainerOptions? options = null) => LoopRptTokenizer.Train(texts, options);

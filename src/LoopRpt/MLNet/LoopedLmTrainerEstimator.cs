@@ -18,25 +18,25 @@ namespace LoopRpt.MLNet;
 /// <remarks>
 /// | Input column | Type |
 /// |---|---|
-/// | <see cref="LoopedLmTrainerOptions.TokenColumnName"/> | Vector&lt;Int32&gt; or Vector&lt;Int64&gt; |
+/// | <see cref="LoopedLmTrainerEstimator.Options.TokenColumnName"/> | Vector&lt;Int32&gt; or Vector&lt;Int64&gt; |
 ///
 /// Output columns: those of <see cref="AdaptiveExitScoringTransformer"/>.
 ///
 /// | Characteristic | |
 /// |---|---|
 /// | Streams the data | yes: a cursor is packed into S+1-token windows batch by batch (<see cref="DataViewTokenBatchSource"/>) |
-/// | GPU | optional (<c>MLContext.GpuDeviceId</c> / <c>FallbackToCpu</c>, or <see cref="LoopedLmTrainerOptions.Device"/>) |
+/// | GPU | optional (<c>MLContext.GpuDeviceId</c> / <c>FallbackToCpu</c>, or <see cref="LoopedLmTrainerEstimator.Options.Device"/>) |
 /// | Native package | libtorch (libtorch-cpu-linux-x64 or a CUDA build) |
 /// | Deterministic | yes on CPU for a seed; resume equals an uninterrupted run |
 /// | Progress | MLContext.Log (key=value lines), IProgress, CancellationToken |
 /// | ONNX export | no |
 /// </remarks>
-public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTransformer>
+public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTransformer>
 {
     private readonly MLContext _ml;
-    private readonly LoopedLmTrainerOptions _options;
+    private readonly LoopedLmTrainerEstimator.Options _options;
 
-    internal LoopedLmTrainerEstimator(MLContext ml, LoopedLmTrainerOptions options)
+    internal LoopedLmTrainerEstimator(MLContext ml, LoopedLmTrainerEstimator.Options options)
     {
         _ml = ml ?? throw new ArgumentNullException(nameof(ml));
         ArgumentNullException.ThrowIfNull(options);
@@ -44,7 +44,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         _options = options.Clone();
     }
 
-    /// <summary>The built-in objectives (Custom stages come from <see cref="LoopedLmTrainerOptions.ObjectiveFactory"/>).</summary>
+    /// <summary>The built-in objectives (Custom stages come from <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>).</summary>
     internal static ITrainingObjective? BuiltInObjective(StageDescriptor stage, long steps) => stage.Kind switch
     {
         StageKind.Pretrain => new PretrainObjective(stage.ObjectiveOptions as PretrainObjectiveOptions, steps),
@@ -66,10 +66,11 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         ArgumentNullException.ThrowIfNull(input);
         var o = _options;
         var column = SchemaChecks.Tokens(input.Schema, o.TokenColumnName);
+        var fitted = TokenizerAnnotations.Read(column);                  // the tokenizer earlier in the pipeline, if any
         var host = ((IHostEnvironment)_ml).Register("LoopRpt.Trainer");
         using var ch = host.Start("Fit");
         TorchNative.EnsureLoaded();
-        var (device, deviceName, fallback) = Devices.Resolve(_ml, o.Device, o.FallbackToCpu);
+        var (device, deviceName, fallback) = MLContextDevice.Resolve(_ml, o.Device, o.FallbackToCpu);
         long seed = o.Seed ?? host.Rand.Next();
         var dtype = o.DType == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;
 
@@ -84,7 +85,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
         else
         {
             var config = o.Config?.Clone() ?? OuroConfig.FromPreset(o.Preset);
-            config.VocabSize = o.VocabularySize ?? FittedTokenizers.Find(_ml, o.TokenColumnName)?.VocabularySize ?? InferVocabulary(input, column);
+            config.VocabSize = o.VocabularySize ?? fitted?.VocabularySize ?? InferVocabulary(input, column);
             if (o.Loops is { } loops) config.TotalUtSteps = loops;
             config.Validate();
             using var gen = new Generator((ulong)seed);
@@ -92,13 +93,13 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
             baseMeta = new ModelMeta();
         }
         if (o.TokenizerDescription is not null) baseMeta.Tokenizer = (System.Text.Json.Nodes.JsonObject)o.TokenizerDescription.DeepClone();
-        else if (FittedTokenizers.Find(_ml, o.TokenColumnName) is { } fitted) baseMeta.Tokenizer = fitted.Spec.ToJsonObject();
+        else if (fitted is { } f) baseMeta.Tokenizer = f.Description;
 
         var objectives = new List<ITrainingObjective>();
         try
         {
             if (o.SequenceLength > lm.Config.MaxPositionEmbeddings)
-                throw new ArgumentOutOfRangeException(nameof(LoopedLmTrainerOptions.SequenceLength), o.SequenceLength,
+                throw new ArgumentOutOfRangeException(nameof(LoopedLmTrainerEstimator.Options.SequenceLength), o.SequenceLength,
                     $"SequenceLength must not exceed the model's max_position_embeddings ({lm.Config.MaxPositionEmbeddings}).");
             var scorerOptions = o.Scorer.Clone();
             scorerOptions.TokenColumnName = o.TokenColumnName;
@@ -126,7 +127,7 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
                 var d = plan[i];
                 var objective = o.ObjectiveFactory?.Invoke(d) ?? BuiltInObjective(d, steps[i])
                     ?? throw new InvalidOperationException(
-                        $"Stages[{i}] is a Custom stage: {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ObjectiveFactory)} must create its objective.");
+                        $"Stages[{i}] is a Custom stage: LoopedLmTrainerEstimator.Options.{nameof(LoopedLmTrainerEstimator.Options.ObjectiveFactory)} must create its objective.");
                 objectives.Add(objective);
                 stages.Add(ToTrainingStage(d, objective, steps[i]));
             }
@@ -218,77 +219,5 @@ public sealed class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTra
             channel.Info(MessageSensitivity.None, "LoopRpt progress: " + value);
             inner?.Report(value);
         }
-    }
-}
-
-/// <summary>
-/// An estimator that loads rather than trains: <c>Fit</c> returns the scorer of an existing LoopRpt model directory
-/// (no data is read beyond the schema check).
-/// </summary>
-public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScoringTransformer>
-{
-    private readonly MLContext _ml;
-    private readonly AdaptiveExitScorerOptions _options;
-
-    internal AdaptiveExitScoringEstimator(MLContext ml, AdaptiveExitScorerOptions options)
-    {
-        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        if (string.IsNullOrWhiteSpace(options.ModelDirectory))
-            throw new ArgumentException($"{nameof(AdaptiveExitScorerOptions.ModelDirectory)} must name a LoopRpt model directory.", nameof(options));
-        if (!Directory.Exists(options.ModelDirectory))
-            throw new DirectoryNotFoundException($"Model directory '{options.ModelDirectory}' does not exist.");
-        _options = options.Clone();
-    }
-
-    /// <summary>The trainer stage of a descriptor (its settings, kind-dependent defaults included) running <paramref name="objective"/>.</summary>
-    internal static TrainingStage ToTrainingStage(StageDescriptor d, ITrainingObjective objective, long steps) => new(objective, steps)
-    {
-        LearningRate = d.LearningRate, MinLearningRateRatio = d.MinLearningRateRatio, WarmupFraction = d.WarmupFraction,
-        WeightDecay = d.WeightDecay, GradientClip = d.GradientClip, GradientAccumulation = d.GradientAccumulation,
-    };
-
-    /// <inheritdoc/>
-    public AdaptiveExitScoringTransformer Fit(IDataView input)
-    {
-        ArgumentNullException.ThrowIfNull(input);
-        SchemaChecks.Tokens(input.Schema, _options.TokenColumnName);
-        return Load(_ml, _options);
-    }
-
-    internal static AdaptiveExitScoringTransformer Load(MLContext ml, AdaptiveExitScorerOptions options)
-    {
-        var (device, name, fallback) = Devices.Resolve(ml, options.Device, options.FallbackToCpu);
-        var loaded = ModelDirectory.Load(options.ModelDirectory!, device);
-        try
-        {
-            options.Validate(loaded.Model.Config);
-            var engine = new ScoringEngine(loaded.Model, options.ExitMode, options.BatchSize, Math.Min(options.ContextLength, loaded.Model.Config.MaxPositionEmbeddings), options.PerStepStatistics);
-            return new AdaptiveExitScoringTransformer(ml, engine, loaded.Meta, options, name, fallback, null);
-        }
-        catch
-        {
-            loaded.Model.Dispose();
-            throw;
-        }
-    }
-
-    /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
-    {
-        SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
-        return Twin.ScorerEstimator(_ml, _options.TokenColumnName, _options.OutputColumnPrefix, "{}").GetOutputSchema(inputSchema);
-    }
-}
-
-internal static class Devices
-{
-    /// <summary>The device to use, the name to persist (the request, so a GPU machine uses its GPU after a reload), and the fallback rule.</summary>
-    public static (Device Device, string Name, bool Fallback) Resolve(MLContext ml, string? device, bool? fallback)
-    {
-        bool fb = fallback ?? ml.FallbackToCpu;
-        var name = device ?? (ml.GpuDeviceId is { } id ? $"cuda:{id}" : "cpu");
-        return (TorchNative.ResolveDevice(name, fb), name, fb);
     }
 }

@@ -66,15 +66,15 @@ internal sealed class ScorerState
         long bytes = engine.Model.Config.ParameterCount() * (engine.Model.DType == TorchSharp.torch.ScalarType.BFloat16 ? 2 : 4);
         var resolved = storage;
         if (resolved == ModelStorage.Auto)
-            resolved = bytes <= AdaptiveExitScorerOptions.Defaults.MaxEmbeddedBytes ? ModelStorage.Embedded : ModelStorage.Directory;
+            resolved = bytes <= AdaptiveExitScoringTransformer.Options.Defaults.MaxEmbeddedBytes ? ModelStorage.Embedded : ModelStorage.Directory;
         s.Storage = resolved;
         if (resolved == ModelStorage.Directory)
         {
             if (modelDirectory is null)
                 throw new InvalidOperationException(
-                    $"The model's weights take {bytes / (1024.0 * 1024):F0} MB; {storage} storage keeps models over {AdaptiveExitScorerOptions.Defaults.MaxEmbeddedBytes / (1024 * 1024)} MB " +
-                    $"(or any model with ModelStorage.Directory) in a LoopRpt model directory referenced by the ML.NET zip, and none is known: set {nameof(AdaptiveExitScorerOptions)}.{nameof(AdaptiveExitScorerOptions.ModelDirectory)} " +
-                    $"(or {nameof(LoopedLmTrainerOptions)}.{nameof(LoopedLmTrainerOptions.ModelDirectory)} when training).");
+                    $"The model's weights take {bytes / (1024.0 * 1024):F0} MB; {storage} storage keeps models over {AdaptiveExitScoringTransformer.Options.Defaults.MaxEmbeddedBytes / (1024 * 1024)} MB " +
+                    $"(or any model with ModelStorage.Directory) in a LoopRpt model directory referenced by the ML.NET zip, and none is known: set AdaptiveExitScoringTransformer.Options.{nameof(AdaptiveExitScoringTransformer.Options.ModelDirectory)} " +
+                    $"(or LoopedLmTrainerEstimator.Options.{nameof(LoopedLmTrainerEstimator.Options.ModelDirectory)} when training).");
             s.Directory = Path.GetFullPath(modelDirectory);
             s.Fingerprint = FingerprintOf(s.Directory);
             return s;

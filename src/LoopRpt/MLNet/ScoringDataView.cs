@@ -112,7 +112,7 @@ internal sealed class ScoringDataView : IDataView
                 ScoreColumns.LogLikelihood => Scalar(s => s.LogLikelihood),
                 ScoreColumns.MeanExitStep => Scalar(s => s.MeanExitStep),
                 ScoreColumns.Perplexity => Scalar(s => s.Perplexity),
-                ScoreColumns.ComputeRatio => Scalar(s => s.ComputeRatio),
+                ScoreColumns.ComputeFraction => Scalar(s => s.ComputeFraction),
                 ScoreColumns.TokenCount => (ValueGetter<int>)((ref int v) => v = Current().TokenCount),
                 ScoreColumns.TokenLogProbabilities => Vector(s => s.TokenLogProbabilities),
                 ScoreColumns.ExitSteps => Vector(s => s.ExitSteps),

@@ -38,7 +38,7 @@ internal sealed class RowScore
     public float Perplexity => TokenCount == 0 ? float.NaN : (float)Math.Exp(-(double)LogLikelihood / TokenCount);
 
     /// <summary>Loop compute spent relative to full depth: mean exit step / loops; 0 for a row with no predicted token.</summary>
-    public float ComputeRatio => TokenCount == 0 ? 0f : MeanExitStep / Loops;
+    public float ComputeFraction => TokenCount == 0 ? 0f : MeanExitStep / Loops;
 }
 
 /// <summary>Per-token exit distributions and per-step results, for sweeps over exit thresholds (Pareto).</summary>

@@ -22,7 +22,8 @@ namespace LoopRpt.MLNet;
 /// | ONNX export | no |
 /// | Saved as | ValueMapping (tokenizer JSON, vocabulary embedded) + CustomMapping "LoopRpt.Tokenizer.v1" |
 ///
-/// Empty or missing text gives only the requested BOS/EOS ids (an empty vector when neither is requested).
+/// Empty or missing text gives only the requested BOS/EOS ids (an empty vector when neither is requested). The output
+/// column carries <see cref="TokenizerAnnotations"/>, from which a trainer later in the pipeline learns the tokenizer.
 /// </remarks>
 public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
 {
@@ -55,7 +56,6 @@ public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
         if (_options.AddBos && tokenizer.BosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddBos)} is set but the tokenizer has no BOS or end-of-text token.");
         if (_options.AddEos && tokenizer.EosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddEos)} is set but the tokenizer has no EOS or end-of-text token.");
         ch.Info(MessageSensitivity.None, $"LoopRpt tokenizer: source={_options.Source} vocabulary_size={tokenizer.VocabularySize}");
-        FittedTokenizers.Record(_ml, _options.OutputColumnName, tokenizer);
         return new TokenizingTransformer(_ml, tokenizer, _options);
     }
 
@@ -103,11 +103,13 @@ public sealed class TokenizingTransformer : ITransformer
 {
     private readonly TokenizerOptions _options;
     private readonly ITransformer _twin;
+    private readonly DataViewSchema.Annotations _annotations;
 
     internal TokenizingTransformer(MLContext ml, LoopRptTokenizer tokenizer, TokenizerOptions options)
     {
         Tokenizer = tokenizer;
         _options = options;
+        _annotations = TokenizerAnnotations.For(tokenizer);
         var state = TokenizerState.For(tokenizer, options);
         var json = state.ToJson();
         StateCache<TokenizerState>.Register(json, state);
@@ -137,7 +139,7 @@ public sealed class TokenizingTransformer : ITransformer
     public DataViewSchema GetOutputSchema(DataViewSchema inputSchema)
     {
         SchemaChecks.Text(inputSchema, _options.InputColumnName);
-        return _twin.GetOutputSchema(inputSchema);
+        return TokenizerAnnotations.Annotate(_twin.GetOutputSchema(inputSchema), _options.OutputColumnName, _annotations);
     }
 
     /// <inheritdoc/>
@@ -152,30 +154,9 @@ public sealed class TokenizingTransformer : ITransformer
     {
         ArgumentNullException.ThrowIfNull(input);
         SchemaChecks.Text(input.Schema, _options.InputColumnName);
-        return _twin.Transform(input);
+        var output = _twin.Transform(input);
+        return new AnnotatedDataView(output, TokenizerAnnotations.Annotate(output.Schema, _options.OutputColumnName, _annotations));
     }
 
     void ICanSaveModel.Save(ModelSaveContext ctx) => _twin.Save(ctx);
-}
-
-/// <summary>
-/// The tokenizer most recently fitted per (MLContext, output column). In <c>Tokenize(...).Append(TrainLoopedLm(...))</c>
-/// the tokenizer is fitted first, so the trainer sizes the model's vocabulary from it (rather than from the largest id it
-/// happens to see) and records its description in meta.json.
-/// </summary>
-internal static class FittedTokenizers
-{
-    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<MLContext, Dictionary<string, LoopRptTokenizer>> Table = new();
-
-    public static void Record(MLContext ml, string column, LoopRptTokenizer tokenizer)
-    {
-        var map = Table.GetOrCreateValue(ml);
-        lock (map) map[column] = tokenizer;
-    }
-
-    public static LoopRptTokenizer? Find(MLContext ml, string column)
-    {
-        if (!Table.TryGetValue(ml, out var map)) return null;
-        lock (map) return map.GetValueOrDefault(column);
-    }
 }

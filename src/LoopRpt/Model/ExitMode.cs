@@ -1,3 +1,5 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Model;
@@ -69,11 +71,47 @@ public sealed record ExitMode
         _ => lm.LogitsAtSteps(output, Steps(output.ExitProbabilities())),
     };
 
+    /// <summary>
+    /// The rule in words: <c>last</c>, <c>expected</c>, <c>q-exit(q=Q)</c>, <c>fixed(step=N)</c> (numbers in the invariant
+    /// culture); <see cref="Parse"/> reads it back.
+    /// </summary>
     public override string ToString() => Kind switch
     {
-        ExitKind.QExit => $"q-exit(q={Threshold})",
-        ExitKind.FixedStep => $"fixed(step={Step})",
+        ExitKind.QExit => string.Create(CultureInfo.InvariantCulture, $"q-exit(q={Threshold})"),
+        ExitKind.FixedStep => string.Create(CultureInfo.InvariantCulture, $"fixed(step={Step})"),
         ExitKind.ExpectedLogits => "expected",
         _ => "last",
     };
+
+    /// <summary>
+    /// The rule named by <paramref name="text"/>, case-insensitive: the configuration forms <c>last</c>, <c>expected</c>,
+    /// <c>q:Q</c> (Q in [0, 1]) and <c>step:N</c> (0-based, N ≥ 0), and what <see cref="ToString"/> prints
+    /// (<c>q-exit(q=Q)</c>, <c>fixed(step=N)</c>).
+    /// </summary>
+    /// <exception cref="ArgumentException">The text is none of these; the message names the accepted forms.</exception>
+    public static ExitMode Parse(string text) => TryParse(text, out var mode) ? mode
+        : throw new ArgumentException($"'{text}' is not an exit rule; expected 'last', 'expected', 'q:Q' with Q in [0, 1], or 'step:N' with N >= 0.", nameof(text));
+
+    /// <summary>Like <see cref="Parse"/>, returning false instead of throwing.</summary>
+    public static bool TryParse(string? text, [NotNullWhen(true)] out ExitMode? mode)
+    {
+        mode = null;
+        var t = (text ?? "").Trim().ToLowerInvariant();
+        if (t == "last") mode = Last;
+        else if (t == "expected") mode = Expected;
+        else if ((Argument(t, "q:", "") ?? Argument(t, "q-exit(q=", ")")) is { } qText)
+        {
+            if (double.TryParse(qText, NumberStyles.Float, CultureInfo.InvariantCulture, out var q) && q is >= 0 and <= 1) mode = Q(q);
+        }
+        else if ((Argument(t, "step:", "") ?? Argument(t, "fixed(step=", ")")) is { } kText)
+        {
+            if (int.TryParse(kText, NumberStyles.Integer, CultureInfo.InvariantCulture, out var k) && k >= 0) mode = Fixed(k);
+        }
+        return mode is not null;
+    }
+
+    /// <summary>What stands between <paramref name="prefix"/> and <paramref name="suffix"/>, or null when <paramref name="t"/> is not so framed.</summary>
+    private static string? Argument(string t, string prefix, string suffix)
+        => t.Length > prefix.Length + suffix.Length && t.StartsWith(prefix, StringComparison.Ordinal) && t.EndsWith(suffix, StringComparison.Ordinal)
+            ? t[prefix.Length..^suffix.Length] : null;
 }

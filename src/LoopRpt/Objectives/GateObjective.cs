@@ -79,14 +79,14 @@ public sealed class GateObjective : ITrainingObjective
         var g = gateLogits.narrow(-1, 1, T - 1).to_type(ScalarType.Float32);                 // gate at t = 1..T-1
         // BCE(c, w) with c = 1 - lambda = sigmoid(-g): -(w log c + (1 - w) log(1 - c)), in log-sigmoid form.
         var bce = -(w * F.logsigmoid(-g) + (1 - w) * F.logsigmoid(g));                       // (B, S, T-1)
-        var loss = Masked.Mean(bce.mean([-1L]), mask);
+        var loss = Masked.MeanOverTokens(bce.mean([-1L]), mask);
         using var noGrad = no_grad();
         var metrics = new Dictionary<string, Tensor>
         {
             ["loss"] = loss.detach(),
-            ["step_loss"] = Masked.Mean(l, mask),
-            ["continue_label"] = Masked.Mean(w, mask),                                       // (T-1)
-            ["expected_exit_step"] = Masked.Mean(ExitDistribution.ExpectedExitStep(ExitDistribution.Probabilities(gateLogits.detach())), mask),
+            ["step_loss"] = Masked.MeanOverTokens(l, mask),
+            ["continue_label"] = Masked.MeanOverTokens(w, mask),                                       // (T-1)
+            ["expected_exit_step"] = Masked.MeanOverTokens(ExitDistribution.ExpectedExitStep(ExitDistribution.Probabilities(gateLogits.detach())), mask),
         };
         return new ObjectiveOutput(loss, metrics);
     }

@@ -1,4 +1,3 @@
-using LoopRpt.Data;
 using LoopRpt.Model;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -67,20 +66,4 @@ public interface ITrainingObjective : IDisposable
 
     /// <summary>Restores <see cref="StateTensors"/>; the callback copies a saved tensor into the given one and returns false if absent.</summary>
     void LoadState(Func<string, Tensor, bool> copyInto);
-}
-
-/// <summary>Masked means shared by the objectives.</summary>
-internal static class Masked
-{
-    /// <summary>mask (B, S) float32 where targets are real tokens.</summary>
-    public static Tensor TargetMask(Tensor targets) => (targets != TokenBatch.IgnoreIndex).to_type(ScalarType.Float32);
-
-    /// <summary>sum(x * mask) / max(sum(mask), 1) over the leading (B, S) axes; x may have trailing axes.</summary>
-    public static Tensor Mean(Tensor x, Tensor mask)
-    {
-        var m = mask;
-        while (m.dim() < x.dim()) m = m.unsqueeze(-1);
-        var num = (x * m).sum([0L, 1L]);
-        return num / mask.sum().clamp_min(1);
-    }
 }

@@ -72,14 +72,14 @@ public sealed class PretrainObjective : ITrainingObjective
         var p = logP.exp();
         var entropy = -(p * logP).sum(-1);                                  // H(p), (B, S)
         var perToken = (p * stepLoss).sum(-1) - beta * entropy;
-        var loss = Masked.Mean(perToken, mask);
+        var loss = Masked.MeanOverTokens(perToken, mask);
         using var noGrad = no_grad();
         var metrics = new Dictionary<string, Tensor>
         {
             ["loss"] = loss.detach(),
-            ["step_loss"] = Masked.Mean(stepLoss.detach(), mask),           // (T)
-            ["exit_entropy"] = Masked.Mean(entropy.detach(), mask),
-            ["expected_exit_step"] = Masked.Mean(ExitDistribution.ExpectedExitStep(p.detach()), mask),
+            ["step_loss"] = Masked.MeanOverTokens(stepLoss.detach(), mask),           // (T)
+            ["exit_entropy"] = Masked.MeanOverTokens(entropy.detach(), mask),
+            ["expected_exit_step"] = Masked.MeanOverTokens(ExitDistribution.ExpectedExitStep(p.detach()), mask),
             ["beta"] = full([], beta, dtype: ScalarType.Float32, device: loss.device),
         };
         return new ObjectiveOutput(loss, metrics);

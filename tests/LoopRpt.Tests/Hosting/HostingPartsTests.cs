@@ -53,23 +53,6 @@ public class HostingPartsTests
         Assert.Throws<ArgumentException>(() => HeldOutEvaluator.Evaluate(lm, tokens[..16], 16, 4, exit));
     }
 
-    [Theory]
-    [InlineData("last", "last")]
-    [InlineData(" Expected ", "expected")]
-    [InlineData("q:0.25", "q-exit(q=0.25)")]
-    [InlineData("step:2", "fixed(step=2)")]
-    public void ExitRulesParse(string text, string expected) => Assert.Equal(expected, ExitModes.Parse(text).ToString());
-
-    [Theory]
-    [InlineData("q:1.5")]
-    [InlineData("step:-1")]
-    [InlineData("first")]
-    public void BadExitRulesNameTheAcceptedForms(string text)
-    {
-        var e = Assert.Throws<ArgumentException>(() => ExitModes.Parse(text));
-        Assert.Contains($"'{text}' is not an exit rule", e.Message);
-    }
-
     [Fact]
     public void DataFolderHoldsOutTheTailOfEveryFileAndSkipsTemporaries()
     {

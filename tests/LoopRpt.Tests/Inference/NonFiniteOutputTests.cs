@@ -115,7 +115,7 @@ public sealed class NonFiniteOutputTests
             var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(6, 50, 3));
             foreach (var perStep in new[] { false, true })
             {
-                using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5), PerStepStatistics = perStep }).Fit(data);
+                using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5), PerStepStatistics = perStep }).Fit(data);
                 var e = Assert.Throws<NotFiniteNumberException>(() => scorer.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray());
                 Assert.Contains("model.norm.weight", e.Message);
             }

@@ -24,7 +24,7 @@ public class ColdProcessTests
             var train = ml.Data.LoadFromEnumerable(MlNetTestData.Docs(60, 1));
             var pipeline = ml.Transforms.Text.NormalizeText("Text")
                 .Append(ml.LoopRpt().Tokenize("Tokens", "Text", vocabularySize: 290))
-                .Append(ml.LoopRpt().TrainLoopedLm(new LoopRpt.MLNet.LoopedLmTrainerOptions
+                .Append(ml.LoopRpt().TrainLoopedLm(new LoopRpt.MLNet.LoopedLmTrainerEstimator.Options
                 {
                     Config = MlNetTestData.TinyConfig(1), BatchSize = 4, SequenceLength = 32, Seed = 1,
                     Stages = [LoopRpt.MLNet.StageDescriptor.Pretrain(4, 1e-2), LoopRpt.MLNet.StageDescriptor.Gate(2, 1e-2)],

@@ -23,12 +23,12 @@ public class EndToEndPipelineTests
             IDataView data = ml.Data.LoadFromTextFile<Doc>(corpus, hasHeader: true);
             var pipeline = ml.Transforms.Text.NormalizeText("Text")
                 .Append(ml.LoopRpt().Tokenize("Tokens", "Text", vocabularySize: 300))
-                .Append(ml.LoopRpt().TrainLoopedLm(new LoopedLmTrainerOptions
+                .Append(ml.LoopRpt().TrainLoopedLm(new LoopedLmTrainerEstimator.Options
                 {
                     Config = MlNetTestData.TinyConfig(1), BatchSize = 4, SequenceLength = 32, Seed = 1, LogEvery = 5,
                     Stages = [StageDescriptor.Pretrain(12, 1e-2), StageDescriptor.Gate(3, 1e-2)],
                     ModelDirectory = Path.Combine(work, "model"),
-                    Scorer = new AdaptiveExitScorerOptions { ExitMode = ExitMode.Q(0.6), Storage = ModelStorage.Embedded, PerStepStatistics = true },
+                    Scorer = new AdaptiveExitScoringTransformer.Options { ExitMode = ExitMode.Q(0.6), Storage = ModelStorage.Embedded, PerStepStatistics = true },
                 }));
             using var model = pipeline.Fit(data);
             var scorer = model.LastTransformer;

@@ -25,7 +25,7 @@ public sealed class Scored
     public float[] ExitSteps { get; set; } = [];
     public float MeanExitStep { get; set; }
     public float Perplexity { get; set; }
-    public float ComputeRatio { get; set; }
+    public float ComputeFraction { get; set; }
     public float[] StepCorrectCounts { get; set; } = [];
     public int TokenCount { get; set; }
 }

@@ -21,7 +21,7 @@ public class ScorerWorkoutTests
         {
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, Vocab, 3));
-            var estimator = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, BatchSize = 4, ExitMode = ExitMode.Q(0.5) });
+            var estimator = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, BatchSize = 4, ExitMode = ExitMode.Q(0.5) });
             var shape = estimator.GetOutputSchema(MlNetTestData.Shape(data.Schema));
             using var scorer = estimator.Fit(data);
             var scored = scorer.Transform(data);
@@ -65,7 +65,7 @@ public class ScorerWorkoutTests
             var ml = new MLContext(seed: 1);
             var docs = MlNetTestData.TokenDocs(3, Vocab, 9);
             var data = ml.Data.LoadFromEnumerable(docs);
-            using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Last }).Fit(data);
+            using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Last }).Fit(data);
             var ll = scorer.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
             var loaded = LoopRpt.Checkpoints.ModelDirectory.Load(dir);
             using var lmLoaded = loaded.Model;
@@ -101,7 +101,7 @@ public class ScorerWorkoutTests
             float[][] before;
             float[] beforeLl;
             Scored predicted;
-            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, BatchSize = 5, Storage = ModelStorage.Embedded, PerStepStatistics = true }).Fit(data))
+            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, BatchSize = 5, Storage = ModelStorage.Embedded, PerStepStatistics = true }).Fit(data))
             {
                 var scored = scorer.Transform(data);
                 before = Vectors(scored, ScoreColumns.TokenLogProbabilities);
@@ -150,12 +150,12 @@ public class ScorerWorkoutTests
             var docs = MlNetTestData.TokenDocs(5, Vocab, 4);
             var data = ml.Data.LoadFromEnumerable(docs);
             float[] before;
-            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, Storage = ModelStorage.Directory }).Fit(data))
+            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, Storage = ModelStorage.Directory }).Fit(data))
             {
                 before = scorer.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
                 ml.Model.Save(scorer, data.Schema, zip);
             }
-            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, Storage = ModelStorage.Embedded }).Fit(data))
+            using (var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, Storage = ModelStorage.Embedded }).Fit(data))
                 ml.Model.Save(scorer, data.Schema, embeddedZip);
             Assert.True(new FileInfo(zip).Length < new FileInfo(embeddedZip).Length / 2, "the directory-referencing zip should not hold the weights");
 
@@ -202,8 +202,8 @@ public class ScorerWorkoutTests
             Assert.Throws<ArgumentOutOfRangeException>(() => cat.ScoreWithModel(dir, tokenColumnName: "Text").GetOutputSchema(MlNetTestData.Shape(textData.Schema)));
 
             Assert.Throws<ArgumentOutOfRangeException>(() => cat.ScoreWithModel(dir, exitThreshold: 1.5));
-            Assert.Throws<ArgumentOutOfRangeException>(() => cat.ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, BatchSize = 0 }));
-            var e3 = Assert.Throws<ArgumentOutOfRangeException>(() => cat.ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Fixed(7) }).Fit(data));
+            Assert.Throws<ArgumentOutOfRangeException>(() => cat.ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, BatchSize = 0 }));
+            var e3 = Assert.Throws<ArgumentOutOfRangeException>(() => cat.ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Fixed(7) }).Fit(data));
             Assert.Contains("beyond the model's 3 loops", e3.Message);
 
             var missing = Assert.Throws<DirectoryNotFoundException>(() => cat.ScoreWithModel("/nonexistent/looprpt-model"));
@@ -247,7 +247,7 @@ public class ScorerWorkoutTests
         {
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(16, Vocab, 8));
-            using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
+            using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
             var scored = scorer.Transform(data);
             var m = ml.LoopRpt().Evaluate(scored, entropyBucketTopFractions: [0.5, 0.2]);
             var h = Vectors(scored, ScoreColumns.TokenEntropies).Zip(Vectors(scored, ScoreColumns.TokenLogProbabilities), (e, l) => e.Take(l.Length))
@@ -282,7 +282,7 @@ public class ScorerWorkoutTests
         {
             var ml = new MLContext(seed: 1);
             var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(16, Vocab, 8));
-            using var q5 = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5), PerStepStatistics = true }).Fit(data);
+            using var q5 = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5), PerStepStatistics = true }).Fit(data);
             var scored = q5.Transform(data);
             var m = ml.LoopRpt().Evaluate(scored);
 
@@ -294,7 +294,7 @@ public class ScorerWorkoutTests
             Assert.Equal(correct.Average(x => (double)x), m.Accuracy, 12);
             Assert.Equal(exits.Average(x => (double)x), m.MeanExitStep, 9);
             Assert.Equal(-lps.Average(x => (double)x), m.NegativeLogLikelihood, 6);
-            Assert.Equal(m.MeanExitStep / 3, m.ComputeRatio, 6);
+            Assert.Equal(m.MeanExitStep / 3, m.ComputeFraction, 6);
             Assert.Equal(m.Tokens, m.EntropyBuckets.Sum(b => b.Tokens));
             Assert.Equal(3, m.StepAccuracy.Length);
 
@@ -320,11 +320,11 @@ public class ScorerWorkoutTests
             var ml = new MLContext(seed: 1);
             var docs = MlNetTestData.TokenDocs(12, Vocab, 4).Where(d => d.Tokens.Length >= 2).ToList();
             var data = ml.Data.LoadFromEnumerable(docs);
-            using var fast = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
-            using var full = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Last }).Fit(data);
+            using var fast = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
+            using var full = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Last }).Fit(data);
             var exits = Vectors(fast.Transform(data), ScoreColumns.ExitSteps);
             var lps = Vectors(fast.Transform(data), ScoreColumns.TokenLogProbabilities);
-            var ratio = fast.Transform(data).GetColumn<float>(ScoreColumns.ComputeRatio).ToArray();
+            var ratio = fast.Transform(data).GetColumn<float>(ScoreColumns.ComputeFraction).ToArray();
 
             // Independent computation: the Inference scorer on each document alone.
             using var model = LoopRpt.Checkpoints.ModelDirectory.Load(dir).Model;
@@ -345,7 +345,7 @@ public class ScorerWorkoutTests
             Assert.Contains(exits.SelectMany(e => e), e => e < 3);
             // At full depth the adaptive path equals the full-depth reference.
             var fullLl = full.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
-            using var last = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScorerOptions { ModelDirectory = dir, ExitMode = ExitMode.Last, PerStepStatistics = true }).Fit(data);
+            using var last = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Last, PerStepStatistics = true }).Fit(data);
             Assert.Equal(last.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray(), fullLl);
         }
         finally

@@ -12,7 +12,7 @@ public class TrainerWorkoutTests
 {
     private const int Vocab = 40;
 
-    internal static LoopedLmTrainerOptions Tiny(long pretrain = 6, long gate = 2, string? ckpt = null) => new()
+    internal static LoopedLmTrainerEstimator.Options Tiny(long pretrain = 6, long gate = 2, string? ckpt = null) => new()
     {
         Config = MlNetTestData.TinyConfig(Vocab), VocabularySize = Vocab, BatchSize = 4, SequenceLength = 16, Seed = 3, LogEvery = 1,
         SeparatorTokenId = 0, CheckpointDirectory = ckpt,
@@ -94,20 +94,20 @@ public class TrainerWorkoutTests
         o.TokenColumnName = "Text";
         Assert.Contains("Schema mismatch for input column 'Text'", Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(o).Fit(text)).Message);
 
-        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { BatchSize = 0 }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { DType = "float16" }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { Stages = [StageDescriptor.Pretrain(0)] }));
-        Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { Stages = [] }));
-        Assert.Throws<DirectoryNotFoundException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { InitialModelDirectory = "/nonexistent/dir" }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { SpikeFactor = 1 }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { SpikeWindow = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { BatchSize = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { DType = "float16" }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { Stages = [StageDescriptor.Pretrain(0)] }));
+        Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { Stages = [] }));
+        Assert.Throws<DirectoryNotFoundException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { InitialModelDirectory = "/nonexistent/dir" }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { SpikeFactor = 1 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { SpikeWindow = 0 }));
         // Saving replaces the whole folder: one holding other files is refused before any training.
         var folder = MlNetTestData.TempDir("user-files");
         try
         {
             Directory.CreateDirectory(folder);
             File.WriteAllText(Path.Combine(folder, "keep.txt"), "mine");
-            var e = Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(new LoopedLmTrainerOptions { ModelDirectory = folder }));
+            var e = Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(new LoopedLmTrainerEstimator.Options { ModelDirectory = folder }));
             Assert.Contains("not a LoopRpt model directory", e.Message);
             Assert.True(File.Exists(Path.Combine(folder, "keep.txt")));
         }
@@ -266,13 +266,13 @@ public class TrainerStorageTests
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(20, 40, 1));
         var o = TrainerWorkoutTests.Tiny(2, 0);
-        o.Scorer = new AdaptiveExitScorerOptions { Storage = ModelStorage.Directory };
+        o.Scorer = new AdaptiveExitScoringTransformer.Options { Storage = ModelStorage.Directory };
         using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
         var zip = MlNetTestData.TempDir("zip") + ".zip";
         try
         {
             var e = Assert.Throws<InvalidOperationException>(() => ml.Model.Save(scorer, data.Schema, zip));
-            Assert.Contains("LoopedLmTrainerOptions.ModelDirectory", e.Message);
+            Assert.Contains("LoopedLmTrainerEstimator.Options.ModelDirectory", e.Message);
         }
         finally
         {

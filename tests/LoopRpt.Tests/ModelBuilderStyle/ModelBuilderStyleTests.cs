@@ -47,7 +47,7 @@ public class ModelBuilderStyleTests(ITestOutputHelper output)
                 Assert.Equal(Math.Exp(-(double)p.LogLikelihood / n), p.Perplexity, p.Perplexity * 1e-5);
                 Assert.Equal(p.ExitSteps.Average(v => (double)v), p.MeanExitStep, 1e-5);
                 Assert.InRange(p.MeanExitStep, 1, Loops);
-                Assert.Equal(p.MeanExitStep / Loops, p.ComputeRatio, 1e-6);
+                Assert.Equal(p.MeanExitStep / Loops, p.ComputeFraction, 1e-6);
                 Assert.Empty(p.StepCorrectCounts);                                      // the compute-saving path keeps no per-step statistics
                 Assert.Equal(p.Text, p.Text.ToLowerInvariant());                        // NormalizeText ran before the tokenizer
             }

@@ -43,9 +43,9 @@ internal static class LoopRptReference
         var pClean = logPClean.exp();
         var stepAdv = LoopRptMath.StepAdvantages(LoopRptMath.RewardTable(lp.detach(), baseline, price, refStep, o.RewardScale));
         var modelLoss = LoopRptMath.ModelLoss(lp, pClean, stepAdv, M);
-        var entLoss = -o.EntropyBonus * LoopRptMath.MaskedMean(-(pClean * logPClean).sum(-1), M);
+        var entLoss = -o.EntropyBonus * LoopRptMath.MaskedMeanOverAll(-(pClean * logPClean).sum(-1), M);
         var klBackbone = o.Kl == KlVariant.BackboneWeighted
-            ? LoopRptMath.MaskedMean((LoopRptMath.K3(teacherLp, lp, o.KlClamp) * pClean.detach()).sum(-1), M)
+            ? LoopRptMath.MaskedMeanOverAll((LoopRptMath.K3(teacherLp, lp, o.KlClamp) * pClean.detach()).sum(-1), M)
             : null;
 
         // G noisy rollouts from the embeddings, stacked rollout-major.
@@ -72,7 +72,7 @@ internal static class LoopRptReference
             var reward = LoopRptMath.RewardTable(rlp.detach(), baseline, price, refStep, o.RewardScale).gather(-1, index).squeeze(-1);
             var kl = LoopRptMath.K3(teacherLp, rlp, o.KlClamp).sum(-1);
             var pg = LoopRptMath.PolicyLoss(LoopRptMath.GroupAdvantages(reward), logPi, M);
-            return pg + modelLoss + entLoss + o.KlCoef * (klBackbone ?? LoopRptMath.MaskedMean(kl, M));
+            return pg + modelLoss + entLoss + o.KlCoef * (klBackbone ?? LoopRptMath.MaskedMeanOverAll(kl, M));
         }
         finally
         {

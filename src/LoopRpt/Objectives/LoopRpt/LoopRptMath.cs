@@ -103,8 +103,11 @@ public static class LoopRptMath
         return (diff.exp() - diff - 1).clamp(-clamp, clamp);
     }
 
-    /// <summary>sum(x · mask) / max(sum(mask), 1) over every axis; <paramref name="mask"/> (B, S) broadcasts over leading axes of x.</summary>
-    public static Tensor MaskedMean(Tensor x, Tensor mask)
+    /// <summary>
+    /// sum(x · mask) / max(sum(mask) · copies, 1) over every axis, a scalar; <paramref name="mask"/> (B, S) broadcasts over
+    /// leading axes of x (rollouts G), each copy counting. Unlike <see cref="Masked.MeanOverTokens"/>, no axis is kept.
+    /// </summary>
+    public static Tensor MaskedMeanOverAll(Tensor x, Tensor mask)
     {
         var num = (x * mask).sum();
         long copies = x.numel() / Math.Max(1, mask.numel());                   // rollouts sharing the mask
@@ -118,10 +121,10 @@ public static class LoopRptMath
     public static Tensor ModelLoss(Tensor goldLogProbs, Tensor cleanExitProbabilities, Tensor stepAdvantages, Tensor mask)
     {
         var weight = cleanExitProbabilities.detach() * (1 + F.relu(stepAdvantages.detach()));
-        return MaskedMean((-goldLogProbs * weight).sum(-1), mask);
+        return MaskedMeanOverAll((-goldLogProbs * weight).sum(-1), mask);
     }
 
     /// <summary>Policy loss -mean_{g,i}[ stopgrad(A_g(i)) log pi_g(i) ] over the mask: (G, B, S) inputs, plain REINFORCE.</summary>
     public static Tensor PolicyLoss(Tensor groupAdvantages, Tensor logPi, Tensor mask)
-        => -MaskedMean(groupAdvantages.detach() * logPi, mask);
+        => -MaskedMeanOverAll(groupAdvantages.detach() * logPi, mask);
 }

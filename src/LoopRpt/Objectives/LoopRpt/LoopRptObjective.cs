@@ -91,9 +91,9 @@ public sealed class LoopRptObjective : ITrainingObjective
         var stepAdv = LoopRptMath.StepAdvantages(LoopRptMath.RewardTable(lp.detach(), tv.Baseline, tv.Price, tv.RefStep, o.RewardScale));
         var modelLoss = LoopRptMath.ModelLoss(lp, pClean, stepAdv, M);
         var exitEntropy = -(pClean * logPClean).sum(-1);                                          // (B, S)
-        var entLoss = -o.EntropyBonus * LoopRptMath.MaskedMean(exitEntropy, M);
+        var entLoss = -o.EntropyBonus * LoopRptMath.MaskedMeanOverAll(exitEntropy, M);
         var klBackbone = o.Kl == KlVariant.BackboneWeighted
-            ? LoopRptMath.MaskedMean((LoopRptMath.K3(tv.GoldLogProbs, lp, o.KlClamp) * pClean.detach()).sum(-1), M)
+            ? LoopRptMath.MaskedMeanOverAll((LoopRptMath.K3(tv.GoldLogProbs, lp, o.KlClamp) * pClean.detach()).sum(-1), M)
             : null;
 
         ObjectiveOutput Output(Tensor loss, Tensor pg, Tensor klRollout, Rollouts r, Action<double>? backward)
@@ -107,17 +107,17 @@ public sealed class LoopRptObjective : ITrainingObjective
                 ["model_loss"] = modelLoss.detach(),
                 ["entropy_bonus"] = entLoss.detach(),
                 ["kl"] = kl,
-                ["reward_mean"] = LoopRptMath.MaskedMean(r.Reward, M),
-                ["reward_std"] = LoopRptMath.MaskedMean(r.Reward.std(0, true, false), M),
+                ["reward_mean"] = LoopRptMath.MaskedMeanOverAll(r.Reward, M),
+                ["reward_std"] = LoopRptMath.MaskedMeanOverAll(r.Reward.std(0, true, false), M),
                 ["hard_fraction"] = M.sum() / real.sum().clamp_min(1),
-                ["teacher_exit_step"] = LoopRptMath.MaskedMean(tv.RefStep.to_type(ScalarType.Float32) + 1, M),
-                ["student_exit_step"] = LoopRptMath.MaskedMean(ExitDistribution.QExitStep(pClean.detach(), o.TeacherQ).to_type(ScalarType.Float32) + 1, M),
-                ["sampled_exit_step"] = LoopRptMath.MaskedMean(r.Steps.to_type(ScalarType.Float32) + 1, M),
-                ["exit_entropy"] = LoopRptMath.MaskedMean(exitEntropy.detach(), M),
+                ["teacher_exit_step"] = LoopRptMath.MaskedMeanOverAll(tv.RefStep.to_type(ScalarType.Float32) + 1, M),
+                ["student_exit_step"] = LoopRptMath.MaskedMeanOverAll(ExitDistribution.QExitStep(pClean.detach(), o.TeacherQ).to_type(ScalarType.Float32) + 1, M),
+                ["sampled_exit_step"] = LoopRptMath.MaskedMeanOverAll(r.Steps.to_type(ScalarType.Float32) + 1, M),
+                ["exit_entropy"] = LoopRptMath.MaskedMeanOverAll(exitEntropy.detach(), M),
                 ["hard_acc"] = (correct * M.unsqueeze(-1)).sum([0L, 1L]) / M.sum().clamp_min(1),  // (T)
                 // The LM loss every stage reports, comparable with Stage I's and with held-out cross-entropy: per loop step,
                 // over every real token (not only the hard ones), from the noise-free pass.
-                ["step_loss"] = Masked.Mean(-lm.GoldLogProbsPerStep(clean, targets), real),     // (T)
+                ["step_loss"] = Masked.MeanOverTokens(-lm.GoldLogProbsPerStep(clean, targets), real),     // (T)
                 ["forward_passes"] = full([], ForwardPassesPerToken(lm.Config.TotalUtSteps), dtype: ScalarType.Float32, device: loss.device),
             };
             return new ObjectiveOutput(loss, metrics) { Backward = backward };
@@ -129,7 +129,7 @@ public sealed class LoopRptObjective : ITrainingObjective
             var r = RunRollouts(lm, first, tv, 0, G, step, microStep, sampledSteps: null);
             var adv = LoopRptMath.GroupAdvantages(r.Reward);                                      // (G, B, S)
             var pg = LoopRptMath.PolicyLoss(adv, r.LogPi, M);
-            var klRollout = LoopRptMath.MaskedMean(r.Kl, M);
+            var klRollout = LoopRptMath.MaskedMeanOverAll(r.Kl, M);
             var loss = pg + modelLoss + entLoss + o.KlCoef * (klBackbone ?? klRollout);
             return Output(loss, pg, klRollout, r, backward: null);
         }
@@ -151,7 +151,7 @@ public sealed class LoopRptObjective : ITrainingObjective
         var all = Rollouts.Cat(parts);
         var groupAdv = LoopRptMath.GroupAdvantages(all.Reward);
         var pgValue = LoopRptMath.PolicyLoss(groupAdv, all.LogPi, M);
-        var klRolloutValue = LoopRptMath.MaskedMean(all.Kl, M);
+        var klRolloutValue = LoopRptMath.MaskedMeanOverAll(all.Kl, M);
         var lossValue = (pgValue + modelLoss + entLoss + o.KlCoef * (klBackbone ?? klRolloutValue)).detach();
         var denominator = (M.sum() * G).clamp_min(1);
 

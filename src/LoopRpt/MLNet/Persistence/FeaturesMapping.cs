@@ -6,7 +6,7 @@ using Microsoft.ML.Transforms;
 
 namespace LoopRpt.MLNet.Persistence;
 
-// The featurizer's portable twin (see Persistence.cs for the scheme):
+// The featurizer's portable twin (see Twin.cs for the scheme):
 //   ConvertType (tokens → Int32) → CustomMapping "LoopRpt.TokensStateKey.v1" → ValueMapping key → scorer state JSON
 //   → CustomMapping "LoopRpt.Features{N}.v1" → CopyColumns (internal → user name) → DropColumns.
 // ML.NET rebuilds a CustomMapping from its contract name alone, so the output vector's length must be fixed by the
