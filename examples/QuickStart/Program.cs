@@ -17,7 +17,8 @@ LoopRpt.Native.TorchNative.EnsureLoaded();
 // One intra-op thread: on a model this small, libtorch's default threading costs more than it gains (docs/benchmarks.md).
 TorchSharp.torch.set_num_threads(int.Parse(Arg("--threads") ?? "1", System.Globalization.CultureInfo.InvariantCulture));
 // --experiment DIR: the multi-seed LoopRPT protocol on this task from the base model in --out (trained first unless
-// --reuse is given and --out already holds one). --seeds N (default 3), --steps N (default 60), --lr X (default 1e-4).
+// --reuse is given and --out already holds one). --seeds N (default 3), --steps N (default 60), --lr X (default 1e-4),
+// --buckets SPEC (entropy:A,B,C or top:A,B,C as in `looprpt experiment`; default the method's entropy thresholds).
 var experimentDir = Arg("--experiment");
 if (experimentDir is null || !args.Contains("--reuse") || !Directory.Exists(Path.Combine(outDir, "models", "base")))
 {
@@ -30,6 +31,6 @@ if (experimentDir is not null)
 {
     var c = System.Globalization.CultureInfo.InvariantCulture;
     QuickStartPipeline.RunExperiment(settings, outDir, experimentDir, int.Parse(Arg("--seeds") ?? "3", c), long.Parse(Arg("--steps") ?? "60", c),
-        double.Parse(Arg("--lr") ?? "1e-4", c), Console.Out);
+        double.Parse(Arg("--lr") ?? "1e-4", c), Console.Out, buckets: Arg("--buckets") is { } b ? LoopRpt.Evaluation.EntropyBuckets.Parse(b) : null);
     Console.WriteLine(File.ReadAllText(Path.Combine(experimentDir, "report.md")));
 }

@@ -208,7 +208,7 @@ public static class QuickStartPipeline
     /// and rollout noise), evaluated on the held-out answers of every k and of all k together.
     /// </summary>
     public static Experiments.ExperimentResults RunExperiment(QuickStartSettings s, string quickStartDirectory, string outputDirectory, int seeds, long steps, double learningRate,
-                                                             TextWriter log, CancellationToken cancellationToken = default)
+                                                             TextWriter log, CancellationToken cancellationToken = default, EntropyBuckets? buckets = null)
     {
         var baseDir = Path.Combine(quickStartDirectory, "models", "base");
         var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
@@ -225,7 +225,7 @@ public static class QuickStartPipeline
         }
         var experiment = new Experiments.LoopRptExperiment(baseDir,
             seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers, s.EndFirst, s.EdgeLabels),
-            sets, new Experiments.ExperimentOptions { Seeds = seeds, Steps = steps, LearningRate = learningRate, Log = log.WriteLine });
+            sets, new Experiments.ExperimentOptions { Seeds = seeds, Steps = steps, LearningRate = learningRate, Log = log.WriteLine, Buckets = buckets ?? EntropyBuckets.Published });
         return experiment.Run(outputDirectory, new LineProgress(log), cancellationToken);
     }
 
