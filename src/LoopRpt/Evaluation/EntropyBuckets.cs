@@ -100,7 +100,10 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
         ArgumentNullException.ThrowIfNull(bucket);
         if (bucket.Name == "All") return "all tokens";
         return bucket.TopFraction is { } f
-            ? string.Create(C, $"top {100 * f:0.#} % (H > {bucket.MinEntropy:0.###} nats)")
+            ? string.Create(C, $"top {100 * f:0.#} % (H > {Nats(bucket.MinEntropy)} nats)")
             : string.Create(C, $"H > {bucket.MinEntropy:0.##} nats");
     }
+
+    /// <summary>Three decimals, or three significant digits below 0.001 (a confident model's quantiles are tiny: "H > 0" would mislead).</summary>
+    private static string Nats(double v) => v is 0 or >= 0.001 || double.IsNaN(v) ? v.ToString("0.###", C) : v.ToString("0.##E+0", C);
 }
