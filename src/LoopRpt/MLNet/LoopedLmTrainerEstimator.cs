@@ -147,12 +147,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
             var result = trainer.Train(lm, source, stages, o.CancellationToken);
             ch.Info(MessageSensitivity.None, $"LoopRpt train: completed={result.Completed} global_step={result.GlobalStep} tokens={result.TokensSeen} rows_read={source.RowsRead}");
 
-            var meta = baseMeta.Clone();
-            meta.Step = result.GlobalStep;
-            meta.TokensSeen = result.TokensSeen;
-            meta.Stages.AddRange(stages.Select(s => new StageRecord(s.Objective.Name, s.Steps)));
-            if (result.LastProgress is { } last) meta.Metrics = last.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
-            meta.CreatedUtc = DateTime.UtcNow;
+            var meta = result.Meta.Clone();
             if (o.ModelDirectory is { } dir)
             {
                 ModelDirectory.Save(dir, lm, meta);

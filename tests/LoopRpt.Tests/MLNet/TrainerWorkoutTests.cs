@@ -106,6 +106,36 @@ public class TrainerWorkoutTests
     }
 
     [Fact]
+    public void TheMetaRecordsThePlanStepsTokensMetricsAndTokenizer()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+        var dir = MlNetTestData.TempDir("meta");
+        try
+        {
+            var o = Tiny();
+            o.ModelDirectory = dir;
+            o.TokenizerDescription = new System.Text.Json.Nodes.JsonObject { ["kind"] = "test", ["vocab_size"] = Vocab };
+            using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+            var saved = LoopRpt.Checkpoints.ModelDirectory.ReadMeta(dir);
+            foreach (var m in new[] { scorer.Meta, saved, scorer.TrainingResult!.Meta })
+            {
+                Assert.Equal([new LoopRpt.Checkpoints.StageRecord("pretrain", 6), new LoopRpt.Checkpoints.StageRecord("gate", 2)], m.Stages);
+                Assert.Equal(8, m.Step);
+                Assert.Equal(8 * 4 * 16, m.TokensSeen);
+                var last = scorer.TrainingResult!.LastProgress!.Metrics;
+                Assert.Equal(last.Keys.Order(), m.Metrics.Keys.Order());
+                foreach (var (k, v) in last) Assert.Equal(v, m.Metrics[k]);
+                Assert.Equal(o.TokenizerDescription.ToJsonString(), m.Tokenizer!.ToJsonString());
+            }
+        }
+        finally
+        {
+            MlNetTestData.Delete(dir);
+        }
+    }
+
+    [Fact]
     public void TheSpikeOptionsReachTheTrainer()
     {
         var ml = new MLContext(seed: 1);
@@ -206,6 +236,7 @@ public class TrainerWorkoutTests
             using var part = ml.LoopRpt().TrainLoopedLm(partial).Fit(data);
             Assert.False(part.TrainingResult!.Completed);
             Assert.Equal(2, part.TrainingResult.GlobalStep);
+            Assert.Equal([new LoopRpt.Checkpoints.StageRecord("pretrain", 2)], part.Meta.Stages);     // the steps run, as its checkpoint records
         }
         finally
         {
