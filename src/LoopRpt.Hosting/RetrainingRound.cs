@@ -155,7 +155,7 @@ internal sealed class RetrainingRound
             }
 
             // Promotion is not cancellable: once begun it finishes (each file write is atomic either way).
-            var meta = result.LastCheckpoint is { } ckpt ? ModelDirectory.ReadMeta(ckpt) : baseMeta;
+            var meta = result.Meta.Clone();
             meta.Metrics["holdout_loss"] = [c.Loss];
             meta.Metrics["holdout_accuracy"] = [c.Accuracy];
             int version = _store.Publish(candidate, meta);

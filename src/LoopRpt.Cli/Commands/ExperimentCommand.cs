@@ -277,7 +277,7 @@ internal static class ExperimentCommand
             LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = checkpointEvery, KeepCheckpoints = 1, Resume = true, Seed = seed,
             BaseMeta = baseMeta, OnCancel = CancellationBehavior.CheckpointAndThrow,
         }, "rerun the same command to resume");
-        ModelTraining.Save(baseDir, lm, baseMeta, result, plan, tokenizer.Spec);
+        ModelTraining.Save(baseDir, lm, result, tokenizer.Spec);
         if (Directory.Exists(ckDir)) Directory.Delete(ckDir, recursive: true);     // the saved base model replaces them
     }
 }

@@ -129,19 +129,12 @@ internal static class ModelTraining
     }
 
     /// <summary>
-    /// Saves the trained model: the last checkpoint's history when there is one, else <paramref name="baseMeta"/> with the
-    /// plan appended; the tokenizer goes into meta.json (or, for a Hugging Face tokenizer, as tokenizer.json beside it).
+    /// Saves the trained model with the trainer's meta (<see cref="TrainingResult.Meta"/>: history with the plan appended,
+    /// step, tokens, metrics); the tokenizer goes into meta.json (or, for a Hugging Face tokenizer, as tokenizer.json beside it).
     /// </summary>
-    public static void Save(string output, OuroForCausalLM lm, ModelMeta baseMeta, TrainingResult result, IReadOnlyList<StageSpec> plan, JsonObject? tokenizer, byte[]? hfTokenizer = null)
+    public static void Save(string output, OuroForCausalLM lm, TrainingResult result, JsonObject? tokenizer, byte[]? hfTokenizer = null)
     {
-        var meta = result.LastCheckpoint is { } lc && ModelDirectory.IsModelDirectory(lc) ? ModelDirectory.ReadMeta(lc) : baseMeta.Clone();
-        if (result.LastCheckpoint is null)
-        {
-            meta.Step = result.GlobalStep;
-            meta.TokensSeen = result.TokensSeen;
-            meta.Stages.AddRange(plan.Select(p => new StageRecord(p.Kind, p.Steps)));
-            if (result.LastProgress is { } lp) meta.Metrics = lp.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
-        }
+        var meta = result.Meta.Clone();
         meta.Tokenizer = tokenizer;
         ModelDirectory.Save(output, lm, meta, hfTokenizer is null ? null : dir => File.WriteAllBytes(Path.Combine(dir, HfTokenizer.FileName), hfTokenizer));
     }

@@ -181,7 +181,7 @@ internal static class TrainCommand
             OnCancel = CancellationBehavior.CheckpointAndThrow, SpikeFactor = spikeFactor, SpikePatience = spikePatience, SpikeWindow = spikeWindow,
         }, "resume with the same command and --resume", monitor);
         // A Hugging Face tokenizer travels as its tokenizer.json beside the weights (read back by OuroCheckpoint.Load).
-        ModelTraining.Save(output, lm, baseMeta, result, plan, spec, hfTokenizer);
+        ModelTraining.Save(output, lm, result, spec, hfTokenizer);
         WriteSummary(ctx, result, monitor, threads, clock.Elapsed, output);
         return ExitCodes.Success;
     }

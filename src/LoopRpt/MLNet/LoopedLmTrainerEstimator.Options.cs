@@ -142,6 +142,8 @@ public sealed partial class LoopedLmTrainerEstimator
                 if (s.Steps == 0 && s.Epochs is null) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.Steps), 0, $"Stages[{i}] ({s.Kind}): give Steps > 0 or Epochs.");
                 if (s.GradientAccumulation < 1) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.GradientAccumulation), s.GradientAccumulation, $"Stages[{i}] ({s.Kind}): GradientAccumulation must be at least 1.");
                 if (!(s.LearningRate > 0) || double.IsInfinity(s.LearningRate)) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.LearningRate), s.LearningRate, $"Stages[{i}] ({s.Kind}): LearningRate must be positive and finite.");
+                // Without a factory every built-in stage takes its kind's options; with one, the factory may read any (checked at Fit if it returns null).
+                if (ObjectiveFactory is null) s.CheckObjectiveOptions($"Stages[{i}]");
             }
             if (LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
             if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative.");

@@ -44,12 +44,15 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
         _options = options.Clone();
     }
 
-    /// <summary>The built-in objectives (Custom stages come from <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>).</summary>
-    internal static ITrainingObjective? BuiltInObjective(StageDescriptor stage, long steps) => stage.Kind switch
+    /// <summary>
+    /// The built-in objectives (Custom stages come from <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>);
+    /// options of the wrong type throw (<see cref="StageDescriptor.CheckObjectiveOptions"/>). <paramref name="where"/> names the stage.
+    /// </summary>
+    internal static ITrainingObjective? BuiltInObjective(StageDescriptor stage, long steps, string where) => stage.Kind switch
     {
-        StageKind.Pretrain => new PretrainObjective(stage.ObjectiveOptions as PretrainObjectiveOptions, steps),
-        StageKind.Gate => new GateObjective(stage.ObjectiveOptions as GateObjectiveOptions),
-        StageKind.LoopRpt => new LoopRptObjective(stage.ObjectiveOptions as LoopRptOptions),
+        StageKind.Pretrain => new PretrainObjective(stage.BuiltInOptions<PretrainObjectiveOptions>(where), steps),
+        StageKind.Gate => new GateObjective(stage.BuiltInOptions<GateObjectiveOptions>(where)),
+        StageKind.LoopRpt => new LoopRptObjective(stage.BuiltInOptions<LoopRptOptions>(where)),
         _ => null,
     };
 
@@ -125,7 +128,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
             for (int i = 0; i < plan.Count; i++)
             {
                 var d = plan[i];
-                var objective = o.ObjectiveFactory?.Invoke(d) ?? BuiltInObjective(d, steps[i])
+                var objective = o.ObjectiveFactory?.Invoke(d) ?? BuiltInObjective(d, steps[i], $"Stages[{i}]")
                     ?? throw new InvalidOperationException(
                         $"Stages[{i}] is a Custom stage: LoopedLmTrainerEstimator.Options.{nameof(LoopedLmTrainerEstimator.Options.ObjectiveFactory)} must create its objective.");
                 objectives.Add(objective);
@@ -144,12 +147,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
             var result = trainer.Train(lm, source, stages, o.CancellationToken);
             ch.Info(MessageSensitivity.None, $"LoopRpt train: completed={result.Completed} global_step={result.GlobalStep} tokens={result.TokensSeen} rows_read={source.RowsRead}");
 
-            var meta = baseMeta.Clone();
-            meta.Step = result.GlobalStep;
-            meta.TokensSeen = result.TokensSeen;
-            meta.Stages.AddRange(stages.Select(s => new StageRecord(s.Objective.Name, s.Steps)));
-            if (result.LastProgress is { } last) meta.Metrics = last.Metrics.ToDictionary(kv => kv.Key, kv => kv.Value);
-            meta.CreatedUtc = DateTime.UtcNow;
+            var meta = result.Meta.Clone();
             if (o.ModelDirectory is { } dir)
             {
                 ModelDirectory.Save(dir, lm, meta);

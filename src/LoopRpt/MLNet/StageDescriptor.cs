@@ -48,8 +48,40 @@ public sealed class StageDescriptor
     /// <summary>Micro-batches per optimizer step.</summary>
     public int GradientAccumulation { get; set; } = 1;
 
-    /// <summary>Objective options: <see cref="PretrainObjectiveOptions"/>, <see cref="GateObjectiveOptions"/>, the LoopRPT options, or anything a custom factory reads.</summary>
+    /// <summary>
+    /// Objective options of the stage's kind: <see cref="PretrainObjectiveOptions"/> (Pretrain), <see cref="GateObjectiveOptions"/>
+    /// (Gate), <see cref="LoopRptOptions"/> (LoopRpt), or anything a custom factory reads (Custom, or a stage the factory creates);
+    /// null: the kind's defaults. Options of another type for a built-in stage are an <see cref="ArgumentException"/>.
+    /// </summary>
     public object? ObjectiveOptions { get; set; }
+
+    /// <summary>The options type a built-in objective of <paramref name="kind"/> takes (null for Custom: any).</summary>
+    internal static Type? OptionsTypeOf(StageKind kind) => kind switch
+    {
+        StageKind.Pretrain => typeof(PretrainObjectiveOptions),
+        StageKind.Gate => typeof(GateObjectiveOptions),
+        StageKind.LoopRpt => typeof(LoopRptOptions),
+        _ => null,
+    };
+
+    /// <summary>
+    /// <see cref="ObjectiveOptions"/> as the built-in objective's options type <typeparamref name="T"/> (null: defaults);
+    /// another type is an error, never silently ignored. <paramref name="where"/> names the stage (e.g. "Stages[1]").
+    /// </summary>
+    internal T? BuiltInOptions<T>(string where) where T : class
+    {
+        CheckObjectiveOptions(where);
+        return (T?)ObjectiveOptions;
+    }
+
+    /// <summary>Throws when <see cref="ObjectiveOptions"/> is not of the type the built-in objective of <see cref="Kind"/> takes.</summary>
+    internal void CheckObjectiveOptions(string where)
+    {
+        if (ObjectiveOptions is null || OptionsTypeOf(Kind) is not { } expected || expected.IsInstanceOfType(ObjectiveOptions)) return;
+        throw new ArgumentException(
+            $"{where} ({Kind}): ObjectiveOptions of a {Kind} stage must be {expected.Name}, but got {ObjectiveOptions.GetType().Name}.",
+            nameof(ObjectiveOptions));
+    }
 
     /// <summary>Stage I pretraining.</summary>
     public static StageDescriptor Pretrain(long steps, double learningRate = TrainingStage.Defaults.LearningRate)
@@ -63,7 +95,7 @@ public sealed class StageDescriptor
     /// LoopRPT (docs/method.md §4) with the published optimizer settings (<see cref="TrainingStage.LoopRptDefaults"/>:
     /// weight decay 0.01, 3% warmup, cosine to 0, clip 1.0); the paper's rate on a real Ouro is 5e-6.
     /// </summary>
-    public static StageDescriptor LoopRpt(long steps, double learningRate = TrainingStage.LoopRptDefaults.LearningRate, object? options = null)
+    public static StageDescriptor LoopRpt(long steps, double learningRate = TrainingStage.LoopRptDefaults.LearningRate, LoopRptOptions? options = null)
         => new() { Kind = StageKind.LoopRpt, Steps = steps, LearningRate = learningRate, ObjectiveOptions = options };
 
     internal StageDescriptor Clone() => (StageDescriptor)MemberwiseClone();

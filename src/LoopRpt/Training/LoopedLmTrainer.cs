@@ -80,7 +80,7 @@ public sealed class LoopedLmTrainer
             {
                 var (completed, progress) = run.Execute(cancellationToken);
                 last = progress ?? last;
-                if (!completed) return new TrainingResult(false, state.GlobalStep, state.TokensSeen, last, ledger?.Latest);
+                if (!completed) return new TrainingResult(false, state.GlobalStep, state.TokensSeen, last, ledger?.Latest, MetaFor(baseMeta, stages, state, last));
             }
             finally
             {
@@ -88,10 +88,10 @@ public sealed class LoopedLmTrainer
             }
             resumeDir = null;
         }
-        return new TrainingResult(true, state.GlobalStep, state.TokensSeen, last, ledger?.Latest);
+        return new TrainingResult(true, state.GlobalStep, state.TokensSeen, last, ledger?.Latest, MetaFor(baseMeta, stages, state, last));
     }
 
-    /// <summary>The metadata a model trained by this plan should carry (history of stages appended).</summary>
+    /// <summary>The metadata a model trained by this plan should carry (history of stages appended): checkpoints and <see cref="TrainingResult.Meta"/>.</summary>
     internal static ModelMeta MetaFor(ModelMeta baseMeta, IReadOnlyList<TrainingStage> stages, TrainerState state, TrainingProgress? progress)
     {
         var m = baseMeta.Clone();

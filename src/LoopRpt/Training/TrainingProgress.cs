@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text;
+using LoopRpt.Checkpoints;
 
 namespace LoopRpt.Training;
 
@@ -51,8 +52,13 @@ public sealed record TrainingProgress
     }
 }
 
-/// <summary>What <see cref="LoopedLmTrainer.Train"/> did.</summary>
-public sealed record TrainingResult(bool Completed, long GlobalStep, long TokensSeen, TrainingProgress? LastProgress, string? LastCheckpoint);
+/// <summary>
+/// What <see cref="LoopedLmTrainer.Train"/> did. <see cref="Meta"/> is the trained model's metadata, the one every surface
+/// saves: <see cref="TrainerOptions.BaseMeta"/>'s history with the stages run appended (a stopped stage with the steps it
+/// ran), the global step, the tokens seen, the last report's metrics and the base meta's tokenizer; the same as a
+/// checkpoint written at the end would hold. Each result has its own copy.
+/// </summary>
+public sealed record TrainingResult(bool Completed, long GlobalStep, long TokensSeen, TrainingProgress? LastProgress, string? LastCheckpoint, ModelMeta Meta);
 
 /// <summary>What cancellation does.</summary>
 public enum CancellationBehavior

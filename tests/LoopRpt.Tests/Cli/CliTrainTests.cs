@@ -59,6 +59,30 @@ public sealed class CliTrainTests
         Assert.Contains("--seq-len", r.Err);
     }
 
+    /// <summary>The saved meta.json records the plan, the steps, the tokens, the last report's metrics and the tokenizer, with or without checkpoints.</summary>
+    [Fact]
+    public void TheSavedMetaRecordsTheRunWithOrWithoutCheckpoints()
+    {
+        var (dir, corpus) = Setup();
+        var plain = CliRunner.Run(CliRunner.TinyTrain(corpus, Path.Combine(dir, "plain"), "pretrain:3,gate:2"));
+        Assert.True(plain.Code == ExitCodes.Success, plain.ToString());
+        var checkpointed = CliRunner.Run(CliRunner.TinyTrain(corpus, Path.Combine(dir, "ck-model"), "pretrain:3,gate:2", "--checkpoint-dir", Path.Combine(dir, "ck")));
+        Assert.True(checkpointed.Code == ExitCodes.Success, checkpointed.ToString());
+        var a = ModelDirectory.ReadMeta(Path.Combine(dir, "plain"));
+        var b = ModelDirectory.ReadMeta(Path.Combine(dir, "ck-model"));
+        foreach (var m in new[] { a, b })
+        {
+            Assert.Equal([new StageRecord("pretrain", 3), new StageRecord("gate", 2)], m.Stages);
+            Assert.Equal(5, m.Step);
+            Assert.Equal(5 * 2 * 16, m.TokensSeen);
+            Assert.Contains("loss", m.Metrics.Keys);
+            Assert.Equal("TrainedBpe", m.Tokenizer!["kind"]!.GetValue<string>());
+        }
+        Assert.Equal(a.Metrics.Keys.Order(), b.Metrics.Keys.Order());
+        foreach (var (k, v) in a.Metrics) Assert.Equal(v, b.Metrics[k]);      // same seed, same run: the same last report
+        Assert.Equal(a.Tokenizer!.ToJsonString(), b.Tokenizer!.ToJsonString());
+    }
+
     [Fact]
     public void ResumeContinuesTheCheckpointAndAChangedPlanIsRefused()
     {

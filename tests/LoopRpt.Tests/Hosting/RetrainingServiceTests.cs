@@ -77,6 +77,12 @@ public class RetrainingServiceTests
         Assert.Equal("pretrain", meta.Stages[^1].Name);
         Assert.Equal(6, meta.Step);
         Assert.Equal(r1.CandidateMetric!.Value, meta.Metrics["holdout_loss"][0], 9);
+        // The rest of the meta: the serving version's history plus this round's plan, its tokens, its last training report, the tokenizer.
+        var v1 = ModelDirectory.ReadMeta(host.Store.VersionDirectory(1));
+        Assert.Equal(v1.Stages.Append(new StageRecord("pretrain", 6)), meta.Stages);
+        Assert.Equal(v1.TokensSeen + 6 * 2 * 16, meta.TokensSeen);
+        Assert.Equal(["holdout_accuracy", "holdout_loss", "loss"], meta.Metrics.Keys.Where(k => k is "loss" or "holdout_loss" or "holdout_accuracy").Order());
+        Assert.Equal("bytes", meta.Tokenizer!["kind"]!.GetValue<string>());
         var (_, heldOut) = DataFolder.Load(scratch.Data, null, RetrainingOptions.Defaults.HoldoutFraction, new ByteTokenizerService(), Scratch.Vocab);
         using (var v2 = ModelDirectory.Load(host.Store.VersionDirectory(2)).Model)
             Assert.Equal(r1.CandidateMetric.Value, HeldOutEvaluator.Evaluate(v2, heldOut, 16, 2, LoopRpt.Model.ExitMode.Last).Loss, 5);

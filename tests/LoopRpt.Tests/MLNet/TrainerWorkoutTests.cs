@@ -65,6 +65,77 @@ public class TrainerWorkoutTests
     }
 
     [Fact]
+    public void ObjectiveOptionsOfTheWrongTypeAreAnError()
+    {
+        var ml = new MLContext(seed: 1);
+        var cat = ml.LoopRpt();
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+        LoopedLmTrainerEstimator.Options With(StageKind kind, object? options)
+        {
+            var o = Tiny(gate: 0);
+            o.Stages = [StageDescriptor.Pretrain(2, 3e-3), new StageDescriptor { Kind = kind, Steps = 2, LearningRate = 3e-3, ObjectiveOptions = options }];
+            return o;
+        }
+
+        // No factory: refused when the estimator is created, naming the stage, the expected and the given type.
+        var e = Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.Gate, new PretrainObjectiveOptions())));
+        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a Gate stage must be GateObjectiveOptions, but got PretrainObjectiveOptions.", e.Message);
+        Assert.Equal("ObjectiveOptions", e.ParamName);
+        Assert.Contains("must be PretrainObjectiveOptions, but got GateObjectiveOptions",
+            Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.Pretrain, new GateObjectiveOptions()))).Message);
+        Assert.Contains("must be LoopRptOptions, but got String",
+            Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.LoopRpt, "Rollouts=4"))).Message);
+
+        // A factory may read any options; when it leaves a built-in stage to the trainer, Fit refuses before any step.
+        var reports = new List<TrainingProgress>();
+        var deferred = With(StageKind.Gate, new LoopRptOptions());
+        deferred.ObjectiveFactory = _ => null;
+        deferred.Progress = new SyncProgress<TrainingProgress>(reports.Add);
+        var estimator = cat.TrainLoopedLm(deferred);
+        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a Gate stage must be GateObjectiveOptions, but got LoopRptOptions.",
+            Assert.Throws<ArgumentException>(() => estimator.Fit(data)).Message);
+        Assert.Empty(reports);
+
+        // The right types (and a custom stage's own options, read by the factory) still train.
+        using var right = cat.TrainLoopedLm(With(StageKind.Gate, new GateObjectiveOptions { K = 0.5 })).Fit(data);
+        Assert.Equal(4, right.Meta.Step);
+        var custom = With(StageKind.Custom, "anything the factory reads");
+        custom.ObjectiveFactory = d => d.Kind == StageKind.Custom ? new GateObjective(new GateObjectiveOptions()) : null;
+        using var customScorer = cat.TrainLoopedLm(custom).Fit(data);
+        Assert.Equal(4, customScorer.Meta.Step);
+    }
+
+    [Fact]
+    public void TheMetaRecordsThePlanStepsTokensMetricsAndTokenizer()
+    {
+        var ml = new MLContext(seed: 1);
+        var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
+        var dir = MlNetTestData.TempDir("meta");
+        try
+        {
+            var o = Tiny();
+            o.ModelDirectory = dir;
+            o.TokenizerDescription = new System.Text.Json.Nodes.JsonObject { ["kind"] = "test", ["vocab_size"] = Vocab };
+            using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
+            var saved = LoopRpt.Checkpoints.ModelDirectory.ReadMeta(dir);
+            foreach (var m in new[] { scorer.Meta, saved, scorer.TrainingResult!.Meta })
+            {
+                Assert.Equal([new LoopRpt.Checkpoints.StageRecord("pretrain", 6), new LoopRpt.Checkpoints.StageRecord("gate", 2)], m.Stages);
+                Assert.Equal(8, m.Step);
+                Assert.Equal(8 * 4 * 16, m.TokensSeen);
+                var last = scorer.TrainingResult!.LastProgress!.Metrics;
+                Assert.Equal(last.Keys.Order(), m.Metrics.Keys.Order());
+                foreach (var (k, v) in last) Assert.Equal(v, m.Metrics[k]);
+                Assert.Equal(o.TokenizerDescription.ToJsonString(), m.Tokenizer!.ToJsonString());
+            }
+        }
+        finally
+        {
+            MlNetTestData.Delete(dir);
+        }
+    }
+
+    [Fact]
     public void TheSpikeOptionsReachTheTrainer()
     {
         var ml = new MLContext(seed: 1);
@@ -165,6 +236,7 @@ public class TrainerWorkoutTests
             using var part = ml.LoopRpt().TrainLoopedLm(partial).Fit(data);
             Assert.False(part.TrainingResult!.Completed);
             Assert.Equal(2, part.TrainingResult.GlobalStep);
+            Assert.Equal([new LoopRpt.Checkpoints.StageRecord("pretrain", 2)], part.Meta.Stages);     // the steps run, as its checkpoint records
         }
         finally
         {

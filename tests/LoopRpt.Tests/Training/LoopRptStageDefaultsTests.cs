@@ -69,7 +69,7 @@ public class LoopRptStageDefaultsTests
         initialized.Kind = StageKind.LoopRpt;                                    // kind set after construction
         foreach (var d in new[] { factory, initialized })
         {
-            using var objective = LoopedLmTrainerEstimator.BuiltInObjective(d, 5)!;
+            using var objective = LoopedLmTrainerEstimator.BuiltInObjective(d, 5, "Stages[0]")!;
             AssertPublished(LoopedLmTrainerEstimator.ToTrainingStage(d, objective, 5));
         }
         Assert.Equal(TrainingStage.LoopRptDefaults.LearningRate, factory.LearningRate);
