@@ -1,7 +1,5 @@
-using LoopRpt.Data;
+using LoopRpt.Evaluation;
 using LoopRpt.Model;
-using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace LoopRpt.Hosting;
 
@@ -16,15 +14,15 @@ public sealed record HeldOutMetrics(double Loss, double Accuracy, long Tokens)
 }
 
 /// <summary>
-/// Scores a model on held-out tokens: windows of S+1 tokens starting every S tokens (input S, targets shifted by
-/// one), read out under an exit rule. The windows depend only on the tokens, so two models scored on the same tokens
-/// see exactly the same predictions to make.
+/// Scores a model on held-out tokens: windows of S+1 tokens starting every S tokens (<see cref="LoopEvaluator.Windows"/>),
+/// read out under an exit rule by the project's one evaluation (<see cref="LoopEvaluator.EvaluateExit"/>). The windows
+/// depend only on the tokens, so two models scored on the same tokens see exactly the same predictions to make.
 /// </summary>
 public static class HeldOutEvaluator
 {
     /// <summary>
     /// Evaluates <paramref name="lm"/> without gradients, one dispose scope per batch, on the calling thread.
-    /// At most <paramref name="maxTokens"/> targets are scored. Throws <see cref="ArgumentException"/> when fewer than S+1 tokens are given.
+    /// At most <paramref name="maxTokens"/> targets are scored (at least one window). Throws <see cref="ArgumentException"/> when fewer than S+1 tokens are given.
     /// </summary>
     public static HeldOutMetrics Evaluate(OuroForCausalLM lm, int[] tokens, int sequenceLength, int batchSize, ExitMode exit,
                                           long maxTokens = long.MaxValue, CancellationToken cancellationToken = default)
@@ -38,28 +36,8 @@ public static class HeldOutEvaluator
             throw new ArgumentException($"Held-out data has {tokens.Length} tokens; one validation window needs {sequenceLength + 1}.", nameof(tokens));
 
         long windows = Math.Min((tokens.Length - 1) / sequenceLength, Math.Max(1, maxTokens / sequenceLength));
-        double lossSum = 0, correct = 0;
-        long count = 0;
-        using var noGrad = no_grad();
-        for (long w0 = 0; w0 < windows; w0 += batchSize)
-        {
-            cancellationToken.ThrowIfCancellationRequested();
-            using var scope = NewDisposeScope();
-            int rows = (int)Math.Min(batchSize, windows - w0);
-            var batch = TokenBatch.FromWindows(
-                Enumerable.Range(0, rows).Select(r => (ReadOnlyMemory<int>)tokens.AsMemory((int)((w0 + r) * sequenceLength), sequenceLength + 1)).ToList(),
-                sequenceLength);
-            var (inputs, targets) = batch.ToTensors(lm.Device);                       // (B, S)
-            var output = lm.Forward(inputs);
-            var logp = F.log_softmax(exit.Logits(lm, output).to_type(ScalarType.Float32), -1);   // (B, S, V)
-            var gold = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1);           // (B, S); windows are full, no padding
-            var hits = logp.argmax(-1).eq(targets).to_type(ScalarType.Float32);
-            // One host read per batch: both sums together.
-            var sums = stack([-gold.sum(), hits.sum()]).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
-            lossSum += sums[0];
-            correct += sums[1];
-            count += (long)rows * sequenceLength;
-        }
-        return new HeldOutMetrics(lossSum / count, correct / count, count);
+        var used = tokens[..(int)(windows * sequenceLength + 1)];
+        var e = LoopEvaluator.EvaluateExit(lm, LoopEvaluator.Windows(used, batchSize, sequenceLength), exit, cancellationToken);
+        return new HeldOutMetrics(e.NegativeLogLikelihood, e.Accuracy, e.Tokens);
     }
 }

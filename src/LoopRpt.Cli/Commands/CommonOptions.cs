@@ -78,6 +78,21 @@ internal static class CommonOptions
         Description = "Q-exit thresholds, comma-separated, each in [0, 1] (1 = always the last loop).", DefaultValueFactory = _ => @default,
     };
 
+    public static Option<string> Pass() => new("--pass")
+    {
+        Description = "Where the Q-exit figures come from: full (every loop computed, each q's exit selected afterwards: the paper's "
+                      + "protocol, one pass) or adaptive (the compute-saving scorer, exited tokens stop looping; one pass per q).",
+        DefaultValueFactory = _ => "full",
+    };
+
+    /// <summary>Parses <c>--pass</c>: full or adaptive.</summary>
+    public static EvaluationPass ParsePass(string text) => text.Trim().ToLowerInvariant() switch
+    {
+        "full" or "full-depth" => EvaluationPass.FullDepth,
+        "adaptive" => EvaluationPass.Adaptive,
+        _ => throw CliException.Usage($"--pass: '{text}' is not a pass; expected full or adaptive."),
+    };
+
     public static Option<string> Buckets() => new("--buckets")
     {
         Description = "The nested Easy ⊇ Medium ⊇ Hard buckets by the base model's last-step entropy H: entropy:A,B,C (H above A, B, C nats; "

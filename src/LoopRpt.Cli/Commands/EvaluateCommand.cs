@@ -18,6 +18,7 @@ internal static class EvaluateCommand
         var model = CommonOptions.Model();
         var baseModel = new Option<string?>("--base-model") { Description = "Model whose entropy defines the buckets (default: the evaluated model)." };
         var buckets = CommonOptions.Buckets();
+        var pass = CommonOptions.Pass();
         var input = CommonOptions.Input();
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
@@ -31,12 +32,13 @@ internal static class EvaluateCommand
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("evaluate", "Per-step, peak and adaptive (Q-exit) accuracy with mean exit steps, overall and by entropy bucket.")
-        { model, baseModel, buckets, input, column, docs, q, seqLen, batch, maxTokens, name, output, csv, device, threads };
+        { model, baseModel, buckets, pass, input, column, docs, q, seqLen, batch, maxTokens, name, output, csv, device, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
             var qs = CommonOptions.ParseThresholds(pr.GetValue(q)!);
             var bucketRule = CommonOptions.ParseBuckets(pr.GetValue(buckets)!);
+            var evaluationPass = CommonOptions.ParsePass(pr.GetValue(pass)!);
             int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
             int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
             long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
@@ -50,7 +52,7 @@ internal static class EvaluateCommand
             if (baseSession is not null) CommonOptions.FitsContext(s, baseSession.Model.Config.MaxPositionEmbeddings);
             var tokens = EvaluationInputs.Stream(texts, session.RequireCodec(), session.Model.Config.VocabSize, max, s);
             var label = pr.GetValue(name) ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(pr.GetRequiredValue(model))));
-            var evaluation = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = bucketRule })
+            var evaluation = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = bucketRule, Pass = evaluationPass })
                 .Evaluate(session.Model, LoopEvaluator.Windows(tokens, b, s), baseSession?.Model, label);
             var markdown = Report(evaluation);
             ctx.Output.Write(markdown);

@@ -24,6 +24,7 @@ internal static class ParetoCommand
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
         var buckets = CommonOptions.Buckets();
+        var pass = CommonOptions.Pass();
         var q = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.QValues.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture))));
         var seqLen = CommonOptions.SequenceLength(128);
         var batch = CommonOptions.BatchSize(8);
@@ -33,12 +34,13 @@ internal static class ParetoCommand
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("pareto", "Sweep the exit threshold q: accuracy against mean exit steps, as a table, CSV and an SVG plot.")
-        { models, labels, input, column, docs, q, buckets, seqLen, batch, maxTokens, outDir, title, device, threads };
+        { models, labels, input, column, docs, q, buckets, pass, seqLen, batch, maxTokens, outDir, title, device, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
             var qs = CommonOptions.ParseThresholds(pr.GetValue(q)!);
             var bucketRule = CommonOptions.ParseBuckets(pr.GetValue(buckets)!);
+            var evaluationPass = CommonOptions.ParsePass(pr.GetValue(pass)!);
             int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
             int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
             long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
@@ -54,7 +56,7 @@ internal static class ParetoCommand
                 foreach (var d in dirs) sessions.Add(ModelSession.Load(d, pr.GetValue(device)!, "float32", ctx.Error));
                 foreach (var x in sessions) CommonOptions.FitsContext(s, x.Model.Config.MaxPositionEmbeddings);
                 var tokens = EvaluationInputs.Stream(texts, sessions[0].RequireCodec(), sessions[0].Model.Config.VocabSize, max, s);
-                var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = bucketRule });
+                var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = bucketRule, Pass = evaluationPass });
                 var evals = sessions.Select((x, i) => evaluator.Evaluate(x.Model, LoopEvaluator.Windows(tokens, b, s), sessions[0].Model, names[i])).ToList();
                 Directory.CreateDirectory(dir);
                 var markdown = LoopEvaluation.CompareMarkdownByBucket(evals, qs);

@@ -91,6 +91,41 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
         ? string.Create(C, $"top:{Easy * 100:0.###},{Medium * 100:0.###},{Hard * 100:0.###}")
         : string.Create(C, $"entropy:{Easy:0.###},{Medium:0.###},{Hard:0.###}");
 
+    /// <summary>Bucket names in result order: All, then the three nested buckets.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["All", "Easy", "Medium", "Hard"];
+
+    /// <summary>
+    /// The entropy cut of each nested bucket (a token is in it when its entropy is above the cut): the thresholds as they
+    /// are, or for top fractions cut points over <paramref name="entropies"/>, the entropies of every evaluated token (read
+    /// only then): midway between the ⌈f·N⌉-th highest entropy and the next (below the lowest when f = 1), so that
+    /// "&gt; cut" takes those ⌈f·N⌉ tokens and ties at a cut fall outside. No tokens: +∞ (empty buckets).
+    /// </summary>
+    internal double[] Cuts(Func<double[]> entropies)
+    {
+        if (Rule == BucketRule.EntropyThreshold) return [.. Bounds];
+        var sorted = entropies();
+        Array.Sort(sorted, (a, b) => b.CompareTo(a));                                              // descending
+        long n = sorted.Length;
+        if (n == 0) return [.. Bounds.Select(_ => double.PositiveInfinity)];
+        return Bounds.Select(f =>
+        {
+            long k = Math.Clamp((long)Math.Ceiling(f * n - 1e-9), 1, n);
+            return k >= n ? sorted[n - 1] - 1 : (sorted[k - 1] + sorted[k]) / 2;
+        }).ToArray();
+    }
+
+    /// <summary>
+    /// Membership (1 + cuts, N) float64 of N tokens: row 0 is every real token (All), row i the real tokens whose
+    /// <paramref name="entropy"/> is above <paramref name="cuts"/>[i - 1].
+    /// </summary>
+    internal static TorchSharp.torch.Tensor Masks(TorchSharp.torch.Tensor entropy, TorchSharp.torch.Tensor real, IReadOnlyList<double> cuts)
+    {
+        // Compared in float64: a cut midway between two float32 entropies one ulp apart must not round onto either.
+        var r = real.to_type(TorchSharp.torch.ScalarType.Float64);
+        var h = entropy.to_type(TorchSharp.torch.ScalarType.Float64);
+        return TorchSharp.torch.stack(new[] { r }.Concat(cuts.Select(c => r * (h > c).to_type(TorchSharp.torch.ScalarType.Float64))).ToArray(), 0);
+    }
+
     /// <summary>
     /// A plain label for a bucket: "all tokens", "H > 0.5 nats", or "top 20 % (H > 2.314 nats)" where 2.314 is the
     /// entropy the fraction came to on the evaluated tokens (<see cref="BucketEvaluation.MinEntropy"/>).
@@ -98,10 +133,16 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
     public static string Label(BucketEvaluation bucket)
     {
         ArgumentNullException.ThrowIfNull(bucket);
-        if (bucket.Name == "All") return "all tokens";
-        return bucket.TopFraction is { } f
-            ? string.Create(C, $"top {100 * f:0.#} % (H > {Nats(bucket.MinEntropy)} nats)")
-            : string.Create(C, $"H > {bucket.MinEntropy:0.##} nats");
+        return Label(bucket.Name, bucket.MinEntropy, bucket.TopFraction);
+    }
+
+    /// <summary>The label of bucket <paramref name="name"/> with cut <paramref name="minEntropy"/> (see <see cref="Label(BucketEvaluation)"/>).</summary>
+    internal static string Label(string name, double minEntropy, double? topFraction)
+    {
+        if (name == "All") return "all tokens";
+        return topFraction is { } f
+            ? string.Create(C, $"top {100 * f:0.#} % (H > {Nats(minEntropy)} nats)")
+            : string.Create(C, $"H > {minEntropy:0.##} nats");
     }
 
     /// <summary>Three decimals, or three significant digits below 0.001 (a confident model's quantiles are tiny: "H > 0" would mislead).</summary>

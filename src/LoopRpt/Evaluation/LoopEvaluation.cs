@@ -4,7 +4,23 @@ using System.Text;
 namespace LoopRpt.Evaluation;
 
 /// <summary>Accuracy and mean exit step (1-indexed) under Q-exit at threshold <paramref name="Q"/>.</summary>
-public sealed record QExitPoint(double Q, double Accuracy, double MeanExitStep);
+public sealed record QExitPoint(double Q, double Accuracy, double MeanExitStep)
+{
+    /// <summary>Mean -log p(target) in nats at the tokens' exits; NaN where not measured (results stored by older versions).</summary>
+    public double NegativeLogLikelihood { get; init; } = double.NaN;
+}
+
+/// <summary>How <see cref="LoopEvaluator"/> obtains its Q-exit figures.</summary>
+public enum EvaluationPass
+{
+    /// <summary>Every loop for every token, each q's exit selected afterwards (the paper's protocol; one pass for all q).</summary>
+    FullDepth,
+    /// <summary>
+    /// The compute-saving adaptive scorer, one pass per q: exited tokens stop looping, and later tokens attend to their
+    /// frozen keys/values (docs/adaptive-exit.md), so figures can differ slightly from <see cref="FullDepth"/>.
+    /// </summary>
+    Adaptive,
+}
 
 /// <summary>One token bucket's results.</summary>
 /// <param name="Name">All, Easy, Medium or Hard: keys of nested buckets (Easy ⊇ Medium ⊇ Hard); <see cref="Label"/> says what each holds.</param>
@@ -19,6 +35,9 @@ public sealed record BucketEvaluation(string Name, double MinEntropy, long Token
 
     /// <summary>What the bucket holds, in words: "all tokens", "H > 0.5 nats", "top 20 % (H > 2.314 nats)".</summary>
     public string Label => EntropyBuckets.Label(this);
+
+    /// <summary>Mean -log p(target) in nats reading out after loop s1..sT; empty where not measured (older stored results).</summary>
+    public IReadOnlyList<double> StepNegativeLogLikelihood { get; init; } = [];
 
     /// <summary>Accuracy at the last loop step ("peak").</summary>
     public double LastStepAccuracy => StepAccuracy[^1];
@@ -40,6 +59,9 @@ public sealed class LoopEvaluation
         BucketsFromBaseModel = bucketsFromBaseModel;
         Buckets = buckets;
     }
+
+    /// <summary>Where the Q-exit figures come from: every loop then select (default), or the adaptive pass.</summary>
+    public EvaluationPass Pass { get; init; }
 
     /// <summary>The label given to the evaluated model.</summary>
     public string Name { get; }
@@ -71,24 +93,26 @@ public sealed class LoopEvaluation
         sb.Append("|---|---:|").Append(string.Concat(Enumerable.Repeat("---:|", Steps + 1))).Append('\n');
         foreach (var b in Buckets)
             sb.Append(C, $"| {Label(b)} | {b.Tokens} | ").Append(string.Join(" | ", b.StepAccuracy.Select(Pct))).Append(C, $" | {Pct(b.LastStepAccuracy)} |\n");
-        sb.Append("\nQ-exit: accuracy (%) @ mean exit step\n\n| q | ").Append(string.Join(" | ", Buckets.Select(Label))).Append(" |\n");
+        sb.Append(Pass == EvaluationPass.Adaptive
+                ? "\nQ-exit (adaptive pass: exited tokens stop looping): accuracy (%) @ mean exit step\n\n| q | "
+                : "\nQ-exit (every loop computed, exit selected): accuracy (%) @ mean exit step\n\n| q | ").Append(string.Join(" | ", Buckets.Select(Label))).Append(" |\n");
         sb.Append("|---:|").Append(string.Concat(Enumerable.Repeat("---:|", Buckets.Count))).Append('\n');
         for (int j = 0; j < QValues.Count; j++)
             sb.Append(C, $"| {QValues[j]:0.###} | ").Append(string.Join(" | ", Buckets.Select(b => $"{Pct(b.QExit[j].Accuracy)} @ {Num(b.QExit[j].MeanExitStep, "F2")}"))).Append(" |\n");
         return sb.ToString();
     }
 
-    /// <summary>Long-format CSV: model,bucket,tokens,kind,x,accuracy,mean_exit_step (kind = step with x = s, or qexit with x = q).</summary>
+    /// <summary>Long-format CSV: model,bucket,tokens,kind,x,accuracy,mean_exit_step,nll (kind = step with x = s, or qexit with x = q).</summary>
     public string ToCsv(bool header = true)
     {
         var sb = new StringBuilder();
-        if (header) sb.Append("model,bucket,tokens,kind,x,accuracy,mean_exit_step\n");
+        if (header) sb.Append("model,bucket,tokens,kind,x,accuracy,mean_exit_step,nll\n");
         foreach (var b in Buckets)
         {
             for (int t = 0; t < b.StepAccuracy.Count; t++)
-                sb.Append(C, $"{Csv(Name)},{b.Name},{b.Tokens},step,{t + 1},{b.StepAccuracy[t]:R},{t + 1}\n");
+                sb.Append(C, $"{Csv(Name)},{b.Name},{b.Tokens},step,{t + 1},{b.StepAccuracy[t]:R},{t + 1},{(t < b.StepNegativeLogLikelihood.Count ? b.StepNegativeLogLikelihood[t] : double.NaN):R}\n");
             foreach (var p in b.QExit)
-                sb.Append(C, $"{Csv(Name)},{b.Name},{b.Tokens},qexit,{p.Q:R},{p.Accuracy:R},{p.MeanExitStep:R}\n");
+                sb.Append(C, $"{Csv(Name)},{b.Name},{b.Tokens},qexit,{p.Q:R},{p.Accuracy:R},{p.MeanExitStep:R},{p.NegativeLogLikelihood:R}\n");
         }
         return sb.ToString();
     }
@@ -168,10 +192,16 @@ public sealed class LoopEvaluation
             long n = bs.Sum(b => b.Tokens);
             double Mean(Func<BucketEvaluation, double> f) => n == 0 ? double.NaN : bs.Sum(b => b.Tokens * f(b)) / n;
             var steps = Enumerable.Range(0, first.Steps).Select(t => Mean(b => b.StepAccuracy[t])).ToArray();
-            var qs = Enumerable.Range(0, first.QValues.Count).Select(j => new QExitPoint(first.QValues[j], Mean(b => b.QExit[j].Accuracy), Mean(b => b.QExit[j].MeanExitStep))).ToArray();
-            return new BucketEvaluation(b0.Name, b0.MinEntropy, n, steps, qs) { TopFraction = b0.TopFraction };
+            var qs = Enumerable.Range(0, first.QValues.Count).Select(j => new QExitPoint(first.QValues[j], Mean(b => b.QExit[j].Accuracy), Mean(b => b.QExit[j].MeanExitStep))
+            {
+                NegativeLogLikelihood = Mean(b => b.QExit[j].NegativeLogLikelihood),
+            }).ToArray();
+            var stepNll = bs.All(b => b.StepNegativeLogLikelihood.Count == first.Steps)
+                ? Enumerable.Range(0, first.Steps).Select(t => Mean(b => b.StepNegativeLogLikelihood[t])).ToArray() : [];
+            return new BucketEvaluation(b0.Name, b0.MinEntropy, n, steps, qs) { TopFraction = b0.TopFraction, StepNegativeLogLikelihood = stepNll };
         }).ToArray();
-        return new LoopEvaluation(name, first.Steps, first.QValues, parts.All(p => p.BucketsFromBaseModel), buckets);
+        if (parts.Any(p => p.Pass != first.Pass)) throw new ArgumentException("Pooled evaluations must come from the same pass (full depth or adaptive).", nameof(parts));
+        return new LoopEvaluation(name, first.Steps, first.QValues, parts.All(p => p.BucketsFromBaseModel), buckets) { Pass = first.Pass };
     }
 
     private static string Label(BucketEvaluation b) => b.Label;

@@ -18,6 +18,12 @@ public sealed class LoopEvaluationOptions
     public IReadOnlyList<double> QValues { get; set; } = Defaults.QValues;
 
     /// <summary>
+    /// Where the Q-exit figures come from: <see cref="EvaluationPass.FullDepth"/> (default; every loop, then select: the
+    /// paper's protocol) or <see cref="EvaluationPass.Adaptive"/> (the compute-saving scorer, one pass per q).
+    /// </summary>
+    public EvaluationPass Pass { get; set; } = EvaluationPass.FullDepth;
+
+    /// <summary>
     /// The Easy ⊇ Medium ⊇ Hard buckets: entropy thresholds (default <see cref="EntropyBuckets.Published"/>, 0.5 / 1.0 /
     /// 1.5 nats) or the top fractions of the evaluated tokens by entropy (<see cref="EntropyBuckets.TopFractions"/>).
     /// </summary>
@@ -39,6 +45,7 @@ public sealed class LoopEvaluationOptions
         if (QValues is null || QValues.Count == 0) throw new ArgumentException("QValues needs at least one q in [0, 1].", nameof(QValues));
         foreach (var q in QValues)
             if (!(q is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(QValues), q, "Every Q-exit threshold must lie in [0, 1].");
+        if (!Enum.IsDefined(Pass)) throw new ArgumentOutOfRangeException(nameof(Pass), Pass, "Pass must be FullDepth or Adaptive.");
         if (Buckets is null) throw new ArgumentException("Buckets must not be null.", nameof(Buckets));
         Buckets.Validate();
     }

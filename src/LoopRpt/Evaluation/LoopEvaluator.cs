@@ -2,21 +2,28 @@ using LoopRpt.Data;
 using LoopRpt.Model;
 using LoopRpt.Native;
 using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
 
 namespace LoopRpt.Evaluation;
 
 /// <summary>
-/// The paper's measurements on held-out text (docs/method.md §5): greedy next-token accuracy at every loop step s1..sT,
-/// at the last step, and under Q-exit for each q with the mean exit step (1-indexed, the compute actually spent), for
-/// all tokens and for the Easy / Medium / Hard buckets by base-model entropy.
-/// <para>Buckets by default follow method.md literally: Easy = entropy &gt; 0.5, Medium &gt; 1.0, Hard &gt; 1.5 nats, so they
-/// nest (Easy ⊇ Medium ⊇ Hard); <see cref="LoopEvaluationOptions.Buckets"/> changes the thresholds or takes the top
-/// fractions of the evaluated tokens by entropy instead (<see cref="BucketRule.TopFraction"/>: a first pass computes the
-/// entropies and the cut points, each bucket then holds the tokens above its cut; ties at a cut fall outside). The
-/// entropy is that of the BASE model's last-step next-token distribution, so that several models are compared on the
-/// same tokens; without a base model the evaluated model's own entropy is used and
+/// The evaluation (docs/method.md §5), used by the CLI (<c>evaluate</c>, <c>pareto</c>, <c>experiment</c>), ML.NET's
+/// Pareto sweep and hosting's held-out check: greedy next-token accuracy and NLL at every loop step s1..sT, and under
+/// Q-exit for each q with the mean exit step (1-indexed, the compute actually spent), for all tokens and for the nested
+/// Easy ⊇ Medium ⊇ Hard buckets (<see cref="EntropyBuckets"/>); or one exit rule's loss and accuracy
+/// (<see cref="EvaluateExit"/>).
+/// <para>Buckets by default follow method.md literally: Easy = entropy &gt; 0.5, Medium &gt; 1.0, Hard &gt; 1.5 nats;
+/// <see cref="LoopEvaluationOptions.Buckets"/> changes the thresholds or takes the top fractions of the evaluated tokens
+/// by entropy instead (a first pass computes the entropies and the cut points, <see cref="EntropyBuckets"/>). The entropy
+/// is that of the BASE model's last-step next-token distribution, so that several models are compared on the same tokens;
+/// without a base model the evaluated model's own last-step entropy is used and
 /// <see cref="LoopEvaluation.BucketsFromBaseModel"/> says so.</para>
-/// <para>Counts accumulate on the device across batches (+=) and are read to the host once, at the end.</para>
+/// <para>Two passes (<see cref="LoopEvaluationOptions.Pass"/>): <see cref="EvaluationPass.FullDepth"/> computes every loop
+/// for every token and selects each q's exit afterwards (the paper's protocol, one pass for all q);
+/// <see cref="EvaluationPass.Adaptive"/> takes each q's figures from the compute-saving adaptive scorer
+/// (<see cref="Inference.AdaptiveExitScorer"/>), where exited tokens stop looping, one pass per q. The step figures
+/// s1..sT always come from the full-depth pass.</para>
+/// <para>Sums accumulate on the device across batches (<see cref="ReadoutTally"/>) and are read to the host once, at the end.</para>
 /// </summary>
 public sealed class LoopEvaluator
 {
@@ -28,8 +35,8 @@ public sealed class LoopEvaluator
         _options.Validate();
     }
 
-    /// <summary>Bucket names in result order.</summary>
-    public static IReadOnlyList<string> BucketNames { get; } = ["All", "Easy", "Medium", "Hard"];
+    /// <summary>Bucket names in result order (<see cref="EntropyBuckets.Names"/>).</summary>
+    public static IReadOnlyList<string> BucketNames => EntropyBuckets.Names;
 
     /// <summary>
     /// Evaluates <paramref name="model"/> on <paramref name="batches"/> (targets = next tokens; <see cref="TokenBatch.IgnoreIndex"/>
@@ -44,23 +51,24 @@ public sealed class LoopEvaluator
         if (baseModel is not null && baseModel.Config.VocabSize != model.Config.VocabSize)
             throw new ArgumentException($"The base model's vocab_size {baseModel.Config.VocabSize} differs from the evaluated model's {model.Config.VocabSize}; buckets need the same vocabulary.", nameof(baseModel));
         var q = _options.QValues.ToArray();
-        int T = model.Config.TotalUtSteps, K = BucketNames.Count;
+        int T = model.Config.TotalUtSteps, K = BucketNames.Count, R = T + q.Length;
         var device = model.Device;
         var buckets = _options.Buckets;
         bool top = buckets.Rule == BucketRule.TopFraction;
         var source = top ? batches.ToList() : batches;                                  // two passes over the batches
         var baseLm = baseModel is null || ReferenceEquals(baseModel, model) ? model : baseModel;
         List<Tensor>? entropies = null;                                                   // per batch (B, S), reused below
-        var thresholds = buckets.Bounds.ToArray();
-        if (top) (entropies, thresholds) = TopFractionPass(baseLm, source, device, buckets);
+        double[] hostEntropies = [];
+        if (top) (entropies, hostEntropies) = EntropyPass(baseLm, source, device);
+        var cuts = buckets.Cuts(() => hostEntropies);
+        var adaptive = _options.Pass == EvaluationPass.Adaptive
+            ? q.Select(v => new Inference.AdaptiveExitScorer(model, new Inference.AdaptiveExitOptions { Exit = ExitMode.Q(v) })).ToArray()
+            : null;
 
-        var tokens = zeros(K, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
-        var stepCorrect = zeros(K, T, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
-        var qCorrect = zeros(K, q.Length, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
-        var qSteps = zeros(K, q.Length, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        using var tally = new ReadoutTally(K, R, device);
         // NaN/Inf logits or exit probabilities of the model, and entropies of the bucket model: counted on the device and
         // read with the results, so a model with NaN weights is refused instead of reporting argmax garbage as accuracy.
-        var nonFinite = zeros(2, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        using var nonFinite = zeros(2, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         try
         {
             int batchIndex = 0;
@@ -69,81 +77,130 @@ public sealed class LoopEvaluator
                 using var scope = NewDisposeScope();
                 using var noGrad = no_grad();
                 var (inputs, targets) = batch.ToTensors(device);
-                var real = (targets >= 0).to_type(ScalarType.Float64);                              // (B, S)
+                var real = targets >= 0;                                                            // (B, S)
                 var output = model.Forward(inputs);
-                var logits = output.Hidden.Select(h => model.Logits(h)).ToArray();                 // T × (B, S, V)
-                var correct = stack(logits.Select(l => (l.argmax(-1) == targets).to_type(ScalarType.Float64)).ToArray(), -1); // (B, S, T)
-                Tensor entropy;
-                if (entropies is not null)
-                    entropy = entropies[batchIndex];
-                else if (ReferenceEquals(baseLm, model))
-                    entropy = Objectives.LoopRptMath.TokenEntropy(logits[^1]);
-                else
-                    entropy = Objectives.LoopRptMath.TokenEntropy(baseModel!.Logits(baseModel.Forward(inputs).Hidden[^1]));
+                var (correct, gold, ownEntropy, bad) = StepReadouts(model, output, targets);        // (B, S, T) ×2, (B, S)
+                var entropy = entropies is not null ? entropies[batchIndex]
+                    : ReferenceEquals(baseLm, model) ? ownEntropy
+                    : Objectives.LoopRptMath.TokenEntropy(baseLm.Logits(baseLm.Forward(inputs).Hidden[^1]));
                 batchIndex++;
-                var probsAll = output.ExitProbabilities();
-                nonFinite.add_(stack([
-                    stack(logits.Select(l => l.isfinite().logical_not().sum()).Append(probsAll.isfinite().logical_not().sum()).ToArray()).sum(),
-                    entropy.isfinite().logical_not().sum(),
-                ]).to_type(ScalarType.Float64));
-                var masks = stack(new[] { real }.Concat(thresholds.Select(th => real * (entropy > th).to_type(ScalarType.Float64))).ToArray(), 0); // (K, B, S)
+                var probs = output.ExitProbabilities();                                            // (B, S, T)
+                nonFinite.add_(stack([bad + probs.isfinite().logical_not().sum(), entropy.isfinite().logical_not().sum()]).to_type(ScalarType.Float64));
 
-                tokens.add_(masks.sum([1L, 2L]));
-                stepCorrect.add_(einsum("kbs,bst->kt", masks, correct));
-                var probs = probsAll;
+                var exitAt = arange(1, T + 1, dtype: ScalarType.Float64, device: device).expand(correct.shape);   // step t exits at t
                 var qc = new Tensor[q.Length];
-                var qs = new Tensor[q.Length];
+                var qg = new Tensor[q.Length];
+                var qe = new Tensor[q.Length];
                 for (int j = 0; j < q.Length; j++)
                 {
-                    var steps = ExitDistribution.QExitStep(probs, q[j]);                            // (B, S) 0-based
-                    var c = correct.gather(-1, steps.unsqueeze(-1)).squeeze(-1);                     // (B, S)
-                    qc[j] = (masks * c).sum([1L, 2L]);
-                    qs[j] = (masks * (steps.to_type(ScalarType.Float64) + 1)).sum([1L, 2L]);
+                    if (adaptive is null)
+                    {
+                        var steps = ExitDistribution.QExitStep(probs, q[j]).unsqueeze(-1);               // (B, S, 1) 0-based
+                        (qc[j], qg[j], qe[j]) = (correct.gather(-1, steps), gold.gather(-1, steps), steps.to_type(ScalarType.Float64) + 1);
+                    }
+                    else
+                    {
+                        using var score = adaptive[j].Score(inputs, targets: targets);
+                        (qc[j], qg[j], qe[j]) = ((score.Predictions == score.Targets).to_type(ScalarType.Float64).unsqueeze(-1),
+                            score.GoldLogProbs.to_type(ScalarType.Float64).unsqueeze(-1), (score.ExitSteps + 1).to_type(ScalarType.Float64).unsqueeze(-1));
+                    }
                 }
-                qCorrect.add_(stack(qc, 1));
-                qSteps.add_(stack(qs, 1));
+                var masks = EntropyBuckets.Masks(entropy, real, cuts).view(K, -1);                // (K, N)
+                tally.Add(masks, cat([correct, .. qc], -1).view(-1, R), cat([gold, .. qg], -1).view(-1, R), cat([exitAt, .. qe], -1).view(-1, R));
             }
 
             // The one host read.
-            var bad = nonFinite.cpu().data<double>().ToArray();
-            if (bad[0] > 0) throw NonFiniteCheck.Outputs(model, "logits or exit probabilities");
-            if (bad[1] > 0) throw NonFiniteCheck.Outputs(baseModel ?? model, "next-token entropies (which define the buckets)");
-            var n = tokens.cpu().data<double>().ToArray();
-            var sc = stepCorrect.cpu().data<double>().ToArray();
-            var qcHost = qCorrect.cpu().data<double>().ToArray();
-            var qsHost = qSteps.cpu().data<double>().ToArray();
+            var flags = nonFinite.cpu().data<double>().ToArray();
+            if (flags[0] > 0) throw NonFiniteCheck.Outputs(model, "logits or exit probabilities");
+            if (flags[1] > 0) throw NonFiniteCheck.Outputs(baseModel ?? model, "next-token entropies (which define the buckets)");
+            var totals = tally.Read();
             var results = new List<BucketEvaluation>(K);
             for (int k = 0; k < K; k++)
             {
-                double denom = Math.Max(n[k], 1);
-                var stepAcc = Enumerable.Range(0, T).Select(t => n[k] > 0 ? sc[k * T + t] / denom : double.NaN).ToArray();
                 var points = Enumerable.Range(0, q.Length)
-                    .Select(j => new QExitPoint(q[j], n[k] > 0 ? qcHost[k * q.Length + j] / denom : double.NaN, n[k] > 0 ? qsHost[k * q.Length + j] / denom : double.NaN))
+                    .Select(j => new QExitPoint(q[j], totals.Accuracy(k, T + j), totals.MeanExitStep(k, T + j)) { NegativeLogLikelihood = totals.NegativeLogLikelihood(k, T + j) })
                     .ToArray();
-                results.Add(new BucketEvaluation(BucketNames[k], k == 0 ? 0 : thresholds[k - 1], (long)n[k], stepAcc, points)
+                results.Add(new BucketEvaluation(BucketNames[k], k == 0 ? 0 : cuts[k - 1], totals.Tokens(k),
+                    Enumerable.Range(0, T).Select(t => totals.Accuracy(k, t)).ToArray(), points)
                 {
                     TopFraction = top && k > 0 ? buckets.Bounds[k - 1] : null,
+                    StepNegativeLogLikelihood = Enumerable.Range(0, T).Select(t => totals.NegativeLogLikelihood(k, t)).ToArray(),
                 });
             }
-            return new LoopEvaluation(name, T, q, baseModel is not null && !ReferenceEquals(baseModel, model), results);
+            return new LoopEvaluation(name, T, q, baseModel is not null && !ReferenceEquals(baseModel, model), results) { Pass = _options.Pass };
         }
         finally
         {
             foreach (var e in entropies ?? []) e.Dispose();
-            tokens.Dispose();
-            stepCorrect.Dispose();
-            qCorrect.Dispose();
-            qSteps.Dispose();
-            nonFinite.Dispose();
         }
     }
 
     /// <summary>
-    /// The entropy source's last-step entropy of every batch, (B, S) each, kept for the second pass, and the cut points of
-    /// the three top fractions over the real tokens: midway between the ⌈f·N⌉-th highest entropy and the next (below the
-    /// lowest when f = 1), so that "&gt; cut" takes those ⌈f·N⌉ tokens.
+    /// Per loop step: whether the argmax is the target (float64 0/1) and the target's log-probability (float64, 0 where
+    /// there is no target), each (B, S, T); the last step's entropy (B, S); and the count of non-finite logits. One
+    /// step's (B, S, V) logits are alive at a time.
     /// </summary>
-    private static (List<Tensor> Entropies, double[] Cuts) TopFractionPass(OuroForCausalLM entropyModel, IEnumerable<TokenBatch> batches, Device device, EntropyBuckets buckets)
+    private static (Tensor Correct, Tensor Gold, Tensor LastEntropy, Tensor NonFinite) StepReadouts(OuroForCausalLM model, LoopOutput output, Tensor targets)
+    {
+        var correct = new Tensor[output.Hidden.Count];
+        var gold = new Tensor[correct.Length];
+        Tensor entropy = null!, bad = zeros(1, dtype: ScalarType.Float64, device: targets.device).squeeze();
+        var real = (targets >= 0).to_type(ScalarType.Float64);
+        for (int t = 0; t < correct.Length; t++)
+        {
+            using var scope = NewDisposeScope();
+            var logits = model.Logits(output.Hidden[t]).to_type(ScalarType.Float32);                            // (B, S, V)
+            var logp = F.log_softmax(logits, -1);
+            correct[t] = scope.MoveToOuter((logp.argmax(-1) == targets).to_type(ScalarType.Float64));
+            gold[t] = scope.MoveToOuter(logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1).to_type(ScalarType.Float64) * real);
+            bad = scope.MoveToOuter(bad + logits.isfinite().logical_not().sum().to_type(ScalarType.Float64));
+            if (t == correct.Length - 1) entropy = scope.MoveToOuter(-(logp.exp() * logp).sum(-1));
+        }
+        return (stack(correct, -1), stack(gold, -1), entropy, bad);
+    }
+
+    /// <summary>Loss, accuracy and mean exit step of one exit rule (<see cref="EvaluateExit"/>).</summary>
+    /// <param name="Tokens">Predicted tokens counted.</param>
+    /// <param name="Accuracy">Fraction whose argmax under the rule is the target.</param>
+    /// <param name="NegativeLogLikelihood">Mean -log p(target) in nats.</param>
+    /// <param name="MeanExitStep">Mean 1-indexed exit step (expected step for <see cref="ExitMode.Expected"/>).</param>
+    public sealed record ExitEvaluation(long Tokens, double Accuracy, double NegativeLogLikelihood, double MeanExitStep);
+
+    /// <summary>
+    /// Next-token loss and accuracy of <paramref name="model"/> read out under <paramref name="exit"/> (any rule, expected
+    /// logits included), every loop computed, one dispose scope per batch, the sums read once at the end.
+    /// </summary>
+    /// <exception cref="NotFiniteNumberException">The loss is not finite (NaN weights, overflow).</exception>
+    public static ExitEvaluation EvaluateExit(OuroForCausalLM model, IEnumerable<TokenBatch> batches, ExitMode exit, CancellationToken cancellationToken = default)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(batches);
+        ArgumentNullException.ThrowIfNull(exit);
+        TorchNative.EnsureLoaded();
+        using var tally = new ReadoutTally(1, 1, model.Device);
+        using var noGrad = no_grad();
+        foreach (var batch in batches)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            using var scope = NewDisposeScope();
+            var (inputs, targets) = batch.ToTensors(model.Device);                                // (B, S)
+            var output = model.Forward(inputs);
+            var logp = F.log_softmax(exit.Logits(model, output).to_type(ScalarType.Float32), -1); // (B, S, V)
+            var gold = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1);
+            var probs = output.ExitProbabilities();
+            var step = exit.Kind == ExitKind.ExpectedLogits ? ExitDistribution.ExpectedExitStep(probs) : exit.Steps(probs).to_type(ScalarType.Float32) + 1;
+            tally.Add((targets >= 0).view(1, -1), (logp.argmax(-1) == targets).view(-1, 1), gold.view(-1, 1), step.view(-1, 1));
+        }
+        var totals = tally.Read();
+        if (totals.HasNonFinite) throw NonFiniteCheck.Outputs(model, "log-probabilities");
+        return new ExitEvaluation(totals.Tokens(0), totals.Accuracy(0, 0), totals.NegativeLogLikelihood(0, 0), totals.MeanExitStep(0, 0));
+    }
+
+    /// <summary>
+    /// The entropy source's last-step entropy of every batch, (B, S) each, kept for the second pass, and the entropies of
+    /// the real tokens on the host (one read) for the top-fraction cut points.
+    /// </summary>
+    private static (List<Tensor> Entropies, double[] Real) EntropyPass(OuroForCausalLM entropyModel, IEnumerable<TokenBatch> batches, Device device)
     {
         var list = new List<Tensor>();
         try
@@ -155,19 +212,11 @@ public sealed class LoopEvaluator
                 using var scope = NewDisposeScope();                    // the batch's activations go at once
                 using var noGrad = no_grad();
                 var (inputs, targets) = batch.ToTensors(device);
-                var entropy = Objectives.LoopRptMath.TokenEntropy(entropyModel.Logits(entropyModel.Forward(inputs).Hidden[^1])).to_type(ScalarType.Float64);
+                var entropy = Objectives.LoopRptMath.TokenEntropy(entropyModel.Logits(entropyModel.Forward(inputs).Hidden[^1]));
                 list.Add(entropy.clone().DetachFromDisposeScope());
-                real.Add(entropy.masked_select(targets >= 0).MoveToOuterDisposeScope());
+                real.Add(entropy.masked_select(targets >= 0).to_type(ScalarType.Float64).MoveToOuterDisposeScope());
             }
-            long n = real.Sum(t => t.shape[0]);
-            if (n == 0) return (list, [.. buckets.Bounds.Select(_ => double.PositiveInfinity)]);
-            var sorted = cat(real.ToArray(), 0).sort(descending: true).Values.cpu().data<double>().ToArray();
-            var cuts = buckets.Bounds.Select(f =>
-            {
-                long k = Math.Clamp((long)Math.Ceiling(f * n - 1e-9), 1, n);
-                return k >= n ? sorted[n - 1] - 1 : (sorted[k - 1] + sorted[k]) / 2;
-            }).ToArray();
-            return (list, cuts);
+            return (list, real.Count == 0 ? [] : cat(real.ToArray(), 0).cpu().data<double>().ToArray());
         }
         catch
         {

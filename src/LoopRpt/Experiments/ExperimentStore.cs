@@ -92,22 +92,28 @@ internal sealed class ExperimentStore
         [JsonPropertyName("q_values")] public double[] QValues { get; set; } = [];
         [JsonPropertyName("buckets_from_base_model")] public bool BucketsFromBaseModel { get; set; }
         [JsonPropertyName("buckets")] public List<BucketDto> Buckets { get; set; } = [];
+        [JsonPropertyName("pass")] public string? Pass { get; set; }
 
         public static EvaluationDto From(LoopEvaluation e) => new()
         {
             Name = e.Name, Steps = e.Steps, QValues = [.. e.QValues], BucketsFromBaseModel = e.BucketsFromBaseModel,
+            Pass = e.Pass == EvaluationPass.Adaptive ? "adaptive" : null,
             Buckets = e.Buckets.Select(b => new BucketDto
             {
                 Name = b.Name, MinEntropy = b.MinEntropy, TopFraction = b.TopFraction, Tokens = b.Tokens, StepAccuracy = [.. b.StepAccuracy],
-                QExit = b.QExit.Select(p => new QExitDto { Q = p.Q, Accuracy = p.Accuracy, MeanExitStep = p.MeanExitStep }).ToList(),
+                StepNll = b.StepNegativeLogLikelihood.Count > 0 ? [.. b.StepNegativeLogLikelihood] : null,
+                QExit = b.QExit.Select(p => new QExitDto { Q = p.Q, Accuracy = p.Accuracy, MeanExitStep = p.MeanExitStep, Nll = Finite(p.NegativeLogLikelihood) }).ToList(),
             }).ToList(),
         };
 
         public LoopEvaluation ToEvaluation() => new(Name, Steps, QValues, BucketsFromBaseModel,
-            Buckets.Select(b => new BucketEvaluation(b.Name, b.MinEntropy, b.Tokens, b.StepAccuracy, b.QExit.Select(p => new QExitPoint(p.Q, p.Accuracy, p.MeanExitStep)).ToArray())
+            Buckets.Select(b => new BucketEvaluation(b.Name, b.MinEntropy, b.Tokens, b.StepAccuracy,
+                b.QExit.Select(p => new QExitPoint(p.Q, p.Accuracy, p.MeanExitStep) { NegativeLogLikelihood = p.Nll ?? double.NaN }).ToArray())
             {
-                TopFraction = b.TopFraction,
-            }).ToArray());
+                TopFraction = b.TopFraction, StepNegativeLogLikelihood = b.StepNll ?? [],
+            }).ToArray()) { Pass = Pass == "adaptive" ? EvaluationPass.Adaptive : EvaluationPass.FullDepth };
+
+        private static double? Finite(double v) => double.IsFinite(v) ? v : null;
     }
 
     internal sealed class BucketDto
@@ -117,6 +123,7 @@ internal sealed class ExperimentStore
         [JsonPropertyName("top_fraction")][JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] public double? TopFraction { get; set; }
         [JsonPropertyName("tokens")] public long Tokens { get; set; }
         [JsonPropertyName("step_accuracy")] public double[] StepAccuracy { get; set; } = [];
+        [JsonPropertyName("step_nll")] public double[]? StepNll { get; set; }
         [JsonPropertyName("q_exit")] public List<QExitDto> QExit { get; set; } = [];
     }
 
@@ -125,6 +132,7 @@ internal sealed class ExperimentStore
         [JsonPropertyName("q")] public double Q { get; set; }
         [JsonPropertyName("accuracy")] public double Accuracy { get; set; }
         [JsonPropertyName("mean_exit_step")] public double MeanExitStep { get; set; }
+        [JsonPropertyName("nll")] public double? Nll { get; set; }
     }
 
     // ---- timing and cost ---------------------------------------------------------------------------------------------

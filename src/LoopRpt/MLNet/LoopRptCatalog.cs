@@ -1,3 +1,4 @@
+using LoopRpt.Evaluation;
 using LoopRpt.Model;
 using LoopRpt.Tokenization;
 using Microsoft.ML;
@@ -138,27 +139,35 @@ public sealed class LoopRptCatalog
     }
 
     /// <summary>
-    /// Next-token accuracy overall and per loop step, mean exit step, compute ratio, NLL, and entropy buckets, from the
-    /// scorer's output columns.
+    /// Next-token accuracy overall and per loop step, mean exit step, compute fraction, NLL, and entropy buckets, from the
+    /// scorer's output columns, reduced by the same evaluation core as <c>looprpt evaluate</c> (src/LoopRpt/Evaluation).
     /// </summary>
     /// <param name="scoredData">Output of a LoopRpt scorer (or of a model reloaded with ml.Model.Load).</param>
     /// <param name="outputColumnPrefix">The scorer's <see cref="AdaptiveExitScoringTransformer.Options.OutputColumnPrefix"/>.</param>
-    /// <param name="entropyBucketEdges">Increasing bucket edges in nats (default 0.5, 1, 2, 4: five buckets).</param>
-    /// <param name="entropyBucketTopFractions">
-    /// Instead of edges in nats, buckets by the share of tokens: decreasing fractions in (0, 1), e.g. [0.5, 0.2] gives the
-    /// bottom 50 %, the top 50–20 % and the top 20 % of tokens by entropy (edges at those quantiles of this data, a first
-    /// pass over it). Useful for small models, whose tokens mostly lie above any fixed threshold. Not with
-    /// <paramref name="entropyBucketEdges"/>.
+    /// <param name="buckets">
+    /// The nested All ⊇ Easy ⊇ Medium ⊇ Hard buckets, by the scored model's entropy at its exit: default the method's
+    /// thresholds (<see cref="EntropyBuckets.Published"/>, 0.5 / 1 / 1.5 nats), or <see cref="EntropyBuckets.TopFractions"/>
+    /// / <see cref="EntropyBuckets.Parse"/> (e.g. <c>top:50,30,20</c>) for the highest-entropy shares of the tokens. With the
+    /// scorer's exit rule <see cref="ExitMode.Last"/> these are exactly the buckets of <c>looprpt evaluate</c> without
+    /// <c>--base-model</c>.
     /// </param>
-    public LoopRptMetrics Evaluate(IDataView scoredData, string outputColumnPrefix = "", double[]? entropyBucketEdges = null, double[]? entropyBucketTopFractions = null)
-        => ScoredDataEvaluator.Evaluate(scoredData, outputColumnPrefix ?? "", entropyBucketEdges, entropyBucketTopFractions);
+    /// <param name="entropyBucketEdges">
+    /// Instead, disjoint buckets: increasing edges in nats, e.g. [0.5, 2] gives H &lt; 0.5, 0.5 ≤ H &lt; 2 and H ≥ 2. Not
+    /// with <paramref name="buckets"/>.
+    /// </param>
+    public LoopRptMetrics Evaluate(IDataView scoredData, string outputColumnPrefix = "", EntropyBuckets? buckets = null, double[]? entropyBucketEdges = null)
+        => ScoredDataEvaluator.Evaluate(scoredData, outputColumnPrefix ?? "", buckets, entropyBucketEdges);
 
     /// <summary>
-    /// Accuracy, NLL and compute for each Q-exit threshold (default 0.1, 0.2, ..., 1.0) with one full-depth pass,
-    /// marking the Pareto-optimal points (no other point is at least as accurate with no more compute).
+    /// Accuracy, NLL and compute for each Q-exit threshold (default <see cref="LoopEvaluationOptions.Defaults.QValues"/>,
+    /// as <c>looprpt pareto</c>), marking the Pareto-optimal points (no other point is at least as accurate with no more
+    /// compute). The rows are windowed as the scorer windows them and evaluated by <see cref="LoopEvaluator"/>:
+    /// <paramref name="pass"/> <see cref="EvaluationPass.FullDepth"/> (default) runs every loop once and selects each q's
+    /// exit; <see cref="EvaluationPass.Adaptive"/> runs the compute-saving scorer once per q.
     /// </summary>
-    public IReadOnlyList<ParetoPoint> ParetoSweep(AdaptiveExitScoringTransformer scorer, IDataView data, IEnumerable<double>? thresholds = null)
-        => ScoredDataEvaluator.Pareto(scorer, data, thresholds ?? Enumerable.Range(1, 10).Select(i => i / 10.0));
+    public IReadOnlyList<ParetoPoint> ParetoSweep(AdaptiveExitScoringTransformer scorer, IDataView data, IEnumerable<double>? thresholds = null,
+                                                  EvaluationPass pass = EvaluationPass.FullDepth)
+        => ScoredDataEvaluator.Pareto(scorer, data, thresholds ?? LoopEvaluationOptions.Defaults.QValues, pass);
 
     /// <summary>Trains a byte-level BPE tokenizer on texts outside a pipeline.</summary>
     public LoopRptTokenizer TrainTokenizer(IEnumerable<string?> texts, ByteLevelBpeTrainerOptions? options = null) => LoopRptTokenizer.Train(texts, options);

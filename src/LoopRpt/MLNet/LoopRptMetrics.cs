@@ -3,10 +3,18 @@ using Microsoft.ML.Data;
 
 namespace LoopRpt.MLNet;
 
-/// <summary>Tokens whose next-token entropy at the exit lies in [<see cref="Lower"/>, <see cref="Upper"/>).</summary>
+/// <summary>
+/// A token bucket by the scored model's next-token entropy at its exit (the <c>TokenEntropies</c> column): by default one
+/// of the method's nested buckets (<see cref="Evaluation.EntropyBuckets"/>: <see cref="Name"/> All, Easy, Medium or Hard,
+/// the tokens with entropy above <see cref="Lower"/>; <see cref="Upper"/> is +∞), or, with explicit disjoint edges, the
+/// tokens whose entropy lies in [<see cref="Lower"/>, <see cref="Upper"/>).
+/// </summary>
 public sealed record EntropyBucket(double Lower, double Upper, long Tokens, double Accuracy, double MeanExitStep, double NegativeLogLikelihood)
 {
     private readonly string? _label;
+
+    /// <summary>All, Easy, Medium, Hard (nested buckets), or Range1, Range2, … (disjoint edges, lowest entropy first).</summary>
+    public string Name { get; init; } = "";
 
     /// <summary>
     /// What the bucket holds, in words: "H &lt; 0.5 nats", "0.5 ≤ H &lt; 1 nats", "H ≥ 4 nats"; with top-fraction buckets
@@ -43,7 +51,10 @@ public sealed class LoopRptMetrics
     public required double NegativeLogLikelihood { get; init; }
     /// <summary>exp(<see cref="NegativeLogLikelihood"/>).</summary>
     public double Perplexity => Math.Exp(NegativeLogLikelihood);
-    /// <summary>Per entropy bucket: tokens, accuracy, mean exit step, NLL.</summary>
+    /// <summary>
+    /// Per entropy bucket: tokens, accuracy, mean exit step, NLL. By default the method's nested buckets All ⊇ Easy ⊇
+    /// Medium ⊇ Hard, as <c>looprpt evaluate</c> reports them.
+    /// </summary>
     public required IReadOnlyList<EntropyBucket> EntropyBuckets { get; init; }
 
     /// <inheritdoc/>

@@ -41,25 +41,12 @@ internal sealed class RowScore
     public float ComputeFraction => TokenCount == 0 ? 0f : MeanExitStep / Loops;
 }
 
-/// <summary>Per-token exit distributions and per-step results, for sweeps over exit thresholds (Pareto).</summary>
-internal sealed class RowDetail
-{
-    public required int Loops { get; init; }
-    /// <summary>p(t) per token, row-major (tokens × loops).</summary>
-    public required float[] ExitProbabilities { get; init; }
-    /// <summary>log p(target) at each step, (tokens × loops).</summary>
-    public required float[] StepLogProbabilities { get; init; }
-    /// <summary>1 where step t's argmax is the target, (tokens × loops).</summary>
-    public required float[] StepCorrect { get; init; }
-    public int TokenCount => ExitProbabilities.Length / Loops;
-}
-
 /// <summary>
 /// The scoring computation behind every LoopRpt ML.NET scoring surface (the batched IDataView, the prediction engine,
-/// a model reloaded by ml.Model.Load, the Pareto sweep).
+/// a model reloaded by ml.Model.Load; the Pareto sweep evaluates the same windows, <see cref="Batches"/>).
 /// <para><b>Two compute paths.</b> With one exit per token and no per-step statistics, chunks run on the adaptive-exit
 /// path (<see cref="AdaptiveChunk"/>, src/LoopRpt/Inference): tokens stop looping at their exit, so compute is really
-/// saved. Per-step statistics (<see cref="PerStepStatistics"/>, <see cref="Detail"/>) and expected logits need every
+/// saved. Per-step statistics (<see cref="PerStepStatistics"/>) and expected logits need every
 /// loop and run the full-depth <c>lm.Forward</c>, selecting with <see cref="ExitMode"/> afterwards. The two agree exactly
 /// at full depth and for fixed steps; under Q-exit the adaptive path attends to exited tokens' frozen keys/values
 /// (the documented approximation in docs/adaptive-exit.md).</para>
@@ -98,24 +85,41 @@ internal sealed class ScoringEngine : IDisposable
     {
         var results = new RowScore[rows.Count];
         var acc = new Accumulator[rows.Count];
-        ScoreUnits(rows, acc, detail: false);
+        var units = Units(rows, acc);
+        Exclusive(() =>
+        {
+            foreach (var group in units.GroupBy(u => u.Padded))
+                foreach (var chunk in group.Chunk(BatchSize))
+                    ForwardChunk(chunk, group.Key, acc);
+            return 0;
+        });
         for (int i = 0; i < rows.Count; i++) results[i] = acc[i]?.ToScore(Loops) ?? EmptyScore();
         return results;
     }
 
-    /// <summary>Per-token exit distributions and per-step results (for threshold sweeps).</summary>
-    public RowDetail[] Detail(IReadOnlyList<int[]?> rows)
+    /// <summary>
+    /// The batches <see cref="Score"/> runs for <paramref name="rows"/>: windows grouped by padded length, in batches of
+    /// <see cref="BatchSize"/>, padding targets <see cref="Data.TokenBatch.IgnoreIndex"/> (what the Pareto sweep evaluates).
+    /// </summary>
+    public IReadOnlyList<Data.TokenBatch> Batches(IReadOnlyList<int[]?> rows)
+        => Units(rows, null).GroupBy(u => u.Padded).SelectMany(g => g.Chunk(BatchSize).Select(c => ToBatch(c, g.Key))).ToList();
+
+    /// <summary>Runs <paramref name="work"/> on the model with the engine's lock held (the engine serializes its callers).</summary>
+    public T Exclusive<T>(Func<T> work)
     {
-        var acc = new Accumulator[rows.Count];
-        ScoreUnits(rows, acc, detail: true);
-        return acc.Select(a => a?.ToDetail(Loops) ?? new RowDetail { Loops = Loops, ExitProbabilities = [], StepLogProbabilities = [], StepCorrect = [] }).ToArray();
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            return work();
+        }
     }
 
     private RowScore EmptyScore() => new(0, [], [], [], [], PerStepStatistics ? new float[Loops] : [], Loops);
 
     private readonly record struct Unit(int Row, int[] Tokens, int Start, int Length, int Padded);
 
-    private void ScoreUnits(IReadOnlyList<int[]?> rows, Accumulator[] acc, bool detail)
+    /// <summary>The windows of every row with a predicted token (checking token ids); <paramref name="acc"/> gets a fresh accumulator per such row.</summary>
+    private List<Unit> Units(IReadOnlyList<int[]?> rows, Accumulator[]? acc)
     {
         int vocab = Model.Config.VocabSize;
         var units = new List<Unit>();
@@ -126,7 +130,7 @@ internal sealed class ScoringEngine : IDisposable
             foreach (var id in tokens)
                 if ((uint)id >= (uint)vocab)
                     throw new InvalidOperationException($"Token id {id} is outside the model's vocabulary [0, {vocab}); was the data tokenized with the tokenizer this model was trained with?");
-            acc[r] = new Accumulator(tokens.Length - 1, Loops, PerStepStatistics || detail, detail);
+            if (acc is not null) acc[r] = new Accumulator(tokens.Length - 1, Loops, PerStepStatistics);
             for (int start = 0; start < tokens.Length - 1; start += ContextLength - 1)
             {
                 int len = Math.Min(ContextLength, tokens.Length - start);
@@ -134,51 +138,48 @@ internal sealed class ScoringEngine : IDisposable
                 units.Add(new Unit(r, tokens, start, len, padded));
             }
         }
-        lock (_gate)
-        {
-            ObjectDisposedException.ThrowIf(_disposed, this);
-            foreach (var group in units.GroupBy(u => u.Padded))
-                foreach (var chunk in group.Chunk(BatchSize))
-                    ForwardChunk(chunk, group.Key, acc, detail);
-        }
+        return units;
     }
 
-    /// <summary>
-    /// True when the chunk can run on the adaptive-exit path that really skips loops (src/LoopRpt/Inference): a single
-    /// exit per token (not expected logits) and no per-step statistics, which need every loop.
-    /// </summary>
-    private bool UsesAdaptivePath(bool detail) => !detail && !PerStepStatistics && ExitMode.Kind != ExitKind.ExpectedLogits;
-
-    private void ForwardChunk(Unit[] chunk, int p, Accumulator[] acc, bool detail)
+    /// <summary>A chunk of windows as a (B, P) batch: inputs padded with 0, targets the next tokens, -1 past each window.</summary>
+    private static Data.TokenBatch ToBatch(Unit[] chunk, int p)
     {
-        if (UsesAdaptivePath(detail))
-        {
-            AdaptiveChunk(chunk, p, acc);
-            return;
-        }
-        int b = chunk.Length, T = Loops;
+        int b = chunk.Length;
         var ids = new long[b * p];
         var tg = new long[b * p];
-        Array.Fill(tg, -1L);
+        Array.Fill(tg, Data.TokenBatch.IgnoreIndex);
         for (int i = 0; i < b; i++)
         {
             var u = chunk[i];
             for (int j = 0; j < u.Length; j++) ids[i * p + j] = u.Tokens[u.Start + j];
             for (int j = 0; j + 1 < u.Length; j++) tg[i * p + j] = u.Tokens[u.Start + j + 1];
         }
+        return new Data.TokenBatch(ids, tg, b, p);
+    }
 
+    /// <summary>
+    /// True when a chunk can run on the adaptive-exit path that really skips loops (src/LoopRpt/Inference): a single
+    /// exit per token (not expected logits) and no per-step statistics, which need every loop.
+    /// </summary>
+    private bool UsesAdaptivePath => !PerStepStatistics && ExitMode.Kind != ExitKind.ExpectedLogits;
+
+    private void ForwardChunk(Unit[] chunk, int p, Accumulator[] acc)
+    {
+        if (UsesAdaptivePath)
+        {
+            AdaptiveChunk(chunk, p, acc);
+            return;
+        }
+        int b = chunk.Length, T = Loops;
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var device = Model.Device;
-        var inputs = tensor(ids, [b, p]).to(device);                                  // (B, P)
-        var targets = tensor(tg, [b, p]).to(device);                                  // (B, P)
+        var (inputs, targets) = ToBatch(chunk, p).ToTensors(Model.Device);           // (B, P) each
         var output = Model.Forward(inputs);                                           // the loops run batched
         var probs = output.ExitProbabilities();                                       // (B, P, T)
         var exitStep = ExitMode.Kind == ExitKind.ExpectedLogits
             ? ExitDistribution.ExpectedExitStep(probs)
             : ExitMode.Steps(probs).to_type(ScalarType.Float32) + 1;                  // (B, P), 1-indexed
         var hExit = Host(exitStep);
-        var hProbs = detail ? Host(probs) : null;
 
         // The LM head runs one row at a time: (1, P, V) logits instead of (B, P, V) keeps memory bounded for large vocabularies.
         for (int i = 0; i < b; i++)
@@ -186,7 +187,7 @@ internal sealed class ScoringEngine : IDisposable
             var u = chunk[i];
             var a = acc[u.Row];
             float[] hGold, hCorrect, hEntropy;
-            float[]? hStep = null, hStepLogp = null;
+            float[]? hStep = null;
             using (var rowScope = NewDisposeScope())
             {
                 var row = new LoopOutput(output.Hidden.Select(h => h.narrow(0, i, 1)).ToList(), output.GateLogits.narrow(0, i, 1));
@@ -198,7 +199,6 @@ internal sealed class ScoringEngine : IDisposable
                 hEntropy = Host(-(logp.exp() * logp).sum(-1));                                              // (1, P)
                 if (a.HasSteps)
                     hStep = Host(stack(row.Hidden.Select(h => (Model.Logits(h).argmax(-1) == rowTargets).to_type(ScalarType.Float32)).ToArray(), -1));   // (1, P, T)
-                if (detail) hStepLogp = Host(Model.GoldLogProbsPerStep(row, rowTargets));                  // (1, P, T)
             }
             CheckFinite(hGold, hEntropy, hExit, i * p, u.Length - 1);
             for (int j = 0; j + 1 < u.Length; j++)
@@ -209,8 +209,6 @@ internal sealed class ScoringEngine : IDisposable
                 a.Entropies[k] = hEntropy[j];
                 a.ExitSteps[k] = hExit[i * p + j];
                 if (hStep is not null && a.StepCorrect is not null) Array.Copy(hStep, j * T, a.StepCorrect, k * T, T);
-                if (hStepLogp is not null && a.StepLogProbs is not null) Array.Copy(hStepLogp, j * T, a.StepLogProbs, k * T, T);
-                if (hProbs is not null && a.ExitProbs is not null) Array.Copy(hProbs, (i * p + j) * T, a.ExitProbs, k * T, T);
             }
         }
     }
@@ -288,15 +286,13 @@ internal sealed class ScoringEngine : IDisposable
 
     private sealed class Accumulator
     {
-        public Accumulator(int tokens, int loops, bool steps, bool detail)
+        public Accumulator(int tokens, int loops, bool steps)
         {
             LogProbs = new float[tokens];
             Correct = new float[tokens];
             Entropies = new float[tokens];
             ExitSteps = new float[tokens];
             StepCorrect = steps ? new float[tokens * loops] : null;
-            StepLogProbs = detail ? new float[tokens * loops] : null;
-            ExitProbs = detail ? new float[tokens * loops] : null;
         }
 
         public float[] LogProbs { get; }
@@ -304,8 +300,6 @@ internal sealed class ScoringEngine : IDisposable
         public float[] Entropies { get; }
         public float[] ExitSteps { get; }
         public float[]? StepCorrect { get; }
-        public float[]? StepLogProbs { get; }
-        public float[]? ExitProbs { get; }
         public bool HasSteps => StepCorrect is not null;
 
         public RowScore ToScore(int loops)
@@ -321,11 +315,6 @@ internal sealed class ScoringEngine : IDisposable
             }
             return new RowScore((float)ll, LogProbs, ExitSteps, Entropies, Correct, counts, loops);
         }
-
-        public RowDetail ToDetail(int loops) => new()
-        {
-            Loops = loops, ExitProbabilities = ExitProbs!, StepLogProbabilities = StepLogProbs!, StepCorrect = StepCorrect!,
-        };
     }
 
     public void Dispose()

@@ -44,6 +44,15 @@ public class LoopEvaluatorTests
         var step = new double[4, 4];
         var qAcc = new double[4, qs.Length];
         var qExit = new double[4, qs.Length];
+        var stepNll = new double[4, 4];
+        var qNll = new double[4, qs.Length];
+        // -log softmax(z)[target] in double from float logits.
+        static double Nll(float[] logits, int i, long target)
+        {
+            var z = logits.Skip(i * Vocab).Take(Vocab).Select(x => (double)x).ToArray();
+            double max = z.Max();
+            return max + Math.Log(z.Sum(x => Math.Exp(x - max))) - z[target];
+        }
         using (no_grad())
             foreach (var batch in batches)
             {
@@ -53,7 +62,9 @@ public class LoopEvaluatorTests
                 var baseLogits = TestUtil.ToArray(baseLm.Logits(baseLm.Forward(inputs).Hidden[^1]));
                 var perStep = Enumerable.Range(0, 4).Select(t => lm.Logits(o.Hidden[t]).argmax(-1).data<long>().ToArray()).ToArray();
                 var perQ = qs.Select(q => (Pred: ExitMode.Q(q).Logits(lm, o).argmax(-1).data<long>().ToArray(),
-                                            Steps: ExitMode.Q(q).Steps(o.ExitProbabilities()).data<long>().ToArray())).ToArray();
+                                            Steps: ExitMode.Q(q).Steps(o.ExitProbabilities()).data<long>().ToArray(),
+                                            Logits: TestUtil.ToArray(ExitMode.Q(q).Logits(lm, o)))).ToArray();
+                var stepLogits = Enumerable.Range(0, 4).Select(t => TestUtil.ToArray(lm.Logits(o.Hidden[t]))).ToArray();
                 for (int i = 0; i < tg.Length; i++)
                 {
                     if (tg[i] < 0) continue;
@@ -64,11 +75,16 @@ public class LoopEvaluatorTests
                     {
                         if (!(h > th[k])) continue;
                         n[k]++;
-                        for (int t = 0; t < 4; t++) step[k, t] += perStep[t][i] == tg[i] ? 1 : 0;
+                        for (int t = 0; t < 4; t++)
+                        {
+                            step[k, t] += perStep[t][i] == tg[i] ? 1 : 0;
+                            stepNll[k, t] += Nll(stepLogits[t], i, tg[i]);
+                        }
                         for (int j = 0; j < qs.Length; j++)
                         {
                             qAcc[k, j] += perQ[j].Pred[i] == tg[i] ? 1 : 0;
                             qExit[k, j] += perQ[j].Steps[i] + 1;
+                            qNll[k, j] += Nll(perQ[j].Logits, i, tg[i]);
                         }
                     }
                 }
@@ -79,11 +95,16 @@ public class LoopEvaluatorTests
         {
             var b = result.Buckets[k];
             Assert.Equal((long)n[k], b.Tokens);
-            for (int t = 0; t < 4; t++) Assert.Equal(step[k, t] / n[k], b.StepAccuracy[t], 9);
+            for (int t = 0; t < 4; t++)
+            {
+                Assert.Equal(step[k, t] / n[k], b.StepAccuracy[t], 9);
+                Assert.Equal(stepNll[k, t] / n[k], b.StepNegativeLogLikelihood[t], 5);        // float32 log-softmax vs double
+            }
             for (int j = 0; j < qs.Length; j++)
             {
                 Assert.Equal(qAcc[k, j] / n[k], b.QExit[j].Accuracy, 9);
                 Assert.Equal(qExit[k, j] / n[k], b.QExit[j].MeanExitStep, 9);
+                Assert.Equal(qNll[k, j] / n[k], b.QExit[j].NegativeLogLikelihood, 5);
             }
             Assert.Equal(b.LastStepAccuracy, b.AtQ(1.0)!.Accuracy, 12);
             Assert.Equal(4.0, b.AtQ(1.0)!.MeanExitStep, 12);
@@ -92,6 +113,58 @@ public class LoopEvaluatorTests
         Assert.True(result.BucketsFromBaseModel);
         var spread = result["All"].AtQ(0.5)!.MeanExitStep;
         Assert.InRange(spread, 1.0001, 3.9999);
+    }
+
+    /// <summary>
+    /// The adaptive pass takes each q's figures from the compute-saving scorer (compared with the scorer called directly),
+    /// keeps the full-depth step figures, says so in its tables, and at q = 1 equals the full-depth last step.
+    /// </summary>
+    [Fact]
+    public void AdaptivePassTakesQExitFiguresFromTheAdaptiveScorer()
+    {
+        using var lm = Model(5);
+        var batches = new[] { RandomBatch(3, 12, 1), RandomBatch(2, 12, 2, pad: true) };
+        double[] qs = [0.3, 0.6, 1.0];
+        var full = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs }).Evaluate(lm, batches);
+        var adaptive = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Pass = EvaluationPass.Adaptive }).Evaluate(lm, batches);
+        Assert.Equal(EvaluationPass.Adaptive, adaptive.Pass);
+        Assert.Contains("adaptive pass", adaptive.ToMarkdown());
+        Assert.Contains("every loop computed", full.ToMarkdown());
+        for (int k = 0; k < 4; k++)
+            Assert.Equal(full.Buckets[k].StepAccuracy, adaptive.Buckets[k].StepAccuracy);
+
+        for (int j = 0; j < qs.Length; j++)
+        {
+            var scorer = new LoopRpt.Inference.AdaptiveExitScorer(lm, new LoopRpt.Inference.AdaptiveExitOptions { Exit = ExitMode.Q(qs[j]) });
+            long tokens = 0, correct = 0, exits = 0;
+            double logProb = 0;
+            foreach (var batch in batches)
+            {
+                var (inputs, targets) = batch.ToTensors(lm.Device);
+                using var score = scorer.Score(inputs, targets: targets);
+                var tg = score.Targets.data<long>().ToArray();
+                var pred = score.Predictions.data<long>().ToArray();
+                var steps = score.ExitSteps.data<long>().ToArray();
+                var gold = score.GoldLogProbs.data<float>().ToArray();
+                for (int i = 0; i < tg.Length; i++)
+                {
+                    if (tg[i] < 0) continue;
+                    tokens++;
+                    correct += pred[i] == tg[i] ? 1 : 0;
+                    exits += steps[i] + 1;
+                    logProb += gold[i];
+                }
+            }
+            var p = adaptive["All"].QExit[j];
+            Assert.Equal(tokens, adaptive["All"].Tokens);
+            Assert.Equal((double)correct / tokens, p.Accuracy, 12);
+            Assert.Equal((double)exits / tokens, p.MeanExitStep, 12);
+            Assert.Equal(-logProb / tokens, p.NegativeLogLikelihood, 6);
+        }
+        var last = adaptive["All"].AtQ(1.0)!;
+        Assert.Equal(4.0, last.MeanExitStep, 12);
+        Assert.Equal(full["All"].StepNegativeLogLikelihood[^1], last.NegativeLogLikelihood, 5);
+        Assert.True(adaptive["All"].AtQ(0.3)!.MeanExitStep < 4.0, "q = 0.3 should exit some tokens early");
     }
 
     [Fact]
@@ -136,7 +209,7 @@ public class LoopEvaluatorTests
         Assert.Equal(2 + 8, cmp.Trim().Split('\n').Length);   // header, rule, 4 buckets × 2 models
 
         var csv = LoopEvaluation.ToCsv([ra, rb]).Trim().Split('\n');
-        Assert.Equal("model,bucket,tokens,kind,x,accuracy,mean_exit_step", csv[0]);
+        Assert.Equal("model,bucket,tokens,kind,x,accuracy,mean_exit_step,nll", csv[0]);
         Assert.Equal(1 + 2 * 4 * (4 + 3), csv.Length);
         Assert.StartsWith("base,All,20,step,1,", csv[1]);
 

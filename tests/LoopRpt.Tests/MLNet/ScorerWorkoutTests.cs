@@ -1,3 +1,4 @@
+using LoopRpt.Evaluation;
 using LoopRpt.MLNet;
 using LoopRpt.MLNet.Persistence;
 using LoopRpt.Model;
@@ -238,9 +239,12 @@ public class ScorerWorkoutTests
         }
     }
 
-    /// <summary>Issue 19 §4: buckets by share of tokens (a first pass finds the quantiles), labelled plainly.</summary>
+    /// <summary>
+    /// Issue 19 §4 / issue 16 §1: the method's nested buckets by default, the top shares of tokens on request (cut points
+    /// midway between neighbouring entropies, as the CLI's evaluator cuts), disjoint edges as an explicit alternative.
+    /// </summary>
     [Fact]
-    public void EvaluateBucketsByTopFractionsOfTokens()
+    public void EvaluateBucketsNestedByDefaultByTopFractionsOrByEdges()
     {
         var dir = MlNetTestData.SaveTinyModel(Vocab);
         try
@@ -249,24 +253,41 @@ public class ScorerWorkoutTests
             var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(16, Vocab, 8));
             using var scorer = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Q(0.5) }).Fit(data);
             var scored = scorer.Transform(data);
-            var m = ml.LoopRpt().Evaluate(scored, entropyBucketTopFractions: [0.5, 0.2]);
             var h = Vectors(scored, ScoreColumns.TokenEntropies).Zip(Vectors(scored, ScoreColumns.TokenLogProbabilities), (e, l) => e.Take(l.Length))
-                .SelectMany(x => x).OrderDescending().ToArray();
+                .SelectMany(x => x).Select(x => (double)x).OrderDescending().ToArray();
+            var correct = Vectors(scored, ScoreColumns.Correct).SelectMany(x => x).ToArray();
+            var entropyOf = Vectors(scored, ScoreColumns.TokenEntropies).Zip(Vectors(scored, ScoreColumns.TokenLogProbabilities), (e, l) => e.Take(l.Length)).SelectMany(x => x).ToArray();
+
+            var published = ml.LoopRpt().Evaluate(scored);
+            Assert.Equal(["All", "Easy", "Medium", "Hard"], published.EntropyBuckets.Select(b => b.Name));
+            Assert.Equal(["all tokens", "H > 0.5 nats", "H > 1 nats", "H > 1.5 nats"], published.EntropyBuckets.Select(b => b.Label));
+            foreach (var (b, cut) in published.EntropyBuckets.Zip(new[] { -1.0, 0.5, 1.0, 1.5 }))
+            {
+                Assert.Equal(h.Count(x => x > cut), b.Tokens);
+                var inBucket = Enumerable.Range(0, correct.Length).Where(i => entropyOf[i] > cut).ToArray();
+                Assert.Equal(inBucket.Length == 0 ? double.NaN : inBucket.Average(i => (double)correct[i]), b.Accuracy, 12);
+            }
+
+            var m = ml.LoopRpt().Evaluate(scored, buckets: EntropyBuckets.Parse("top:50,30,20"));
             Assert.Equal(h.Length, m.Tokens);
-            Assert.Equal(3, m.EntropyBuckets.Count);
-            Assert.Equal(h.Length, m.EntropyBuckets.Sum(b => b.Tokens));
-            int top20 = (int)Math.Ceiling(0.2 * h.Length), top50 = (int)Math.Ceiling(0.5 * h.Length);
-            Assert.Equal(h.Count(x => x >= h[top20 - 1]), m.EntropyBuckets[2].Tokens);             // ties at the edge go up
-            Assert.Equal(h.Count(x => x >= h[top50 - 1]), m.EntropyBuckets[1].Tokens + m.EntropyBuckets[2].Tokens);
-            Assert.Equal(h[top20 - 1], m.EntropyBuckets[2].Lower, 6);
-            Assert.StartsWith("bottom 50 % (H < ", m.EntropyBuckets[0].Label);
-            Assert.StartsWith("top 50–20 % (", m.EntropyBuckets[1].Label);
-            Assert.StartsWith("top 20 % (H ≥ ", m.EntropyBuckets[2].Label);
+            Assert.Equal(4, m.EntropyBuckets.Count);
+            Assert.Equal(h.Length, m.EntropyBuckets[0].Tokens);
+            foreach (var (b, f) in m.EntropyBuckets.Skip(1).Zip(new[] { 0.5, 0.3, 0.2 }))
+            {
+                int k = (int)Math.Ceiling(f * h.Length);
+                double cut = (h[k - 1] + h[k]) / 2;                                                  // independent: midway below the k-th highest
+                Assert.Equal(cut, b.Lower, 12);
+                Assert.Equal(h.Count(x => x > cut), b.Tokens);
+                Assert.StartsWith(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"top {f * 100:0} % (H > "), b.Label);
+            }
 
             var fixedEdges = ml.LoopRpt().Evaluate(scored, entropyBucketEdges: [0.5, 2]);
             Assert.Equal(["H < 0.5 nats", "0.5 ≤ H < 2 nats", "H ≥ 2 nats"], fixedEdges.EntropyBuckets.Select(b => b.Label));
-            Assert.Throws<ArgumentException>(() => ml.LoopRpt().Evaluate(scored, entropyBucketEdges: [1], entropyBucketTopFractions: [0.5]));
-            Assert.Throws<ArgumentOutOfRangeException>(() => ml.LoopRpt().Evaluate(scored, entropyBucketTopFractions: [0.2, 0.5]));
+            Assert.Equal(h.Length, fixedEdges.EntropyBuckets.Sum(b => b.Tokens));
+            Assert.Equal(h.Count(x => x >= 2), fixedEdges.EntropyBuckets[2].Tokens);
+            Assert.Throws<ArgumentException>(() => ml.LoopRpt().Evaluate(scored, buckets: EntropyBuckets.TopFractions, entropyBucketEdges: [1]));
+            Assert.Throws<ArgumentOutOfRangeException>(() => ml.LoopRpt().Evaluate(scored, entropyBucketEdges: [2, 1]));
+            Assert.Throws<ArgumentOutOfRangeException>(() => ml.LoopRpt().Evaluate(scored, buckets: new EntropyBuckets(BucketRule.TopFraction, 0.2, 0.5, 0.1)));
         }
         finally
         {
@@ -295,7 +316,7 @@ public class ScorerWorkoutTests
             Assert.Equal(exits.Average(x => (double)x), m.MeanExitStep, 9);
             Assert.Equal(-lps.Average(x => (double)x), m.NegativeLogLikelihood, 6);
             Assert.Equal(m.MeanExitStep / 3, m.ComputeFraction, 6);
-            Assert.Equal(m.Tokens, m.EntropyBuckets.Sum(b => b.Tokens));
+            Assert.Equal(m.Tokens, m.EntropyBuckets[0].Tokens);
             Assert.Equal(3, m.StepAccuracy.Length);
 
             var pareto = ml.LoopRpt().ParetoSweep(q5, data, [0.5, 1.0]);

@@ -1,0 +1,77 @@
+using static TorchSharp.torch;
+
+namespace LoopRpt.Evaluation;
+
+/// <summary>
+/// The sums behind every evaluation figure: for each token bucket k and each read-out r (a loop step, a Q-exit threshold,
+/// a scorer's exit rule), the tokens, the correct argmax predictions, the gold log-probabilities and the 1-indexed exit
+/// steps. <see cref="LoopEvaluator"/> (CLI, experiments, ML.NET Pareto sweep, hosting validation) and the ML.NET
+/// evaluator of scored data all reduce through it, so a figure means the same on every surface.
+/// <para>The sums stay on the tensors' device in float64 and are read to the host once, by <see cref="Read"/>.</para>
+/// </summary>
+internal sealed class ReadoutTally : IDisposable
+{
+    private readonly Tensor _tokens;     // (K)
+    private readonly Tensor _sums;       // (3, K, R): correct, gold log-prob, exit step
+
+    public ReadoutTally(int buckets, int readouts, Device device)
+    {
+        Buckets = buckets;
+        Readouts = readouts;
+        _tokens = zeros(buckets, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+        _sums = zeros(3, buckets, readouts, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
+    }
+
+    public int Buckets { get; }
+
+    public int Readouts { get; }
+
+    /// <summary>
+    /// Adds N tokens. <paramref name="masks"/> is (K, N), 1 where token n is in bucket k (0 for padding);
+    /// <paramref name="correct"/>, <paramref name="goldLogProb"/> and <paramref name="exitStep"/> are (N, R). Values of
+    /// tokens outside every bucket must be finite (they are multiplied by 0).
+    /// </summary>
+    public void Add(Tensor masks, Tensor correct, Tensor goldLogProb, Tensor exitStep)
+    {
+        using var scope = NewDisposeScope();
+        var m = masks.to_type(ScalarType.Float64);
+        _tokens.add_(m.sum(1));
+        var values = stack([correct, goldLogProb, exitStep]).to_type(ScalarType.Float64);      // (3, N, R)
+        _sums.add_(m.unsqueeze(0).matmul(values));                                             // (3, K, R)
+    }
+
+    /// <summary>The one host read.</summary>
+    public ReadoutTotals Read()
+    {
+        var tokens = _tokens.cpu().data<double>().ToArray();
+        var sums = _sums.cpu().data<double>().ToArray();
+        return new ReadoutTotals(Buckets, Readouts, tokens, sums);
+    }
+
+    public void Dispose()
+    {
+        _tokens.Dispose();
+        _sums.Dispose();
+    }
+}
+
+/// <summary>The host copy of a <see cref="ReadoutTally"/>; every mean is NaN for an empty bucket.</summary>
+internal sealed class ReadoutTotals(int buckets, int readouts, double[] tokens, double[] sums)
+{
+    public int Buckets { get; } = buckets;
+
+    public int Readouts { get; } = readouts;
+
+    public long Tokens(int k) => (long)tokens[k];
+
+    public double Accuracy(int k, int r) => Mean(0, k, r);
+
+    public double NegativeLogLikelihood(int k, int r) => -Mean(1, k, r);
+
+    public double MeanExitStep(int k, int r) => Mean(2, k, r);
+
+    /// <summary>True when a gold log-probability sum is not finite (NaN weights or overflow in a counted token).</summary>
+    public bool HasNonFinite => sums.Any(v => !double.IsFinite(v));
+
+    private double Mean(int what, int k, int r) => tokens[k] > 0 ? sums[(what * Buckets + k) * Readouts + r] / tokens[k] : double.NaN;
+}
