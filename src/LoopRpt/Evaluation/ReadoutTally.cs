@@ -70,6 +70,10 @@ internal sealed class ReadoutTotals(int buckets, int readouts, double[] tokens, 
 
     public double MeanExitStep(int k, int r) => Mean(2, k, r);
 
+    /// <summary>Sums over bucket <paramref name="k"/> of read-out <paramref name="r"/>: correct tokens, gold log-probabilities, exit steps.</summary>
+    public (double Correct, double GoldLogProb, double ExitSteps) Sums(int k, int r)
+        => (sums[(0 * Buckets + k) * Readouts + r], sums[(1 * Buckets + k) * Readouts + r], sums[(2 * Buckets + k) * Readouts + r]);
+
     /// <summary>True when a gold log-probability sum is not finite (NaN weights or overflow in a counted token).</summary>
     public bool HasNonFinite => sums.Any(v => !double.IsFinite(v));
 

@@ -16,14 +16,18 @@ public sealed class AdaptiveScore : IDisposable
         Targets = targets;
         Loops = loops;
         LoopsRun = loopsRun;
+        // The evaluation core's reduction (Evaluation/ReadoutTally), one host read: bucket 0 = computed tokens (their
+        // loops), bucket 1 = scored tokens (correct, gold log-prob).
         using var scope = NewDisposeScope();
-        var computed = exitSteps >= 0;
-        var scored = targets >= 0;
-        ComputedTokens = computed.sum().item<long>();
-        LoopSteps = (exitSteps + 1).clamp_min(0).sum().item<long>();
-        ScoredTokens = scored.sum().item<long>();
-        Correct = ((predictions == targets) & scored).sum().item<long>();
-        SumGoldLogProb = goldLogProbs.to_type(ScalarType.Float64).sum().item<double>();
+        using var tally = new Evaluation.ReadoutTally(2, 1, exitSteps.device);
+        tally.Add(stack([(exitSteps >= 0).flatten(), (targets >= 0).flatten()]), (predictions == targets).view(-1, 1),
+            goldLogProbs.view(-1, 1), (exitSteps + 1).clamp_min(0).view(-1, 1));
+        var totals = tally.Read();
+        ComputedTokens = totals.Tokens(0);
+        LoopSteps = (long)totals.Sums(0, 0).ExitSteps;
+        ScoredTokens = totals.Tokens(1);
+        (double correct, SumGoldLogProb, _) = totals.Sums(1, 0);
+        Correct = (long)correct;
     }
 
     /// <summary>log p(target) at each token's exit state, float32; 0 where there is no target.</summary>
