@@ -22,7 +22,7 @@ internal static class EvaluateCommand
         var input = CommonOptions.Input();
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
-        var q = CommonOptions.Thresholds("0.5,0.7,0.9,1");
+        var q = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.TableQValues.Select(v => v.ToString(CultureInfo.InvariantCulture))));
         var seqLen = CommonOptions.SequenceLength(128);
         var batch = CommonOptions.BatchSize(8);
         var maxTokens = new Option<long>("--max-tokens") { Description = "Evaluate at most this many tokens (0: all).", DefaultValueFactory = _ => 0 };

@@ -12,6 +12,9 @@ public sealed class LoopEvaluationOptions
 
         /// <summary>q values swept for the Pareto curve (q = 1 is the last step).</summary>
         public static IReadOnlyList<double> QValues { get; } = [0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0];
+
+        /// <summary>The few q values a summary table shows (<c>looprpt evaluate</c>'s default): 0.5, 0.7, 0.9 and 1.</summary>
+        public static IReadOnlyList<double> TableQValues { get; } = [0.5, 0.7, 0.9, 1.0];
     }
 
     /// <summary>Q-exit thresholds to evaluate, each in [0, 1]. Default 0.05 … 1.0 (12 values, including 0.5 and 0.7).</summary>
