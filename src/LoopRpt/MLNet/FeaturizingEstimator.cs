@@ -188,19 +188,16 @@ internal sealed class FeaturesDataView(IDataView input, DataViewSchema.Column to
     {
         private readonly FeaturesDataView _parent;
         private readonly DataViewRowCursor _main;
-        private readonly DataViewRowCursor? _ahead;
-        private readonly ValueGetter<int[]?>? _aheadTokens;
+        private readonly ReadAheadBatches<float[]>? _vectors;
         private readonly HashSet<int> _active;
-        private float[][] _batch = [];
-        private long _batchStart = -1, _position = -1, _aheadPosition = -1;
+        private long _position = -1;
 
         public Cursor(FeaturesDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, HashSet<int> active)
         {
             _parent = parent;
             _main = main;
-            _ahead = ahead;
             _active = active;
-            if (ahead is not null) _aheadTokens = SchemaChecks.TokenGetter(ahead, ahead.Schema[parent._tokens.Index]);
+            if (ahead is not null) _vectors = new(ahead, parent._tokens, parent._batchSize, parent._compute, "featurizing");
         }
 
         public override DataViewSchema Schema => _parent.Schema;
@@ -218,40 +215,11 @@ internal sealed class FeaturesDataView(IDataView input, DataViewSchema.Column to
 
         public override ValueGetter<DataViewRowId> GetIdGetter() => _main.GetIdGetter();
 
-        private float[] Current()
-        {
-            if (_position < 0) throw new InvalidOperationException("The cursor is not on a row; call MoveNext first.");
-            if (_position >= _batchStart && _position < _batchStart + _batch.Length) return _batch[_position - _batchStart];
-            while (_aheadPosition < _position - 1)
-            {
-                if (!_ahead!.MoveNext()) throw new InvalidOperationException("The input view returned fewer rows on a second cursor; featurizing needs a deterministic input.");
-                _aheadPosition++;
-            }
-            var rows = new List<int[]?>(_parent._batchSize);
-            while (rows.Count < _parent._batchSize && _ahead!.MoveNext())
-            {
-                _aheadPosition++;
-                int[]? t = null;
-                _aheadTokens!(ref t);
-                rows.Add(t);
-            }
-            if (rows.Count == 0) throw new InvalidOperationException("The input view returned fewer rows on a second cursor; featurizing needs a deterministic input.");
-            _batch = _parent._compute(rows);
-            _batchStart = _position;
-            return _batch[0];
-        }
-
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
             if (column.Index != _parent._output) return _main.GetGetter<TValue>(_main.Schema[column.Name]);
             if (!_active.Contains(column.Index)) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
-            ValueGetter<VBuffer<float>> getter = (ref VBuffer<float> v) =>
-            {
-                var src = Current();
-                var editor = VBufferEditor.Create(ref v, src.Length);
-                src.AsSpan().CopyTo(editor.Values);
-                v = editor.Commit();
-            };
+            var getter = ReadAheadBatches<float[]>.VectorGetter(() => _vectors!.At(_position));
             return getter as ValueGetter<TValue>
                 ?? throw new InvalidOperationException($"Invalid TValue in GetGetter: '{typeof(TValue)}', expected type: '{column.Type.RawType}'.");
         }
@@ -261,7 +229,7 @@ internal sealed class FeaturesDataView(IDataView input, DataViewSchema.Column to
             if (disposing)
             {
                 _main.Dispose();
-                _ahead?.Dispose();
+                _vectors?.Dispose();
             }
             base.Dispose(disposing);
         }

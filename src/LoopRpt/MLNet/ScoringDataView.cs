@@ -45,21 +45,16 @@ internal sealed class ScoringDataView : IDataView
     {
         private readonly ScoringDataView _parent;
         private readonly DataViewRowCursor _main;
-        private readonly DataViewRowCursor? _ahead;
-        private readonly ValueGetter<int[]?>? _aheadTokens;
+        private readonly ReadAheadBatches<RowScore>? _scores;
         private readonly HashSet<int> _active;
-        private RowScore[] _batch = [];
-        private long _batchStart = -1;
         private long _position = -1;
-        private long _aheadPosition = -1;
 
         public Cursor(ScoringDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, HashSet<int> active)
         {
             _parent = parent;
             _main = main;
-            _ahead = ahead;
             _active = active;
-            if (ahead is not null) _aheadTokens = SchemaChecks.TokenGetter(ahead, ahead.Schema[parent._tokens.Index]);
+            if (ahead is not null) _scores = new(ahead, parent._tokens, parent._engine.BatchSize, parent._engine.Score, "scoring");
         }
 
         public override DataViewSchema Schema => _parent.Schema;
@@ -78,29 +73,7 @@ internal sealed class ScoringDataView : IDataView
 
         public override ValueGetter<DataViewRowId> GetIdGetter() => _main.GetIdGetter();
 
-        private RowScore Current()
-        {
-            if (_position < 0) throw new InvalidOperationException("The cursor is not on a row; call MoveNext first.");
-            if (_position >= _batchStart && _position < _batchStart + _batch.Length) return _batch[_position - _batchStart];
-            // Advance the read-ahead cursor to this row (rows whose scores were never asked for are skipped unscored).
-            while (_aheadPosition < _position - 1)
-            {
-                if (!_ahead!.MoveNext()) throw new InvalidOperationException("The input view returned fewer rows on a second cursor; scoring needs a deterministic input.");
-                _aheadPosition++;
-            }
-            var rows = new List<int[]?>(_parent._engine.BatchSize);
-            while (rows.Count < _parent._engine.BatchSize && _ahead!.MoveNext())
-            {
-                _aheadPosition++;
-                int[]? t = null;
-                _aheadTokens!(ref t);
-                rows.Add(t);
-            }
-            if (rows.Count == 0) throw new InvalidOperationException("The input view returned fewer rows on a second cursor; scoring needs a deterministic input.");
-            _batch = _parent._engine.Score(rows);
-            _batchStart = _position;
-            return _batch[0];
-        }
+        private RowScore Current() => _scores!.At(_position);
 
         public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
         {
@@ -127,20 +100,14 @@ internal sealed class ScoringDataView : IDataView
 
         private ValueGetter<float> Scalar(Func<RowScore, float> f) => (ref float v) => v = f(Current());
 
-        private ValueGetter<VBuffer<float>> Vector(Func<RowScore, float[]> f) => (ref VBuffer<float> v) =>
-        {
-            var src = f(Current());
-            var editor = VBufferEditor.Create(ref v, src.Length);
-            src.AsSpan().CopyTo(editor.Values);
-            v = editor.Commit();
-        };
+        private ValueGetter<VBuffer<float>> Vector(Func<RowScore, float[]> f) => ReadAheadBatches<RowScore>.VectorGetter(() => f(Current()));
 
         protected override void Dispose(bool disposing)
         {
             if (disposing)
             {
                 _main.Dispose();
-                _ahead?.Dispose();
+                _scores?.Dispose();
             }
             base.Dispose(disposing);
         }
