@@ -123,6 +123,24 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         Assert.StartsWith("model,bucket,tokens,kind,x,accuracy,mean_exit_step", File.ReadAllText(csv));
     }
 
+    /// <summary>Issue 16 §1: --pass adaptive takes the Q-exit figures from the compute-saving scorer and says so; q = 1 agrees with full depth.</summary>
+    [Fact]
+    public void EvaluatePassFullOrAdaptive()
+    {
+        var full = CliRunner.Run("evaluate", "--model", fx.Model, "--input", fx.Corpus, "--seq-len", "16", "--q", "0.5,1", "--threads", "1");
+        var adaptive = CliRunner.Run("evaluate", "--model", fx.Model, "--input", fx.Corpus, "--seq-len", "16", "--q", "0.5,1", "--pass", "adaptive", "--threads", "1");
+        Assert.True(full.Code == ExitCodes.Success, full.ToString());
+        Assert.True(adaptive.Code == ExitCodes.Success, adaptive.ToString());
+        Assert.Contains("every loop computed", full.Out);
+        Assert.Contains("adaptive pass", adaptive.Out);
+        // The per-step table is the same full-depth computation in both.
+        string Steps(string o) => string.Join("\n", o.Split('\n').SkipWhile(l => !l.StartsWith("| bucket |", StringComparison.Ordinal)).TakeWhile(l => l.StartsWith('|')));
+        Assert.Equal(Steps(full.Out), Steps(adaptive.Out));
+        var bad = CliRunner.Run("evaluate", "--model", fx.Model, "--input", fx.Corpus, "--pass", "sometimes");
+        Assert.True(bad.Code == ExitCodes.Usage, bad.ToString());
+        Assert.Contains("--pass", bad.Err);
+    }
+
     /// <summary>Issue 19 §4: --buckets takes thresholds or top fractions; quantile buckets hold their share of the tokens.</summary>
     [Fact]
     public void EvaluateTakesBucketThresholdsOrTopFractions()
