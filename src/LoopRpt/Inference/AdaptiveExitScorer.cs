@@ -193,6 +193,7 @@ public sealed class AdaptiveExitScorer
             long len = Math.Min(block, m - start);
             // One scope per block: its (len, V) logits are freed before the next block, so at most one block is alive.
             using var scope = NewDisposeScope();
+            using var section = InferenceProfile.Time("lm_head");
             var logp = F.log_softmax(_lm.Logits(states.narrow(0, start, len)).to_type(ScalarType.Float32), -1); // (len, V)
             var g = gold.narrow(0, start, len);
             logProbs.Add(scope.MoveToOuter(logp.gather(-1, g.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (g >= 0).to_type(ScalarType.Float32)));

@@ -47,7 +47,9 @@ internal sealed class AdaptiveLoopRunner
         if (offset + s > cache.Capacity)
             throw new InvalidOperationException($"The KV cache holds {cache.Capacity} positions; {offset + s} are needed.");
 
+        var section = InferenceProfile.Time("embed");
         var h = backbone.embed_tokens.forward(ids).reshape(n, -1);                 // (N, H)
+        section.Dispose();
         var (cos, sin) = _lm.Rope.Get(offset, s, h.device, h.dtype);                // (s, D)
         var active = ActiveSet.Create(valid, b, s, cache.Capacity, offset,
             cos.repeat(b, 1).unsqueeze(1), sin.repeat(b, 1).unsqueeze(1));          // RoPE rows (N, 1, D)
@@ -69,8 +71,10 @@ internal sealed class AdaptiveLoopRunner
                     x = Replace(x, h, pass.MoveToOuter(LayerStep(backbone.layers[l], t, l, x, active, cache, b, s, offset, mask)));
                 AfterLayer?.Invoke(t, l);
             }
-            x = Replace(x, h, backbone.norm.forward(x));                            // final norm after every loop
+            using (InferenceProfile.Time("final_norm"))
+                x = Replace(x, h, backbone.norm.forward(x));                        // final norm after every loop
             loopsRun = t + 1;
+            using var exitSection = InferenceProfile.Time("exit");                 // the gate, the CDF, exited tokens
 
             Tensor? exits = null;                                                   // (n) bool; null = every active token exits
             if (t < rule.LastLoop && !rule.Static)
@@ -124,10 +128,12 @@ internal sealed class AdaptiveLoopRunner
     {
         var attn = layer.self_attn;
         long n = x.shape[0];
+        var section = InferenceProfile.Time("qkv");
         var normed = layer.input_layernorm.forward(x);
         var q = Rope.Apply(attn.q_proj.forward(normed).view(n, attn.NumHeads, attn.HeadDim), active.Cos, active.Sin);   // (n, h, D)
         var k = Rope.Apply(attn.k_proj.forward(normed).view(n, attn.NumKvHeads, attn.HeadDim), active.Cos, active.Sin); // (n, kv, D)
         var v = attn.v_proj.forward(normed).view(n, attn.NumKvHeads, attn.HeadDim);                                     // (n, kv, D)
+        section = section.Next("attention");
         var (keys, values) = cache.Write(t, l, active.CacheRows, k, v, offset, s);                                     // (B, kv, offset+s, D)
 
         Tensor o;
@@ -144,8 +150,12 @@ internal sealed class AdaptiveLoopRunner
             o = attn.Attend(packed.view(b, m, attn.NumHeads, attn.HeadDim).transpose(1, 2), keys, values, causal: false, mask: active.Mask); // (B, h, m, D)
             o = o.transpose(1, 2).reshape(b * m, attn.NumHeads * attn.HeadDim).index_select(0, active.QueryRows!);             // (n, h*D)
         }
+        section = section.Next("o_proj");
         x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o));
-        return layer.Mlp(x);
+        section = section.Next("mlp");
+        x = layer.Mlp(x);
+        section.Dispose();
+        return x;
     }
 
     /// <summary>Causal mask of a chunk that continues a cached prefix: query i (position offset + i) sees keys 0..offset + i.</summary>

@@ -132,6 +132,7 @@ internal sealed class StaggeredDecoder
         var device = _lm.Device;
         int n = rows.Count;
         var h = Tick(x, bias, rows, cache);
+        var section = InferenceProfile.Time("exit");                                    // the gate, the CDF, exits and turnover
         InferenceMetrics.Ticks.Add(1);
         InferenceMetrics.RowLoops.Add(n);
 
@@ -156,6 +157,7 @@ internal sealed class StaggeredDecoder
         {
             foreach (var r in rows) r.Loop++;
             Keep(ref x, h);
+            section.Dispose();
             return rows;
         }
 
@@ -174,8 +176,10 @@ internal sealed class StaggeredDecoder
         fill.CopyTo(host, k);
         var indices = tensor(host, [host.Length], device: device);
         var exiting = k == n ? null : indices.narrow(0, 0, k);
+        section = section.Next("lm_head");
         var picked = sample(_lm.Logits(exiting is null ? h : h.index_select(0, exiting)));   // (k) ids on the device
         var tokens = TokenSampler.ToHost(picked, _lm);              // refuses non-finite logits before the ids are embedded
+        section = section.Next("exit");
         InferenceMetrics.Tokens.Add(k);
         if (fill.Length > 0)
         {
@@ -204,6 +208,7 @@ internal sealed class StaggeredDecoder
         }
         for (int j = 0; j < n; j++)
             if (!exited[j]) rows[j].Loop++;
+        section.Dispose();                               // turnover below: other (a new prompt's prefill has its own sections)
         if (ended.Count == 0)
         {
             Keep(ref x, h);
@@ -305,7 +310,9 @@ internal sealed class StaggeredDecoder
             var run = _runner.Run(ids, valid, scratch.Cache, rule);
             var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[sequences[i]].Count - 1)).ToArray(), [k], device: device);
             var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
+            var head = InferenceProfile.Time("lm_head");
             var tokens = TokenSampler.ToHost(sample(_lm.Logits(run.States.index_select(0, last))), _lm);
+            head.Dispose();
             for (int i = 0; i < k; i++)
                 if (!onToken(sequences[i], tokens[i], (int)exits[i] + 1))
                 {
@@ -364,10 +371,12 @@ internal sealed class StaggeredDecoder
         {
             var layer = backbone.layers[l];
             var attn = layer.self_attn;
+            var section = InferenceProfile.Time("qkv");
             var normed = layer.input_layernorm.forward(x);
             var q = Rope.Apply(attn.q_proj.forward(normed).view(n, attn.NumHeads, attn.HeadDim), cos, sin);   // (n, h, D)
             var k = Rope.Apply(attn.k_proj.forward(normed).view(n, attn.NumKvHeads, attn.HeadDim), cos, sin); // (n, kv, D)
             var v = attn.v_proj.forward(normed).view(n, attn.NumKvHeads, attn.HeadDim);
+            section = section.Next("attention");
             var writeRows = indices.narrow(0, 2 * n + l * n, n);
             cache.AllKeys.index_copy_(0, writeRows, k);
             cache.AllValues.index_copy_(0, writeRows, v);
@@ -387,10 +396,14 @@ internal sealed class StaggeredDecoder
                 values = gathered.narrow(0, n, n);
             }
             var o = attn.Attend(q.unsqueeze(2), keys.transpose(1, 2), values.transpose(1, 2), causal: false, mask: mask); // (n, h, 1, D)
+            section = section.Next("o_proj");
             x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o.view(n, attn.NumHeads * attn.HeadDim)));
+            section = section.Next("mlp");
             x = layer.Mlp(x);
+            section.Dispose();
         }
-        return backbone.norm.forward(x);                                                // final norm after every loop
+        using (InferenceProfile.Time("final_norm"))
+            return backbone.norm.forward(x);                                            // final norm after every loop
     }
 
     /// <summary>
