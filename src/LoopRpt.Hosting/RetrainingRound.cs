@@ -114,8 +114,12 @@ internal sealed class RetrainingRound
         var objectives = new List<ITrainingObjective>();
         try
         {
-            foreach (var s in _options.Stages) objectives.Add(_objectives.Create(s));
-            var stages = _options.Stages.Select((s, i) => s.ToTrainingStage(objectives[i])).ToList();
+            var stages = new List<TrainingStage>();
+            foreach (var s in _options.Stages)
+            {
+                stages.Add(_objectives.CreateStage(s));
+                objectives.Add(stages[^1].Objective);
+            }
             var baseMeta = lease.Meta.Clone();
             baseMeta.Tokenizer ??= _tokenizer.Describe();
             var resumeFrom = new CheckpointManager(CheckpointDirectory, 1).Latest();

@@ -79,7 +79,7 @@ public class TrainerWorkoutTests
 
         // No factory: refused when the estimator is created, naming the stage, the expected and the given type.
         var e = Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.Gate, new PretrainObjectiveOptions())));
-        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a Gate stage must be GateObjectiveOptions, but got PretrainObjectiveOptions.", e.Message);
+        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a gate stage must be GateObjectiveOptions, but got PretrainObjectiveOptions.", e.Message);
         Assert.Equal("ObjectiveOptions", e.ParamName);
         Assert.Contains("must be PretrainObjectiveOptions, but got GateObjectiveOptions",
             Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.Pretrain, new GateObjectiveOptions()))).Message);
@@ -92,7 +92,7 @@ public class TrainerWorkoutTests
         deferred.ObjectiveFactory = _ => null;
         deferred.Progress = new SyncProgress<TrainingProgress>(reports.Add);
         var estimator = cat.TrainLoopedLm(deferred);
-        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a Gate stage must be GateObjectiveOptions, but got LoopRptOptions.",
+        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a gate stage must be GateObjectiveOptions, but got LoopRptOptions.",
             Assert.Throws<ArgumentException>(() => estimator.Fit(data)).Message);
         Assert.Empty(reports);
 
