@@ -105,17 +105,7 @@ internal static class TrainCommand
             [nameof(LoopRptOptions.Rollouts)] = rollouts.ToString(C), [nameof(LoopRptOptions.Sigma)] = sigma.ToString("R", C),
             [nameof(LoopRptOptions.Seed)] = pr.GetValue(o.Seed).ToString(C),
         };
-        var stages = new List<TrainingStage>();
-        try
-        {
-            foreach (var p in plan) stages.Add(p.ToStage(lr, warmup, wd, clip, accum, p.Kind == ObjectiveKindRegistry.LoopRpt ? looprpt : null));
-            return [.. stages];
-        }
-        catch
-        {
-            foreach (var st in stages) st.Objective.Dispose();
-            throw;
-        }
+        return plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, p.Kind == ObjectiveKindRegistry.LoopRpt ? looprpt : null)).ToArray();
     }
 
     private static int Run(ParseResult pr, Opts o)

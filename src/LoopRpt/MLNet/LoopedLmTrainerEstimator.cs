@@ -95,7 +95,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
         if (o.TokenizerDescription is not null) baseMeta.Tokenizer = (System.Text.Json.Nodes.JsonObject)o.TokenizerDescription.DeepClone();
         else if (fitted is { } f) baseMeta.Tokenizer = f.Description;
 
-        var objectives = new List<ITrainingObjective>();
+        var stages = new List<TrainingStage>();
         try
         {
             if (o.SequenceLength > lm.Config.MaxPositionEmbeddings)
@@ -121,13 +121,8 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
                     steps[i] = Math.Max(1, (long)Math.Ceiling(epochs * windows.Value / ((double)o.BatchSize * plan[i].GradientAccumulation)));
                 }
             }
-            var stages = new List<TrainingStage>();
             for (int i = 0; i < plan.Count; i++)
-            {
-                var stage = ToTrainingStage(plan[i], steps[i], $"Stages[{i}] ({plan[i].Kind})", o.ObjectiveKinds, o.ObjectiveFactory);
-                objectives.Add(stage.Objective);
-                stages.Add(stage);
-            }
+                stages.Add(ToTrainingStage(plan[i], steps[i], $"Stages[{i}] ({plan[i].Kind})", o.ObjectiveKinds, o.ObjectiveFactory));
 
             ch.Info(MessageSensitivity.None, $"LoopRpt train: device={device} dtype={o.DType} seed={seed} params={lm.Config.ParameterCount()} vocab={lm.Config.VocabSize} loops={lm.Config.TotalUtSteps} " +
                                              $"plan=[{string.Join(",", stages.Select(s => $"{s.Objective.Name}:{s.Steps}"))}] batch={o.BatchSize}x{o.SequenceLength}");
@@ -157,7 +152,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
         }
         finally
         {
-            foreach (var obj in objectives) obj.Dispose();
+            foreach (var stage in stages) stage.Objective.Dispose();
         }
     }
 
