@@ -1,8 +1,8 @@
 using LoopRpt.MLNet;
 using LoopRpt.Model;
 using LoopRpt.Objectives;
-using LoopRpt.Training;
 using LoopRpt.Tests.Training;
+using LoopRpt.Training;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
@@ -103,6 +103,15 @@ public class TrainerWorkoutTests
         custom.ObjectiveFactory = d => d.Kind == StageKind.Custom ? new GateObjective(new GateObjectiveOptions()) : null;
         using var customScorer = cat.TrainLoopedLm(custom).Fit(data);
         Assert.Equal(4, customScorer.Meta.Step);
+
+        // A kind registered in ObjectiveKinds trains with its own typed options and no factory.
+        var registered = With(StageKind.Custom, new GateObjectiveOptions { K = 2 });
+        registered.Stages[1].CustomKind = "gate-k";
+        GateObjectiveOptions? seen = null;
+        registered.ObjectiveKinds.Add(new ObjectiveKind<GateObjectiveOptions>("gate-k", (options, _) => new GateObjective(seen = options)));
+        using var registeredScorer = cat.TrainLoopedLm(registered).Fit(data);
+        Assert.Equal(["pretrain", "gate"], registeredScorer.Meta.Stages.Select(s => s.Name).TakeLast(2));
+        Assert.Equal(2, seen!.K);
     }
 
     [Fact]
