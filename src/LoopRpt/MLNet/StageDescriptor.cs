@@ -34,6 +34,8 @@ public sealed class StageDescriptor
 
     // Settings left unset take the defaults of the stage's kind when read (ObjectiveKindRegistry), so a LoopRpt stage
     // gets the published LoopRPT settings however it was created (factory or object initializer, Kind set before or after).
+    // They stay unset in ToDefinition: a registered CustomKind applies its own defaults when the stage is built (the getters
+    // know only the built-in kinds and report the pretraining defaults for it).
     private double? _minLearningRateRatio, _warmupFraction, _weightDecay, _gradientClip;
 
     private TrainingStage.OptimizerDefaults KindDefaults => ObjectiveKindRegistry.BuiltIn.OptimizerDefaultsOf(KindName);
