@@ -1,3 +1,4 @@
+using LoopRpt.Tokenization;
 using Microsoft.Extensions.AI;
 
 namespace LoopRpt.AI;

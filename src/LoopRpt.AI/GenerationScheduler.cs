@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using LoopRpt.Inference;
 using LoopRpt.Model;
+using LoopRpt.Tokenization;
 
 namespace LoopRpt.AI;
 

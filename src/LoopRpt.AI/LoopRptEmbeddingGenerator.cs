@@ -1,5 +1,6 @@
 using LoopRpt.Inference;
 using LoopRpt.Model;
+using LoopRpt.Tokenization;
 using Microsoft.Extensions.AI;
 
 namespace LoopRpt.AI;

@@ -3,6 +3,7 @@ using LoopRpt.Hosting;
 using LoopRpt.Interop;
 using LoopRpt.Model;
 using LoopRpt.Native;
+using LoopRpt.Tokenization;
 using static TorchSharp.torch;
 
 namespace LoopRpt.AI;
@@ -109,7 +110,7 @@ public sealed class LoopRptModel : ILoopRptModelSource, IDisposable
         try
         {
             TextCodec codec;
-            if (ModelDirectory.IsModelDirectory(dir) && ModelDirectory.ReadMeta(dir).Tokenizer is { } spec) codec = TextCodec.FromDescription(spec);
+            if (ModelDirectory.IsModelDirectory(dir) && ModelDirectory.ReadMeta(dir).Tokenizer is { } spec) codec = TokenizerServiceExtensions.CodecOf(spec);
             else if (ckpt.Tokenizer is { } hf) codec = TextCodec.From(hf, model.Config);
             else throw new InvalidDataException($"Model directory '{dir}' has no tokenizer (no 'tokenizer' in meta.json and no tokenizer.json).");
             var name = modelId ?? Path.GetFileName(Path.GetFullPath(directory).TrimEnd(Path.DirectorySeparatorChar));
@@ -145,7 +146,7 @@ public sealed class ModelStoreSource : ILoopRptModelSource
     public ModelStoreSource(ModelStore store, ITokenizerService tokenizer, string modelId = "looprpt")
     {
         _store = store ?? throw new ArgumentNullException(nameof(store));
-        _fallback = TextCodec.From(tokenizer ?? throw new ArgumentNullException(nameof(tokenizer)));
+        _fallback = (tokenizer ?? throw new ArgumentNullException(nameof(tokenizer))).ToTextCodec();
         _fallbackDescription = tokenizer.Describe();
         ArgumentException.ThrowIfNullOrWhiteSpace(modelId);
         ModelId = modelId;
@@ -165,7 +166,7 @@ public sealed class ModelStoreSource : ILoopRptModelSource
             {
                 if (!_codecs.TryGetValue(lease.Version, out codec!))
                     _codecs[lease.Version] = codec = lease.Meta.Tokenizer is { } d && !System.Text.Json.Nodes.JsonNode.DeepEquals(d, _fallbackDescription)
-                        ? TextCodec.FromDescription(d) : _fallback;
+                        ? TokenizerServiceExtensions.CodecOf(d) : _fallback;
             }
             return new LoopRptModelLease(lease.Model, codec, lease.Version, lease.Dispose);
         }

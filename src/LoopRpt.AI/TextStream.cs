@@ -1,3 +1,5 @@
+using LoopRpt.Tokenization;
+
 namespace LoopRpt.AI;
 
 /// <summary>

@@ -1,4 +1,5 @@
 using LoopRpt.Objectives;
+using LoopRpt.Training;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -11,7 +12,7 @@ namespace LoopRpt.Hosting;
 /// Registers LoopRpt's hosting services:
 /// <code>
 /// builder.Services.AddLoopRptRetraining(builder.Configuration.GetSection("LoopRpt"))
-///     .AddStageObjective("mine", stage =&gt; new MyObjective(...));   // extra kinds; pretrain, gate, looprpt are built in
+///     .AddStageKind(new ObjectiveKind&lt;MyOptions&gt;("mine", (o, steps) =&gt; new MyObjective(o)));   // extra kinds; pretrain, gate, looprpt are built in
 /// </code>
 /// </summary>
 public static class LoopRptHostingExtensions
@@ -87,10 +88,22 @@ public sealed class LoopRptHostingBuilder(IServiceCollection services)
 {
     public IServiceCollection Services { get; } = services;
 
-    /// <summary>Adds (or replaces) a stage kind usable in <see cref="RetrainingOptions.Stages"/>.</summary>
+    /// <summary>Adds (or replaces) a stage kind usable in <see cref="RetrainingOptions.Stages"/>, made by a function of the stage.</summary>
     public LoopRptHostingBuilder AddStageObjective(string kind, Func<StageOptions, ITrainingObjective> factory)
     {
         Services.Configure<StageObjectiveRegistry>(r => r.Add(kind, factory));
+        return this;
+    }
+
+    /// <summary>
+    /// Adds (or replaces) a typed stage kind usable in <see cref="RetrainingOptions.Stages"/>: a stage's <c>Parameters</c> are
+    /// bound to the kind's options class (<see cref="ObjectiveKind.BindOptions"/>), and absent optimizer settings take the
+    /// kind's defaults. The same <see cref="ObjectiveKind"/> serves ML.NET's <c>Options.ObjectiveKinds</c>.
+    /// </summary>
+    public LoopRptHostingBuilder AddStageKind(ObjectiveKind kind)
+    {
+        ArgumentNullException.ThrowIfNull(kind);
+        Services.Configure<StageObjectiveRegistry>(r => r.Add(kind));
         return this;
     }
 

@@ -68,10 +68,10 @@ public sealed class RetrainingOptionsValidator(IStageObjectiveFactory objectives
             var at = $"RetrainingOptions.Stages[{i}] ('{s.Kind}')";
             Check(s.Steps >= 1, $"{at}.Steps must be at least 1; got {s.Steps}.");
             Check(s.LearningRate > 0 && double.IsFinite(s.LearningRate), $"{at}.LearningRate must be positive and finite; got {s.LearningRate}.");
-            Check(s.MinLearningRateRatio is >= 0 and <= 1, $"{at}.MinLearningRateRatio must lie in [0, 1]; got {s.MinLearningRateRatio}.");
-            Check(s.WarmupFraction is >= 0 and < 1, $"{at}.WarmupFraction must lie in [0, 1); got {s.WarmupFraction}.");
-            Check(s.WeightDecay >= 0, $"{at}.WeightDecay must be non-negative; got {s.WeightDecay}.");
-            Check(s.GradientClip >= 0, $"{at}.GradientClip must be non-negative; got {s.GradientClip}.");
+            Check(s.MinLearningRateRatio is null or (>= 0 and <= 1), $"{at}.MinLearningRateRatio must lie in [0, 1]; got {s.MinLearningRateRatio}.");
+            Check(s.WarmupFraction is null or (>= 0 and < 1), $"{at}.WarmupFraction must lie in [0, 1); got {s.WarmupFraction}.");
+            Check(s.WeightDecay is null or >= 0, $"{at}.WeightDecay must be non-negative; got {s.WeightDecay}.");
+            Check(s.GradientClip is null or >= 0, $"{at}.GradientClip must be non-negative; got {s.GradientClip}.");
             Check(s.GradientAccumulation >= 1, $"{at}.GradientAccumulation must be at least 1; got {s.GradientAccumulation}.");
             try
             {

@@ -121,31 +121,29 @@ public sealed class StageOptions
     /// <summary>Peak learning rate. Default <see cref="TrainingStage.Defaults.LearningRate"/>.</summary>
     public double LearningRate { get; set; } = TrainingStage.Defaults.LearningRate;
 
-    // Settings absent from the configuration take the defaults of the stage's kind when read
-    // (TrainingStage.DefaultsFor): a looprpt stage gets the published LoopRPT settings, whatever order the binder sets Kind in.
-    private double? _minLearningRateRatio, _warmupFraction, _weightDecay, _gradientClip;
+    // Settings absent from the configuration stay null and take the defaults of the stage's kind when the stage is built
+    // (ObjectiveKindRegistry): a looprpt stage gets the published LoopRPT settings, a registered kind its own. (Not resolved
+    // in a getter: the configuration binder reads each property and writes it back, which would freeze another kind's defaults.)
 
-    private TrainingStage.OptimizerDefaults KindDefaults
-        => TrainingStage.DefaultsFor(loopRpt: string.Equals(Kind, StageObjectiveFactory.LoopRpt, StringComparison.OrdinalIgnoreCase));
+    /// <summary>Final rate of the cosine decay as a fraction of the peak; null: the kind's default, 0.1 (<c>looprpt</c> stages 0, published).</summary>
+    public double? MinLearningRateRatio { get; set; }
 
-    /// <summary>Final rate of the cosine decay as a fraction of the peak. Default 0.1; <c>looprpt</c> stages 0 (published).</summary>
-    public double MinLearningRateRatio { get => _minLearningRateRatio ?? KindDefaults.MinLearningRateRatio; set => _minLearningRateRatio = value; }
+    /// <summary>Fraction of the stage spent in linear warmup; null: the kind's default, 0.03 (<c>looprpt</c> stages too, published).</summary>
+    public double? WarmupFraction { get; set; }
 
-    /// <summary>Fraction of the stage spent in linear warmup. Default 0.03 (<c>looprpt</c> stages too, published).</summary>
-    public double WarmupFraction { get => _warmupFraction ?? KindDefaults.WarmupFraction; set => _warmupFraction = value; }
+    /// <summary>Decoupled weight decay on matrices; null: the kind's default, 0.1 (<c>looprpt</c> stages 0.01, published).</summary>
+    public double? WeightDecay { get; set; }
 
-    /// <summary>Decoupled weight decay on matrices. Default 0.1; <c>looprpt</c> stages 0.01 (published).</summary>
-    public double WeightDecay { get => _weightDecay ?? KindDefaults.WeightDecay; set => _weightDecay = value; }
-
-    /// <summary>Gradient-norm clip; 0 disables clipping. Default 1.0 (<c>looprpt</c> stages too, published).</summary>
-    public double GradientClip { get => _gradientClip ?? KindDefaults.GradientClip; set => _gradientClip = value; }
+    /// <summary>Gradient-norm clip, 0 disables clipping; null: the kind's default, 1.0 (<c>looprpt</c> stages too, published).</summary>
+    public double? GradientClip { get; set; }
 
     /// <summary>Micro-batches per optimizer step. Default 1.</summary>
     public int GradientAccumulation { get; set; } = 1;
 
     /// <summary>
-    /// Objective-specific settings by name (case-insensitive), e.g. <c>Beta</c> for <c>pretrain</c>, <c>K</c> and
-    /// <c>Gamma</c> for <c>gate</c>. Values are invariant-culture strings.
+    /// Objective-specific settings by name (case-insensitive): the property names of the kind's options class, e.g. <c>Beta</c>
+    /// for <c>pretrain</c>, <c>K</c> and <c>Gamma</c> for <c>gate</c>. Values are invariant-culture strings (enum values by
+    /// name); bound by <see cref="ObjectiveKind.BindOptions"/>, as the CLI's <c>--stages KIND:STEPS:NAME=VALUE</c>.
     /// </summary>
     public Dictionary<string, string> Parameters { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
@@ -171,11 +169,15 @@ public sealed class StageOptions
                     $"Stage '{Kind}' has no parameter '{key}'; known parameters: {(known.Length == 0 ? "(none)" : string.Join(", ", known))}.", nameof(Parameters));
     }
 
-    /// <summary>The core library's stage for <paramref name="objective"/> with these settings.</summary>
-    public TrainingStage ToTrainingStage(LoopRpt.Objectives.ITrainingObjective objective) => new(objective, Steps)
+    /// <summary>The core library's stage for <paramref name="objective"/> with these settings (absent ones: the built-in kind's defaults).</summary>
+    public TrainingStage ToTrainingStage(LoopRpt.Objectives.ITrainingObjective objective) => ObjectiveKindRegistry.BuiltIn.CreateStage(ToDefinition(), objective);
+
+    /// <summary>This stage in the core plan form (settings absent from the configuration stay null: the kind fills them in).</summary>
+    public StageDefinition ToDefinition() => new()
     {
-        LearningRate = LearningRate, MinLearningRateRatio = MinLearningRateRatio, WarmupFraction = WarmupFraction,
+        Kind = Kind, Steps = Steps, LearningRate = LearningRate, MinLearningRateRatio = MinLearningRateRatio, WarmupFraction = WarmupFraction,
         WeightDecay = WeightDecay, GradientClip = GradientClip, GradientAccumulation = GradientAccumulation,
+        Parameters = new Dictionary<string, string>(Parameters, StringComparer.OrdinalIgnoreCase),
     };
 
     // The configuration binder may replace the dictionary with one that ignores our comparer: look up case-insensitively.

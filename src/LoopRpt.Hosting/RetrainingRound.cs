@@ -3,7 +3,6 @@ using System.Text.Json.Serialization;
 using LoopRpt.Checkpoints;
 using LoopRpt.Data;
 using LoopRpt.Model;
-using LoopRpt.Objectives;
 using LoopRpt.Training;
 using Microsoft.Extensions.Logging;
 
@@ -111,11 +110,10 @@ internal sealed class RetrainingRound
 
         // Train a private copy: the served instance is shared by scorers and must never change under them.
         using var candidate = ModelDirectory.Load(lease.Directory, _store.Device).Model;
-        var objectives = new List<ITrainingObjective>();
+        var stages = new List<TrainingStage>();
         try
         {
-            foreach (var s in _options.Stages) objectives.Add(_objectives.Create(s));
-            var stages = _options.Stages.Select((s, i) => s.ToTrainingStage(objectives[i])).ToList();
+            foreach (var s in _options.Stages) stages.Add(_objectives.CreateStage(s));
             var baseMeta = lease.Meta.Clone();
             baseMeta.Tokenizer ??= _tokenizer.Describe();
             var resumeFrom = new CheckpointManager(CheckpointDirectory, 1).Latest();
@@ -164,7 +162,7 @@ internal sealed class RetrainingRound
         }
         finally
         {
-            foreach (var o in objectives) o.Dispose();
+            foreach (var s in stages) s.Objective.Dispose();
         }
     }
 

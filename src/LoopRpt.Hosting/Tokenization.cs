@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json.Nodes;
+using LoopRpt.Tokenization;
 
 namespace LoopRpt.Hosting;
 
@@ -47,6 +48,29 @@ public sealed class ByteTokenizerService : ITokenizerService
         => Encoding.UTF8.GetString(ids.Where(i => i is >= 0 and < 256).Select(i => (byte)i).ToArray());
 
     public JsonObject Describe() => new() { ["kind"] = "bytes", ["vocab_size"] = VocabSize, ["eos_token_id"] = EndOfText };
+
+    /// <summary>Whether a model's <c>meta.json</c> tokenizer <paramref name="description"/> is this tokenizer's (<c>{"kind": "bytes"}</c>).</summary>
+    public static bool Describes(JsonObject? description)
+        => description?["kind"] is JsonValue kind && kind.GetValueKind() == System.Text.Json.JsonValueKind.String && (string?)kind == "bytes";
+}
+
+/// <summary>Hosting tokenizers as the core library's <see cref="TextCodec"/>.</summary>
+public static class TokenizerServiceExtensions
+{
+    /// <summary>The codec of a hosting tokenizer (no BOS; its end-of-text id as EOS).</summary>
+    public static TextCodec ToTextCodec(this ITokenizerService tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        return TextCodec.Create(tokenizer.Encode, tokenizer.Decode, null, tokenizer.EndOfTextId, $"{tokenizer.GetType().Name} ({tokenizer.VocabSize} tokens)");
+    }
+
+    /// <summary>
+    /// The tokenizer a <c>meta.json</c> describes: hosting's byte tokenizer (<see cref="ByteTokenizerService.Describes"/>) or a
+    /// LoopRpt <see cref="TokenizerSpec"/> (<see cref="TextCodec.FromDescription"/>).
+    /// </summary>
+    /// <exception cref="InvalidDataException">The description is neither.</exception>
+    public static TextCodec CodecOf(JsonObject description)
+        => ByteTokenizerService.Describes(description) ? new ByteTokenizerService().ToTextCodec() : TextCodec.FromDescription(description);
 }
 
 /// <summary>

@@ -1,4 +1,4 @@
-using LoopRpt.Cli.Models;
+using LoopRpt.Tokenization;
 
 namespace LoopRpt.Cli.Commands;
 

@@ -268,8 +268,7 @@ internal static class ExperimentCommand
         var stream = ModelTraining.TokenStream(docs, tokenizer.Codec, seqLen);
         using var lm = ModelTraining.NewModel(shape, tokenizer.VocabularySize, device, TorchSharp.torch.ScalarType.Float32, seed);
         var baseMeta = new ModelMeta { Tokenizer = tokenizer.Spec };
-        var stages = plan.Select(p => p.ToStage(p.LearningRate!.Value, TrainingStage.Defaults.WarmupFraction, TrainingStage.Defaults.WeightDecay,
-            TrainingStage.Defaults.GradientClip, 1, () => throw new InvalidOperationException("The base plan has no LoopRPT stage."))).ToArray();
+        var stages = plan.Select(p => p.ToStage(p.LearningRate!.Value, null, null, null, 1)).ToArray();
         ctx.Output.WriteLine(string.Create(C, $"experiment base={baseDir} training=true documents={docs.Count} tokens={stream.Length} vocab={lm.Config.VocabSize} " +
                                               $"params={lm.UniqueParameters().Sum(p => p.Param.numel())} loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} resume={resumeFrom ?? "no"}"));
         var result = ModelTraining.Train(ctx, mode, lm, new PackedTokenSource(stream, batch, seqLen, seed), plan, stages, new TrainerOptions

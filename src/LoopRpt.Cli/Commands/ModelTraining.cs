@@ -33,6 +33,20 @@ internal sealed record TrainingTokenizer(TextCodec Codec, JsonObject Spec, int V
     }
 
     public static TrainingTokenizer From(LoopRptTokenizer t) => new(TextCodec.From(t), t.Spec.ToJsonObject(), t.VocabularySize);
+
+    /// <summary>A tokenizer file written by <c>looprpt tokenizer</c> (a <see cref="TokenizerSpec"/>).</summary>
+    public static TrainingTokenizer FromFile(string path)
+    {
+        if (!File.Exists(path)) throw CliException.Input($"Tokenizer file '{path}' does not exist.");
+        try
+        {
+            return From(LoopRptTokenizer.Create(TokenizerSpec.FromJson(File.ReadAllText(path))));
+        }
+        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidDataException or ArgumentException or NotSupportedException)
+        {
+            throw CliException.Model($"'{path}' is not a LoopRpt tokenizer file (write one with `looprpt tokenizer`): {e.Message}", e);
+        }
+    }
 }
 
 /// <summary>

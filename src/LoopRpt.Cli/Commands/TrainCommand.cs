@@ -9,6 +9,7 @@ using LoopRpt.Cli.Models;
 using LoopRpt.Data;
 using LoopRpt.Interop;
 using LoopRpt.Objectives;
+using LoopRpt.Tokenization;
 using LoopRpt.Training;
 using Spectre.Console;
 
@@ -33,7 +34,7 @@ internal static class TrainCommand
         public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T (total_ut_steps); default the preset's (4)." };
         public Option<int?> Hidden { get; } = new("--hidden-size") { Description = "Override the preset's hidden size." };
         public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
-        public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR], KIND = pretrain | gate | looprpt (any order), e.g. pretrain:300,gate:50,looprpt:40:3e-4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
+        public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR][:NAME=VALUE]..., KIND = pretrain | gate | looprpt (any order), NAME an option of the kind's objective (pretrain: Beta, LateBeta, LateBetaFrom; gate: K, Gamma; looprpt: the LoopRptOptions names), e.g. pretrain:300:Beta=0.05,gate:50,looprpt:40:3e-4:Rollouts=4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
         public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of stages that do not give one.", DefaultValueFactory = _ => TrainingStage.Defaults.LearningRate };
         public Option<double?> Warmup { get; } = new("--warmup") { Description = "Warmup fraction of each stage (default 0.03)." };
         public Option<double?> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW decoupled weight decay of every stage (default 0.1; looprpt stages 0.01, published)." };
@@ -41,8 +42,8 @@ internal static class TrainCommand
         public Option<int> Accumulation { get; } = new("--grad-accum") { Description = "Micro-batches per optimizer step.", DefaultValueFactory = _ => 1 };
         public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
         public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(64);
-        public Option<int> Rollouts { get; } = new("--rollouts") { Description = "LoopRPT: noisy latent rollouts per batch (G).", DefaultValueFactory = _ => 8 };
-        public Option<double> Sigma { get; } = new("--sigma") { Description = "LoopRPT: latent noise standard deviation.", DefaultValueFactory = _ => 0.1 };
+        public Option<int> Rollouts { get; } = new("--rollouts") { Description = "LoopRPT: noisy latent rollouts per batch (G) of looprpt stages that do not give Rollouts=.", DefaultValueFactory = _ => 8 };
+        public Option<double> Sigma { get; } = new("--sigma") { Description = "LoopRPT: latent noise standard deviation of looprpt stages that do not give Sigma=.", DefaultValueFactory = _ => 0.1 };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of initialization, batches and objective randomness.", DefaultValueFactory = _ => 1 };
         public Option<string> Device { get; } = CommonOptions.Device();
         public Option<string> DType { get; } = CommonOptions.DType();
@@ -98,8 +99,13 @@ internal static class TrainCommand
         if (wd is { } d && !(d >= 0)) throw CliException.Usage("--weight-decay must be non-negative.");
         if (clip is { } c && !(c >= 0)) throw CliException.Usage("--clip must be non-negative.");
         double sigma = pr.GetValue(o.Sigma) is var s and >= 0 ? s : throw CliException.Usage("--sigma must be non-negative.");
-        long seed = pr.GetValue(o.Seed);
-        return plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, () => LoopRptStage(rollouts, sigma, seed))).ToArray();
+        var C = CultureInfo.InvariantCulture;
+        var looprpt = new Dictionary<string, string>
+        {
+            [nameof(LoopRptOptions.Rollouts)] = rollouts.ToString(C), [nameof(LoopRptOptions.Sigma)] = sigma.ToString("R", C),
+            [nameof(LoopRptOptions.Seed)] = pr.GetValue(o.Seed).ToString(C),
+        };
+        return plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, p.Kind == ObjectiveKindRegistry.LoopRpt ? looprpt : null)).ToArray();
     }
 
     private static int Run(ParseResult pr, Opts o)
@@ -158,7 +164,7 @@ internal static class TrainCommand
         {
             if (resumeFrom is not null && pr.GetValue(o.Tokenizer) is null)
                 throw CliException.Model($"Checkpoint '{resumeFrom}' has no tokenizer in meta.json; pass the --init model or --tokenizer file the run started from.");
-            var t = pr.GetValue(o.Tokenizer) is { } tokFile ? TrainingTokenizer.From(TextCodec.LoadSpecFile(tokFile))
+            var t = pr.GetValue(o.Tokenizer) is { } tokFile ? TrainingTokenizer.FromFile(tokFile)
                 : TrainingTokenizer.Learn(docs, CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size"), ctx.CancellationToken);
             (codec, spec, vocab) = (t.Codec, t.Spec, t.VocabularySize);
         }
@@ -185,9 +191,6 @@ internal static class TrainCommand
         WriteSummary(ctx, result, monitor, threads, clock.Elapsed, output);
         return ExitCodes.Success;
     }
-
-    private static ITrainingObjective LoopRptStage(int rollouts, double sigma, long seed)
-        => new LoopRptObjective(new LoopRptOptions { Rollouts = rollouts, Sigma = sigma, Seed = seed });
 
     /// <summary>
     /// One <c>stage ...</c> line per stage (its loss under its own name, the LM loss comparable across stages and with

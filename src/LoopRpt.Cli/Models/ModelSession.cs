@@ -28,10 +28,25 @@ public sealed class ModelSession : IDisposable
     public ModelMeta? Meta { get; }
 
     /// <summary>
-    /// The tokenizer of <paramref name="tokenizerFile"/> when one is given (see <see cref="TextCodec.LoadFile"/>), else the
-    /// model's own (null when the directory describes none).
+    /// The tokenizer of <paramref name="tokenizerFile"/> when one is given (a LoopRpt tokenizer file or a Hugging Face
+    /// tokenizer.json, <see cref="TextCodec.Load"/>), else the model's own (null when the directory describes none).
     /// </summary>
-    public TextCodec? CodecOrFile(string? tokenizerFile) => tokenizerFile is null ? Codec : TextCodec.LoadFile(tokenizerFile, Model.Config);
+    public TextCodec? CodecOrFile(string? tokenizerFile)
+    {
+        if (tokenizerFile is null) return Codec;
+        try
+        {
+            return TextCodec.Load(tokenizerFile, Model.Config);
+        }
+        catch (FileNotFoundException e)
+        {
+            throw CliException.Input(e.Message);
+        }
+        catch (InvalidDataException e)
+        {
+            throw CliException.Model(e.Message, e);
+        }
+    }
 
     /// <summary>The tokenizer, or an input error naming what is missing.</summary>
     public TextCodec RequireCodec()
@@ -64,7 +79,7 @@ public sealed class ModelSession : IDisposable
             Devices.ForModel(model);
             ModelMeta? meta = ModelDirectory.IsModelDirectory(dir) ? ModelDirectory.ReadMeta(dir) : null;
             TextCodec? codec = null;
-            if (meta?.Tokenizer is { } spec) codec = TextCodec.From(LoopRptTokenizer.Create(TokenizerSpec.FromJson(spec.ToJsonString())));
+            if (meta?.Tokenizer is { } spec) codec = TextCodec.FromDescription(spec);
             else if (ckpt.Tokenizer is { } hf) codec = TextCodec.From(hf, model.Config);
             return new ModelSession(model, codec, dir, meta);
         }

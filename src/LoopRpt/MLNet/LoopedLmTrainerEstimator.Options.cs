@@ -53,10 +53,17 @@ public sealed partial class LoopedLmTrainerEstimator
         public IList<StageDescriptor> Stages { get; set; } = [StageDescriptor.Pretrain(Defaults.PretrainSteps), StageDescriptor.Gate(Defaults.GateSteps, 1e-3)];
 
         /// <summary>
-        /// Creates the objective of a stage; return null to use the built-in one (Pretrain, Gate, LoopRpt). Required for
-        /// <see cref="StageKind.Custom"/>.
+        /// Creates the objective of a stage; return null to use its kind's (Pretrain, Gate, LoopRpt, or the registered
+        /// <see cref="StageDescriptor.CustomKind"/>). Required for a <see cref="StageKind.Custom"/> stage without a CustomKind.
         /// </summary>
         public Func<StageDescriptor, ITrainingObjective?>? ObjectiveFactory { get; set; }
+
+        /// <summary>
+        /// The stage kinds (kind → objective and its typed options): the built-in pretrain, gate and looprpt, plus any added
+        /// for <see cref="StageDescriptor.CustomKind"/>, e.g. <c>ObjectiveKinds.Add(new ObjectiveKind&lt;MyOptions&gt;("mine", ...))</c>.
+        /// The same registry type serves the CLI and hosting. Default: a new registry of the built-in kinds.
+        /// </summary>
+        public ObjectiveKindRegistry ObjectiveKinds { get; set; } = new();
 
         /// <summary>Sequences per micro-batch (B). Default 8.</summary>
         public int BatchSize { get; set; } = Defaults.BatchSize;
@@ -133,6 +140,7 @@ public sealed partial class LoopedLmTrainerEstimator
             if (VocabularySize is < 1) throw new ArgumentOutOfRangeException(nameof(VocabularySize), VocabularySize, "VocabularySize must be at least 1.");
             if (Loops is < 1) throw new ArgumentOutOfRangeException(nameof(Loops), Loops, "Loops must be at least 1.");
             if (DType is not ("float32" or "bfloat16")) throw new ArgumentOutOfRangeException(nameof(DType), DType, "DType must be 'float32' or 'bfloat16'.");
+            ArgumentNullException.ThrowIfNull(ObjectiveKinds, nameof(ObjectiveKinds));
             if (Stages is null || Stages.Count == 0) throw new ArgumentException("Stages must hold at least one stage.", nameof(Stages));
             for (int i = 0; i < Stages.Count; i++)
             {
@@ -142,8 +150,8 @@ public sealed partial class LoopedLmTrainerEstimator
                 if (s.Steps == 0 && s.Epochs is null) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.Steps), 0, $"Stages[{i}] ({s.Kind}): give Steps > 0 or Epochs.");
                 if (s.GradientAccumulation < 1) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.GradientAccumulation), s.GradientAccumulation, $"Stages[{i}] ({s.Kind}): GradientAccumulation must be at least 1.");
                 if (!(s.LearningRate > 0) || double.IsInfinity(s.LearningRate)) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.LearningRate), s.LearningRate, $"Stages[{i}] ({s.Kind}): LearningRate must be positive and finite.");
-                // Without a factory every built-in stage takes its kind's options; with one, the factory may read any (checked at Fit if it returns null).
-                if (ObjectiveFactory is null) s.CheckObjectiveOptions($"Stages[{i}]");
+                // Without a factory every stage takes its kind's options; with one, the factory may read any (checked at Fit if it returns null).
+                if (ObjectiveFactory is null && s.KindName is { } kind) ObjectiveKinds.Get(kind, $"Stages[{i}] ({s.Kind})").CheckOptionsType(s.ObjectiveOptions, $"Stages[{i}] ({s.Kind})");
             }
             if (LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
             if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative.");
@@ -167,6 +175,7 @@ public sealed partial class LoopedLmTrainerEstimator
             c.Stages = Stages.Select(s => s.Clone()).ToList();
             c.Scorer = Scorer.Clone();
             c.Config = Config?.Clone();
+            c.ObjectiveKinds = ObjectiveKinds.Clone();
             return c;
         }
     }

@@ -45,23 +45,20 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
     }
 
     /// <summary>
-    /// The built-in objectives (Custom stages come from <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>);
-    /// options of the wrong type throw (<see cref="StageDescriptor.CheckObjectiveOptions"/>). <paramref name="where"/> names the stage.
+    /// The trainer stage of <paramref name="d"/> (<paramref name="steps"/> steps): its objective from <paramref name="factory"/>
+    /// when that returns one, else from the registry's kind (<see cref="ObjectiveKindRegistry.CreateStage(StageDefinition, string?)"/>:
+    /// wrong options types and bad values throw, naming <paramref name="where"/>). Settings left unset take the kind's defaults.
     /// </summary>
-    internal static ITrainingObjective? BuiltInObjective(StageDescriptor stage, long steps, string where) => stage.Kind switch
+    internal static TrainingStage ToTrainingStage(StageDescriptor d, long steps, string where, ObjectiveKindRegistry kinds,
+                                                  Func<StageDescriptor, ITrainingObjective?>? factory)
     {
-        StageKind.Pretrain => new PretrainObjective(stage.BuiltInOptions<PretrainObjectiveOptions>(where), steps),
-        StageKind.Gate => new GateObjective(stage.BuiltInOptions<GateObjectiveOptions>(where)),
-        StageKind.LoopRpt => new LoopRptObjective(stage.BuiltInOptions<LoopRptOptions>(where)),
-        _ => null,
-    };
-
-    /// <summary>The trainer stage of a descriptor (its settings, kind-dependent defaults included) running <paramref name="objective"/>.</summary>
-    internal static TrainingStage ToTrainingStage(StageDescriptor d, ITrainingObjective objective, long steps) => new(objective, steps)
-    {
-        LearningRate = d.LearningRate, MinLearningRateRatio = d.MinLearningRateRatio, WarmupFraction = d.WarmupFraction,
-        WeightDecay = d.WeightDecay, GradientClip = d.GradientClip, GradientAccumulation = d.GradientAccumulation,
-    };
+        var definition = d.ToDefinition(steps);
+        if (factory?.Invoke(d) is { } objective) return kinds.CreateStage(definition, objective);
+        if (d.KindName is null)
+            throw new InvalidOperationException(
+                $"{where} is a Custom stage without a CustomKind: LoopedLmTrainerEstimator.Options.{nameof(LoopedLmTrainerEstimator.Options.ObjectiveFactory)} must create its objective.");
+        return kinds.CreateStage(definition, where);
+    }
 
     /// <inheritdoc/>
     public AdaptiveExitScoringTransformer Fit(IDataView input)
@@ -98,7 +95,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
         if (o.TokenizerDescription is not null) baseMeta.Tokenizer = (System.Text.Json.Nodes.JsonObject)o.TokenizerDescription.DeepClone();
         else if (fitted is { } f) baseMeta.Tokenizer = f.Description;
 
-        var objectives = new List<ITrainingObjective>();
+        var stages = new List<TrainingStage>();
         try
         {
             if (o.SequenceLength > lm.Config.MaxPositionEmbeddings)
@@ -124,16 +121,8 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
                     steps[i] = Math.Max(1, (long)Math.Ceiling(epochs * windows.Value / ((double)o.BatchSize * plan[i].GradientAccumulation)));
                 }
             }
-            var stages = new List<TrainingStage>();
             for (int i = 0; i < plan.Count; i++)
-            {
-                var d = plan[i];
-                var objective = o.ObjectiveFactory?.Invoke(d) ?? BuiltInObjective(d, steps[i], $"Stages[{i}]")
-                    ?? throw new InvalidOperationException(
-                        $"Stages[{i}] is a Custom stage: LoopedLmTrainerEstimator.Options.{nameof(LoopedLmTrainerEstimator.Options.ObjectiveFactory)} must create its objective.");
-                objectives.Add(objective);
-                stages.Add(ToTrainingStage(d, objective, steps[i]));
-            }
+                stages.Add(ToTrainingStage(plan[i], steps[i], $"Stages[{i}] ({plan[i].Kind})", o.ObjectiveKinds, o.ObjectiveFactory));
 
             ch.Info(MessageSensitivity.None, $"LoopRpt train: device={device} dtype={o.DType} seed={seed} params={lm.Config.ParameterCount()} vocab={lm.Config.VocabSize} loops={lm.Config.TotalUtSteps} " +
                                              $"plan=[{string.Join(",", stages.Select(s => $"{s.Objective.Name}:{s.Steps}"))}] batch={o.BatchSize}x{o.SequenceLength}");
@@ -163,7 +152,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
         }
         finally
         {
-            foreach (var obj in objectives) obj.Dispose();
+            foreach (var stage in stages) stage.Objective.Dispose();
         }
     }
 

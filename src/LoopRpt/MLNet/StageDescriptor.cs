@@ -13,7 +13,10 @@ public enum StageKind
     Gate,
     /// <summary>LoopRPT reinforcement pre-training (<see cref="LoopRptObjective"/>, built in; options: <see cref="LoopRptOptions"/>).</summary>
     LoopRpt,
-    /// <summary>Any objective, created by <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>.</summary>
+    /// <summary>
+    /// A kind registered in <see cref="LoopedLmTrainerEstimator.Options.ObjectiveKinds"/> (named by <see cref="StageDescriptor.CustomKind"/>),
+    /// or any objective created by <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>.
+    /// </summary>
     Custom,
 }
 
@@ -29,11 +32,13 @@ public sealed class StageDescriptor
     /// <summary>Passes over the data (overrides <see cref="Steps"/> when set; costs one counting pass over the data).</summary>
     public double? Epochs { get; set; }
 
-    // Settings left unset take the defaults of the stage's kind when read (TrainingStage.DefaultsFor), so a LoopRpt stage
+    // Settings left unset take the defaults of the stage's kind when read (ObjectiveKindRegistry), so a LoopRpt stage
     // gets the published LoopRPT settings however it was created (factory or object initializer, Kind set before or after).
+    // They stay unset in ToDefinition: a registered CustomKind applies its own defaults when the stage is built (the getters
+    // know only the built-in kinds and report the pretraining defaults for it).
     private double? _minLearningRateRatio, _warmupFraction, _weightDecay, _gradientClip;
 
-    private TrainingStage.OptimizerDefaults KindDefaults => TrainingStage.DefaultsFor(loopRpt: Kind == StageKind.LoopRpt);
+    private TrainingStage.OptimizerDefaults KindDefaults => ObjectiveKindRegistry.BuiltIn.OptimizerDefaultsOf(KindName);
 
     /// <summary>Peak learning rate (warmup then cosine decay). Default 1e-3; <see cref="LoopRpt"/> stages made by the factory: 5e-6.</summary>
     public double LearningRate { get; set; } = TrainingStage.Defaults.LearningRate;
@@ -50,38 +55,35 @@ public sealed class StageDescriptor
 
     /// <summary>
     /// Objective options of the stage's kind: <see cref="PretrainObjectiveOptions"/> (Pretrain), <see cref="GateObjectiveOptions"/>
-    /// (Gate), <see cref="LoopRptOptions"/> (LoopRpt), or anything a custom factory reads (Custom, or a stage the factory creates);
-    /// null: the kind's defaults. Options of another type for a built-in stage are an <see cref="ArgumentException"/>.
+    /// (Gate), <see cref="LoopRptOptions"/> (LoopRpt), the options type of a registered <see cref="CustomKind"/>, or anything a
+    /// custom factory reads (Custom, or a stage the factory creates); null: the kind's defaults. Options of another type for a
+    /// built-in or registered kind are an <see cref="ArgumentException"/>.
     /// </summary>
     public object? ObjectiveOptions { get; set; }
 
-    /// <summary>The options type a built-in objective of <paramref name="kind"/> takes (null for Custom: any).</summary>
-    internal static Type? OptionsTypeOf(StageKind kind) => kind switch
+    /// <summary>
+    /// The name of the <see cref="LoopedLmTrainerEstimator.Options.ObjectiveKinds"/> kind a <see cref="StageKind.Custom"/> stage
+    /// runs (its <see cref="ObjectiveOptions"/> are then of that kind's options type); null: the stage's objective comes from
+    /// <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>.
+    /// </summary>
+    public string? CustomKind { get; set; }
+
+    /// <summary>The kind's name in an <see cref="ObjectiveKindRegistry"/> (null: a Custom stage without <see cref="CustomKind"/>).</summary>
+    internal string? KindName => Kind switch
     {
-        StageKind.Pretrain => typeof(PretrainObjectiveOptions),
-        StageKind.Gate => typeof(GateObjectiveOptions),
-        StageKind.LoopRpt => typeof(LoopRptOptions),
-        _ => null,
+        StageKind.Pretrain => ObjectiveKindRegistry.Pretrain,
+        StageKind.Gate => ObjectiveKindRegistry.Gate,
+        StageKind.LoopRpt => ObjectiveKindRegistry.LoopRpt,
+        _ => CustomKind,
     };
 
-    /// <summary>
-    /// <see cref="ObjectiveOptions"/> as the built-in objective's options type <typeparamref name="T"/> (null: defaults);
-    /// another type is an error, never silently ignored. <paramref name="where"/> names the stage (e.g. "Stages[1]").
-    /// </summary>
-    internal T? BuiltInOptions<T>(string where) where T : class
+    /// <summary>The stage in the core plan form, <paramref name="steps"/> optimizer steps (those <see cref="Epochs"/> come to, if set).</summary>
+    internal StageDefinition ToDefinition(long steps) => new()
     {
-        CheckObjectiveOptions(where);
-        return (T?)ObjectiveOptions;
-    }
-
-    /// <summary>Throws when <see cref="ObjectiveOptions"/> is not of the type the built-in objective of <see cref="Kind"/> takes.</summary>
-    internal void CheckObjectiveOptions(string where)
-    {
-        if (ObjectiveOptions is null || OptionsTypeOf(Kind) is not { } expected || expected.IsInstanceOfType(ObjectiveOptions)) return;
-        throw new ArgumentException(
-            $"{where} ({Kind}): ObjectiveOptions of a {Kind} stage must be {expected.Name}, but got {ObjectiveOptions.GetType().Name}.",
-            nameof(ObjectiveOptions));
-    }
+        Kind = KindName ?? nameof(StageKind.Custom), Steps = steps, LearningRate = LearningRate, MinLearningRateRatio = _minLearningRateRatio,
+        WarmupFraction = _warmupFraction, WeightDecay = _weightDecay, GradientClip = _gradientClip, GradientAccumulation = GradientAccumulation,
+        ObjectiveOptions = ObjectiveOptions,
+    };
 
     /// <summary>Stage I pretraining.</summary>
     public static StageDescriptor Pretrain(long steps, double learningRate = TrainingStage.Defaults.LearningRate)
@@ -101,5 +103,5 @@ public sealed class StageDescriptor
     internal StageDescriptor Clone() => (StageDescriptor)MemberwiseClone();
 
     /// <inheritdoc/>
-    public override string ToString() => $"{Kind}:{Steps}";
+    public override string ToString() => $"{CustomKind ?? Kind.ToString()}:{Steps}";
 }

@@ -20,6 +20,9 @@ public sealed class GateObjectiveOptions
     /// <summary>Improvement threshold gamma (nats). Default 0.005 (published).</summary>
     public double Gamma { get; set; } = Defaults.Gamma;
 
+    /// <summary>A copy (the objective keeps its own, so later edits of the caller's options do not leak in).</summary>
+    public GateObjectiveOptions Clone() => (GateObjectiveOptions)MemberwiseClone();
+
     internal void Validate()
     {
         if (!(K > 0)) throw new ArgumentOutOfRangeException(nameof(K), K, "K must be positive.");
@@ -36,13 +39,17 @@ public sealed class GateObjective : ITrainingObjective
 {
     private readonly GateObjectiveOptions _options;
 
+    /// <summary>Creates the objective; the options are copied and validated.</summary>
     public GateObjective(GateObjectiveOptions? options = null)
     {
-        _options = options ?? new GateObjectiveOptions();
+        _options = (options ?? new GateObjectiveOptions()).Clone();
         _options.Validate();
     }
 
     public string Name => "gate";
+
+    /// <summary>A copy of the options in use.</summary>
+    public GateObjectiveOptions Options => _options.Clone();
 
     public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters(OuroForCausalLM lm)
         => lm.UniqueParameters().Where(p => p.Name.StartsWith("model.early_exit_gate.", StringComparison.Ordinal)).ToList();

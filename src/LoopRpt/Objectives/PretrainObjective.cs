@@ -23,6 +23,9 @@ public sealed class PretrainObjectiveOptions
     /// <summary>Fraction of the stage's steps after which <see cref="LateBeta"/> applies. Default 0.5; 1 disables the switch.</summary>
     public double LateBetaFrom { get; set; } = Defaults.LateBetaFrom;
 
+    /// <summary>A copy (the objective keeps its own, so later edits of the caller's options do not leak in).</summary>
+    public PretrainObjectiveOptions Clone() => (PretrainObjectiveOptions)MemberwiseClone();
+
     internal void Validate()
     {
         if (!(Beta >= 0)) throw new ArgumentOutOfRangeException(nameof(Beta), Beta, "Beta must be non-negative.");
@@ -40,14 +43,21 @@ public sealed class PretrainObjective : ITrainingObjective
     private readonly PretrainObjectiveOptions _options;
     private readonly long _totalSteps;
 
+    /// <summary>Creates the objective; the options are copied and validated. <paramref name="totalSteps"/>: the stage's steps (for <see cref="PretrainObjectiveOptions.LateBetaFrom"/>).</summary>
     public PretrainObjective(PretrainObjectiveOptions? options = null, long totalSteps = 0)
     {
-        _options = options ?? new PretrainObjectiveOptions();
+        _options = (options ?? new PretrainObjectiveOptions()).Clone();
         _options.Validate();
         _totalSteps = totalSteps;
     }
 
     public string Name => "pretrain";
+
+    /// <summary>A copy of the options in use.</summary>
+    public PretrainObjectiveOptions Options => _options.Clone();
+
+    /// <summary>The stage's steps the β switch is measured against (0: no switch).</summary>
+    public long TotalSteps => _totalSteps;
 
     /// <summary>beta at a 0-based step of the stage (not the global step: a stage after others, or one continuing a trained model, starts early).</summary>
     public double BetaAt(long stageStep)

@@ -51,7 +51,8 @@ public sealed class TrainingStage
 
     /// <summary>
     /// The optimizer defaults (all but the learning rate) of a LoopRPT stage (<see cref="LoopRptDefaults"/>) or of any
-    /// other (<see cref="Defaults"/>): the one place the CLI, ML.NET and hosting surfaces read per-kind defaults from.
+    /// other (<see cref="Defaults"/>). The CLI, ML.NET and hosting surfaces read per-kind defaults from
+    /// <see cref="ObjectiveKindRegistry"/>, whose built-in kinds carry these.
     /// </summary>
     public static OptimizerDefaults DefaultsFor(bool loopRpt) => loopRpt ? OptimizerDefaults.LoopRpt : OptimizerDefaults.Pretraining;
 

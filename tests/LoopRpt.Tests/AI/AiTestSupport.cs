@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using LoopRpt.AI;
 using LoopRpt.Hosting;
 using LoopRpt.Model;
+using LoopRpt.Tokenization;
 
 namespace LoopRpt.Tests.AI;
 
@@ -30,7 +31,7 @@ internal static class AiTestSupport
     /// <summary>A tiny model with spread exit steps (so adaptive exit saves loops) and the letters tokenizer.</summary>
     public static LoopRptModel Model(long seed = 1, double gateScale = 40)
         => LoopRptModel.FromModel(Inference.InferenceTestUtil.SpreadGateModel(gateScale: gateScale, seed: seed),
-            TextCodec.From(new LettersTokenizer()), "tiny-test");
+            new LettersTokenizer().ToTextCodec(), "tiny-test");
 
     public static long[] Ids(this TextCodec codec, string text) => codec.Encode(text).Select(i => (long)i).ToArray();
 }

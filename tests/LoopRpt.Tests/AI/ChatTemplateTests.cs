@@ -1,8 +1,10 @@
 using System.Text;
 using LoopRpt.AI;
+using LoopRpt.Hosting;
 using LoopRpt.Interop;
 using LoopRpt.Model;
 using LoopRpt.Tests.Interop;
+using LoopRpt.Tokenization;
 using Microsoft.Extensions.AI;
 
 namespace LoopRpt.Tests.AI;
@@ -27,7 +29,7 @@ public class ChatTemplateTests
     [Fact]
     public void TokenizersWithoutChatTokensGetThePlainTemplate()
     {
-        var codec = TextCodec.From(new LoopRpt.Hosting.ByteTokenizerService());
+        var codec = new ByteTokenizerService().ToTextCodec();
         Assert.Equal(ChatTemplateKind.Plain, ChatTemplate.Resolve(ChatTemplateKind.Auto, codec));
         var prompt = ChatTemplate.Render([new ChatMessage(ChatRole.System, "be brief"), new ChatMessage(ChatRole.User, "hi")], codec, ChatTemplateKind.Auto);
         Assert.Equal("System: be brief\nUser: hi\nAssistant:", Encoding.UTF8.GetString(prompt.Ids.Select(i => (byte)i).ToArray()));

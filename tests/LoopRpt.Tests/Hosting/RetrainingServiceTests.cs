@@ -265,7 +265,7 @@ public class RetrainingServiceTests
         Assert.Contains("RetrainingOptions.ValidationExit: 'q:2' is not an exit rule", text);
         Assert.Contains("RetrainingOptions.Stages[0] ('pretrain').Steps must be at least 1; got 0", text);
         Assert.Contains("RetrainingOptions.Stages[1] ('nope'): 'nope' is not a known stage kind; known kinds: gate, looprpt, pretrain.", text);
-        Assert.Contains("RetrainingOptions.Stages[2] ('gate'): Stage 'gate' has no parameter 'Beta'; known parameters: K, Gamma.", text);
+        Assert.Contains("RetrainingOptions.Stages[2] ('gate'): unknown parameter 'Beta'; a gate stage takes K, Gamma.", text);
         Assert.False(Directory.Exists(scratch.Models));      // nothing was created before validation failed
     }
 }

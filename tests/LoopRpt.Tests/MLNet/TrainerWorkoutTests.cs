@@ -1,8 +1,8 @@
 using LoopRpt.MLNet;
 using LoopRpt.Model;
 using LoopRpt.Objectives;
-using LoopRpt.Training;
 using LoopRpt.Tests.Training;
+using LoopRpt.Training;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 
@@ -79,7 +79,7 @@ public class TrainerWorkoutTests
 
         // No factory: refused when the estimator is created, naming the stage, the expected and the given type.
         var e = Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.Gate, new PretrainObjectiveOptions())));
-        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a Gate stage must be GateObjectiveOptions, but got PretrainObjectiveOptions.", e.Message);
+        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a gate stage must be GateObjectiveOptions, but got PretrainObjectiveOptions.", e.Message);
         Assert.Equal("ObjectiveOptions", e.ParamName);
         Assert.Contains("must be PretrainObjectiveOptions, but got GateObjectiveOptions",
             Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.Pretrain, new GateObjectiveOptions()))).Message);
@@ -92,7 +92,7 @@ public class TrainerWorkoutTests
         deferred.ObjectiveFactory = _ => null;
         deferred.Progress = new SyncProgress<TrainingProgress>(reports.Add);
         var estimator = cat.TrainLoopedLm(deferred);
-        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a Gate stage must be GateObjectiveOptions, but got LoopRptOptions.",
+        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a gate stage must be GateObjectiveOptions, but got LoopRptOptions.",
             Assert.Throws<ArgumentException>(() => estimator.Fit(data)).Message);
         Assert.Empty(reports);
 
@@ -103,6 +103,15 @@ public class TrainerWorkoutTests
         custom.ObjectiveFactory = d => d.Kind == StageKind.Custom ? new GateObjective(new GateObjectiveOptions()) : null;
         using var customScorer = cat.TrainLoopedLm(custom).Fit(data);
         Assert.Equal(4, customScorer.Meta.Step);
+
+        // A kind registered in ObjectiveKinds trains with its own typed options and no factory.
+        var registered = With(StageKind.Custom, new GateObjectiveOptions { K = 2 });
+        registered.Stages[1].CustomKind = "gate-k";
+        GateObjectiveOptions? seen = null;
+        registered.ObjectiveKinds.Add(new ObjectiveKind<GateObjectiveOptions>("gate-k", (options, _) => new GateObjective(seen = options)));
+        using var registeredScorer = cat.TrainLoopedLm(registered).Fit(data);
+        Assert.Equal(["pretrain", "gate"], registeredScorer.Meta.Stages.Select(s => s.Name).TakeLast(2));
+        Assert.Equal(2, seen!.K);
     }
 
     [Fact]

@@ -5,6 +5,7 @@ using LoopRpt.Hosting;
 using LoopRpt.Inference;
 using LoopRpt.Model;
 using LoopRpt.Tests.AI;
+using LoopRpt.Tokenization;
 using Microsoft.Extensions.Options;
 using OpenAI.Chat;
 using Xunit.Abstractions;
@@ -40,7 +41,7 @@ public class LoadTests(ITestOutputHelper output)
         var root = Path.Combine(Path.GetTempPath(), "looprpt-load-" + Guid.NewGuid().ToString("N"));
         var initial = root + "-initial";
         var tokenizer = new LettersTokenizer();
-        var codec = TextCodec.From(tokenizer);
+        var codec = tokenizer.ToTextCodec();
         try
         {
             using var v1 = Inference.InferenceTestUtil.SpreadGateModel(seed: 1);

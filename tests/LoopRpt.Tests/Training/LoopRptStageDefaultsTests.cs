@@ -69,12 +69,13 @@ public class LoopRptStageDefaultsTests
         initialized.Kind = StageKind.LoopRpt;                                    // kind set after construction
         foreach (var d in new[] { factory, initialized })
         {
-            using var objective = LoopedLmTrainerEstimator.BuiltInObjective(d, 5, "Stages[0]")!;
-            AssertPublished(LoopedLmTrainerEstimator.ToTrainingStage(d, objective, 5));
+            var stage = LoopedLmTrainerEstimator.ToTrainingStage(d, 5, "Stages[0]", new ObjectiveKindRegistry(), factory: null);
+            using var objective = Assert.IsType<LoopRptObjective>(stage.Objective);
+            AssertPublished(stage);
         }
         Assert.Equal(TrainingStage.LoopRptDefaults.LearningRate, factory.LearningRate);
         using (var pretrain = new PretrainObjective())
-            AssertPretraining(LoopedLmTrainerEstimator.ToTrainingStage(StageDescriptor.Pretrain(5), pretrain, 5));
+            AssertPretraining(LoopedLmTrainerEstimator.ToTrainingStage(StageDescriptor.Pretrain(5), 5, "Stages[0]", new ObjectiveKindRegistry(), _ => pretrain));
         var overridden = StageDescriptor.LoopRpt(5);
         overridden.WeightDecay = 0.3;
         Assert.Equal((0.3, 0.0), (overridden.WeightDecay, overridden.MinLearningRateRatio));
