@@ -17,31 +17,22 @@ internal static class EvaluateCommand
     {
         var model = CommonOptions.Model();
         var baseModel = new Option<string?>("--base-model") { Description = "Model whose entropy defines the buckets (default: the evaluated model)." };
-        var buckets = CommonOptions.Buckets();
-        var pass = CommonOptions.Pass();
         var input = CommonOptions.Input();
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
-        var q = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.TableQValues.Select(v => v.ToString(CultureInfo.InvariantCulture))));
-        var seqLen = CommonOptions.SequenceLength(128);
-        var batch = CommonOptions.BatchSize(8);
-        var maxTokens = new Option<long>("--max-tokens") { Description = "Evaluate at most this many tokens (0: all).", DefaultValueFactory = _ => 0 };
+        var evaluationOptions = new EvaluationOptionSet(LoopEvaluationOptions.Defaults.TableQValues);
         var name = new Option<string?>("--name") { Description = "Label of the model in the tables (default: the directory name)." };
         var output = new Option<string?>("--out", "-o") { Description = "Also write the markdown tables to this file." };
         var csv = new Option<string?>("--csv") { Description = "Also write the results as long-format CSV." };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("evaluate", "Per-step, peak and adaptive (Q-exit) accuracy with mean exit steps, overall and by entropy bucket.")
-        { model, baseModel, buckets, pass, input, column, docs, q, seqLen, batch, maxTokens, name, output, csv, device, threads };
+        { model, baseModel, input, column, docs, name, output, csv, device, threads };
+        evaluationOptions.AddTo(cmd);
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
-            var qs = CommonOptions.ParseThresholds(pr.GetValue(q)!);
-            var bucketRule = CommonOptions.ParseBuckets(pr.GetValue(buckets)!);
-            var evaluationPass = CommonOptions.ParsePass(pr.GetValue(pass)!);
-            int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
-            int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
-            long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
+            var (options, s, b, max) = evaluationOptions.Read(pr);
             if (pr.GetValue(output) is { } mdOut) OutputPaths.File(mdOut, "--out");
             if (pr.GetValue(csv) is { } csvOut) OutputPaths.File(csvOut, "--csv");
             var texts = Corpus.Read(pr.GetRequiredValue(input), pr.GetValue(docs), pr.GetValue(column));
@@ -52,7 +43,7 @@ internal static class EvaluateCommand
             if (baseSession is not null) CommonOptions.FitsContext(s, baseSession.Model.Config.MaxPositionEmbeddings);
             var tokens = EvaluationInputs.Stream(texts, session.RequireCodec(), session.Model.Config.VocabSize, max, s);
             var label = pr.GetValue(name) ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(pr.GetRequiredValue(model))));
-            var evaluation = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = bucketRule, Pass = evaluationPass })
+            var evaluation = new LoopEvaluator(options)
                 .Evaluate(session.Model, LoopEvaluator.Windows(tokens, b, s), baseSession?.Model, label);
             var markdown = Report(evaluation);
             ctx.Output.Write(markdown);

@@ -23,27 +23,19 @@ internal static class ParetoCommand
         var input = CommonOptions.Input();
         var column = CommonOptions.Column();
         var docs = CommonOptions.Documents();
-        var buckets = CommonOptions.Buckets();
-        var pass = CommonOptions.Pass();
-        var q = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.QValues.Select(v => v.ToString(System.Globalization.CultureInfo.InvariantCulture))));
-        var seqLen = CommonOptions.SequenceLength(128);
-        var batch = CommonOptions.BatchSize(8);
-        var maxTokens = new Option<long>("--max-tokens") { Description = "Evaluate at most this many tokens (0: all).", DefaultValueFactory = _ => 0 };
+        var evaluation = new EvaluationOptionSet(LoopEvaluationOptions.Defaults.QValues);
         var outDir = new Option<string>("--out-dir", "-o") { Description = "Folder for pareto.md, pareto.csv and pareto.svg.", Required = true };
         var title = new Option<string>("--title") { Description = "Plot title.", DefaultValueFactory = _ => "Accuracy vs. mean exit step (Q-exit sweep)" };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("pareto", "Sweep the exit threshold q: accuracy against mean exit steps, as a table, CSV and an SVG plot.")
-        { models, labels, input, column, docs, q, buckets, pass, seqLen, batch, maxTokens, outDir, title, device, threads };
+        { models, labels, input, column, docs, outDir, title, device, threads };
+        evaluation.AddTo(cmd);
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
-            var qs = CommonOptions.ParseThresholds(pr.GetValue(q)!);
-            var bucketRule = CommonOptions.ParseBuckets(pr.GetValue(buckets)!);
-            var evaluationPass = CommonOptions.ParsePass(pr.GetValue(pass)!);
-            int s = CommonOptions.AtLeast(pr.GetValue(seqLen), 1, "--seq-len");
-            int b = CommonOptions.AtLeast(pr.GetValue(batch), 1, "--batch-size");
-            long max = pr.GetValue(maxTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-tokens must be 0 or more.");
+            var (options, s, b, max) = evaluation.Read(pr);
+            var qs = options.QValues;
             var dirs = pr.GetRequiredValue(models);
             var names = pr.GetValue(labels)?.Split(',', StringSplitOptions.TrimEntries) ?? dirs.Select(d => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(d)))).ToArray();
             if (names.Length != dirs.Length) throw CliException.Usage($"--labels gives {names.Length} labels for {dirs.Length} models.");
@@ -56,7 +48,7 @@ internal static class ParetoCommand
                 foreach (var d in dirs) sessions.Add(ModelSession.Load(d, pr.GetValue(device)!, "float32", ctx.Error));
                 foreach (var x in sessions) CommonOptions.FitsContext(s, x.Model.Config.MaxPositionEmbeddings);
                 var tokens = EvaluationInputs.Stream(texts, sessions[0].RequireCodec(), sessions[0].Model.Config.VocabSize, max, s);
-                var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = bucketRule, Pass = evaluationPass });
+                var evaluator = new LoopEvaluator(options);
                 var evals = sessions.Select((x, i) => evaluator.Evaluate(x.Model, LoopEvaluator.Windows(tokens, b, s), sessions[0].Model, names[i])).ToList();
                 Directory.CreateDirectory(dir);
                 var markdown = LoopEvaluation.CompareMarkdownByBucket(evals, qs);
@@ -64,7 +56,7 @@ internal static class ParetoCommand
                 File.WriteAllText(Path.Combine(dir, "pareto.csv"), LoopEvaluation.ToCsv(evals));
                 ParetoPlot.WriteSvg(Path.Combine(dir, "pareto.svg"), evals, pr.GetValue(title)!);
                 ctx.Output.Write(markdown);
-                ctx.Output.WriteLine($"pareto models={evals.Count} tokens={evals[0].Buckets[0].Tokens} thresholds={qs.Length} out={dir} files=pareto.md,pareto.csv,pareto.svg");
+                ctx.Output.WriteLine($"pareto models={evals.Count} tokens={evals[0].Buckets[0].Tokens} thresholds={qs.Count} out={dir} files=pareto.md,pareto.csv,pareto.svg");
                 return ExitCodes.Success;
             }
             finally
