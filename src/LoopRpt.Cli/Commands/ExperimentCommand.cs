@@ -56,6 +56,7 @@ internal static class ExperimentCommand
         public Option<bool> NoEqualCompute { get; } = new("--no-equal-compute") { Description = "Skip the equal-compute Stage I control." };
         public Option<string> Q { get; } = CommonOptions.Thresholds(string.Join(",", LoopEvaluationOptions.Defaults.QValues.Select(v => v.ToString(C))));
         public Option<string> Buckets { get; } = CommonOptions.Buckets();
+        public Option<string> Pass { get; } = CommonOptions.Pass();
         public Option<long> MaxHeldOutTokens { get; } = new("--max-heldout-tokens") { Description = "Evaluate on at most this many held-out tokens (0: all).", DefaultValueFactory = _ => 16384 };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of the base model's initialization and batches.", DefaultValueFactory = _ => 1 };
         public Option<int> LogEvery { get; } = new("--log-every") { Description = "Steps between progress reports.", DefaultValueFactory = _ => 10 };
@@ -66,7 +67,7 @@ internal static class ExperimentCommand
         public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
 
         public IEnumerable<Option> All => [Input, HeldOut, Column, Documents, Out, Seeds, Base, PretrainSteps, GateSteps, PretrainLr, Preset, Loops, Hidden, Layers,
-                                          VocabSize, Steps, Lr, BatchSize, SeqLen, Variants, NoDefaultVariants, NoEqualCompute, Q, Buckets, MaxHeldOutTokens, Seed,
+                                          VocabSize, Steps, Lr, BatchSize, SeqLen, Variants, NoDefaultVariants, NoEqualCompute, Q, Buckets, Pass, MaxHeldOutTokens, Seed,
                                           LogEvery, CheckpointEvery, Device, Threads, Progress];
     }
 
@@ -197,6 +198,7 @@ internal static class ExperimentCommand
             Seeds = pr.GetValue(o.Seeds), Steps = pr.GetValue(o.Steps), LearningRate = pr.GetValue(o.Lr), Variants = variants,
             EqualCompute = !pr.GetValue(o.NoEqualCompute), QValues = CommonOptions.ParseThresholds(pr.GetValue(o.Q)!),
             Buckets = CommonOptions.ParseBuckets(pr.GetValue(o.Buckets)!),
+            Pass = CommonOptions.ParsePass(pr.GetValue(o.Pass)!),
             LogEvery = pr.GetValue(o.LogEvery), CheckpointEvery = pr.GetValue(o.CheckpointEvery),
             Log = mode == ProgressMode.None ? null : live ? pending.Add : line => ctx.Output.WriteLine("experiment " + line),
         };

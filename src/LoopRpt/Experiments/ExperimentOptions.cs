@@ -89,6 +89,12 @@ public sealed class ExperimentOptions
     /// </summary>
     public EntropyBuckets Buckets { get; set; } = EntropyBuckets.Published;
 
+    /// <summary>
+    /// Where the evaluation's Q-exit figures come from (<see cref="LoopEvaluationOptions.Pass"/>): every loop then select
+    /// (default, the paper's protocol) or the compute-saving adaptive scorer, one pass per q.
+    /// </summary>
+    public EvaluationPass Pass { get; set; } = EvaluationPass.FullDepth;
+
     /// <summary>Spacing of the mean-exit-step grid (1, 1 + step, ..., T) at which Pareto curves are compared. Default 0.25.</summary>
     public double ParetoGridStep { get; set; } = Defaults.ParetoGridStep;
 
@@ -131,7 +137,7 @@ public sealed class ExperimentOptions
         if (!(ParetoGridStep > 0) || double.IsInfinity(ParetoGridStep)) throw new ArgumentOutOfRangeException(nameof(ParetoGridStep), ParetoGridStep, "ParetoGridStep must be positive and finite.");
         if (LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
         if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative (0: at the end of each run only).");
-        new LoopEvaluationOptions { QValues = QValues, Buckets = Buckets }.Validate();
+        new LoopEvaluationOptions { QValues = QValues, Buckets = Buckets, Pass = Pass }.Validate();
         if (!QValues.Any(q => Math.Abs(q - ReportQ) < 1e-9))
             throw new ArgumentOutOfRangeException(nameof(ReportQ), ReportQ, $"ReportQ must be one of the evaluated QValues ({string.Join(", ", QValues)}).");
         if (Variants is null) throw new ArgumentException("Variants must not be null (an empty list runs no variant).", nameof(Variants));

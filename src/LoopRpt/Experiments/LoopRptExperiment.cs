@@ -104,7 +104,7 @@ public sealed class LoopRptExperiment
         store.CheckOrWriteSettings(Settings(firstBatch));
 
         var clock = Stopwatch.StartNew();
-        var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = _options.QValues, Buckets = _options.Buckets });
+        var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = _options.QValues, Buckets = _options.Buckets, Pass = _options.Pass });
         using var baseModel = ModelDirectory.Load(_baseDirectory, _options.Device).Model;
         var runs = new List<ArmRun> { BaseEvaluation(store, evaluator, baseModel) };
         var cost = KnownCost(store, persist: true);
@@ -340,6 +340,7 @@ public sealed class LoopRptExperiment
         };
         // Only when not the default, so that experiments stored before buckets were configurable resume unchanged.
         if (o.Buckets != EntropyBuckets.Published) settings["buckets"] = o.Buckets.ToString();
+        if (o.Pass != EvaluationPass.FullDepth) settings["pass"] = "adaptive";
         return settings;
     }
 
@@ -353,7 +354,7 @@ public sealed class LoopRptExperiment
             MinLearningRateRatio = o.MinLearningRateRatio, GradientClip = o.GradientClip, ContinuationBeta = o.ContinuationBeta,
             EqualCompute = o.EqualCompute, CostRatio = o.CostRatio, Variants = o.Variants?.ToArray()!, QValues = o.QValues?.ToArray()!,
             ParetoGridStep = o.ParetoGridStep, ParetoIncludesFixedSteps = o.ParetoIncludesFixedSteps, ReportQ = o.ReportQ, LogEvery = o.LogEvery,
-            CheckpointEvery = o.CheckpointEvery, KeepModels = o.KeepModels, Device = o.Device, Log = o.Log, Buckets = o.Buckets,
+            CheckpointEvery = o.CheckpointEvery, KeepModels = o.KeepModels, Device = o.Device, Log = o.Log, Buckets = o.Buckets, Pass = o.Pass,
         };
     }
 
