@@ -47,7 +47,7 @@ internal sealed class AdaptiveLoopRunner
         if (offset + s > cache.Capacity)
             throw new InvalidOperationException($"The KV cache holds {cache.Capacity} positions; {offset + s} are needed.");
 
-        var h = backbone.embed_tokens.forward(ids).reshape(n, -1);                 // (N, H)
+        var h = _lm.Embed(ids).reshape(n, -1);                 // (N, H)
         var (cos, sin) = _lm.Rope.Get(offset, s, h.device, h.dtype);                // (s, D)
         var active = ActiveSet.Create(valid, b, s, cache.Capacity, offset,
             cos.repeat(b, 1).unsqueeze(1), sin.repeat(b, 1).unsqueeze(1));          // RoPE rows (N, 1, D)
