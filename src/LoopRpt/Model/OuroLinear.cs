@@ -13,9 +13,10 @@ namespace LoopRpt.Model;
 /// </summary>
 /// <remarks>
 /// bfloat16 weights with float32 inputs run "bfloat16 storage, float32 compute" (<see cref="BFloat16Compute.Float32"/>):
-/// on a CPU without gradients, a few rows (decode) go through <see cref="BFloat16Kernels"/>, which reads the weights as
-/// 2 bytes each and accumulates in float32; more rows (prefill, scoring) widen the weight to float32 for the duration
-/// of the product and use libtorch's float32 matrix product. Matching dtypes take the plain <c>F.linear</c> path.
+/// on a CPU without gradients, a few rows (decode) go through <see cref="BFloat16Kernels.Linear"/>, which reads the weights
+/// as 2 bytes each and accumulates in float32; more rows (prefill, scoring) widen the weight to float32 one cache-sized
+/// block at a time and use libtorch's float32 matrix product (<see cref="BFloat16Kernels.LinearBlocked"/>). Elsewhere
+/// (other devices, gradients) the whole weight is widened for the product. Matching dtypes take the plain <c>F.linear</c>.
 /// </remarks>
 public sealed class OuroLinear : nn.Module<Tensor, Tensor>
 {
@@ -65,19 +66,21 @@ public sealed class OuroLinear : nn.Module<Tensor, Tensor>
         return F.linear(x, weight, bias);
     }
 
-    /// <summary>bfloat16 weights, float32 activations: the kernel for few rows on a CPU, else a widened weight.</summary>
+    /// <summary>bfloat16 weights, float32 activations: the bfloat16 kernels on a CPU without gradients, else a widened weight.</summary>
     private Tensor Float32FromBFloat16(Tensor x)
     {
         long rows = x.numel() / InFeatures;
-        if (rows <= KernelMaxRows && x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU
-            && !is_grad_enabled() && BFloat16Kernels.IsSupported)
+        if (x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU && !is_grad_enabled() && BFloat16Kernels.IsSupported)
         {
             var shape = x.shape.ToArray();
             shape[^1] = OutFeatures;
-            return BFloat16Kernels.Linear(x.reshape(rows, InFeatures), weight, bias).view(shape);
+            var x2 = x.reshape(rows, InFeatures);
+            var y = rows <= KernelMaxRows ? BFloat16Kernels.Linear(x2, weight, bias) : BFloat16Kernels.LinearBlocked(x2, weight, bias);
+            return y.view(shape);
         }
+        // Other devices, training, CPUs without AVX2: widen the whole weight for this product (differentiable).
         using var scope = NewDisposeScope();
-        var w = weight.to_type(ScalarType.Float32);                    // (out, in), lives for this product only
+        var w = weight.to_type(ScalarType.Float32);                     // (out, in), lives for this product only
         return F.linear(x, w, bias?.to_type(ScalarType.Float32)).MoveToOuterDisposeScope();
     }
 }

@@ -36,8 +36,29 @@ public class BFloat16ComputeTests
         var w = randn([outF, inF], generator: g).to_type(ScalarType.BFloat16);
         var b = withBias ? randn([outF], generator: g).to_type(ScalarType.BFloat16) : null;
 
-        var y = TestUtil.ToArray(BFloat16Kernels.Linear(x, w, b));
+        AssertMatchesFloat64(BFloat16Kernels.Linear(x, w, b), x, w, b);
+    }
 
+    /// <summary>The many-rows path: weights widened in blocks of 3 output rows (so 13 outputs take 4 full blocks and a
+    /// partial one), each through libtorch's float32 product, against the same float64 reference.</summary>
+    [Avx2Theory]
+    [InlineData(9, 45, 13, true)]
+    [InlineData(32, 64, 13, false)]
+    public void BlockedProductMatchesAFloat64Reference(int rows, int inF, int outF, bool withBias)
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator(8);
+        var x = randn([rows, inF], generator: g);
+        var w = randn([outF, inF], generator: g).to_type(ScalarType.BFloat16);
+        var b = withBias ? randn([outF], generator: g).to_type(ScalarType.BFloat16) : null;
+        AssertMatchesFloat64(BFloat16Kernels.LinearBlocked(x, w, b, blockElements: 3 * inF), x, w, b);
+    }
+
+    private static void AssertMatchesFloat64(Tensor result, Tensor x, Tensor w, Tensor? b)
+    {
+        int rows = (int)x.shape[0], inF = (int)x.shape[1], outF = (int)w.shape[0];
+        Assert.Equal(new long[] { rows, outF }, result.shape);
+        var y = TestUtil.ToArray(result);
         var xd = x.to_type(ScalarType.Float64).data<double>().ToArray();
         var wd = w.to_type(ScalarType.Float64).data<double>().ToArray();
         var bd = b?.to_type(ScalarType.Float64).data<double>().ToArray();
