@@ -49,15 +49,15 @@ Console.WriteLine($"cpu: {Environment.ProcessorCount} logical cores, torch threa
 double bandwidth = Bandwidth();
 if (args.Contains("--linear"))
 {
-    // One projection of the 1.4B shape (2048 -> 5632) per mode and row count: where the model's time goes.
-    foreach (int rows in new[] { 1, 8, 128 })
+    // The 1.4B shape's MLP projections (2048 -> 5632, 5632 -> 2048) per mode and row count: where the model's time goes.
+    foreach (var (rows, inF, outF) in new[] { (1, 2048, 5632), (8, 2048, 5632), (128, 2048, 5632), (128, 5632, 2048) })
         foreach (var (name, dt, pol) in new[] { ("float32", ScalarType.Float32, ScalarType.Float32), ("bfloat16 -> f32 compute", ScalarType.BFloat16, ScalarType.Float32), ("bfloat16 native", ScalarType.BFloat16, ScalarType.BFloat16) })
         {
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
-            using var layer = new OuroLinear(2048, 5632, hasBias: false, dtype: dt);
+            using var layer = new OuroLinear(inF, outF, hasBias: false, dtype: dt);
             layer.Weight.normal_(0, 0.02);
-            var x = randn([rows, 2048]).to_type(pol);
+            var x = randn([rows, inF]).to_type(pol);
             layer.forward(x).Dispose();
             // The fastest of the calls in about a second: on a shared machine the minimum is the least disturbed.
             var total = Stopwatch.StartNew();
@@ -68,7 +68,7 @@ if (args.Contains("--linear"))
                 layer.forward(x).Dispose();
                 sec = Math.Min(sec, one.Elapsed.TotalSeconds);
             }
-            Console.WriteLine($"linear {rows,3} x 2048 -> 5632, {name,-24}: {sec * 1e3,8:F2} ms, {2.0 * rows * 2048 * 5632 / sec / 1e9,6:F1} GFLOP/s, weights read {2048.0 * 5632 * (dt == ScalarType.BFloat16 ? 2 : 4) / sec / 1e9,5:F1} GB/s");
+            Console.WriteLine($"linear {rows,3} x {inF} -> {outF}, {name,-24}: {sec * 1e3,8:F2} ms, {2.0 * rows * inF * outF / sec / 1e9,6:F1} GFLOP/s, weights read {(double)inF * outF * (dt == ScalarType.BFloat16 ? 2 : 4) / sec / 1e9,5:F1} GB/s");
         }
     return;
 }

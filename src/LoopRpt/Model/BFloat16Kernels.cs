@@ -49,8 +49,12 @@ internal static unsafe class BFloat16Kernels
         }
     }
 
-    /// <summary>Weights widened per block of <see cref="LinearBlocked"/>: 2 MB of float32, about an L2 cache.</summary>
-    internal const int WidenBlockElements = 1 << 19;
+    /// <summary>Weights widened per block of <see cref="LinearBlocked"/>: about 4 MB of float32 (cache-sized).</summary>
+    internal const int WidenBlockElements = 1 << 20;
+
+    /// <summary>Output rows of a block are a multiple of this (and at least this): narrow products run far below the
+    /// float32 product's rate.</summary>
+    internal const int BlockRowMultiple = 64;
 
     /// <summary>
     /// The same product for many rows (prefill, scoring): the weight is widened to float32 one block of output rows at a
@@ -68,7 +72,9 @@ internal static unsafe class BFloat16Kernels
             throw new ArgumentException("The bfloat16 kernel runs on CPU tensors only.");
         long rows = x.shape[0];
         int inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
-        int block = Math.Clamp(blockElements / Math.Max(1, inF), 1, outF);
+        int block = Math.Max(1, blockElements / Math.Max(1, inF));
+        if (block >= BlockRowMultiple / 2) block = Math.Max(BlockRowMultiple, (block + BlockRowMultiple - 1) / BlockRowMultiple * BlockRowMultiple);
+        block = Math.Min(block, outF);
         var wc = weight.is_contiguous() ? weight : weight.contiguous();
         using var scope = NewDisposeScope();
         try
