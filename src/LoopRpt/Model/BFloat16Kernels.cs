@@ -37,7 +37,7 @@ internal static unsafe class BFloat16Kernels
         {
             var y = empty([rows, outF], ScalarType.Float32);   // (rows, out), in the caller's dispose scope
             Run((float*)DataPtr(xc), (ushort*)DataPtr(wc), bc is null ? null : (ushort*)DataPtr(bc), (float*)DataPtr(y),
-                rows, inF, outF, Math.Max(1, get_num_threads()));
+                rows, inF, outF, KernelThreads());
             return y;
         }
         finally
@@ -49,8 +49,8 @@ internal static unsafe class BFloat16Kernels
         }
     }
 
-    /// <summary>Weights widened per block of <see cref="LinearBlocked"/>: about 4 MB of float32 (cache-sized).</summary>
-    internal const int WidenBlockElements = 1 << 20;
+    /// <summary>Weights widened per block of <see cref="LinearBlocked"/>: about 8 MB of float32 (about the last-level cache).</summary>
+    internal const int WidenBlockElements = 1 << 21;
 
     /// <summary>Output rows of a block are a multiple of this (and at least this): narrow products run far below the
     /// float32 product's rate.</summary>
@@ -81,13 +81,11 @@ internal static unsafe class BFloat16Kernels
         {
             var y = empty([rows, outF], ScalarType.Float32);                       // (rows, out)
             var buffer = empty([block, inF], ScalarType.Float32);                   // (block, in), reused by every block
-            var pw = (ushort*)DataPtr(wc);
-            var pbuf = (float*)DataPtr(buffer);
             for (int o0 = 0; o0 < outF; o0 += block)
             {
                 int n = Math.Min(block, outF - o0);
-                Widen(pw + (long)o0 * inF, pbuf, (long)n * inF);
                 using var wb = buffer.narrow(0, 0, n);                              // (n, in) float32
+                using (var source = wc.narrow(0, o0, n)) wb.copy_(source);          // widened by libtorch, on its own threads
                 using var yb = F.linear(x, wb);                                     // (rows, n)
                 using var target = y.narrow(1, o0, n);
                 target.copy_(yb);
@@ -101,15 +99,6 @@ internal static unsafe class BFloat16Kernels
         }
     }
 
-    /// <summary>n bfloat16 values → float32, on the calling thread (a block takes well under a millisecond; running it on
-    /// other threads would compete with libtorch's spinning OpenMP workers).</summary>
-    private static void Widen(ushort* src, float* dst, long n)
-    {
-        long k = 0;
-        for (; k + 8 <= n; k += 8) Avx.Store(dst + k, Widen8(src + k));
-        for (; k < n; k++) dst[k] = Widen(src[k]);
-    }
-
     // The first element of a CPU tensor (libtorch's Tensor::data_ptr, exported by TorchSharp's native library).
     [DllImport("LibTorchSharp")]
     private static extern IntPtr THSTensor_data(IntPtr handle);
@@ -120,6 +109,14 @@ internal static unsafe class BFloat16Kernels
         if (p == IntPtr.Zero) throw new InvalidOperationException("The tensor has no CPU data.");
         return (void*)p;
     }
+
+    /// <summary>
+    /// Threads of the decode kernel: half of libtorch's (at least 1). libtorch's OpenMP workers keep spinning for a while
+    /// after each operation, and decoding alternates the kernel with small libtorch operations, so a kernel on every
+    /// core competes with them: on 2 cores, one kernel thread decoded the 1.4B shape at 0.96 tokens/s, two at 0.82
+    /// (docs/benchmarks.md).
+    /// </summary>
+    internal static int KernelThreads() => Math.Max(1, get_num_threads() / 2);
 
     /// <summary>The product on raw pointers, parallel over blocks of output rows (each block reads its weights once).</summary>
     internal static void Run(float* x, ushort* w, ushort* b, float* y, int rows, int inF, int outF, int threads)

@@ -20,7 +20,7 @@ namespace LoopRpt.Model;
 /// </remarks>
 public sealed class OuroLinear : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Up to this many rows use the bfloat16 kernel; above it the weight is widened once per call.</summary>
+    /// <summary>Up to this many rows use the bfloat16 kernel; above it the weight is widened block by block.</summary>
     internal const int KernelMaxRows = 8;
 
     // Field names are the state-dict keys (RegisterComponents).
