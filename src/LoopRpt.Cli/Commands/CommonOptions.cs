@@ -38,6 +38,12 @@ internal static class CommonOptions
 
     public static Option<string> DType() => new("--dtype") { Description = "float32 or bfloat16.", DefaultValueFactory = _ => "float32" };
 
+    public static Option<string> BFloat16Compute() => new("--bf16-compute")
+    {
+        Description = "How bfloat16 weights compute on a CPU: auto (float32 compute from bfloat16 storage unless the CPU has AVX-512 BF16; `looprpt env` shows the choice), native (libtorch's bfloat16 kernels) or float32.",
+        DefaultValueFactory = _ => "auto",
+    };
+
     public static Option<int> Threads(int @default = 0) => new("--threads")
     {
         Description = $"libtorch intra-op threads; 0: automatic — 1 for models under {Models.ThreadPolicy.SmallModelParameters / 1_000_000}M parameters, else the physical cores minus the busy ones (load average); `looprpt env` shows the choice.",

@@ -41,6 +41,9 @@ internal static class EnvCommand
         var threads = Models.ThreadPolicy.Resolve(0, parameters: null);
         o.WriteLine($"threads           {threads.Threads} by default ({threads.Reason}); models under {Models.ThreadPolicy.SmallModelParameters / 1_000_000}M parameters: 1; --threads N overrides");
         o.WriteLine($"                  libtorch's own default here: {get_num_threads()} (one per physical core, whatever else runs)");
+        var cpu = LoopRpt.Model.CpuFeatures.Current;
+        var bf16 = LoopRpt.Model.BFloat16ComputePolicy.Resolve(LoopRpt.Model.BFloat16Compute.Auto, cpu);
+        o.WriteLine($"bfloat16 compute  {(bf16 == LoopRpt.Model.BFloat16Compute.Float32 ? "float32 from bfloat16 storage" : "native bfloat16")} on this CPU ({cpu}{(cpu.Avx512BF16 ? "" : "; no avx512_bf16")}); --bf16-compute native|float32 overrides");
         bool cudaOk = cuda.is_available();
         o.WriteLine($"CUDA              {(cudaOk ? $"available, {cuda.device_count()} device(s)" : "not available (CPU build of libtorch, or no NVIDIA driver)")}");
         if (device is not null)

@@ -39,9 +39,10 @@ internal static class GenerateCommand
         var format = new Option<GenerateFormat>("--format") { Description = "Text or Json.", DefaultValueFactory = _ => GenerateFormat.Text };
         var device = CommonOptions.Device();
         var dtype = CommonOptions.DType();
+        var bf16Compute = CommonOptions.BFloat16Compute();
         var threads = CommonOptions.Threads();
         var cmd = new Command("generate", "Continue a prompt with adaptive exit, reporting the loops used per token.")
-        { model, prompt, ids, tokenizer, maxNew, q, temperature, topP, seed, noStop, kvCache, format, device, dtype, threads };
+        { model, prompt, ids, tokenizer, maxNew, q, temperature, topP, seed, noStop, kvCache, format, device, dtype, bf16Compute, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
@@ -54,7 +55,7 @@ internal static class GenerateCommand
             if ((promptText is null) == (idsText is null)) throw CliException.Usage("Give the prompt as --prompt TEXT or as --ids 1,5,9 (exactly one of them).");
             if (pr.GetValue(tokenizer) is { } tf && !File.Exists(tf)) throw CliException.Input($"Tokenizer file '{tf}' does not exist.");
             Devices.SetThreads(pr.GetValue(threads));
-            using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(dtype)!, ctx.Error);
+            using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(dtype)!, ctx.Error, pr.GetValue(bf16Compute)!);
             // With --ids no tokenizer is needed: the output is ids (and text too when a tokenizer is known).
             var codec = idsText is null ? session.CodecOrFile(pr.GetValue(tokenizer)) ?? session.RequireCodec() : session.CodecOrFile(pr.GetValue(tokenizer));
             int vocab = session.Model.Config.VocabSize;

@@ -46,8 +46,9 @@ internal static class ScoreCommand
         var output = new Option<string?>("--out", "-o") { Description = "File to write (default: standard output)." };
         var device = CommonOptions.Device();
         var dtype = CommonOptions.DType();
+        var bf16Compute = CommonOptions.BFloat16Compute();
         var threads = CommonOptions.Threads();
-        var cmd = new Command("score", "Score documents: log-likelihood, perplexity and exit steps per document.") { model, input, ids, tokenizer, column, docs, q, format, perToken, context, output, device, dtype, threads };
+        var cmd = new Command("score", "Score documents: log-likelihood, perplexity and exit steps per document.") { model, input, ids, tokenizer, column, docs, q, format, perToken, context, output, device, dtype, bf16Compute, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
@@ -61,7 +62,7 @@ internal static class ScoreCommand
             if (pr.GetValue(tokenizer) is { } tf && !File.Exists(tf)) throw CliException.Input($"Tokenizer file '{tf}' does not exist.");
             var texts = inputs is null ? null : Corpus.Read(inputs, pr.GetValue(docs), pr.GetValue(column));
             Devices.SetThreads(pr.GetValue(threads));
-            using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(dtype)!, ctx.Error);
+            using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(dtype)!, ctx.Error, pr.GetValue(bf16Compute)!);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             List<DocumentScore> scores;
             if (texts is null)

@@ -24,6 +24,13 @@ public static class Devices
         }
     }
 
+    /// <summary>auto, native or float32 (<c>--bf16-compute</c>).</summary>
+    public static LoopRpt.Model.BFloat16Compute ParseBFloat16Compute(string value)
+    {
+        try { return LoopRpt.Model.BFloat16ComputePolicy.Parse(value); }
+        catch (ArgumentOutOfRangeException) { throw CliException.Usage($"--bf16-compute '{value}' is not supported: expected auto, native or float32."); }
+    }
+
     /// <summary>float32 or bfloat16.</summary>
     public static ScalarType ParseDType(string dtype) => dtype.ToLowerInvariant() switch
     {

@@ -57,7 +57,7 @@ public sealed class ModelSession : IDisposable
     /// Failures become <see cref="CliException"/>s: missing → input error, corrupt/incompatible → model error, NaN/Inf
     /// weights → numerical error.
     /// </summary>
-    public static ModelSession Load(string directory, string device, string dtype, TextWriter? warnings = null)
+    public static ModelSession Load(string directory, string device, string dtype, TextWriter? warnings = null, string bf16Compute = "auto")
     {
         if (!System.IO.Directory.Exists(directory)) throw CliException.Input($"Model directory '{directory}' does not exist.");
         var dir = directory;
@@ -66,9 +66,10 @@ public sealed class ModelSession : IDisposable
             throw CliException.Model($"'{directory}' is not a model directory: expected config.json with model.safetensors (a LoopRpt or Hugging Face Ouro directory) or a checkpoint folder with a 'latest' step.");
         var dev = Devices.Resolve(device);
         var type = Devices.ParseDType(dtype);
+        var compute = Devices.ParseBFloat16Compute(bf16Compute);
         try
         {
-            var ckpt = OuroCheckpoint.Load(dir, new OuroLoadOptions { Device = dev, DType = type, OnWarning = w => warnings?.WriteLine("warning: " + w) });
+            var ckpt = OuroCheckpoint.Load(dir, new OuroLoadOptions { Device = dev, DType = type, BFloat16Compute = compute, OnWarning = w => warnings?.WriteLine("warning: " + w) });
             var model = ckpt.DetachModel();
             // A model with NaN/Inf weights would score NaN or argmax garbage: refuse it before any work (exit code 6).
             if (NonFiniteCheck.Parameters(model) is { Count: > 0 } bad)

@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Text;
 using System.Text.Json;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Checkpoints;
@@ -219,6 +220,14 @@ public sealed class SafeTensorsFile : IDisposable
             throw new InvalidDataException($"Tensor '{name}' in '{Path}' has shape [{string.Join(", ", info.Shape)}], but the model expects [{string.Join(", ", destination.shape)}].");
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
+        if (destination.device_type == DeviceType.CPU && destination.dtype == SafeTensors.ScalarTypeOf(info.DType)
+            && destination.is_contiguous() && info.ByteLength is > 0 and <= int.MaxValue)
+        {
+            // Same dtype on the CPU: the file's bytes go straight into the parameter (no temporary, no second copy).
+            _stream.Seek(_dataStart + info.Begin, SeekOrigin.Begin);
+            _stream.ReadExactly(destination.bytes);
+            return;
+        }
         destination.copy_(Read(name));
     }
 

@@ -110,7 +110,7 @@ public sealed class AdaptiveExitScorer
 
         ChunkResult run;
         using (var cache = new LoopKvCache(b, s, _lm.Config.TotalUtSteps, _lm.Config.NumHiddenLayers,
-                   _lm.Config.NumKeyValueHeads, _lm.Config.HeadDim, rolling: true, device, _lm.DType))
+                   _lm.Config.NumKeyValueHeads, _lm.Config.HeadDim, rolling: true, device, _lm.ComputeType))
             run = _runner.Run(ids, valid, cache, _rule);
 
         // LM head once per computed token, on its exit state.

@@ -48,7 +48,7 @@ internal sealed class AdaptiveLoopRunner
             throw new InvalidOperationException($"The KV cache holds {cache.Capacity} positions; {offset + s} are needed.");
 
         var section = InferenceProfile.Time("embed");
-        var h = backbone.embed_tokens.forward(ids).reshape(n, -1);                 // (N, H)
+        var h = _lm.Embed(ids).reshape(n, -1);                                      // (N, H)
         section.Dispose();
         var (cos, sin) = _lm.Rope.Get(offset, s, h.device, h.dtype);                // (s, D)
         var active = ActiveSet.Create(valid, b, s, cache.Capacity, offset,

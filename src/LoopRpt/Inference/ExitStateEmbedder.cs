@@ -124,7 +124,7 @@ public sealed class ExitStateEmbedder
 
         ChunkResult run;
         using (var cache = new LoopKvCache(b, s, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
-                   config.HeadDim, rolling: true, device, _lm.DType))
+                   config.HeadDim, rolling: true, device, _lm.ComputeType))
             run = _runner.Run(ids, valid, cache, _rule);
 
         var states = run.States.view(b, s, -1).to_type(ScalarType.Float32);               // (B, S, H) exit states

@@ -77,14 +77,14 @@ internal sealed class StaggeredDecoder
         int batch = Math.Min(batchSize, prompts.Count);
         long capacity = prompts.Max(p => p.Count) + maxNewTokens;
         using var cache = new LoopKvCache(batch, capacity, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
-            config.HeadDim, rolling: kvCache == KvCacheMode.LastLoop, device, _lm.DType);
+            config.HeadDim, rolling: kvCache == KvCacheMode.LastLoop, device, _lm.ComputeType);
         var pending = new Queue<int>(Enumerable.Range(0, prompts.Count));
         var staged = new Queue<Staged>();
         var all = Enumerable.Range(0, batch).Select(b => new Row(b)).ToList();
 
         // Additive attention bias per batch row (B, C): 0 on the positions that a row computing position p may see
         // (0..p), -inf elsewhere. The attention kernel adds a float bias as is; a boolean mask is converted per call.
-        var bias = full([batch, capacity], double.NegativeInfinity, dtype: _lm.DType, device: device);
+        var bias = full([batch, capacity], double.NegativeInfinity, dtype: _lm.ComputeType, device: device);
         Tensor? x = null;                                                               // (n, H) carried across ticks
         try
         {
@@ -95,7 +95,7 @@ internal sealed class StaggeredDecoder
                 _valueSlots = slots;                                                    // keys' slots, then values'
                 _biasFlat = bias.view(-1).DetachFromDisposeScope();
                 _biasRows = bias.view(batch, 1, 1, capacity).DetachFromDisposeScope();
-                var (cos, sin) = _lm.Rope.Get(0, capacity, device, _lm.DType);
+                var (cos, sin) = _lm.Rope.Get(0, capacity, device, _lm.ComputeType);
                 _cosRows = cos.unsqueeze(1).DetachFromDisposeScope();
                 _sinRows = sin.unsqueeze(1).DetachFromDisposeScope();
             }
@@ -105,7 +105,7 @@ internal sealed class StaggeredDecoder
                 var first = Start(all, prompts, pending, staged, cache, rule, sample, onToken, bias);
                 rows = all.Where(first.ContainsKey).ToList();
                 if (rows.Count > 0)
-                    x = _lm.Backbone.embed_tokens.forward(Ids(rows.Select(r => first[r]), device)).DetachFromDisposeScope();
+                    x = _lm.Embed(Ids(rows.Select(r => first[r]), device)).DetachFromDisposeScope();
             }
             while (rows.Count > 0)
             {
@@ -189,7 +189,7 @@ internal sealed class StaggeredDecoder
         }
         _biasFlat!.index_fill_(0, indices.narrow(0, k + fill.Length, k), 0.0);
         // Every exiting row starts its sampled token at loop 0 on the next tick (rows that end are handled below).
-        var embedded = backbone.embed_tokens.forward(picked);
+        var embedded = _lm.Embed(picked);
         h = exiting is null ? embedded : h.index_copy_(0, exiting, embedded);
 
         var ended = new List<Row>();
@@ -227,7 +227,7 @@ internal sealed class StaggeredDecoder
         if (live.Count < n) turnover.AddRange(rows.Select((r, j) => (r, j)).Where(p => !ended.Contains(p.r)).Select(p => (long)p.j));
         var ids = tensor(turnover.ToArray(), [turnover.Count], device: device);
         int m = restarted.Count;
-        if (m > 0) h = h.index_copy_(0, ids.narrow(0, 0, m), backbone.embed_tokens.forward(ids.narrow(0, m, m)));
+        if (m > 0) h = h.index_copy_(0, ids.narrow(0, 0, m), _lm.Embed(ids.narrow(0, m, m)));
         if (live.Count < n) h = h.index_select(0, ids.narrow(0, 2 * m, live.Count));
         Keep(ref x, h);
         return live;
@@ -304,7 +304,7 @@ internal sealed class StaggeredDecoder
         var ids = tensor(padded, [k, longest], device: device);
         var valid = sequences.All(i => prompts[i].Count == longest) ? null : tensor(real, [k, longest], device: device);
         var scratch = new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
-            config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.DType));
+            config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.ComputeType));
         try
         {
             var run = _runner.Run(ids, valid, scratch.Cache, rule);

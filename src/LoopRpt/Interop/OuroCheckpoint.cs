@@ -148,7 +148,7 @@ public sealed class OuroCheckpoint : IDisposable
             foreach (var bad in stored.Where(d => d is not ("F32" or "BF16" or "F16")))
                 throw new InvalidDataException($"'{files.First(f => f.Tensors.Values.Any(t => t.DType == bad)).Path}' stores {bad} tensors; expected F32, BF16 or F16 weights.");
             // The load overwrites every parameter (a missing tensor is an error), so no initial weights are drawn.
-            model = new OuroForCausalLM(config, options.Device, options.DType, initialize: false);
+            model = new OuroForCausalLM(config, options.Device, options.DType, initialize: false) { BFloat16Compute = options.BFloat16Compute };
             ModelWeights.Load(model, files);
             return new OuroCheckpoint(dir, model, tokenizer, generation, files.Select(f => f.Path).ToList(),
                 stored.Count == 1 ? stored[0] : "mixed", warnings);

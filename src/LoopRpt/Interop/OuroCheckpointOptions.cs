@@ -14,6 +14,13 @@ public sealed class OuroLoadOptions
     /// </summary>
     public ScalarType DType { get; init; } = ScalarType.Float32;
 
+    /// <summary>
+    /// How bfloat16 weights compute on a CPU (default <see cref="LoopRpt.Model.BFloat16Compute.Auto"/>: float32 compute from
+    /// bfloat16 storage on CPUs without AVX-512 BF16, libtorch's bfloat16 kernels where it is present). Sets
+    /// <see cref="LoopRpt.Model.OuroForCausalLM.BFloat16Compute"/> of the loaded model.
+    /// </summary>
+    public LoopRpt.Model.BFloat16Compute BFloat16Compute { get; init; } = LoopRpt.Model.BFloat16Compute.Auto;
+
     /// <summary>Overrides <c>bos_token_id</c> of config.json (applied after <see cref="UseChatMlSpecialTokens"/>).</summary>
     public int? BosTokenId { get; init; }
 

@@ -239,7 +239,7 @@ internal sealed class ScoringEngine : IDisposable
         var rule = Inference.ExitRule.From(ExitMode, config, nameof(ExitMode));
         Inference.ChunkResult run;
         using (var cache = new Inference.LoopKvCache(b, p, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads, config.HeadDim,
-                   rolling: true, device, Model.DType))
+                   rolling: true, device, Model.ComputeType))
             run = _runner.Run(inputs, valid, cache, rule);
         var states = run.States.view(b, p, -1);                                                       // (B, P, H) exit states
         var hExit = Host(run.ExitSteps.view(b, p).to_type(ScalarType.Float32) + 1);                    // 1-indexed

@@ -1,4 +1,3 @@
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -7,7 +6,7 @@ namespace LoopRpt.Model;
 /// <summary>Causal multi-head attention with grouped-query K/V, RoPE on q and k, no biases (docs/method.md §1).</summary>
 public sealed class OuroAttention : nn.Module<Tensor, Tensor>
 {
-    internal readonly Linear q_proj, k_proj, v_proj, o_proj;
+    internal readonly OuroLinear q_proj, k_proj, v_proj, o_proj;
     internal readonly int NumHeads, NumKvHeads, HeadDim;
 
     public OuroAttention(OuroConfig c, Device? device = null, ScalarType dtype = ScalarType.Float32) : base("self_attn")
@@ -15,10 +14,10 @@ public sealed class OuroAttention : nn.Module<Tensor, Tensor>
         NumHeads = c.NumAttentionHeads;
         NumKvHeads = c.NumKeyValueHeads;
         HeadDim = c.HeadDim;
-        q_proj = nn.Linear(c.HiddenSize, NumHeads * HeadDim, hasBias: false, device, dtype);
-        k_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false, device, dtype);
-        v_proj = nn.Linear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false, device, dtype);
-        o_proj = nn.Linear(NumHeads * HeadDim, c.HiddenSize, hasBias: false, device, dtype);
+        q_proj = new OuroLinear(c.HiddenSize, NumHeads * HeadDim, hasBias: false, device, dtype);
+        k_proj = new OuroLinear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false, device, dtype);
+        v_proj = new OuroLinear(c.HiddenSize, NumKvHeads * HeadDim, hasBias: false, device, dtype);
+        o_proj = new OuroLinear(NumHeads * HeadDim, c.HiddenSize, hasBias: false, device, dtype);
         RegisterComponents();
     }
 

@@ -8,17 +8,17 @@ namespace LoopRpt.Model;
 /// <summary>The backbone: embeddings, shared layers, the final norm applied after every loop, and the exit gate.</summary>
 public sealed class OuroModel : nn.Module<Tensor, Tensor>
 {
-    internal readonly Embedding embed_tokens;
+    internal readonly OuroEmbedding embed_tokens;
     internal readonly ModuleList<OuroDecoderLayer> layers;
     internal readonly RmsNorm norm;
-    internal readonly Linear early_exit_gate;
+    internal readonly OuroLinear early_exit_gate;
 
     public OuroModel(OuroConfig c, Device? device = null, ScalarType dtype = ScalarType.Float32) : base("model")
     {
-        embed_tokens = nn.Embedding(c.VocabSize, c.HiddenSize, device: device, dtype: dtype);
+        embed_tokens = new OuroEmbedding(c.VocabSize, c.HiddenSize, device, dtype);
         layers = new ModuleList<OuroDecoderLayer>(Enumerable.Range(0, c.NumHiddenLayers).Select(i => new OuroDecoderLayer(c, i, device, dtype)).ToArray());
         norm = new RmsNorm(c.HiddenSize, c.RmsNormEps, device: device, dtype: dtype);
-        early_exit_gate = nn.Linear(c.HiddenSize, 1, hasBias: true, device, dtype);
+        early_exit_gate = new OuroLinear(c.HiddenSize, 1, hasBias: true, device, dtype);
         RegisterComponents();
     }
 
@@ -50,8 +50,9 @@ public sealed class LoopForwardOptions
 public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
 {
     internal readonly OuroModel model;
-    internal readonly Linear lm_head;
+    internal readonly OuroLinear lm_head;
     private readonly Rope _rope;
+    private BFloat16Compute _bf16Compute = BFloat16Compute.Auto;
 
     /// <param name="config">The architecture.</param>
     /// <param name="device">Device of the parameters (default CPU).</param>
@@ -59,30 +60,51 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
     /// <param name="generator">Generator of the initial weights (a local one keeps the global RNG untouched).</param>
     /// <param name="initialize">Draw Ouro's initial weights (normal(0, initializer_range), unit norms, zero biases). Loaders
     /// that overwrite every parameter pass false and skip the draw (a 1.4B model's draw is several seconds); the
-    /// parameters then hold TorchSharp's constructor values until loaded.</param>
+    /// parameters are then uninitialized memory until loaded (<see cref="OuroLinear"/> draws nothing either).</param>
     public OuroForCausalLM(OuroConfig config, Device? device = null, ScalarType dtype = ScalarType.Float32, Generator? generator = null, bool initialize = true)
         : base("OuroForCausalLM")
     {
         Config = config.Clone().Validate();
         // Parameters are created in their final dtype and device: a bf16 1.4B model never exists in float32.
         model = new OuroModel(Config, device, dtype);
-        lm_head = nn.Linear(Config.HiddenSize, Config.VocabSize, hasBias: false, device, dtype);
+        lm_head = new OuroLinear(Config.HiddenSize, Config.VocabSize, hasBias: false, device, dtype);
         _rope = new Rope(Config.HeadDim, Config.RopeTheta);
         RegisterComponents();
         if (initialize) Initialize(generator);
         // Module.to converts parameters one by one and would split a tie: create a tied model on its final device and dtype.
-        if (Config.TieWordEmbeddings) lm_head.weight = model.embed_tokens.weight!;
+        if (Config.TieWordEmbeddings) lm_head.ShareWeight(model.embed_tokens.weight);
     }
 
     public OuroConfig Config { get; }
 
     public Device Device => model.embed_tokens.weight!.device;
 
+    /// <summary>Element type of the stored parameters.</summary>
     public ScalarType DType => model.embed_tokens.weight!.dtype;
+
+    /// <summary>
+    /// How bfloat16 weights compute on a CPU (default <see cref="Model.BFloat16Compute.Auto"/>: chosen from the CPU's
+    /// features, <see cref="BFloat16ComputePolicy.Resolve"/>). Ignored for float32 weights and on other devices, which
+    /// compute in the weights' own type.
+    /// </summary>
+    public BFloat16Compute BFloat16Compute
+    {
+        get => _bf16Compute;
+        set => _bf16Compute = Enum.IsDefined(value) ? value : throw new ArgumentOutOfRangeException(nameof(value), value, "Expected Auto, Native or Float32.");
+    }
+
+    /// <summary>The bfloat16 compute mode in effect: <see cref="BFloat16Compute"/> resolved for this machine's CPU when the
+    /// weights are bfloat16 on the CPU; <see cref="Model.BFloat16Compute.Native"/> (the weights' own type) otherwise.</summary>
+    public BFloat16Compute EffectiveBFloat16Compute
+        => DType == ScalarType.BFloat16 && Device.type == DeviceType.CPU ? BFloat16ComputePolicy.Resolve(_bf16Compute, CpuFeatures.Current) : BFloat16Compute.Native;
+
+    /// <summary>Element type of activations, norms, attention and KV caches: float32 for bfloat16 weights computed in
+    /// float32 (<see cref="EffectiveBFloat16Compute"/>), the weights' type otherwise.</summary>
+    public ScalarType ComputeType => EffectiveBFloat16Compute == BFloat16Compute.Float32 ? ScalarType.Float32 : DType;
 
     internal OuroModel Backbone => model;
 
-    internal Linear LmHead => lm_head;
+    internal OuroLinear LmHead => lm_head;
 
     internal Rope Rope => _rope;
 
@@ -168,15 +190,23 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
     {
         if (offset + s > Config.MaxPositionEmbeddings)
             throw new ArgumentOutOfRangeException(paramName, offset + s, $"Sequence length {offset + s} exceeds max_position_embeddings = {Config.MaxPositionEmbeddings}.");
-        return _rope.Get(offset, s, Device, DType);                      // (S, D)
+        return _rope.Get(offset, s, Device, ComputeType);                      // (S, D)
     }
 
     /// <summary>Embedding, loop 0's layers and the final norm: (B, S) ids → (B, S, H).</summary>
     private Tensor FirstLoopState(Tensor inputIds, Tensor cos, Tensor sin)
     {
-        var h = model.embed_tokens.forward(inputIds);                  // (B, S, H)
+        var h = Embed(inputIds);                                        // (B, S, H)
         foreach (var layer in model.layers) h = layer.Forward(h, cos, sin);
         return model.norm.forward(h);                                   // final norm after EVERY loop; feeds loop 1
+    }
+
+    /// <summary>Token embeddings in <see cref="ComputeType"/>: ids (...) → (..., H).</summary>
+    internal Tensor Embed(Tensor ids)
+    {
+        var e = model.embed_tokens.forward(ids);
+        var type = ComputeType;
+        return e.dtype == type ? e : e.to_type(type);
     }
 
     /// <summary>From loop 0's final-normed state: hook and gate of loop 0, then loops 1.. (loops &lt; 0: the config's count).</summary>

@@ -1,4 +1,3 @@
-using TorchSharp.Modules;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -7,13 +6,13 @@ namespace LoopRpt.Model;
 /// <summary>SwiGLU feed-forward: down(silu(gate(x)) * up(x)), no biases.</summary>
 public sealed class OuroMlp : nn.Module<Tensor, Tensor>
 {
-    internal readonly Linear gate_proj, up_proj, down_proj;
+    internal readonly OuroLinear gate_proj, up_proj, down_proj;
 
     public OuroMlp(OuroConfig c, Device? device = null, ScalarType dtype = ScalarType.Float32) : base("mlp")
     {
-        gate_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device, dtype);
-        up_proj = nn.Linear(c.HiddenSize, c.IntermediateSize, hasBias: false, device, dtype);
-        down_proj = nn.Linear(c.IntermediateSize, c.HiddenSize, hasBias: false, device, dtype);
+        gate_proj = new OuroLinear(c.HiddenSize, c.IntermediateSize, hasBias: false, device, dtype);
+        up_proj = new OuroLinear(c.HiddenSize, c.IntermediateSize, hasBias: false, device, dtype);
+        down_proj = new OuroLinear(c.IntermediateSize, c.HiddenSize, hasBias: false, device, dtype);
         RegisterComponents();
     }
 

@@ -299,6 +299,16 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         Assert.True(bf16.Code == ExitCodes.Success, bf16.ToString());
         Assert.Matches(@"generate tokens=3 .*compute_fraction=[0-9.]+ .*tok_s=[0-9.]+", bf16.Out);
 
+        // --bf16-compute forces either mode; anything else is a usage error naming the accepted values.
+        foreach (var mode in new[] { "native", "float32", "auto" })
+        {
+            var forced = CliRunner.Run("generate", "--model", bare, "--ids", string.Join(",", promptIds), "-n", "2", "--no-stop", "--dtype", "bfloat16", "--bf16-compute", mode);
+            Assert.True(forced.Code == ExitCodes.Success, $"--bf16-compute {mode}: {forced}");
+        }
+        var badCompute = CliRunner.Run("score", "--model", bare, "--ids", "1,2", "--dtype", "bfloat16", "--bf16-compute", "fp8");
+        Assert.Equal(ExitCodes.Usage, badCompute.Code);
+        Assert.Contains("expected auto, native or float32", badCompute.Err);
+
         // Bad ids and missing/duplicate inputs are usage errors; a missing tokenizer file an input error.
         Assert.Equal(ExitCodes.Usage, CliRunner.Run("generate", "--model", bare, "--ids", "1,x").Code);
         var outside = CliRunner.Run("score", "--model", bare, "--ids", "1,100000");
