@@ -80,7 +80,7 @@ internal static unsafe class BFloat16Kernels
         try
         {
             var y = empty([rows, outF], ScalarType.Float32);                       // (rows, out)
-            var buffer = empty([block, inF], ScalarType.Float32);                   // (block, in), reused by every block
+            using var buffer = Buffer((long)block * inF).narrow(0, 0, (long)block * inF).view(block, inF);   // (block, in)
             for (int o0 = 0; o0 < outF; o0 += block)
             {
                 int n = Math.Min(block, outF - o0);
@@ -97,6 +97,20 @@ internal static unsafe class BFloat16Kernels
         {
             if (!ReferenceEquals(wc, weight)) wc.Dispose();
         }
+    }
+
+    // One widening buffer per thread, kept between calls: a fresh 8 MB allocation per product costs page faults
+    // (hundreds of products per prefill). Outside every dispose scope; it lives as long as its thread.
+    [ThreadStatic] private static Tensor? _buffer;
+
+    private static Tensor Buffer(long elements)
+    {
+        if (_buffer is null || _buffer.numel() < elements)
+        {
+            _buffer?.Dispose();
+            _buffer = empty(elements, ScalarType.Float32).DetachFromDisposeScope();
+        }
+        return _buffer;
     }
 
     // The first element of a CPU tensor (libtorch's Tensor::data_ptr, exported by TorchSharp's native library).
