@@ -4,6 +4,7 @@
 //   dotnet run -c Release --project examples/RealSizeBenchmark -- [--checkpoint DIR] [--modes float32,bfloat16,bfloat16-native]
 //       [--prompts 16,128,512] [--score-tokens 128] [--decode-tokens 8] [--decode-batches 1,8] [--q 0.5] [--threads N]
 //       [--layers N (smoke runs)] [--save DIR (write the random model as a model directory and stop)]
+//       [--profile (tables of where the time goes: per prefill, and per decoding step)]
 //
 // Modes: float32; bfloat16 (bfloat16 weights, the automatic compute policy: float32 compute on CPUs without AVX-512
 // BF16); bfloat16-native and bfloat16-f32 (the policy forced). Prints, per mode: the matrix-product rate of float32 and
@@ -35,6 +36,7 @@ var prompts = Ints("--prompts", [16, 128, 512]);
 var decodeBatches = Ints("--decode-batches", [1, 8]);
 int scoreTokens = Ints("--score-tokens", [128])[0], decodeTokens = Ints("--decode-tokens", [8])[0];
 double q = double.Parse(Arg("--q") ?? "0.5");
+bool profile = args.Contains("--profile");     // print where the time goes in each prefill and decoding step
 if (!(q is >= 0 and <= 1)) throw new ArgumentOutOfRangeException("--q", q, "--q must lie in [0, 1].");
 foreach (var m in modes)
     if (m is not ("float32" or "bfloat16" or "bfloat16-native" or "bfloat16-f32"))
@@ -138,10 +140,13 @@ foreach (var mode in modes)
         var prompt = Ids(n);
         ResetPeak();
         clock.Restart();
+        var prefillProfile = profile ? InferenceProfile.Begin() : null;
         gen.Generate(prompt, new GenerationOptions { MaxNewTokens = 1, Exit = ExitMode.Last });
+        prefillProfile?.Dispose();
         double s = clock.Elapsed.TotalSeconds;
         Console.WriteLine($"prefill {n,4} tokens: {s:F2} s, {n / s:F1} tokens/s, MFU {Flops(n, c.TotalUtSteps) / s / 1e9 / gemm:P0} of the {lm.ComputeType} rate, " +
                           $"peak RSS {PeakGiB():F2} GiB (weights + {PeakGiB() - weightsGiB:F2})");
+        if (prefillProfile is not null) Console.Write($"profile of the {n}-token prefill:\n{prefillProfile.ToMarkdown()}");
     }
 
     foreach (int batch in decodeBatches.Where(b => b > 0))
@@ -150,11 +155,15 @@ foreach (var mode in modes)
             var batchPrompts = Enumerable.Range(0, batch).Select(_ => (IReadOnlyList<long>)Ids(16)).ToList();
             var options = new GenerationOptions { MaxNewTokens = 1, Exit = exit, BatchSize = batch, Temperature = 0, StopTokens = [] };
             clock.Restart();
+            var prefillOnly = profile ? InferenceProfile.Begin() : null;
             gen.GenerateBatch(batchPrompts, options);
+            prefillOnly?.Dispose();
             double prefill = clock.Elapsed.TotalSeconds;
             ResetPeak();
             clock.Restart();
+            var decodeProfile = profile ? InferenceProfile.Begin() : null;
             var r = gen.GenerateBatch(batchPrompts, new GenerationOptions { MaxNewTokens = 1 + decodeTokens, Exit = exit, BatchSize = batch, Temperature = 0, StopTokens = [] });
+            decodeProfile?.Dispose();
             double s = clock.Elapsed.TotalSeconds - prefill;
             double tokens = (double)batch * decodeTokens;
             double meanLoops = r.SelectMany(x => x.LoopsUsed.Skip(1)).DefaultIfEmpty(c.TotalUtSteps).Average();
@@ -163,6 +172,8 @@ foreach (var mode in modes)
             double bound = batch * bandwidth * 1e9 / bytesPerStep;
             Console.WriteLine($"decode batch {batch}, {name}: {tokens / s:F2} tokens/s ({s / decodeTokens:F2} s per step), mean loops {meanLoops:F2}, " +
                               $"bandwidth bound {bound:F2} tokens/s -> {tokens / s / bound:P0} of it, peak RSS {PeakGiB():F2} GiB");
+            if (decodeProfile is not null && prefillOnly is not null)
+                Console.Write($"profile of one decoding step (the {decodeTokens}-token run minus the prompt-only run, per step):\n{StepProfile(decodeProfile, prefillOnly, decodeTokens)}");
         }
 
     if (scoreTokens > 0)
@@ -180,6 +191,19 @@ foreach (var mode in modes)
                               $"MFU {Flops(scoreTokens, meanLoops) / s / 1e9 / gemm:P0}, peak RSS {PeakGiB():F2} GiB (weights {weightsGiB:F2} GiB)");
         }
     lm.Dispose();
+}
+
+// Per-section time of `all` minus `baseline`, divided by `steps`: where one decoding step's time goes.
+static string StepProfile(InferenceProfile all, InferenceProfile baseline, int steps)
+{
+    var before = baseline.Sections.ToDictionary(x => x.Name);
+    var rows = all.Sections.Select(x => (x.Name, Ms: (x.Time - (before.TryGetValue(x.Name, out var b) ? b.Time : TimeSpan.Zero)).TotalMilliseconds / steps,
+        Calls: (x.Calls - (before.TryGetValue(x.Name, out var bc) ? bc.Calls : 0)) / (double)steps)).ToList();
+    double total = (all.Elapsed - baseline.Elapsed).TotalMilliseconds / steps;
+    var sb = new System.Text.StringBuilder("| section | ms per step | share | calls per step |\n|---|---:|---:|---:|\n");
+    foreach (var x in rows.OrderByDescending(x => x.Ms))
+        sb.Append(CultureInfo.InvariantCulture, $"| {x.Name} | {x.Ms:F1} | {100 * x.Ms / total:F1} % | {x.Calls:F1} |\n");
+    return sb.Append(CultureInfo.InvariantCulture, $"| total | {total:F1} | 100 % | |\n").ToString();
 }
 
 static long ReadAll(string[] files, bool freshMemory = false)
