@@ -22,13 +22,7 @@ internal static unsafe class BFloat16Kernels
     /// <summary>x (rows, in) float32, weight (out, in) bfloat16, bias (out) bfloat16 or null → (rows, out) float32, all on the CPU.</summary>
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias)
     {
-        if (!IsSupported) throw new PlatformNotSupportedException("The bfloat16 kernel needs AVX2 and FMA.");
-        if (x.dim() != 2 || weight.dim() != 2 || x.shape[1] != weight.shape[1])
-            throw new ArgumentException($"Expected x (rows, in) and weight (out, in), got ({string.Join(", ", x.shape)}) and ({string.Join(", ", weight.shape)}).");
-        if (x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.BFloat16 || (bias is not null && bias.dtype != ScalarType.BFloat16))
-            throw new ArgumentException("Expected float32 x and bfloat16 weight and bias.");
-        if (x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU)
-            throw new ArgumentException("The bfloat16 kernel runs on CPU tensors only.");
+        CheckArguments(x, weight, bias);
         int rows = checked((int)x.shape[0]), inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
         var xc = x.is_contiguous() ? x : x.contiguous();
         var wc = weight.is_contiguous() ? weight : weight.contiguous();
@@ -49,6 +43,18 @@ internal static unsafe class BFloat16Kernels
         }
     }
 
+    /// <summary>Throws unless the kernel can run and x (rows, in) float32, weight (out, in) and bias (out) bfloat16 are CPU tensors.</summary>
+    private static void CheckArguments(Tensor x, Tensor weight, Tensor? bias)
+    {
+        if (!IsSupported) throw new PlatformNotSupportedException("The bfloat16 kernel needs AVX2 and FMA.");
+        if (x.dim() != 2 || weight.dim() != 2 || x.shape[1] != weight.shape[1])
+            throw new ArgumentException($"Expected x (rows, in) and weight (out, in), got ({string.Join(", ", x.shape)}) and ({string.Join(", ", weight.shape)}).");
+        if (x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.BFloat16 || (bias is not null && bias.dtype != ScalarType.BFloat16))
+            throw new ArgumentException("Expected float32 x and bfloat16 weight and bias.");
+        if (x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU)
+            throw new ArgumentException("The bfloat16 kernel runs on CPU tensors only.");
+    }
+
     /// <summary>Weights widened per block of <see cref="LinearBlocked"/>: about 8 MB of float32 (about the last-level cache).</summary>
     internal const int WidenBlockElements = 1 << 21;
 
@@ -63,13 +69,7 @@ internal static unsafe class BFloat16Kernels
     /// </summary>
     public static Tensor LinearBlocked(Tensor x, Tensor weight, Tensor? bias, int blockElements = WidenBlockElements)
     {
-        if (!IsSupported) throw new PlatformNotSupportedException("The bfloat16 kernel needs AVX2 and FMA.");
-        if (x.dim() != 2 || weight.dim() != 2 || x.shape[1] != weight.shape[1])
-            throw new ArgumentException($"Expected x (rows, in) and weight (out, in), got ({string.Join(", ", x.shape)}) and ({string.Join(", ", weight.shape)}).");
-        if (x.dtype != ScalarType.Float32 || weight.dtype != ScalarType.BFloat16 || (bias is not null && bias.dtype != ScalarType.BFloat16))
-            throw new ArgumentException("Expected float32 x and bfloat16 weight and bias.");
-        if (x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU)
-            throw new ArgumentException("The bfloat16 kernel runs on CPU tensors only.");
+        CheckArguments(x, weight, bias);
         long rows = x.shape[0];
         int inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
         int block = Math.Max(1, blockElements / Math.Max(1, inF));
