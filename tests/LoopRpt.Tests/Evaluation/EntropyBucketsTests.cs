@@ -10,23 +10,10 @@ public class EntropyBucketsTests
 {
     private const int Vocab = 8;
 
-    private static TokenBatch RandomBatch(int b, int s, int seed, bool pad = false)
-    {
-        var rng = new Random(seed);
-        var rows = Enumerable.Range(0, b).Select(i => (ReadOnlyMemory<int>)Enumerable.Range(0, pad && i == b - 1 ? s - 3 : s + 1).Select(_ => rng.Next(Vocab)).ToArray()).ToList();
-        return TokenBatch.FromWindows(rows, s);
-    }
+    // The evaluator tests' batches and sharpened model: entropies spread around the thresholds.
+    private static TokenBatch RandomBatch(int b, int s, int seed, bool pad = false) => LoopEvaluatorTests.RandomBatch(b, s, seed, pad);
 
-    private static OuroForCausalLM Model(long seed)
-    {
-        var lm = TestUtil.TinyModel(vocab: Vocab, seed: seed);
-        using (no_grad())
-        {
-            lm.LmHead.weight!.mul_(8);
-            lm.Backbone.early_exit_gate.weight!.mul_(40);
-        }
-        return lm;
-    }
+    private static OuroForCausalLM Model(long seed) => LoopEvaluatorTests.Model(seed);
 
     [Fact]
     public void ParseAndToStringRoundTrip()

@@ -10,14 +10,14 @@ public class LoopEvaluatorTests
 {
     private const int Vocab = 8;     // small vocab: entropies spread around the 0.5 / 1.0 / 1.5 thresholds
 
-    private static TokenBatch RandomBatch(int b, int s, int seed, bool pad = false)
+    internal static TokenBatch RandomBatch(int b, int s, int seed, bool pad = false)
     {
         var rng = new Random(seed);
         var rows = Enumerable.Range(0, b).Select(i => (ReadOnlyMemory<int>)Enumerable.Range(0, pad && i == b - 1 ? s - 3 : s + 1).Select(_ => rng.Next(Vocab)).ToArray()).ToList();
         return TokenBatch.FromWindows(rows, s);
     }
 
-    private static OuroForCausalLM Model(long seed)
+    internal static OuroForCausalLM Model(long seed)
     {
         var lm = TestUtil.TinyModel(vocab: Vocab, seed: seed);
         // Sharpen the LM head so that entropies are not all near ln 8, and give the gate a spread of exits.
