@@ -8,11 +8,13 @@ namespace LoopRpt.Model;
 public sealed class RmsNorm : nn.Module<Tensor, Tensor>
 {
     private readonly Parameter weight;
-    private readonly double _eps;
+    // Held for the module's lifetime: a Scalar converted implicitly for one call can be finalized by the GC while the
+    // native call still reads it (seen as "INTERNAL ASSERT FAILED at c10/core/Scalar.h" in x.pow(2) under GC pressure).
+    private readonly Scalar _epsScalar;
 
     public RmsNorm(long size, double eps, string name = "rms_norm", Device? device = null, ScalarType dtype = ScalarType.Float32) : base(name)
     {
-        _eps = eps;
+        _epsScalar = eps.ToScalar();
         weight = nn.Parameter(ones(size, dtype, device));
         RegisterComponents();
     }
@@ -24,7 +26,13 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var inputType = x.dtype;
         var x32 = x.to_type(ScalarType.Float32);
-        var normed = x32 * rsqrt(x32.pow(2).mean([-1L], keepdim: true) + _eps);
+        var normed = x32 * rsqrt(x32.square().mean([-1L], keepdim: true).add_(_epsScalar));   // no per-call Scalar
         return (weight * normed.to_type(inputType)).MoveToOuterDisposeScope();
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing) _epsScalar.Dispose();
+        base.Dispose(disposing);
     }
 }
