@@ -34,8 +34,10 @@ public sealed class LoopRptEmbeddingGeneratorOptions
 /// longer than the model's context keep their start. Every call is batched and uses one model version.
 /// </summary>
 /// <remarks>
-/// <c>GeneratedEmbeddings.Usage.InputTokenCount</c> counts the tokens read; <c>AdditionalCounts["loops"]</c> the loops spent.
-/// <c>EmbeddingGenerationOptions.Dimensions</c>, when set, must equal the model's hidden size.
+/// <c>GeneratedEmbeddings.Usage.InputTokenCount</c> counts the tokens read; <c>AdditionalCounts[<see cref="LoopRptChatClient.LoopsKey"/>]</c>
+/// the loops spent; <c>AdditionalProperties[<see cref="LoopRptChatClient.ModelVersionKey"/>]</c> names the model version.
+/// <c>EmbeddingGenerationOptions.Dimensions</c>, when set, must equal the model's hidden size;
+/// <c>AdditionalProperties[<see cref="LoopRptChatClient.ExitThresholdKey"/>]</c> sets the request's exit threshold q.
 /// </remarks>
 public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embedding<float>>
 {
@@ -72,8 +74,8 @@ public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embe
         return Task.Run(() => Generate(texts, q, options?.Dimensions, cancellationToken), cancellationToken);
     }
 
-    /// <summary>Embeds <paramref name="texts"/> synchronously with one model lease; also the server's path.</summary>
-    internal GeneratedEmbeddings<Embedding<float>> Generate(IReadOnlyList<string> texts, double? q, int? dimensions, CancellationToken cancellationToken)
+    /// <summary>Embeds <paramref name="texts"/> synchronously with one model lease.</summary>
+    private GeneratedEmbeddings<Embedding<float>> Generate(IReadOnlyList<string> texts, double? q, int? dimensions, CancellationToken cancellationToken)
     {
         for (int i = 0; i < texts.Count; i++)
             if (string.IsNullOrEmpty(texts[i]))
@@ -99,7 +101,7 @@ public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embe
             TotalTokenCount = pooled.Sum(p => (long)p.TokenCount),
             AdditionalCounts = new AdditionalPropertiesDictionary<long> { [LoopRptChatClient.LoopsKey] = pooled.Sum(p => (long)p.LoopsSpent) },
         };
-        result.AdditionalProperties = new AdditionalPropertiesDictionary { ["model_version"] = lease.Version };
+        result.AdditionalProperties = new AdditionalPropertiesDictionary { [LoopRptChatClient.ModelVersionKey] = lease.Version };
         return result;
     }
 

@@ -5,6 +5,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
 using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Logging;
@@ -25,10 +26,25 @@ namespace LoopRpt.Server;
 public static class LoopRptServer
 {
     /// <summary>
-    /// Registers what the endpoints need over the registered <see cref="ILoopRptModelSource"/>: the chat client, the
-    /// embedding generator, the request limits and OpenTelemetry metrics (<c>LoopRpt.Inference</c>, <c>LoopRpt.Server</c>;
-    /// exported over OTLP when <see cref="LoopRptServerOptions.OtlpEndpoint"/> or <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set).
+    /// Registers what the endpoints need over the registered <see cref="ILoopRptModelSource"/>: the request limits,
+    /// OpenTelemetry metrics (<c>LoopRpt.Inference</c>, <c>LoopRpt.Server</c>; exported over OTLP when
+    /// <see cref="LoopRptServerOptions.OtlpEndpoint"/> or <c>OTEL_EXPORTER_OTLP_ENDPOINT</c> is set) and, when the host has
+    /// registered none, LoopRpt's <see cref="IChatClient"/> and <see cref="IEmbeddingGenerator{TInput, TEmbedding}"/>
+    /// (with <paramref name="chat"/> and <paramref name="embeddings"/>).
     /// </summary>
+    /// <remarks>
+    /// The endpoints serve every generation and embedding through the <see cref="IChatClient"/> and
+    /// <c>IEmbeddingGenerator&lt;string, Embedding&lt;float&gt;&gt;</c> resolved from DI, so middleware applies to server
+    /// traffic. To add some, register the client with its pipeline before this call (or in
+    /// <see cref="Build"/>'s <c>configureServices</c>):
+    /// <code>
+    /// services.AddLoopRptChatClient(o =&gt; o.ExitThreshold = 0.8).UseLogging().UseOpenTelemetry();
+    /// services.AddLoopRptEmbeddingGenerator().UseLogging();
+    /// services.AddLoopRptServer(options);
+    /// </code>
+    /// LoopRpt's details (model version, loops) are read from each response's <c>RawRepresentation</c>, else from its
+    /// <c>Usage</c> and <c>AdditionalProperties</c> (<see cref="LoopRptUsage"/>).
+    /// </remarks>
     public static IServiceCollection AddLoopRptServer(this IServiceCollection services, LoopRptServerOptions options,
         LoopRptChatClientOptions? chat = null, LoopRptEmbeddingGeneratorOptions? embeddings = null)
     {
@@ -37,8 +53,13 @@ public static class LoopRptServer
         options.Validate();
         services.AddSingleton(Options.Create(options));
         services.TryAddSingleton<RequestGate>();
-        services.TryAddSingleton(sp => new LoopRptChatClient(sp.GetRequiredService<ILoopRptModelSource>(), chat));
-        services.TryAddSingleton(sp => new LoopRptEmbeddingGenerator(sp.GetRequiredService<ILoopRptModelSource>(), embeddings));
+        if (!Registered<IChatClient>(services))
+            services.AddChatClient(sp => new LoopRptChatClient(sp.GetRequiredService<ILoopRptModelSource>(), chat));
+        if (!Registered<IEmbeddingGenerator<string, Embedding<float>>>(services))
+            services.AddEmbeddingGenerator(sp => new LoopRptEmbeddingGenerator(sp.GetRequiredService<ILoopRptModelSource>(), embeddings));
+        // /v1/score tokenizes as the embedding generator does: the registered one's LoopRpt generator, else one of its own.
+        services.TryAddSingleton(sp => sp.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>().GetService<LoopRptEmbeddingGenerator>()
+            ?? new LoopRptEmbeddingGenerator(sp.GetRequiredService<ILoopRptModelSource>(), embeddings));
         var otlp = options.OtlpEndpoint ?? Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT");
         services.AddOpenTelemetry().WithMetrics(m =>
         {
@@ -48,9 +69,14 @@ public static class LoopRptServer
         return services;
     }
 
+    private static bool Registered<TService>(IServiceCollection services)
+        => services.Any(d => d.ServiceType == typeof(TService) && !d.IsKeyedService);
+
     /// <summary>
     /// A web application serving <paramref name="source"/> on <see cref="LoopRptServerOptions.Urls"/>. The caller keeps
-    /// owning <paramref name="source"/>; <paramref name="configureServices"/> may add services (logging, retraining).
+    /// owning <paramref name="source"/>; <paramref name="configureServices"/> runs first and may add services (logging,
+    /// retraining, or a chat client / embedding generator with its middleware, which the server then uses instead of
+    /// building its own from <paramref name="chat"/> and <paramref name="embeddings"/>).
     /// </summary>
     public static WebApplication Build(ILoopRptModelSource source, LoopRptServerOptions? options = null, LoopRptChatClientOptions? chat = null,
         LoopRptEmbeddingGeneratorOptions? embeddings = null, Action<IServiceCollection>? configureServices = null)
@@ -63,8 +89,8 @@ public static class LoopRptServer
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = null);    // the endpoints enforce the limit with an OpenAI-shaped 413
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Services.AddSingleton(source);
-        builder.Services.AddLoopRptServer(options, chat, embeddings);
         configureServices?.Invoke(builder.Services);
+        builder.Services.AddLoopRptServer(options, chat, embeddings);
         var app = builder.Build();
         app.MapLoopRptOpenAI();
         app.MapFallback((HttpContext http) =>

@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using System.Threading.Channels;
 using LoopRpt.AI;
 using LoopRpt.Inference;
 using LoopRpt.Model;
@@ -92,68 +91,72 @@ public static class OpenAIEndpoints
         }
     }
 
-    private static async Task Chat(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
+    /// <summary>How one generation route writes its replies on the wire.</summary>
+    /// <param name="Object">The <c>object</c> of a whole reply.</param>
+    /// <param name="ChunkObject">The <c>object</c> of a streamed chunk.</param>
+    /// <param name="IdPrefix">The reply id's prefix.</param>
+    /// <param name="Choice">A whole reply's choice from its text and finish reason.</param>
+    /// <param name="Chunk">A streamed choice from a text delta and whether it is the first.</param>
+    /// <param name="FinishChunk">The streamed choice that carries the finish reason.</param>
+    private sealed record WireShape(string Object, string ChunkObject, string IdPrefix, Func<string, string, object> Choice,
+        Func<string, bool, object> Chunk, Func<string, object> FinishChunk);
+
+    private static readonly WireShape ChatShape = new("chat.completion", "chat.completion.chunk", "chatcmpl-",
+        (text, finish) => new { index = 0, message = new { role = "assistant", content = text }, logprobs = (object?)null, finish_reason = finish },
+        (delta, first) => new { index = 0, delta = first ? (object)new { role = "assistant", content = delta } : new { content = delta }, logprobs = (object?)null, finish_reason = (string?)null },
+        finish => new { index = 0, delta = new { }, logprobs = (object?)null, finish_reason = finish });
+
+    private static readonly WireShape CompletionShape = new("text_completion", "text_completion", "cmpl-",
+        (text, finish) => new { index = 0, text, logprobs = (object?)null, finish_reason = finish },
+        (delta, _) => new { index = 0, text = delta, logprobs = (object?)null, finish_reason = (string?)null },
+        finish => new { index = 0, text = "", logprobs = (object?)null, finish_reason = finish });
+
+    private static Task Chat(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
-        var client = http.RequestServices.GetRequiredService<LoopRptChatClient>();
         var messages = RequestReader.Messages(body);
-        var options = RequestReader.Options(body, server);
-        if (RequestReader.Bool(body, "stream"))
-        {
-            bool usage = body["stream_options"] is JsonObject so && RequestReader.Bool(so, "include_usage");
-            await Stream(http, "chat.completion.chunk", usage, onText => client.GenerateAsync(messages, options, onText, ct),
-                (delta, first) => new { index = 0, delta = first ? (object)new { role = "assistant", content = delta } : new { content = delta }, logprobs = (object?)null, finish_reason = (string?)null },
-                finish => new { index = 0, delta = new { }, logprobs = (object?)null, finish_reason = finish }, ct);
-            return;
-        }
-        var g = await client.GenerateAsync(messages, options, null, ct);
-        await http.Response.WriteAsJsonAsync(new
-        {
-            id = "chatcmpl-" + Guid.NewGuid().ToString("N"),
-            @object = "chat.completion",
-            created = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            model = client.Metadata.DefaultModelId,
-            system_fingerprint = Fingerprint(g.ModelVersion),
-            choices = new[] { new { index = 0, message = new { role = "assistant", content = g.Text }, logprobs = (object?)null, finish_reason = Finish(g.Finish) } },
-            usage = Usage(g),
-        }, Json, ct);
+        return Reply(http, body, messages, RequestReader.Options(body, server), ChatShape, ct);
     }
 
-    private static async Task Completions(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
+    /// <summary>A plain completion: the prompt goes to the chat client as one message marked <see cref="LoopRptChatClient.RawPromptKey"/>.</summary>
+    private static Task Completions(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
-        var client = http.RequestServices.GetRequiredService<LoopRptChatClient>();
         var prompts = RequestReader.Strings(body, "prompt", 1);
         var options = RequestReader.Options(body, server);
+        (options.AdditionalProperties ??= [])[LoopRptChatClient.RawPromptKey] = true;
+        return Reply(http, body, [new ChatMessage(ChatRole.User, prompts[0])], options, CompletionShape, ct);
+    }
+
+    /// <summary>One reply through the registered <see cref="IChatClient"/> (and whatever middleware wraps it), whole or streamed.</summary>
+    private static async Task Reply(HttpContext http, JsonObject body, List<ChatMessage> messages, ChatOptions options, WireShape shape, CancellationToken ct)
+    {
+        var client = http.RequestServices.GetRequiredService<IChatClient>();
+        var model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId;
         if (RequestReader.Bool(body, "stream"))
         {
             bool usage = body["stream_options"] is JsonObject so && RequestReader.Bool(so, "include_usage");
-            await Stream(http, "text_completion", usage, onText => client.CompleteAsync(prompts[0], options, onText, ct),
-                (delta, _) => new { index = 0, text = delta, logprobs = (object?)null, finish_reason = (string?)null },
-                finish => new { index = 0, text = "", logprobs = (object?)null, finish_reason = finish }, ct);
+            await Stream(http, shape, model, usage, client.GetStreamingResponseAsync(messages, options, ct), ct);
             return;
         }
-        var g = await client.CompleteAsync(prompts[0], options, null, ct);
+        var response = await client.GetResponseAsync(messages, options, ct);
+        var u = LoopRptUsage.From(response);
         await http.Response.WriteAsJsonAsync(new
         {
-            id = "cmpl-" + Guid.NewGuid().ToString("N"),
-            @object = "text_completion",
+            id = shape.IdPrefix + Guid.NewGuid().ToString("N"),
+            @object = shape.Object,
             created = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
-            model = client.Metadata.DefaultModelId,
-            system_fingerprint = Fingerprint(g.ModelVersion),
-            choices = new[] { new { index = 0, text = g.Text, logprobs = (object?)null, finish_reason = Finish(g.Finish) } },
-            usage = Usage(g),
+            model,
+            system_fingerprint = Fingerprint(u),
+            choices = new[] { shape.Choice(response.Text, Finish(response.FinishReason)) },
+            usage = Usage(u),
         }, Json, ct);
     }
 
     /// <summary>Server-sent events: text chunks as they are generated, a finishing chunk, usage (when asked), [DONE].</summary>
-    private static async Task Stream(HttpContext http, string objectName, bool includeUsage, Func<Action<string>, Task<LoopRptGeneration>> start,
-        Func<string, bool, object> chunk, Func<string, object> finishChunk, CancellationToken ct)
+    private static async Task Stream(HttpContext http, WireShape shape, string model, bool includeUsage, IAsyncEnumerable<ChatResponseUpdate> updates, CancellationToken ct)
     {
-        var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
-        var task = start(delta => channel.Writer.TryWrite(delta));
-        _ = task.ContinueWith(_ => channel.Writer.TryComplete(), TaskScheduler.Default);
-        var id = (objectName == "text_completion" ? "cmpl-" : "chatcmpl-") + Guid.NewGuid().ToString("N");
+        var id = shape.IdPrefix + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId;
+        var seen = new List<ChatResponseUpdate>();
         bool first = true;
         async Task Send(object payload)
         {
@@ -166,29 +169,33 @@ public static class OpenAIEndpoints
             await http.Response.Body.FlushAsync(ct);
         }
         object Envelope(object[] choices, string? fingerprint, object? usage = null)
-            => new { id, @object = objectName, created, model, system_fingerprint = fingerprint, choices, usage };
+            => new { id, @object = shape.ChunkObject, created, model, system_fingerprint = fingerprint, choices, usage };
 
-        await foreach (var delta in channel.Reader.ReadAllAsync(ct))
+        await foreach (var update in updates.WithCancellation(ct))   // a failure before any chunk becomes an ordinary error response
         {
-            await Send(Envelope([chunk(delta, first)], null));
+            seen.Add(update);
+            if (update.Text is not { Length: > 0 } delta) continue;
+            await Send(Envelope([shape.Chunk(delta, first)], null));
             first = false;
         }
-        var g = await task;                                      // a failure before any chunk becomes an ordinary error response
-        if (first) await Send(Envelope([chunk("", true)], Fingerprint(g.ModelVersion)));
-        await Send(Envelope([finishChunk(Finish(g.Finish))], Fingerprint(g.ModelVersion)));
-        if (includeUsage) await Send(Envelope([], Fingerprint(g.ModelVersion), Usage(g)));
+        var u = LoopRptUsage.From(seen);
+        var finish = Finish(seen.LastOrDefault(x => x.FinishReason is not null)?.FinishReason);
+        if (first) await Send(Envelope([shape.Chunk("", true)], Fingerprint(u)));
+        await Send(Envelope([shape.FinishChunk(finish)], Fingerprint(u)));
+        if (includeUsage) await Send(Envelope([], Fingerprint(u), Usage(u)));
         await http.Response.WriteAsync("data: [DONE]\n\n", ct);
     }
 
     private static async Task Embeddings(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
-        var generator = http.RequestServices.GetRequiredService<LoopRptEmbeddingGenerator>();
+        var generator = http.RequestServices.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>();
         var inputs = RequestReader.Strings(body, "input", server.MaxInputs);
         var format = body["encoding_format"] is { } f && f.GetValueKind() == JsonValueKind.String ? (string)f! : "float";
         if (format is not ("float" or "base64")) throw ApiError.BadRequest($"encoding_format '{format}' is not supported; use float or base64.", "encoding_format");
         int? dimensions = body["dimensions"] is { } d && d.GetValueKind() == JsonValueKind.Number ? d.GetValue<int>() : null;
-        double? q = RequestReader.ExitThreshold(body);
-        var result = await Task.Run(() => generator.Generate(inputs, q, dimensions, ct), ct);
+        var options = new EmbeddingGenerationOptions { Dimensions = dimensions };
+        if (RequestReader.ExitThreshold(body) is { } q) options.AdditionalProperties = new() { [LoopRptChatClient.ExitThresholdKey] = q };
+        var result = await generator.GenerateAsync(inputs, options, ct);
         var data = result.Select((e, i) => new
         {
             @object = "embedding",
@@ -199,14 +206,14 @@ public static class OpenAIEndpoints
         {
             @object = "list",
             data,
-            model = generator.Metadata.DefaultModelId,
+            model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId,
             usage = new
             {
                 prompt_tokens = result.Usage?.InputTokenCount ?? 0,
                 total_tokens = result.Usage?.InputTokenCount ?? 0,
-                loops = result.Usage?.AdditionalCounts?[LoopRptChatClient.LoopsKey] ?? 0,
+                loops = result.Usage?.AdditionalCounts is { } counts && counts.TryGetValue(LoopRptChatClient.LoopsKey, out var loops) ? loops : 0,
             },
-            model_version = result.AdditionalProperties?["model_version"],
+            model_version = result.AdditionalProperties is { } p && p.TryGetValue(LoopRptChatClient.ModelVersionKey, out var version) ? version : null,
         }, Json, ct);
     }
 
@@ -273,15 +280,18 @@ public static class OpenAIEndpoints
 
     private static string Fingerprint(int version) => "looprpt-v" + version;
 
-    private static string Finish(ReplyFinish finish) => finish == ReplyFinish.Length ? "length" : "stop";
+    /// <summary>The fingerprint of a reply's model version; null when the response no longer says (see <see cref="LoopRptUsage"/>).</summary>
+    private static string? Fingerprint(LoopRptUsage usage) => usage.ModelVersion is { } v ? Fingerprint(v) : null;
 
-    private static object Usage(LoopRptGeneration g) => new
+    private static string Finish(ChatFinishReason? finish) => finish == ChatFinishReason.Length ? "length" : "stop";
+
+    private static object Usage(LoopRptUsage u) => new
     {
-        prompt_tokens = g.PromptTokens,
-        completion_tokens = g.Tokens.Length,
-        total_tokens = g.PromptTokens + g.Tokens.Length,
-        loops = g.LoopsSpent,
-        mean_loops = g.Tokens.Length == 0 ? 0 : g.MeanLoops,
+        prompt_tokens = u.PromptTokens,
+        completion_tokens = u.OutputTokens,
+        total_tokens = u.PromptTokens + u.OutputTokens,
+        loops = u.Loops,
+        mean_loops = u.OutputTokens == 0 ? 0 : u.MeanLoops,
     };
 }
 

@@ -194,4 +194,83 @@ public class ChatClientTests
         var vector = await embedder.GenerateVectorAsync("abc");
         Assert.Equal(32, vector.Length);
     }
+
+    [Fact]
+    public async Task RawPromptIsEncodedAsIsWithoutTheChatTemplate()
+    {
+        using var model = AiTestSupport.Model();
+        using var client = new LoopRptChatClient(model);
+        var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 7, AdditionalProperties = new() { [LoopRptChatClient.RawPromptKey] = true } };
+        var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "ab"), new ChatMessage(ChatRole.User, "c")], options);
+        // The reference: the library generator on the prompt's own ids (the letters tokenizer has no BOS), no template.
+        var expected = new LoopedGenerator(model.Model).Generate(model.Codec.Ids("abc"), new GenerationOptions
+        {
+            MaxNewTokens = 7, Temperature = 0, StopTokens = [LettersTokenizer.EndOfText],
+        });
+        var raw = Assert.IsType<LoopRptGeneration>(response.RawRepresentation);
+        Assert.Equal(expected.Tokens, raw.Tokens);
+        Assert.Equal(3, response.Usage!.InputTokenCount);
+        var templated = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "abc")], new ChatOptions { Temperature = 0, MaxOutputTokens = 7 });
+        Assert.True(templated.Usage!.InputTokenCount > 3);                                 // without the key the template applies
+
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "")], options));
+        Assert.Equal("prompt", e.ParamName);
+        await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(Conversation,
+            new ChatOptions { AdditionalProperties = new() { [LoopRptChatClient.RawPromptKey] = 3 } }));
+    }
+
+    [Fact]
+    public async Task KvCacheModeIsARequestOption()
+    {
+        using var model = AiTestSupport.Model();
+        using var client = new LoopRptChatClient(model, new LoopRptChatClientOptions { Temperature = 0 });
+        var prompt = ChatTemplate.Render(Conversation, model.Codec, ChatTemplateKind.Auto).Ids;
+        GeneratedSequence Reference(KvCacheMode mode) => new LoopedGenerator(model.Model).Generate(prompt, new GenerationOptions
+        {
+            MaxNewTokens = 16, Temperature = 0, Exit = ExitMode.Q(0.3), KvCache = mode, StopTokens = [LettersTokenizer.EndOfText],
+        });
+        var lastLoop = Reference(KvCacheMode.LastLoop);
+        Assert.NotEqual(Reference(KvCacheMode.PerLoop).LoopsUsed, lastLoop.LoopsUsed);    // the two rules really differ here
+        foreach (object value in new object[] { KvCacheMode.LastLoop, "lastloop" })
+        {
+            var response = await client.GetResponseAsync(Conversation, new ChatOptions
+            {
+                MaxOutputTokens = 16,
+                AdditionalProperties = new() { [LoopRptChatClient.ExitThresholdKey] = 0.3, [LoopRptChatClient.KvCacheKey] = value },
+            });
+            var raw = Assert.IsType<LoopRptGeneration>(response.RawRepresentation);
+            Assert.Equal(lastLoop.Tokens, raw.Tokens);
+            Assert.Equal(lastLoop.LoopsUsed, raw.LoopsUsed);
+        }
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(Conversation,
+            new ChatOptions { AdditionalProperties = new() { [LoopRptChatClient.KvCacheKey] = "sometimes" } }));
+        Assert.Contains(LoopRptChatClient.KvCacheKey, e.Message);
+    }
+
+    [Fact]
+    public async Task UsageReadsTheSameFromRawRepresentationAndFromASerializedResponse()
+    {
+        using var model = AiTestSupport.Model();
+        using var client = new LoopRptChatClient(model, new LoopRptChatClientOptions { Temperature = 0 });
+        var options = new ChatOptions { MaxOutputTokens = 9, AdditionalProperties = new() { [LoopRptChatClient.ExitThresholdKey] = 0.4 } };
+        var response = await client.GetResponseAsync(Conversation, options);
+        var raw = Assert.IsType<LoopRptGeneration>(response.RawRepresentation);
+        var fromRaw = LoopRptUsage.From(response);
+        Assert.Equal(new LoopRptUsage(raw.PromptTokens, raw.Tokens.Length, raw.LoopsUsed.Sum(), raw.LoopsUsed.Average(), 1), fromRaw);
+
+        // A response rebuilt from JSON (as a distributed cache does) has no RawRepresentation and JsonElement properties;
+        // the same numbers come back exactly (JSON writes doubles in round-trip form).
+        var copy = System.Text.Json.JsonSerializer.Deserialize<ChatResponse>(
+            System.Text.Json.JsonSerializer.Serialize(response, AIJsonUtilities.DefaultOptions), AIJsonUtilities.DefaultOptions)!;
+        Assert.Null(copy.RawRepresentation);
+        Assert.Equal(fromRaw, LoopRptUsage.From(copy));
+
+        var updates = new List<ChatResponseUpdate>();
+        await foreach (var u in client.GetStreamingResponseAsync(Conversation, options)) updates.Add(u);
+        Assert.Equal(fromRaw, LoopRptUsage.From(updates));
+        var stripped = updates.Select(u => System.Text.Json.JsonSerializer.Deserialize<ChatResponseUpdate>(
+            System.Text.Json.JsonSerializer.Serialize(u, AIJsonUtilities.DefaultOptions), AIJsonUtilities.DefaultOptions)!).ToList();
+        Assert.All(stripped, u => Assert.Null(u.RawRepresentation));
+        Assert.Equal(fromRaw, LoopRptUsage.From(stripped));
+    }
 }

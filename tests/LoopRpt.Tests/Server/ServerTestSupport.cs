@@ -1,7 +1,9 @@
 using System.ClientModel;
 using LoopRpt.AI;
+using LoopRpt.Inference;
 using LoopRpt.Server;
 using Microsoft.AspNetCore.Builder;
+using Microsoft.Extensions.DependencyInjection;
 using OpenAI;
 
 namespace LoopRpt.Tests.Server;
@@ -27,11 +29,12 @@ internal sealed class LoopbackServer : IAsyncDisposable
     public HttpClient Http { get; }
     public OpenAIClient OpenAI { get; }
 
-    public static async Task<LoopbackServer> StartAsync(ILoopRptModelSource source, LoopRptServerOptions? options = null, LoopRptChatClientOptions? chat = null)
+    public static async Task<LoopbackServer> StartAsync(ILoopRptModelSource source, LoopRptServerOptions? options = null, LoopRptChatClientOptions? chat = null,
+        Action<IServiceCollection>? configureServices = null)
     {
         options ??= new LoopRptServerOptions();
         options.Urls = "http://127.0.0.1:0";
-        var app = LoopRptServer.Build(source, options, chat);
+        var app = LoopRptServer.Build(source, options, chat, configureServices: configureServices);
         await app.StartAsync();
         return new LoopbackServer(app, new Uri(app.Addresses()[0]));
     }
