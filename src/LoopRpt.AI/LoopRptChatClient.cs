@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Threading.Channels;
+using LoopRpt.Inference;
 using Microsoft.Extensions.AI;
 
 namespace LoopRpt.AI;
@@ -117,8 +118,7 @@ public sealed class LoopRptChatClient : IChatClient
         var stops = options?.StopSequences?.Where(s => !string.IsNullOrEmpty(s)).ToList() ?? [];
         return _scheduler.Enqueue(new GenerationRequest(codec =>
         {
-            var ids = codec.Encode(prompt).Select(i => (long)i).ToList();
-            if (codec.BosTokenId is { } bos) ids.Insert(0, bos);
+            var ids = codec.EncodePrompt(prompt).Select(i => (long)i).ToList();
             if (ids.Count == 0) throw new ArgumentException("The prompt is empty and the tokenizer has no BOS token to start from.", "prompt");
             return new RenderedPrompt([.. ids], codec.EosTokenId is { } eos ? [eos] : [], stops);
         }, settings, onText, cancellationToken));

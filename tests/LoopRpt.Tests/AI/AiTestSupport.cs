@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using LoopRpt.AI;
 using LoopRpt.Hosting;
+using LoopRpt.Inference;
 using LoopRpt.Model;
 using LoopRpt.Tokenization;
 

@@ -1,5 +1,6 @@
 using System.ClientModel;
 using LoopRpt.AI;
+using LoopRpt.Inference;
 using LoopRpt.Server;
 using Microsoft.AspNetCore.Builder;
 using OpenAI;
