@@ -3,6 +3,7 @@ using System.Runtime.CompilerServices;
 using System.Text.Json;
 using System.Threading.Channels;
 using LoopRpt.Inference;
+using LoopRpt.Tokenization;
 using Microsoft.Extensions.AI;
 
 namespace LoopRpt.AI;

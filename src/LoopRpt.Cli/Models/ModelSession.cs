@@ -5,25 +5,21 @@ using LoopRpt.Tokenization;
 
 namespace LoopRpt.Cli.Models;
 
-/// <summary>A model loaded for evaluation, scoring or generation, with its tokenizer.</summary>
+/// <summary>A model opened for evaluation, scoring or generation, with its tokenizer (the core's <see cref="OpenedModel"/>).</summary>
 public sealed class ModelSession : IDisposable
 {
-    private ModelSession(OuroForCausalLM model, TextCodec? codec, string directory, ModelMeta? meta)
-    {
-        Model = model;
-        Codec = codec;
-        Directory = directory;
-        Meta = meta;
-    }
+    private readonly OpenedModel _opened;
+
+    private ModelSession(OpenedModel opened) => _opened = opened;
 
     /// <summary>The model (owned by this session).</summary>
-    public OuroForCausalLM Model { get; }
+    public OuroForCausalLM Model => _opened.Model;
     /// <summary>The tokenizer, or null when the directory describes none.</summary>
-    public TextCodec? Codec { get; }
-    /// <summary>Where the model came from.</summary>
-    public string Directory { get; }
+    public TextCodec? Codec => _opened.Codec;
+    /// <summary>The model directory read (a checkpoint's latest step, a store's current version).</summary>
+    public string Directory => _opened.Directory;
     /// <summary>LoopRpt metadata (null for a Hugging Face directory).</summary>
-    public ModelMeta? Meta { get; }
+    public ModelMeta? Meta => _opened.Meta;
 
     /// <summary>
     /// The tokenizer of <paramref name="tokenizerFile"/> when one is given (a LoopRpt tokenizer file or a Hugging Face
@@ -88,11 +84,10 @@ public sealed class ModelSession : IDisposable
         {
             throw CliException.Model($"Cannot load model '{dir}': {e.Message}", e);
         }
-        var model = opened.DetachModel();
-        Devices.ForModel(model);
-        return new ModelSession(model, opened.Codec, opened.Directory, opened.Meta);
+        Devices.ForModel(opened.Model);
+        return new ModelSession(opened);
     }
 
     /// <inheritdoc/>
-    public void Dispose() => Model.Dispose();
+    public void Dispose() => _opened.Dispose();
 }
