@@ -40,29 +40,22 @@ public sealed class OpenedModel : IDisposable
 {
     private bool _detached;
 
-    internal OpenedModel(OuroForCausalLM model, ModelMeta? meta, TextCodec? codec, IReadOnlyList<string> warnings, string directory)
-    {
-        Model = model;
-        Meta = meta;
-        Codec = codec;
-        Warnings = warnings;
-        Directory = directory;
-    }
+    internal OpenedModel() { }
 
     /// <summary>The model; owned by this object until <see cref="DetachModel"/>.</summary>
-    public OuroForCausalLM Model { get; }
+    public OuroForCausalLM Model { get; internal init; } = null!;
 
     /// <summary>The <c>meta.json</c> of a LoopRpt model directory; null for a Hugging Face directory.</summary>
-    public ModelMeta? Meta { get; }
+    public ModelMeta? Meta { get; internal init; }
 
     /// <summary>The tokenizer (<see cref="ModelOpenOptions.Codec"/>, the <c>meta.json</c> description, or tokenizer.json), or null.</summary>
-    public TextCodec? Codec { get; }
+    public TextCodec? Codec { get; internal init; }
 
     /// <summary>Problems that did not stop the load (wrong BOS/EOS ids, list-valued ids, unknown model_type, ...).</summary>
-    public IReadOnlyList<string> Warnings { get; }
+    public IReadOnlyList<string> Warnings { get; internal init; } = [];
 
     /// <summary>The model directory actually read (full path: a checkpoint's latest step, a store's current version).</summary>
-    public string Directory { get; }
+    public string Directory { get; internal init; } = "";
 
     /// <summary>Hands the model to the caller: disposing this object no longer disposes it.</summary>
     public OuroForCausalLM DetachModel()
@@ -143,7 +136,7 @@ public static class ModelOpener
                     : checkpoint.Tokenizer is { } hf ? TextCodec.From(hf, model.Config) : null);
             if (codec is null && options.RequireTokenizer)
                 throw new InvalidDataException($"Model directory '{dir}' has no tokenizer (no 'tokenizer' in meta.json and no tokenizer.json).");
-            return new OpenedModel(model, meta, codec, checkpoint.Warnings, dir);
+            return new OpenedModel { Model = model, Meta = meta, Codec = codec, Warnings = checkpoint.Warnings, Directory = dir };
         }
         catch
         {

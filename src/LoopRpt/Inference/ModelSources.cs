@@ -53,25 +53,19 @@ public sealed class LoopRptModelLease : IDisposable
 /// <summary>One model, opened by <see cref="ModelOpener"/> or given in memory, served as version 1.</summary>
 public sealed class LoopRptModel : ILoopRptModelSource, IDisposable
 {
-    private LoopRptModel(OuroForCausalLM model, TextCodec codec, string modelId, string? directory)
-    {
-        Model = model;
-        Codec = codec;
-        ModelId = modelId;
-        Directory = directory;
-    }
+    private LoopRptModel() { }
 
     /// <summary>The model (owned: disposed with this object).</summary>
-    public OuroForCausalLM Model { get; }
+    public OuroForCausalLM Model { get; private init; } = null!;
 
     /// <summary>Its tokenizer.</summary>
-    public TextCodec Codec { get; }
+    public TextCodec Codec { get; private init; } = null!;
 
     /// <inheritdoc/>
-    public string ModelId { get; }
+    public string ModelId { get; private init; } = "looprpt";
 
     /// <summary>The directory the model came from, if any.</summary>
-    public string? Directory { get; }
+    public string? Directory { get; private init; }
 
     /// <summary>Wraps a model in memory (ownership passes to the result).</summary>
     public static LoopRptModel FromModel(OuroForCausalLM model, TextCodec codec, string modelId = "looprpt")
@@ -79,7 +73,7 @@ public sealed class LoopRptModel : ILoopRptModelSource, IDisposable
         ArgumentNullException.ThrowIfNull(model);
         ArgumentNullException.ThrowIfNull(codec);
         ArgumentException.ThrowIfNullOrWhiteSpace(modelId);
-        return new(model, codec, modelId, null);
+        return new() { Model = model, Codec = codec, ModelId = modelId };
     }
 
     /// <summary>Opens a model (<see cref="ModelOpener.Open"/>, float32) onto <paramref name="device"/> ("cpu", "cuda", "cuda:N").</summary>
@@ -95,7 +89,8 @@ public sealed class LoopRptModel : ILoopRptModelSource, IDisposable
         var dev = TorchNative.ResolveDevice(device, fallbackToCpu: false);
         using var opened = ModelOpener.Open(directory, new ModelOpenOptions { Device = dev, DType = TorchSharp.torch.ScalarType.Float32, RequireTokenizer = true });
         var name = modelId ?? Path.GetFileName(Path.GetFullPath(directory).TrimEnd(Path.DirectorySeparatorChar));
-        return new LoopRptModel(opened.DetachModel(), opened.Codec!, string.IsNullOrWhiteSpace(name) ? "looprpt" : name, opened.Directory);
+        var codec = opened.Codec!;
+        return new() { Model = opened.DetachModel(), Codec = codec, ModelId = string.IsNullOrWhiteSpace(name) ? "looprpt" : name, Directory = opened.Directory };
     }
 
     /// <inheritdoc/>
