@@ -68,9 +68,8 @@ internal static class ChatTemplate
             }
             default:
             {
-                if (codec.BosTokenId is { } bos) ids.Add(bos);
                 var text = string.Concat(list.Select(m => PlainRole(m.Role) + ": " + m.Text + "\n")) + "Assistant:";
-                ids.AddRange(codec.Encode(text).Select(i => (long)i));
+                ids.AddRange(codec.EncodePrompt(text).Select(i => (long)i));
                 return new RenderedPrompt([.. ids], stopTokens, [PlainNextTurn]);
             }
         }

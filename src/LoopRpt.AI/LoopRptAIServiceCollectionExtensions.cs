@@ -1,4 +1,4 @@
-using LoopRpt.Hosting;
+using LoopRpt.Inference;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -8,7 +8,7 @@ namespace LoopRpt.AI;
 /// <summary>
 /// Registers LoopRpt as the application's chat client and embedding generator:
 /// <code>
-/// services.AddLoopRptModel("models/quickstart");
+/// services.AddLoopRptModel("models/quickstart");              // or LoopRpt.Hosting's AddLoopRptModelStoreSource()
 /// services.AddLoopRptChatClient(o =&gt; o.ExitThreshold = 0.8).UseLogging();        // a Microsoft.Extensions.AI pipeline
 /// services.AddLoopRptEmbeddingGenerator();
 /// </code>
@@ -21,17 +21,6 @@ public static class LoopRptAIServiceCollectionExtensions
         ArgumentNullException.ThrowIfNull(services);
         ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         services.TryAddSingleton<ILoopRptModelSource>(_ => LoopRptModel.Load(directory, device, modelId));
-        return services;
-    }
-
-    /// <summary>
-    /// Serves the current version of the hosting <see cref="ModelStore"/> (register it with <c>AddLoopRptModelStore</c>
-    /// or <c>AddLoopRptRetraining</c>): retrained versions are promoted while requests flow.
-    /// </summary>
-    public static IServiceCollection AddLoopRptModelStoreSource(this IServiceCollection services, string modelId = "looprpt")
-    {
-        ArgumentNullException.ThrowIfNull(services);
-        services.TryAddSingleton<ILoopRptModelSource>(sp => new ModelStoreSource(sp.GetRequiredService<ModelStore>(), sp.GetRequiredService<ITokenizerService>(), modelId));
         return services;
     }
 

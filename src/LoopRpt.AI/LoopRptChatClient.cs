@@ -154,11 +154,10 @@ public sealed class LoopRptChatClient : IChatClient
         }, settings, onText, cancellationToken);
     }
 
-    /// <summary>A plain-completion prompt: the text as is (BOS first when the tokenizer has one; no template).</summary>
+    /// <summary>A plain-completion prompt: the text as is, framed by the core's start rule (<see cref="TextCodec.EncodePrompt"/>); no template.</summary>
     private static RenderedPrompt RawPrompt(string prompt, TextCodec codec, IReadOnlyList<string> stops)
     {
-        var ids = codec.Encode(prompt).Select(i => (long)i).ToList();
-        if (codec.BosTokenId is { } bos) ids.Insert(0, bos);
+        var ids = codec.EncodePrompt(prompt).Select(i => (long)i).ToList();
         if (ids.Count == 0) throw new ArgumentException("The prompt is empty and the tokenizer has no BOS token to start from.", "prompt");
         return new RenderedPrompt([.. ids], codec.EosTokenId is { } eos ? [eos] : [], stops);
     }

@@ -5,8 +5,8 @@ using System.Text;
 namespace LoopRpt.Hosting;
 
 /// <summary>
-/// Reads a retraining data folder: <c>*.txt</c> (UTF-8 text, one document per file, tokenized and followed by the
-/// end-of-text id) and <c>*.tokens</c> (little-endian int32 ids), in ordinal file-name order. Hidden files and names
+/// Reads a retraining data folder: <c>*.txt</c> (UTF-8 text, one document per file, tokenized as the core joins training
+/// documents: <see cref="LoopRpt.Tokenization.DocumentTokens"/>) and <c>*.tokens</c> (little-endian int32 ids), in ordinal file-name order. Hidden files and names
 /// ending in <c>.tmp</c> are skipped, so a writer can write under a temporary name and rename.
 /// </summary>
 internal static class DataFolder
@@ -42,8 +42,9 @@ internal static class DataFolder
         }
         else
         {
-            var text = tokenizer.Encode(File.ReadAllText(file.FullName, Encoding.UTF8));
-            ids = tokenizer.EndOfTextId is { } eos ? [.. text, eos] : text;
+            var document = new List<int>();
+            tokenizer.ToTextCodec().AppendDocument(document, File.ReadAllText(file.FullName, Encoding.UTF8));
+            ids = [.. document];
         }
         for (int i = 0; i < ids.Length; i++)
             if (ids[i] < 0 || ids[i] >= vocabSize)

@@ -1,3 +1,4 @@
+using LoopRpt.Inference;
 using LoopRpt.Objectives;
 using LoopRpt.Training;
 using Microsoft.Extensions.Configuration;
@@ -52,6 +53,18 @@ public static class LoopRptHostingExtensions
         var builder = services.AddLoopRptModelStore(configureStore);
         services.AddOptions<RetrainingOptions>().Configure(configure);
         return AddRetrainingCore(builder);
+    }
+
+    /// <summary>
+    /// Serves the current version of the <see cref="ModelStore"/> (register it with <see cref="AddLoopRptModelStore(IServiceCollection, IConfiguration)"/>
+    /// or <see cref="AddLoopRptRetraining(IServiceCollection, IConfiguration)"/>) as the <see cref="ILoopRptModelSource"/> of the
+    /// chat client, embedding generator and server: retrained versions are promoted while requests flow.
+    /// </summary>
+    public static IServiceCollection AddLoopRptModelStoreSource(this IServiceCollection services, string modelId = "looprpt")
+    {
+        ArgumentNullException.ThrowIfNull(services);
+        services.TryAddSingleton<ILoopRptModelSource>(sp => new ModelStoreSource(sp.GetRequiredService<ModelStore>(), modelId));
+        return services;
     }
 
     private static LoopRptHostingBuilder AddStoreCore(IServiceCollection services)

@@ -1,7 +1,10 @@
 using System.Globalization;
+using System.Text.Json.Nodes;
 using LoopRpt.Checkpoints;
+using LoopRpt.Inference;
 using LoopRpt.Model;
 using LoopRpt.Native;
+using LoopRpt.Tokenization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -18,12 +21,15 @@ namespace LoopRpt.Hosting;
 /// v0001/ v0002/ ...   complete LoopRpt model directories (config.json, model.safetensors, meta.json), each written atomically
 /// current             the served version's directory name, replaced atomically after the directory is complete
 /// </code>
+/// A version folder, and the store root (its current version), open anywhere a model directory does
+/// (<see cref="ModelOpener.Open"/>: <c>looprpt score/generate/evaluate/serve</c>, the library, ML.NET).
 /// Old versions beyond <see cref="ModelStoreOptions.KeepVersions"/> are renamed to <c>vNNNN.deleting-*</c> (atomic) and
 /// then deleted, so an interrupted deletion never leaves a half-deleted directory that looks like a version.
 /// </summary>
 public sealed class ModelStore : IDisposable
 {
-    public const string CurrentFile = "current";
+    /// <summary>The pointer file naming the served version (<see cref="ModelOpener.CurrentPointerFile"/>).</summary>
+    public const string CurrentFile = ModelOpener.CurrentPointerFile;
     private const string DeletingMarker = ".deleting-";
 
     private readonly IOptions<ModelStoreOptions> _optionsAccessor;
@@ -94,7 +100,7 @@ public sealed class ModelStore : IDisposable
             RemoveInterruptedDeletions();
             int version = ReadPointer();
             if (version == 0) version = Seed();
-            var loaded = ModelDirectory.Load(VersionDirectory(version), Device);
+            var loaded = Open(VersionDirectory(version));
             Volatile.Write(ref _current, Serve(loaded, version));
             Log.ModelLoaded(_logger, version, loaded.Directory, Device.ToString());
         }
@@ -127,16 +133,16 @@ public sealed class ModelStore : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             int version = Math.Max(_current!.Version, Versions().DefaultIfEmpty(0).Max()) + 1;
             var dir = VersionDirectory(version);
-            LoadedModel? loaded = null;
+            OpenedModel? loaded = null;
             try
             {
                 ModelDirectory.Save(dir, lm, meta);
-                loaded = ModelDirectory.Load(dir, Device);     // what a restart would serve, checked before it is pointed at
+                loaded = Open(dir);                            // what a restart would serve, checked before it is pointed at
                 AtomicDirectory.WriteAllText(Path.Combine(Root, CurrentFile), VersionName(version) + "\n");
             }
             catch
             {
-                loaded?.Model.Dispose();
+                loaded?.Dispose();
                 if (Directory.Exists(dir)) Delete(dir);
                 throw;
             }
@@ -159,7 +165,18 @@ public sealed class ModelStore : IDisposable
         }
     }
 
-    private ServedModel Serve(LoadedModel loaded, int version)
+    /// <summary>
+    /// Opens a version with <see cref="ModelOpener"/>: its tokenizer is the registered <see cref="ITokenizerService"/> when
+    /// its <c>meta.json</c> describes that one (or none), else the one described.
+    /// </summary>
+    private OpenedModel Open(string directory)
+    {
+        var described = ModelDirectory.ReadMeta(directory).Tokenizer;
+        var own = described is null || JsonNode.DeepEquals(described, _tokenizer.Describe());
+        return ModelOpener.Open(directory, new ModelOpenOptions { Device = Device, Codec = own ? _tokenizer.ToTextCodec() : null, RequireTokenizer = true });
+    }
+
+    private ServedModel Serve(OpenedModel loaded, int version)
     {
         Interlocked.Increment(ref _live);
         return new ServedModel(loaded, version, v =>
@@ -250,14 +267,14 @@ internal sealed class ServedModel
     private readonly Action<int> _onDisposed;
     private int _refs = 1;
 
-    public ServedModel(LoadedModel loaded, int version, Action<int> onDisposed)
+    public ServedModel(OpenedModel loaded, int version, Action<int> onDisposed)
     {
         Loaded = loaded;
         Version = version;
         _onDisposed = onDisposed;
     }
 
-    public LoadedModel Loaded { get; }
+    public OpenedModel Loaded { get; }
     public int Version { get; }
 
     public bool TryAddRef()
@@ -275,7 +292,7 @@ internal sealed class ServedModel
         int r = Interlocked.Decrement(ref _refs);
         if (r == 0)
         {
-            Loaded.Model.Dispose();
+            Loaded.Dispose();
             _onDisposed(Version);
         }
         else if (r < 0) throw new InvalidOperationException("A served model was released more often than it was acquired.");
@@ -298,7 +315,10 @@ public sealed class ModelLease : IDisposable
     public OuroForCausalLM Model => Live().Loaded.Model;
 
     /// <summary>Its <c>meta.json</c> (training history, metrics, tokenizer description).</summary>
-    public ModelMeta Meta => Live().Loaded.Meta;
+    public ModelMeta Meta => Live().Loaded.Meta!;
+
+    /// <summary>Its tokenizer (the registered one when the version describes it, else the one described).</summary>
+    public TextCodec Codec => Live().Loaded.Codec!;
 
     /// <summary>Its version in the store.</summary>
     public int Version => _served.Version;

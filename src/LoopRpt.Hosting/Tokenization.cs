@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json.Nodes;
 using LoopRpt.Tokenization;
 
@@ -26,51 +25,46 @@ public interface ITokenizerService
     JsonObject Describe();
 }
 
-/// <summary>Byte-level tokenizer: UTF-8 bytes are ids 0–255, end-of-text is 256 (vocabulary 257). Needs no files.</summary>
+/// <summary>The core <see cref="ByteTokenizer"/> as the retraining tokenizer: UTF-8 bytes are ids 0–255, end-of-text is 256. Needs no files.</summary>
 public sealed class ByteTokenizerService : ITokenizerService
 {
-    public const int EndOfText = 256;
+    /// <summary>The end-of-text id (<see cref="ByteTokenizer.EndOfTextId"/>).</summary>
+    public const int EndOfText = ByteTokenizer.EndOfTextId;
 
-    public int VocabSize => 257;
+    /// <inheritdoc/>
+    public int VocabSize => ByteTokenizer.VocabularySize;
 
+    /// <inheritdoc/>
     public int? EndOfTextId => EndOfText;
 
-    public int[] Encode(string text)
-    {
-        ArgumentNullException.ThrowIfNull(text);
-        var bytes = Encoding.UTF8.GetBytes(text);
-        var ids = new int[bytes.Length];
-        for (int i = 0; i < bytes.Length; i++) ids[i] = bytes[i];
-        return ids;
-    }
+    /// <inheritdoc/>
+    public int[] Encode(string text) => ByteTokenizer.Encode(text);
 
-    public string Decode(IEnumerable<int> ids)
-        => Encoding.UTF8.GetString(ids.Where(i => i is >= 0 and < 256).Select(i => (byte)i).ToArray());
+    /// <inheritdoc/>
+    public string Decode(IEnumerable<int> ids) => ByteTokenizer.Decode(ids);
 
-    public JsonObject Describe() => new() { ["kind"] = "bytes", ["vocab_size"] = VocabSize, ["eos_token_id"] = EndOfText };
-
-    /// <summary>Whether a model's <c>meta.json</c> tokenizer <paramref name="description"/> is this tokenizer's (<c>{"kind": "bytes"}</c>).</summary>
-    public static bool Describes(JsonObject? description)
-        => description?["kind"] is JsonValue kind && kind.GetValueKind() == System.Text.Json.JsonValueKind.String && (string?)kind == "bytes";
+    /// <inheritdoc/>
+    public JsonObject Describe() => ByteTokenizer.Describe();
 }
 
 /// <summary>Hosting tokenizers as the core library's <see cref="TextCodec"/>.</summary>
 public static class TokenizerServiceExtensions
 {
-    /// <summary>The codec of a hosting tokenizer (no BOS; its end-of-text id as EOS).</summary>
+    /// <summary>
+    /// The codec of a hosting tokenizer: the core's own codec for <see cref="ByteTokenizerService"/> and
+    /// <see cref="LoopRptTokenizerService"/> (so hosting encodes exactly as the CLI and the library do), else one over its
+    /// functions with its end-of-text id (which also starts documents, <see cref="DocumentTokens"/>).
+    /// </summary>
     public static TextCodec ToTextCodec(this ITokenizerService tokenizer)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
-        return TextCodec.Create(tokenizer.Encode, tokenizer.Decode, null, tokenizer.EndOfTextId, $"{tokenizer.GetType().Name} ({tokenizer.VocabSize} tokens)");
+        return tokenizer switch
+        {
+            ByteTokenizerService => TextCodec.Bytes(),
+            LoopRptTokenizerService t => t.Codec,
+            _ => TextCodec.Create(tokenizer.Encode, tokenizer.Decode, null, tokenizer.EndOfTextId, $"{tokenizer.GetType().Name} ({tokenizer.VocabSize} tokens)"),
+        };
     }
-
-    /// <summary>
-    /// The tokenizer a <c>meta.json</c> describes: hosting's byte tokenizer (<see cref="ByteTokenizerService.Describes"/>) or a
-    /// LoopRpt <see cref="TokenizerSpec"/> (<see cref="TextCodec.FromDescription"/>).
-    /// </summary>
-    /// <exception cref="InvalidDataException">The description is neither.</exception>
-    public static TextCodec CodecOf(JsonObject description)
-        => ByteTokenizerService.Describes(description) ? new ByteTokenizerService().ToTextCodec() : TextCodec.FromDescription(description);
 }
 
 /// <summary>
@@ -87,6 +81,9 @@ public sealed class LoopRptTokenizerService : ITokenizerService
     /// <summary>Rebuilds the tokenizer a LoopRpt model was trained with from its <c>meta.json</c> description.</summary>
     public static LoopRptTokenizerService FromDescription(JsonObject description)
         => new(LoopRpt.Tokenization.LoopRptTokenizer.Create(LoopRpt.Tokenization.TokenizerSpec.FromJson(description.ToJsonString())));
+
+    /// <summary>The core codec of this tokenizer.</summary>
+    public TextCodec Codec => TextCodec.From(_tokenizer);
 
     public int VocabSize => _tokenizer.VocabularySize;
 

@@ -36,18 +36,12 @@ public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScorin
     internal static AdaptiveExitScoringTransformer Load(MLContext ml, AdaptiveExitScoringTransformer.Options options)
     {
         var (device, name, fallback) = MLContextDevice.Resolve(ml, options.Device, options.FallbackToCpu);
-        var loaded = ModelDirectory.Load(options.ModelDirectory!, device);
-        try
-        {
-            options.Validate(loaded.Model.Config);
-            var engine = new ScoringEngine(loaded.Model, options.ExitMode, options.BatchSize, Math.Min(options.ContextLength, loaded.Model.Config.MaxPositionEmbeddings), options.PerStepStatistics);
-            return new AdaptiveExitScoringTransformer(ml, engine, loaded.Meta, options, name, fallback, null);
-        }
-        catch
-        {
-            loaded.Model.Dispose();
-            throw;
-        }
+        using var loaded = LoopRpt.Inference.ModelOpener.Open(options.ModelDirectory!, new LoopRpt.Inference.ModelOpenOptions { Device = device });
+        options.Validate(loaded.Model.Config);
+        var engine = new ScoringEngine(loaded.Model, options.ExitMode, options.BatchSize, Math.Min(options.ContextLength, loaded.Model.Config.MaxPositionEmbeddings), options.PerStepStatistics);
+        var transformer = new AdaptiveExitScoringTransformer(ml, engine, loaded.Meta ?? new ModelMeta(), options, name, fallback, null);
+        loaded.DetachModel();
+        return transformer;
     }
 
     /// <inheritdoc/>

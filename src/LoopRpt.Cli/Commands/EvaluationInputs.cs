@@ -2,17 +2,15 @@ using LoopRpt.Tokenization;
 
 namespace LoopRpt.Cli.Commands;
 
-/// <summary>Held-out text → one token stream, documents joined with the end-of-text id as in training.</summary>
+/// <summary>Held-out text → one token stream, documents joined as in training (<see cref="DocumentTokens"/>).</summary>
 internal static class EvaluationInputs
 {
     public static int[] Stream(IReadOnlyList<string> docs, TextCodec codec, int vocabSize, long maxTokens, int window)
     {
-        int? eot = codec.EosTokenId ?? codec.BosTokenId;
         var stream = new List<int>();
         foreach (var d in docs)
         {
-            if (eot is { } e) stream.Add(e);
-            stream.AddRange(codec.Encode(d, addBos: false));
+            codec.AppendDocument(stream, d);
             if (maxTokens > 0 && stream.Count >= maxTokens) break;
         }
         if (maxTokens > 0 && stream.Count > maxTokens) stream.RemoveRange((int)maxTokens, stream.Count - (int)maxTokens);

@@ -55,12 +55,12 @@ internal sealed record TrainingTokenizer(TextCodec Codec, JsonObject Spec, int V
 /// </summary>
 internal static class ModelTraining
 {
-    /// <summary>The documents as one stream, each preceded by the end-of-text id (as in training), checked to fill one window.</summary>
+    /// <summary>The documents as one stream, joined by the core's rule (<see cref="DocumentTokens"/>), checked to fill one window.</summary>
     public static int[] TokenStream(IReadOnlyList<string> docs, TextCodec codec, int sequenceLength)
     {
-        int eot = codec.EosTokenId ?? codec.BosTokenId ?? throw CliException.Model("The tokenizer has no end-of-text token to separate documents.");
+        if (codec.BosTokenId is null) throw CliException.Model("The tokenizer has no end-of-text token to separate documents.");
         var stream = new List<int>();
-        foreach (var doc in docs) { stream.Add(eot); stream.AddRange(codec.Encode(doc, addBos: false)); }
+        foreach (var doc in docs) codec.AppendDocument(stream, doc);
         if (stream.Count < sequenceLength + 1)
             throw CliException.Input($"The corpus has {stream.Count} tokens; a training window of --seq-len {sequenceLength} needs at least {sequenceLength + 1}. Add text or lower --seq-len.");
         return [.. stream];

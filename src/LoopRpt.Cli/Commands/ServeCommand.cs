@@ -1,6 +1,7 @@
 using System.CommandLine;
 using LoopRpt.AI;
 using LoopRpt.Cli.Models;
+using LoopRpt.Inference;
 using LoopRpt.Server;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.Hosting;

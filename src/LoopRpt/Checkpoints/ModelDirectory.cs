@@ -107,29 +107,53 @@ public static class ModelDirectory
     /// <summary>True if the directory looks like a LoopRpt model directory (has meta.json of this format).</summary>
     public static bool IsModelDirectory(string directory) => File.Exists(Path.Combine(directory, MetaFile)) && File.Exists(Path.Combine(directory, ConfigFile));
 
-    public static OuroConfig ReadConfig(string directory)
+    /// <summary>
+    /// The one reader of a <c>config.json</c> (LoopRpt and Hugging Face layouts): required keys checked, derived defaults
+    /// filled, ids given as lists reduced to their first element (with a warning to <paramref name="warn"/>), an unknown
+    /// <c>model_type</c> warned about, and features the model does not implement (<c>rope_scaling</c>,
+    /// <c>attention_bias</c>, sliding windows) refused.
+    /// </summary>
+    /// <param name="directory">The model directory (holding config.json).</param>
+    /// <param name="warn">Receives problems that do not stop the load.</param>
+    /// <exception cref="FileNotFoundException">There is no config.json.</exception>
+    /// <exception cref="InvalidDataException">It is not valid JSON, a key has the wrong type, or it describes an impossible model.</exception>
+    /// <exception cref="NotSupportedException">It asks for a feature this model does not implement.</exception>
+    public static OuroConfig ReadConfig(string directory, Action<string>? warn = null)
     {
+        ArgumentException.ThrowIfNullOrWhiteSpace(directory);
         var path = Path.Combine(directory, ConfigFile);
         if (!File.Exists(path)) throw new FileNotFoundException($"Model directory '{directory}' has no {ConfigFile}.", path);
+        JsonObject root;
         try
         {
-            var json = File.ReadAllText(path);
-            if (JsonNode.Parse(json) is JsonObject root)
+            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                ?? throw new InvalidDataException($"'{path}' is not a JSON object.");
+        }
+        catch (JsonException e) { throw new InvalidDataException($"'{path}' is not valid JSON ({e.Message}).", e); }
+
+        OuroConfig.CheckRequiredKeys(root, path);
+        OuroConfig.ApplyDerivedDefaults(root);
+        foreach (var key in new[] { "bos_token_id", "eos_token_id", "pad_token_id" })
+            if (root[key] is JsonArray list)
             {
-                OuroConfig.CheckRequiredKeys(root, path);
-                OuroConfig.ApplyDerivedDefaults(root);
-                json = root.ToJsonString();
+                var first = list.Count > 0 ? list[0]?.DeepClone() : null;
+                warn?.Invoke($"'{path}': {key} is a list {list.ToJsonString()}; the model uses its first element {first?.ToJsonString() ?? "null"}.");
+                root[key] = first;
             }
-            return OuroConfig.FromJson(json);
-        }
-        catch (Exception e) when (e is JsonException or FormatException or NotSupportedException)
+        if (root["model_type"] is JsonValue mt && mt.GetValueKind() == JsonValueKind.String && mt.GetValue<string>() is var type && type != "ouro")
+            warn?.Invoke($"'{path}': model_type is '{type}', not 'ouro'; loading it as an Ouro looped model.");
+        if (root["rope_scaling"] is JsonObject)
+            throw new NotSupportedException($"'{path}': rope_scaling is set; this model implements plain RoPE only.");
+        if (root["attention_bias"] is JsonValue ab && ab.GetValueKind() == JsonValueKind.True)
+            throw new NotSupportedException($"'{path}': attention_bias = true; this model's projections have no bias.");
+        if (root["use_sliding_window"] is JsonValue sw && sw.GetValueKind() == JsonValueKind.True)
+            throw new NotSupportedException($"'{path}': use_sliding_window = true; this model implements full attention only.");
+        try
         {
-            throw new InvalidDataException($"'{path}' is not a valid model config: {e.Message}", e);
+            return OuroConfig.FromJson(root.ToJsonString());
         }
-        catch (ArgumentOutOfRangeException e)
-        {
-            throw new InvalidDataException($"'{path}' describes an impossible model: {e.Message}", e);
-        }
+        catch (Exception e) when (e is JsonException or FormatException) { throw new InvalidDataException($"'{path}': a key has the wrong type ({e.Message}).", e); }
+        catch (ArgumentOutOfRangeException e) { throw new InvalidDataException($"'{path}' describes an impossible model: {e.Message}", e); }
     }
 
     public static ModelMeta ReadMeta(string directory)
@@ -153,7 +177,9 @@ public static class ModelDirectory
     }
 
     /// <summary>
-    /// Loads a model directory onto <paramref name="device"/> in <paramref name="dtype"/> (default: the stored dtype).
+    /// Loads a LoopRpt model directory onto <paramref name="device"/> in <paramref name="dtype"/> (default: the stored dtype):
+    /// <see cref="ReadConfig"/>, <see cref="ReadMeta"/> and <see cref="ModelWeights.LoadModel"/>, without a tokenizer
+    /// (<c>LoopRpt.Inference.ModelOpener.Open</c> also opens the tokenizer and the other layouts).
     /// Missing, truncated, corrupt or mismatched files fail with an exception naming the file and the problem.
     /// </summary>
     public static LoadedModel Load(string directory, Device? device = null, ScalarType? dtype = null)
@@ -164,17 +190,7 @@ public static class ModelDirectory
         var config = ReadConfig(directory);
         var meta = ReadMeta(directory);
         var stored = meta.DType == "bfloat16" ? ScalarType.BFloat16 : ScalarType.Float32;
-        // The load overwrites every parameter (a missing tensor is an error), so no initial weights are drawn.
-        var lm = new OuroForCausalLM(config, device, dtype ?? stored, initialize: false);
-        try
-        {
-            ModelWeights.Load(lm, Path.Combine(directory, ModelWeights.FileName));
-        }
-        catch
-        {
-            lm.Dispose();
-            throw;
-        }
+        var (lm, _, _) = ModelWeights.LoadModel(config, directory, device, dtype ?? stored);
         return new LoadedModel(lm, meta, Path.GetFullPath(directory));
     }
 }

@@ -30,7 +30,7 @@ public sealed class OuroCheckpoint : IDisposable
     public const string ConfigFileName = "config.json";
 
     /// <summary>The shard index of a sharded checkpoint.</summary>
-    public const string IndexFileName = "model.safetensors.index.json";
+    public const string IndexFileName = ModelWeights.IndexFileName;
 
     /// <summary>The generation defaults file.</summary>
     public const string GenerationConfigFileName = "generation_config.json";
@@ -95,7 +95,7 @@ public sealed class OuroCheckpoint : IDisposable
     /// <summary>True when <paramref name="directory"/> has a config.json and safetensors weights (single file or index).</summary>
     public static bool IsCheckpointDirectory(string directory)
         => File.Exists(Path.Combine(directory, ConfigFileName))
-           && (File.Exists(Path.Combine(directory, ModelWeights.FileName)) || File.Exists(Path.Combine(directory, IndexFileName)));
+           && ModelWeights.Exist(directory);
 
     // ---- Loading ------------------------------------------------------------------------------------------
 
@@ -121,7 +121,7 @@ public sealed class OuroCheckpoint : IDisposable
             options.OnWarning?.Invoke(message);
         }
 
-        var config = ReadConfig(Path.Combine(dir, ConfigFileName), Warn);
+        var config = ModelDirectory.ReadConfig(dir, Warn);
         HfTokenizer? tokenizer = null;
         var tokenizerPath = Path.Combine(dir, HfTokenizer.FileName);
         if (options.LoadTokenizer && File.Exists(tokenizerPath))
@@ -140,76 +140,9 @@ public sealed class OuroCheckpoint : IDisposable
             catch (JsonException e) { Warn($"'{generationPath}' is not valid JSON and was ignored ({e.Message})."); }
         }
 
-        var files = OpenWeights(dir);
-        OuroForCausalLM? model = null;
-        try
-        {
-            var stored = files.SelectMany(f => f.Tensors.Values.Select(t => t.DType)).Distinct().ToList();
-            foreach (var bad in stored.Where(d => d is not ("F32" or "BF16" or "F16")))
-                throw new InvalidDataException($"'{files.First(f => f.Tensors.Values.Any(t => t.DType == bad)).Path}' stores {bad} tensors; expected F32, BF16 or F16 weights.");
-            // The load overwrites every parameter (a missing tensor is an error), so no initial weights are drawn.
-            model = new OuroForCausalLM(config, options.Device, options.DType, initialize: false) { BFloat16Compute = options.BFloat16Compute };
-            ModelWeights.Load(model, files);
-            return new OuroCheckpoint(dir, model, tokenizer, generation, files.Select(f => f.Path).ToList(),
-                stored.Count == 1 ? stored[0] : "mixed", warnings);
-        }
-        catch
-        {
-            model?.Dispose();
-            throw;
-        }
-        finally
-        {
-            foreach (var f in files) f.Dispose();
-        }
+        var (model, files, stored) = ModelWeights.LoadModel(config, dir, options.Device, options.DType, options.BFloat16Compute);
+        return new OuroCheckpoint(dir, model, tokenizer, generation, files, stored, warnings);
     }
-
-    /// <summary>
-    /// Reads and checks a reference config.json. Ids given as lists take the first element (with a warning); features the
-    /// model does not implement (<c>rope_scaling</c>, <c>attention_bias</c>, sliding windows) are refused.
-    /// </summary>
-    public static OuroConfig ReadConfig(string path, Action<string>? warn = null)
-    {
-        if (!File.Exists(path)) throw new FileNotFoundException($"Model config '{path}' does not exist.", path);
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-                ?? throw new InvalidDataException($"'{path}' is not a JSON object.");
-        }
-        catch (JsonException e) { throw new InvalidDataException($"'{path}' is not valid JSON ({e.Message}).", e); }
-
-        OuroConfig.CheckRequiredKeys(root, path);
-        OuroConfig.ApplyDerivedDefaults(root);
-        foreach (var key in new[] { "bos_token_id", "eos_token_id", "pad_token_id" })
-            if (root[key] is JsonArray list)
-            {
-                var first = list.Count > 0 ? list[0]?.DeepClone() : null;
-                warn?.Invoke($"'{path}': {key} is a list {list.ToJsonString()}; the model uses its first element {first?.ToJsonString() ?? "null"}.");
-                root[key] = first;
-            }
-        if (root["model_type"] is JsonValue mt && mt.GetValueKind() == JsonValueKind.String && mt.GetValue<string>() is var type && type != "ouro")
-            warn?.Invoke($"'{path}': model_type is '{type}', not 'ouro'; loading it as an Ouro looped model.");
-        if (root["rope_scaling"] is JsonObject)
-            throw new NotSupportedException($"'{path}': rope_scaling is set; this model implements plain RoPE only.");
-        if (root["attention_bias"] is JsonValue ab && ab.GetValueKind() == JsonValueKind.True)
-            throw new NotSupportedException($"'{path}': attention_bias = true; this model's projections have no bias.");
-        if (root["use_sliding_window"] is JsonValue sw && sw.GetValueKind() == JsonValueKind.True)
-            throw new NotSupportedException($"'{path}': use_sliding_window = true; this model implements full attention only.");
-        try
-        {
-            var config = JsonSerializer.Deserialize<OuroConfig>(root.ToJsonString(), ConfigJson)
-                ?? throw new InvalidDataException($"'{path}' is empty.");
-            return config.Validate();
-        }
-        catch (JsonException e) { throw new InvalidDataException($"'{path}': a key has the wrong type ({e.Message}).", e); }
-        catch (ArgumentOutOfRangeException e) { throw new InvalidDataException($"'{path}': {e.Message}", e); }
-    }
-
-    private static readonly JsonSerializerOptions ConfigJson = new()
-    {
-        NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
 
     /// <summary>
     /// Released Ouro configs ship <c>bos_token_id = eos_token_id = 0</c> (<c>&lt;|endoftext|&gt;</c>) while the tokenizer's
@@ -249,69 +182,6 @@ public sealed class OuroCheckpoint : IDisposable
                 throw new ArgumentOutOfRangeException(nameof(options), v, $"{nameof(OuroLoadOptions)}.{name} = {v} must lie in [0, vocab_size = {config.VocabSize}).");
         if (options.BosTokenId is { } b) config.BosTokenId = b;
         if (options.EosTokenId is { } eo) config.EosTokenId = eo;
-    }
-
-    /// <summary>Opens model.safetensors, or every shard named by model.safetensors.index.json (checked against the shards).</summary>
-    private static List<SafeTensorsFile> OpenWeights(string dir)
-    {
-        var indexPath = Path.Combine(dir, IndexFileName);
-        var singlePath = Path.Combine(dir, ModelWeights.FileName);
-        if (File.Exists(indexPath))
-        {
-            var map = ReadWeightMap(indexPath);
-            var files = new List<SafeTensorsFile>();
-            try
-            {
-                foreach (var shard in map.Values.Distinct(StringComparer.Ordinal))
-                {
-                    var shardPath = Path.Combine(dir, shard);
-                    if (!File.Exists(shardPath))
-                        throw new FileNotFoundException($"'{indexPath}' maps tensor '{map.First(kv => kv.Value == shard).Key}' to '{shard}', which does not exist.", shardPath);
-                    files.Add(SafeTensors.Open(shardPath));
-                }
-                foreach (var f in files)
-                {
-                    var shard = Path.GetFileName(f.Path);
-                    foreach (var key in f.Tensors.Keys)
-                        if (!map.TryGetValue(key, out var mapped) || mapped != shard)
-                            throw new InvalidDataException($"Tensor '{key}' is in '{f.Path}' but '{indexPath}' maps it to {(mapped is null ? "no shard" : $"'{mapped}'")}.");
-                }
-                foreach (var (key, shard) in map)
-                    if (!files.First(f => Path.GetFileName(f.Path) == shard).Tensors.ContainsKey(key))
-                        throw new InvalidDataException($"'{indexPath}' maps tensor '{key}' to '{shard}', which does not hold it.");
-                return files;
-            }
-            catch
-            {
-                foreach (var f in files) f.Dispose();
-                throw;
-            }
-        }
-        if (File.Exists(singlePath)) return [SafeTensors.Open(singlePath)];
-        var pickled = System.IO.Directory.EnumerateFiles(dir, "pytorch_model*.bin").Any();
-        throw new FileNotFoundException(
-            $"'{dir}' has neither {ModelWeights.FileName} nor {IndexFileName}" +
-            (pickled ? "; it holds PyTorch pickle weights (pytorch_model*.bin), which are not read: convert them to safetensors first." : "."),
-            singlePath);
-    }
-
-    /// <summary>Parses the <c>weight_map</c> of an index file: tensor key → shard file name.</summary>
-    public static IReadOnlyDictionary<string, string> ReadWeightMap(string indexPath)
-    {
-        JsonNode? root;
-        try { root = JsonNode.Parse(File.ReadAllText(indexPath)); }
-        catch (JsonException e) { throw new InvalidDataException($"'{indexPath}' is not valid JSON ({e.Message}).", e); }
-        if (root?["weight_map"] is not JsonObject weightMap)
-            throw new InvalidDataException($"'{indexPath}' has no 'weight_map' object.");
-        var map = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var (key, value) in weightMap)
-        {
-            var shard = value is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : null;
-            if (string.IsNullOrEmpty(shard) || shard != Path.GetFileName(shard))
-                throw new InvalidDataException($"'{indexPath}': weight_map entry '{key}' is not a file name in the same directory.");
-            map[key] = shard;
-        }
-        return map;
     }
 
     // ---- Saving -------------------------------------------------------------------------------------------

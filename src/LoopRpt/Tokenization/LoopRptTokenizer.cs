@@ -22,7 +22,7 @@ public sealed class LoopRptTokenizer
         Spec = spec;
         Inner = inner;
         VocabularySize = vocabularySize;
-        BosTokenId = bos;
+        BosTokenId = DocumentTokens.StartId(bos, eos);
         EosTokenId = eos;
     }
 
@@ -35,7 +35,7 @@ public sealed class LoopRptTokenizer
     /// <summary>One more than the largest id the tokenizer can produce (the model's minimum vocab_size).</summary>
     public int VocabularySize { get; }
 
-    /// <summary>Beginning-of-text id: the tokenizer's BOS, else its end-of-text token (GPT-2 convention).</summary>
+    /// <summary>Beginning-of-text id: the tokenizer's BOS, else its end-of-text token (GPT-2 convention, <see cref="DocumentTokens.StartId"/>).</summary>
     public int? BosTokenId { get; }
 
     /// <summary>End-of-text id (also the document separator when packing training text).</summary>

@@ -6,8 +6,9 @@ namespace LoopRpt.Tokenization;
 
 /// <summary>
 /// Text ↔ token ids of a model, whatever tokenizer it carries: the LoopRpt tokenizer described in its <c>meta.json</c>,
-/// a Hugging Face <c>tokenizer.json</c> (Ouro checkpoints), or any other pair of functions (<see cref="Create"/>, e.g.
-/// hosting's tokenizer service). The one codec of the CLI, the Microsoft.Extensions.AI surface and the server.
+/// hosting's byte tokenizer (<see cref="ByteTokenizer"/>), a Hugging Face <c>tokenizer.json</c> (Ouro checkpoints), or any
+/// other pair of functions (<see cref="Create"/>). The one codec of the CLI, hosting, the Microsoft.Extensions.AI surface
+/// and the server; start and end-of-text ids follow <see cref="DocumentTokens"/>.
 /// </summary>
 public sealed class TextCodec
 {
@@ -21,12 +22,15 @@ public sealed class TextCodec
         _encode = encode;
         _decode = decode;
         _tokenToId = tokenToId ?? (t => SingleToken(t, encode, decode));
-        BosTokenId = bos;
+        BosTokenId = DocumentTokens.StartId(bos, eos);
         EosTokenId = eos;
         Description = description;
     }
 
-    /// <summary>The id that starts a document (prepended so its first token is scored), if the tokenizer has one.</summary>
+    /// <summary>
+    /// The id that starts a prompt or document (prepended so its first token is scored): the tokenizer's BOS, else its
+    /// end-of-text id (<see cref="DocumentTokens.StartId"/>); null when it has neither.
+    /// </summary>
     public int? BosTokenId { get; }
 
     /// <summary>The end-of-text id, if any (generation stops there; training joins documents with it).</summary>
@@ -35,12 +39,21 @@ public sealed class TextCodec
     /// <summary>What the tokenizer is (for reports).</summary>
     public string Description { get; }
 
-    /// <summary>Token ids of <paramref name="text"/>, with the BOS id first when <paramref name="addBos"/> and one exists (no EOS added).</summary>
+    /// <summary>Token ids of <paramref name="text"/>, with the start id first when <paramref name="addBos"/> and one exists (no EOS added).</summary>
     public int[] Encode(string text, bool addBos = false)
     {
         ArgumentNullException.ThrowIfNull(text);
-        var ids = _encode(text);
-        return addBos && BosTokenId is { } b ? [b, .. ids] : [.. ids];
+        return DocumentTokens.Prompt(_encode(text), addBos ? BosTokenId : null);
+    }
+
+    /// <summary>A prompt or scored document: <c>[start] + ids</c> (<see cref="DocumentTokens.Prompt"/>).</summary>
+    public int[] EncodePrompt(string text) => Encode(text, addBos: true);
+
+    /// <summary>Appends one training document to <paramref name="stream"/> as <see cref="DocumentTokens.Append"/> joins them.</summary>
+    public void AppendDocument(List<int> stream, string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        DocumentTokens.Append(stream, _encode(text), BosTokenId, EosTokenId);
     }
 
     /// <summary>Text of <paramref name="ids"/>.</summary>
@@ -79,11 +92,20 @@ public sealed class TextCodec
             $"tokenizer.json ({tokenizer.VocabularySize} tokens)");
     }
 
-    /// <summary>The LoopRpt tokenizer a <c>meta.json</c> describes (a <see cref="TokenizerSpec"/>).</summary>
+    /// <summary>The byte tokenizer (<see cref="ByteTokenizer"/>): no BOS, end-of-text 256, which also starts documents.</summary>
+    public static TextCodec Bytes()
+        => new(ByteTokenizer.Encode, ByteTokenizer.Decode, null, null, ByteTokenizer.EndOfTextId, $"{ByteTokenizer.Kind} ({ByteTokenizer.VocabularySize} tokens)");
+
+    /// <summary>
+    /// The tokenizer a <c>meta.json</c> describes, of any kind the library writes: the byte tokenizer
+    /// (<c>{"kind": "bytes"}</c>, <see cref="ByteTokenizer"/>) or a LoopRpt tokenizer (a <see cref="TokenizerSpec"/>:
+    /// trained BPE, tiktoken, BPE files, SentencePiece).
+    /// </summary>
     /// <exception cref="InvalidDataException">The description is not one LoopRpt can rebuild.</exception>
     public static TextCodec FromDescription(JsonObject description)
     {
         ArgumentNullException.ThrowIfNull(description);
+        if (ByteTokenizer.Describes(description)) return Bytes();
         try
         {
             return From(LoopRptTokenizer.Create(TokenizerSpec.FromJson(description.ToJsonString())));

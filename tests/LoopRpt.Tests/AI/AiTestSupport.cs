@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using LoopRpt.AI;
 using LoopRpt.Hosting;
+using LoopRpt.Inference;
 using LoopRpt.Model;
 using LoopRpt.Tokenization;
 
@@ -33,5 +34,6 @@ internal static class AiTestSupport
         => LoopRptModel.FromModel(Inference.InferenceTestUtil.SpreadGateModel(gateScale: gateScale, seed: seed),
             new LettersTokenizer().ToTextCodec(), "tiny-test");
 
-    public static long[] Ids(this TextCodec codec, string text) => codec.Encode(text).Select(i => (long)i).ToArray();
+    /// <summary>A prompt as every face encodes it: the start id, then the text (DocumentTokens).</summary>
+    public static long[] Ids(this TextCodec codec, string text) => codec.EncodePrompt(text).Select(i => (long)i).ToArray();
 }

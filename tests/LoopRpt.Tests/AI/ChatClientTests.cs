@@ -202,19 +202,20 @@ public class ChatClientTests
         using var client = new LoopRptChatClient(model);
         var options = new ChatOptions { Temperature = 0, MaxOutputTokens = 7, AdditionalProperties = new() { [LoopRptChatClient.RawPromptKey] = true } };
         var response = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "ab"), new ChatMessage(ChatRole.User, "c")], options);
-        // The reference: the library generator on the prompt's own ids (the letters tokenizer has no BOS), no template.
+        // The reference: the library generator on the prompt's ids framed by the core's start rule, no template.
         var expected = new LoopedGenerator(model.Model).Generate(model.Codec.Ids("abc"), new GenerationOptions
         {
             MaxNewTokens = 7, Temperature = 0, StopTokens = [LettersTokenizer.EndOfText],
         });
         var raw = Assert.IsType<LoopRptGeneration>(response.RawRepresentation);
         Assert.Equal(expected.Tokens, raw.Tokens);
-        Assert.Equal(3, response.Usage!.InputTokenCount);
+        Assert.Equal(4, response.Usage!.InputTokenCount);                                    // start id + "abc"
         var templated = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "abc")], new ChatOptions { Temperature = 0, MaxOutputTokens = 7 });
-        Assert.True(templated.Usage!.InputTokenCount > 3);                                 // without the key the template applies
+        Assert.True(templated.Usage!.InputTokenCount > 4);                                 // without the key the template applies
 
-        var e = await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync([new ChatMessage(ChatRole.User, "")], options));
-        Assert.Equal("prompt", e.ParamName);
+        // An empty prompt is the start id alone (DocumentTokens), so the model continues from the start of a document.
+        var empty = await client.GetResponseAsync([new ChatMessage(ChatRole.User, "")], options);
+        Assert.Equal(1, empty.Usage!.InputTokenCount);
         await Assert.ThrowsAsync<ArgumentException>(() => client.GetResponseAsync(Conversation,
             new ChatOptions { AdditionalProperties = new() { [LoopRptChatClient.RawPromptKey] = 3 } }));
     }

@@ -32,7 +32,8 @@ public class ChatTemplateTests
         var codec = new ByteTokenizerService().ToTextCodec();
         Assert.Equal(ChatTemplateKind.Plain, ChatTemplate.Resolve(ChatTemplateKind.Auto, codec));
         var prompt = ChatTemplate.Render([new ChatMessage(ChatRole.System, "be brief"), new ChatMessage(ChatRole.User, "hi")], codec, ChatTemplateKind.Auto);
-        Assert.Equal("System: be brief\nUser: hi\nAssistant:", Encoding.UTF8.GetString(prompt.Ids.Select(i => (byte)i).ToArray()));
+        Assert.Equal(256L, prompt.Ids[0]);                             // the start id (DocumentTokens): end-of-text, as every face prepends
+        Assert.Equal("System: be brief\nUser: hi\nAssistant:", Encoding.UTF8.GetString(prompt.Ids.Skip(1).Select(i => (byte)i).ToArray()));
         Assert.Equal([256L], prompt.StopTokens);
         Assert.Equal(["\nUser:"], prompt.StopStrings);
         Assert.Throws<InvalidOperationException>(() => ChatTemplate.Render([new ChatMessage(ChatRole.User, "hi")], codec, ChatTemplateKind.ChatMl));

@@ -42,8 +42,8 @@ public class EmbeddingGeneratorTests
             Assert.Equal(32, actual.Length);
             for (int k = 0; k < expected.Length; k++) Assert.True(Math.Abs(expected[k] - actual[k]) < 1e-5, $"text {i} dim {k}: {expected[k]} vs {actual[k]}");
         }
-        Assert.Equal(texts.Sum(t => t.Length), result.Usage!.InputTokenCount);
-        Assert.Equal(4L * texts.Sum(t => t.Length), result.Usage.AdditionalCounts![LoopRptChatClient.LoopsKey]);
+        Assert.Equal(texts.Sum(t => t.Length + 1), result.Usage!.InputTokenCount);        // the start id, then one id per letter
+        Assert.Equal(4L * texts.Sum(t => t.Length + 1), result.Usage.AdditionalCounts![LoopRptChatClient.LoopsKey]);
     }
 
     [Fact]
@@ -53,14 +53,14 @@ public class EmbeddingGeneratorTests
         // the Q-exit step" is an exact reference for the compute-saving pass.
         using var model = AiTestSupport.Model();
         var options = new EmbeddingGenerationOptions { AdditionalProperties = new() { [LoopRptChatClient.ExitThresholdKey] = 0.5 } };
-        using var generator = new LoopRptEmbeddingGenerator(model);
+        using var generator = new LoopRptEmbeddingGenerator(model, new LoopRptEmbeddingGeneratorOptions { AddBos = false });   // one token each
         string[] texts = [.. "abcdefghij".Select(c => c.ToString())];
         var result = await generator.GenerateAsync(texts, options);
         long loops = 0;
         var steps = new HashSet<long>();
         for (int i = 0; i < texts.Length; i++)
         {
-            var ids = model.Codec.Ids(texts[i]);
+            var ids = model.Codec.Encode(texts[i]).Select(id => (long)id).ToArray();
             long[] step = [];
             var expected = Pooled(model.Model, ids, o => step = Inference.InferenceTestUtil.Longs(ExitMode.Q(0.5).Steps(o.ExitProbabilities())[0]));
             loops += step[0] + 1;

@@ -58,14 +58,14 @@ public class HostingPartsTests
     {
         using var scratch = new Scratch();
         DataFolder.WriteTokens(Path.Combine(scratch.Data, "a.tokens"), Enumerable.Range(0, 20).ToArray());
-        File.WriteAllText(Path.Combine(scratch.Data, "b.txt"), "héllo");                  // 6 UTF-8 bytes + end-of-text
+        File.WriteAllText(Path.Combine(scratch.Data, "b.txt"), "héllo");                  // end-of-text (the start id) + 6 UTF-8 bytes
         File.WriteAllText(Path.Combine(scratch.Data, "c.txt.tmp"), "ignored");
         File.WriteAllText(Path.Combine(scratch.Data, ".hidden.txt"), "ignored");
         var tokenizer = new ByteTokenizerService();
 
         var (train, heldOut) = DataFolder.Load(scratch.Data, null, 0.25, tokenizer, vocabSize: 257);
         // a: 20 ids → 15 train + 5 held out; b: 7 ids → round(1.75) = 2 held out.
-        int[] b = [104, 195, 169, 108, 108, 111, 256];
+        int[] b = [256, 104, 195, 169, 108, 108, 111];      // DocumentTokens: [start] + ids; one shared id, so none after
         Assert.Equal(Enumerable.Range(0, 15).Concat(b[..5]), train);
         Assert.Equal(Enumerable.Range(15, 5).Concat(b[5..]), heldOut);
         Assert.Equal("héllo", tokenizer.Decode(b));

@@ -1,3 +1,4 @@
+using LoopRpt.Checkpoints;
 using System.Text.Json.Nodes;
 using LoopRpt.Interop;
 using LoopRpt.Model;
@@ -81,7 +82,7 @@ public sealed class OuroCheckpointTests : IDisposable
     {
         var path = Path.Combine(_root, "config.json");
         File.WriteAllText(path, ReferenceLayout.ConfigJson());
-        var c = OuroCheckpoint.ReadConfig(path);
+        var c = ModelDirectory.ReadConfig(_root);
         Assert.Equal(3, c.TotalUtSteps);
         Assert.Equal(16, c.HeadDim);
         Assert.Equal(2, c.NumKeyValueHeads);
@@ -103,7 +104,7 @@ public sealed class OuroCheckpointTests : IDisposable
         var path = Path.Combine(_root, "config.json");
         File.WriteAllText(path, ReferenceLayout.ConfigJson().Replace("\"eos_token_id\": 0", "\"eos_token_id\": [2, 0]"));
         var warnings = new List<string>();
-        var c = OuroCheckpoint.ReadConfig(path, warnings.Add);
+        var c = ModelDirectory.ReadConfig(_root, warnings.Add);
         Assert.Equal(2, c.EosTokenId);
         Assert.Contains(warnings, w => w.Contains("eos_token_id") && w.Contains("[2,0]"));
     }
@@ -116,7 +117,7 @@ public sealed class OuroCheckpointTests : IDisposable
     {
         var path = Path.Combine(_root, "config.json");
         File.WriteAllText(path, ReferenceLayout.ConfigJson().Replace(from, to));
-        var e = Assert.Throws<NotSupportedException>(() => OuroCheckpoint.ReadConfig(path));
+        var e = Assert.Throws<NotSupportedException>(() => ModelDirectory.ReadConfig(_root));
         Assert.Contains(key, e.Message);
     }
 
@@ -125,7 +126,7 @@ public sealed class OuroCheckpointTests : IDisposable
     {
         var path = Path.Combine(_root, "config.json");
         File.WriteAllText(path, ReferenceLayout.ConfigJson().Replace("\"total_ut_steps\": 3", "\"total_ut_steps\": 0"));
-        var e = Assert.Throws<InvalidDataException>(() => OuroCheckpoint.ReadConfig(path));
+        var e = Assert.Throws<InvalidDataException>(() => ModelDirectory.ReadConfig(_root));
         Assert.Contains("total_ut_steps", e.Message);
         Assert.Contains(path, e.Message);
     }

@@ -70,7 +70,6 @@ public class ConfigTests
                 if (variant == "null") root["num_key_value_heads"] = null;
                 File.WriteAllText(path, root.ToJsonString());
                 Assert.Equal(4, LoopRpt.Checkpoints.ModelDirectory.ReadConfig(dir).NumKeyValueHeads);
-                Assert.Equal(4, LoopRpt.Interop.OuroCheckpoint.ReadConfig(path).NumKeyValueHeads);
                 using var loaded = LoopRpt.Checkpoints.ModelDirectory.Load(dir).Model;
                 using var ids = TestUtil.RandomIds(1, 8, 64, 1);
                 using var a = lm.Logits(lm.Forward(ids).Hidden[^1]);

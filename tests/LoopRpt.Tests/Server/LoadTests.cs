@@ -51,7 +51,7 @@ public class LoadTests(ITestOutputHelper output)
             Assert.NotEqual(expected["looprpt-v1"], expected["looprpt-v2"]);       // a swap is visible in the replies
 
             using var store = new ModelStore(Options.Create(new ModelStoreOptions { Root = root, InitialModelDirectory = initial }), tokenizer);
-            await using var server = await LoopbackServer.StartAsync(new ModelStoreSource(store, tokenizer, "tiny-test"));
+            await using var server = await LoopbackServer.StartAsync(new ModelStoreSource(store, "tiny-test"));
             var chat = server.OpenAI.GetChatClient("tiny-test");
             var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = MaxTokens };
             for (int i = 0; i < 20; i++) await chat.CompleteChatAsync([new UserChatMessage(Prompts[i % Prompts.Length])], options);   // warm-up

@@ -126,7 +126,7 @@ public class MiddlewareTests
         r = await OpenAIServerTests.Post(server, "/v1/completions", CompletionBody);
         Assert.Equal(completionText, ChoiceText(r.Json));
         Assert.Equal(completionReply.Tokens.Length, r.Json.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
-        Assert.Equal(3, r.Json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());      // "abc", no template (the letters tokenizer has no BOS)
+        Assert.Equal(4, r.Json.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());      // start id + "abc", no template (DocumentTokens: the end-of-text id starts a prompt)
         s = await PostStream(server, "/v1/completions", CompletionBody);
         Assert.Equal(completionText, s.Text);
         Assert.Equal(completionReply.LoopsUsed.Sum(), s.Usage.GetProperty("loops").GetInt64());

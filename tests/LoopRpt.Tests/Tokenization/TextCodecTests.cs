@@ -74,13 +74,13 @@ public class TextCodecTests
     public void HostingTokenizersBecomeCodecs()
     {
         var bytes = new ByteTokenizerService().ToTextCodec();
-        Assert.Equal((null, 256), (bytes.BosTokenId, bytes.EosTokenId));
-        Assert.Equal([104, 195, 169], bytes.Encode("hé", addBos: true));
+        Assert.Equal((256, 256), (bytes.BosTokenId, bytes.EosTokenId));           // no BOS: end-of-text starts documents (DocumentTokens)
+        Assert.Equal([256, 104, 195, 169], bytes.Encode("hé", addBos: true));
         Assert.Equal(104, bytes.TokenToId("h"));
         Assert.Null(bytes.TokenToId("é"));                        // two UTF-8 bytes
-        var described = TokenizerServiceExtensions.CodecOf(new ByteTokenizerService().Describe());
-        Assert.Equal(bytes.Encode("hé"), described.Encode("hé"));
-        Assert.True(ByteTokenizerService.Describes(new JsonObject { ["kind"] = "bytes" }));
-        Assert.False(ByteTokenizerService.Describes(new JsonObject { ["kind"] = 3 }));
+        var described = TextCodec.FromDescription(new ByteTokenizerService().Describe());
+        Assert.Equal(bytes.Encode("hé", addBos: true), described.Encode("hé", addBos: true));
+        Assert.True(ByteTokenizer.Describes(new JsonObject { ["kind"] = "bytes" }));
+        Assert.False(ByteTokenizer.Describes(new JsonObject { ["kind"] = 3 }));
     }
 }
