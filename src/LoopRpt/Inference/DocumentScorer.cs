@@ -5,47 +5,6 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace LoopRpt.Inference;
 
-/// <summary>Options of <see cref="DocumentScorer"/>.</summary>
-public sealed class DocumentScorerOptions
-{
-    /// <summary>Defaults, defined once (the CLI, server, hosting and ML.NET scorers take theirs from here).</summary>
-    public static class Defaults
-    {
-        /// <summary>Windows per forward pass.</summary>
-        public const int BatchSize = 8;
-
-        /// <summary>Longest window (tokens) per forward pass, capped by the model's <c>max_position_embeddings</c>.</summary>
-        public const int ContextLength = 512;
-
-        /// <summary>Windows are padded to a multiple of this length (and to at most the context length).</summary>
-        public const int PadMultiple = 32;
-    }
-
-    /// <summary>
-    /// The exit rule: <see cref="ExitMode.Q"/> (adaptive), <see cref="ExitMode.Fixed"/>, <see cref="ExitMode.Last"/> (full
-    /// depth) or <see cref="ExitMode.Expected"/> (expected logits; always runs the full-depth pass). Null means the model
-    /// config's <c>early_exit_threshold</c> when set, else the last loop.
-    /// </summary>
-    public ExitMode? Exit { get; init; }
-
-    /// <summary>
-    /// Run every loop for every token and select each token's exit afterwards ("compute all, then select"), instead of
-    /// the compute-saving adaptive pass where a token stops looping at its exit (docs/adaptive-exit.md). The two agree at
-    /// the last loop and at a fixed step; under Q-exit they differ only through earlier tokens that exited before a token.
-    /// Expected logits and <see cref="PerStepStatistics"/> need every loop and run full depth whatever this says.
-    /// </summary>
-    public bool FullDepth { get; init; }
-
-    /// <summary>Count, per loop step, the scored tokens whose argmax at that step is correct (<see cref="ScoredDocument.StepCorrectCounts"/>); runs full depth plus one LM-head pass per loop.</summary>
-    public bool PerStepStatistics { get; init; }
-
-    /// <summary>Windows per forward pass (at least 1). Default <see cref="Defaults.BatchSize"/>.</summary>
-    public int BatchSize { get; init; } = Defaults.BatchSize;
-
-    /// <summary>Longest window C (at least 2); capped by the model's <c>max_position_embeddings</c>. Default <see cref="Defaults.ContextLength"/>.</summary>
-    public int ContextLength { get; init; } = Defaults.ContextLength;
-}
-
 /// <summary>Where a window lies in its document: tokens [Start, Start + Length).</summary>
 /// <param name="Start">First token of the window.</param>
 /// <param name="Length">Tokens in the window.</param>
@@ -251,7 +210,8 @@ public sealed class DocumentScorer
         var predictions = new long[b * p];
         var predictionLogProbs = new float[b * p];
         var stepCorrect = Options.PerStepStatistics ? new float[b * p * T] : null;
-        var targets = tensor(batch.ToTokenBatch().Targets, [b, p]).to(_lm.Device);           // (B, P), -1 past each window
+        // Next tokens (B, P), 0 where a position scores nothing (those read-outs are never distributed): no clamp needed.
+        var targets = tensor(batch.ToTokenBatch().Targets.Select(t => Math.Max(t, 0L)).ToArray(), [b, p]).to(_lm.Device);
         for (int i = 0; i < b; i++)
         {
             using var rowScope = NewDisposeScope();
@@ -259,7 +219,7 @@ public sealed class DocumentScorer
             var rowTargets = targets.narrow(0, i, 1);                                          // (1, P)
             var logp = F.log_softmax(_exit.Logits(_lm, row).to_type(ScalarType.Float32), -1);   // (1, P, V)
             var (best, argmax) = logp.max(-1);
-            Host(logp.gather(-1, rowTargets.clamp_min(0).unsqueeze(-1)).squeeze(-1)).CopyTo(gold, i * p);
+            Host(logp.gather(-1, rowTargets.unsqueeze(-1)).squeeze(-1)).CopyTo(gold, i * p);
             Host(logp.exp().mul(logp).sum(-1).neg()).CopyTo(entropies, i * p);
             Host(best).CopyTo(predictionLogProbs, i * p);
             argmax.cpu().data<long>().ToArray().CopyTo(predictions, i * p);
@@ -322,4 +282,45 @@ public sealed class DocumentScorer
 
         public ScoredDocument Build() => new(tokens, LogProbs, ExitSteps, Entropies, Correct, StepCorrect, NextToken, NextTokenLogProb, LoopsSpent, loops);
     }
+}
+
+/// <summary>Options of <see cref="DocumentScorer"/>.</summary>
+public sealed class DocumentScorerOptions
+{
+    /// <summary>Defaults, defined once (the CLI, server, hosting and ML.NET scorers take theirs from here).</summary>
+    public static class Defaults
+    {
+        /// <summary>Windows per forward pass.</summary>
+        public const int BatchSize = 8;
+
+        /// <summary>Longest window (tokens) per forward pass, capped by the model's <c>max_position_embeddings</c>.</summary>
+        public const int ContextLength = 512;
+
+        /// <summary>Windows are padded to a multiple of this length (and to at most the context length).</summary>
+        public const int PadMultiple = 32;
+    }
+
+    /// <summary>
+    /// The exit rule: <see cref="ExitMode.Q"/> (adaptive), <see cref="ExitMode.Fixed"/>, <see cref="ExitMode.Last"/> (full
+    /// depth) or <see cref="ExitMode.Expected"/> (expected logits; always runs the full-depth pass). Null means the model
+    /// config's <c>early_exit_threshold</c> when set, else the last loop.
+    /// </summary>
+    public ExitMode? Exit { get; init; }
+
+    /// <summary>
+    /// Run every loop for every token and select each token's exit afterwards ("compute all, then select"), instead of
+    /// the compute-saving adaptive pass where a token stops looping at its exit (docs/adaptive-exit.md). The two agree at
+    /// the last loop and at a fixed step; under Q-exit they differ only through earlier tokens that exited before a token.
+    /// Expected logits and <see cref="PerStepStatistics"/> need every loop and run full depth whatever this says.
+    /// </summary>
+    public bool FullDepth { get; init; }
+
+    /// <summary>Count, per loop step, the scored tokens whose argmax at that step is correct (<see cref="ScoredDocument.StepCorrectCounts"/>); runs full depth plus one LM-head pass per loop.</summary>
+    public bool PerStepStatistics { get; init; }
+
+    /// <summary>Windows per forward pass (at least 1). Default <see cref="Defaults.BatchSize"/>.</summary>
+    public int BatchSize { get; init; } = Defaults.BatchSize;
+
+    /// <summary>Longest window C (at least 2); capped by the model's <c>max_position_embeddings</c>. Default <see cref="Defaults.ContextLength"/>.</summary>
+    public int ContextLength { get; init; } = Defaults.ContextLength;
 }

@@ -72,12 +72,7 @@ public sealed class ReadoutTotals
     private readonly double[] _sums;
 
     internal ReadoutTotals(int buckets, int readouts, double[] tokens, double[] sums)
-    {
-        Buckets = buckets;
-        Readouts = readouts;
-        _tokens = tokens;
-        _sums = sums;
-    }
+        => (Buckets, Readouts, _tokens, _sums) = (buckets, readouts, tokens, sums);
 
     /// <summary>Token buckets K.</summary>
     public int Buckets { get; }
