@@ -1,65 +1,48 @@
+using LoopRpt.Inference;
 using LoopRpt.Model;
-using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace LoopRpt.Hosting;
 
-/// <summary>Score of one token sequence.</summary>
-/// <param name="MeanLogProb">Mean log-probability of tokens 1..n-1 given their prefix (0 for a one-token sequence).</param>
-/// <param name="NextToken">Most likely next token after the whole sequence.</param>
-/// <param name="NextTokenLogProb">Its log-probability.</param>
+/// <summary>Score of one token sequence: the core document scorer's result (docs/adaptive-exit.md) and the model version.</summary>
+/// <param name="Document">Per-token log-probabilities, exit steps and entropies, and their means.</param>
 /// <param name="Version">Model version that produced the score.</param>
-public sealed record SequenceScore(double MeanLogProb, int NextToken, double NextTokenLogProb, int Version);
+public sealed record SequenceScore(ScoredDocument Document, int Version)
+{
+    /// <summary>Mean log-probability of tokens 1..n-1 given their prefix (<see cref="ScoreTotals.MeanLogProbability"/>; NaN for a one-token sequence).</summary>
+    public double MeanLogProb => Document.MeanLogProbability;
 
-/// <summary>Batched inference on a leased model: safe to call from many threads at once (no_grad, a dispose scope per call).</summary>
+    /// <summary>Most likely next token after the whole sequence.</summary>
+    public int NextToken => Document.NextToken;
+
+    /// <summary>Its log-probability.</summary>
+    public double NextTokenLogProb => Document.NextTokenLogProbability;
+}
+
+/// <summary>
+/// Scoring on a leased model through the core <see cref="DocumentScorer"/>: safe to call from many threads at once (a
+/// scorer per call, no_grad, a dispose scope per batch).
+/// </summary>
 public static class ModelScoring
 {
-    /// <summary>Scores <paramref name="sequences"/> (each at least one token) in one batch, read out under <paramref name="exit"/> (default: last step).</summary>
+    /// <summary>Scores <paramref name="sequences"/> (each at least one token), read out under <paramref name="exit"/> (default: last step).</summary>
+    /// <exception cref="ArgumentException">A sequence is empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside the model's vocabulary.</exception>
     /// <exception cref="NotFiniteNumberException">The model's log-probabilities are not finite (NaN weights, overflow).</exception>
     public static IReadOnlyList<SequenceScore> Score(this ModelLease lease, IReadOnlyList<int[]> sequences, ExitMode? exit = null)
+        => lease.Score(sequences, new DocumentScorerOptions { Exit = exit ?? ExitMode.Last });
+
+    /// <summary>Scores <paramref name="sequences"/> (each at least one token) with the document scorer's <paramref name="options"/>.</summary>
+    /// <exception cref="ArgumentException">A sequence is empty.</exception>
+    /// <exception cref="ArgumentOutOfRangeException">A token id is outside the model's vocabulary, or an option is out of range.</exception>
+    /// <exception cref="NotFiniteNumberException">The model's log-probabilities are not finite (NaN weights, overflow).</exception>
+    public static IReadOnlyList<SequenceScore> Score(this ModelLease lease, IReadOnlyList<int[]> sequences, DocumentScorerOptions options)
     {
         ArgumentNullException.ThrowIfNull(lease);
         ArgumentNullException.ThrowIfNull(sequences);
-        if (sequences.Count == 0) return [];
-        var lm = lease.Model;
-        int vocab = lm.Config.VocabSize;
-        int s = sequences.Max(q => q.Length);
+        ArgumentNullException.ThrowIfNull(options);
         for (int b = 0; b < sequences.Count; b++)
-        {
-            if (sequences[b].Length == 0) throw new ArgumentException($"Sequence {b} is empty; a score needs at least one token.", nameof(sequences));
-            foreach (var id in sequences[b])
-                if (id < 0 || id >= vocab) throw new ArgumentOutOfRangeException(nameof(sequences), id, $"Sequence {b} holds token id {id}; the model's vocabulary is [0, {vocab}).");
-        }
-
-        var inputs = new long[sequences.Count * s];
-        var targets = new long[inputs.Length];
-        Array.Fill(targets, -1);
-        for (int b = 0; b < sequences.Count; b++)
-        {
-            var q = sequences[b];
-            for (int i = 0; i < q.Length; i++)
-            {
-                inputs[b * s + i] = q[i];
-                if (i + 1 < q.Length) targets[b * s + i] = q[i + 1];
-            }
-        }
-
-        using var noGrad = no_grad();
-        using var scope = NewDisposeScope();
-        var ids = tensor(inputs, [sequences.Count, s]).to(lm.Device);                       // (B, S)
-        var gold = tensor(targets, [sequences.Count, s]).to(lm.Device);
-        var output = lm.Forward(ids);
-        var logp = F.log_softmax((exit ?? ExitMode.Last).Logits(lm, output).to_type(ScalarType.Float32), -1);   // (B, S, V)
-        var mask = (gold >= 0).to_type(ScalarType.Float32);
-        var goldLogp = logp.gather(-1, gold.clamp_min(0).unsqueeze(-1)).squeeze(-1) * mask;  // (B, S)
-        var mean = goldLogp.sum(-1) / mask.sum(-1).clamp_min(1);                            // (B)
-        var last = tensor(sequences.Select(q => (long)q.Length - 1).ToArray()).to(lm.Device);
-        var lastLogp = logp.gather(1, last.view(-1, 1, 1).expand(-1, 1, logp.shape[^1])).squeeze(1);   // (B, V)
-        var (best, arg) = lastLogp.max(-1);
-        var means = mean.to_type(ScalarType.Float64).cpu().data<double>().ToArray();
-        var bests = best.to_type(ScalarType.Float64).cpu().data<double>().ToArray();
-        var args = arg.cpu().data<long>().ToArray();
-        if (!means.All(double.IsFinite) || !bests.All(double.IsFinite)) throw NonFiniteCheck.Outputs(lm, "log-probabilities");
-        return Enumerable.Range(0, sequences.Count).Select(b => new SequenceScore(means[b], (int)args[b], bests[b], lease.Version)).ToList();
+            if (sequences[b] is not { Length: > 0 }) throw new ArgumentException($"Sequence {b} is empty; a score needs at least one token.", nameof(sequences));
+        var scores = new DocumentScorer(lease.Model, options).Score(sequences);
+        return scores.Select(s => new SequenceScore(s, lease.Version)).ToList();
     }
 }

@@ -15,9 +15,9 @@ public sealed partial class AdaptiveExitScoringTransformer
             /// <summary>Default Q-exit threshold q of <see cref="AdaptiveExitScoringTransformer.Options.ExitMode"/>.</summary>
             public const double ExitThreshold = 0.5;
             /// <summary>Default of <see cref="AdaptiveExitScoringTransformer.Options.BatchSize"/>.</summary>
-            public const int BatchSize = 8;
+            public const int BatchSize = Inference.DocumentScorerOptions.Defaults.BatchSize;
             /// <summary>Default of <see cref="AdaptiveExitScoringTransformer.Options.ContextLength"/>.</summary>
-            public const int ContextLength = 512;
+            public const int ContextLength = Inference.DocumentScorerOptions.Defaults.ContextLength;
             /// <summary>Largest weights (bytes) that <see cref="ModelStorage.Auto"/> embeds.</summary>
             public const long MaxEmbeddedBytes = 100L * 1024 * 1024;
         }

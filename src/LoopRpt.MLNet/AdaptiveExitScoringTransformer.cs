@@ -23,7 +23,7 @@ namespace LoopRpt.MLNet;
 /// | ExitSteps | Vector&lt;Single&gt; (n-1) | 1-indexed exit step per token |
 /// | MeanExitStep | Single | mean exit step (NaN for fewer than 2 tokens) |
 /// | Perplexity | Single | exp(-LogLikelihood / (n-1)) (NaN for fewer than 2 tokens) |
-/// | ComputeFraction | Single | mean exit step / loops: loop compute relative to full depth (0 for fewer than 2 tokens) |
+/// | ComputeFraction | Single | mean exit step / loops: loop compute relative to full depth (NaN for fewer than 2 tokens) |
 /// | TokenEntropies | Vector&lt;Single&gt; (n-1) | entropy (nats) of the next-token distribution at the exit |
 /// | Correct | Vector&lt;Single&gt; (n-1) | 1 if the exit's argmax is the next token |
 /// | StepCorrectCounts | Vector&lt;Single&gt; (loops) | per loop step, the row's correctly predicted tokens (empty if disabled) |
@@ -37,10 +37,12 @@ namespace LoopRpt.MLNet;
 /// | ONNX export | no |
 /// | Saved as | ValueMapping (scorer JSON: weights embedded, or a model-directory reference) + CustomMapping "LoopRpt.Scorer.v1" |
 ///
-/// Rows with an empty/missing token vector or a single token score to LogLikelihood 0, empty vectors, TokenCount 0,
-/// MeanExitStep and Perplexity NaN, ComputeFraction 0. Long rows are windowed (see docs/mlnet.md).
+/// The scores are the core document scorer's (<see cref="Inference.DocumentScorer"/>, docs/adaptive-exit.md): the same
+/// per-token values as <c>looprpt score</c>, <c>/v1/score</c> and hosting's <c>ModelScoring</c>. Rows with an
+/// empty/missing token vector or a single token score to LogLikelihood 0, empty vectors, TokenCount 0, and MeanExitStep,
+/// Perplexity and ComputeFraction NaN. Rows longer than the context length are scored in windows overlapping by one token.
 /// A row's scores do not depend on its batch neighbours (windows of equal padded length share a forward pass), so a
-/// model reloaded with <c>ml.Model.Load</c> — which scores row by row through the same engine — gives identical values.
+/// model reloaded with <c>ml.Model.Load</c> — which scores row by row through the same engine — gives the same values.
 /// </remarks>
 public sealed partial class AdaptiveExitScoringTransformer : ITransformer, IDisposable
 {

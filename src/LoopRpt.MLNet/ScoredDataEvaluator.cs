@@ -1,4 +1,5 @@
 using LoopRpt.Evaluation;
+using LoopRpt.Inference;
 using Microsoft.ML;
 using Microsoft.ML.Data;
 using static TorchSharp.torch;
@@ -7,8 +8,8 @@ namespace LoopRpt.MLNet;
 
 /// <summary>
 /// ML.NET's side of the evaluation (<see cref="LoopRptCatalog.Evaluate"/>, <see cref="LoopRptCatalog.ParetoSweep"/>): it
-/// reads the scorer's columns or rows and reduces them with the project's one evaluation core (src/LoopRpt/Evaluation:
-/// <see cref="EntropyBuckets"/>, <see cref="ReadoutTally"/>, <see cref="LoopEvaluator"/>), so its figures are the CLI's.
+/// reads the scorer's columns or rows and reduces them with the project's one evaluation core through its public API
+/// (<see cref="EntropyBuckets"/>, <see cref="ReadoutTally"/>, <see cref="LoopEvaluator"/>), so its figures are the CLI's.
 /// </summary>
 internal static class ScoredDataEvaluator
 {
@@ -158,7 +159,7 @@ internal static class ScoredDataEvaluator
             }
         }
         var engine = scorer.Engine;
-        var batches = engine.Batches(rows);
+        var batches = engine.Exclusive(() => engine.Batches(rows));
         if (batches.Count == 0) throw new InvalidOperationException($"Cannot sweep: column '{col.Name}' holds no row with at least two tokens.");
         var all = engine.Exclusive(() => evaluator.Evaluate(engine.Model, batches, name: "scorer")).Buckets[0];
         int T = engine.Loops;

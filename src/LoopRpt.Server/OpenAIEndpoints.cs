@@ -218,8 +218,10 @@ public static class OpenAIEndpoints
     }
 
     /// <summary>
-    /// LoopRpt's scoring endpoint: per text, the log-likelihood of its tokens (each predicted from its prefix; the
-    /// first predicted from BOS when the tokenizer has one), perplexity, and the exit step (1-indexed) of every token.
+    /// LoopRpt's scoring endpoint, a binder over the core <see cref="DocumentScorer"/> (docs/adaptive-exit.md): per text,
+    /// the log-likelihood of its tokens (each predicted from its prefix in its window; the first predicted from BOS when
+    /// the tokenizer has one), perplexity, and the 1-indexed exit step and log-probability of every scored token. Texts
+    /// longer than the context are scored in windows overlapping by one token, never truncated.
     /// </summary>
     private static async Task Score(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
@@ -230,49 +232,30 @@ public static class OpenAIEndpoints
         var payload = await Task.Run(() =>
         {
             using var lease = source.Acquire();
-            var lm = lease.Model;
             var rows = inputs.Select((t, i) => string.IsNullOrEmpty(t)
                 ? throw ApiError.BadRequest($"input[{i}] is empty.", "input")
-                : generator.Tokenize(t, lease.Codec, lm.Config.MaxPositionEmbeddings)).ToList();
-            var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = q is { } x ? ExitMode.Q(x) : null });
-            var data = new List<object>();
-            long loops = 0;
-            foreach (var (batch, offset) in rows.Chunk(16).Select((b, k) => (b, k * 16)))
+                : (IReadOnlyList<int>)generator.Tokenize(t, lease.Codec, int.MaxValue).Select(id => (int)id).ToArray()).ToList();
+            ct.ThrowIfCancellationRequested();
+            var scores = new DocumentScorer(lease.Model, new DocumentScorerOptions { Exit = q is { } x ? ExitMode.Q(x) : null }).Score(rows);
+            static double? Finite(double v) => double.IsFinite(v) ? v : null;
+            var data = scores.Select((s, i) => new
             {
-                ct.ThrowIfCancellationRequested();
-                using var scope = NewDisposeScope();
-                var (ids, lengths) = AdaptiveExitScorer.Pad(batch);
-                using var score = scorer.Score(ids, lengths);
-                var logp = score.GoldLogProbs.cpu().data<float>().ToArray();
-                var exits = score.ExitSteps.cpu().data<long>().ToArray();
-                int s = (int)ids.shape[1];
-                for (int i = 0; i < batch.Length; i++)
-                {
-                    int n = batch[i].Count;
-                    var tokenLogProbs = Enumerable.Range(0, n - 1).Select(j => (double)logp[i * s + j]).ToArray();
-                    var steps = Enumerable.Range(0, n).Select(j => (int)exits[i * s + j] + 1).ToArray();
-                    loops += steps.Sum();
-                    double ll = tokenLogProbs.Sum();
-                    data.Add(new
-                    {
-                        @object = "score",
-                        index = offset + i,
-                        tokens = n,
-                        log_likelihood = ll,
-                        perplexity = n > 1 ? Math.Exp(-ll / (n - 1)) : (double?)null,
-                        mean_exit_step = steps.Average(),
-                        exit_steps = steps,
-                        token_log_probs = tokenLogProbs,
-                    });
-                }
-            }
+                @object = "score",
+                index = i,
+                tokens = s.Tokens,
+                log_likelihood = s.LogLikelihood,
+                perplexity = Finite(s.Perplexity),
+                mean_exit_step = Finite(s.MeanExitStep),
+                exit_steps = s.ExitSteps.Select(e => (int)e).ToArray(),
+                token_log_probs = s.TokenLogProbabilities.Select(v => (double)v).ToArray(),
+            }).ToList();
             return new
             {
                 @object = "list",
                 data,
                 model = source.ModelId,
                 system_fingerprint = Fingerprint(lease.Version),
-                usage = new { prompt_tokens = rows.Sum(r => r.Count), total_tokens = rows.Sum(r => r.Count), loops },
+                usage = new { prompt_tokens = rows.Sum(r => r.Count), total_tokens = rows.Sum(r => r.Count), loops = ScoreTotals.Of(scores).LoopsSpent },
             };
         }, ct);
         await http.Response.WriteAsJsonAsync(payload, Json, ct);

@@ -6,7 +6,6 @@ using LoopRpt.Cli.Input;
 using LoopRpt.Cli.Models;
 using LoopRpt.Inference;
 using LoopRpt.Model;
-using static TorchSharp.torch;
 
 namespace LoopRpt.Cli.Commands;
 
@@ -18,15 +17,6 @@ public enum ScoreFormat
     /// <summary>CSV with a header row, one row per document.</summary>
     Csv,
 }
-
-/// <summary>One document's scores.</summary>
-/// <param name="Index">0-based document index in input order.</param>
-/// <param name="Tokens">Predicted tokens (the document's tokens after the BOS id).</param>
-/// <param name="LogLikelihood">Sum of log p(token) at each token's exit (nats).</param>
-/// <param name="Perplexity">exp(-LogLikelihood / Tokens); NaN for an empty document.</param>
-/// <param name="MeanExitStep">Mean 1-indexed exit step.</param>
-/// <param name="ExitSteps">Per-token exit step (1-indexed), when requested.</param>
-public sealed record DocumentScore(int Index, int Tokens, double LogLikelihood, double Perplexity, double MeanExitStep, int[]? ExitSteps);
 
 /// <summary><c>looprpt score</c>: per-document log-likelihood, perplexity and exit steps under Q-exit, as JSON or CSV.</summary>
 internal static class ScoreCommand
@@ -41,8 +31,8 @@ internal static class ScoreCommand
         var docs = CommonOptions.Documents();
         var q = new Option<double>("--q") { Description = "Q-exit threshold in [0, 1]: each token exits at the first loop whose exit CDF reaches q (1 = last loop).", DefaultValueFactory = _ => 0.5 };
         var format = new Option<ScoreFormat>("--format") { Description = "Json or Csv.", DefaultValueFactory = _ => ScoreFormat.Json };
-        var perToken = new Option<bool>("--per-token") { Description = "Include each token's exit step (JSON only)." };
-        var context = new Option<int>("--context") { Description = "Longest window per forward pass (longer documents are scored in windows sharing one token).", DefaultValueFactory = _ => 512 };
+        var perToken = new Option<bool>("--per-token") { Description = "Include each token's exit step and log-probability (JSON only)." };
+        var context = new Option<int>("--context") { Description = "Longest window per forward pass (longer documents are scored in windows sharing one token).", DefaultValueFactory = _ => DocumentScorerOptions.Defaults.ContextLength };
         var output = new Option<string?>("--out", "-o") { Description = "File to write (default: standard output)." };
         var device = CommonOptions.Device();
         var dtype = CommonOptions.DType();
@@ -64,79 +54,75 @@ internal static class ScoreCommand
             Devices.SetThreads(pr.GetValue(threads));
             using var session = ModelSession.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(dtype)!, ctx.Error, pr.GetValue(bf16Compute)!);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            List<DocumentScore> scores;
-            if (texts is null)
-                scores = [Score(session.Model, CommonOptions.ParseIds(idsText!, session.Model.Config.VocabSize), 0, qv, ctxLen, pr.GetValue(perToken))];
-            else
+            IReadOnlyList<int>[] documents = texts is null
+                ? [CommonOptions.ParseIds(idsText!, session.Model.Config.VocabSize)]
+                : Encode(session.CodecOrFile(pr.GetValue(tokenizer)) ?? session.RequireCodec(), texts);
+            var scorer = new DocumentScorer(session.Model, new DocumentScorerOptions { Exit = ExitMode.Q(qv), ContextLength = ctxLen });
+            IReadOnlyList<ScoredDocument> scores;
+            try
             {
-                var codec = session.CodecOrFile(pr.GetValue(tokenizer)) ?? session.RequireCodec();
-                scores = texts.Select((t, i) => Score(session.Model, codec.Encode(t, addBos: true), i, qv, ctxLen, pr.GetValue(perToken))).ToList();
+                scores = scorer.Score(documents);
+            }
+            catch (ArgumentOutOfRangeException e) when (e.ParamName == "documents")
+            {
+                throw CliException.Model(e.Message.Split(" (Parameter '")[0] + " The tokenizer does not match the model.", e);
             }
             double elapsed = clock.Elapsed.TotalSeconds;
-            var text = pr.GetValue(format) == ScoreFormat.Json ? ToJson(scores) : ToCsv(scores);
+            var text = pr.GetValue(format) == ScoreFormat.Json ? ToJson(scores, pr.GetValue(perToken)) : ToCsv(scores);
             if (outPath is null) ctx.Output.Write(text);
             else
             {
                 CommonOptions.EnsureParent(outPath);
                 File.WriteAllText(outPath, text);
             }
-            long n = scores.Sum(s => (long)s.Tokens);
-            double ll = scores.Sum(s => s.LogLikelihood);
-            double exit = scores.Sum(s => s.Tokens == 0 ? 0 : s.MeanExitStep * s.Tokens);
-            int loops = session.Model.Config.TotalUtSteps;
+            var all = ScoreTotals.Of(scores);
+            long n = all.ScoredTokens;
             var summary = string.Create(CultureInfo.InvariantCulture,
-                $"score documents={scores.Count} tokens={n} nll={(n == 0 ? double.NaN : -ll / n):F4} ppl={(n == 0 ? double.NaN : Math.Exp(-ll / n)):F3} mean_exit_step={(n == 0 ? double.NaN : exit / n):F3} loops={loops} compute_fraction={(n == 0 ? double.NaN : exit / n / loops):F3} q={qv} elapsed_s={elapsed:F2} tok_s={n / Math.Max(elapsed, 1e-9):F1}");
+                $"score documents={scores.Count} tokens={n} nll={all.NegativeLogLikelihood:F4} ppl={all.Perplexity:F3} mean_exit_step={all.MeanExitStep:F3} loops={session.Model.Config.TotalUtSteps} compute_fraction={all.ComputeFraction:F3} q={qv} elapsed_s={elapsed:F2} tok_s={n / Math.Max(elapsed, 1e-9):F1}");
             (outPath is null ? ctx.Error : ctx.Output).WriteLine(summary);
             return ExitCodes.Success;
         });
         return cmd;
     }
 
-    /// <summary>
-    /// Scores one document in windows of at most <paramref name="context"/> tokens (fresh context per window, windows
-    /// sharing one token) with the compute-saving adaptive-exit scorer: a token stops computing once its exit CDF
-    /// reaches q (docs/adaptive-exit.md).
-    /// </summary>
-    internal static DocumentScore Score(OuroForCausalLM lm, int[] ids, int index, double q, int context, bool perToken)
-    {
-        if (ids.Length < 2) return new DocumentScore(index, 0, 0, double.NaN, double.NaN, perToken ? [] : null);
-        context = Math.Min(context, lm.Config.MaxPositionEmbeddings);
-        foreach (var id in ids)
-            if (id >= lm.Config.VocabSize) throw CliException.Model($"Token id {id} is outside the model's vocabulary [0, {lm.Config.VocabSize}): the tokenizer does not match the model.");
-        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(q), BatchSize = 1 });
-        double ll = 0;
-        var exits = new List<int>(ids.Length - 1);
-        for (int start = 0; start < ids.Length - 1; start += context - 1)
-        {
-            int end = Math.Min(ids.Length, start + context);                               // window ids[start..end)
-            using var scope = NewDisposeScope();
-            using var window = tensor(ids[start..end].Select(i => (long)i).ToArray(), [1, end - start]);   // (1, L)
-            using var score = scorer.Score(window);                                        // targets: the next token; none at L-1
-            int n = end - start - 1;
-            ll += score.GoldLogProbs.narrow(1, 0, n).to_type(ScalarType.Float64).sum().cpu().item<double>();
-            exits.AddRange(score.ExitSteps.narrow(1, 0, n).cpu().data<long>().Select(x => (int)x + 1));
-            if (end == ids.Length) break;
-        }
-        int count = exits.Count;
-        return new DocumentScore(index, count, ll, Math.Exp(-ll / count), exits.Average(), perToken ? [.. exits] : null);
-    }
+    /// <summary>The documents' token ids, each starting with the codec's BOS id when it has one.</summary>
+    private static IReadOnlyList<int>[] Encode(Tokenization.TextCodec codec, IReadOnlyList<string> texts)
+        => texts.Select(t => (IReadOnlyList<int>)codec.Encode(t, addBos: true)).ToArray();
 
-    private static string ToJson(IReadOnlyList<DocumentScore> scores)
+    /// <summary>
+    /// One object per document: <c>tokens</c> = scored tokens (the document's tokens after the first), the log-likelihood,
+    /// perplexity and mean exit step of the core scorer (docs/adaptive-exit.md), and with <paramref name="perToken"/> each
+    /// scored token's exit step (1-indexed) and log-probability.
+    /// </summary>
+    private static string ToJson(IReadOnlyList<ScoredDocument> scores, bool perToken)
     {
         static double? F(double v) => double.IsFinite(v) ? v : null;
-        var rows = scores.Select(s => new Dictionary<string, object?>
+        var rows = scores.Select((s, i) =>
         {
-            ["index"] = s.Index, ["tokens"] = s.Tokens, ["log_likelihood"] = s.LogLikelihood, ["perplexity"] = F(s.Perplexity),
-            ["mean_exit_step"] = F(s.MeanExitStep), ["exit_steps"] = s.ExitSteps,
-        }.Where(kv => kv.Key != "exit_steps" || kv.Value is not null).ToDictionary());
+            var row = new Dictionary<string, object?>
+            {
+                ["index"] = i, ["tokens"] = s.ScoredTokens, ["log_likelihood"] = s.LogLikelihood, ["perplexity"] = F(s.Perplexity),
+                ["mean_exit_step"] = F(s.MeanExitStep),
+            };
+            if (perToken)
+            {
+                row["exit_steps"] = s.ExitSteps.Select(x => (int)x).ToArray();
+                row["token_log_probs"] = s.TokenLogProbabilities;
+            }
+            return row;
+        });
         return JsonSerializer.Serialize(rows, new JsonSerializerOptions { WriteIndented = true }) + "\n";
     }
 
-    private static string ToCsv(IReadOnlyList<DocumentScore> scores)
+    private static string ToCsv(IReadOnlyList<ScoredDocument> scores)
     {
         var c = CultureInfo.InvariantCulture;
         var sb = new StringBuilder("index,tokens,log_likelihood,perplexity,mean_exit_step\n");
-        foreach (var s in scores) sb.Append(c, $"{s.Index},{s.Tokens},{s.LogLikelihood:R},{s.Perplexity:R},{s.MeanExitStep:R}\n");
+        for (int i = 0; i < scores.Count; i++)
+        {
+            var s = scores[i];
+            sb.Append(c, $"{i},{s.ScoredTokens},{s.LogLikelihood:R},{s.Perplexity:R},{s.MeanExitStep:R}\n");
+        }
         return sb.ToString();
     }
 }

@@ -100,8 +100,9 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
     /// only then): midway between the ⌈f·N⌉-th highest entropy and the next (below the lowest when f = 1), so that
     /// "&gt; cut" takes those ⌈f·N⌉ tokens and ties at a cut fall outside. No tokens: +∞ (empty buckets).
     /// </summary>
-    internal double[] Cuts(Func<double[]> entropies)
+    public double[] Cuts(Func<double[]> entropies)
     {
+        ArgumentNullException.ThrowIfNull(entropies);
         if (Rule == BucketRule.EntropyThreshold) return [.. Bounds];
         var sorted = entropies();
         Array.Sort(sorted, (a, b) => b.CompareTo(a));                                              // descending
@@ -118,8 +119,11 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
     /// Membership (1 + cuts, N) float64 of N tokens: row 0 is every real token (All), row i the real tokens whose
     /// <paramref name="entropy"/> is above <paramref name="cuts"/>[i - 1].
     /// </summary>
-    internal static TorchSharp.torch.Tensor Masks(TorchSharp.torch.Tensor entropy, TorchSharp.torch.Tensor real, IReadOnlyList<double> cuts)
+    public static TorchSharp.torch.Tensor Masks(TorchSharp.torch.Tensor entropy, TorchSharp.torch.Tensor real, IReadOnlyList<double> cuts)
     {
+        ArgumentNullException.ThrowIfNull(entropy);
+        ArgumentNullException.ThrowIfNull(real);
+        ArgumentNullException.ThrowIfNull(cuts);
         // Compared in float64: a cut midway between two float32 entropies one ulp apart must not round onto either.
         var r = real.to_type(TorchSharp.torch.ScalarType.Float64);
         var h = entropy.to_type(TorchSharp.torch.ScalarType.Float64);
@@ -137,7 +141,7 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
     }
 
     /// <summary>The label of bucket <paramref name="name"/> with cut <paramref name="minEntropy"/> (see <see cref="Label(BucketEvaluation)"/>).</summary>
-    internal static string Label(string name, double minEntropy, double? topFraction)
+    public static string Label(string name, double minEntropy, double? topFraction)
     {
         if (name == "All") return "all tokens";
         return topFraction is { } f

@@ -1,4 +1,5 @@
 using LoopRpt.Data;
+using LoopRpt.Inference;
 using LoopRpt.Model;
 using LoopRpt.Native;
 using static TorchSharp.torch;
@@ -21,7 +22,7 @@ namespace LoopRpt.Evaluation;
 /// <para>Two passes (<see cref="LoopEvaluationOptions.Pass"/>): <see cref="EvaluationPass.FullDepth"/> computes every loop
 /// for every token and selects each q's exit afterwards (the paper's protocol, one pass for all q);
 /// <see cref="EvaluationPass.Adaptive"/> takes each q's figures from the compute-saving adaptive scorer
-/// (<see cref="Inference.AdaptiveExitScorer"/>), where exited tokens stop looping, one pass per q. The step figures
+/// (<see cref="AdaptiveExitScorer"/>), where exited tokens stop looping, one pass per q. The step figures
 /// s1..sT always come from the full-depth pass.</para>
 /// <para>Sums accumulate on the device across batches (<see cref="ReadoutTally"/>) and are read to the host once, at the end.</para>
 /// </summary>
@@ -62,7 +63,7 @@ public sealed class LoopEvaluator
         if (top) (entropies, hostEntropies) = EntropyPass(baseLm, source, device);
         var cuts = buckets.Cuts(() => hostEntropies);
         var adaptive = _options.Pass == EvaluationPass.Adaptive
-            ? q.Select(v => new Inference.AdaptiveExitScorer(model, new Inference.AdaptiveExitOptions { Exit = ExitMode.Q(v) })).ToArray()
+            ? q.Select(v => new AdaptiveExitScorer(model, new AdaptiveExitOptions { Exit = ExitMode.Q(v) })).ToArray()
             : null;
 
         using var tally = new ReadoutTally(K, R, device);

@@ -48,6 +48,8 @@ public sealed class AdaptiveExitOptions
 /// | GoldLogProbs | log p(target) at the exit state, float32; 0 where there is no target |
 /// | ExitSteps | exit loop, 0-based int64; -1 at padding |
 /// | Predictions | argmax next token at the exit state; -1 at padding |
+/// | PredictionLogProbs | log p(argmax) at the exit state; 0 at padding |
+/// | Entropies | entropy (nats) of the next-token distribution at the exit state; 0 at padding |
 /// | Targets | the scored next token; -1 where none |
 ///
 /// | Characteristic | |
@@ -118,15 +120,17 @@ public sealed class AdaptiveExitScorer
         var states = flatValid is null ? run.States : run.States.index_select(0, flatValid);        // (M, H)
         var flatGold = gold.reshape(-1);
         var tokenGold = flatValid is null ? flatGold : flatGold.index_select(0, flatValid);          // (M)
-        var (logProbs, argmax) = ReadOut(states, tokenGold);
-        var goldLogProbs = Scatter(logProbs, flatValid, b * s, 0.0f).view(b, s);
-        var predictions = Scatter(argmax, flatValid, b * s, -1L).view(b, s);
+        var read = ReadOut(states, tokenGold);
+        var goldLogProbs = Scatter(read.GoldLogProbs, flatValid, b * s, 0.0f).view(b, s);
+        var predictions = Scatter(read.Argmax, flatValid, b * s, -1L).view(b, s);
+        var predictionLogProbs = Scatter(read.MaxLogProbs, flatValid, b * s, 0.0f).view(b, s);
+        var entropies = Scatter(read.Entropies, flatValid, b * s, 0.0f).view(b, s);
         var exitSteps = run.ExitSteps.view(b, s);
 
-        var result = new AdaptiveScore(goldLogProbs, exitSteps, predictions, gold, _lm.Config.TotalUtSteps, run.LoopsRun);
+        var result = new AdaptiveScore(goldLogProbs, exitSteps, predictions, gold, predictionLogProbs, entropies, _lm.Config.TotalUtSteps, run.LoopsRun);
         // The result's sums are read to the host already: refuse NaN/Inf log-probabilities (NaN weights, overflow) there.
         if (!double.IsFinite(result.SumGoldLogProb)) throw NonFiniteCheck.Outputs(_lm, "log-probabilities");
-        outer.MoveToOuter(result.GoldLogProbs, result.ExitSteps, result.Predictions, result.Targets);
+        outer.MoveToOuter(result.GoldLogProbs, result.ExitSteps, result.Predictions, result.Targets, result.PredictionLogProbs, result.Entropies);
         return result;
     }
 
@@ -181,13 +185,21 @@ public sealed class AdaptiveExitScorer
     /// <summary>Test hook into the runner (see <see cref="AdaptiveLoopRunner.AfterLayer"/>).</summary>
     internal Action<int, int>? AfterLayer { set => _runner.AfterLayer = value; }
 
-    /// <summary>Gold log-prob (0 without a target) and argmax per state, the LM head applied in row blocks to bound memory.</summary>
-    private (Tensor LogProbs, Tensor Argmax) ReadOut(Tensor states, Tensor gold)
+    /// <summary>The read-out of a set of exit states, (M) each.</summary>
+    private readonly record struct ReadOutResult(Tensor GoldLogProbs, Tensor Argmax, Tensor MaxLogProbs, Tensor Entropies);
+
+    /// <summary>
+    /// Gold log-prob (0 without a target), argmax, its log-prob and the entropy (nats) of the next-token distribution
+    /// per state, the LM head applied in row blocks to bound memory.
+    /// </summary>
+    private ReadOutResult ReadOut(Tensor states, Tensor gold)
     {
         long m = states.shape[0];
         long block = ReadOutBlockRows ?? Math.Max(1, (1L << 24) / _lm.Config.VocabSize);         // ~64 MB of float32 logits
         var logProbs = new List<Tensor>();
         var argmax = new List<Tensor>();
+        var maxLogProbs = new List<Tensor>();
+        var entropies = new List<Tensor>();
         for (long start = 0; start < m; start += block)
         {
             long len = Math.Min(block, m - start);
@@ -198,10 +210,16 @@ public sealed class AdaptiveExitScorer
             var g = gold.narrow(0, start, len);
             logProbs.Add(scope.MoveToOuter(logp.gather(-1, g.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (g >= 0).to_type(ScalarType.Float32)));
             argmax.Add(scope.MoveToOuter(logp.argmax(-1)));
+            maxLogProbs.Add(scope.MoveToOuter(logp.max(-1).values));
+            entropies.Add(scope.MoveToOuter(logp.exp().mul(logp).sum(-1).neg()));
             AfterReadOutBlock?.Invoke(len);
         }
-        if (m == 0) return (empty(0, device: states.device), empty(0, dtype: ScalarType.Int64, device: states.device));
-        return (cat(logProbs, 0), cat(argmax, 0));
+        if (m == 0)
+        {
+            var none = empty(0, device: states.device);
+            return new(none, empty(0, dtype: ScalarType.Int64, device: states.device), none.clone(), none.clone());
+        }
+        return new(cat(logProbs, 0), cat(argmax, 0), cat(maxLogProbs, 0), cat(entropies, 0));
     }
 
     private static Tensor Scatter(Tensor values, Tensor? rows, long n, TorchSharp.Scalar fill)

@@ -8,18 +8,21 @@ namespace LoopRpt.Inference;
 /// </summary>
 public sealed class AdaptiveScore : IDisposable
 {
-    internal AdaptiveScore(Tensor goldLogProbs, Tensor exitSteps, Tensor predictions, Tensor targets, int loops, int loopsRun)
+    internal AdaptiveScore(Tensor goldLogProbs, Tensor exitSteps, Tensor predictions, Tensor targets, Tensor predictionLogProbs,
+        Tensor entropies, int loops, int loopsRun)
     {
+        PredictionLogProbs = predictionLogProbs;
+        Entropies = entropies;
         GoldLogProbs = goldLogProbs;
         ExitSteps = exitSteps;
         Predictions = predictions;
         Targets = targets;
         Loops = loops;
         LoopsRun = loopsRun;
-        // The evaluation core's reduction (Evaluation/ReadoutTally), one host read: bucket 0 = computed tokens (their
-        // loops), bucket 1 = scored tokens (correct, gold log-prob).
+        // The evaluation core's reduction (ReadoutTally), one host read: bucket 0 = computed tokens (their loops),
+        // bucket 1 = scored tokens (correct, gold log-prob).
         using var scope = NewDisposeScope();
-        using var tally = new Evaluation.ReadoutTally(2, 1, exitSteps.device);
+        using var tally = new ReadoutTally(2, 1, exitSteps.device);
         tally.Add(stack([(exitSteps >= 0).flatten(), (targets >= 0).flatten()]), (predictions == targets).view(-1, 1),
             goldLogProbs.view(-1, 1), (exitSteps + 1).clamp_min(0).view(-1, 1));
         var totals = tally.Read();
@@ -41,6 +44,12 @@ public sealed class AdaptiveScore : IDisposable
 
     /// <summary>The scored next tokens; -1 where none.</summary>
     public Tensor Targets { get; }
+
+    /// <summary>log p of <see cref="Predictions"/> (the most likely next token) at each token's exit state, float32; 0 for padding.</summary>
+    public Tensor PredictionLogProbs { get; }
+
+    /// <summary>Entropy (nats) of the next-token distribution at each token's exit state, float32; 0 for padding.</summary>
+    public Tensor Entropies { get; }
 
     /// <summary>The model's loops T.</summary>
     public int Loops { get; }
@@ -82,6 +91,8 @@ public sealed class AdaptiveScore : IDisposable
         ExitSteps.Dispose();
         Predictions.Dispose();
         Targets.Dispose();
+        PredictionLogProbs.Dispose();
+        Entropies.Dispose();
     }
 }
 

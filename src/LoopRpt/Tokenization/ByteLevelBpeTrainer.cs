@@ -23,7 +23,9 @@ public sealed class ByteLevelBpeTrainerOptions
     /// <summary>Special tokens, given ids 0, 1, ... in this order. Default: <c>&lt;|endoftext|&gt;</c>.</summary>
     public IList<string> SpecialTokens { get; set; } = [Defaults.EndOfText];
 
-    internal void Validate()
+    /// <summary>Checks the options (ML.NET's tokenizer options validate through it before training).</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The vocabulary cannot hold the 256 bytes and the special tokens, or a count is out of range.</exception>
+    public void Validate()
     {
         var specials = SpecialTokens ?? [];
         if (VocabularySize < 256 + specials.Count)

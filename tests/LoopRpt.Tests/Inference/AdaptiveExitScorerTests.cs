@@ -208,8 +208,8 @@ public class AdaptiveExitScorerTests
         using var blocked = scorer.Score(ids);
         Assert.Equal(7, blocks.Count);                                                 // 20 rows in blocks of 3
         Assert.Equal(20, blocks.Sum());
-        // Each block leaves exactly its two small results (gold log-probs and argmax, (rows)) behind.
-        for (int i = 1; i < live.Count; i++) Assert.Equal(2, live[i] - live[i - 1]);
+        // Each block leaves exactly its four small results (gold log-probs, argmax, its log-prob, entropy; (rows) each) behind.
+        for (int i = 1; i < live.Count; i++) Assert.Equal(4, live[i] - live[i - 1]);
         // Blocked and unblocked read-outs agree (row blocks may round differently in the GEMM: 1e-5 nats).
         var a = TestUtil.ToArray(whole.GoldLogProbs);
         var b = TestUtil.ToArray(blocked.GoldLogProbs);

@@ -1,29 +1,38 @@
 using static TorchSharp.torch;
 
-namespace LoopRpt.Evaluation;
+namespace LoopRpt.Inference;
 
 /// <summary>
 /// The sums behind every evaluation figure: for each token bucket k and each read-out r (a loop step, a Q-exit threshold,
 /// a scorer's exit rule), the tokens, the correct argmax predictions, the gold log-probabilities and the 1-indexed exit
-/// steps. <see cref="LoopEvaluator"/> (CLI, experiments, ML.NET Pareto sweep, hosting validation) and the ML.NET
-/// evaluator of scored data all reduce through it, so a figure means the same on every surface.
+/// steps. The evaluator (LoopRpt.Evaluation: CLI, experiments, ML.NET Pareto sweep, hosting validation), the ML.NET
+/// evaluator of scored data and <see cref="AdaptiveScore"/> all reduce through it, so a figure means the same on every
+/// surface.
 /// <para>The sums stay on the tensors' device in float64 and are read to the host once, by <see cref="Read"/>.</para>
+/// <para>It lives in LoopRpt.Inference, below LoopRpt.Evaluation: the namespaces depend one way,
+/// Evaluation → Inference → Model.</para>
 /// </summary>
-internal sealed class ReadoutTally : IDisposable
+public sealed class ReadoutTally : IDisposable
 {
     private readonly Tensor _tokens;     // (K)
     private readonly Tensor _sums;       // (3, K, R): correct, gold log-prob, exit step
 
+    /// <summary>Creates zero sums for <paramref name="buckets"/> token buckets and <paramref name="readouts"/> read-outs on <paramref name="device"/>.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">Fewer than one bucket or read-out.</exception>
     public ReadoutTally(int buckets, int readouts, Device device)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(buckets, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(readouts, 1);
         Buckets = buckets;
         Readouts = readouts;
         _tokens = zeros(buckets, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
         _sums = zeros(3, buckets, readouts, dtype: ScalarType.Float64, device: device).DetachFromDisposeScope();
     }
 
+    /// <summary>Token buckets K.</summary>
     public int Buckets { get; }
 
+    /// <summary>Read-outs R.</summary>
     public int Readouts { get; }
 
     /// <summary>
@@ -48,6 +57,7 @@ internal sealed class ReadoutTally : IDisposable
         return new ReadoutTotals(Buckets, Readouts, tokens, sums);
     }
 
+    /// <summary>Disposes the device sums.</summary>
     public void Dispose()
     {
         _tokens.Dispose();
@@ -56,26 +66,38 @@ internal sealed class ReadoutTally : IDisposable
 }
 
 /// <summary>The host copy of a <see cref="ReadoutTally"/>; every mean is NaN for an empty bucket.</summary>
-internal sealed class ReadoutTotals(int buckets, int readouts, double[] tokens, double[] sums)
+public sealed class ReadoutTotals
 {
-    public int Buckets { get; } = buckets;
+    private readonly double[] _tokens;
+    private readonly double[] _sums;
 
-    public int Readouts { get; } = readouts;
+    internal ReadoutTotals(int buckets, int readouts, double[] tokens, double[] sums)
+        => (Buckets, Readouts, _tokens, _sums) = (buckets, readouts, tokens, sums);
 
-    public long Tokens(int k) => (long)tokens[k];
+    /// <summary>Token buckets K.</summary>
+    public int Buckets { get; }
 
+    /// <summary>Read-outs R.</summary>
+    public int Readouts { get; }
+
+    /// <summary>Tokens in bucket <paramref name="k"/>.</summary>
+    public long Tokens(int k) => (long)_tokens[k];
+
+    /// <summary>Share of bucket <paramref name="k"/>'s tokens whose argmax under read-out <paramref name="r"/> is the gold token.</summary>
     public double Accuracy(int k, int r) => Mean(0, k, r);
 
+    /// <summary>Mean negative gold log-probability (nats per token) of bucket <paramref name="k"/> under read-out <paramref name="r"/>.</summary>
     public double NegativeLogLikelihood(int k, int r) => -Mean(1, k, r);
 
+    /// <summary>Mean 1-indexed exit step of bucket <paramref name="k"/> under read-out <paramref name="r"/>.</summary>
     public double MeanExitStep(int k, int r) => Mean(2, k, r);
 
     /// <summary>Sums over bucket <paramref name="k"/> of read-out <paramref name="r"/>: correct tokens, gold log-probabilities, exit steps.</summary>
     public (double Correct, double GoldLogProb, double ExitSteps) Sums(int k, int r)
-        => (sums[(0 * Buckets + k) * Readouts + r], sums[(1 * Buckets + k) * Readouts + r], sums[(2 * Buckets + k) * Readouts + r]);
+        => (_sums[(0 * Buckets + k) * Readouts + r], _sums[(1 * Buckets + k) * Readouts + r], _sums[(2 * Buckets + k) * Readouts + r]);
 
     /// <summary>True when a gold log-probability sum is not finite (NaN weights or overflow in a counted token).</summary>
-    public bool HasNonFinite => sums.Any(v => !double.IsFinite(v));
+    public bool HasNonFinite => _sums.Any(v => !double.IsFinite(v));
 
-    private double Mean(int what, int k, int r) => tokens[k] > 0 ? sums[(what * Buckets + k) * Readouts + r] / tokens[k] : double.NaN;
+    private double Mean(int what, int k, int r) => _tokens[k] > 0 ? _sums[(what * Buckets + k) * Readouts + r] / _tokens[k] : double.NaN;
 }
