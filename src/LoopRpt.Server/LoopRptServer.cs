@@ -57,9 +57,6 @@ public static class LoopRptServer
             services.AddChatClient(sp => new LoopRptChatClient(sp.GetRequiredService<ILoopRptModelSource>(), chat));
         if (!Registered<IEmbeddingGenerator<string, Embedding<float>>>(services))
             services.AddEmbeddingGenerator(sp => new LoopRptEmbeddingGenerator(sp.GetRequiredService<ILoopRptModelSource>(), embeddings));
-        // /v1/score tokenizes as the embedding generator does: the registered one's LoopRpt generator, else one of its own.
-        services.TryAddSingleton(sp => sp.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>().GetService<LoopRptEmbeddingGenerator>()
-            ?? new LoopRptEmbeddingGenerator(sp.GetRequiredService<ILoopRptModelSource>(), embeddings));
         var otlp = options.OtlpEndpoint ?? Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT");
         services.AddOpenTelemetry().WithMetrics(m =>
         {

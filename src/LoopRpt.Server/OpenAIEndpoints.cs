@@ -219,14 +219,13 @@ public static class OpenAIEndpoints
 
     /// <summary>
     /// LoopRpt's scoring endpoint, a binder over the core <see cref="DocumentScorer"/> (docs/adaptive-exit.md): per text,
-    /// the log-likelihood of its tokens (each predicted from its prefix in its window; the first predicted from BOS when
-    /// the tokenizer has one), perplexity, and the 1-indexed exit step and log-probability of every scored token. Texts
+    /// the log-likelihood of its tokens (each predicted from its prefix in its window; the text is framed by the core's
+    /// start rule, <see cref="LoopRpt.Tokenization.TextCodec.EncodePrompt"/>, so its first token is predicted from the start id), perplexity, and the 1-indexed exit step and log-probability of every scored token. Texts
     /// longer than the context are scored in windows overlapping by one token, never truncated.
     /// </summary>
     private static async Task Score(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
         var source = http.RequestServices.GetRequiredService<ILoopRptModelSource>();
-        var generator = http.RequestServices.GetRequiredService<LoopRptEmbeddingGenerator>();
         var inputs = RequestReader.Strings(body, "input", server.MaxInputs);
         double? q = RequestReader.ExitThreshold(body);
         var payload = await Task.Run(() =>
@@ -234,7 +233,7 @@ public static class OpenAIEndpoints
             using var lease = source.Acquire();
             var rows = inputs.Select((t, i) => string.IsNullOrEmpty(t)
                 ? throw ApiError.BadRequest($"input[{i}] is empty.", "input")
-                : (IReadOnlyList<int>)generator.Tokenize(t, lease.Codec, int.MaxValue).Select(id => (int)id).ToArray()).ToList();
+                : (IReadOnlyList<int>)lease.Codec.EncodePrompt(t)).ToList();
             ct.ThrowIfCancellationRequested();
             var scores = new DocumentScorer(lease.Model, new DocumentScorerOptions { Exit = q is { } x ? ExitMode.Q(x) : null }).Score(rows);
             static double? Finite(double v) => double.IsFinite(v) ? v : null;

@@ -4,6 +4,7 @@ using LoopRpt.AI;
 using LoopRpt.Checkpoints;
 using LoopRpt.Hosting;
 using LoopRpt.Inference;
+using LoopRpt.Tokenization;
 using LoopRpt.MLNet;
 using LoopRpt.Model;
 using LoopRpt.Tests.AI;
@@ -33,10 +34,11 @@ public class ScoringAgreementTests
     private static readonly string Alphabet = LettersTokenizer.Alphabet;
 
     /// <summary>
-    /// Documents as letter-tokenizer ids (one character = one id): one token, short, exactly the context, one past it
-    /// (a two-token last window), and several windows.
+    /// Documents as a scored text is tokenized (<see cref="DocumentTokens"/>: the start id, then one letter-tokenizer id per
+    /// character): one scored token, short, exactly the context, one past it (a two-token last window), and several windows.
     /// </summary>
-    private static readonly int[][] Documents = [.. new[] { 1, 7, Context, Context + 1, 2 * Context + 13 }.Select((n, d) => Ids(n, seed: d + 3))];
+    private static readonly int[][] Documents =
+        [.. new[] { 2, 7, Context, Context + 1, 2 * Context + 13 }.Select((n, d) => (int[])[LettersTokenizer.EndOfText, .. Ids(n - 1, seed: d + 3)])];
 
     private static int[] Ids(int n, int seed)
     {
@@ -44,7 +46,8 @@ public class ScoringAgreementTests
         return Enumerable.Range(0, n).Select(_ => rng.Next(0, Alphabet.Length)).ToArray();
     }
 
-    private static string Text(int[] ids) => string.Concat(ids.Select(i => Alphabet[i]));
+    /// <summary>The text a document's ids after its start id spell.</summary>
+    private static string Text(int[] ids) => string.Concat(ids.Skip(1).Select(i => Alphabet[i]));
 
     /// <summary>The spread-gate test model (exit steps spread over the loops) with max_position_embeddings = <see cref="Context"/>.</summary>
     private static OuroForCausalLM Model()
@@ -114,7 +117,7 @@ public class ScoringAgreementTests
                 AssertAgree(core[d], FromJson(json.RootElement[0], "token_log_probs"), $"cli doc {d}");
             }
 
-            // /v1/score on an in-process server (letters tokenizer: the text of a document encodes to its ids).
+            // /v1/score on an in-process server: the text, framed by the core's start rule, encodes to the document's ids.
             using (var served = LoopRptModel.FromModel(Model(), new LettersTokenizer().ToTextCodec(), "tiny-test"))
             {
                 await using var server = await LoopbackServer.StartAsync(served);
@@ -124,7 +127,7 @@ public class ScoringAgreementTests
                 for (int d = 0; d < Documents.Length; d++)
                 {
                     var row = json.GetProperty("data")[d];
-                    Assert.Equal(Documents[d].Length, row.GetProperty("tokens").GetInt32());   // no BOS, nothing truncated
+                    Assert.Equal(Documents[d].Length, row.GetProperty("tokens").GetInt32());   // the start id + the text, nothing truncated
                     AssertAgree(core[d], FromJson(row, "token_log_probs"), $"server doc {d}");
                 }
             }

@@ -215,9 +215,9 @@ public class MiddlewareTests
         await using (var provider = services.BuildServiceProvider())
         {
             Assert.NotNull(provider.GetRequiredService<IChatClient>().GetService<LoopRptChatClient>());
-            // /v1/score's generator is the registered one, not a second.
-            Assert.Same(provider.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>().GetService<LoopRptEmbeddingGenerator>(),
-                provider.GetRequiredService<LoopRptEmbeddingGenerator>());
+            Assert.NotNull(provider.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>().GetService<LoopRptEmbeddingGenerator>());
+            // /v1/score scores through the core scorer and needs no generator: none is registered beside the pipeline.
+            Assert.Null(provider.GetService<LoopRptEmbeddingGenerator>());
         }
 
         var hosted = new ServiceCollection().AddSingleton<ILoopRptModelSource>(model);
