@@ -136,13 +136,16 @@ internal static class TrainCommand
         var plan = Plan(pr, o);
         int batch = CommonOptions.AtLeast(pr.GetValue(o.BatchSize), 1, "--batch-size");
         int seqLen = CommonOptions.AtLeast(pr.GetValue(o.SeqLen), 2, "--seq-len");
-        int logEvery = CommonOptions.AtLeast(pr.GetValue(o.LogEvery), 1, "--log-every");
-        double spikeFactor = pr.GetValue(o.SpikeFactor) is var sf && (sf == 0 || (sf > 1 && double.IsFinite(sf)))
-            ? sf : throw CliException.Usage("--spike-factor must be 0 (rule off) or a number above 1.");
-        int spikePatience = CommonOptions.AtLeast(pr.GetValue(o.SpikePatience), 1, "--spike-patience");
-        int spikeWindow = CommonOptions.AtLeast(pr.GetValue(o.SpikeWindow), 1, "--spike-window");
+        var trainerOptions = CommonOptions.Checked(new TrainerOptions
+        {
+            LogEvery = pr.GetValue(o.LogEvery), CheckpointEvery = pr.GetValue(o.CheckpointEvery), SpikeFactor = pr.GetValue(o.SpikeFactor),
+            SpikePatience = pr.GetValue(o.SpikePatience), SpikeWindow = pr.GetValue(o.SpikeWindow), OnCancel = CancellationBehavior.CheckpointAndThrow,
+        }, p => p switch
+        {
+            nameof(TrainerOptions.LogEvery) => "--log-every", nameof(TrainerOptions.CheckpointEvery) => "--checkpoint-every",
+            nameof(TrainerOptions.SpikeFactor) => "--spike-factor", nameof(TrainerOptions.SpikePatience) => "--spike-patience", _ => "--spike-window",
+        });
         foreach (var st in StagePlan.ToStages(plan)) st.Objective.Dispose();      // validates the optimizer and LoopRPT options before any work
-        int ckEvery = CommonOptions.AtLeast(pr.GetValue(o.CheckpointEvery), 0, "--checkpoint-every");
         var ckDir = pr.GetValue(o.CheckpointDir);
         bool resume = pr.GetValue(o.Resume);
         if (resume && ckDir is null) throw CliException.Usage("--resume needs --checkpoint-dir (the folder of the run to continue).");
@@ -202,11 +205,9 @@ internal static class TrainCommand
                                               $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", StagePlan.KindsAndSteps(plan).Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")} " +
                                               $"threads={threads.Threads} ({threads.Reason})"));
         var monitor = new TrainingMonitor(StagePlan.KindsAndSteps(plan));
-        var result = ModelTraining.Train(ctx, pr.GetValue(o.Progress), lm, source, stages, new TrainerOptions
-        {
-            LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = ckEvery, Resume = resume, Seed = seed, BaseMeta = baseMeta,
-            OnCancel = CancellationBehavior.CheckpointAndThrow, SpikeFactor = spikeFactor, SpikePatience = spikePatience, SpikeWindow = spikeWindow,
-        }, "resume with the same command and --resume", monitor);
+        (trainerOptions.CheckpointDirectory, trainerOptions.Resume, trainerOptions.Seed, trainerOptions.BaseMeta) = (ckDir, resume, seed, baseMeta);
+        var result = ModelTraining.Train(ctx, pr.GetValue(o.Progress), lm, source, stages, trainerOptions,
+            "resume with the same command and --resume", monitor);
         // A Hugging Face tokenizer travels as its tokenizer.json beside the weights (read back by OuroCheckpoint.Load).
         ModelTraining.Save(output, lm, result, spec, hfTokenizer);
         WriteSummary(ctx, result, monitor, threads, clock.Elapsed, output);
