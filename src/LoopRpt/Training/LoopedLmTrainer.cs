@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using LoopRpt.Checkpoints;
 using LoopRpt.Data;
 using LoopRpt.Model;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Training;
@@ -160,6 +161,8 @@ public sealed class LoopedLmTrainer
         private readonly List<TorchSharp.Modules.Parameter> _trainable;
         private readonly LearningRateSchedule _schedule;
         private readonly Dictionary<string, Tensor> _interval = new(StringComparer.Ordinal);
+        // Held for the stage (no per-step Scalar): a temporary Scalar can be finalized while the native call reads it.
+        private readonly Scalar _one = 1, _microBatches;
         private int _intervalSteps;
         private double _intervalGradNorm;
         private long _intervalTokens;
@@ -178,6 +181,7 @@ public sealed class LoopedLmTrainer
             stage.Objective.Attach(lm);
             _optimizer = new AdamW(stage.Objective.TrainableParameters(lm), stage.Beta1, stage.Beta2, 1e-8, stage.WeightDecay);
             _trainable = _optimizer.Parameters.ToList();
+            _microBatches = stage.GradientAccumulation;
             _schedule = LearningRateSchedule.Create(stage.LearningRate, stage.Steps, stage.WarmupFraction, stage.MinLearningRateRatio);
             if (resumeDir is not null) LoadTrainingState(resumeDir);
             // A stage resumed mid-way judges with the window it had; a new stage starts an empty one (its loss has another scale).
@@ -251,9 +255,12 @@ public sealed class LoopedLmTrainer
                 var (inputs, targets) = batch.ToTensors(_lm.Device);
                 var output = _stage.Objective.Compute(_lm, inputs, targets, _state.GlobalStep, _state.StageStep, m);
                 if (output.Backward is { } backward) backward(1.0 / micro);
-                else (output.Loss / micro).backward();
+                else output.Loss.div(_microBatches).backward();
                 foreach (var (k, v) in output.Metrics)
-                    stepMetrics[k] = stepMetrics.TryGetValue(k, out var acc) ? acc + v / micro : v / micro;
+                {
+                    var share = v.div(_microBatches);
+                    stepMetrics[k] = stepMetrics.TryGetValue(k, out var acc) ? acc.add(share, _one) : share;
+                }
                 _intervalTokens += (long)batch.BatchSize * batch.SequenceLength;
                 _state.TokensSeen += (long)batch.BatchSize * batch.SequenceLength;
             }
@@ -278,7 +285,7 @@ public sealed class LoopedLmTrainer
             {
                 if (!_interval.TryGetValue(k, out var acc))
                     _interval[k] = acc = zeros_like(v).DetachFromDisposeScope();
-                acc.add_(v);
+                acc.add_(v, _one);
             }
             _intervalSteps++;
             _intervalGradNorm += gradNorm;
@@ -289,7 +296,8 @@ public sealed class LoopedLmTrainer
         {
             if (_intervalSteps == 0 || !_interval.TryGetValue(_guard.Metric, out var acc)) return null;
             using var scope = NewDisposeScope();
-            return (acc / _intervalSteps).mean().to_type(ScalarType.Float64).cpu().item<double>();
+            using Scalar steps = _intervalSteps;
+            return acc.div(steps).mean().to_type(ScalarType.Float64).cpu().item<double>();
         }
 
         /// <summary>Reads the interval's metrics (the periodic host read) into a report and starts a new interval; the caller emits it.</summary>
@@ -298,8 +306,9 @@ public sealed class LoopedLmTrainer
             var metrics = new Dictionary<string, double[]>(StringComparer.Ordinal);
             using (NewDisposeScope())
             {
+                using Scalar steps = Math.Max(1, _intervalSteps);
                 foreach (var (k, v) in _interval)
-                    metrics[k] = (v / Math.Max(1, _intervalSteps)).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
+                    metrics[k] = v.div(steps).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
             }
             var progress = new TrainingProgress
             {
@@ -349,6 +358,8 @@ public sealed class LoopedLmTrainer
         {
             foreach (var v in _interval.Values) v.Dispose();
             _optimizer.Dispose();
+            _one.Dispose();
+            _microBatches.Dispose();
         }
     }
 }
