@@ -85,8 +85,7 @@ public static class LoopRptHostingExtensions
         var services = builder.Services;
         services.AddOptions<RetrainingOptions>().ValidateOnStart();
         services.TryAddEnumerable(ServiceDescriptor.Singleton<IValidateOptions<RetrainingOptions>, RetrainingOptionsValidator>());
-        services.AddOptions<StageObjectiveRegistry>();
-        services.TryAddSingleton<IStageObjectiveFactory, StageObjectiveFactory>();
+        services.AddOptions<ObjectiveKindRegistry>();       // the stage kinds: the built-in ones and those of AddStageKind
         if (!services.Any(d => d.ServiceType == typeof(RetrainingService)))
         {
             services.AddSingleton<RetrainingService>();
@@ -101,13 +100,6 @@ public sealed class LoopRptHostingBuilder(IServiceCollection services)
 {
     public IServiceCollection Services { get; } = services;
 
-    /// <summary>Adds (or replaces) a stage kind usable in <see cref="RetrainingOptions.Stages"/>, made by a function of the stage.</summary>
-    public LoopRptHostingBuilder AddStageObjective(string kind, Func<StageOptions, ITrainingObjective> factory)
-    {
-        Services.Configure<StageObjectiveRegistry>(r => r.Add(kind, factory));
-        return this;
-    }
-
     /// <summary>
     /// Adds (or replaces) a typed stage kind usable in <see cref="RetrainingOptions.Stages"/>: a stage's <c>Parameters</c> are
     /// bound to the kind's options class (<see cref="ObjectiveKind.BindOptions"/>), and absent optimizer settings take the
@@ -116,7 +108,7 @@ public sealed class LoopRptHostingBuilder(IServiceCollection services)
     public LoopRptHostingBuilder AddStageKind(ObjectiveKind kind)
     {
         ArgumentNullException.ThrowIfNull(kind);
-        Services.Configure<StageObjectiveRegistry>(r => r.Add(kind));
+        Services.Configure<ObjectiveKindRegistry>(r => r.Add(kind));
         return this;
     }
 

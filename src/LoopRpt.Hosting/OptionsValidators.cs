@@ -1,5 +1,6 @@
 using System.Text.RegularExpressions;
 using LoopRpt.Model;
+using LoopRpt.Training;
 using Microsoft.Extensions.Options;
 
 namespace LoopRpt.Hosting;
@@ -29,8 +30,12 @@ public sealed partial class ModelStoreOptionsValidator : IValidateOptions<ModelS
     private static partial Regex DevicePattern();
 }
 
-/// <summary>Checks <see cref="RetrainingOptions"/> when the host starts, including that every stage kind resolves to an objective.</summary>
-public sealed class RetrainingOptionsValidator(IStageObjectiveFactory objectives) : IValidateOptions<RetrainingOptions>
+/// <summary>
+/// Checks <see cref="RetrainingOptions"/> when the host starts. The trainer settings and every stage are checked by the core
+/// (<see cref="TrainerOptions.Validate"/>, <see cref="ObjectiveKindRegistry.CreateStage(StageDefinition, string?)"/>: kind,
+/// optimizer settings, objective parameters); this adds what only hosting has (folders, schedule, validation).
+/// </summary>
+public sealed class RetrainingOptionsValidator(IOptions<ObjectiveKindRegistry> kinds) : IValidateOptions<RetrainingOptions>
 {
     private static readonly TimeSpan MaxTimer = TimeSpan.FromMilliseconds(uint.MaxValue - 1);
 
@@ -49,38 +54,30 @@ public sealed class RetrainingOptionsValidator(IStageObjectiveFactory objectives
             Check(o.HoldoutFraction is > 0 and < 1, $"RetrainingOptions.HoldoutFraction must lie in (0, 1) when no ValidationDirectory is set; got {o.HoldoutFraction}.");
         Check(o.BatchSize >= 1, $"RetrainingOptions.BatchSize must be at least 1; got {o.BatchSize}.");
         Check(o.SequenceLength >= 1, $"RetrainingOptions.SequenceLength must be at least 1; got {o.SequenceLength}.");
-        Check(o.CheckpointEvery >= 0, $"RetrainingOptions.CheckpointEvery must be non-negative (0: end of each stage only); got {o.CheckpointEvery}.");
-        Check(o.LogEvery >= 1, $"RetrainingOptions.LogEvery must be at least 1; got {o.LogEvery}.");
-        Check(o.SpikeFactor == 0 || (o.SpikeFactor > 1 && double.IsFinite(o.SpikeFactor)), $"RetrainingOptions.SpikeFactor must be 0 (rule off) or a number above 1; got {o.SpikeFactor}.");
-        Check(o.SpikePatience >= 1, $"RetrainingOptions.SpikePatience must be at least 1; got {o.SpikePatience}.");
-        Check(o.SpikeWindow >= 1, $"RetrainingOptions.SpikeWindow must be at least 1; got {o.SpikeWindow}.");
+        foreach (var e in o.ToTrainerOptions().Problems())
+            errors.Add($"RetrainingOptions.{FirstLine(e.Message).TrimEnd('.')}; got {(e as ArgumentOutOfRangeException)?.ActualValue}.");
         Check(Enum.IsDefined(o.Metric), $"RetrainingOptions.Metric must be Loss or Accuracy; got {o.Metric}.");
         Check(o.MinImprovement >= 0 && double.IsFinite(o.MinImprovement), $"RetrainingOptions.MinImprovement must be a non-negative number; got {o.MinImprovement}.");
         Check(o.MaxValidationTokens >= 1, $"RetrainingOptions.MaxValidationTokens must be at least 1; got {o.MaxValidationTokens}.");
         try { ExitMode.Parse(o.ValidationExit); }
         catch (ArgumentException e) { errors.Add("RetrainingOptions.ValidationExit: " + FirstLine(e.Message)); }
 
+        var registry = kinds.Value;
         if (o.Stages.Count == 0)
-            errors.Add($"RetrainingOptions.Stages is empty; a round needs at least one stage (kinds: {string.Join(", ", objectives.Kinds)}).");
+            errors.Add($"RetrainingOptions.Stages is empty; a round needs at least one stage (kinds: {string.Join(", ", registry.Names)}).");
         for (int i = 0; i < o.Stages.Count; i++)
         {
             var s = o.Stages[i];
             var at = $"RetrainingOptions.Stages[{i}] ('{s.Kind}')";
             Check(s.Steps >= 1, $"{at}.Steps must be at least 1; got {s.Steps}.");
-            Check(s.LearningRate > 0 && double.IsFinite(s.LearningRate), $"{at}.LearningRate must be positive and finite; got {s.LearningRate}.");
-            Check(s.MinLearningRateRatio is null or (>= 0 and <= 1), $"{at}.MinLearningRateRatio must lie in [0, 1]; got {s.MinLearningRateRatio}.");
-            Check(s.WarmupFraction is null or (>= 0 and < 1), $"{at}.WarmupFraction must lie in [0, 1); got {s.WarmupFraction}.");
-            Check(s.WeightDecay is null or >= 0, $"{at}.WeightDecay must be non-negative; got {s.WeightDecay}.");
-            Check(s.GradientClip is null or >= 0, $"{at}.GradientClip must be non-negative; got {s.GradientClip}.");
-            Check(s.GradientAccumulation >= 1, $"{at}.GradientAccumulation must be at least 1; got {s.GradientAccumulation}.");
             try
             {
-                // Building the objective checks its kind and parameters now rather than at the first round.
-                objectives.Create(s).Dispose();
+                // Building the stage checks its kind, settings and parameters now rather than at the first round.
+                registry.CreateStage(s.ToDefinition(), at).Objective.Dispose();
             }
             catch (ArgumentException e)
             {
-                errors.Add($"{at}: {FirstLine(e.Message)}");
+                errors.Add(FirstLine(e.Message));
             }
         }
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

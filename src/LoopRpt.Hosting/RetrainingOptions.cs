@@ -1,4 +1,3 @@
-using System.Globalization;
 using LoopRpt.Training;
 
 namespace LoopRpt.Hosting;
@@ -25,7 +24,6 @@ public sealed class RetrainingOptions
         public static readonly TimeSpan DataPollInterval = TimeSpan.FromSeconds(30);
         public const double HoldoutFraction = 0.1;
         public const int BatchSize = 8;
-        public const int SequenceLength = 128;
         public const int CheckpointEvery = 50;
         public const int LogEvery = 10;
         public const double MinImprovement = 0.0;
@@ -68,8 +66,8 @@ public sealed class RetrainingOptions
     /// <summary>Sequences per batch (training and validation). Default 8.</summary>
     public int BatchSize { get; set; } = Defaults.BatchSize;
 
-    /// <summary>Tokens per sequence. Default 128.</summary>
-    public int SequenceLength { get; set; } = Defaults.SequenceLength;
+    /// <summary>Tokens per sequence. Default 64 (<see cref="TrainerOptions.Defaults.SequenceLength"/>, as on every surface).</summary>
+    public int SequenceLength { get; set; } = TrainerOptions.Defaults.SequenceLength;
 
     /// <summary>Base seed; each round mixes in its number. Default 0.</summary>
     public long Seed { get; set; }
@@ -107,23 +105,35 @@ public sealed class RetrainingOptions
 
     /// <summary>At most this many held-out tokens are scored per model and round. Default 65536.</summary>
     public long MaxValidationTokens { get; set; } = Defaults.MaxValidationTokens;
+
+    /// <summary>The core trainer options these settings bind to (checked by <see cref="TrainerOptions.Validate"/>); a round adds its folder, seed and progress.</summary>
+    internal TrainerOptions ToTrainerOptions() => new()
+    {
+        KeepCheckpoints = 1, CheckpointEvery = CheckpointEvery, LogEvery = LogEvery, OnCancel = CancellationBehavior.CheckpointAndThrow,
+        SpikeFactor = SpikeFactor, SpikePatience = SpikePatience, SpikeWindow = SpikeWindow,
+    };
 }
 
-/// <summary>One stage of a retraining round: which objective (by kind) and its optimizer settings.</summary>
+/// <summary>
+/// One stage of a retraining round: which objective (by kind), its steps and optimizer settings, bound from configuration into
+/// the core's <see cref="StageDefinition"/> (<see cref="ToDefinition"/>) and resolved by the <see cref="ObjectiveKindRegistry"/>
+/// (the built-in kinds and those added with <see cref="LoopRptHostingBuilder.AddStageKind"/>). Settings absent from the
+/// configuration stay null and take the kind's <see cref="OptimizerDefaults"/>: a <c>looprpt</c> stage the published LoopRPT
+/// settings, a registered kind its own.
+/// </summary>
 public sealed class StageOptions
 {
-    /// <summary>Objective kind, resolved by <see cref="IStageObjectiveFactory"/>: built in are <c>pretrain</c>, <c>gate</c> and <c>looprpt</c>. Default "pretrain".</summary>
-    public string Kind { get; set; } = StageObjectiveFactory.Pretrain;
+    /// <summary>Objective kind: built in are <c>pretrain</c>, <c>gate</c> and <c>looprpt</c>. Default "pretrain".</summary>
+    public string Kind { get; set; } = ObjectiveKindRegistry.Pretrain;
 
     /// <summary>Optimizer steps of this stage. At least 1.</summary>
     public long Steps { get; set; }
 
-    /// <summary>Peak learning rate. Default <see cref="TrainingStage.Defaults.LearningRate"/>.</summary>
-    public double LearningRate { get; set; } = TrainingStage.Defaults.LearningRate;
+    // Not resolved in getters: the configuration binder reads each property and writes it back, which would freeze the
+    // defaults of whatever kind was set at that moment.
 
-    // Settings absent from the configuration stay null and take the defaults of the stage's kind when the stage is built
-    // (ObjectiveKindRegistry): a looprpt stage gets the published LoopRPT settings, a registered kind its own. (Not resolved
-    // in a getter: the configuration binder reads each property and writes it back, which would freeze another kind's defaults.)
+    /// <summary>Peak learning rate; null: the kind's default, 1e-3 (<c>looprpt</c> stages 5e-6, published).</summary>
+    public double? LearningRate { get; set; }
 
     /// <summary>Final rate of the cosine decay as a fraction of the peak; null: the kind's default, 0.1 (<c>looprpt</c> stages 0, published).</summary>
     public double? MinLearningRateRatio { get; set; }
@@ -134,11 +144,17 @@ public sealed class StageOptions
     /// <summary>Decoupled weight decay on matrices; null: the kind's default, 0.1 (<c>looprpt</c> stages 0.01, published).</summary>
     public double? WeightDecay { get; set; }
 
+    /// <summary>AdamW β1; null: the kind's default, 0.9.</summary>
+    public double? Beta1 { get; set; }
+
+    /// <summary>AdamW β2; null: the kind's default, 0.95.</summary>
+    public double? Beta2 { get; set; }
+
     /// <summary>Gradient-norm clip, 0 disables clipping; null: the kind's default, 1.0 (<c>looprpt</c> stages too, published).</summary>
     public double? GradientClip { get; set; }
 
-    /// <summary>Micro-batches per optimizer step. Default 1.</summary>
-    public int GradientAccumulation { get; set; } = 1;
+    /// <summary>Micro-batches per optimizer step; null: the kind's default, 1.</summary>
+    public int? GradientAccumulation { get; set; }
 
     /// <summary>
     /// Objective-specific settings by name (case-insensitive): the property names of the kind's options class, e.g. <c>Beta</c>
@@ -147,40 +163,11 @@ public sealed class StageOptions
     /// </summary>
     public Dictionary<string, string> Parameters { get; set; } = new(StringComparer.OrdinalIgnoreCase);
 
-    /// <summary>A numeric parameter, or <paramref name="fallback"/> when absent; throws <see cref="ArgumentException"/> when not a number.</summary>
-    public double GetDouble(string name, double fallback)
-    {
-        var value = Find(name);
-        if (value is null) return fallback;
-        if (!double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var d))
-            throw new ArgumentException($"Stage '{Kind}': parameter '{name}' must be a number; got '{value}'.", nameof(Parameters));
-        return d;
-    }
-
-    /// <summary>A string parameter, or <paramref name="fallback"/> when absent.</summary>
-    public string? GetString(string name, string? fallback = null) => Find(name) ?? fallback;
-
-    /// <summary>Throws <see cref="ArgumentException"/> naming any parameter outside <paramref name="known"/>.</summary>
-    public void EnsureOnlyParameters(params string[] known)
-    {
-        foreach (var key in Parameters.Keys)
-            if (!known.Contains(key, StringComparer.OrdinalIgnoreCase))
-                throw new ArgumentException(
-                    $"Stage '{Kind}' has no parameter '{key}'; known parameters: {(known.Length == 0 ? "(none)" : string.Join(", ", known))}.", nameof(Parameters));
-    }
-
-    /// <summary>The core library's stage for <paramref name="objective"/> with these settings (absent ones: the built-in kind's defaults).</summary>
-    public TrainingStage ToTrainingStage(LoopRpt.Objectives.ITrainingObjective objective) => ObjectiveKindRegistry.BuiltIn.CreateStage(ToDefinition(), objective);
-
     /// <summary>This stage in the core plan form (settings absent from the configuration stay null: the kind fills them in).</summary>
     public StageDefinition ToDefinition() => new()
     {
         Kind = Kind, Steps = Steps, LearningRate = LearningRate, MinLearningRateRatio = MinLearningRateRatio, WarmupFraction = WarmupFraction,
-        WeightDecay = WeightDecay, GradientClip = GradientClip, GradientAccumulation = GradientAccumulation,
+        WeightDecay = WeightDecay, Beta1 = Beta1, Beta2 = Beta2, GradientClip = GradientClip, GradientAccumulation = GradientAccumulation,
         Parameters = new Dictionary<string, string>(Parameters, StringComparer.OrdinalIgnoreCase),
     };
-
-    // The configuration binder may replace the dictionary with one that ignores our comparer: look up case-insensitively.
-    private string? Find(string name)
-        => Parameters.FirstOrDefault(kv => string.Equals(kv.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
 }

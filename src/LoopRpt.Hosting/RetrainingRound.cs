@@ -19,16 +19,16 @@ internal sealed class RetrainingRound
     public const string StateFile = "state.json";
 
     private readonly ModelStore _store;
-    private readonly IStageObjectiveFactory _objectives;
+    private readonly ObjectiveKindRegistry _kinds;
     private readonly ITokenizerService _tokenizer;
     private readonly RetrainingOptions _options;
     private readonly ILogger _logger;
     private readonly TimeProvider _time;
 
-    public RetrainingRound(ModelStore store, IStageObjectiveFactory objectives, ITokenizerService tokenizer, RetrainingOptions options, ILogger logger, TimeProvider time)
+    public RetrainingRound(ModelStore store, ObjectiveKindRegistry kinds, ITokenizerService tokenizer, RetrainingOptions options, ILogger logger, TimeProvider time)
     {
         _store = store;
-        _objectives = objectives;
+        _kinds = kinds;
         _tokenizer = tokenizer;
         _options = options;
         _logger = logger;
@@ -113,7 +113,7 @@ internal sealed class RetrainingRound
         var stages = new List<TrainingStage>();
         try
         {
-            foreach (var s in _options.Stages) stages.Add(_objectives.CreateStage(s));
+            for (int i = 0; i < _options.Stages.Count; i++) stages.Add(_kinds.CreateStage(_options.Stages[i].ToDefinition(), $"RetrainingOptions.Stages[{i}]"));
             var baseMeta = lease.Meta.Clone();
             baseMeta.Tokenizer ??= _tokenizer.Describe();
             var resumeFrom = new CheckpointManager(CheckpointDirectory, 1).Latest();
@@ -123,15 +123,14 @@ internal sealed class RetrainingRound
                 resumedStep = ModelDirectory.ReadMeta(resumeFrom).Step;
                 Log.RoundResuming(_logger, round, resumeFrom);
             }
-            var trainer = new LoopedLmTrainer(new TrainerOptions
-            {
-                CheckpointDirectory = CheckpointDirectory, KeepCheckpoints = 1, CheckpointEvery = _options.CheckpointEvery,
-                Resume = resumeFrom is not null, OnCancel = CancellationBehavior.CheckpointAndThrow, LogEvery = _options.LogEvery,
-                SpikeFactor = _options.SpikeFactor, SpikePatience = _options.SpikePatience, SpikeWindow = _options.SpikeWindow,
-                Seed = Seeds.Mix(_options.Seed, round), BaseMeta = baseMeta,
-                Progress = new InlineProgress<TrainingProgress>(p =>
-                    Log.TrainingProgress(_logger, round, p.Stage, p.Step, p.StageSteps, p.Loss, p.LearningRate, p.TokensPerSecond)),
-            });
+            var trainerOptions = _options.ToTrainerOptions();
+            trainerOptions.CheckpointDirectory = CheckpointDirectory;
+            trainerOptions.Resume = resumeFrom is not null;
+            trainerOptions.Seed = Seeds.Mix(_options.Seed, round);
+            trainerOptions.BaseMeta = baseMeta;
+            trainerOptions.Progress = new InlineProgress<TrainingProgress>(p =>
+                Log.TrainingProgress(_logger, round, p.Stage, p.Step, p.StageSteps, p.Loss, p.LearningRate, p.TokensPerSecond));
+            var trainer = new LoopedLmTrainer(trainerOptions);
             var source = new PackedTokenSource(train, _options.BatchSize, _options.SequenceLength, Seeds.Mix(_options.Seed, round, 1));
             var result = trainer.Train(candidate, source, stages, ct);
 

@@ -1,4 +1,5 @@
 using System.Threading.Channels;
+using LoopRpt.Training;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -19,7 +20,7 @@ namespace LoopRpt.Hosting;
 public sealed class RetrainingService : BackgroundService
 {
     private readonly ModelStore _store;
-    private readonly IStageObjectiveFactory _objectives;
+    private readonly ObjectiveKindRegistry _kinds;
     private readonly ITokenizerService _tokenizer;
     private readonly IOptions<RetrainingOptions> _optionsAccessor;
     private readonly ILogger<RetrainingService> _logger;
@@ -29,12 +30,12 @@ public sealed class RetrainingService : BackgroundService
         new BoundedChannelOptions(1) { FullMode = BoundedChannelFullMode.DropWrite, SingleReader = true });
     private RetrainingStatus _status = new();
 
-    public RetrainingService(ModelStore store, IStageObjectiveFactory objectives, ITokenizerService tokenizer, IOptions<RetrainingOptions> options,
+    public RetrainingService(ModelStore store, IOptions<ObjectiveKindRegistry> kinds, ITokenizerService tokenizer, IOptions<RetrainingOptions> options,
                              ILogger<RetrainingService> logger, TimeProvider? timeProvider = null)
     {
         // Options are read when the service runs, not here: hosted services are constructed before ValidateOnStart runs.
         _store = store;
-        _objectives = objectives;
+        _kinds = kinds.Value;
         _tokenizer = tokenizer;
         _optionsAccessor = options;
         _logger = logger;
@@ -43,7 +44,7 @@ public sealed class RetrainingService : BackgroundService
 
     private RetrainingOptions Settings => _optionsAccessor.Value;
 
-    private RetrainingRound Round => _roundCache ??= new RetrainingRound(_store, _objectives, _tokenizer, Settings, _logger, _time);
+    private RetrainingRound Round => _roundCache ??= new RetrainingRound(_store, _kinds, _tokenizer, Settings, _logger, _time);
 
     /// <summary>A snapshot: current version, last round, last promotion, last error.</summary>
     public RetrainingStatus Status => Volatile.Read(ref _status) with { CurrentVersion = _store.CurrentVersion };

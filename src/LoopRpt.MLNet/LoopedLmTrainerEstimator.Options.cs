@@ -18,8 +18,8 @@ public sealed partial class LoopedLmTrainerEstimator
             public const string Preset = "tiny";
             /// <summary>Default of <see cref="LoopedLmTrainerEstimator.Options.BatchSize"/>.</summary>
             public const int BatchSize = 8;
-            /// <summary>Default of <see cref="LoopedLmTrainerEstimator.Options.SequenceLength"/>.</summary>
-            public const int SequenceLength = 128;
+            /// <summary>Default of <see cref="LoopedLmTrainerEstimator.Options.SequenceLength"/>: <see cref="TrainerOptions.Defaults.SequenceLength"/>, as on every surface.</summary>
+            public const int SequenceLength = TrainerOptions.Defaults.SequenceLength;
             /// <summary>Default Stage I steps of the default plan.</summary>
             public const long PretrainSteps = 200;
             /// <summary>Default Stage II steps of the default plan.</summary>
@@ -50,25 +50,20 @@ public sealed partial class LoopedLmTrainerEstimator
         public string? InitialModelDirectory { get; set; }
 
         /// <summary>The stages, in order (any sequence). Default: Pretrain 200 steps, then Gate 50 steps.</summary>
-        public IList<StageDescriptor> Stages { get; set; } = [StageDescriptor.Pretrain(Defaults.PretrainSteps), StageDescriptor.Gate(Defaults.GateSteps, 1e-3)];
+        public IList<StageDescriptor> Stages { get; set; } = [StageDescriptor.Pretrain(Defaults.PretrainSteps), StageDescriptor.Gate(Defaults.GateSteps)];
 
         /// <summary>
-        /// Creates the objective of a stage; return null to use its kind's (Pretrain, Gate, LoopRpt, or the registered
-        /// <see cref="StageDescriptor.CustomKind"/>). Required for a <see cref="StageKind.Custom"/> stage without a CustomKind.
-        /// </summary>
-        public Func<StageDescriptor, ITrainingObjective?>? ObjectiveFactory { get; set; }
-
-        /// <summary>
-        /// The stage kinds (kind → objective and its typed options): the built-in pretrain, gate and looprpt, plus any added
-        /// for <see cref="StageDescriptor.CustomKind"/>, e.g. <c>ObjectiveKinds.Add(new ObjectiveKind&lt;MyOptions&gt;("mine", ...))</c>.
-        /// The same registry type serves the CLI and hosting. Default: a new registry of the built-in kinds.
+        /// The stage kinds (kind → objective, its typed options and its optimizer defaults): the built-in pretrain, gate and
+        /// looprpt, plus any added for <see cref="StageDescriptor.CustomKind"/>, e.g.
+        /// <c>ObjectiveKinds.Add(new ObjectiveKind&lt;MyOptions&gt;("mine", (o, steps) =&gt; new MyObjective(o)))</c>: the one
+        /// extension point, the same registry type as hosting's <c>AddStageKind</c>. Default: a new registry of the built-in kinds.
         /// </summary>
         public ObjectiveKindRegistry ObjectiveKinds { get; set; } = new();
 
         /// <summary>Sequences per micro-batch (B). Default 8.</summary>
         public int BatchSize { get; set; } = Defaults.BatchSize;
 
-        /// <summary>Tokens per training sequence (S). Default 128.</summary>
+        /// <summary>Tokens per training sequence (S). Default 64 (<see cref="TrainerOptions.Defaults.SequenceLength"/>).</summary>
         public int SequenceLength { get; set; } = Defaults.SequenceLength;
 
         /// <summary>Id appended after every row when packing (null: none; the tokenizer's BOS already separates documents).</summary>
@@ -145,22 +140,15 @@ public sealed partial class LoopedLmTrainerEstimator
             for (int i = 0; i < Stages.Count; i++)
             {
                 var s = Stages[i] ?? throw new ArgumentException($"Stages[{i}] is null.", nameof(Stages));
-                if (s.Steps < 0) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.Steps), s.Steps, $"Stages[{i}] ({s.Kind}): Steps must be non-negative.");
-                if (s.Epochs is { } e && !(e > 0)) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.Epochs), e, $"Stages[{i}] ({s.Kind}): Epochs must be positive.");
-                if (s.Steps == 0 && s.Epochs is null) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.Steps), 0, $"Stages[{i}] ({s.Kind}): give Steps > 0 or Epochs.");
-                if (s.GradientAccumulation < 1) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.GradientAccumulation), s.GradientAccumulation, $"Stages[{i}] ({s.Kind}): GradientAccumulation must be at least 1.");
-                if (!(s.LearningRate > 0) || double.IsInfinity(s.LearningRate)) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.LearningRate), s.LearningRate, $"Stages[{i}] ({s.Kind}): LearningRate must be positive and finite.");
-                // Without a factory every stage takes its kind's options; with one, the factory may read any (checked at Fit if it returns null).
-                if (ObjectiveFactory is null && s.KindName is { } kind) ObjectiveKinds.Get(kind, $"Stages[{i}] ({s.Kind})").CheckOptionsType(s.ObjectiveOptions, $"Stages[{i}] ({s.Kind})");
+                var at = $"Stages[{i}] ({s.Kind})";
+                if (s.Epochs is { } e && !(e > 0)) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.Epochs), e, $"{at}: Epochs must be positive.");
+                if (s.Steps == 0 && s.Epochs is null) throw new ArgumentOutOfRangeException(nameof(StageDescriptor.Steps), 0, $"{at}: give Steps > 0 or Epochs.");
+                s.ToDefinition(s.Steps).Validate(at);
+                var kind = s.KindName ?? throw new ArgumentException(
+                    $"{at} is a Custom stage without a CustomKind: name a kind registered in {nameof(ObjectiveKinds)}.", nameof(StageDescriptor.CustomKind));
+                ObjectiveKinds.Get(kind, at).CheckOptionsType(s.ObjectiveOptions, at);
             }
-            if (LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
-            if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative.");
-            if (KeepCheckpoints < 1) throw new ArgumentOutOfRangeException(nameof(KeepCheckpoints), KeepCheckpoints, "KeepCheckpoints must be at least 1.");
-            if (!(SpikeFactor == 0 || (SpikeFactor > 1 && double.IsFinite(SpikeFactor))))
-                throw new ArgumentOutOfRangeException(nameof(SpikeFactor), SpikeFactor, "SpikeFactor must be 0 (rule off) or a finite number above 1.");
-            if (SpikePatience < 1) throw new ArgumentOutOfRangeException(nameof(SpikePatience), SpikePatience, "SpikePatience must be at least 1.");
-            if (SpikeWindow < 1) throw new ArgumentOutOfRangeException(nameof(SpikeWindow), SpikeWindow, "SpikeWindow must be at least 1.");
-            if (Resume && CheckpointDirectory is null) throw new ArgumentException("Resume needs a CheckpointDirectory.", nameof(Resume));
+            ToTrainerOptions().Validate();
             if (ModelDirectory is not null && Checkpoints.ModelDirectory.ReplaceProblem(ModelDirectory) is { } problem)
                 throw new ArgumentException($"ModelDirectory: {problem}", nameof(ModelDirectory));
             if (InitialModelDirectory is not null && !Directory.Exists(InitialModelDirectory))
@@ -168,6 +156,13 @@ public sealed partial class LoopedLmTrainerEstimator
             ArgumentNullException.ThrowIfNull(Scorer, nameof(Scorer));
             Scorer.Validate();
         }
+
+        /// <summary>The core trainer options these bind to (checked by <see cref="TrainerOptions.Validate"/>); Fit adds its seed, meta and progress.</summary>
+        internal TrainerOptions ToTrainerOptions() => new()
+        {
+            LogEvery = LogEvery, CheckpointDirectory = CheckpointDirectory, CheckpointEvery = CheckpointEvery, KeepCheckpoints = KeepCheckpoints,
+            Resume = Resume, OnCancel = OnCancel, SpikeFactor = SpikeFactor, SpikePatience = SpikePatience, SpikeWindow = SpikeWindow,
+        };
 
         internal Options Clone()
         {

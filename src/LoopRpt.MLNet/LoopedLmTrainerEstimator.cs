@@ -45,20 +45,12 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
     }
 
     /// <summary>
-    /// The trainer stage of <paramref name="d"/> (<paramref name="steps"/> steps): its objective from <paramref name="factory"/>
-    /// when that returns one, else from the registry's kind (<see cref="ObjectiveKindRegistry.CreateStage(StageDefinition, string?)"/>:
-    /// wrong options types and bad values throw, naming <paramref name="where"/>). Settings left unset take the kind's defaults.
+    /// The trainer stage of <paramref name="d"/> (<paramref name="steps"/> steps), bound into a <see cref="StageDefinition"/> and
+    /// resolved by <paramref name="kinds"/> (<see cref="ObjectiveKindRegistry.CreateStage(StageDefinition, string?)"/>: wrong options
+    /// types and bad values throw, naming <paramref name="where"/>). Settings left unset take the kind's defaults.
     /// </summary>
-    internal static TrainingStage ToTrainingStage(StageDescriptor d, long steps, string where, ObjectiveKindRegistry kinds,
-                                                  Func<StageDescriptor, ITrainingObjective?>? factory)
-    {
-        var definition = d.ToDefinition(steps);
-        if (factory?.Invoke(d) is { } objective) return kinds.CreateStage(definition, objective);
-        if (d.KindName is null)
-            throw new InvalidOperationException(
-                $"{where} is a Custom stage without a CustomKind: LoopedLmTrainerEstimator.Options.{nameof(LoopedLmTrainerEstimator.Options.ObjectiveFactory)} must create its objective.");
-        return kinds.CreateStage(definition, where);
-    }
+    internal static TrainingStage ToTrainingStage(StageDescriptor d, long steps, string where, ObjectiveKindRegistry kinds)
+        => kinds.CreateStage(d.ToDefinition(steps), where);
 
     /// <inheritdoc/>
     public AdaptiveExitScoringTransformer Fit(IDataView input)
@@ -122,17 +114,13 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
                 }
             }
             for (int i = 0; i < plan.Count; i++)
-                stages.Add(ToTrainingStage(plan[i], steps[i], $"Stages[{i}] ({plan[i].Kind})", o.ObjectiveKinds, o.ObjectiveFactory));
+                stages.Add(ToTrainingStage(plan[i], steps[i], $"Stages[{i}] ({plan[i].Kind})", o.ObjectiveKinds));
 
             ch.Info(MessageSensitivity.None, $"LoopRpt train: device={device} dtype={o.DType} seed={seed} params={lm.Config.ParameterCount()} vocab={lm.Config.VocabSize} loops={lm.Config.TotalUtSteps} " +
                                              $"plan=[{string.Join(",", stages.Select(s => $"{s.Objective.Name}:{s.Steps}"))}] batch={o.BatchSize}x{o.SequenceLength}");
-            var trainer = new LoopedLmTrainer(new TrainerOptions
-            {
-                LogEvery = o.LogEvery, CheckpointDirectory = o.CheckpointDirectory, CheckpointEvery = o.CheckpointEvery,
-                KeepCheckpoints = o.KeepCheckpoints, Resume = o.Resume, OnCancel = o.OnCancel, Seed = seed, BaseMeta = baseMeta,
-                SpikeFactor = o.SpikeFactor, SpikePatience = o.SpikePatience, SpikeWindow = o.SpikeWindow,
-                Progress = new LogProgress(ch, o.Progress),
-            });
+            var trainerOptions = o.ToTrainerOptions();
+            (trainerOptions.Seed, trainerOptions.BaseMeta, trainerOptions.Progress) = (seed, baseMeta, new LogProgress(ch, o.Progress));
+            var trainer = new LoopedLmTrainer(trainerOptions);
             var result = trainer.Train(lm, source, stages, o.CancellationToken);
             ch.Info(MessageSensitivity.None, $"LoopRpt train: completed={result.Completed} global_step={result.GlobalStep} tokens={result.TokensSeen} rows_read={source.RowsRead}");
 

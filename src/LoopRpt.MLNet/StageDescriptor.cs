@@ -13,14 +13,16 @@ public enum StageKind
     Gate,
     /// <summary>LoopRPT reinforcement pre-training (<see cref="LoopRptObjective"/>, built in; options: <see cref="LoopRptOptions"/>).</summary>
     LoopRpt,
-    /// <summary>
-    /// A kind registered in <see cref="LoopedLmTrainerEstimator.Options.ObjectiveKinds"/> (named by <see cref="StageDescriptor.CustomKind"/>),
-    /// or any objective created by <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>.
-    /// </summary>
+    /// <summary>A kind registered in <see cref="LoopedLmTrainerEstimator.Options.ObjectiveKinds"/>, named by <see cref="StageDescriptor.CustomKind"/>.</summary>
     Custom,
 }
 
-/// <summary>One stage of the training plan, in ML.NET options form (turned into a <see cref="TrainingStage"/> at fit time).</summary>
+/// <summary>
+/// One stage of the training plan, in ML.NET options form: bound into the core's <see cref="StageDefinition"/> and resolved by
+/// <see cref="LoopedLmTrainerEstimator.Options.ObjectiveKinds"/> at fit time. Optimizer settings left unset read as (and
+/// train with) the defaults of the stage's kind (<see cref="OptimizerDefaults"/>): a LoopRpt stage gets the published LoopRPT
+/// settings however it was created (factory or object initializer, Kind set before or after).
+/// </summary>
 public sealed class StageDescriptor
 {
     /// <summary>The objective kind.</summary>
@@ -32,43 +34,44 @@ public sealed class StageDescriptor
     /// <summary>Passes over the data (overrides <see cref="Steps"/> when set; costs one counting pass over the data).</summary>
     public double? Epochs { get; set; }
 
-    // Settings left unset take the defaults of the stage's kind when read (ObjectiveKindRegistry), so a LoopRpt stage
-    // gets the published LoopRPT settings however it was created (factory or object initializer, Kind set before or after).
-    // They stay unset in ToDefinition: a registered CustomKind applies its own defaults when the stage is built (the getters
-    // know only the built-in kinds and report the pretraining defaults for it).
-    private double? _minLearningRateRatio, _warmupFraction, _weightDecay, _gradientClip;
+    // Unset settings stay null in ToDefinition, so a registered CustomKind applies its own defaults when the stage is built
+    // (the getters know only the built-in kinds and report the pretraining defaults for it).
+    private double? _learningRate, _minLearningRateRatio, _warmupFraction, _weightDecay, _beta1, _beta2, _gradientClip;
+    private int? _gradientAccumulation;
 
-    private TrainingStage.OptimizerDefaults KindDefaults => ObjectiveKindRegistry.BuiltIn.OptimizerDefaultsOf(KindName);
+    private OptimizerDefaults KindDefaults => ObjectiveKindRegistry.BuiltIn.OptimizerDefaultsOf(KindName);
 
-    /// <summary>Peak learning rate (warmup then cosine decay). Default 1e-3; <see cref="LoopRpt"/> stages made by the factory: 5e-6.</summary>
-    public double LearningRate { get; set; } = TrainingStage.Defaults.LearningRate;
+    /// <summary>Peak learning rate (warmup then cosine decay). Default: the kind's, 1e-3; LoopRpt stages 5e-6 (published).</summary>
+    public double LearningRate { get => _learningRate ?? KindDefaults.LearningRate; set => _learningRate = value; }
     /// <summary>Final rate of the cosine decay as a fraction of the peak. Default 0.1; LoopRpt stages 0 (published).</summary>
     public double MinLearningRateRatio { get => _minLearningRateRatio ?? KindDefaults.MinLearningRateRatio; set => _minLearningRateRatio = value; }
     /// <summary>Fraction of the stage spent in linear warmup. Default 0.03 (LoopRpt stages too, published).</summary>
     public double WarmupFraction { get => _warmupFraction ?? KindDefaults.WarmupFraction; set => _warmupFraction = value; }
     /// <summary>Decoupled weight decay on matrices. Default 0.1; LoopRpt stages 0.01 (published).</summary>
     public double WeightDecay { get => _weightDecay ?? KindDefaults.WeightDecay; set => _weightDecay = value; }
+    /// <summary>AdamW β1. Default 0.9.</summary>
+    public double Beta1 { get => _beta1 ?? KindDefaults.Beta1; set => _beta1 = value; }
+    /// <summary>AdamW β2. Default 0.95 (LoopRpt stages too; not stated in the paper).</summary>
+    public double Beta2 { get => _beta2 ?? KindDefaults.Beta2; set => _beta2 = value; }
     /// <summary>Gradient-norm clip (0: none). Default 1.0 (LoopRpt stages too, published).</summary>
     public double GradientClip { get => _gradientClip ?? KindDefaults.GradientClip; set => _gradientClip = value; }
-    /// <summary>Micro-batches per optimizer step.</summary>
-    public int GradientAccumulation { get; set; } = 1;
+    /// <summary>Micro-batches per optimizer step. Default 1.</summary>
+    public int GradientAccumulation { get => _gradientAccumulation ?? KindDefaults.GradientAccumulation; set => _gradientAccumulation = value; }
 
     /// <summary>
     /// Objective options of the stage's kind: <see cref="PretrainObjectiveOptions"/> (Pretrain), <see cref="GateObjectiveOptions"/>
-    /// (Gate), <see cref="LoopRptOptions"/> (LoopRpt), the options type of a registered <see cref="CustomKind"/>, or anything a
-    /// custom factory reads (Custom, or a stage the factory creates); null: the kind's defaults. Options of another type for a
-    /// built-in or registered kind are an <see cref="ArgumentException"/>.
+    /// (Gate), <see cref="LoopRptOptions"/> (LoopRpt) or the options type of the registered <see cref="CustomKind"/>; null: the
+    /// kind's defaults. Options of another type are an <see cref="ArgumentException"/>.
     /// </summary>
     public object? ObjectiveOptions { get; set; }
 
     /// <summary>
     /// The name of the <see cref="LoopedLmTrainerEstimator.Options.ObjectiveKinds"/> kind a <see cref="StageKind.Custom"/> stage
-    /// runs (its <see cref="ObjectiveOptions"/> are then of that kind's options type); null: the stage's objective comes from
-    /// <see cref="LoopedLmTrainerEstimator.Options.ObjectiveFactory"/>.
+    /// runs (its <see cref="ObjectiveOptions"/> are then of that kind's options type); required for a Custom stage.
     /// </summary>
     public string? CustomKind { get; set; }
 
-    /// <summary>The kind's name in an <see cref="ObjectiveKindRegistry"/> (null: a Custom stage without <see cref="CustomKind"/>).</summary>
+    /// <summary>The kind's name in an <see cref="ObjectiveKindRegistry"/> (null: a Custom stage without <see cref="CustomKind"/>, an error).</summary>
     internal string? KindName => Kind switch
     {
         StageKind.Pretrain => ObjectiveKindRegistry.Pretrain,
@@ -80,25 +83,25 @@ public sealed class StageDescriptor
     /// <summary>The stage in the core plan form, <paramref name="steps"/> optimizer steps (those <see cref="Epochs"/> come to, if set).</summary>
     internal StageDefinition ToDefinition(long steps) => new()
     {
-        Kind = KindName ?? nameof(StageKind.Custom), Steps = steps, LearningRate = LearningRate, MinLearningRateRatio = _minLearningRateRatio,
-        WarmupFraction = _warmupFraction, WeightDecay = _weightDecay, GradientClip = _gradientClip, GradientAccumulation = GradientAccumulation,
-        ObjectiveOptions = ObjectiveOptions,
+        Kind = KindName ?? nameof(StageKind.Custom), Steps = steps, LearningRate = _learningRate, MinLearningRateRatio = _minLearningRateRatio,
+        WarmupFraction = _warmupFraction, WeightDecay = _weightDecay, Beta1 = _beta1, Beta2 = _beta2, GradientClip = _gradientClip,
+        GradientAccumulation = _gradientAccumulation, ObjectiveOptions = ObjectiveOptions,
     };
 
-    /// <summary>Stage I pretraining.</summary>
-    public static StageDescriptor Pretrain(long steps, double learningRate = TrainingStage.Defaults.LearningRate)
-        => new() { Kind = StageKind.Pretrain, Steps = steps, LearningRate = learningRate };
+    /// <summary>Stage I pretraining; <paramref name="learningRate"/> null: the kind's default.</summary>
+    public static StageDescriptor Pretrain(long steps, double? learningRate = null)
+        => new() { Kind = StageKind.Pretrain, Steps = steps, _learningRate = learningRate };
 
-    /// <summary>Stage II gate training.</summary>
-    public static StageDescriptor Gate(long steps, double learningRate = TrainingStage.Defaults.LearningRate)
-        => new() { Kind = StageKind.Gate, Steps = steps, LearningRate = learningRate };
+    /// <summary>Stage II gate training; <paramref name="learningRate"/> null: the kind's default.</summary>
+    public static StageDescriptor Gate(long steps, double? learningRate = null)
+        => new() { Kind = StageKind.Gate, Steps = steps, _learningRate = learningRate };
 
     /// <summary>
-    /// LoopRPT (docs/method.md §4) with the published optimizer settings (<see cref="TrainingStage.LoopRptDefaults"/>:
-    /// weight decay 0.01, 3% warmup, cosine to 0, clip 1.0); the paper's rate on a real Ouro is 5e-6.
+    /// LoopRPT with the published optimizer settings (<see cref="OptimizerDefaults.LoopRpt"/>: lr 5e-6, weight decay 0.01,
+    /// 3 % warmup, cosine to 0, clip 1.0); <paramref name="learningRate"/> null: the published 5e-6.
     /// </summary>
-    public static StageDescriptor LoopRpt(long steps, double learningRate = TrainingStage.LoopRptDefaults.LearningRate, LoopRptOptions? options = null)
-        => new() { Kind = StageKind.LoopRpt, Steps = steps, LearningRate = learningRate, ObjectiveOptions = options };
+    public static StageDescriptor LoopRpt(long steps, double? learningRate = null, LoopRptOptions? options = null)
+        => new() { Kind = StageKind.LoopRpt, Steps = steps, _learningRate = learningRate, ObjectiveOptions = options };
 
     internal StageDescriptor Clone() => (StageDescriptor)MemberwiseClone();
 

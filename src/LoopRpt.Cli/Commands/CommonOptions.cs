@@ -129,6 +129,17 @@ internal static class CommonOptions
             ? q : throw CliException.Usage($"{option}: '{p}' is not a number in [0, 1].")).ToArray();
     }
 
+    /// <summary>
+    /// Checks trainer settings bound from the command line with the core's one check (<see cref="LoopRpt.Training.TrainerOptions.Problems"/>);
+    /// the first problem is a usage error naming its option (<paramref name="optionOf"/>: property name → option).
+    /// </summary>
+    public static LoopRpt.Training.TrainerOptions Checked(LoopRpt.Training.TrainerOptions options, Func<string?, string> optionOf)
+    {
+        if (options.Problems().FirstOrDefault() is { } e)
+            throw CliException.Usage($"{optionOf(e.ParamName)}: {e.Message.Split(" (Parameter '")[0]}");
+        return options;
+    }
+
     public static int AtLeast(int value, int min, string option)
         => value >= min ? value : throw CliException.Usage($"{option} must be at least {min}, got {value}.");
 

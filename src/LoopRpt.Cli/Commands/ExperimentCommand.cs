@@ -37,7 +37,7 @@ internal static class ExperimentCommand
         public Option<string?> Base { get; } = new("--base") { Description = "Reuse a trained base model directory (Stage I + gate, with its tokenizer) instead of training one." };
         public Option<long> PretrainSteps { get; } = new("--pretrain-steps") { Description = "Stage I steps of the base model (without --base).", DefaultValueFactory = _ => 300 };
         public Option<long> GateSteps { get; } = new("--gate-steps") { Description = "Stage II (gate) steps of the base model (without --base).", DefaultValueFactory = _ => 50 };
-        public Option<double> PretrainLr { get; } = new("--pretrain-lr") { Description = "Peak learning rate of the base model's stages.", DefaultValueFactory = _ => TrainingStage.Defaults.LearningRate };
+        public Option<double> PretrainLr { get; } = new("--pretrain-lr") { Description = "Peak learning rate of the base model's stages.", DefaultValueFactory = _ => OptimizerDefaults.Pretraining.LearningRate };
         public Option<string> Preset { get; } = new("--preset") { Description = "Base model shape: tiny, small, ouro-1.4b, ouro-2.6b.", DefaultValueFactory = _ => "tiny" };
         public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T of the base model (default the preset's, 4)." };
         public Option<int?> Hidden { get; } = new("--hidden-size", "--hidden") { Description = "Override the preset's hidden size." };
@@ -46,7 +46,7 @@ internal static class ExperimentCommand
         public Option<long> Steps { get; } = new("--steps") { Description = "Continuation steps of LoopRPT and of the equal-steps control.", DefaultValueFactory = _ => ExperimentOptions.Defaults.Steps };
         public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of every continuation arm.", DefaultValueFactory = _ => ExperimentOptions.Defaults.LearningRate };
         public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
-        public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(64);
+        public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(TrainerOptions.Defaults.SequenceLength);
         public Option<string[]> Variants { get; } = new("--variant")
         {
             Description = "A LoopRPT variant NAME:KEY=VALUE,... (keys: lr, g, hard=all|top|threshold, sigma, noise, kl, ema, chunk, or any LoopRptOptions property); repeatable.",
@@ -122,11 +122,11 @@ internal static class ExperimentCommand
 
         // 2. The base model: given, trained earlier into OUT/base, or trained now (resumable through OUT/base-checkpoints).
         var baseDir = baseOption ?? Path.Combine(output, "base");
-        var basePlan = new[] { new StageSpec("pretrain", pretrainSteps, pretrainLr), new StageSpec("gate", gateSteps, pretrainLr) };
+        var basePlan = StagePlan.Parse(string.Create(CultureInfo.InvariantCulture, $"pretrain:{pretrainSteps}:{pretrainLr:R},gate:{gateSteps}:{pretrainLr:R}"));
         if (baseOption is null && ModelDirectory.IsModelDirectory(baseDir))
         {
             var stages = ModelDirectory.ReadMeta(baseDir).Stages;
-            if (!stages.SequenceEqual(basePlan.Select(p => new StageRecord(p.Kind, p.Steps))))
+            if (!stages.SequenceEqual(StagePlan.KindsAndSteps(basePlan).Select(p => new StageRecord(p.Kind, p.Steps))))
                 throw CliException.Usage($"'{baseDir}' was trained with [{string.Join(", ", stages.Select(s => $"{s.Name}:{s.Steps}"))}], not pretrain:{pretrainSteps}, gate:{gateSteps}; use another --out, or pass --base {baseDir} to reuse it.");
             var (have, want) = (ModelDirectory.ReadConfig(baseDir), ModelTraining.Config(shape, vocabSize));
             if (have.HiddenSize != want.HiddenSize || have.NumHiddenLayers != want.NumHiddenLayers || have.TotalUtSteps != want.TotalUtSteps)
@@ -260,7 +260,7 @@ internal static class ExperimentCommand
     }
 
     /// <summary>Learns the tokenizer (or takes the interrupted run's) and trains Stage I + gate into <paramref name="baseDir"/>.</summary>
-    private static void TrainBase(CliContext ctx, ProgressMode mode, IReadOnlyList<string> docs, string baseDir, IReadOnlyList<StageSpec> plan, ModelShape shape,
+    private static void TrainBase(CliContext ctx, ProgressMode mode, IReadOnlyList<string> docs, string baseDir, IReadOnlyList<(StageDefinition Definition, string Text)> plan, ModelShape shape,
                                   int vocabSize, int batch, int seqLen, long seed, TorchSharp.torch.Device device, int logEvery, int checkpointEvery)
     {
         var ckDir = baseDir + "-checkpoints";
@@ -270,10 +270,10 @@ internal static class ExperimentCommand
         var stream = ModelTraining.TokenStream(docs, tokenizer.Codec, seqLen);
         using var lm = ModelTraining.NewModel(shape, tokenizer.VocabularySize, device, TorchSharp.torch.ScalarType.Float32, seed);
         var baseMeta = new ModelMeta { Tokenizer = tokenizer.Spec };
-        var stages = plan.Select(p => p.ToStage(p.LearningRate!.Value, null, null, null, 1)).ToArray();
+        var stages = StagePlan.ToStages(plan);
         ctx.Output.WriteLine(string.Create(C, $"experiment base={baseDir} training=true documents={docs.Count} tokens={stream.Length} vocab={lm.Config.VocabSize} " +
-                                              $"params={lm.UniqueParameters().Sum(p => p.Param.numel())} loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} resume={resumeFrom ?? "no"}"));
-        var result = ModelTraining.Train(ctx, mode, lm, new PackedTokenSource(stream, batch, seqLen, seed), plan, stages, new TrainerOptions
+                                              $"params={lm.UniqueParameters().Sum(p => p.Param.numel())} loops={lm.Config.TotalUtSteps} plan={string.Join(",", StagePlan.KindsAndSteps(plan).Select(p => $"{p.Kind}:{p.Steps}"))} resume={resumeFrom ?? "no"}"));
+        var result = ModelTraining.Train(ctx, mode, lm, new PackedTokenSource(stream, batch, seqLen, seed), stages, new TrainerOptions
         {
             LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = checkpointEvery, KeepCheckpoints = 1, Resume = true, Seed = seed,
             BaseMeta = baseMeta, OnCancel = CancellationBehavior.CheckpointAndThrow,

@@ -115,12 +115,12 @@ internal static class ModelTraining
     /// A plan that does not match the checkpoint is a model error; a cancellation with checkpoints says how to resume.
     /// The stages' objectives are disposed. <paramref name="monitor"/>, when given, collects the stage summaries.
     /// </summary>
-    public static TrainingResult Train(CliContext ctx, ProgressMode mode, OuroForCausalLM lm, ITokenBatchSource source, IReadOnlyList<StageSpec> plan,
+    public static TrainingResult Train(CliContext ctx, ProgressMode mode, OuroForCausalLM lm, ITokenBatchSource source,
                                        IReadOnlyList<TrainingStage> stages, TrainerOptions options, string resumeHint, TrainingMonitor? monitor = null)
     {
         try
         {
-            return TrainingDisplay.Run(ctx, mode, plan.Select(p => (p.Kind, p.Steps)).ToArray(), progress =>
+            return TrainingDisplay.Run(ctx, mode, stages.Select(s => (s.Objective.Name, s.Steps)).ToArray(), progress =>
             {
                 options.Progress = progress;
                 return new LoopedLmTrainer(options).Train(lm, source, stages, ctx.CancellationToken);

@@ -34,14 +34,17 @@ internal static class TrainCommand
         public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T (total_ut_steps); default the preset's (4)." };
         public Option<int?> Hidden { get; } = new("--hidden-size") { Description = "Override the preset's hidden size." };
         public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
-        public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR][:NAME=VALUE]..., KIND = pretrain | gate | looprpt (any order), NAME an option of the kind's objective (pretrain: Beta, LateBeta, LateBetaFrom; gate: K, Gamma; looprpt: the LoopRptOptions names), e.g. pretrain:300:Beta=0.05,gate:50,looprpt:40:3e-4:Rollouts=4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
-        public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of stages that do not give one.", DefaultValueFactory = _ => TrainingStage.Defaults.LearningRate };
+        public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR][:NAME=VALUE]..., KIND = pretrain | gate | looprpt (any order), NAME an optimizer setting (LearningRate, MinLearningRateRatio, WarmupFraction, WeightDecay, Beta1, Beta2, GradientClip, GradientAccumulation) or an option of the kind's objective (pretrain: Beta, LateBeta, LateBetaFrom; gate: K, Gamma; looprpt: the LoopRptOptions names), e.g. pretrain:300:Beta=0.05,gate:50,looprpt:40:3e-4:Rollouts=4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
+        public Option<double?> Lr { get; } = new("--lr") { Description = "Peak learning rate of stages that do not give one (default: the kind's, 1e-3; looprpt stages 5e-6, published)." };
+        public Option<double?> MinLrRatio { get; } = new("--min-lr-ratio") { Description = "Final rate of the cosine decay as a fraction of the peak (default 0.1; looprpt stages 0, published)." };
         public Option<double?> Warmup { get; } = new("--warmup") { Description = "Warmup fraction of each stage (default 0.03)." };
         public Option<double?> WeightDecay { get; } = new("--weight-decay") { Description = "AdamW decoupled weight decay of every stage (default 0.1; looprpt stages 0.01, published)." };
+        public Option<double?> Beta1 { get; } = new("--beta1") { Description = "AdamW beta1 of every stage (default 0.9)." };
+        public Option<double?> Beta2 { get; } = new("--beta2") { Description = "AdamW beta2 of every stage (default 0.95)." };
         public Option<double?> Clip { get; } = new("--clip") { Description = "Gradient-norm clip, 0: off (default 1.0)." };
-        public Option<int> Accumulation { get; } = new("--grad-accum") { Description = "Micro-batches per optimizer step.", DefaultValueFactory = _ => 1 };
+        public Option<int?> Accumulation { get; } = new("--grad-accum") { Description = "Micro-batches per optimizer step (default 1)." };
         public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
-        public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(64);
+        public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(TrainerOptions.Defaults.SequenceLength);
         public Option<int> Rollouts { get; } = new("--rollouts") { Description = "LoopRPT: noisy latent rollouts per batch (G) of looprpt stages that do not give Rollouts=.", DefaultValueFactory = _ => 8 };
         public Option<double> Sigma { get; } = new("--sigma") { Description = "LoopRPT: latent noise standard deviation of looprpt stages that do not give Sigma=.", DefaultValueFactory = _ => 0.1 };
         public Option<long> Seed { get; } = new("--seed") { Description = "Seed of initialization, batches and objective randomness.", DefaultValueFactory = _ => 1 };
@@ -61,7 +64,7 @@ internal static class TrainCommand
         public Option<int> SpikeWindow { get; } = new("--spike-window") { Description = "Sane logged losses whose median is the spike rule's baseline.", DefaultValueFactory = _ => TrainerOptions.Defaults.SpikeWindow };
         public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
 
-        public IEnumerable<Option> All => [Input, Column, Documents, Out, Tokenizer, VocabSize, Init, Preset, Loops, Hidden, Layers, Stages, Lr, Warmup, WeightDecay, Clip,
+        public IEnumerable<Option> All => [Input, Column, Documents, Out, Tokenizer, VocabSize, Init, Preset, Loops, Hidden, Layers, Stages, Lr, MinLrRatio, Warmup, WeightDecay, Beta1, Beta2, Clip,
                                           Accumulation, BatchSize, SeqLen, Rollouts, Sigma, Seed, Device, DType, Threads, CheckpointDir, CheckpointEvery, Resume, LogEvery,
                                           SpikeFactor, SpikePatience, SpikeWindow, Progress];
     }
@@ -82,22 +85,31 @@ internal static class TrainCommand
         var cmd = new Command("train");
         foreach (var opt in o.All) cmd.Add(opt);
         var pr = cmd.Parse(args);
-        return Stages(pr, o, StageSpec.ParseList(pr.GetValue(o.Stages)!));
+        return StagePlan.ToStages(Plan(pr, o));
     }
 
     /// <summary>
-    /// The plan's stages with the command's optimizer options; options not given take the defaults of each stage's kind
-    /// (<see cref="TrainingStage.DefaultsFor"/>: looprpt stages get the published LoopRPT settings).
+    /// The plan, bound into core stage definitions: the command's optimizer options apply to every stage that does not
+    /// set its own; options given nowhere take the defaults of each stage's kind (<see cref="OptimizerDefaults"/>: looprpt
+    /// stages get the published LoopRPT settings). <c>--rollouts</c>, <c>--sigma</c> and <c>--seed</c> are looprpt parameters.
     /// </summary>
-    private static TrainingStage[] Stages(ParseResult pr, Opts o, IReadOnlyList<StageSpec> plan)
+    private static IReadOnlyList<(StageDefinition Definition, string Text)> Plan(ParseResult pr, Opts o)
     {
-        int accum = CommonOptions.AtLeast(pr.GetValue(o.Accumulation), 1, "--grad-accum");
+        var command = new StageDefinition
+        {
+            Kind = "", LearningRate = pr.GetValue(o.Lr), MinLearningRateRatio = pr.GetValue(o.MinLrRatio), WarmupFraction = pr.GetValue(o.Warmup),
+            WeightDecay = pr.GetValue(o.WeightDecay), Beta1 = pr.GetValue(o.Beta1), Beta2 = pr.GetValue(o.Beta2), GradientClip = pr.GetValue(o.Clip),
+            GradientAccumulation = pr.GetValue(o.Accumulation),
+        };
+        try
+        {
+            command.Validate();
+        }
+        catch (ArgumentOutOfRangeException e)
+        {
+            throw CliException.Usage($"{OptionOf(e.ParamName)}: {e.Message.Split(" (Parameter '")[0]}");
+        }
         int rollouts = CommonOptions.AtLeast(pr.GetValue(o.Rollouts), 2, "--rollouts");
-        double lr = CommonOptions.Positive(pr.GetValue(o.Lr), "--lr");
-        double? warmup = pr.GetValue(o.Warmup), wd = pr.GetValue(o.WeightDecay), clip = pr.GetValue(o.Clip);
-        if (warmup is { } w && w is not (>= 0 and < 1)) throw CliException.Usage("--warmup must lie in [0, 1).");
-        if (wd is { } d && !(d >= 0)) throw CliException.Usage("--weight-decay must be non-negative.");
-        if (clip is { } c && !(c >= 0)) throw CliException.Usage("--clip must be non-negative.");
         double sigma = pr.GetValue(o.Sigma) is var s and >= 0 ? s : throw CliException.Usage("--sigma must be non-negative.");
         var C = CultureInfo.InvariantCulture;
         var looprpt = new Dictionary<string, string>
@@ -105,23 +117,35 @@ internal static class TrainCommand
             [nameof(LoopRptOptions.Rollouts)] = rollouts.ToString(C), [nameof(LoopRptOptions.Sigma)] = sigma.ToString("R", C),
             [nameof(LoopRptOptions.Seed)] = pr.GetValue(o.Seed).ToString(C),
         };
-        return plan.Select(p => p.ToStage(lr, warmup, wd, clip, accum, p.Kind == ObjectiveKindRegistry.LoopRpt ? looprpt : null)).ToArray();
+        return StagePlan.Parse(pr.GetValue(o.Stages)!, command, kind => kind == ObjectiveKindRegistry.LoopRpt ? looprpt : null);
     }
+
+    /// <summary>The command option of a <see cref="StageDefinition"/> setting.</summary>
+    private static string OptionOf(string? setting) => setting switch
+    {
+        nameof(StageDefinition.LearningRate) => "--lr", nameof(StageDefinition.MinLearningRateRatio) => "--min-lr-ratio",
+        nameof(StageDefinition.WarmupFraction) => "--warmup", nameof(StageDefinition.WeightDecay) => "--weight-decay",
+        nameof(StageDefinition.Beta1) => "--beta1", nameof(StageDefinition.Beta2) => "--beta2",
+        nameof(StageDefinition.GradientClip) => "--clip", _ => "--grad-accum",
+    };
 
     private static int Run(ParseResult pr, Opts o)
     {
         var ctx = CliContext.Require();
         var C = CultureInfo.InvariantCulture;
-        var plan = StageSpec.ParseList(pr.GetValue(o.Stages)!);
+        var plan = Plan(pr, o);
         int batch = CommonOptions.AtLeast(pr.GetValue(o.BatchSize), 1, "--batch-size");
         int seqLen = CommonOptions.AtLeast(pr.GetValue(o.SeqLen), 2, "--seq-len");
-        int logEvery = CommonOptions.AtLeast(pr.GetValue(o.LogEvery), 1, "--log-every");
-        double spikeFactor = pr.GetValue(o.SpikeFactor) is var sf && (sf == 0 || (sf > 1 && double.IsFinite(sf)))
-            ? sf : throw CliException.Usage("--spike-factor must be 0 (rule off) or a number above 1.");
-        int spikePatience = CommonOptions.AtLeast(pr.GetValue(o.SpikePatience), 1, "--spike-patience");
-        int spikeWindow = CommonOptions.AtLeast(pr.GetValue(o.SpikeWindow), 1, "--spike-window");
-        foreach (var st in Stages(pr, o, plan)) st.Objective.Dispose();      // validates the optimizer and LoopRPT options before any work
-        int ckEvery = CommonOptions.AtLeast(pr.GetValue(o.CheckpointEvery), 0, "--checkpoint-every");
+        var trainerOptions = CommonOptions.Checked(new TrainerOptions
+        {
+            LogEvery = pr.GetValue(o.LogEvery), CheckpointEvery = pr.GetValue(o.CheckpointEvery), SpikeFactor = pr.GetValue(o.SpikeFactor),
+            SpikePatience = pr.GetValue(o.SpikePatience), SpikeWindow = pr.GetValue(o.SpikeWindow), OnCancel = CancellationBehavior.CheckpointAndThrow,
+        }, p => p switch
+        {
+            nameof(TrainerOptions.LogEvery) => "--log-every", nameof(TrainerOptions.CheckpointEvery) => "--checkpoint-every",
+            nameof(TrainerOptions.SpikeFactor) => "--spike-factor", nameof(TrainerOptions.SpikePatience) => "--spike-patience", _ => "--spike-window",
+        });
+        foreach (var st in StagePlan.ToStages(plan)) st.Objective.Dispose();      // validates the optimizer and LoopRPT options before any work
         var ckDir = pr.GetValue(o.CheckpointDir);
         bool resume = pr.GetValue(o.Resume);
         if (resume && ckDir is null) throw CliException.Usage("--resume needs --checkpoint-dir (the folder of the run to continue).");
@@ -175,17 +199,15 @@ internal static class TrainCommand
         if (stream.Max() >= lm.Config.VocabSize)
             throw CliException.Model($"The tokenizer produces id {stream.Max()}, but the model's vocab_size is {lm.Config.VocabSize}: they do not belong together.");
         var source = new PackedTokenSource(stream, batch, seqLen, seed);
-        var stages = Stages(pr, o, plan);
+        var stages = StagePlan.ToStages(plan);
         var threads = Devices.ForModel(lm)!;
         ctx.Output.WriteLine(string.Create(C, $"train documents={docs.Count} tokens={stream.Length} vocab={lm.Config.VocabSize} params={lm.UniqueParameters().Sum(p => p.Param.numel())} " +
-                                              $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", plan.Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")} " +
+                                              $"loops={lm.Config.TotalUtSteps} plan={string.Join(",", StagePlan.KindsAndSteps(plan).Select(p => $"{p.Kind}:{p.Steps}"))} device={device.type} resume={(resumeFrom ?? "no")} " +
                                               $"threads={threads.Threads} ({threads.Reason})"));
-        var monitor = new TrainingMonitor(plan.Select(p => (p.Kind, p.Steps)).ToArray());
-        var result = ModelTraining.Train(ctx, pr.GetValue(o.Progress), lm, source, plan, stages, new TrainerOptions
-        {
-            LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = ckEvery, Resume = resume, Seed = seed, BaseMeta = baseMeta,
-            OnCancel = CancellationBehavior.CheckpointAndThrow, SpikeFactor = spikeFactor, SpikePatience = spikePatience, SpikeWindow = spikeWindow,
-        }, "resume with the same command and --resume", monitor);
+        var monitor = new TrainingMonitor(StagePlan.KindsAndSteps(plan));
+        (trainerOptions.CheckpointDirectory, trainerOptions.Resume, trainerOptions.Seed, trainerOptions.BaseMeta) = (ckDir, resume, seed, baseMeta);
+        var result = ModelTraining.Train(ctx, pr.GetValue(o.Progress), lm, source, stages, trainerOptions,
+            "resume with the same command and --resume", monitor);
         // A Hugging Face tokenizer travels as its tokenizer.json beside the weights (read back by OuroCheckpoint.Load).
         ModelTraining.Save(output, lm, result, spec, hfTokenizer);
         WriteSummary(ctx, result, monitor, threads, clock.Elapsed, output);

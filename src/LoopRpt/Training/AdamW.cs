@@ -1,4 +1,5 @@
 using TorchSharp.Modules;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Training;
@@ -44,6 +45,9 @@ public sealed class AdamW : IDisposable
     {
         StepCount++;
         double bc1 = 1 - Math.Pow(_beta1, StepCount), bc2 = 1 - Math.Pow(_beta2, StepCount);
+        // Held for the step (not converted per call): a temporary Scalar can be finalized while the native call reads it.
+        using Scalar beta1 = _beta1, oneMinusBeta1 = 1 - _beta1, beta2 = _beta2, oneMinusBeta2 = 1 - _beta2, biasCorrection2 = bc2, eps = _eps,
+                     stepSize = lr / bc1, decay = 1 - lr * _weightDecay;
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         foreach (var s in _slots)
@@ -51,11 +55,11 @@ public sealed class AdamW : IDisposable
             var grad = s.Param.grad;
             if (grad is null) continue;
             var g = grad.to_type(ScalarType.Float32);
-            s.ExpAvg.mul_(_beta1).add_(g, alpha: 1 - _beta1);
-            s.ExpAvgSq.mul_(_beta2).addcmul_(g, g, value: 1 - _beta2);
-            var denom = (s.ExpAvgSq / bc2).sqrt_().add_(_eps);
-            var update = s.ExpAvg / denom * (lr / bc1);
-            if (s.Decay && _weightDecay != 0) s.Param.mul_(1 - lr * _weightDecay);
+            s.ExpAvg.mul_(beta1).add_(g, alpha: oneMinusBeta1);
+            s.ExpAvgSq.mul_(beta2).addcmul_(g, g, value: oneMinusBeta2);
+            var denom = s.ExpAvgSq.div(biasCorrection2).sqrt_().add_(eps);
+            var update = s.ExpAvg.div(denom).mul(stepSize);
+            if (s.Decay && _weightDecay != 0) s.Param.mul_(decay);
             s.Param.sub_(update.to_type(s.Param.dtype));
         }
     }

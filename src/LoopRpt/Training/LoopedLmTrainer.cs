@@ -4,6 +4,7 @@ using System.Text.Json.Serialization;
 using LoopRpt.Checkpoints;
 using LoopRpt.Data;
 using LoopRpt.Model;
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Training;
@@ -14,11 +15,12 @@ namespace LoopRpt.Training;
 /// <para>Host synchronization: one per optimizer step, the gradient norm (needed to clip and to skip non-finite steps);
 /// losses and metrics stay on the device and are read every <see cref="TrainerOptions.LogEvery"/> steps, plus once at
 /// the first step of each stage (the loss-spike rule's baseline) and once when a run stops diverged.</para>
-/// <para>Divergence: <see cref="TrainerOptions.MaxConsecutiveBadSteps"/> non-finite steps in a row, or the loss-spike rule
-/// (<see cref="LossSpikeRule"/>) over the logged losses, stop the run with a <see cref="TrainingDivergedException"/>. A
-/// checkpoint holds the weights of the step after it, so it counts as sane only once the next loss read (a report, or the
-/// baseline read) is sane; until then older checkpoints are not pruned below it. On a stop, the checkpoints whose following
-/// loss was not sane are removed and <c>latest</c> names the last sane one; none is written during a streak.</para>
+/// <para>Divergence (<see cref="DivergenceGuard"/>): <see cref="TrainerOptions.MaxConsecutiveBadSteps"/> non-finite steps in a
+/// row, or the loss-spike rule (<see cref="LossSpikeRule"/>) over the logged losses, stop the run with a
+/// <see cref="TrainingDivergedException"/>. A checkpoint holds the weights of the step after it, so it counts as sane only
+/// once the next loss read (a report, or the baseline read) is sane (<see cref="CheckpointLedger"/>); until then older
+/// checkpoints are not pruned below it. On a stop, the checkpoints whose following loss was not sane are removed and
+/// <c>latest</c> names the last sane one; none is written during a streak.</para>
 /// <para>Determinism: batches and objective randomness are functions of (seed, global step, micro-step), so on CPU a run
 /// of N steps, a resume, and M more steps equals N + M steps straight.</para>
 /// </summary>
@@ -140,51 +142,10 @@ public sealed class LoopedLmTrainer
     }
 
     /// <summary>
-    /// This run's checkpoints and what is known of them: <see cref="Confirmed"/>, the newest whose following loss was read
-    /// and sane (or the checkpoint resumed from), and the pending ones written after it, not yet judged.
+    /// One stage's optimizer, schedule and loop. <see cref="Execute"/> reads top to bottom: batch → compute → backward →
+    /// clip → step → report → checkpoint; the divergence guard (<see cref="DivergenceGuard"/>) and the checkpoint ledger
+    /// (<see cref="CheckpointLedger"/>) keep the rest.
     /// </summary>
-    private sealed class CheckpointLedger(CheckpointManager manager, string? confirmed)
-    {
-        private readonly List<(string Dir, long Step)> _pending = [];
-
-        public CheckpointManager Manager { get; } = manager;
-        public string? Confirmed { get; private set; } = confirmed;
-
-        /// <summary>The newest checkpoint of this run (pending or confirmed).</summary>
-        public string? Latest => _pending.Count > 0 ? _pending[^1].Dir : Confirmed;
-
-        public bool HasPending => _pending.Count > 0;
-
-        public string Save(long step, Action<string> fill)
-        {
-            var dir = Manager.Save(step, fill, protect: Confirmed);
-            // Pruned beyond KeepCheckpoints (never the confirmed one), or rewritten: no longer tracked.
-            _pending.RemoveAll(p => string.Equals(p.Dir, dir, StringComparison.Ordinal) || !Directory.Exists(p.Dir));
-            if (!string.Equals(dir, Confirmed, StringComparison.Ordinal)) _pending.Add((dir, step));
-            return dir;
-        }
-
-        /// <summary>The pending checkpoints of global step &lt;= <paramref name="step"/> are sane; the newest becomes <see cref="Confirmed"/>.</summary>
-        public void ConfirmThrough(long step)
-        {
-            int n = _pending.FindLastIndex(p => p.Step <= step) + 1;
-            if (n == 0) return;
-            Confirmed = _pending[n - 1].Dir;
-            _pending.RemoveRange(0, n);
-        }
-
-        /// <summary>Removes the pending checkpoints of global step &gt;= <paramref name="step"/> and points <c>latest</c> back; returns how many.</summary>
-        public int DiscardFrom(long step)
-        {
-            var doomed = _pending.Where(p => p.Step >= step).Select(p => p.Dir).ToList();
-            if (doomed.Count == 0) return 0;
-            _pending.RemoveAll(p => p.Step >= step);
-            Manager.RollBack(Latest, doomed);
-            return doomed.Count;
-        }
-    }
-
-    /// <summary>One stage's optimizer, schedule and loop.</summary>
     private sealed class StageRun : IDisposable
     {
         private readonly LoopedLmTrainer _trainer;
@@ -193,13 +154,15 @@ public sealed class LoopedLmTrainer
         private readonly TrainingStage _stage;
         private readonly TrainerState _state;
         private readonly CheckpointLedger? _ledger;
-        private readonly LossSpikeRule _spike;
-        private int _removed;                 // checkpoints of this stage discarded by spike reports
+        private readonly DivergenceGuard _guard;
         private readonly ModelMeta _baseMeta;
         private readonly IReadOnlyList<TrainingStage> _stages;
         private readonly AdamW _optimizer;
+        private readonly List<TorchSharp.Modules.Parameter> _trainable;
         private readonly LearningRateSchedule _schedule;
         private readonly Dictionary<string, Tensor> _interval = new(StringComparer.Ordinal);
+        // Held for the stage (no per-step Scalar): a temporary Scalar can be finalized while the native call reads it.
+        private readonly Scalar _one = 1, _microBatches;
         private int _intervalSteps;
         private double _intervalGradNorm;
         private long _intervalTokens;
@@ -217,15 +180,14 @@ public sealed class LoopedLmTrainer
             _stages = stages;
             stage.Objective.Attach(lm);
             _optimizer = new AdamW(stage.Objective.TrainableParameters(lm), stage.Beta1, stage.Beta2, 1e-8, stage.WeightDecay);
+            _trainable = _optimizer.Parameters.ToList();
+            _microBatches = stage.GradientAccumulation;
             _schedule = LearningRateSchedule.Create(stage.LearningRate, stage.Steps, stage.WarmupFraction, stage.MinLearningRateRatio);
             if (resumeDir is not null) LoadTrainingState(resumeDir);
-            var o = trainer._options;
             // A stage resumed mid-way judges with the window it had; a new stage starts an empty one (its loss has another scale).
-            _spike = new LossSpikeRule(o.SpikeFactor, o.SpikePatience, o.SpikeWindow, resumeDir is not null ? state.SpikeHistory : null);
-            state.SpikeHistory = [.. _spike.History];
+            _guard = new DivergenceGuard(trainer._options, stage.Objective.Name, stage.Objective.SpikeMetric, ledger, resumeDir is not null ? state.SpikeHistory : null);
+            state.SpikeHistory = [.. _guard.SpikeHistory];
         }
-
-        private string SpikeMetric => _stage.Objective.SpikeMetric;
 
         private TrainerOptions Options => _trainer._options;
 
@@ -234,151 +196,108 @@ public sealed class LoopedLmTrainer
             var clock = Stopwatch.StartNew();
             var intervalClock = Stopwatch.StartNew();
             TrainingProgress? progress = null;
-            int consecutiveBad = 0;
-            long badFrom = 0;              // global step of the first step of the current non-finite streak
-            var trainable = _optimizer.Parameters.ToList();
-            double lr = 0;
 
             while (_state.StageStep < _stage.Steps)
             {
                 if (ct.IsCancellationRequested)
                 {
-                    // Not in the middle of a streak: the last checkpoint stays the latest.
-                    if (consecutiveBad == 0 && _spike.Streak == 0) SaveCheckpoint(progress);
+                    if (_guard.Calm) SaveCheckpoint(progress);          // not in a streak: the last checkpoint stays the latest otherwise
                     if (Options.OnCancel == CancellationBehavior.ReturnPartial) return (false, progress);
                     ct.ThrowIfCancellationRequested();
                 }
 
-                lr = _schedule.At(_state.StageStep);
-                double gradNorm;
-                using (var scope = NewDisposeScope())
+                double lr = _schedule.At(_state.StageStep);
+                using (NewDisposeScope())
                 {
-                    var stepMetrics = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-                    int micro = _stage.GradientAccumulation;
-                    for (int m = 0; m < micro; m++)
-                    {
-                        var batch = _source.GetBatch(_state.GlobalStep, m);
-                        var (inputs, targets) = batch.ToTensors(_lm.Device);
-                        var output = _stage.Objective.Compute(_lm, inputs, targets, _state.GlobalStep, _state.StageStep, m);
-                        if (output.Backward is { } backward) backward(1.0 / micro);
-                        else (output.Loss / micro).backward();
-                        foreach (var (k, v) in output.Metrics)
-                            stepMetrics[k] = stepMetrics.TryGetValue(k, out var acc) ? acc + v / micro : v / micro;
-                        _intervalTokens += (long)batch.BatchSize * batch.SequenceLength;
-                        _state.TokensSeen += (long)batch.BatchSize * batch.SequenceLength;
-                    }
-
-                    // The one host sync per step: the gradient norm, to clip and to catch NaN/Inf loss or gradients.
-                    gradNorm = nn.utils.clip_grad_norm_(trainable, _stage.GradientClip > 0 ? _stage.GradientClip : double.MaxValue, 2.0);
+                    var stepMetrics = ComputeAndBackward();                          // batch → compute → backward, per micro-batch
+                    double gradNorm = Clip();                                        // the one host sync per step
                     if (double.IsFinite(gradNorm))
                     {
-                        if (_spike.Enabled && _spike.NeedsBaseline && stepMetrics.TryGetValue(SpikeMetric, out var watched))
-                        {
-                            // Once per stage: the loss of the stage's first weights is the spike rule's baseline, so a run
-                            // that blows up within its first logging interval is caught too. It is that checkpoint's loss.
-                            double baseline = watched.mean().to_type(ScalarType.Float64).cpu().item<double>();
-                            _spike.Seed(baseline);
-                            if (double.IsFinite(baseline)) _ledger?.ConfirmThrough(_state.GlobalStep);
-                        }
-                        _optimizer.Step(lr);
-                        _stage.Objective.AfterOptimizerStep(_lm, _state.GlobalStep);
-                        consecutiveBad = 0;
-                        foreach (var (k, v) in stepMetrics)
-                        {
-                            if (!_interval.TryGetValue(k, out var acc))
-                                _interval[k] = acc = zeros_like(v).DetachFromDisposeScope();
-                            acc.add_(v);
-                        }
-                        _intervalSteps++;
-                        _intervalGradNorm += gradNorm;
+                        _guard.SeedBaseline(stepMetrics, _state.GlobalStep);
+                        Step(lr);
+                        Accumulate(stepMetrics, gradNorm);
                     }
                     else
                     {
-                        if (consecutiveBad == 0) badFrom = _state.GlobalStep;
+                        _guard.StepSkipped(_state.GlobalStep);
                         _state.SkippedSteps++;
-                        consecutiveBad++;
                     }
                     _optimizer.ZeroGrad();
                 }
-
                 _state.StageStep++;
                 _state.GlobalStep++;
                 _state.OptimizerSteps = _optimizer.StepCount;
-                if (consecutiveBad >= Options.MaxConsecutiveBadSteps)
-                    throw StopNonFinite(consecutiveBad, badFrom);
+                _guard.ThrowIfNonFinite(_state.StageStep, _state.GlobalStep, IntervalLoss);
 
                 bool last = _state.StageStep == _stage.Steps;
                 if (_state.StageStep % Options.LogEvery == 0 || last)
                 {
                     int steps = _intervalSteps;
-                    var report = Report(lr, clock.Elapsed, intervalClock.Elapsed.TotalSeconds);
+                    progress = _guard.Judge(Report(lr, clock.Elapsed, intervalClock.Elapsed.TotalSeconds), steps);    // report
                     intervalClock.Restart();
-                    var verdict = SpikeVerdict.Sane;
-                    if (steps > 0)
-                    {
-                        // The report read the interval's mean loss; it judges every checkpoint written since the last one.
-                        if (report.Metrics.TryGetValue(SpikeMetric, out var watched)) verdict = _spike.Observe(watched[0]);
-                        if (verdict == SpikeVerdict.Sane) _ledger?.ConfirmThrough(consecutiveBad > 0 ? badFrom - 1 : long.MaxValue);
-                        else if (verdict != SpikeVerdict.Elevated) _removed += _ledger?.DiscardFrom(long.MinValue) ?? 0;  // their weights led to this spike
-                    }
-                    progress = report with { SpikeStreak = _spike.Streak };
                     Options.Progress?.Report(progress);
-                    if (verdict == SpikeVerdict.Diverged || (last && _spike.Streak > 0)) throw StopSpike();
+                    _guard.ThrowIfSpiked(progress, last);
                 }
-                // No checkpoint in the middle of a non-finite or spike streak: the last good one stays the latest.
-                if (_ledger is not null && consecutiveBad == 0 && _spike.Streak == 0 && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
-                    SaveCheckpoint(progress);
+                if (_guard.Calm && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
+                    SaveCheckpoint(progress);                                                                       // checkpoint
             }
             return (true, progress);
         }
 
-        /// <summary>
-        /// The non-finite guard fired: checkpoints from the streak's first step on are suspect (the step after them failed);
-        /// older pending ones are judged by the loss logged since the last report (one host read).
-        /// </summary>
-        private TrainingDivergedException StopNonFinite(int consecutiveBad, long badFrom)
+        /// <summary>Every micro-batch of the step: its batch, the objective's loss and its backward pass (scaled by 1 / micro-batches); the step's metrics.</summary>
+        private Dictionary<string, Tensor> ComputeAndBackward()
         {
-            int removed = 0;
-            if (_ledger is not null)
+            var stepMetrics = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+            int micro = _stage.GradientAccumulation;
+            for (int m = 0; m < micro; m++)
             {
-                removed = _ledger.DiscardFrom(badFrom);
-                if (_ledger.HasPending)
+                var batch = _source.GetBatch(_state.GlobalStep, m);
+                var (inputs, targets) = batch.ToTensors(_lm.Device);
+                var output = _stage.Objective.Compute(_lm, inputs, targets, _state.GlobalStep, _state.StageStep, m);
+                if (output.Backward is { } backward) backward(1.0 / micro);
+                else output.Loss.div(_microBatches).backward();
+                foreach (var (k, v) in output.Metrics)
                 {
-                    // Kept only if the loss since the last report is sane (within the rule's admission bound).
-                    using var scope = NewDisposeScope();
-                    bool insane = _intervalSteps > 0 && _interval.TryGetValue(SpikeMetric, out var acc)
-                        && (acc / _intervalSteps).mean().to_type(ScalarType.Float64).cpu().item<double>() is var v
-                        && (!double.IsFinite(v) || v > _spike.AdmissionBound);
-                    if (insane) removed += _ledger.DiscardFrom(long.MinValue);
-                    else _ledger.ConfirmThrough(badFrom - 1);
+                    var share = v.div(_microBatches);
+                    stepMetrics[k] = stepMetrics.TryGetValue(k, out var acc) ? acc.add(share, _one) : share;
                 }
+                _intervalTokens += (long)batch.BatchSize * batch.SequenceLength;
+                _state.TokensSeen += (long)batch.BatchSize * batch.SequenceLength;
             }
-            var message = $"Training diverged: {consecutiveBad} consecutive steps of stage '{_stage.Objective.Name}' (up to step {_state.StageStep}) had a non-finite loss or gradient. "
-                          + Kept(removed) + "Lower the learning rate, raise the warmup, or check the data.";
-            return new TrainingDivergedException(message, DivergenceKind.NonFinite, _stage.Objective.Name, _state.StageStep, _state.GlobalStep, _ledger?.Confirmed, removed);
+            return stepMetrics;
         }
 
-        /// <summary>The loss-spike rule fired (or the stage ended inside a spike streak); the suspect checkpoints went at the streak's first report.</summary>
-        private TrainingDivergedException StopSpike()
+        /// <summary>Clips the gradient norm (0: no clipping) and returns it: the one host read per step, which also catches NaN/Inf loss or gradients.</summary>
+        private double Clip() => nn.utils.clip_grad_norm_(_trainable, _stage.GradientClip > 0 ? _stage.GradientClip : double.MaxValue, 2.0);
+
+        /// <summary>The optimizer step at <paramref name="lr"/>, then the objective's own update (e.g. its EMA teacher).</summary>
+        private void Step(double lr)
         {
-            var c = System.Globalization.CultureInfo.InvariantCulture;
-            int n = _spike.Streak;
-            var values = string.Join(", ", _spike.StreakValues.Select(v => v.ToString("G4", c)));
-            var message = string.Create(c,
-                $"Training diverged: the {SpikeMetric} of stage '{_stage.Objective.Name}' was above {_spike.Threshold:G4} = max({_spike.Factor:G3} × its running median {_spike.Median:G4}, median + {LossSpikeRule.MinimumRise:G2}) ") +
-                (n >= _spike.Patience ? $"for {n} consecutive reports" : $"in the last {n} report(s) when the stage ended") +
-                $" (up to step {_state.StageStep}: {values}). " + Kept(_removed) +
-                "Lower the learning rate, raise the warmup, or check the data (the spike factor and patience tune the rule; factor 0 turns it off).";
-            return new TrainingDivergedException(message, DivergenceKind.LossSpike, _stage.Objective.Name, _state.StageStep, _state.GlobalStep, _ledger?.Confirmed, _removed);
+            _optimizer.Step(lr);
+            _stage.Objective.AfterOptimizerStep(_lm, _state.GlobalStep);
+            _guard.StepTaken();
         }
 
-        private string Kept(int removed)
+        /// <summary>Adds a taken step's metrics (on the device) and gradient norm to the logging interval.</summary>
+        private void Accumulate(Dictionary<string, Tensor> stepMetrics, double gradNorm)
         {
-            if (_ledger is null) return "";
-            var keep = _ledger.Confirmed;
-            if (keep is null) return "No checkpoint with a sane loss was written. ";
-            return $"The last good checkpoint '{keep}' is intact" +
-                   (removed > 0 ? $"; {removed} checkpoint(s) written after it were removed, as the loss after them was not sane. " : ". ");
+            foreach (var (k, v) in stepMetrics)
+            {
+                if (!_interval.TryGetValue(k, out var acc))
+                    _interval[k] = acc = zeros_like(v).DetachFromDisposeScope();
+                acc.add_(v, _one);
+            }
+            _intervalSteps++;
+            _intervalGradNorm += gradNorm;
+        }
+
+        /// <summary>The mean watched loss since the last report (one host read), or null when there is none.</summary>
+        private double? IntervalLoss()
+        {
+            if (_intervalSteps == 0 || !_interval.TryGetValue(_guard.Metric, out var acc)) return null;
+            using var scope = NewDisposeScope();
+            using Scalar steps = _intervalSteps;
+            return acc.div(steps).mean().to_type(ScalarType.Float64).cpu().item<double>();
         }
 
         /// <summary>Reads the interval's metrics (the periodic host read) into a report and starts a new interval; the caller emits it.</summary>
@@ -387,8 +306,9 @@ public sealed class LoopedLmTrainer
             var metrics = new Dictionary<string, double[]>(StringComparer.Ordinal);
             using (NewDisposeScope())
             {
+                using Scalar steps = Math.Max(1, _intervalSteps);
                 foreach (var (k, v) in _interval)
-                    metrics[k] = (v / Math.Max(1, _intervalSteps)).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
+                    metrics[k] = v.div(steps).to_type(ScalarType.Float64).cpu().data<double>().ToArray();
             }
             var progress = new TrainingProgress
             {
@@ -410,7 +330,7 @@ public sealed class LoopedLmTrainer
         {
             if (_ledger is null) return null;
             var meta = MetaFor(_baseMeta, _stages, _state, progress);
-            _state.SpikeHistory = [.. _spike.History];
+            _state.SpikeHistory = [.. _guard.SpikeHistory];
             return _ledger.Save(_state.GlobalStep, dir =>
             {
                 ModelDirectory.WriteInto(dir, _lm, meta);
@@ -438,6 +358,8 @@ public sealed class LoopedLmTrainer
         {
             foreach (var v in _interval.Values) v.Dispose();
             _optimizer.Dispose();
+            _one.Dispose();
+            _microBatches.Dispose();
         }
     }
 }

@@ -16,7 +16,7 @@ namespace LoopRpt.Training;
 /// </remarks>
 public abstract class ObjectiveKind
 {
-    private protected ObjectiveKind(string name, Type optionsType, TrainingStage.OptimizerDefaults optimizerDefaults)
+    private protected ObjectiveKind(string name, Type optionsType, OptimizerDefaults optimizerDefaults)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(name);
         Name = name;
@@ -30,8 +30,8 @@ public abstract class ObjectiveKind
     /// <summary>The options class of the kind's objective (e.g. <see cref="PretrainObjectiveOptions"/>).</summary>
     public Type OptionsType { get; }
 
-    /// <summary>The optimizer settings (all but the learning rate) of a stage of this kind that gives none.</summary>
-    public TrainingStage.OptimizerDefaults OptimizerDefaults { get; }
+    /// <summary>The kind's one table of optimizer defaults: the settings of a stage of this kind that gives none.</summary>
+    public OptimizerDefaults OptimizerDefaults { get; }
 
     /// <summary>The parameters <see cref="BindOptions"/> accepts: the settable properties of <see cref="OptionsType"/>.</summary>
     public abstract IReadOnlyList<string> ParameterNames { get; }
@@ -82,14 +82,14 @@ public sealed class ObjectiveKind<TOptions> : ObjectiveKind where TOptions : cla
     /// <summary>A kind named <paramref name="name"/>.</summary>
     /// <param name="name">The name used in plans (case-insensitive).</param>
     /// <param name="create">Creates the objective from validated options and the stage's optimizer steps.</param>
-    /// <param name="optimizerDefaults">Optimizer defaults of its stages; null: <see cref="TrainingStage.OptimizerDefaults.Pretraining"/>.</param>
+    /// <param name="optimizerDefaults">Optimizer defaults of its stages; null: <see cref="OptimizerDefaults.Pretraining"/>.</param>
     /// <param name="validate">
     /// Checks options (throwing <see cref="ArgumentOutOfRangeException"/> with the property as parameter name) before the
     /// objective is created, so bound parameters fail with the stage's label; null: only the objective's own checks.
     /// </param>
-    public ObjectiveKind(string name, Func<TOptions, long, ITrainingObjective> create, TrainingStage.OptimizerDefaults? optimizerDefaults = null,
+    public ObjectiveKind(string name, Func<TOptions, long, ITrainingObjective> create, OptimizerDefaults? optimizerDefaults = null,
                          Action<TOptions>? validate = null)
-        : base(name, typeof(TOptions), optimizerDefaults ?? TrainingStage.OptimizerDefaults.Pretraining)
+        : base(name, typeof(TOptions), optimizerDefaults ?? OptimizerDefaults.Pretraining)
     {
         _create = create ?? throw new ArgumentNullException(nameof(create));
         _validate = validate;

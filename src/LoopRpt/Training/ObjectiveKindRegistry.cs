@@ -5,8 +5,9 @@ namespace LoopRpt.Training;
 /// <summary>
 /// The stage kinds a plan may name, kind → objective: <c>pretrain</c> (Ouro Stage I, <see cref="PretrainObjectiveOptions"/>),
 /// <c>gate</c> (Stage II, <see cref="GateObjectiveOptions"/>), <c>looprpt</c> (<see cref="LoopRptOptions"/>, the published
-/// optimizer settings <see cref="TrainingStage.LoopRptDefaults"/>), and any kind added with <see cref="Add"/>.
-/// Turns a <see cref="StageDefinition"/> into a <see cref="TrainingStage"/> for the CLI, ML.NET and hosting alike.
+/// optimizer settings <see cref="OptimizerDefaults.LoopRpt"/>), and any kind added with <see cref="Add"/>.
+/// Turns a <see cref="StageDefinition"/> into a <see cref="TrainingStage"/> for the CLI, ML.NET and hosting alike: the one
+/// extension point for stage kinds (hosting's <c>AddStageKind</c> and ML.NET's <c>Options.ObjectiveKinds</c> fill one).
 /// </summary>
 /// <example>
 /// <code>
@@ -69,9 +70,9 @@ public sealed class ObjectiveKindRegistry
         => name is not null && _kinds.TryGetValue(name, out var kind) ? kind
             : throw new ArgumentException(ObjectiveKind.Say(stage, $"'{name}' is not a known stage kind; known kinds: {string.Join(", ", Names)}."), "Kind");
 
-    /// <summary>The optimizer defaults of <paramref name="name"/>'s stages; an unknown kind (a custom objective) gets the pretraining ones.</summary>
-    public TrainingStage.OptimizerDefaults OptimizerDefaultsOf(string? name)
-        => name is not null && _kinds.TryGetValue(name, out var kind) ? kind.OptimizerDefaults : TrainingStage.OptimizerDefaults.Pretraining;
+    /// <summary>The optimizer defaults of <paramref name="name"/>'s stages; an unknown kind (a custom objective) gets <see cref="OptimizerDefaults.Pretraining"/>.</summary>
+    public OptimizerDefaults OptimizerDefaultsOf(string? name)
+        => name is not null && _kinds.TryGetValue(name, out var kind) ? kind.OptimizerDefaults : OptimizerDefaults.Pretraining;
 
     /// <summary>
     /// The objective of <paramref name="definition"/>: its kind's, with <see cref="StageDefinition.ObjectiveOptions"/> or the
@@ -81,6 +82,7 @@ public sealed class ObjectiveKindRegistry
     public ITrainingObjective CreateObjective(StageDefinition definition, string? stage = null)
     {
         ArgumentNullException.ThrowIfNull(definition);
+        definition.Validate(stage);
         var kind = Get(definition.Kind, stage);
         if (definition.ObjectiveOptions is not null && definition.Parameters is { Count: > 0 })
             throw new ArgumentException(ObjectiveKind.Say(stage, "give ObjectiveOptions or Parameters, not both."), nameof(definition));
@@ -91,33 +93,35 @@ public sealed class ObjectiveKindRegistry
     /// <summary>The trainer stage of <paramref name="definition"/>, with its kind's objective (<see cref="CreateObjective"/>).</summary>
     /// <exception cref="ArgumentException">Unknown kind or parameter, a bad value, or options of the wrong type.</exception>
     public TrainingStage CreateStage(StageDefinition definition, string? stage = null)
-        => CreateStage(definition, CreateObjective(definition, stage));
+        => CreateStage(definition, CreateObjective(definition, stage), stage);
 
     /// <summary>
     /// The trainer stage of <paramref name="definition"/> running <paramref name="objective"/> (e.g. one a custom factory made);
     /// settings the definition leaves null take the defaults of its kind (<see cref="OptimizerDefaultsOf"/>).
     /// </summary>
-    public TrainingStage CreateStage(StageDefinition definition, ITrainingObjective objective)
+    /// <exception cref="ArgumentOutOfRangeException">A setting out of range (<see cref="StageDefinition.Validate"/>).</exception>
+    public TrainingStage CreateStage(StageDefinition definition, ITrainingObjective objective, string? stage = null)
     {
         ArgumentNullException.ThrowIfNull(definition);
+        definition.Validate(stage);
         var d = OptimizerDefaultsOf(definition.Kind);
-        return new TrainingStage(objective, definition.Steps)
+        return new TrainingStage(objective, definition.Steps, d)
         {
-            LearningRate = definition.LearningRate ?? TrainingStage.Defaults.LearningRate,
+            LearningRate = definition.LearningRate ?? d.LearningRate,
             MinLearningRateRatio = definition.MinLearningRateRatio ?? d.MinLearningRateRatio,
             WarmupFraction = definition.WarmupFraction ?? d.WarmupFraction,
             WeightDecay = definition.WeightDecay ?? d.WeightDecay,
             Beta1 = definition.Beta1 ?? d.Beta1,
             Beta2 = definition.Beta2 ?? d.Beta2,
             GradientClip = definition.GradientClip ?? d.GradientClip,
-            GradientAccumulation = definition.GradientAccumulation,
+            GradientAccumulation = definition.GradientAccumulation ?? d.GradientAccumulation,
         };
     }
 
     private static IEnumerable<ObjectiveKind> BuiltInKinds() =>
     [
-        new ObjectiveKind<PretrainObjectiveOptions>(Pretrain, (o, steps) => new PretrainObjective(o, steps), validate: o => o.Validate()),
-        new ObjectiveKind<GateObjectiveOptions>(Gate, (o, _) => new GateObjective(o), validate: o => o.Validate()),
-        new ObjectiveKind<LoopRptOptions>(LoopRpt, (o, _) => new LoopRptObjective(o), TrainingStage.OptimizerDefaults.LoopRpt, o => o.Validate()),
+        new ObjectiveKind<PretrainObjectiveOptions>(Pretrain, (o, steps) => new PretrainObjective(o, steps), OptimizerDefaults.Pretraining, o => o.Validate()),
+        new ObjectiveKind<GateObjectiveOptions>(Gate, (o, _) => new GateObjective(o), OptimizerDefaults.Pretraining, o => o.Validate()),
+        new ObjectiveKind<LoopRptOptions>(LoopRpt, (o, _) => new LoopRptObjective(o), OptimizerDefaults.LoopRpt, o => o.Validate()),
     ];
 }

@@ -5,8 +5,16 @@ namespace LoopRpt.Training;
 /// <summary>Options of <see cref="LoopedLmTrainer"/> that apply to every stage.</summary>
 public sealed class TrainerOptions
 {
+    /// <summary>Default values, shared by the options and the surfaces (CLI, hosting, ML.NET).</summary>
     public static class Defaults
     {
+        /// <summary>
+        /// Tokens per training window (not a trainer option: the batch source's), one default for the CLI's <c>--seq-len</c>,
+        /// hosting's <c>RetrainingOptions.SequenceLength</c> and ML.NET's <c>Options.SequenceLength</c>. 64: the CLI's figures
+        /// (README, docs/experiment.md) were measured with it, and attention costs half of 128's on a CPU.
+        /// </summary>
+        public const int SequenceLength = 64;
+
         public const int LogEvery = 10;
         public const int KeepCheckpoints = 2;
         public const int MaxConsecutiveBadSteps = 5;
@@ -59,16 +67,25 @@ public sealed class TrainerOptions
     /// <summary>Metadata carried into every checkpoint (tokenizer description, earlier stages).</summary>
     public ModelMeta? BaseMeta { get; set; }
 
-    internal void Validate()
+    /// <summary>Checks every setting (the first problem of <see cref="Problems"/>); the one check of trainer options, which the CLI, hosting and ML.NET bind into.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">A value out of range; the parameter name is the property's.</exception>
+    /// <exception cref="ArgumentException"><see cref="Resume"/> without a <see cref="CheckpointDirectory"/>.</exception>
+    public void Validate()
     {
-        if (LogEvery < 1) throw new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
-        if (CheckpointEvery < 0) throw new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative.");
-        if (KeepCheckpoints < 1) throw new ArgumentOutOfRangeException(nameof(KeepCheckpoints), KeepCheckpoints, "KeepCheckpoints must be at least 1.");
-        if (MaxConsecutiveBadSteps < 1) throw new ArgumentOutOfRangeException(nameof(MaxConsecutiveBadSteps), MaxConsecutiveBadSteps, "MaxConsecutiveBadSteps must be at least 1.");
+        if (Problems().FirstOrDefault() is { } problem) throw problem;
+    }
+
+    /// <summary>Every setting out of range, each as the exception <see cref="Validate"/> would throw (parameter name: the property's).</summary>
+    public IEnumerable<ArgumentException> Problems()
+    {
+        if (LogEvery < 1) yield return new ArgumentOutOfRangeException(nameof(LogEvery), LogEvery, "LogEvery must be at least 1.");
+        if (CheckpointEvery < 0) yield return new ArgumentOutOfRangeException(nameof(CheckpointEvery), CheckpointEvery, "CheckpointEvery must be non-negative.");
+        if (KeepCheckpoints < 1) yield return new ArgumentOutOfRangeException(nameof(KeepCheckpoints), KeepCheckpoints, "KeepCheckpoints must be at least 1.");
+        if (MaxConsecutiveBadSteps < 1) yield return new ArgumentOutOfRangeException(nameof(MaxConsecutiveBadSteps), MaxConsecutiveBadSteps, "MaxConsecutiveBadSteps must be at least 1.");
         if (!(SpikeFactor == 0 || (SpikeFactor > 1 && double.IsFinite(SpikeFactor))))
-            throw new ArgumentOutOfRangeException(nameof(SpikeFactor), SpikeFactor, "SpikeFactor must be 0 (rule off) or a finite number above 1.");
-        if (SpikePatience < 1) throw new ArgumentOutOfRangeException(nameof(SpikePatience), SpikePatience, "SpikePatience must be at least 1.");
-        if (SpikeWindow < 1) throw new ArgumentOutOfRangeException(nameof(SpikeWindow), SpikeWindow, "SpikeWindow must be at least 1.");
-        if (Resume && CheckpointDirectory is null) throw new ArgumentException("Resume needs a CheckpointDirectory.", nameof(Resume));
+            yield return new ArgumentOutOfRangeException(nameof(SpikeFactor), SpikeFactor, "SpikeFactor must be 0 (rule off) or a finite number above 1.");
+        if (SpikePatience < 1) yield return new ArgumentOutOfRangeException(nameof(SpikePatience), SpikePatience, "SpikePatience must be at least 1.");
+        if (SpikeWindow < 1) yield return new ArgumentOutOfRangeException(nameof(SpikeWindow), SpikeWindow, "SpikeWindow must be at least 1.");
+        if (Resume && CheckpointDirectory is null) yield return new ArgumentException("Resume needs a CheckpointDirectory.", nameof(Resume));
     }
 }

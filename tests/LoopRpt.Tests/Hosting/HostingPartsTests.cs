@@ -1,4 +1,5 @@
 using LoopRpt.Hosting;
+using LoopRpt.Training;
 using LoopRpt.Model;
 using LoopRpt.Objectives;
 using Microsoft.Extensions.Options;
@@ -76,29 +77,34 @@ public class HostingPartsTests
     }
 
     [Fact]
-    public void StageFactoryBuildsBuiltInAndRegisteredKinds()
+    public void TheKindRegistryBuildsBuiltInAndRegisteredKindsFromStageOptions()
     {
-        var registry = new StageObjectiveRegistry().Add("custom", s => new GateObjective(new GateObjectiveOptions { K = s.GetDouble("K", 1) }));
-        var factory = new StageObjectiveFactory(Options.Create(registry));
-        Assert.Equal(["custom", "gate", "looprpt", "pretrain"], factory.Kinds);
+        // Hosting binds a stage into a StageDefinition; the registry (the one extension point) resolves it.
+        GateObjectiveOptions? seen = null;
+        var kinds = new ObjectiveKindRegistry().Add(new ObjectiveKind<GateObjectiveOptions>("custom", (o, _) => new GateObjective(seen = o)));
+        Assert.Equal(["custom", "gate", "looprpt", "pretrain"], kinds.Names);
         var looprpt = new StageOptions { Kind = "looprpt", Steps = 5, Parameters = { ["Rollouts"] = "4", ["Noise"] = "dropout", ["Sigma"] = "0.2" } };
-        using (var o = Assert.IsType<LoopRptObjective>(factory.Create(looprpt)))
+        using (var o = Assert.IsType<LoopRptObjective>(kinds.CreateObjective(looprpt.ToDefinition())))
         {
             Assert.Equal(4, o.Options.Rollouts);
             Assert.Equal(NoiseKind.Dropout, o.Options.Noise);
             Assert.Equal(0.2, o.Options.Sigma);
             Assert.Equal(LoopRptOptions.Defaults.KlCoef, o.Options.KlCoef);
         }
-        Assert.Contains("Noise", Assert.Throws<ArgumentException>(() => factory.Create(new StageOptions { Kind = "looprpt", Steps = 1, Parameters = { ["Noise"] = "pink" } })).Message);
+        Assert.Contains("Noise", Assert.Throws<ArgumentException>(() => kinds.CreateObjective(new StageOptions { Kind = "looprpt", Steps = 1, Parameters = { ["Noise"] = "pink" } }.ToDefinition())).Message);
 
-        var pretrain = new StageOptions { Kind = "PRETRAIN", Steps = 10, Parameters = { ["beta"] = "0.2", ["LateBetaFrom"] = "1" } };
-        using (var o = Assert.IsType<PretrainObjective>(factory.Create(pretrain))) Assert.Equal(0.2, o.BetaAt(9));
-        using (var o = factory.Create(new StageOptions { Kind = "custom", Steps = 1 })) Assert.Equal("gate", o.Name);
+        var pretrain = new StageOptions { Kind = "PRETRAIN", Steps = 10, LearningRate = 3e-4, Parameters = { ["beta"] = "0.2", ["LateBetaFrom"] = "1" } };
+        using (var o = Assert.IsType<PretrainObjective>(kinds.CreateObjective(pretrain.ToDefinition()))) Assert.Equal(0.2, o.BetaAt(9));
+        using (var o = kinds.CreateObjective(new StageOptions { Kind = "custom", Steps = 1, Parameters = { ["K"] = "3" } }.ToDefinition()))
+            Assert.Equal(("gate", 3.0), (o.Name, seen!.K));
 
-        var bad = Assert.Throws<ArgumentException>(() => factory.Create(new StageOptions { Kind = "gate", Steps = 1, Parameters = { ["K"] = "fifty" } }));
+        var bad = Assert.Throws<ArgumentException>(() => kinds.CreateObjective(new StageOptions { Kind = "gate", Steps = 1, Parameters = { ["K"] = "fifty" } }.ToDefinition()));
         Assert.Contains("parameter 'K' must be a number; got 'fifty'", bad.Message);
-        var stage = pretrain.ToTrainingStage(new PretrainObjective());
-        Assert.Equal(10, stage.Steps);
-        Assert.Equal(pretrain.LearningRate, stage.LearningRate);
+        var stage = kinds.CreateStage(pretrain.ToDefinition());
+        using (stage.Objective)
+        {
+            Assert.Equal(10, stage.Steps);
+            Assert.Equal(3e-4, stage.LearningRate);
+        }
     }
 }

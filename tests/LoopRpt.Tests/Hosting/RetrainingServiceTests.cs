@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using LoopRpt.Training;
 using LoopRpt.Checkpoints;
 using LoopRpt.Hosting;
 using Microsoft.Extensions.Options;
@@ -120,11 +121,11 @@ public class RetrainingServiceTests
         scratch.WriteData();
         var trainingThreads = new ConcurrentBag<int>();
         await using var host = TestHost.Create(scratch, r => r.Stages = [TestHost.Pretrain(4, "boom")],
-            b => b.AddStageObjective("boom", _ => new HookedObjective(step =>
+            b => b.AddStageKind(new ObjectiveKind<object>("boom", (_, _) => new HookedObjective(step =>
             {
                 trainingThreads.Add(Environment.CurrentManagedThreadId);
                 if (step == 1) throw new InvalidOperationException("boom at step 1");
-            })));
+            }))));
         await host.Host.StartAsync();
         using var held = host.Store.Acquire();
         var before = held.Score([Probe])[0].MeanLogProb;
@@ -193,13 +194,13 @@ public class RetrainingServiceTests
         var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         TestHost? first = null;
         first = TestHost.Create(scratch, r => r.Stages = [TestHost.Pretrain(6, "hooked")],
-            b => b.AddStageObjective("hooked", _ => new HookedObjective(step =>
+            b => b.AddStageKind(new ObjectiveKind<object>("hooked", (_, _) => new HookedObjective(step =>
             {
                 if (step != 2) return;
                 reached.TrySetResult();
                 // Hold step 2 until the host's shutdown has reached the service, so the stop lands mid-plan.
                 SpinWait.SpinUntil(() => first!.Service.StoppingToken.IsCancellationRequested, TimeSpan.FromSeconds(60));
-            })));
+            }))));
         RoundReport canceled;
         await using (first)
         {
@@ -221,7 +222,7 @@ public class RetrainingServiceTests
         Assert.Equal([1], StoreFactory.Open(scratch).Versions());
 
         await using var second = TestHost.Create(scratch, r => r.Stages = [TestHost.Pretrain(6, "hooked")],
-            b => b.AddStageObjective("hooked", _ => new HookedObjective(_ => { })));
+            b => b.AddStageKind(new ObjectiveKind<object>("hooked", (_, _) => new HookedObjective(_ => { }))));
         var resumedTask = second.NextRound();
         await second.Host.StartAsync();
         var resumed = await resumedTask;
@@ -260,7 +261,7 @@ public class RetrainingServiceTests
         Assert.Contains("ModelStoreOptions.Device must be 'cpu', 'cuda' or 'cuda:N'; got 'tpu'", text);
         Assert.Contains("RetrainingOptions.BatchSize must be at least 1; got 0", text);
         Assert.Contains("RetrainingOptions.MinImprovement must be a non-negative number; got -1", text);
-        Assert.Contains("RetrainingOptions.SpikeFactor must be 0 (rule off) or a number above 1; got 1", text);
+        Assert.Contains("RetrainingOptions.SpikeFactor must be 0 (rule off) or a finite number above 1; got 1", text);
         Assert.Contains("RetrainingOptions.SpikePatience must be at least 1; got 0", text);
         Assert.Contains("RetrainingOptions.ValidationExit: 'q:2' is not an exit rule", text);
         Assert.Contains("RetrainingOptions.Stages[0] ('pretrain').Steps must be at least 1; got 0", text);

@@ -47,19 +47,20 @@ public class TrainerWorkoutTests
     {
         var ml = new MLContext(seed: 1);
         var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
-        float[] Run(Func<StageDescriptor, ITrainingObjective?>? factory, StageKind kind)
+        int calls = 0;
+        float[] Run(StageKind kind)
         {
             var o = Tiny(gate: 0);
-            o.Stages = [new StageDescriptor { Kind = kind, Steps = 4, LearningRate = 3e-3 }];
-            o.ObjectiveFactory = factory;
+            o.Stages = [new StageDescriptor { Kind = kind, CustomKind = kind == StageKind.Custom ? "hooked" : null, Steps = 4, LearningRate = 3e-3 }];
+            o.ObjectiveKinds.Add(new ObjectiveKind<PretrainObjectiveOptions>("hooked", (options, steps) => { calls++; return new PretrainObjective(options, steps); }));
             using var s = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
             return s.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
         }
-        var a = Run(null, StageKind.Pretrain);
-        var b = Run(null, StageKind.Pretrain);
+        var a = Run(StageKind.Pretrain);
+        var b = Run(StageKind.Pretrain);
         Assert.Equal(a, b);
-        int calls = 0;
-        var c = Run(d => { calls++; return new PretrainObjective(null, d.Steps); }, StageKind.Custom);
+        Assert.Equal(0, calls);
+        var c = Run(StageKind.Custom);
         Assert.Equal(1, calls);
         Assert.Equal(a, c);                   // the hook's objective is the same objective: same result
     }
@@ -86,25 +87,11 @@ public class TrainerWorkoutTests
         Assert.Contains("must be LoopRptOptions, but got String",
             Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.LoopRpt, "Rollouts=4"))).Message);
 
-        // A factory may read any options; when it leaves a built-in stage to the trainer, Fit refuses before any step.
-        var reports = new List<TrainingProgress>();
-        var deferred = With(StageKind.Gate, new LoopRptOptions());
-        deferred.ObjectiveFactory = _ => null;
-        deferred.Progress = new SyncProgress<TrainingProgress>(reports.Add);
-        var estimator = cat.TrainLoopedLm(deferred);
-        Assert.Contains("Stages[1] (Gate): ObjectiveOptions of a gate stage must be GateObjectiveOptions, but got LoopRptOptions.",
-            Assert.Throws<ArgumentException>(() => estimator.Fit(data)).Message);
-        Assert.Empty(reports);
-
-        // The right types (and a custom stage's own options, read by the factory) still train.
+        // The right types still train.
         using var right = cat.TrainLoopedLm(With(StageKind.Gate, new GateObjectiveOptions { K = 0.5 })).Fit(data);
         Assert.Equal(4, right.Meta.Step);
-        var custom = With(StageKind.Custom, "anything the factory reads");
-        custom.ObjectiveFactory = d => d.Kind == StageKind.Custom ? new GateObjective(new GateObjectiveOptions()) : null;
-        using var customScorer = cat.TrainLoopedLm(custom).Fit(data);
-        Assert.Equal(4, customScorer.Meta.Step);
 
-        // A kind registered in ObjectiveKinds trains with its own typed options and no factory.
+        // A kind registered in ObjectiveKinds (the one extension point) trains with its own typed options.
         var registered = With(StageKind.Custom, new GateObjectiveOptions { K = 2 });
         registered.Stages[1].CustomKind = "gate-k";
         GateObjectiveOptions? seen = null;
@@ -152,8 +139,9 @@ public class TrainerWorkoutTests
         TrainingDivergedException Fit(int patience)
         {
             var o = Tiny(gate: 0);
-            o.Stages = [new StageDescriptor { Kind = StageKind.Custom, Steps = 12, LearningRate = 3e-3 }];
-            o.ObjectiveFactory = d => new DivergenceTests.InflateLossFrom(new PretrainObjective(null, d.Steps), from: 4);   // a logged loss 100 × too large from step 4
+            o.Stages = [new StageDescriptor { Kind = StageKind.Custom, CustomKind = "inflated", Steps = 12, LearningRate = 3e-3 }];
+            o.ObjectiveKinds.Add(new ObjectiveKind<PretrainObjectiveOptions>("inflated",        // a logged loss 100 × too large from step 4
+                (options, steps) => new DivergenceTests.InflateLossFrom(new PretrainObjective(options, steps), from: 4)));
             o.SpikePatience = patience;
             return Assert.Throws<TrainingDivergedException>(() => ml.LoopRpt().TrainLoopedLm(o).Fit(data));
         }
@@ -196,9 +184,9 @@ public class TrainerWorkoutTests
             MlNetTestData.Delete(folder);
         }
 
-        var noFactory = Tiny();
-        noFactory.Stages = [new StageDescriptor { Kind = StageKind.Custom, Steps = 2 }];
-        Assert.Contains("ObjectiveFactory", Assert.Throws<InvalidOperationException>(() => cat.TrainLoopedLm(noFactory).Fit(data)).Message);
+        var noKind = Tiny();
+        noKind.Stages = [new StageDescriptor { Kind = StageKind.Custom, Steps = 2 }];
+        Assert.Contains("Custom stage without a CustomKind", Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(noKind)).Message);
 
         var empty = ml.Data.LoadFromEnumerable(new List<TokenDoc>());
         var inferred = Tiny();

@@ -38,14 +38,13 @@ public class StagePlanSurfacesTests
         var config = new ConfigurationBuilder().AddInMemoryCollection(
             new Dictionary<string, string?> { ["Stages:0:Kind"] = kind, ["Stages:0:Steps"] = "12", ["Stages:0:LearningRate"] = "0.0003" }
                 .Concat(parameters.Select(p => KeyValuePair.Create($"Stages:0:Parameters:{p.Key}", (string?)p.Value)))).Build();
-        var factory = new StageObjectiveFactory(Options.Create(new StageObjectiveRegistry()));
-        var fromHosting = factory.CreateStage(config.Get<RetrainingOptions>()!.Stages[0]);
+        var fromHosting = new ObjectiveKindRegistry().CreateStage(config.Get<RetrainingOptions>()!.Stages[0].ToDefinition());
 
         var descriptor = new StageDescriptor
         {
             Kind = Enum.Parse<StageKind>(kind, ignoreCase: true), Steps = 12, LearningRate = 3e-4, ObjectiveOptions = options,
         };
-        var fromMlNet = LoopedLmTrainerEstimator.ToTrainingStage(descriptor, 12, "Stages[0]", new ObjectiveKindRegistry(), factory: null);
+        var fromMlNet = LoopedLmTrainerEstimator.ToTrainingStage(descriptor, 12, "Stages[0]", new ObjectiveKindRegistry());
         try
         {
             Assert.Equal(kind, fromCli.Objective.Name);
@@ -54,7 +53,7 @@ public class StagePlanSurfacesTests
             // The options given reached the objective (not the defaults: every case sets some away from them).
             AssertSameOptions(options, OptionsOf(fromMlNet.Objective));
             Assert.NotEqual(Describe(Activator.CreateInstance(options.GetType())!), Describe(OptionsOf(fromCli.Objective)));
-            var expected = kind == "looprpt" ? TrainingStage.OptimizerDefaults.LoopRpt : TrainingStage.OptimizerDefaults.Pretraining;
+            var expected = kind == "looprpt" ? OptimizerDefaults.LoopRpt : OptimizerDefaults.Pretraining;
             Assert.Equal((expected.WeightDecay, expected.MinLearningRateRatio), (fromCli.WeightDecay, fromCli.MinLearningRateRatio));
         }
         finally
@@ -70,7 +69,7 @@ public class StagePlanSurfacesTests
         var stage = TrainCommand.StagesFor("--input", "x.txt", "--out", "m", "--stages", "pretrain:10:Beta=0.3:LateBeta=0.2:LateBetaFrom=0.5").Single();
         var pretrain = Assert.IsType<PretrainObjective>(stage.Objective);
         Assert.Equal((0.3, 0.2, 10L), (pretrain.BetaAt(0), pretrain.BetaAt(5), pretrain.TotalSteps));
-        Assert.Equal(TrainingStage.Defaults.LearningRate, stage.LearningRate);
+        Assert.Equal(1e-3, stage.LearningRate);        // the pretraining table's
     }
 
     [Fact]
@@ -133,7 +132,7 @@ public class StagePlanSurfacesTests
 
     private static ObjectiveKind<ScaledOptions> ScaledKind() => new("scaled",
         (o, steps) => new PretrainObjective(new PretrainObjectiveOptions { Beta = o.Scale, LateBeta = o.Late ? 0 : o.Scale }, steps),
-        TrainingStage.OptimizerDefaults.LoopRpt,
+        OptimizerDefaults.LoopRpt,
         o => { if (!(o.Scale > 0)) throw new ArgumentOutOfRangeException(nameof(o.Scale), o.Scale, "Scale must be positive."); });
 
     [Fact]
@@ -151,10 +150,10 @@ public class StagePlanSurfacesTests
         var services = new ServiceCollection();
         services.AddLoopRptRetraining(config.GetSection("LoopRpt")).AddStageKind(kind);
         using var provider = services.BuildServiceProvider();
-        var factory = provider.GetRequiredService<IStageObjectiveFactory>();
-        Assert.Contains("scaled", factory.Kinds);
+        var kinds = provider.GetRequiredService<IOptions<ObjectiveKindRegistry>>().Value;
+        Assert.Contains("scaled", kinds.Names);
         var retraining = provider.GetRequiredService<IOptions<RetrainingOptions>>().Value;   // validated: builds the objective
-        var fromHosting = factory.CreateStage(retraining.Stages[0]);
+        var fromHosting = kinds.CreateStage(retraining.Stages[0].ToDefinition());
 
         // ML.NET: the same kind in the trainer's registry, named by the Custom stage.
         var options = new LoopedLmTrainerEstimator.Options
@@ -163,13 +162,13 @@ public class StagePlanSurfacesTests
         };
         options.ObjectiveKinds.Add(kind);
         options.Validate();
-        var fromMlNet = LoopedLmTrainerEstimator.ToTrainingStage(options.Stages[0], 8, "Stages[0]", options.ObjectiveKinds, options.ObjectiveFactory);
+        var fromMlNet = LoopedLmTrainerEstimator.ToTrainingStage(options.Stages[0], 8, "Stages[0]", options.ObjectiveKinds);
         try
         {
             AssertSameStage(fromMlNet, fromHosting);
             var pretrain = Assert.IsType<PretrainObjective>(fromMlNet.Objective);
             Assert.Equal((0.25, 0.0), (pretrain.BetaAt(0), pretrain.BetaAt(7)));
-            Assert.Equal((TrainingStage.LoopRptDefaults.WeightDecay, TrainingStage.LoopRptDefaults.MinLearningRateRatio), (fromHosting.WeightDecay, fromHosting.MinLearningRateRatio));
+            Assert.Equal((OptimizerDefaults.LoopRpt.WeightDecay, OptimizerDefaults.LoopRpt.MinLearningRateRatio), (fromHosting.WeightDecay, fromHosting.MinLearningRateRatio));
         }
         finally
         {
@@ -182,7 +181,7 @@ public class StagePlanSurfacesTests
         Assert.Contains("Stages[0] (Custom): ObjectiveOptions of a scaled stage must be ScaledOptions, but got GateObjectiveOptions.",
             Assert.Throws<ArgumentException>(options.Validate).Message);
         var bad = new StageOptions { Kind = "scaled", Steps = 8, Parameters = { ["Scale"] = "0" } };
-        Assert.StartsWith("Scale must be positive.", Assert.Throws<ArgumentOutOfRangeException>(() => factory.Create(bad)).Message);
+        Assert.StartsWith("Scale must be positive.", Assert.Throws<ArgumentOutOfRangeException>(() => kinds.CreateObjective(bad.ToDefinition())).Message);
         // Without a registration the stage is unknown, and the CLI (built-in kinds only) does not know it.
         var unknown = new LoopedLmTrainerEstimator.Options { Stages = [new StageDescriptor { Kind = StageKind.Custom, CustomKind = "scaled", Steps = 8 }] };
         Assert.Contains("'scaled' is not a known stage kind", Assert.Throws<ArgumentException>(unknown.Validate).Message);

@@ -35,7 +35,7 @@ public enum KlVariant
 /// <summary>
 /// Options of <see cref="LoopRptObjective"/>. Defaults are the published LoopRPT values (docs/method.md §4); the
 /// optimizer settings (AdamW lr 5e-6, weight decay 0.01, 3% warmup, cosine to 0, clip 1.0) belong to the trainer's
-/// <see cref="Training.TrainingStage"/>, whose defaults for a LoopRPT stage are <see cref="Training.TrainingStage.LoopRptDefaults"/>.
+/// <see cref="Training.TrainingStage"/>, whose defaults for a LoopRPT stage are <see cref="Training.OptimizerDefaults.LoopRpt"/>.
 /// </summary>
 public sealed class LoopRptOptions
 {
