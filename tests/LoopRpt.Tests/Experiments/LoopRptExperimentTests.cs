@@ -188,6 +188,7 @@ public sealed class LoopRptExperimentTests
     {
         var v = ExperimentVariant.Parse("wide:hard=all,g=4,Sigma=0.3,noise=dropout,lr=3e-4");
         Assert.Equal("wide", v.Name);
+        // bitwise: settings parsed from the variant text, not computed
         Assert.Equal(3e-4, v.LearningRate);
         Assert.Equal(HardTokenMode.All, v.Options.HardTokens);
         Assert.Equal(4, v.Options.Rollouts);

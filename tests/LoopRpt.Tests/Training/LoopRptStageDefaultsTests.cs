@@ -15,11 +15,13 @@ public class LoopRptStageDefaultsTests
 {
     private static void AssertPublished(TrainingStage s)
     {
+        // bitwise: a setting read back as given, not computed
         Assert.Equal((0.01, 0.0, 0.03, 1.0, 0.9, 0.95), (s.WeightDecay, s.MinLearningRateRatio, s.WarmupFraction, s.GradientClip, s.Beta1, s.Beta2));
     }
 
     private static void AssertPretraining(TrainingStage s)
     {
+        // bitwise: a setting read back as given, not computed
         Assert.Equal((0.1, 0.1, 0.03, 1.0, 0.9, 0.95), (s.WeightDecay, s.MinLearningRateRatio, s.WarmupFraction, s.GradientClip, s.Beta1, s.Beta2));
     }
 
@@ -30,6 +32,7 @@ public class LoopRptStageDefaultsTests
         AssertPublished(new TrainingStage(rpt, 10));
         AssertPretraining(new TrainingStage(new PretrainObjective(), 10));
         var custom = new TrainingStage(rpt, 10) { WeightDecay = 0.2, MinLearningRateRatio = 0.5 };
+        // bitwise: a setting read back as given, not computed
         Assert.Equal((0.2, 0.5, 0.03), (custom.WeightDecay, custom.MinLearningRateRatio, custom.WarmupFraction));
     }
 
@@ -53,6 +56,7 @@ public class LoopRptStageDefaultsTests
         var given = TrainCommand.StagesFor("--input", "x.txt", "--out", "m", "--stages", "pretrain:4,looprpt:2", "--weight-decay", "0.2", "--warmup", "0.1", "--clip", "0.5");
         try
         {
+            // bitwise: a setting read back as given, not computed
             Assert.All(given, s => Assert.Equal((0.2, 0.1, 0.5), (s.WeightDecay, s.WarmupFraction, s.GradientClip)));
         }
         finally
@@ -73,11 +77,13 @@ public class LoopRptStageDefaultsTests
             using var objective = Assert.IsType<LoopRptObjective>(stage.Objective);
             AssertPublished(stage);
         }
+        // bitwise: a setting read back as given, not computed
         Assert.Equal(TrainingStage.LoopRptDefaults.LearningRate, factory.LearningRate);
         using (var pretrain = new PretrainObjective())
             AssertPretraining(LoopedLmTrainerEstimator.ToTrainingStage(StageDescriptor.Pretrain(5), 5, "Stages[0]", new ObjectiveKindRegistry(), _ => pretrain));
         var overridden = StageDescriptor.LoopRpt(5);
         overridden.WeightDecay = 0.3;
+        // bitwise: a setting read back as given, not computed
         Assert.Equal((0.3, 0.0), (overridden.WeightDecay, overridden.MinLearningRateRatio));
     }
 
@@ -97,6 +103,7 @@ public class LoopRptStageDefaultsTests
         AssertPublished(options.Stages[1].ToTrainingStage(rpt));
         AssertPublished(new StageOptions { Kind = StageObjectiveFactory.LoopRpt, Steps = 4 }.ToTrainingStage(rpt));
         var overridden = options.Stages[2].ToTrainingStage(rpt);
+        // bitwise: a setting read back as given, not computed
         Assert.Equal((0.05, 0.0), (overridden.WeightDecay, overridden.MinLearningRateRatio));
     }
 }
