@@ -45,7 +45,7 @@ public sealed class ExperimentSummaryTests
     [Fact]
     public void GridRunsFromOneToTAndAlwaysEndsAtT()
     {
-        // bitwise: grid points rounded to the spacing's decimals: exact points are the property under test
+        // bitwise: grid points are 1 + i·spacing rounded to 9 decimals in managed double arithmetic: exact points are the property under test
         Assert.Equal([1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 3.75, 4.0], ExperimentSummary.ExitStepGrid(4, 0.25));
         Assert.Equal([1.0, 1.4, 1.8, 2.2, 2.6, 3.0], ExperimentSummary.ExitStepGrid(3, 0.4));
         Assert.Equal([1.0, 1.75, 2.5, 3.0], ExperimentSummary.ExitStepGrid(3, 0.75));
@@ -74,7 +74,7 @@ public sealed class ExperimentSummaryTests
     public void ArmStatisticsOverSeedsIncludingMatchedExitSteps()
     {
         var s = ExperimentSummary.Create(Runs(), ["ctrl"], gridSpacing: 0.25);
-        // bitwise: grid points rounded to the spacing's decimals: exact points are the property under test
+        // bitwise: grid points are 1 + i·spacing rounded to 9 decimals in managed double arithmetic: exact points are the property under test
         Assert.Equal([1.0, 1.25, 1.5, 1.75, 2.0], s.Grid);
         Assert.Equal(["base", "ctrl", "arm"], s.Arms);
 
