@@ -141,7 +141,8 @@ internal static partial class Program
     private static List<Finding> Scan(IReadOnlyList<SyntaxTree> trees, List<MetadataReference> references, string assembly, out int errors, out int assertions, bool showErrors = true)
     {
         var compilation = CSharpCompilation.Create(assembly, trees, references,
-            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable));
+            new CSharpCompilationOptions(OutputKind.DynamicallyLinkedLibrary, nullableContextOptions: NullableContextOptions.Enable)
+                .WithMetadataImportOptions(MetadataImportOptions.All));           // private fields of referenced records and structs
         // CS8795: a [GeneratedRegex] partial without its generated part (source generators do not run in the scan).
         var errorList = compilation.GetDiagnostics().Where(d => d.Severity == DiagnosticSeverity.Error && d.Id != "CS8795").ToList();
         errors = errorList.Count;
