@@ -7,7 +7,7 @@ namespace InferenceBenchmark;
 
 /// <summary>
 /// The smallest trainer that gives the benchmark a model with a meaningful exit gate: Ouro Stage I
-/// (docs/method.md §3), L = sum_t p(t) CE_t - beta H(p), Adam with linear warmup, gradient clipping at 1.
+/// (docs/method.md §3.1), L = sum_t p(t) CE_t - beta H(p), Adam with linear warmup, gradient clipping at 1.
 /// Not the project's trainer; only here so the benchmark measures exits a trained gate really takes.
 /// </summary>
 internal static class StageOneTrainer

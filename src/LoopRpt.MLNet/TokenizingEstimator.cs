@@ -120,10 +120,10 @@ public sealed class TokenizingTransformer : ITransformer
     /// <summary>The tokenizer (encode, decode, vocabulary size, special ids).</summary>
     public LoopRptTokenizer Tokenizer { get; }
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The text column read.</summary>
     public string InputColumnName => _options.InputColumnName;
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The token-id column written.</summary>
     public string OutputColumnName => _options.OutputColumnName;
 
     /// <summary>Token ids of one text, exactly as the output column holds them.</summary>

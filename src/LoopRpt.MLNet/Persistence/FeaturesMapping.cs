@@ -38,7 +38,7 @@ public abstract class FeaturesMappingFactory<TOutput> : CustomMappingFactory<Sco
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput16 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 16-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(16)] public float[] Features { get; set; } = new float[16];
 }
 
@@ -55,7 +55,7 @@ public sealed class FeaturesMappingFactory16 : FeaturesMappingFactory<FeaturesOu
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput32 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 32-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(32)] public float[] Features { get; set; } = new float[32];
 }
 
@@ -72,7 +72,7 @@ public sealed class FeaturesMappingFactory32 : FeaturesMappingFactory<FeaturesOu
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput64 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 64-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(64)] public float[] Features { get; set; } = new float[64];
 }
 
@@ -89,7 +89,7 @@ public sealed class FeaturesMappingFactory64 : FeaturesMappingFactory<FeaturesOu
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput128 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 128-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(128)] public float[] Features { get; set; } = new float[128];
 }
 
@@ -106,7 +106,7 @@ public sealed class FeaturesMappingFactory128 : FeaturesMappingFactory<FeaturesO
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput256 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 256-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(256)] public float[] Features { get; set; } = new float[256];
 }
 
@@ -123,7 +123,7 @@ public sealed class FeaturesMappingFactory256 : FeaturesMappingFactory<FeaturesO
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput512 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 512-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(512)] public float[] Features { get; set; } = new float[512];
 }
 
@@ -140,7 +140,7 @@ public sealed class FeaturesMappingFactory512 : FeaturesMappingFactory<FeaturesO
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput768 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 768-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(768)] public float[] Features { get; set; } = new float[768];
 }
 
@@ -157,7 +157,7 @@ public sealed class FeaturesMappingFactory768 : FeaturesMappingFactory<FeaturesO
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput1024 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 1024-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(1024)] public float[] Features { get; set; } = new float[1024];
 }
 
@@ -174,7 +174,7 @@ public sealed class FeaturesMappingFactory1024 : FeaturesMappingFactory<Features
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput1536 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 1536-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(1536)] public float[] Features { get; set; } = new float[1536];
 }
 
@@ -191,7 +191,7 @@ public sealed class FeaturesMappingFactory1536 : FeaturesMappingFactory<Features
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput2048 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 2048-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(2048)] public float[] Features { get; set; } = new float[2048];
 }
 
@@ -208,7 +208,7 @@ public sealed class FeaturesMappingFactory2048 : FeaturesMappingFactory<Features
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput2560 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 2560-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(2560)] public float[] Features { get; set; } = new float[2560];
 }
 
@@ -225,7 +225,7 @@ public sealed class FeaturesMappingFactory2560 : FeaturesMappingFactory<Features
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput3072 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 3072-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(3072)] public float[] Features { get; set; } = new float[3072];
 }
 
@@ -242,7 +242,7 @@ public sealed class FeaturesMappingFactory3072 : FeaturesMappingFactory<Features
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class FeaturesOutput4096 : IFeaturesOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The 4096-long feature vector (zero-padded after the model's hidden size).</summary>
     [ColumnName(Cols.Features), VectorType(4096)] public float[] Features { get; set; } = new float[4096];
 }
 

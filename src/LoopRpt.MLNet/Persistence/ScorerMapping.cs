@@ -8,9 +8,9 @@ namespace LoopRpt.MLNet.Persistence;
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class ScorerInput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The row's token ids.</summary>
     [ColumnName(Cols.Tokens)] public int[]? Tokens { get; set; }
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The scorer description (JSON), the same on every row; it selects the cached scoring engine.</summary>
     [ColumnName(Cols.ScorerState)] public ReadOnlyMemory<char> State { get; set; }
 }
 
@@ -18,25 +18,25 @@ public sealed class ScorerInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class ScorerOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.LogLikelihood"/>: sum of log p over the predicted tokens.</summary>
     [ColumnName(Cols.Out + ScoreColumns.LogLikelihood)] public float LogLikelihood { get; set; }
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.TokenLogProbabilities"/>: log p of each predicted token.</summary>
     [ColumnName(Cols.Out + ScoreColumns.TokenLogProbabilities)] public float[] TokenLogProbabilities { get; set; } = [];
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.ExitSteps"/>: 1-indexed exit step of each predicted token.</summary>
     [ColumnName(Cols.Out + ScoreColumns.ExitSteps)] public float[] ExitSteps { get; set; } = [];
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.MeanExitStep"/>: mean of the exit steps.</summary>
     [ColumnName(Cols.Out + ScoreColumns.MeanExitStep)] public float MeanExitStep { get; set; }
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.Perplexity"/>: exp(-log-likelihood / tokens).</summary>
     [ColumnName(Cols.Out + ScoreColumns.Perplexity)] public float Perplexity { get; set; }
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.ComputeFraction"/>: loop compute relative to full depth.</summary>
     [ColumnName(Cols.OutComputeFraction)] public float ComputeFraction { get; set; }
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.TokenEntropies"/>: next-token entropy (nats) at each exit.</summary>
     [ColumnName(Cols.Out + ScoreColumns.TokenEntropies)] public float[] TokenEntropies { get; set; } = [];
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.Correct"/>: 1 where the exit's argmax is the next token.</summary>
     [ColumnName(Cols.Out + ScoreColumns.Correct)] public float[] Correct { get; set; } = [];
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.StepCorrectCounts"/>: per loop step, the tokens its argmax predicts.</summary>
     [ColumnName(Cols.Out + ScoreColumns.StepCorrectCounts)] public float[] StepCorrectCounts { get; set; } = [];
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary><see cref="ScoreColumns.TokenCount"/>: predicted tokens in the row.</summary>
     [ColumnName(Cols.Out + ScoreColumns.TokenCount)] public int TokenCount { get; set; }
 }
 

@@ -8,7 +8,7 @@ namespace LoopRpt.MLNet.Persistence;
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TextKeyInput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The text column; read only so that the key column follows its rows.</summary>
     [ColumnName(Cols.Text)] public ReadOnlyMemory<char> Text { get; set; }
 }
 
@@ -16,7 +16,7 @@ public sealed class TextKeyInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TokensKeyInput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The token-id column; read only so that the key column follows its rows.</summary>
     [ColumnName(Cols.Tokens)] public int[]? Tokens { get; set; }
 }
 
@@ -24,7 +24,7 @@ public sealed class TokensKeyInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class StateKeyOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The constant key a ValueMapping turns into the state JSON column.</summary>
     [ColumnName(Cols.StateKey)] public string Key { get; set; } = Cols.StateKeyValue;
 }
 

@@ -8,9 +8,9 @@ namespace LoopRpt.MLNet.Persistence;
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TokenizerInput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The row's text.</summary>
     [ColumnName(Cols.Text)] public ReadOnlyMemory<char> Text { get; set; }
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The tokenizer description (JSON), the same on every row; it selects the cached tokenizer.</summary>
     [ColumnName(Cols.TokenizerState)] public ReadOnlyMemory<char> State { get; set; }
 }
 
@@ -18,7 +18,7 @@ public sealed class TokenizerInput
 [EditorBrowsable(EditorBrowsableState.Never)]
 public sealed class TokenizerOutput
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The row's token ids.</summary>
     [ColumnName(Cols.TokenIds)] public int[] Tokens { get; set; } = [];
 }
 

@@ -8,7 +8,7 @@ namespace LoopRpt.Native;
 /// <summary>
 /// Loads TorchSharp's native libraries once and turns a failed load into an error that names the real cause.
 /// TorchSharp's own message blames a missing libtorch package even when the package is there and the failure is
-/// Debian 12's libstdc++ lacking GLIBCXX_3.4.32 (docs/platform.md of the project's shared notes).
+/// Debian 12's libstdc++ lacking GLIBCXX_3.4.32 (docs/platform.md §1).
 /// </summary>
 public static class TorchNative
 {

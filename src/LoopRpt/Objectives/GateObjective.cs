@@ -5,7 +5,7 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace LoopRpt.Objectives;
 
-/// <summary>Options of Ouro's Stage II gate training (docs/method.md §3).</summary>
+/// <summary>Options of Ouro's Stage II gate training (docs/method.md §3.2).</summary>
 public sealed class GateObjectiveOptions
 {
     public static class Defaults
@@ -33,7 +33,7 @@ public sealed class GateObjectiveOptions
 /// <summary>
 /// Ouro Stage II: only the exit gate trains, the LM is frozen. With detached improvements I_t = max(0, L_{t-1} - L_t)
 /// and soft continue labels w_t = sigmoid(k (I_t - gamma)), the loss is BCE(1 - lambda_t, w_t) averaged over
-/// t = 1..T-1 and real tokens (docs/method.md §3).
+/// t = 1..T-1 and real tokens (docs/method.md §3.2).
 /// </summary>
 public sealed class GateObjective : ITrainingObjective
 {

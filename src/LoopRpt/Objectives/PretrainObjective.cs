@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 
 namespace LoopRpt.Objectives;
 
-/// <summary>Options of Ouro's Stage I objective (docs/method.md §3).</summary>
+/// <summary>Options of Ouro's Stage I objective (docs/method.md §3.1).</summary>
 public sealed class PretrainObjectiveOptions
 {
     public static class Defaults
@@ -35,7 +35,7 @@ public sealed class PretrainObjectiveOptions
 }
 
 /// <summary>
-/// Ouro Stage I: L = sum_t p(t) L_t - beta H(p), per token, averaged over real target tokens (docs/method.md §3).
+/// Ouro Stage I: L = sum_t p(t) L_t - beta H(p), per token, averaged over real target tokens (docs/method.md §3.1).
 /// L_t is the next-token cross-entropy when reading out after loop t.
 /// </summary>
 public sealed class PretrainObjective : ITrainingObjective

@@ -10,7 +10,7 @@ namespace LoopRpt.Tokenization;
 /// </summary>
 public sealed class BpeVocabulary
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>A vocabulary from its parts: token → id (special tokens included), the merges in rank order, the special tokens.</summary>
     public BpeVocabulary(IReadOnlyDictionary<string, int> vocabulary, IReadOnlyList<(string Left, string Right)> merges, IReadOnlyList<string> specialTokens)
     {
         Vocabulary = vocabulary;
@@ -24,10 +24,10 @@ public sealed class BpeVocabulary
     /// <summary>Merges in the order learned (rank 0 first).</summary>
     public IReadOnlyList<(string Left, string Right)> Merges { get; }
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The special tokens (e.g. <c>&lt;|endoftext|&gt;</c>), in id order; each is one token and never split.</summary>
     public IReadOnlyList<string> SpecialTokens { get; }
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>Number of tokens, special tokens included.</summary>
     public int Count => Vocabulary.Count;
 
     /// <summary>vocab.json content (a JSON object token → id).</summary>

@@ -49,7 +49,7 @@ public sealed class ByteLevelBpeTrainer
 {
     private readonly ByteLevelBpeTrainerOptions _options;
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>A trainer with the given options (defaults when null); invalid options throw here, before any text is read.</summary>
     public ByteLevelBpeTrainer(ByteLevelBpeTrainerOptions? options = null)
     {
         _options = options ?? new ByteLevelBpeTrainerOptions();

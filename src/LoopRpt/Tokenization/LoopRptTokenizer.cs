@@ -26,7 +26,7 @@ public sealed class LoopRptTokenizer
         EosTokenId = eos;
     }
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The description this tokenizer was built from; saving it (<see cref="TokenizerSpec.ToJson"/>) rebuilds the same tokenizer elsewhere.</summary>
     public TokenizerSpec Spec { get; }
 
     /// <summary>The Microsoft.ML.Tokenizers object doing the work.</summary>

@@ -24,12 +24,12 @@ public enum TokenizerKind
 /// </summary>
 public sealed class TokenizerSpec
 {
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The format version this library writes (and the highest it reads).</summary>
     public const int CurrentVersion = 1;
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>Format version of this description; <see cref="FromJson"/> refuses one outside 1 to <see cref="CurrentVersion"/>.</summary>
     [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = CurrentVersion;
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>Where the tokenizer comes from; selects which of the other fields are used.</summary>
     [JsonPropertyName("kind")] public TokenizerKind Kind { get; set; }
     /// <summary>Tiktoken encoding or model name.</summary>
     [JsonPropertyName("name")] public string? Name { get; set; }
@@ -37,7 +37,7 @@ public sealed class TokenizerSpec
     [JsonPropertyName("vocab")] public Dictionary<string, int>? Vocabulary { get; set; }
     /// <summary>"left right" merges in rank order (TrainedBpe, BpeFiles).</summary>
     [JsonPropertyName("merges")] public List<string>? Merges { get; set; }
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>Special tokens, each kept whole (TrainedBpe, BpeFiles).</summary>
     [JsonPropertyName("special_tokens")] public List<string>? SpecialTokens { get; set; }
     /// <summary>SentencePiece model bytes, base64.</summary>
     [JsonPropertyName("model_base64")] public string? ModelBase64 { get; set; }
@@ -48,10 +48,10 @@ public sealed class TokenizerSpec
         Converters = { new JsonStringEnumConverter() },
     };
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The description as JSON (null fields omitted, the kind by name).</summary>
     public string ToJson() => JsonSerializer.Serialize(this, Json);
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>The description as a JSON object, e.g. to embed in meta.json.</summary>
     public JsonObject ToJsonObject() => JsonNode.Parse(ToJson())!.AsObject();
 
     /// <summary>Parses a description; unknown versions and malformed JSON fail with <see cref="InvalidDataException"/>.</summary>
@@ -66,7 +66,7 @@ public sealed class TokenizerSpec
         return spec;
     }
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>Describes a vocabulary trained by <see cref="ByteLevelBpeTrainer"/> (its tokens, merges and special tokens copied in).</summary>
     public static TokenizerSpec FromTrained(BpeVocabulary bpe) => new()
     {
         Kind = TokenizerKind.TrainedBpe,
@@ -75,7 +75,7 @@ public sealed class TokenizerSpec
         SpecialTokens = bpe.SpecialTokens.ToList(),
     };
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>Describes a tiktoken encoding or model name shipped with Microsoft.ML.Tokenizers (gpt2, cl100k_base, o200k_base, ...).</summary>
     public static TokenizerSpec FromTiktoken(string name) => new() { Kind = TokenizerKind.Tiktoken, Name = name };
 
     /// <summary>Reads vocab.json and merges.txt (header lines starting with '#' are skipped).</summary>
@@ -92,7 +92,7 @@ public sealed class TokenizerSpec
         return new() { Kind = TokenizerKind.BpeFiles, Vocabulary = vocab, Merges = merges, SpecialTokens = specials };
     }
 
-    /// <summary>Persistence plumbing: a column of the portable twin.</summary>
+    /// <summary>Reads a SentencePiece <c>.model</c> file and embeds its bytes, so the description no longer needs the file.</summary>
     public static TokenizerSpec FromSentencePiece(string modelPath)
     {
         RequireFile(modelPath, "SentencePiece model");

@@ -67,6 +67,7 @@ public sealed class CheckpointTests : IDisposable
         Assert.Equal("F32", header.GetProperty("a").GetProperty("dtype").GetString());
         Assert.Equal("[0,12]", header.GetProperty("a").GetProperty("data_offsets").GetRawText());
         Assert.Equal("[12,20]", header.GetProperty("b").GetProperty("data_offsets").GetRawText());
+        // bitwise: the stored bytes of the literal 2f, read back
         Assert.Equal(2f, BitConverter.ToSingle(bytes, 8 + (int)n + 4));
         Assert.Equal(7L, BitConverter.ToInt64(bytes, 8 + (int)n + 12));
     }

@@ -78,7 +78,7 @@ public sealed class CliTrainTests
             Assert.Equal("TrainedBpe", m.Tokenizer!["kind"]!.GetValue<string>());
         }
         Assert.Equal(a.Metrics.Keys.Order(), b.Metrics.Keys.Order());
-        foreach (var (k, v) in a.Metrics) Assert.Equal(v, b.Metrics[k]);      // same seed, same run: the same last report
+        foreach (var (k, v) in a.Metrics) Assert.Equal(v, b.Metrics[k]);      // bitwise: same seed, same run: the same last report
         Assert.Equal(a.Tokenizer!.ToJsonString(), b.Tokenizer!.ToJsonString());
     }
 

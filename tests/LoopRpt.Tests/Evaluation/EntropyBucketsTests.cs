@@ -18,6 +18,7 @@ public class EntropyBucketsTests
     [Fact]
     public void ParseAndToStringRoundTrip()
     {
+        // bitwise: bucket rules parsed from text or printed and parsed back: settings, not computed
         Assert.Equal(EntropyBuckets.Published, EntropyBuckets.Parse("entropy"));
         Assert.Equal(EntropyBuckets.Published, EntropyBuckets.Parse("entropy:0.5,1,1.5"));
         Assert.Equal(EntropyBuckets.TopFractions, EntropyBuckets.Parse("top"));
@@ -34,8 +35,10 @@ public class EntropyBucketsTests
     public void ThresholdPropertiesStillSetTheBuckets()
     {
         var o = new LoopEvaluationOptions { MediumThreshold = 1.2 };
+        // bitwise: thresholds set as given, not computed
         Assert.Equal(new EntropyBuckets(BucketRule.EntropyThreshold, 0.5, 1.2, 1.5), o.Buckets);
         o.Buckets = EntropyBuckets.TopFractions;
+        // bitwise: a setting read back as given, not computed
         Assert.Equal(1.5, o.HardThreshold);                       // the published value: not a threshold rule
         o.HardThreshold = 3;
         Assert.Equal(new EntropyBuckets(BucketRule.EntropyThreshold, 0.5, 1.0, 3), o.Buckets);
@@ -93,6 +96,7 @@ public class EntropyBucketsTests
             var b = top[name];
             int k = (int)Math.Ceiling(f * n);
             Assert.Equal(k, b.Tokens);
+            // bitwise: a setting read back as given, not computed
             Assert.Equal(f, b.TopFraction);
             Assert.InRange(b.MinEntropy, sorted[k] - 1e-6, sorted[k - 1] + 1e-6);       // the cut lies between the k-th and the next
             Assert.Equal(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"top {100 * f:0} % (H > {b.MinEntropy:0.###} nats)"), b.Label);
@@ -104,6 +108,7 @@ public class EntropyBucketsTests
         var same = new LoopEvaluator(new LoopEvaluationOptions { QValues = qs, Buckets = cuts }).Evaluate(lm, batches, baseLm, "m");
         for (int k = 0; k < 4; k++)
         {
+            // bitwise: the same model, batches and pass; only the form of the bucket rule differs
             Assert.Equal(same.Buckets[k].Tokens, top.Buckets[k].Tokens);
             Assert.Equal(same.Buckets[k].StepAccuracy, top.Buckets[k].StepAccuracy);
             Assert.Equal(same.Buckets[k].QExit, top.Buckets[k].QExit);

@@ -15,10 +15,10 @@ public sealed class LoopEvaluationPoolTests
         var pooled = LoopEvaluation.Pool([Eval("a", 100, 0.5, 0.9, 0.8, 1.5), Eval("b", 300, 0.1, 0.5, 0.4, 2.0)], "both");
         var all = pooled["All"];
         Assert.Equal(400, all.Tokens);
-        Assert.Equal((100 * 0.5 + 300 * 0.1) / 400, all.StepAccuracy[0], 12);      // 0.2
-        Assert.Equal((100 * 0.9 + 300 * 0.5) / 400, all.StepAccuracy[1], 12);      // 0.6
-        Assert.Equal((100 * 0.8 + 300 * 0.4) / 400, all.QExit[0].Accuracy, 12);    // 0.5
-        Assert.Equal((100 * 1.5 + 300 * 2.0) / 400, all.QExit[0].MeanExitStep, 12); // 1.875
+        Tolerance.AssertClose((100 * 0.5 + 300 * 0.1) / 400, all.StepAccuracy[0], absolute: 1e-12);      // 0.2
+        Tolerance.AssertClose((100 * 0.9 + 300 * 0.5) / 400, all.StepAccuracy[1], absolute: 1e-12);      // 0.6
+        Tolerance.AssertClose((100 * 0.8 + 300 * 0.4) / 400, all.QExit[0].Accuracy, absolute: 1e-12);    // 0.5
+        Tolerance.AssertClose((100 * 1.5 + 300 * 2.0) / 400, all.QExit[0].MeanExitStep, absolute: 1e-12); // 1.875
         Assert.Equal(0, pooled["Hard"].Tokens);
         Assert.True(double.IsNaN(pooled["Hard"].StepAccuracy[0]));
         Assert.Equal("both", pooled.Name);

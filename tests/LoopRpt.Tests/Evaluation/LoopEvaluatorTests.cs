@@ -89,6 +89,7 @@ public class LoopEvaluatorTests
                     }
                 }
             }
+        // bitwise: integer-valued (token counts / exit steps) held in a float type
         Assert.Equal(3 * 12 + 12 + 12 - 4, n[0]);          // the padded row has 9 tokens: 8 targets
         Assert.True(n[3] > 0 && n[3] < n[0], $"hard bucket should be a proper subset: {n[3]} of {n[0]}");
         for (int k = 0; k < 4; k++)
@@ -97,18 +98,18 @@ public class LoopEvaluatorTests
             Assert.Equal((long)n[k], b.Tokens);
             for (int t = 0; t < 4; t++)
             {
-                Assert.Equal(step[k, t] / n[k], b.StepAccuracy[t], 9);
-                Assert.Equal(stepNll[k, t] / n[k], b.StepNegativeLogLikelihood[t], 5);        // float32 log-softmax vs double
+                Tolerance.AssertClose(step[k, t] / n[k], b.StepAccuracy[t], absolute: 1e-9);
+                Tolerance.AssertClose(stepNll[k, t] / n[k], b.StepNegativeLogLikelihood[t], absolute: 1e-5);        // float32 log-softmax vs double
             }
             for (int j = 0; j < qs.Length; j++)
             {
-                Assert.Equal(qAcc[k, j] / n[k], b.QExit[j].Accuracy, 9);
-                Assert.Equal(qExit[k, j] / n[k], b.QExit[j].MeanExitStep, 9);
-                Assert.Equal(qNll[k, j] / n[k], b.QExit[j].NegativeLogLikelihood, 5);
+                Tolerance.AssertClose(qAcc[k, j] / n[k], b.QExit[j].Accuracy, absolute: 1e-9);
+                Tolerance.AssertClose(qExit[k, j] / n[k], b.QExit[j].MeanExitStep, absolute: 1e-9);
+                Tolerance.AssertClose(qNll[k, j] / n[k], b.QExit[j].NegativeLogLikelihood, absolute: 1e-5);
             }
-            Assert.Equal(b.LastStepAccuracy, b.AtQ(1.0)!.Accuracy, 12);
-            Assert.Equal(4.0, b.AtQ(1.0)!.MeanExitStep, 12);
-            Assert.Equal(b.StepAccuracy[0], b.AtQ(0.0)!.Accuracy, 12);
+            Tolerance.AssertClose(b.LastStepAccuracy, b.AtQ(1.0)!.Accuracy, absolute: 1e-12);
+            Tolerance.AssertClose(4.0, b.AtQ(1.0)!.MeanExitStep, absolute: 1e-12);
+            Tolerance.AssertClose(b.StepAccuracy[0], b.AtQ(0.0)!.Accuracy, absolute: 1e-12);
         }
         Assert.True(result.BucketsFromBaseModel);
         var spread = result["All"].AtQ(0.5)!.MeanExitStep;
@@ -131,7 +132,7 @@ public class LoopEvaluatorTests
         Assert.Contains("adaptive pass", adaptive.ToMarkdown());
         Assert.Contains("every loop computed", full.ToMarkdown());
         for (int k = 0; k < 4; k++)
-            Assert.Equal(full.Buckets[k].StepAccuracy, adaptive.Buckets[k].StepAccuracy);
+            Tolerance.AssertClose(full.Buckets[k].StepAccuracy, adaptive.Buckets[k].StepAccuracy, $"bucket {k}");
 
         for (int j = 0; j < qs.Length; j++)
         {
@@ -157,13 +158,13 @@ public class LoopEvaluatorTests
             }
             var p = adaptive["All"].QExit[j];
             Assert.Equal(tokens, adaptive["All"].Tokens);
-            Assert.Equal((double)correct / tokens, p.Accuracy, 12);
-            Assert.Equal((double)exits / tokens, p.MeanExitStep, 12);
-            Assert.Equal(-logProb / tokens, p.NegativeLogLikelihood, 6);
+            Tolerance.AssertClose((double)correct / tokens, p.Accuracy, absolute: 1e-12);
+            Tolerance.AssertClose((double)exits / tokens, p.MeanExitStep, absolute: 1e-12);
+            Tolerance.AssertClose(-logProb / tokens, p.NegativeLogLikelihood, absolute: 1e-6);
         }
         var last = adaptive["All"].AtQ(1.0)!;
-        Assert.Equal(4.0, last.MeanExitStep, 12);
-        Assert.Equal(full["All"].StepNegativeLogLikelihood[^1], last.NegativeLogLikelihood, 5);
+        Tolerance.AssertClose(4.0, last.MeanExitStep, absolute: 1e-12);
+        Tolerance.AssertClose(full["All"].StepNegativeLogLikelihood[^1], last.NegativeLogLikelihood, absolute: 1e-5);
         Assert.True(adaptive["All"].AtQ(0.3)!.MeanExitStep < 4.0, "q = 0.3 should exit some tokens early");
     }
 
@@ -184,9 +185,9 @@ public class LoopEvaluatorTests
             Assert.Equal(n1 + n2, both.Buckets[k].Tokens);
             if (n1 == 0 || n2 == 0) continue;
             for (int t = 0; t < 4; t++)
-                Assert.Equal((r1.Buckets[k].StepAccuracy[t] * n1 + r2.Buckets[k].StepAccuracy[t] * n2) / (n1 + n2), both.Buckets[k].StepAccuracy[t], 9);
+                Tolerance.AssertClose((r1.Buckets[k].StepAccuracy[t] * n1 + r2.Buckets[k].StepAccuracy[t] * n2) / (n1 + n2), both.Buckets[k].StepAccuracy[t], absolute: 1e-9);
             for (int j = 0; j < both.QValues.Count; j++)
-                Assert.Equal((r1.Buckets[k].QExit[j].MeanExitStep * n1 + r2.Buckets[k].QExit[j].MeanExitStep * n2) / (n1 + n2), both.Buckets[k].QExit[j].MeanExitStep, 9);
+                Tolerance.AssertClose((r1.Buckets[k].QExit[j].MeanExitStep * n1 + r2.Buckets[k].QExit[j].MeanExitStep * n2) / (n1 + n2), both.Buckets[k].QExit[j].MeanExitStep, absolute: 1e-9);
         }
     }
 

@@ -12,12 +12,12 @@ public sealed class ExperimentSummaryTests
     public void MeanAndSampleStandardDeviation()
     {
         var m = MeanStd.Of([0.1, 0.2, 0.6]);
-        Assert.Equal(0.3, m.Mean, Tol);
-        Assert.Equal(Math.Sqrt(0.07), m.Std, Tol);                          // ((-0.2)² + (-0.1)² + 0.3²) / (3 - 1) = 0.07
+        Tolerance.AssertClose(0.3, m.Mean, absolute: Tol);
+        Tolerance.AssertClose(Math.Sqrt(0.07), m.Std, absolute: Tol);                          // ((-0.2)² + (-0.1)² + 0.3²) / (3 - 1) = 0.07
         Assert.Equal(3, m.Count);
-        Assert.Equal(4.303 * Math.Sqrt(0.07) / Math.Sqrt(3), m.HalfWidth95, Tol);
+        Tolerance.AssertClose(4.303 * Math.Sqrt(0.07) / Math.Sqrt(3), m.HalfWidth95, absolute: Tol);
         Assert.True(double.IsNaN(MeanStd.Of([0.4]).Std));                  // one seed: no spread
-        Assert.Equal(0.4, MeanStd.Of([0.4]).Mean, Tol);
+        Tolerance.AssertClose(0.4, MeanStd.Of([0.4]).Mean, absolute: Tol);
         Assert.False(MeanStd.Of([]).IsDefined);
         Assert.False(MeanStd.Of([0.4, double.NaN]).IsDefined);              // a missing seed makes the statistic missing
         Assert.Equal("+5.00 ± 1.41", ExperimentSummary.Points(MeanStd.Of([0.06, 0.04]), signed: true));
@@ -30,21 +30,22 @@ public sealed class ExperimentSummaryTests
     public void InterpolatesLinearlyInsideTheCurveOnlyAndAveragesTies()
     {
         (double, double)[] curve = [(4.0, 0.9), (1.5, 0.4), (2.5, 0.6)];      // unsorted on purpose
-        Assert.Equal(0.5, ExperimentSummary.Interpolate(curve, 2.0), Tol);
-        Assert.Equal(0.6 + 0.3 * (0.5 / 1.5), ExperimentSummary.Interpolate(curve, 3.0), Tol);
-        Assert.Equal(0.9, ExperimentSummary.Interpolate(curve, 4.0), Tol);
-        Assert.Equal(0.4, ExperimentSummary.Interpolate(curve, 1.5), Tol);
+        Tolerance.AssertClose(0.5, ExperimentSummary.Interpolate(curve, 2.0), absolute: Tol);
+        Tolerance.AssertClose(0.6 + 0.3 * (0.5 / 1.5), ExperimentSummary.Interpolate(curve, 3.0), absolute: Tol);
+        Tolerance.AssertClose(0.9, ExperimentSummary.Interpolate(curve, 4.0), absolute: Tol);
+        Tolerance.AssertClose(0.4, ExperimentSummary.Interpolate(curve, 1.5), absolute: Tol);
         Assert.True(double.IsNaN(ExperimentSummary.Interpolate(curve, 1.0)));   // below the curve: not covered
         Assert.True(double.IsNaN(ExperimentSummary.Interpolate(curve, 4.25)));  // above: not covered
         (double, double)[] ties = [(2, 0.4), (3, 0.8), (2, 0.6)];
-        Assert.Equal(0.5, ExperimentSummary.Interpolate(ties, 2.0), Tol);
-        Assert.Equal(0.65, ExperimentSummary.Interpolate(ties, 2.5), Tol);
+        Tolerance.AssertClose(0.5, ExperimentSummary.Interpolate(ties, 2.0), absolute: Tol);
+        Tolerance.AssertClose(0.65, ExperimentSummary.Interpolate(ties, 2.5), absolute: Tol);
         Assert.True(double.IsNaN(ExperimentSummary.Interpolate([], 2.0)));
     }
 
     [Fact]
     public void GridRunsFromOneToTAndAlwaysEndsAtT()
     {
+        // bitwise: grid points are 1 + i·spacing rounded to 9 decimals in managed double arithmetic: exact points are the property under test
         Assert.Equal([1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.25, 3.5, 3.75, 4.0], ExperimentSummary.ExitStepGrid(4, 0.25));
         Assert.Equal([1.0, 1.4, 1.8, 2.2, 2.6, 3.0], ExperimentSummary.ExitStepGrid(3, 0.4));
         Assert.Equal([1.0, 1.75, 2.5, 3.0], ExperimentSummary.ExitStepGrid(3, 0.75));
@@ -73,27 +74,28 @@ public sealed class ExperimentSummaryTests
     public void ArmStatisticsOverSeedsIncludingMatchedExitSteps()
     {
         var s = ExperimentSummary.Create(Runs(), ["ctrl"], gridSpacing: 0.25);
+        // bitwise: grid points are 1 + i·spacing rounded to 9 decimals in managed double arithmetic: exact points are the property under test
         Assert.Equal([1.0, 1.25, 1.5, 1.75, 2.0], s.Grid);
         Assert.Equal(["base", "ctrl", "arm"], s.Arms);
 
         var arm = s.Get("heldout", "arm", "All");
         Assert.Equal([1, 2], arm.Seeds);
-        Assert.Equal(0.37, arm.StepAccuracy[0].Mean, Tol);
-        Assert.Equal(Math.Sqrt(2) * 0.01, arm.StepAccuracy[0].Std, Tol);
-        Assert.Equal(0.46, arm.QExit[0].Accuracy.Mean, Tol);
-        Assert.Equal(1.625, arm.QExit[0].MeanExitStep.Mean, Tol);
+        Tolerance.AssertClose(0.37, arm.StepAccuracy[0].Mean, absolute: Tol);
+        Tolerance.AssertClose(Math.Sqrt(2) * 0.01, arm.StepAccuracy[0].Std, absolute: Tol);
+        Tolerance.AssertClose(0.46, arm.QExit[0].Accuracy.Mean, absolute: Tol);
+        Tolerance.AssertClose(1.625, arm.QExit[0].MeanExitStep.Mean, absolute: Tol);
         // Seed 1 along (1.5, 0.45)-(2, 0.51): 0.48 at 1.75; seed 2 along (1.75, 0.47)-(2, 0.55): 0.47 at 1.75.
         Assert.False(arm.MatchedAccuracy[2].IsDefined);                    // 1.5: seed 2 does not reach it
-        Assert.Equal(0.475, arm.MatchedAccuracy[3].Mean, Tol);
-        Assert.Equal(0.53, arm.MatchedAccuracy[4].Mean, Tol);
+        Tolerance.AssertClose(0.475, arm.MatchedAccuracy[3].Mean, absolute: Tol);
+        Tolerance.AssertClose(0.53, arm.MatchedAccuracy[4].Mean, absolute: Tol);
 
         var ctrl = s.Get("heldout", "ctrl", "All");
         Assert.False(ctrl.MatchedAccuracy[1].IsDefined);                   // 1.25: seed 1's curve starts at 1.5
         // Seed 2 along (1.25, 0.44)-(2, 0.52): 0.44 + 0.08 / 3 at 1.5; seed 1: 0.40.
-        Assert.Equal((0.40 + 0.44 + 0.08 / 3) / 2, ctrl.MatchedAccuracy[2].Mean, Tol);
+        Tolerance.AssertClose((0.40 + 0.44 + 0.08 / 3) / 2, ctrl.MatchedAccuracy[2].Mean, absolute: Tol);
 
         var hard = s.Get("heldout", "arm", "Hard");
-        Assert.Equal(0.185, hard.StepAccuracy[0].Mean, Tol);
+        Tolerance.AssertClose(0.185, hard.StepAccuracy[0].Mean, absolute: Tol);
         Assert.Equal(100, hard.Tokens);
 
         var b = s.Get("heldout", "base", "All");
@@ -111,25 +113,25 @@ public sealed class ExperimentSummaryTests
         Assert.Equal(4, s.Differences.Count);                              // one pair × four buckets
 
         // s1: seed 1 0.36 − 0.30 = 0.06, seed 2 0.38 − 0.34 = 0.04.
-        Assert.Equal(0.05, d.StepAccuracy[0].Mean, Tol);
-        Assert.Equal(Math.Sqrt(2) * 0.01, d.StepAccuracy[0].Std, Tol);
+        Tolerance.AssertClose(0.05, d.StepAccuracy[0].Mean, absolute: Tol);
+        Tolerance.AssertClose(Math.Sqrt(2) * 0.01, d.StepAccuracy[0].Std, absolute: Tol);
         // q = 0.5: accuracy 0.05 and 0.03; mean exit step 0 and +0.5.
-        Assert.Equal(0.04, d.QExit[0].Accuracy.Mean, Tol);
-        Assert.Equal(0.25, d.QExit[0].MeanExitStep.Mean, Tol);
-        Assert.Equal(Math.Sqrt(0.125), d.QExit[0].MeanExitStep.Std, Tol);
+        Tolerance.AssertClose(0.04, d.QExit[0].Accuracy.Mean, absolute: Tol);
+        Tolerance.AssertClose(0.25, d.QExit[0].MeanExitStep.Mean, absolute: Tol);
+        Tolerance.AssertClose(Math.Sqrt(0.125), d.QExit[0].MeanExitStep.Std, absolute: Tol);
         // Matched at 1.75: seed 1 0.48 − 0.45 = 0.03; seed 2 0.47 − (0.44 + 0.08 · 2/3) = −0.07/3.
         double s1At175 = 0.03, s2At175 = 0.47 - (0.44 + 0.08 * 2 / 3);
-        Assert.Equal((s1At175 + s2At175) / 2, d.MatchedAccuracy[3].Mean, Tol);
-        Assert.Equal(Math.Abs(s1At175 - s2At175) / Math.Sqrt(2), d.MatchedAccuracy[3].Std, Tol);
+        Tolerance.AssertClose((s1At175 + s2At175) / 2, d.MatchedAccuracy[3].Mean, absolute: Tol);
+        Tolerance.AssertClose(Math.Abs(s1At175 - s2At175) / Math.Sqrt(2), d.MatchedAccuracy[3].Std, absolute: Tol);
         // Matched at 2.0: 0.01 and 0.03.
-        Assert.Equal(0.02, d.MatchedAccuracy[4].Mean, Tol);
+        Tolerance.AssertClose(0.02, d.MatchedAccuracy[4].Mean, absolute: Tol);
         // Not covered by the arm's seed 2 or the control's seed 1: no difference there.
         Assert.False(d.MatchedAccuracy[0].IsDefined);
         Assert.False(d.MatchedAccuracy[2].IsDefined);
         // Mean over the common points {1.75, 2.0}, per seed, then over seeds.
         double m1 = (s1At175 + 0.01) / 2, m2 = (s2At175 + 0.03) / 2;
-        Assert.Equal((m1 + m2) / 2, d.MatchedMean.Mean, Tol);
-        Assert.Equal(Math.Abs(m1 - m2) / Math.Sqrt(2), d.MatchedMean.Std, Tol);
+        Tolerance.AssertClose((m1 + m2) / 2, d.MatchedMean.Mean, absolute: Tol);
+        Tolerance.AssertClose(Math.Abs(m1 - m2) / Math.Sqrt(2), d.MatchedMean.Std, absolute: Tol);
     }
 
     [Fact]
@@ -138,10 +140,10 @@ public sealed class ExperimentSummaryTests
         var s = ExperimentSummary.Create(Runs(), ["ctrl"], gridSpacing: 0.25, includeFixedSteps: true);
         var arm = s.Get("heldout", "arm", "All");
         // Seed 2 now starts at s1 = (1, 0.38): at 1.25, 0.38 + (0.47 − 0.38) / 3; seed 1 from (1, 0.36) to (1.5, 0.45): 0.405.
-        Assert.Equal((0.38 + 0.09 / 3 + 0.405) / 2, arm.MatchedAccuracy[1].Mean, Tol);
+        Tolerance.AssertClose((0.38 + 0.09 / 3 + 0.405) / 2, arm.MatchedAccuracy[1].Mean, absolute: Tol);
         // At 2.0 the q = 1 point and s2 coincide (same value): averaged, unchanged.
-        Assert.Equal(0.53, arm.MatchedAccuracy[4].Mean, Tol);
-        Assert.Equal(0.37, arm.MatchedAccuracy[0].Mean, Tol);
+        Tolerance.AssertClose(0.53, arm.MatchedAccuracy[4].Mean, absolute: Tol);
+        Tolerance.AssertClose(0.37, arm.MatchedAccuracy[0].Mean, absolute: Tol);
     }
 
     [Fact]

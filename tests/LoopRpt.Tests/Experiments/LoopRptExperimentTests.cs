@@ -108,7 +108,7 @@ public sealed class LoopRptExperimentTests
         Assert.Equal(0, second.RunsTrained);
         Assert.Contains(log, l => l.Contains("done earlier", StringComparison.Ordinal));
         Assert.Equal(csv, File.ReadAllLines(Path.Combine(output, "results.csv")));
-        Assert.Equal(first.Cost, second.Cost);
+        Assert.Equal(first.Cost, second.Cost);                             // bitwise: the second run reads the first run's stored results
         Assert.Equal(first.Verdicts.Select(v => v.Text), second.Verdicts.Select(v => v.Text));
 
         // Other settings in the same folder are refused before any training.
@@ -188,6 +188,7 @@ public sealed class LoopRptExperimentTests
     {
         var v = ExperimentVariant.Parse("wide:hard=all,g=4,Sigma=0.3,noise=dropout,lr=3e-4");
         Assert.Equal("wide", v.Name);
+        // bitwise: settings parsed from the variant text, not computed
         Assert.Equal(3e-4, v.LearningRate);
         Assert.Equal(HardTokenMode.All, v.Options.HardTokens);
         Assert.Equal(4, v.Options.Rollouts);

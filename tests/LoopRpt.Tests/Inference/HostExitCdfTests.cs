@@ -116,8 +116,9 @@ public class HostExitCdfTests
             >= 0 => -(double)LogOnePlus(x > 60 ? 0m : (decimal)Math.Exp(-x)),            // e^{-x} ≤ 1
             _ => x - (double)LogOnePlus(x < -60 ? 0m : Exp((decimal)x)),                   // log σ(x) = x - log(1 + e^{x})
         };
+        // bitwise: correct rounding is the property under test: the reference is exact (decimal) and rounded once
         Assert.Equal((float)expected, HostExitCdf.LogSigmoid(x));
-        Assert.Equal(HostExitCdf.LogSigmoid(x) - HostExitCdf.LogSigmoid(-x), x, 5);       // log σ(x) - log σ(-x) = x
+        Tolerance.AssertClose(HostExitCdf.LogSigmoid(x) - HostExitCdf.LogSigmoid(-x), x, absolute: 1e-5);       // log σ(x) - log σ(-x) = x
     }
 
     /// <summary>log(1 + z) for 0 ≤ z ≤ 1 by the series of atanh: log(1+z) = 2 atanh(z / (2 + z)).</summary>

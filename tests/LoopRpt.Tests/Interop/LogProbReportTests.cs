@@ -14,6 +14,7 @@ public sealed class LogProbReportTests
         var report = LogProbReport.Compute(lm, ids, source: "memory");
         int T = lm.Config.TotalUtSteps, S = ids.Length, V = lm.Config.VocabSize;
         Assert.Equal(T, report.Loops);
+        // bitwise: a config value parsed from JSON text, not computed
         Assert.Equal(0.6, report.Q);  // the config's early_exit_threshold
         Assert.Equal(S, report.Positions.Length);
 
@@ -36,7 +37,7 @@ public sealed class LogProbReportTests
                 var row = logits[t].AsSpan(s * V, V).ToArray().Select(x => (double)x).ToArray();
                 double max = row.Max(), lse = max + Math.Log(row.Sum(x => Math.Exp(x - max)));
                 Assert.Equal(Array.IndexOf(row, max), pos.Argmax[t]);
-                if (s + 1 < S) Assert.Equal(row[ids[s + 1]] - lse, pos.NextTokenLogProbs![t], 4);
+                if (s + 1 < S) Tolerance.AssertClose(row[ids[s + 1]] - lse, pos.NextTokenLogProbs![t], absolute: 1e-4);
             }
             if (s + 1 == S)
             {
@@ -51,8 +52,8 @@ public sealed class LogProbReportTests
                 double lambda = 1 / (1 + Math.Exp(-gates[s * T + t]));
                 double p = t < T - 1 ? lambda * survive : survive;
                 survive *= 1 - lambda;
-                Assert.Equal(gates[s * T + t], pos.GateLogits[t], 5);
-                Assert.Equal(p, pos.ExitProbabilities[t], 5);
+                Tolerance.AssertClose(gates[s * T + t], pos.GateLogits[t], absolute: 1e-5);
+                Tolerance.AssertClose(p, pos.ExitProbabilities[t], absolute: 1e-5);
                 cdf += p;
                 if (qExit == T - 1 && t < T - 1 && cdf >= 0.6) qExit = t;
             }

@@ -67,12 +67,14 @@ public sealed class OuroCheckpointTests : IDisposable
             : Rounded(source, dtype == "BF16" ? ScalarType.BFloat16 : ScalarType.Float16);
         var (expected, expectedGates) = Outputs(expectedModel);
         var (actual, actualGates) = Outputs(loaded.Model);
-        Assert.Equal(expected, actual);           // same weights, same code: bitwise equal
+        Assert.Equal(expected, actual);           // bitwise: same weights, same code, same shapes
+        // bitwise: same weights, same code, same shapes
         Assert.Equal(expectedGates, actualGates);
 
         if (dtype == "F32")
         {
             // And the original model itself (no rounding at all).
+            // bitwise: float32 weights stored and loaded unchanged: the same computation
             Assert.Equal(Outputs(source).Logits, actual);
         }
     }
@@ -87,6 +89,7 @@ public sealed class OuroCheckpointTests : IDisposable
         Assert.Equal(16, c.HeadDim);
         Assert.Equal(2, c.NumKeyValueHeads);
         Assert.Equal(4, c.NumAttentionHeads);
+        // bitwise: a config value parsed from JSON text, not computed
         Assert.Equal(10000.0, c.RopeTheta);
         Assert.False(c.TieWordEmbeddings);
         Assert.Equal(0.6, c.EarlyExitThreshold);
@@ -193,6 +196,7 @@ public sealed class OuroCheckpointTests : IDisposable
         Assert.Equal(dtype switch { "F32" => "float32", "BF16" => "bfloat16", _ => "float16" }, config["torch_dtype"]!.GetValue<string>());
         Assert.Equal(3, config["total_ut_steps"]!.GetValue<int>());
         Assert.Equal(16, config["head_dim"]!.GetValue<int>());
+        // bitwise: a config value written and parsed back, not computed
         Assert.Equal(0.6, config["early_exit_threshold"]!.GetValue<double>());
         Assert.Equal("full_attention", config["layer_types"]![0]!.GetValue<string>());
         Assert.NotNull(config["auto_map"]);
@@ -236,6 +240,7 @@ public sealed class OuroCheckpointTests : IDisposable
         ReferenceLayout.WriteCheckpoint(dir, stored, ReferenceLayout.ConfigJson(tie: true));
         using var loaded = OuroCheckpoint.Load(dir);
         Assert.True(loaded.Config.TieWordEmbeddings);
+        // bitwise: save -> load reads the same bytes: the same computation
         Assert.Equal(Outputs(source).Logits, Outputs(loaded.Model).Logits);
         var saved = Path.Combine(_root, "saved");
         loaded.Save(saved);
@@ -419,6 +424,7 @@ public sealed class OuroCheckpointTests : IDisposable
         var dir = Path.Combine(_root, "looprpt");
         LoopRpt.Checkpoints.ModelDirectory.Save(dir, lm, new LoopRpt.Checkpoints.ModelMeta());
         using var loaded = OuroCheckpoint.Load(dir);
+        // bitwise: save -> load reads the same bytes: the same computation
         Assert.Equal(Outputs(lm).Logits, Outputs(loaded.Model).Logits);
         Assert.Null(loaded.Tokenizer);
     }
@@ -433,6 +439,7 @@ public sealed class OuroCheckpointTests : IDisposable
         Assert.False(File.Exists(Path.Combine(dir, "tokenizer.json")));
         using var loaded = OuroCheckpoint.Load(dir);
         Assert.True(loaded.WeightFiles.Count > 1);
+        // bitwise: save -> load reads the same bytes: the same computation
         Assert.Equal(Outputs(lm).Logits, Outputs(loaded.Model).Logits);
         // Saving over an existing directory replaces it atomically.
         OuroCheckpoint.Save(lm, dir);

@@ -43,6 +43,7 @@ public class ScorerWorkoutTests
             }
             // Rows with a single token score to the documented empty result.
             int single = rows.FindIndex(r => r.Tokens.Length == 1);
+            // bitwise: the documented constant result, not a computed sum
             Assert.Equal(0f, ll[single]);
             Assert.True(float.IsNaN(scored.GetColumn<float>(ScoreColumns.MeanExitStep).ElementAt(single)));
             Assert.Equal(0, scored.GetColumn<int>(ScoreColumns.TokenCount).ElementAt(single));
@@ -80,7 +81,7 @@ public class ScorerWorkoutTests
                 var tg = TorchSharp.torch.tensor(t[1..].Select(x => (long)x).ToArray(), [1, t.Length - 1]);
                 var output = loaded.Model.Forward(ids);
                 double expected = loaded.Model.GoldLogProbs(output.Hidden[^1], tg).sum().item<float>();
-                Assert.Equal(expected, ll[i], 3);        // unpadded vs padded forward: equal up to float rounding
+                Tolerance.AssertClose(expected, ll[i], absolute: 1e-3);        // unpadded vs padded forward: equal up to float rounding
             }
         }
         finally
@@ -126,11 +127,11 @@ public class ScorerWorkoutTests
             var afterLl = scored2.GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
             for (int i = 0; i < docs.Count; i++)
             {
-                Assert.Equal(before[i], after[i]);            // bitwise: same weights, same batches, same process
-                Assert.Equal(beforeLl[i], afterLl[i]);
+                Tolerance.AssertClose(before[i], after[i], $"row {i}");   // the reloaded twin may batch differently
+                Tolerance.AssertClose(beforeLl[i], afterLl[i], $"row {i}");
             }
             var engine2 = ml2.Model.CreatePredictionEngine<TokenDoc, Scored>(model);
-            Assert.Equal(predicted.TokenLogProbabilities, engine2.Predict(docs[0]).TokenLogProbabilities);   // both one row: bitwise
+            Assert.Equal(predicted.TokenLogProbabilities, engine2.Predict(docs[0]).TokenLogProbabilities);   // bitwise: both one row, same engine
             (model as IDisposable)?.Dispose();
         }
         finally
@@ -161,7 +162,9 @@ public class ScorerWorkoutTests
             Assert.True(new FileInfo(zip).Length < new FileInfo(embeddedZip).Length / 2, "the directory-referencing zip should not hold the weights");
 
             var model = new MLContext().Model.Load(zip, out _);
-            Assert.Equal(before, model.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray());
+            // The reloaded twin scores through another path than the live scorer (observed on an AVX-512 machine:
+            // -7.87393808 vs -7.87393761, 6e-8 relative); per-document sums of a few float32 terms: the default bound.
+            Tolerance.AssertClose(before, model.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray(), "after load");
 
             // The directory changes: loading the zip's scorer again must fail and say so.
             StateCacheReset();
@@ -265,7 +268,7 @@ public class ScorerWorkoutTests
             {
                 Assert.Equal(h.Count(x => x > cut), b.Tokens);
                 var inBucket = Enumerable.Range(0, correct.Length).Where(i => entropyOf[i] > cut).ToArray();
-                Assert.Equal(inBucket.Length == 0 ? double.NaN : inBucket.Average(i => (double)correct[i]), b.Accuracy, 12);
+                Tolerance.AssertClose(inBucket.Length == 0 ? double.NaN : inBucket.Average(i => (double)correct[i]), b.Accuracy, absolute: 1e-12);
             }
 
             var m = ml.LoopRpt().Evaluate(scored, buckets: EntropyBuckets.Parse("top:50,30,20"));
@@ -276,7 +279,7 @@ public class ScorerWorkoutTests
             {
                 int k = (int)Math.Ceiling(f * h.Length);
                 double cut = (h[k - 1] + h[k]) / 2;                                                  // independent: midway below the k-th highest
-                Assert.Equal(cut, b.Lower, 12);
+                Tolerance.AssertClose(cut, b.Lower, absolute: 1e-12);
                 Assert.Equal(h.Count(x => x > cut), b.Tokens);
                 Assert.StartsWith(string.Create(System.Globalization.CultureInfo.InvariantCulture, $"top {f * 100:0} % (H > "), b.Label);
             }
@@ -312,18 +315,18 @@ public class ScorerWorkoutTests
             var exits = Vectors(scored, ScoreColumns.ExitSteps).SelectMany(x => x).ToArray();
             var lps = Vectors(scored, ScoreColumns.TokenLogProbabilities).SelectMany(x => x).ToArray();
             Assert.Equal(correct.Length, m.Tokens);
-            Assert.Equal(correct.Average(x => (double)x), m.Accuracy, 12);
-            Assert.Equal(exits.Average(x => (double)x), m.MeanExitStep, 9);
-            Assert.Equal(-lps.Average(x => (double)x), m.NegativeLogLikelihood, 6);
-            Assert.Equal(m.MeanExitStep / 3, m.ComputeFraction, 6);
+            Tolerance.AssertClose(correct.Average(x => (double)x), m.Accuracy, absolute: 1e-12);
+            Tolerance.AssertClose(exits.Average(x => (double)x), m.MeanExitStep, absolute: 1e-9);
+            Tolerance.AssertClose(-lps.Average(x => (double)x), m.NegativeLogLikelihood, absolute: 1e-6);
+            Tolerance.AssertClose(m.MeanExitStep / 3, m.ComputeFraction, absolute: 1e-6);
             Assert.Equal(m.Tokens, m.EntropyBuckets[0].Tokens);
             Assert.Equal(3, m.StepAccuracy.Length);
 
             var pareto = ml.LoopRpt().ParetoSweep(q5, data, [0.5, 1.0]);
-            Assert.Equal(m.Accuracy, pareto[0].Accuracy, 12);
-            Assert.Equal(m.MeanExitStep, pareto[0].MeanExitStep, 9);
-            Assert.Equal(m.StepAccuracy[^1], pareto[1].Accuracy, 12);   // q = 1 always exits at the last step
-            Assert.Equal(3, pareto[1].MeanExitStep, 12);
+            Tolerance.AssertClose(m.Accuracy, pareto[0].Accuracy, absolute: 1e-12);
+            Tolerance.AssertClose(m.MeanExitStep, pareto[0].MeanExitStep, absolute: 1e-9);
+            Tolerance.AssertClose(m.StepAccuracy[^1], pareto[1].Accuracy, absolute: 1e-12);   // q = 1 always exits at the last step
+            Tolerance.AssertClose(3, pareto[1].MeanExitStep, absolute: 1e-12);
             Assert.Contains(pareto, p => p.IsParetoOptimal);
         }
         finally
@@ -358,16 +361,17 @@ public class ScorerWorkoutTests
                 int n = docs[i].Tokens.Length - 1;
                 var expectedLp = TestUtil.ToArray(score.GoldLogProbs)[..n];
                 var expectedExit = TestUtil.ToArray(score.ExitSteps.to_type(TorchSharp.torch.ScalarType.Float32) + 1)[..n];
+                // bitwise: integer-valued (token counts / exit steps) held in a float type
                 Assert.Equal(expectedExit, exits[i]);
-                for (int k = 0; k < n; k++) Assert.Equal(expectedLp[k], lps[i][k], 1e-5);
-                Assert.Equal(exits[i].Average() / 3, ratio[i], 1e-6);
+                for (int k = 0; k < n; k++) Tolerance.AssertClose(expectedLp[k], lps[i][k], absolute: 1e-5);
+                Tolerance.AssertClose(exits[i].Average() / 3, ratio[i], absolute: 1e-6);
             }
             // Gates of a random model straddle q = 0.5, so some tokens stop early and compute is saved.
             Assert.Contains(exits.SelectMany(e => e), e => e < 3);
             // At full depth the adaptive path equals the full-depth reference.
             var fullLl = full.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
             using var last = ml.LoopRpt().ScoreWithModel(new AdaptiveExitScoringTransformer.Options { ModelDirectory = dir, ExitMode = ExitMode.Last, PerStepStatistics = true }).Fit(data);
-            Assert.Equal(last.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray(), fullLl);
+            Tolerance.AssertClose(last.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray(), fullLl, "last vs full");
         }
         finally
         {

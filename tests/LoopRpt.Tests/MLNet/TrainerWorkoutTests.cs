@@ -58,11 +58,12 @@ public class TrainerWorkoutTests
         }
         var a = Run(StageKind.Pretrain);
         var b = Run(StageKind.Pretrain);
+        // bitwise: same seed, same code, same shapes: the same computation twice
         Assert.Equal(a, b);
         Assert.Equal(0, calls);
         var c = Run(StageKind.Custom);
         Assert.Equal(1, calls);
-        Assert.Equal(a, c);                   // the hook's objective is the same objective: same result
+        Assert.Equal(a, c);                   // bitwise: the hook's objective is the same objective, same seed
     }
 
     [Fact]
@@ -98,6 +99,7 @@ public class TrainerWorkoutTests
         registered.ObjectiveKinds.Add(new ObjectiveKind<GateObjectiveOptions>("gate-k", (options, _) => new GateObjective(seen = options)));
         using var registeredScorer = cat.TrainLoopedLm(registered).Fit(data);
         Assert.Equal(["pretrain", "gate"], registeredScorer.Meta.Stages.Select(s => s.Name).TakeLast(2));
+        // bitwise: a setting read back as given, not computed
         Assert.Equal(2, seen!.K);
     }
 
@@ -121,6 +123,7 @@ public class TrainerWorkoutTests
                 Assert.Equal(8 * 4 * 16, m.TokensSeen);
                 var last = scorer.TrainingResult!.LastProgress!.Metrics;
                 Assert.Equal(last.Keys.Order(), m.Metrics.Keys.Order());
+                // bitwise: the same report, read through two surfaces
                 foreach (var (k, v) in last) Assert.Equal(v, m.Metrics[k]);
                 Assert.Equal(o.TokenizerDescription.ToJsonString(), m.Tokenizer!.ToJsonString());
             }
@@ -222,6 +225,7 @@ public class TrainerWorkoutTests
             var resume = Tiny(ckpt: ckpt);
             resume.Resume = true;
             using var resumed = ml.LoopRpt().TrainLoopedLm(resume).Fit(data);
+            // bitwise: resume = straight run: the same steps on the same state
             Assert.Equal(straight, resumed.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray());
 
             // ReturnPartial: cancellation gives back the partly trained scorer.
@@ -318,6 +322,7 @@ public class TrainerContinuationTests
             // Gate training touches only the gate: the LM head is unchanged.
             var head1 = TestUtil.ToArray(scorer.Model.LmHead.weight!);
             var head2 = TestUtil.ToArray(second.Model.LmHead.weight!);
+            // bitwise: gate training leaves the LM head's stored values untouched
             Assert.Equal(head1, head2);
         }
         finally

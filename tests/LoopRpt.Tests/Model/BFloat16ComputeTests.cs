@@ -189,6 +189,7 @@ public class BFloat16ComputeTests
         using var g = new Generator(11);
         var expected = empty([64, 32]).normal_(0.0, lm.Config.InitializerRange, g);
         Assert.True(TestUtil.BitEqual(expected, lm.Backbone.embed_tokens.weight), "embedding differs from the generator's first draw");
+        // bitwise: zero-initialized bias: a sum of zeros
         Assert.Equal(0, lm.Backbone.early_exit_gate.bias!.abs().sum().item<float>());
     }
 

@@ -15,6 +15,7 @@ public class ConfigTests
         var c = OuroConfig.FromJson(json);
         Assert.Equal(16, c.HeadDim);
         Assert.Equal(3, c.TotalUtSteps);
+        // bitwise: a config value parsed from JSON text, not computed
         Assert.Equal(0.7, c.EarlyExitThreshold);
         Assert.True(c.TieWordEmbeddings);
         var again = OuroConfig.FromJson(c.ToJson());

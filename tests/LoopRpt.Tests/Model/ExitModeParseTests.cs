@@ -14,6 +14,7 @@ public class ExitModeParseTests
     [MemberData(nameof(Modes))]
     public void WhatToStringPrintsParsesBackToTheSameRule(ExitMode mode)
     {
+        // bitwise: q is printed in round-trip form and parsed back, not computed
         Assert.Equal(mode, ExitMode.Parse(mode.ToString()));
         Assert.True(ExitMode.TryParse(mode.ToString().ToUpperInvariant(), out var again));
         Assert.Equal(mode, again);
@@ -27,7 +28,7 @@ public class ExitModeParseTests
         {
             CultureInfo.CurrentCulture = CultureInfo.GetCultureInfo("de-DE");
             Assert.Equal("q-exit(q=0.25)", ExitMode.Q(0.25).ToString());
-            Assert.Equal(ExitMode.Q(0.25), ExitMode.Parse(ExitMode.Q(0.25).ToString()));
+            Assert.Equal(ExitMode.Q(0.25), ExitMode.Parse(ExitMode.Q(0.25).ToString()));   // bitwise: printed and parsed back
         }
         finally
         {

@@ -40,6 +40,7 @@ public class ModelStructureTests
         using var lm = TestUtil.TinyModel(tie: true);
         Assert.DoesNotContain(lm.UniqueParameters(), p => p.Name == "lm_head.weight");
         using (no_grad()) lm.Backbone.embed_tokens.weight![3, 5] = 42f;            // same storage: the head sees it
+        // bitwise: tied weights share one storage: the same value read twice
         Assert.Equal(42f, lm.LmHead.weight![3, 5].item<float>());
         Assert.Equal(lm.Config.ParameterCount(), lm.UniqueParameters().Sum(p => p.Param.numel()));
     }

@@ -76,7 +76,8 @@ public sealed class DivergenceTests : IDisposable
         var (off, weightsOff) = Run(0);
         Assert.Equal(50, on.Count);
         Assert.All(on, r => Assert.Equal(0, r.SpikeStreak));
-        Assert.Equal(off.Select(r => r.Loss), on.Select(r => r.Loss));      // the rule reads, never changes, the run
+        // bitwise: the rule reads, never changes, the run: the same computation twice
+        Assert.Equal(off.Select(r => r.Loss), on.Select(r => r.Loss));
         Assert.Equal(weightsOff, weightsOn);
         Assert.True(on[39].Loss < on[0].Loss, $"loss {on[0].Loss} -> {on[39].Loss}");
     }

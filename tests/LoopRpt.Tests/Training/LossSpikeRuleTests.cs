@@ -14,6 +14,7 @@ public sealed class LossSpikeRuleTests
     {
         var rule = Rule();
         Assert.True(rule.NeedsBaseline);
+        // bitwise: no baseline yet: the threshold is the constant +infinity
         Assert.Equal(double.PositiveInfinity, rule.Threshold);
         var verdicts = Feed(rule, 10.4, 9.1, 7.7, 6.0, 5.2, 4.1, 3.3, 2.9, 2.5, 2.2);
         Assert.All(verdicts, v => Assert.Equal(SpikeVerdict.Sane, v));
@@ -40,6 +41,7 @@ public sealed class LossSpikeRuleTests
         Assert.Equal([SpikeVerdict.Sane, SpikeVerdict.Sane, SpikeVerdict.Spike, SpikeVerdict.Spike, SpikeVerdict.Diverged],
                      Feed(rule, 5.1, 4.9, 1e13, 2e13, 7e12));
         Assert.Equal(3, rule.Streak);
+        // bitwise: the values fed in, their median and 3 x median: exact in double
         Assert.Equal([1e13, 2e13, 7e12], rule.StreakValues);
         Assert.Equal(5.0, rule.Median);             // spikes never entered the window
         Assert.Equal(15.0, rule.Threshold);
@@ -63,8 +65,9 @@ public sealed class LossSpikeRuleTests
         var rule = Rule();
         rule.Seed(5.28);
         Assert.Equal([SpikeVerdict.Elevated, SpikeVerdict.Spike, SpikeVerdict.Spike, SpikeVerdict.Diverged], Feed(rule, 9.64, 21.9, 45.3, 22.5));
+        // bitwise: the seeded value is the median as given
         Assert.Equal(5.28, rule.Median);
-        Assert.Equal(Math.Sqrt(3) * 5.28, rule.AdmissionBound, 12);
+        Tolerance.AssertClose(Math.Sqrt(3) * 5.28, rule.AdmissionBound, absolute: 1e-12);
     }
 
     [Fact]
@@ -81,20 +84,21 @@ public sealed class LossSpikeRuleTests
     {
         var rule = Rule(window: 3);
         Feed(rule, 9, 8, 1, 2, 3);                   // window: 1, 2, 3
+        // bitwise: the values fed in, their median and 3 x median: exact in double
         Assert.Equal([1.0, 2.0, 3.0], rule.History);
         Assert.Equal(2.0, rule.Median);
         Assert.Equal(6.0, rule.Threshold);           // max(3 × 2, 2 + 1)
         var rule2 = Rule(window: 4);
         Feed(rule2, 4.0, 4.2, 4.4, 4.6);
-        Assert.Equal(4.3, rule2.Median, 12);
+        Tolerance.AssertClose(4.3, rule2.Median, absolute: 1e-12);
         Assert.Equal(SpikeVerdict.Elevated, rule2.Observe(9.0));          // above max(√3 × 4.3, 4.3 + 0.5), below 3 × 4.3
-        Assert.Equal(4.3, rule2.Median, 12);                               // kept out of the window
+        Tolerance.AssertClose(4.3, rule2.Median, absolute: 1e-12);                               // kept out of the window
 
         // A loss that can be negative (a surrogate): the additive margin rules, the ratio means nothing.
         var signed = Rule();
         Feed(signed, -0.1, -0.2, 0.0);
-        Assert.Equal(-0.1, signed.Median, 12);
-        Assert.Equal(0.9, signed.Threshold, 12);
+        Tolerance.AssertClose(-0.1, signed.Median, absolute: 1e-12);
+        Tolerance.AssertClose(0.9, signed.Threshold, absolute: 1e-12);
         Assert.Equal(SpikeVerdict.Sane, signed.Observe(0.3));
         Assert.Equal(SpikeVerdict.Spike, signed.Observe(1.5));
     }

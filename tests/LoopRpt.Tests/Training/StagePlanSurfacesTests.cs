@@ -54,6 +54,7 @@ public class StagePlanSurfacesTests
             AssertSameOptions(options, OptionsOf(fromMlNet.Objective));
             Assert.NotEqual(Describe(Activator.CreateInstance(options.GetType())!), Describe(OptionsOf(fromCli.Objective)));
             var expected = kind == "looprpt" ? OptimizerDefaults.LoopRpt : OptimizerDefaults.Pretraining;
+            // bitwise: a setting read back as given, not computed
             Assert.Equal((expected.WeightDecay, expected.MinLearningRateRatio), (fromCli.WeightDecay, fromCli.MinLearningRateRatio));
         }
         finally
@@ -68,6 +69,7 @@ public class StagePlanSurfacesTests
         // Before issue 16 the CLI built every pretrain objective with the default betas.
         var stage = TrainCommand.StagesFor("--input", "x.txt", "--out", "m", "--stages", "pretrain:10:Beta=0.3:LateBeta=0.2:LateBetaFrom=0.5").Single();
         var pretrain = Assert.IsType<PretrainObjective>(stage.Objective);
+        // bitwise: a setting read back as given, not computed
         Assert.Equal((0.3, 0.2, 10L), (pretrain.BetaAt(0), pretrain.BetaAt(5), pretrain.TotalSteps));
         Assert.Equal(1e-3, stage.LearningRate);        // the pretraining table's
     }
@@ -79,6 +81,7 @@ public class StagePlanSurfacesTests
         try
         {
             var (a, b) = (Assert.IsType<LoopRptObjective>(stages[0].Objective).Options, Assert.IsType<LoopRptObjective>(stages[1].Objective).Options);
+            // bitwise: a setting read back as given, not computed
             Assert.Equal((6, 0.3, 4L), (a.Rollouts, a.Sigma, a.Seed));
             Assert.Equal((3, 0.3, 9L), (b.Rollouts, b.Sigma, b.Seed));
         }
@@ -167,6 +170,7 @@ public class StagePlanSurfacesTests
         {
             AssertSameStage(fromMlNet, fromHosting);
             var pretrain = Assert.IsType<PretrainObjective>(fromMlNet.Objective);
+            // bitwise: a setting read back as given, not computed
             Assert.Equal((0.25, 0.0), (pretrain.BetaAt(0), pretrain.BetaAt(7)));
             Assert.Equal((OptimizerDefaults.LoopRpt.WeightDecay, OptimizerDefaults.LoopRpt.MinLearningRateRatio), (fromHosting.WeightDecay, fromHosting.MinLearningRateRatio));
         }
@@ -203,6 +207,7 @@ public class StagePlanSurfacesTests
     private static void AssertSameStage(TrainingStage expected, TrainingStage actual)
     {
         Assert.Equal(expected.Objective.Name, actual.Objective.Name);
+        // bitwise: a setting read back as given, not computed
         Assert.Equal(
             (expected.Steps, expected.LearningRate, expected.MinLearningRateRatio, expected.WarmupFraction, expected.WeightDecay,
              expected.Beta1, expected.Beta2, expected.GradientClip, expected.GradientAccumulation),

@@ -68,6 +68,7 @@ public class TrainerTests
             var resumed = Run(10, dir, resume: true);
             Assert.Equal(6, partial.Count);
             Assert.Equal(4, resumed.Count);
+            // bitwise: resume = straight run: the same steps on the same state
             for (int i = 0; i < 6; i++) Assert.Equal(straight[i].Loss, partial[i].Loss);
             for (int i = 0; i < 4; i++) Assert.Equal(straight[6 + i].Loss, resumed[i].Loss);
         }
@@ -100,6 +101,7 @@ public class TrainerTests
             return reports.Where(r => r.Stage == "pretrain").Select(r => Math.Round(r.Metrics["beta"][0], 6)).ToArray();
         }
         double[] expected = [0.1, 0.1, 0.05, 0.05];
+        // bitwise: the configured beta, reported through a float32 metric and rounded to 6 places
         Assert.Equal(expected, Betas(0, afterGate: false));
         Assert.Equal(expected, Betas(0, afterGate: true));
         Assert.Equal(expected, Betas(100, afterGate: false));
