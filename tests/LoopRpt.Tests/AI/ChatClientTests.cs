@@ -257,6 +257,7 @@ public class ChatClientTests
         var response = await client.GetResponseAsync(Conversation, options);
         var raw = Assert.IsType<LoopRptGeneration>(response.RawRepresentation);
         var fromRaw = LoopRptUsage.From(response);
+        // bitwise: counts, and the same Average over the same loop list
         Assert.Equal(new LoopRptUsage(raw.PromptTokens, raw.Tokens.Length, raw.LoopsUsed.Sum(), raw.LoopsUsed.Average(), 1), fromRaw);
 
         // A response rebuilt from JSON (as a distributed cache does) has no RawRepresentation and JsonElement properties;
@@ -264,14 +265,14 @@ public class ChatClientTests
         var copy = System.Text.Json.JsonSerializer.Deserialize<ChatResponse>(
             System.Text.Json.JsonSerializer.Serialize(response, AIJsonUtilities.DefaultOptions), AIJsonUtilities.DefaultOptions)!;
         Assert.Null(copy.RawRepresentation);
-        Assert.Equal(fromRaw, LoopRptUsage.From(copy));
+        Assert.Equal(fromRaw, LoopRptUsage.From(copy));                                  // bitwise: JSON writes doubles in round-trip form
 
         var updates = new List<ChatResponseUpdate>();
         await foreach (var u in client.GetStreamingResponseAsync(Conversation, options)) updates.Add(u);
-        Assert.Equal(fromRaw, LoopRptUsage.From(updates));
+        Assert.Equal(fromRaw, LoopRptUsage.From(updates));                               // bitwise: the same generation's numbers read back
         var stripped = updates.Select(u => System.Text.Json.JsonSerializer.Deserialize<ChatResponseUpdate>(
             System.Text.Json.JsonSerializer.Serialize(u, AIJsonUtilities.DefaultOptions), AIJsonUtilities.DefaultOptions)!).ToList();
         Assert.All(stripped, u => Assert.Null(u.RawRepresentation));
-        Assert.Equal(fromRaw, LoopRptUsage.From(stripped));
+        Assert.Equal(fromRaw, LoopRptUsage.From(stripped));                              // bitwise: JSON writes doubles in round-trip form
     }
 }

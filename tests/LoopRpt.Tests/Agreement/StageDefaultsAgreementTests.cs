@@ -111,6 +111,7 @@ public class StageDefaultsAgreementTests
     public void TheMlNetDescriptorReadsTheDefaultsOfItsKind()
     {
         // What a user reads from the options is what the stage trains with, whenever the kind is set.
+        // bitwise: settings read back as given, not computed
         var d = new StageDescriptor { Steps = Steps };
         d.Kind = StageKind.LoopRpt;
         Assert.Equal(PublishedLoopRpt, (d.LearningRate, d.MinLearningRateRatio, d.WarmupFraction, d.WeightDecay, d.Beta1, d.Beta2, d.GradientClip, d.GradientAccumulation));
@@ -163,6 +164,7 @@ public class StageDefaultsAgreementTests
         var stages = TrainCommand.StagesFor("--input", "x.txt", "--out", "m", "--stages", "looprpt:4:Beta2=0.9,pretrain:4", "--beta2", "0.98");
         try
         {
+            // bitwise: settings read back as given, not computed
             Assert.Equal((0.9, 0.98), (stages[0].Beta2, stages[1].Beta2));
             Assert.Equal((PublishedLoopRpt.Item1, Pretraining.Item1), (stages[0].LearningRate, stages[1].LearningRate));
         }
