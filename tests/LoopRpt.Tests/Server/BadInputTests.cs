@@ -221,7 +221,7 @@ public class BadInputTests(BadInputServerFixture fixture) : IClassFixture<BadInp
         var model = fixture.Model;
         // Independent: the greedy reply of a 250-token prompt given the 6 tokens left in the 256-token context.
         var prompt = new string('b', 250);
-        long[] ids = model.Codec.BosTokenId is { } bos ? [bos, .. model.Codec.Ids(prompt)] : model.Codec.Ids(prompt);
+        long[] ids = [.. model.Codec.Encode(prompt, addBos: true).Select(i => (long)i)];          // as /v1/completions encodes a prompt
         int room = model.Model.Config.MaxPositionEmbeddings - ids.Length;
         Assert.InRange(room, 2, 10);
         var reply = new LoopedGenerator(model.Model).Generate(ids, new GenerationOptions { MaxNewTokens = room, Temperature = 0, StopTokens = [LettersTokenizer.EndOfText] });
@@ -234,7 +234,7 @@ public class BadInputTests(BadInputServerFixture fixture) : IClassFixture<BadInp
         // A short prompt: the room (256 - 3) is over the server's limit of 100, so the greedy reply gets 100 at most.
         var shortReply = await Send(fixture.Server.Http, HttpMethod.Post, Completions, """{"prompt":"abc","temperature":0}""");
         Assert.True(shortReply.Status == HttpStatusCode.OK, shortReply.Json.ToString());
-        long[] abc = model.Codec.BosTokenId is { } b ? [b, .. model.Codec.Ids("abc")] : model.Codec.Ids("abc");
+        long[] abc = [.. model.Codec.Encode("abc", addBos: true).Select(i => (long)i)];
         var greedy = new LoopedGenerator(model.Model).Generate(abc, new GenerationOptions { MaxNewTokens = 100, Temperature = 0, StopTokens = [LettersTokenizer.EndOfText] });
         Assert.Equal(greedy.Tokens.Length, shortReply.Json.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
 
