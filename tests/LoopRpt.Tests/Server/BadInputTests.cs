@@ -184,6 +184,24 @@ public class BadInputTests(BadInputServerFixture fixture) : IClassFixture<BadInp
         Assert.True(embedding.Status == HttpStatusCode.OK, embedding.Json.ToString());
     }
 
+    [Theory]
+    [InlineData("chat")]
+    [InlineData("completions")]
+    [InlineData("embeddings")]
+    [InlineData("score")]
+    public void TheDocumentedFieldsAreExactlyTheAcceptedOnes(string route)
+    {
+        var dir = new DirectoryInfo(AppContext.BaseDirectory);
+        while (!File.Exists(Path.Combine(dir.FullName, "LoopRpt.sln"))) dir = dir.Parent!;
+        var doc = File.ReadAllLines(Path.Combine(dir.FullName, "docs", "serving.md"));
+        var metadata = System.Text.RegularExpressions.Regex.Matches(string.Join(" ", doc.SkipWhile(l => !l.StartsWith("**Fields.**")).Take(6)).Split("Metadata =")[1].Split('(')[0], "`([a-z_]+)`")
+            .Select(m => m.Groups[1].Value).ToList();
+        var row = Assert.Single(doc, l => l.StartsWith($"| {route} |"));
+        var documented = System.Text.RegularExpressions.Regex.Matches(row, "`([a-z_]+)`").Select(m => m.Groups[1].Value).ToList();
+        if (row.Contains(", metadata |")) documented.AddRange(metadata);
+        Assert.Equal(RequestFields.Of(route).Order(), documented.Distinct().Order());
+    }
+
     public static TheoryData<string, string, string> WrongMethods => new()
     {
         { "GET", Chat, "POST" }, { "PUT", Chat, "POST" }, { "DELETE", Completions, "POST" }, { "GET", Completions, "POST" },
