@@ -157,26 +157,27 @@ public static class OpenAIEndpoints
     private static Task Chat(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
         var messages = RequestReader.Messages(body);
-        return Reply(http, body, messages, RequestReader.Options(body, server, out _), ChatShape, ct);
+        return Reply(http, body, messages, RequestReader.Options(body, server), server, ChatShape, ct);
     }
 
     /// <summary>A plain completion: the prompt goes to the chat client as one message marked <see cref="LoopRptChatClient.RawPromptKey"/>.</summary>
     private static Task Completions(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
         var prompts = RequestReader.Strings(body, "prompt", 1);
-        var options = RequestReader.Options(body, server, out _);
+        var options = RequestReader.Options(body, server);
         (options.AdditionalProperties ??= [])[LoopRptChatClient.RawPromptKey] = true;
-        return Reply(http, body, [new ChatMessage(ChatRole.User, prompts[0])], options, CompletionShape, ct);
+        return Reply(http, body, [new ChatMessage(ChatRole.User, prompts[0])], options, server, CompletionShape, ct);
     }
 
     /// <summary>One reply through the registered <see cref="IChatClient"/> (and whatever middleware wraps it), whole or streamed.</summary>
-    private static async Task Reply(HttpContext http, JsonObject body, List<ChatMessage> messages, ChatOptions options, WireShape shape, CancellationToken ct)
+    private static async Task Reply(HttpContext http, JsonObject body, List<ChatMessage> messages, ChatOptions options, LoopRptServerOptions server,
+        WireShape shape, CancellationToken ct)
     {
         var client = http.RequestServices.GetRequiredService<IChatClient>();
         var model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId;
         bool stream = RequestReader.Bool(body, "stream");
         bool usage = RequestReader.IncludeUsage(body);
-        await Budget(client, messages, options, http.RequestServices.GetRequiredService<IOptions<LoopRptServerOptions>>().Value, ct);
+        await Budget(client, messages, options, server, ct);
         if (stream)
         {
             await Stream(http, shape, model, usage, client.GetStreamingResponseAsync(messages, options, ct), ct);

@@ -30,11 +30,11 @@ internal static class RequestReader
                 throw new ApiError(413, $"The request body exceeds {limit} bytes, the most this server accepts.", code: "request_too_large");
             buffer.Write(chunk, 0, read);
         }
-        if (buffer.Length == 0) throw ApiError.BadRequest("The request body is empty; expected a JSON object.");
+        if (buffer.Length == 0) throw new ApiError(400, "The request body is empty; expected a JSON object.", code: "invalid_json");
         var bytes = buffer.ToArray();
         CheckStrings(bytes);
         var node = JsonNode.Parse(bytes, documentOptions: Strict);
-        return node as JsonObject ?? throw ApiError.BadRequest("The request body must be a JSON object.");
+        return node as JsonObject ?? throw new ApiError(400, "The request body must be a JSON object.", code: "invalid_json");
     }
 
     /// <summary>Every string and property name must decode to valid UTF-16 (no invalid UTF-8, no lone surrogate).</summary>
@@ -93,12 +93,12 @@ internal static class RequestReader
     /// <summary>
     /// Sampling fields → ChatOptions (max_tokens or max_completion_tokens, temperature, top_p, seed, stop,
     /// exit_threshold). <see cref="ChatOptions.MaxOutputTokens"/> stays null when the request gives no limit (the room
-    /// left in the context, decided with the prompt); <paramref name="maxTokensField"/> says which field gave it.
+    /// left in the context, decided with the prompt).
     /// </summary>
-    public static ChatOptions Options(JsonObject body, LoopRptServerOptions server, out string maxTokensField)
+    public static ChatOptions Options(JsonObject body, LoopRptServerOptions server)
     {
         var o = new ChatOptions();
-        maxTokensField = Present(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
+        var maxTokensField = Present(body, "max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
         if (Present(body, "max_completion_tokens") && Present(body, "max_tokens") && Int(body, "max_tokens") != Int(body, "max_completion_tokens"))
             throw ApiError.BadRequest("max_tokens and max_completion_tokens differ; give one of them.", "max_tokens");
         if (Int(body, maxTokensField) is { } m)
