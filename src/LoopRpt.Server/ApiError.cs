@@ -14,20 +14,32 @@ internal sealed class ApiError(int status, string message, string type = "invali
 
     public object Body => new { error = new { message = Message, type = Type, param = Param, code = Code } };
 
-    public static ApiError BadRequest(string message, string? param = null) => new(400, message, param: param);
+    public static ApiError BadRequest(string message, string? param = null) => new(400, message, param: param, code: "invalid_value");
 
-    /// <summary>The OpenAI-shaped error for an exception thrown while serving a request.</summary>
-    public static ApiError From(Exception e, bool timedOut) => e switch
+    public static ApiError ModelNotFound(string model, string served)
+        => new(404, $"The model '{model}' does not exist; this server serves '{served}'.", param: "model", code: "model_not_found");
+
+    /// <summary>
+    /// The OpenAI-shaped error for an exception thrown while serving a request. <paramref name="field"/> turns the
+    /// parameter name an exception carries (e.g. <c>values</c> of <c>IEmbeddingGenerator.GenerateAsync</c>) into the
+    /// request field the client sent; null leaves it as is.
+    /// </summary>
+    public static ApiError From(Exception e, bool timedOut, Func<string?, string?>? field = null)
     {
-        ApiError a => a,
-        OperationCanceledException when timedOut => new(408, "The request took longer than the server's timeout and was cancelled.", "timeout_error", code: "timeout"),
-        JsonException j => new(400, "The request body is not valid JSON: " + j.Message, code: "invalid_json"),
-        ArgumentOutOfRangeException a => new(400, Clean(a.Message), param: a.ParamName, code: "invalid_value"),
-        ArgumentException a => new(400, Clean(a.Message), param: a.ParamName, code: "invalid_value"),
-        NotSupportedException n => new(400, n.Message, code: "unsupported"),
-        InvalidDataException d => new(400, d.Message, code: "invalid_value"),
-        _ => new(500, "The server failed while serving the request: " + e.Message, "server_error"),
-    };
+        field ??= name => name;
+        return e switch
+        {
+            ApiError a => a,
+            OperationCanceledException when timedOut => new(408, "The request took longer than the server's timeout and was cancelled.", "timeout_error", code: "timeout"),
+            JsonException j => new(400, "The request body is not valid JSON: " + j.Message, code: "invalid_json"),
+            // LoopRpt's chat client refuses a prompt plus token budget beyond the model's context this way (OpenAI's code for it).
+            ArgumentOutOfRangeException { ParamName: "messages" } a => new(400, Clean(a.Message), param: field(a.ParamName), code: "context_length_exceeded"),
+            ArgumentException a => new(400, Clean(a.Message), param: field(a.ParamName), code: "invalid_value"),
+            NotSupportedException n => new(400, n.Message, code: "unsupported_value"),
+            InvalidDataException d => new(400, d.Message, code: "invalid_value"),
+            _ => new(500, "The server failed while serving the request: " + e.Message, "server_error"),
+        };
+    }
 
     /// <summary>ArgumentException appends " (Parameter 'x')" and the actual value; the param field carries the name.</summary>
     private static string Clean(string message)

@@ -53,6 +53,7 @@ public static class LoopRptServer
         options.Validate();
         services.AddSingleton(Options.Create(options));
         services.TryAddSingleton<RequestGate>();
+        services.TryAddSingleton<ApiKeyCheck>();
         if (!Registered<IChatClient>(services))
             services.AddChatClient(sp => new LoopRptChatClient(sp.GetRequiredService<ILoopRptModelSource>(), chat));
         if (!Registered<IEmbeddingGenerator<string, Embedding<float>>>(services))

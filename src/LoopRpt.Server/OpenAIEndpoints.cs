@@ -31,7 +31,18 @@ public static class OpenAIEndpoints
     private static readonly Histogram<double> Duration = Meter.CreateHistogram<double>("looprpt.server.request.duration", "s", "Time to answer a request.");
     private static readonly JsonSerializerOptions Json = new() { DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.Never };
 
-    /// <summary>Maps every endpoint; the services come from <see cref="LoopRptServer.AddLoopRptServer"/>.</summary>
+    /// <summary>Every route and the one method it answers; any other method gets HTTP 405 with an <c>Allow</c> header.</summary>
+    private static readonly (string Path, string Method)[] Routes =
+    [
+        ("/healthz", "GET"), ("/v1/models", "GET"), ("/v1/models/{**id}", "GET"), ("/v1/chat/completions", "POST"),
+        ("/v1/completions", "POST"), ("/v1/embeddings", "POST"), ("/v1/score", "POST"),
+    ];
+
+    /// <summary>
+    /// Maps every endpoint; the services come from <see cref="LoopRptServer.AddLoopRptServer"/>. Every <c>/v1</c>
+    /// route requires the API key when one is set (<see cref="LoopRptServerOptions.ApiKey"/>); a wrong method on any
+    /// route gets HTTP 405 with <c>Allow</c>.
+    /// </summary>
     public static IEndpointRouteBuilder MapLoopRptOpenAI(this IEndpointRouteBuilder app)
     {
         ArgumentNullException.ThrowIfNull(app);
@@ -40,19 +51,43 @@ public static class OpenAIEndpoints
             using var lease = source.Acquire();
             return Results.Json(new { status = "ok", model = source.ModelId, version = lease.Version });
         });
-        app.MapGet("/v1/models", (ILoopRptModelSource source) => Results.Json(new
+        var v1 = app.MapGroup("").AddEndpointFilter(ApiKeyCheck.Filter);
+        v1.MapGet("/v1/models", (ILoopRptModelSource source) => Results.Json(new { @object = "list", data = new[] { ModelObject(source.ModelId) } }));
+        v1.MapGet("/v1/models/{**id}", (string id, ILoopRptModelSource source) => id == source.ModelId
+            ? Results.Json(ModelObject(id))
+            : Results.Json(ApiError.ModelNotFound(id, source.ModelId).Body, Json, statusCode: 404));
+        v1.MapPost("/v1/chat/completions", (HttpContext http) => Serve(http, "chat", Chat));
+        v1.MapPost("/v1/completions", (HttpContext http) => Serve(http, "completions", Completions));
+        v1.MapPost("/v1/embeddings", (HttpContext http) => Serve(http, "embeddings", Embeddings));
+        v1.MapPost("/v1/score", (HttpContext http) => Serve(http, "score", Score));
+        foreach (var (path, method) in Routes)
         {
-            @object = "list",
-            data = new[] { new { id = source.ModelId, @object = "model", created = 0L, owned_by = "looprpt" } },
-        }));
-        app.MapPost("/v1/chat/completions", (HttpContext http) => Serve(http, "chat", Chat));
-        app.MapPost("/v1/completions", (HttpContext http) => Serve(http, "completions", Completions));
-        app.MapPost("/v1/embeddings", (HttpContext http) => Serve(http, "embeddings", Embeddings));
-        app.MapPost("/v1/score", (HttpContext http) => Serve(http, "score", Score));
+            // Any method: ordered after the route's own endpoint, so it answers only the other methods.
+            var wrong = (path.StartsWith("/v1/", StringComparison.Ordinal) ? v1 : app).Map(path, (HttpContext http) =>
+            {
+                http.Response.Headers.Allow = method;
+                return Results.Json(new ApiError(405, $"{http.Request.Method} is not allowed on {http.Request.Path}; use {method}.", code: "method_not_allowed").Body, Json, statusCode: 405);
+            });
+            wrong.WithOrder(1);
+        }
         return app;
     }
 
-    /// <summary>Limits (concurrency, timeout, body size), the error shape and the metrics around one endpoint.</summary>
+    private static object ModelObject(string id) => new { id, @object = "model", created = 0L, owned_by = "looprpt" };
+
+    /// <summary>
+    /// The request field behind a parameter name that a Microsoft.Extensions.AI call reports in an
+    /// <see cref="ArgumentException"/> (the only ones the server does not check before the call).
+    /// </summary>
+    private static string? Field(string route, string? name) => (route, name) switch
+    {
+        ("embeddings", "values") => "input",
+        ("embeddings", "options") => "dimensions",
+        ("completions", "messages") => "prompt",
+        _ => name,
+    };
+
+    /// <summary>Limits (concurrency, timeout, body size), the accepted fields, the error shape and the metrics around one endpoint.</summary>
     private static async Task Serve(HttpContext http, string route, Func<HttpContext, JsonObject, LoopRptServerOptions, CancellationToken, Task> handler)
     {
         var options = http.RequestServices.GetRequiredService<IOptions<LoopRptServerOptions>>().Value;
@@ -64,14 +99,18 @@ public static class OpenAIEndpoints
         try
         {
             if (!entered)
+            {
+                http.Response.Headers.RetryAfter = "1";
                 throw new ApiError(429, $"The server is serving its limit of {options.MaxConcurrentRequests} requests; retry shortly.", "rate_limit_error", code: "too_many_requests");
+            }
             var body = await RequestReader.ReadObjectAsync(http.Request, options.MaxRequestBodyBytes, timeout.Token);
+            RequestFields.Check(body, route);
             RequestReader.CheckModel(body, http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId);
             await handler(http, body, options, timeout.Token);
         }
         catch (Exception e) when (!http.RequestAborted.IsCancellationRequested)
         {
-            var error = ApiError.From(e, timeout.IsCancellationRequested);
+            var error = ApiError.From(e, timeout.IsCancellationRequested, name => Field(route, name));
             if (!http.Response.HasStarted)
             {
                 http.Response.StatusCode = error.Status;
@@ -79,7 +118,8 @@ public static class OpenAIEndpoints
             }
             else
             {
-                await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(error.Body, Json) + "\n\n", CancellationToken.None);
+                // A stream that already started ends with the error as one event, then [DONE] (as vLLM does).
+                await http.Response.WriteAsync("data: " + JsonSerializer.Serialize(error.Body, Json) + "\n\n" + Done, CancellationToken.None);
             }
         }
         finally
@@ -90,6 +130,9 @@ public static class OpenAIEndpoints
             Duration.Record(clock.Elapsed.TotalSeconds, tags);
         }
     }
+
+    /// <summary>The event that ends every stream.</summary>
+    private const string Done = "data: [DONE]\n\n";
 
     /// <summary>How one generation route writes its replies on the wire.</summary>
     /// <param name="Object">The <c>object</c> of a whole reply.</param>
@@ -114,7 +157,7 @@ public static class OpenAIEndpoints
     private static Task Chat(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
         var messages = RequestReader.Messages(body);
-        return Reply(http, body, messages, RequestReader.Options(body, server), ChatShape, ct);
+        return Reply(http, body, messages, RequestReader.Options(body, server), server, ChatShape, ct);
     }
 
     /// <summary>A plain completion: the prompt goes to the chat client as one message marked <see cref="LoopRptChatClient.RawPromptKey"/>.</summary>
@@ -123,17 +166,20 @@ public static class OpenAIEndpoints
         var prompts = RequestReader.Strings(body, "prompt", 1);
         var options = RequestReader.Options(body, server);
         (options.AdditionalProperties ??= [])[LoopRptChatClient.RawPromptKey] = true;
-        return Reply(http, body, [new ChatMessage(ChatRole.User, prompts[0])], options, CompletionShape, ct);
+        return Reply(http, body, [new ChatMessage(ChatRole.User, prompts[0])], options, server, CompletionShape, ct);
     }
 
     /// <summary>One reply through the registered <see cref="IChatClient"/> (and whatever middleware wraps it), whole or streamed.</summary>
-    private static async Task Reply(HttpContext http, JsonObject body, List<ChatMessage> messages, ChatOptions options, WireShape shape, CancellationToken ct)
+    private static async Task Reply(HttpContext http, JsonObject body, List<ChatMessage> messages, ChatOptions options, LoopRptServerOptions server,
+        WireShape shape, CancellationToken ct)
     {
         var client = http.RequestServices.GetRequiredService<IChatClient>();
         var model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId;
-        if (RequestReader.Bool(body, "stream"))
+        bool stream = RequestReader.Bool(body, "stream");
+        bool usage = RequestReader.IncludeUsage(body);
+        await Budget(client, messages, options, server, ct);
+        if (stream)
         {
-            bool usage = body["stream_options"] is JsonObject so && RequestReader.Bool(so, "include_usage");
             await Stream(http, shape, model, usage, client.GetStreamingResponseAsync(messages, options, ct), ct);
             return;
         }
@@ -149,6 +195,43 @@ public static class OpenAIEndpoints
             choices = new[] { shape.Choice(response.Text, Finish(response.FinishReason)) },
             usage = Usage(u),
         }, Json, ct);
+    }
+
+    /// <summary>Large enough that any prompt with it overruns any context: the probe in <see cref="Budget"/> always fails.</summary>
+    private const int ProbeTokens = 1 << 30;
+
+    /// <summary>
+    /// A request that gives no token limit generates up to the room left in the context (context − prompt tokens), at
+    /// most <see cref="LoopRptServerOptions.MaxTokens"/>. LoopRpt's chat client counts the rendered prompt: asked for
+    /// more tokens than any context holds, it refuses with the prompt's length plus the ask (its context check's
+    /// <see cref="ArgumentOutOfRangeException.ActualValue"/>) before generating anything. A client that is not
+    /// LoopRpt's gets the server's limit, or its own default when there is none.
+    /// </summary>
+    private static async Task Budget(IChatClient client, List<ChatMessage> messages, ChatOptions options, LoopRptServerOptions server, CancellationToken ct)
+    {
+        if (options.MaxOutputTokens is not null) return;
+        if (client.GetService<LoopRptChatClient>() is not { } looprpt || client.GetService<ILoopRptModelSource>() is not { } source)
+        {
+            options.MaxOutputTokens = server.MaxTokens;
+            return;
+        }
+        int context;
+        using (var lease = source.Acquire()) context = lease.Model.Config.MaxPositionEmbeddings;
+        var probe = options.Clone();
+        probe.MaxOutputTokens = ProbeTokens;
+        int prompt;
+        try
+        {
+            await looprpt.GetResponseAsync(messages, probe, ct);
+            throw new InvalidOperationException($"The chat client accepted a budget of {ProbeTokens} tokens; the model's context is {context}.");
+        }
+        catch (ArgumentOutOfRangeException e) when (e.ParamName == "messages" && e.ActualValue is int total)
+        {
+            prompt = total - ProbeTokens;
+        }
+        if (prompt >= context)
+            throw new ArgumentOutOfRangeException("messages", prompt, $"The prompt has {prompt} tokens; the model's context is {context} tokens (max_position_embeddings), leaving no room for a reply.");
+        options.MaxOutputTokens = Math.Min(context - prompt, server.MaxTokens ?? int.MaxValue);
     }
 
     /// <summary>Server-sent events: text chunks as they are generated, a finishing chunk, usage (when asked), [DONE].</summary>
@@ -183,17 +266,16 @@ public static class OpenAIEndpoints
         if (first) await Send(Envelope([shape.Chunk("", true)], Fingerprint(u)));
         await Send(Envelope([shape.FinishChunk(finish)], Fingerprint(u)));
         if (includeUsage) await Send(Envelope([], Fingerprint(u), Usage(u)));
-        await http.Response.WriteAsync("data: [DONE]\n\n", ct);
+        await http.Response.WriteAsync(Done, ct);
     }
 
     private static async Task Embeddings(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
         var generator = http.RequestServices.GetRequiredService<IEmbeddingGenerator<string, Embedding<float>>>();
         var inputs = RequestReader.Strings(body, "input", server.MaxInputs);
-        var format = body["encoding_format"] is { } f && f.GetValueKind() == JsonValueKind.String ? (string)f! : "float";
-        if (format is not ("float" or "base64")) throw ApiError.BadRequest($"encoding_format '{format}' is not supported; use float or base64.", "encoding_format");
-        int? dimensions = body["dimensions"] is { } d && d.GetValueKind() == JsonValueKind.Number ? d.GetValue<int>() : null;
-        var options = new EmbeddingGenerationOptions { Dimensions = dimensions };
+        var format = body["encoding_format"] is { } f && f.GetValueKind() != JsonValueKind.Null ? f.GetValueKind() == JsonValueKind.String ? (string)f! : f.ToJsonString() : "float";
+        if (format is not ("float" or "base64")) throw new ApiError(400, $"encoding_format '{format}' is not supported; use float or base64.", param: "encoding_format", code: "unsupported_value");
+        var options = new EmbeddingGenerationOptions { Dimensions = RequestReader.PositiveInt(body, "dimensions") };
         if (RequestReader.ExitThreshold(body) is { } q) options.AdditionalProperties = new() { [LoopRptChatClient.ExitThresholdKey] = q };
         var result = await generator.GenerateAsync(inputs, options, ct);
         var data = result.Select((e, i) => new

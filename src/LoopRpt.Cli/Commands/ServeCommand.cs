@@ -19,15 +19,16 @@ internal static class ServeCommand
         var q = new Option<double?>("--exit-threshold") { Description = "Default exit threshold q in [0, 1] for requests that give none (default: the model config's, else full depth)." };
         var template = new Option<ChatTemplateKind>("--template") { Description = "Chat prompt format: Auto, ChatMl or Plain.", DefaultValueFactory = _ => ChatTemplateKind.Auto };
         var batch = new Option<int>("--batch-size") { Description = "Rows the generator decodes together.", DefaultValueFactory = _ => LoopRptChatClientOptions.Defaults.BatchSize };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "Largest max_tokens a request may ask for.", DefaultValueFactory = _ => LoopRptServerOptions.Defaults.MaxTokens };
+        var maxTokens = new Option<int?>("--max-tokens") { Description = "Largest max_tokens a request may ask for (default: the model's context); a request without one gets the room left in the context, at most this." };
         var concurrent = new Option<int>("--max-concurrent") { Description = "Requests in flight at most (more get HTTP 429).", DefaultValueFactory = _ => LoopRptServerOptions.Defaults.MaxConcurrentRequests };
         var timeout = new Option<double>("--timeout") { Description = "Seconds before a request is cancelled (HTTP 408).", DefaultValueFactory = _ => LoopRptServerOptions.Defaults.RequestTimeoutSeconds };
         var body = new Option<long>("--max-body-bytes") { Description = "Largest request body (HTTP 413 above).", DefaultValueFactory = _ => LoopRptServerOptions.Defaults.MaxRequestBodyBytes };
+        var apiKey = new Option<string?>("--api-key") { Description = $"Require 'Authorization: Bearer <key>' on every /v1 route (HTTP 401 otherwise; /healthz stays open). Default: the {LoopRptServerOptions.Defaults.ApiKeyEnvironmentVariable} environment variable, else none." };
         var otlp = new Option<string?>("--otlp-endpoint") { Description = "Export the LoopRpt.Inference and LoopRpt.Server meters over OTLP to this endpoint." };
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("serve", "Serve a model over HTTP in the OpenAI wire format (chat/completions, completions, embeddings, models, score, healthz).")
-        { model, urls, name, q, template, batch, maxTokens, concurrent, timeout, body, otlp, device, threads };
+        { model, urls, name, q, template, batch, maxTokens, concurrent, timeout, body, apiKey, otlp, device, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
@@ -35,7 +36,8 @@ internal static class ServeCommand
             var server = new LoopRptServerOptions
             {
                 Urls = pr.GetValue(urls)!, MaxTokens = pr.GetValue(maxTokens), MaxConcurrentRequests = pr.GetValue(concurrent),
-                RequestTimeoutSeconds = pr.GetValue(timeout), MaxRequestBodyBytes = pr.GetValue(body), OtlpEndpoint = pr.GetValue(otlp),
+                RequestTimeoutSeconds = pr.GetValue(timeout), MaxRequestBodyBytes = pr.GetValue(body), ApiKey = pr.GetValue(apiKey),
+                OtlpEndpoint = pr.GetValue(otlp),
             };
             var chat = new LoopRptChatClientOptions { ExitThreshold = pr.GetValue(q), Template = pr.GetValue(template), BatchSize = pr.GetValue(batch) };
             using var loaded = LoopRptModel.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(name));

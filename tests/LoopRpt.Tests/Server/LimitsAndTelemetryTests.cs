@@ -36,9 +36,10 @@ public class LimitsAndTelemetryTests
         await using var server = await LoopbackServer.StartAsync(gated, new LoopRptServerOptions { MaxConcurrentRequests = 1 });
         var first = OpenAIServerTests.Post(server, "/v1/completions", """{"prompt":"abc","max_tokens":3}""");
         Assert.True(gated.Entered.Wait(TimeSpan.FromSeconds(30)), "the first request never reached the model");
-        var second = await OpenAIServerTests.Post(server, "/v1/completions", """{"prompt":"abc","max_tokens":3}""");
+        var second = await BadInputTests.Send(server.Http, HttpMethod.Post, "/v1/completions", """{"prompt":"abc","max_tokens":3}""");
         Assert.Equal(HttpStatusCode.TooManyRequests, second.Status);
         Assert.Equal("rate_limit_error", second.Json.GetProperty("error").GetProperty("type").GetString());
+        Assert.Equal(TimeSpan.FromSeconds(1), second.Response.Headers.RetryAfter?.Delta);
         gated.Open.Set();
         Assert.Equal(HttpStatusCode.OK, (await first).Status);
         Assert.Equal(HttpStatusCode.OK, (await OpenAIServerTests.Post(server, "/v1/completions", """{"prompt":"abc","max_tokens":3}""")).Status);

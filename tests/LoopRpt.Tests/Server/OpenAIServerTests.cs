@@ -161,8 +161,8 @@ public class OpenAIServerTests
         await Expect("/v1/chat/completions", """{"messages":[]}""", HttpStatusCode.BadRequest, "messages", "non-empty array");
         await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"n":2}""", HttpStatusCode.BadRequest, "n", "n = 2");
         await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"exit_threshold":1.5}""", HttpStatusCode.BadRequest, "exit_threshold", "exit_threshold");
-        await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"temperature":-1}""", HttpStatusCode.BadRequest, null, "Temperature");
-        await Expect("/v1/embeddings", """{"input":"abc","dimensions":7}""", HttpStatusCode.BadRequest, null, "32 dimensions");
+        await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"temperature":-1}""", HttpStatusCode.BadRequest, "temperature", "temperature must be");
+        await Expect("/v1/embeddings", """{"input":"abc","dimensions":7}""", HttpStatusCode.BadRequest, "dimensions", "32 dimensions");
         await Expect("/v1/embeddings", """{"input":[1,2,3]}""", HttpStatusCode.BadRequest, "input", "token arrays are not supported");
         await Expect("/v1/completions", "{\"prompt\":\"" + new string('a', 5000) + "\"}", HttpStatusCode.RequestEntityTooLarge, null, "4096");
         var missing = await server.Http.GetAsync("/v1/nothing");
