@@ -33,8 +33,11 @@ public sealed record LoopRptGeneration(string Text, int PromptTokens, long[] Tok
     public double MeanLoops => LoopsUsed.Length == 0 ? double.NaN : LoopsUsed.Average();
 }
 
-/// <summary>Sampling settings of one request.</summary>
-internal sealed record GenerationSettings(int MaxTokens, double Temperature, double TopP, ulong Seed, double? ExitThreshold, KvCacheMode KvCache);
+/// <summary>
+/// Sampling settings of one request. <paramref name="MaxTokens"/>: the request's own limit (null: the room its prompt
+/// leaves in the context, at most <paramref name="DefaultMaxTokens"/> when that is set).
+/// </summary>
+internal sealed record GenerationSettings(int? MaxTokens, int? DefaultMaxTokens, double Temperature, double TopP, ulong Seed, double? ExitThreshold, KvCacheMode KvCache);
 
 /// <summary>One queued generation request.</summary>
 internal sealed class GenerationRequest(Func<TextCodec, RenderedPrompt> render, GenerationSettings settings, Action<string>? onText, CancellationToken cancellation)
@@ -47,6 +50,7 @@ internal sealed class GenerationRequest(Func<TextCodec, RenderedPrompt> render, 
 
     // Set while the request runs on the worker.
     public RenderedPrompt? Prompt;
+    public int MaxTokens;
     public TextStream? Stream;
     public readonly List<long> Tokens = [];
     public readonly List<int> Loops = [];
@@ -120,10 +124,14 @@ internal sealed class GenerationScheduler : IDisposable
             try
             {
                 r.Prompt = r.Render(lease.Codec);
-                int context = lease.Model.Config.MaxPositionEmbeddings;
-                if (r.Prompt.Ids.Length + r.Settings.MaxTokens > context)
-                    throw new ArgumentOutOfRangeException("messages", r.Prompt.Ids.Length + r.Settings.MaxTokens,
-                        $"The prompt has {r.Prompt.Ids.Length} tokens and up to {r.Settings.MaxTokens} are to be generated; the model's context is {context} tokens (max_position_embeddings).");
+                int context = lease.Model.Config.MaxPositionEmbeddings, prompt = r.Prompt.Ids.Length;
+                r.MaxTokens = r.Settings.MaxTokens ?? Math.Min(context - prompt, r.Settings.DefaultMaxTokens ?? int.MaxValue);
+                if (r.Settings.MaxTokens is null && prompt >= context)
+                    throw new ArgumentOutOfRangeException("messages", prompt,
+                        $"The prompt has {prompt} tokens; the model's context is {context} tokens (max_position_embeddings), leaving no room for a reply.");
+                if (prompt + r.MaxTokens > context)
+                    throw new ArgumentOutOfRangeException("messages", prompt + r.MaxTokens,
+                        $"The prompt has {prompt} tokens and up to {r.MaxTokens} are to be generated; the model's context is {context} tokens (max_position_embeddings).");
                 r.Stream = new TextStream(lease.Codec, r.Prompt.StopStrings);
                 ready.Add(r);
             }
@@ -141,7 +149,7 @@ internal sealed class GenerationScheduler : IDisposable
         var s = group[0].Settings;
         var options = new GenerationOptions
         {
-            MaxNewTokens = group.Max(r => r.Settings.MaxTokens),
+            MaxNewTokens = group.Max(r => r.MaxTokens),
             Temperature = s.Temperature,
             TopP = s.TopP,
             Seed = s.Seed,
@@ -192,7 +200,7 @@ internal sealed class GenerationScheduler : IDisposable
     {
         if (r.Finish is not null) return true;
         if (r.Cancellation.IsCancellationRequested) r.Finish = ReplyFinish.Cancelled;
-        else if (r.Tokens.Count >= r.Settings.MaxTokens) r.Finish = ReplyFinish.Length;
+        else if (r.Tokens.Count >= r.MaxTokens) r.Finish = ReplyFinish.Length;
         return r.Finish is not null;
     }
 

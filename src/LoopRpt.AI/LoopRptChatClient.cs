@@ -14,7 +14,7 @@ namespace LoopRpt.AI;
 /// <remarks>
 /// | ChatOptions | Mapped to |
 /// |---|---|
-/// | MaxOutputTokens | tokens generated at most (default <see cref="LoopRptChatClientOptions.MaxOutputTokens"/>) |
+/// | MaxOutputTokens | tokens generated at most (unset: the room left in the context, at most <see cref="LoopRptChatClientOptions.MaxOutputTokens"/>) |
 /// | Temperature | softmax temperature; 0 = greedy |
 /// | TopP | nucleus mass in (0, 1] |
 /// | StopSequences | strings that end the reply (not included in it) |
@@ -75,12 +75,7 @@ public sealed class LoopRptChatClient : IChatClient
     public LoopRptChatClient(ILoopRptModelSource source, LoopRptChatClientOptions? options = null, bool ownsSource = false)
     {
         _source = source ?? throw new ArgumentNullException(nameof(source));
-        var o = options ?? new LoopRptChatClientOptions();
-        _options = new LoopRptChatClientOptions
-        {
-            MaxOutputTokens = o.MaxOutputTokens, Temperature = o.Temperature, TopP = o.TopP, Seed = o.Seed, ExitThreshold = o.ExitThreshold,
-            Template = o.Template, BatchSize = o.BatchSize, KvCache = o.KvCache,
-        };
+        _options = options?.Clone() ?? new LoopRptChatClientOptions();
         _options.Validate();
         _ownsSource = ownsSource;
         _scheduler = new GenerationScheduler(source, _options.BatchSize);
@@ -169,8 +164,8 @@ public sealed class LoopRptChatClient : IChatClient
             throw new NotSupportedException("LoopRpt models do not call tools: ChatOptions.Tools must be empty.");
         if (options?.ResponseFormat is ChatResponseFormatJson)
             throw new NotSupportedException("LoopRpt does not constrain output to JSON: ChatOptions.ResponseFormat must be text.");
-        int max = options?.MaxOutputTokens ?? defaults.MaxOutputTokens;
-        if (max < 1) throw new ArgumentOutOfRangeException(nameof(options), max, "MaxOutputTokens must be at least 1.");
+        int? max = options?.MaxOutputTokens;
+        if (max is < 1) throw new ArgumentOutOfRangeException(nameof(options), max, "MaxOutputTokens must be at least 1.");
         double temperature = options?.Temperature ?? defaults.Temperature;
         if (!(temperature >= 0) || double.IsInfinity(temperature)) throw new ArgumentOutOfRangeException(nameof(options), temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
         double topP = options?.TopP ?? defaults.TopP;
@@ -178,7 +173,7 @@ public sealed class LoopRptChatClient : IChatClient
         long seed = options?.Seed ?? defaults.Seed;
         if (seed < 0) throw new ArgumentOutOfRangeException(nameof(options), seed, "Seed must be >= 0.");
         double? q = ExitThreshold(options?.AdditionalProperties) ?? defaults.ExitThreshold;
-        return new GenerationSettings(max, temperature, topP, (ulong)seed, q, KvCache(options?.AdditionalProperties) ?? defaults.KvCache);
+        return new GenerationSettings(max, defaults.MaxOutputTokens, temperature, topP, (ulong)seed, q, KvCache(options?.AdditionalProperties) ?? defaults.KvCache);
     }
 
     /// <summary>The exit threshold in <paramref name="properties"/>, if any: a number (or numeric string) in [0, 1].</summary>

@@ -10,9 +10,6 @@ public sealed class LoopRptChatClientOptions
     /// <summary>Defaults, defined once.</summary>
     public static class Defaults
     {
-        /// <summary>Tokens generated at most when <c>ChatOptions.MaxOutputTokens</c> is unset.</summary>
-        public const int MaxOutputTokens = 256;
-
         /// <summary>Softmax temperature when unset (OpenAI's default); 0 means greedy.</summary>
         public const double Temperature = 1.0;
 
@@ -26,8 +23,12 @@ public sealed class LoopRptChatClientOptions
         public const int BatchSize = 8;
     }
 
-    /// <summary>Tokens generated at most when a request does not say (at least 1). Default 256.</summary>
-    public int MaxOutputTokens { get; set; } = Defaults.MaxOutputTokens;
+    /// <summary>
+    /// Tokens generated at most when a request does not say (at least 1), and never more than the room its prompt leaves
+    /// in the model's context. Default null: the room left in the context (context − prompt tokens), as vLLM does.
+    /// A request's own <c>ChatOptions.MaxOutputTokens</c> is taken as given and refused when it overruns the context.
+    /// </summary>
+    public int? MaxOutputTokens { get; set; }
 
     /// <summary>Temperature when a request does not say (&gt;= 0; 0 = greedy). Default 1.</summary>
     public double Temperature { get; set; } = Defaults.Temperature;
@@ -54,9 +55,12 @@ public sealed class LoopRptChatClientOptions
     /// <summary>Key/value rule at decode time. Default <see cref="KvCacheMode.PerLoop"/> (exact).</summary>
     public KvCacheMode KvCache { get; set; } = KvCacheMode.PerLoop;
 
+    /// <summary>A copy (a client keeps its own, so later edits of the caller's options do not leak in).</summary>
+    public LoopRptChatClientOptions Clone() => (LoopRptChatClientOptions)MemberwiseClone();
+
     internal void Validate()
     {
-        if (MaxOutputTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxOutputTokens), MaxOutputTokens, "MaxOutputTokens must be at least 1.");
+        if (MaxOutputTokens is < 1) throw new ArgumentOutOfRangeException(nameof(MaxOutputTokens), MaxOutputTokens, "MaxOutputTokens must be at least 1.");
         if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
         if (!(TopP > 0 && TopP <= 1)) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must lie in (0, 1].");
         if (Seed < 0) throw new ArgumentOutOfRangeException(nameof(Seed), Seed, "Seed must be >= 0.");

@@ -55,7 +55,7 @@ public static class LoopRptServer
         services.TryAddSingleton<RequestGate>();
         services.TryAddSingleton<ApiKeyCheck>();
         if (!Registered<IChatClient>(services))
-            services.AddChatClient(sp => new LoopRptChatClient(sp.GetRequiredService<ILoopRptModelSource>(), chat));
+            services.AddChatClient(sp => new LoopRptChatClient(sp.GetRequiredService<ILoopRptModelSource>(), WithLimit(chat, options.MaxTokens)));
         if (!Registered<IEmbeddingGenerator<string, Embedding<float>>>(services))
             services.AddEmbeddingGenerator(sp => new LoopRptEmbeddingGenerator(sp.GetRequiredService<ILoopRptModelSource>(), embeddings));
         var otlp = options.OtlpEndpoint ?? Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT");
@@ -65,6 +65,15 @@ public static class LoopRptServer
             if (!string.IsNullOrWhiteSpace(otlp)) m.AddOtlpExporter(o => o.Endpoint = new Uri(otlp));
         });
         return services;
+    }
+
+    /// <summary>The chat options with the server's token limit as the cap of a request that gives none (when it sets no cap itself).</summary>
+    private static LoopRptChatClientOptions? WithLimit(LoopRptChatClientOptions? chat, int? limit)
+    {
+        if (limit is null || chat?.MaxOutputTokens is not null) return chat;
+        var o = chat?.Clone() ?? new LoopRptChatClientOptions();
+        o.MaxOutputTokens = limit;
+        return o;
     }
 
     private static bool Registered<TService>(IServiceCollection services)

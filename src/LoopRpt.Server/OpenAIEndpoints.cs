@@ -177,7 +177,7 @@ public static class OpenAIEndpoints
         var model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId;
         bool stream = RequestReader.Bool(body, "stream");
         bool usage = RequestReader.IncludeUsage(body);
-        await Budget(client, messages, options, server, ct);
+        Budget(client, options, server);
         if (stream)
         {
             await Stream(http, shape, model, usage, client.GetStreamingResponseAsync(messages, options, ct), ct);
@@ -197,41 +197,16 @@ public static class OpenAIEndpoints
         }, Json, ct);
     }
 
-    /// <summary>Large enough that any prompt with it overruns any context: the probe in <see cref="Budget"/> always fails.</summary>
-    private const int ProbeTokens = 1 << 30;
-
     /// <summary>
-    /// A request that gives no token limit generates up to the room left in the context (context − prompt tokens), at
-    /// most <see cref="LoopRptServerOptions.MaxTokens"/>. LoopRpt's chat client counts the rendered prompt: asked for
-    /// more tokens than any context holds, it refuses with the prompt's length plus the ask (its context check's
-    /// <see cref="ArgumentOutOfRangeException.ActualValue"/>) before generating anything. A client that is not
-    /// LoopRpt's gets the server's limit, or its own default when there is none.
+    /// A request that gives no token limit generates up to the room left in the context (context − prompt tokens): LoopRpt's
+    /// chat client does so when <see cref="ChatOptions.MaxOutputTokens"/> is unset, capped by its
+    /// <see cref="LoopRptChatClientOptions.MaxOutputTokens"/>, which the server's own registration sets to
+    /// <see cref="LoopRptServerOptions.MaxTokens"/>. A client that is not LoopRpt's gets the server's limit, or its own
+    /// default when there is none.
     /// </summary>
-    private static async Task Budget(IChatClient client, List<ChatMessage> messages, ChatOptions options, LoopRptServerOptions server, CancellationToken ct)
+    private static void Budget(IChatClient client, ChatOptions options, LoopRptServerOptions server)
     {
-        if (options.MaxOutputTokens is not null) return;
-        if (client.GetService<LoopRptChatClient>() is not { } looprpt || client.GetService<ILoopRptModelSource>() is not { } source)
-        {
-            options.MaxOutputTokens = server.MaxTokens;
-            return;
-        }
-        int context;
-        using (var lease = source.Acquire()) context = lease.Model.Config.MaxPositionEmbeddings;
-        var probe = options.Clone();
-        probe.MaxOutputTokens = ProbeTokens;
-        int prompt;
-        try
-        {
-            await looprpt.GetResponseAsync(messages, probe, ct);
-            throw new InvalidOperationException($"The chat client accepted a budget of {ProbeTokens} tokens; the model's context is {context}.");
-        }
-        catch (ArgumentOutOfRangeException e) when (e.ParamName == "messages" && e.ActualValue is int total)
-        {
-            prompt = total - ProbeTokens;
-        }
-        if (prompt >= context)
-            throw new ArgumentOutOfRangeException("messages", prompt, $"The prompt has {prompt} tokens; the model's context is {context} tokens (max_position_embeddings), leaving no room for a reply.");
-        options.MaxOutputTokens = Math.Min(context - prompt, server.MaxTokens ?? int.MaxValue);
+        if (options.MaxOutputTokens is null && client.GetService<LoopRptChatClient>() is null) options.MaxOutputTokens = server.MaxTokens;
     }
 
     /// <summary>Server-sent events: text chunks as they are generated, a finishing chunk, usage (when asked), [DONE].</summary>
