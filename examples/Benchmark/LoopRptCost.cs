@@ -62,7 +62,7 @@ static class LoopRptCost
     private static double TimeStep(LoopedLmTrainer trainer, OuroForCausalLM lm, ITokenBatchSource source, CostArgs o, bool loopRpt)
     {
         using ITrainingObjective objective = loopRpt
-            ? new LoopRptObjective(new LoopRptOptions { Rollouts = o.Rollouts, RolloutsPerMicroBatch = o.RolloutsPerMicro, Seed = 1 })
+            ? new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = o.Rollouts, RolloutsPerMicroBatch = o.RolloutsPerMicro, Seed = 1 })
             : new PretrainObjective();
         var clock = Stopwatch.StartNew();
         trainer.Train(lm, source, [new TrainingStage(objective, 1)]);

@@ -151,7 +151,7 @@ public static class QuickStartPipeline
             var t0 = clock.Elapsed;
             if (s.LoopRptSteps > 0)
             {
-                using var objective = new LoopRptObjective(new LoopRptOptions { Rollouts = s.Rollouts, Seed = s.Seed });
+                using var objective = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = s.Rollouts, Seed = s.Seed });
                 var r = Trainer(s, student.Meta, log).Train(lm, source,
                     [new TrainingStage(objective, s.LoopRptSteps) { LearningRate = s.LoopRptLearningRate, WeightDecay = 0.01, MinLearningRateRatio = 0 }], cancellationToken);
                 ModelDirectory.Save(afterDir, lm, With(student.Meta, r, ("looprpt", s.LoopRptSteps)));

@@ -11,7 +11,7 @@ public enum StageKind
     Pretrain,
     /// <summary>Ouro Stage II: exit-gate training on a frozen LM (<see cref="GateObjective"/>).</summary>
     Gate,
-    /// <summary>LoopRPT reinforcement pre-training (<see cref="LoopRptObjective"/>, built in; options: <see cref="LoopRptOptions"/>).</summary>
+    /// <summary>LoopRPT reinforcement pre-training (<see cref="LoopRptObjective"/>, built in; options: <see cref="LoopRptObjectiveOptions"/>).</summary>
     LoopRpt,
     /// <summary>A kind registered in <see cref="LoopedLmTrainerEstimator.Options.ObjectiveKinds"/>, named by <see cref="StageDescriptor.CustomKind"/>.</summary>
     Custom,
@@ -60,7 +60,7 @@ public sealed class StageDescriptor
 
     /// <summary>
     /// Objective options of the stage's kind: <see cref="PretrainObjectiveOptions"/> (Pretrain), <see cref="GateObjectiveOptions"/>
-    /// (Gate), <see cref="LoopRptOptions"/> (LoopRpt) or the options type of the registered <see cref="CustomKind"/>; null: the
+    /// (Gate), <see cref="LoopRptObjectiveOptions"/> (LoopRpt) or the options type of the registered <see cref="CustomKind"/>; null: the
     /// kind's defaults. Options of another type are an <see cref="ArgumentException"/>.
     /// </summary>
     public object? ObjectiveOptions { get; set; }
@@ -100,7 +100,7 @@ public sealed class StageDescriptor
     /// LoopRPT with the published optimizer settings (<see cref="OptimizerDefaults.LoopRpt"/>: lr 5e-6, weight decay 0.01,
     /// 3 % warmup, cosine to 0, clip 1.0); <paramref name="learningRate"/> null: the published 5e-6.
     /// </summary>
-    public static StageDescriptor LoopRpt(long steps, double? learningRate = null, LoopRptOptions? options = null)
+    public static StageDescriptor LoopRpt(long steps, double? learningRate = null, LoopRptObjectiveOptions? options = null)
         => new() { Kind = StageKind.LoopRpt, Steps = steps, _learningRate = learningRate, ObjectiveOptions = options };
 
     internal StageDescriptor Clone() => (StageDescriptor)MemberwiseClone();

@@ -49,7 +49,7 @@ internal static class ExperimentCommand
         public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(TrainerOptions.Defaults.SequenceLength);
         public Option<string[]> Variants { get; } = new("--variant")
         {
-            Description = "A LoopRPT variant NAME:KEY=VALUE,... (keys: lr, g, hard=all|top|threshold, sigma, noise, kl, ema, chunk, or any LoopRptOptions property); repeatable.",
+            Description = "A LoopRPT variant NAME:KEY=VALUE,... (keys: lr, g, hard=all|top|threshold, sigma, noise, kl, ema, chunk, or any LoopRptObjectiveOptions property); repeatable.",
             Arity = ArgumentArity.ZeroOrMore,
         };
         public Option<bool> NoDefaultVariants { get; } = new("--no-default-variants") { Description = "Do not run the default variant looprpt-all-tokens (HardTokens=All)." };

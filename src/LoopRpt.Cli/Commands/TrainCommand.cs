@@ -34,7 +34,7 @@ internal static class TrainCommand
         public Option<int?> Loops { get; } = new("--loops") { Description = "Loop steps T (total_ut_steps); default the preset's (4)." };
         public Option<int?> Hidden { get; } = new("--hidden-size") { Description = "Override the preset's hidden size." };
         public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
-        public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR][:NAME=VALUE]..., KIND = pretrain | gate | looprpt (any order), NAME an optimizer setting (LearningRate, MinLearningRateRatio, WarmupFraction, WeightDecay, Beta1, Beta2, GradientClip, GradientAccumulation) or an option of the kind's objective (pretrain: Beta, LateBeta, LateBetaFrom; gate: K, Gamma; looprpt: the LoopRptOptions names), e.g. pretrain:300:Beta=0.05,gate:50,looprpt:40:3e-4:Rollouts=4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
+        public Option<string> Stages { get; } = new("--stages") { Description = "Plan: comma-separated KIND:STEPS[:LR][:NAME=VALUE]..., KIND = pretrain | gate | looprpt (any order), NAME an optimizer setting (LearningRate, MinLearningRateRatio, WarmupFraction, WeightDecay, Beta1, Beta2, GradientClip, GradientAccumulation) or an option of the kind's objective (pretrain: Beta, LateBeta, LateBetaFrom; gate: K, Gamma; looprpt: the LoopRptObjectiveOptions names), e.g. pretrain:300:Beta=0.05,gate:50,looprpt:40:3e-4:Rollouts=4.", DefaultValueFactory = _ => "pretrain:200,gate:50" };
         public Option<double?> Lr { get; } = new("--lr") { Description = "Peak learning rate of stages that do not give one (default: the kind's, 1e-3; looprpt stages 5e-6, published)." };
         public Option<double?> MinLrRatio { get; } = new("--min-lr-ratio") { Description = "Final rate of the cosine decay as a fraction of the peak (default 0.1; looprpt stages 0, published)." };
         public Option<double?> Warmup { get; } = new("--warmup") { Description = "Warmup fraction of each stage (default 0.03)." };
@@ -114,8 +114,8 @@ internal static class TrainCommand
         var C = CultureInfo.InvariantCulture;
         var looprpt = new Dictionary<string, string>
         {
-            [nameof(LoopRptOptions.Rollouts)] = rollouts.ToString(C), [nameof(LoopRptOptions.Sigma)] = sigma.ToString("R", C),
-            [nameof(LoopRptOptions.Seed)] = pr.GetValue(o.Seed).ToString(C),
+            [nameof(LoopRptObjectiveOptions.Rollouts)] = rollouts.ToString(C), [nameof(LoopRptObjectiveOptions.Sigma)] = sigma.ToString("R", C),
+            [nameof(LoopRptObjectiveOptions.Seed)] = pr.GetValue(o.Seed).ToString(C),
         };
         return StagePlan.Parse(pr.GetValue(o.Stages)!, command, kind => kind == ObjectiveKindRegistry.LoopRpt ? looprpt : null);
     }

@@ -37,9 +37,9 @@ public sealed class ExperimentArm
     /// <summary>Names a variant may not take.</summary>
     public static IReadOnlyList<string> Reserved { get; } = [EqualStepsName, EqualComputeName, LoopRptName, BaseName];
 
-    private readonly LoopRptOptions? _loopRpt;
+    private readonly LoopRptObjectiveOptions? _loopRpt;
 
-    private ExperimentArm(string name, ArmKind kind, double learningRate, LoopRptOptions? loopRpt, string description)
+    private ExperimentArm(string name, ArmKind kind, double learningRate, LoopRptObjectiveOptions? loopRpt, string description)
     {
         Name = name;
         Kind = kind;
@@ -64,7 +64,7 @@ public sealed class ExperimentArm
     public bool IsControl => Kind is ArmKind.Stage1EqualSteps or ArmKind.Stage1EqualCompute;
 
     /// <summary>The LoopRPT options of a LoopRPT arm (seed not set), or null for a control.</summary>
-    public LoopRptOptions? LoopRptOptions => _loopRpt?.Clone();
+    public LoopRptObjectiveOptions? LoopRptObjectiveOptions => _loopRpt?.Clone();
 
     /// <summary>The arms of an experiment in report order: (a) equal steps, (b) equal compute (if enabled), (c) LoopRPT, (d) variants.</summary>
     internal static IReadOnlyList<ExperimentArm> For(ExperimentOptions o)
@@ -76,7 +76,7 @@ public sealed class ExperimentArm
         };
         if (o.EqualCompute)
             arms.Add(new(EqualComputeName, ArmKind.Stage1EqualCompute, o.LearningRate, null, string.Format(c, "Stage I continuation, beta {0:G3}, LoopRPT's steps × the cost ratio", o.ContinuationBeta)));
-        arms.Add(new(LoopRptName, ArmKind.LoopRpt, o.LearningRate, new LoopRptOptions(), "LoopRPT, published defaults"));
+        arms.Add(new(LoopRptName, ArmKind.LoopRpt, o.LearningRate, new LoopRptObjectiveOptions(), "LoopRPT, published defaults"));
         arms.AddRange(o.Variants.Select(v => new ExperimentArm(v.Name, ArmKind.Variant, v.LearningRate ?? o.LearningRate, v.Options, "LoopRPT, " + v.Describe())));
         return arms;
     }
@@ -111,7 +111,7 @@ public sealed class ExperimentArm
         [JsonPropertyName("steps")] public long Steps { get; set; }
         [JsonPropertyName("learning_rate")] public double LearningRate { get; set; }
         [JsonPropertyName("beta")] public double? Beta { get; set; }
-        [JsonPropertyName("looprpt")] public LoopRptOptions? LoopRpt { get; set; }
+        [JsonPropertyName("looprpt")] public LoopRptObjectiveOptions? LoopRpt { get; set; }
     }
 
     /// <inheritdoc/>

@@ -6,18 +6,18 @@ using LoopRpt.Objectives;
 namespace LoopRpt.Experiments;
 
 /// <summary>
-/// A LoopRPT setting tried beside the published defaults: a name, the <see cref="LoopRptOptions"/> to use, and optionally
-/// its own learning rate. The options' <see cref="LoopRptOptions.Seed"/> is ignored: each seed of the experiment sets it.
+/// A LoopRPT setting tried beside the published defaults: a name, the <see cref="LoopRptObjectiveOptions"/> to use, and optionally
+/// its own learning rate. The options' <see cref="LoopRptObjectiveOptions.Seed"/> is ignored: each seed of the experiment sets it.
 /// </summary>
 public sealed partial class ExperimentVariant
 {
-    private readonly LoopRptOptions _options;
+    private readonly LoopRptObjectiveOptions _options;
 
     /// <summary>Creates a variant; the options are copied and validated.</summary>
     /// <param name="name">Arm name: letters, digits, '.', '_', '-' (it names a folder and a table row).</param>
     /// <param name="options">LoopRPT options (published defaults where not set).</param>
     /// <param name="learningRate">Peak learning rate, or null for the experiment's.</param>
-    public ExperimentVariant(string name, LoopRptOptions options, double? learningRate = null)
+    public ExperimentVariant(string name, LoopRptObjectiveOptions options, double? learningRate = null)
     {
         ArgumentNullException.ThrowIfNull(options);
         if (string.IsNullOrEmpty(name) || name.Length > 64 || !NamePattern().IsMatch(name) || name.Trim('.').Length == 0)
@@ -25,7 +25,7 @@ public sealed partial class ExperimentVariant
         if (learningRate is { } lr && (!(lr > 0) || double.IsInfinity(lr)))
             throw new ArgumentOutOfRangeException(nameof(learningRate), lr, $"Variant '{name}': the learning rate must be positive and finite.");
         _options = options.Clone();
-        _options.Seed = LoopRptOptions.Defaults.Seed;
+        _options.Seed = LoopRptObjectiveOptions.Defaults.Seed;
         _options.Validate();
         Name = name;
         LearningRate = learningRate;
@@ -38,18 +38,18 @@ public sealed partial class ExperimentVariant
     public double? LearningRate { get; }
 
     /// <summary>A copy of the LoopRPT options (seed not set).</summary>
-    public LoopRptOptions Options => _options.Clone();
+    public LoopRptObjectiveOptions Options => _options.Clone();
 
     /// <summary>
     /// <c>looprpt-all-tokens</c>: every real token is a "hard" token (<see cref="HardTokenMode.All"/>). An earlier
     /// single-seed experiment found it the best variant at CPU scale (docs/experiment.md).
     /// </summary>
-    public static ExperimentVariant AllTokens() => new("looprpt-all-tokens", new LoopRptOptions { HardTokens = HardTokenMode.All });
+    public static ExperimentVariant AllTokens() => new("looprpt-all-tokens", new LoopRptObjectiveOptions { HardTokens = HardTokenMode.All });
 
     /// <summary>The settings that differ from the published defaults, e.g. <c>HardTokens=All</c> (empty: the defaults).</summary>
     public string Describe()
     {
-        var defaults = new LoopRptOptions();
+        var defaults = new LoopRptObjectiveOptions();
         var parts = Settable().Where(p => !Equals(p.GetValue(_options), p.GetValue(defaults)))
             .Select(p => p.Name + "=" + Format(p.GetValue(_options))).ToList();
         if (LearningRate is { } lr) parts.Insert(0, "lr=" + lr.ToString("G3", CultureInfo.InvariantCulture));
@@ -60,7 +60,7 @@ public sealed partial class ExperimentVariant
     public override string ToString() => $"{Name} ({Describe()})";
 
     /// <summary>
-    /// Parses <c>NAME[:KEY=VALUE,...]</c>. Keys are <see cref="LoopRptOptions"/> property names (case-insensitive, e.g.
+    /// Parses <c>NAME[:KEY=VALUE,...]</c>. Keys are <see cref="LoopRptObjectiveOptions"/> property names (case-insensitive, e.g.
     /// <c>HardTokens=All</c>, <c>Rollouts=4</c>, <c>Sigma=0.3</c>, <c>Noise=Dropout</c>) or the short forms lr, g (Rollouts),
     /// hard (HardTokens: all, top, threshold), kl (KlCoef), ema (EmaDecay), chunk (RolloutsPerMicroBatch).
     /// </summary>
@@ -72,7 +72,7 @@ public sealed partial class ExperimentVariant
         var c = CultureInfo.InvariantCulture;
         int colon = text.IndexOf(':');
         var name = (colon < 0 ? text : text[..colon]).Trim();
-        var options = new LoopRptOptions();
+        var options = new LoopRptObjectiveOptions();
         double? lr = null;
         if (colon >= 0)
             foreach (var pair in text[(colon + 1)..].Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
@@ -95,14 +95,14 @@ public sealed partial class ExperimentVariant
 
     private static readonly Dictionary<string, string> Aliases = new(StringComparer.Ordinal)
     {
-        ["g"] = nameof(LoopRptOptions.Rollouts), ["hard"] = nameof(LoopRptOptions.HardTokens), ["kl"] = nameof(LoopRptOptions.KlCoef),
-        ["ema"] = nameof(LoopRptOptions.EmaDecay), ["chunk"] = nameof(LoopRptOptions.RolloutsPerMicroBatch),
+        ["g"] = nameof(LoopRptObjectiveOptions.Rollouts), ["hard"] = nameof(LoopRptObjectiveOptions.HardTokens), ["kl"] = nameof(LoopRptObjectiveOptions.KlCoef),
+        ["ema"] = nameof(LoopRptObjectiveOptions.EmaDecay), ["chunk"] = nameof(LoopRptObjectiveOptions.RolloutsPerMicroBatch),
     };
 
     /// <summary>The options a variant may set: every public settable property but the seed (the experiment owns it).</summary>
     private static IEnumerable<PropertyInfo> Settable()
-        => typeof(LoopRptOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance)
-            .Where(p => p.CanWrite && p.Name != nameof(LoopRptOptions.Seed));
+        => typeof(LoopRptObjectiveOptions).GetProperties(BindingFlags.Public | BindingFlags.Instance)
+            .Where(p => p.CanWrite && p.Name != nameof(LoopRptObjectiveOptions.Seed));
 
     private static object? ParseValue(Type type, string value)
     {

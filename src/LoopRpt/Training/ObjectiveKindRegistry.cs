@@ -4,7 +4,7 @@ namespace LoopRpt.Training;
 
 /// <summary>
 /// The stage kinds a plan may name, kind → objective: <c>pretrain</c> (Ouro Stage I, <see cref="PretrainObjectiveOptions"/>),
-/// <c>gate</c> (Stage II, <see cref="GateObjectiveOptions"/>), <c>looprpt</c> (<see cref="LoopRptOptions"/>, the published
+/// <c>gate</c> (Stage II, <see cref="GateObjectiveOptions"/>), <c>looprpt</c> (<see cref="LoopRptObjectiveOptions"/>, the published
 /// optimizer settings <see cref="OptimizerDefaults.LoopRpt"/>), and any kind added with <see cref="Add"/>.
 /// Turns a <see cref="StageDefinition"/> into a <see cref="TrainingStage"/> for the CLI, ML.NET and hosting alike: the one
 /// extension point for stage kinds (hosting's <c>AddStageKind</c> and ML.NET's <c>Options.ObjectiveKinds</c> fill one).
@@ -122,6 +122,6 @@ public sealed class ObjectiveKindRegistry
     [
         new ObjectiveKind<PretrainObjectiveOptions>(Pretrain, (o, steps) => new PretrainObjective(o, steps), OptimizerDefaults.Pretraining, o => o.Validate()),
         new ObjectiveKind<GateObjectiveOptions>(Gate, (o, _) => new GateObjective(o), OptimizerDefaults.Pretraining, o => o.Validate()),
-        new ObjectiveKind<LoopRptOptions>(LoopRpt, (o, _) => new LoopRptObjective(o), OptimizerDefaults.LoopRpt, o => o.Validate()),
+        new ObjectiveKind<LoopRptObjectiveOptions>(LoopRpt, (o, _) => new LoopRptObjective(o), OptimizerDefaults.LoopRpt, o => o.Validate()),
     ];
 }

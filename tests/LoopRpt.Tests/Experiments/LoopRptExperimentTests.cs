@@ -164,7 +164,7 @@ public sealed class LoopRptExperimentTests
         Assert.Equal("ReportQ", e2.ParamName);
         Assert.Throws<ArgumentOutOfRangeException>(() => new LoopRptExperiment(baseDir, Source, sets, new ExperimentOptions { LearningRate = -1 }));
         var e3 = Assert.Throws<ArgumentException>(() => new LoopRptExperiment(baseDir, Source, sets,
-            new ExperimentOptions { Variants = [new ExperimentVariant("looprpt", new LoopRptOptions())] }));
+            new ExperimentOptions { Variants = [new ExperimentVariant("looprpt", new LoopRptObjectiveOptions())] }));
         Assert.Contains("taken by a built-in arm", e3.Message);
         Assert.Throws<ArgumentException>(() => new LoopRptExperiment(Path.Combine(root, "missing"), Source, sets));
         Assert.Throws<ArgumentException>(() => new LoopRptExperiment(baseDir, Source, new Dictionary<string, IReadOnlyList<TokenBatch>>()));

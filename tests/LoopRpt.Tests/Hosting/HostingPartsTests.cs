@@ -90,7 +90,7 @@ public class HostingPartsTests
             Assert.Equal(NoiseKind.Dropout, o.Options.Noise);
             // bitwise: settings parsed from configuration text, not computed
             Assert.Equal(0.2, o.Options.Sigma);
-            Assert.Equal(LoopRptOptions.Defaults.KlCoef, o.Options.KlCoef);
+            Assert.Equal(LoopRptObjectiveOptions.Defaults.KlCoef, o.Options.KlCoef);
         }
         Assert.Contains("Noise", Assert.Throws<ArgumentException>(() => kinds.CreateObjective(new StageOptions { Kind = "looprpt", Steps = 1, Parameters = { ["Noise"] = "pink" } }.ToDefinition())).Message);
 

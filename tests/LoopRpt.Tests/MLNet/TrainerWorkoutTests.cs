@@ -85,7 +85,7 @@ public class TrainerWorkoutTests
         Assert.Equal("ObjectiveOptions", e.ParamName);
         Assert.Contains("must be PretrainObjectiveOptions, but got GateObjectiveOptions",
             Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.Pretrain, new GateObjectiveOptions()))).Message);
-        Assert.Contains("must be LoopRptOptions, but got String",
+        Assert.Contains("must be LoopRptObjectiveOptions, but got String",
             Assert.Throws<ArgumentException>(() => cat.TrainLoopedLm(With(StageKind.LoopRpt, "Rollouts=4"))).Message);
 
         // The right types still train.
@@ -251,7 +251,7 @@ public class TrainerWorkoutTests
         var data = ml.Data.LoadFromEnumerable(MlNetTestData.TokenDocs(40, Vocab, 1));
         var reports = new List<LoopRpt.Training.TrainingProgress>();
         var o = Tiny(gate: 0);
-        o.Stages = [StageDescriptor.Pretrain(3, 3e-3), StageDescriptor.LoopRpt(2, 1e-4, new LoopRptOptions { Rollouts = 2 })];
+        o.Stages = [StageDescriptor.Pretrain(3, 3e-3), StageDescriptor.LoopRpt(2, 1e-4, new LoopRptObjectiveOptions { Rollouts = 2 })];
         o.LogEvery = 1;
         o.Progress = new LoopRpt.Tests.Training.SyncProgress<LoopRpt.Training.TrainingProgress>(reports.Add);
         using var scorer = ml.LoopRpt().TrainLoopedLm(o).Fit(data);

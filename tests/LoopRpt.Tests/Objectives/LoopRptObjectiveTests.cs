@@ -26,15 +26,15 @@ public class LoopRptObjectiveTests
     [Fact]
     public void OptionsDefaultsArePublishedValues()
     {
-        var o = new LoopRptOptions();
+        var o = new LoopRptObjectiveOptions();
         // bitwise: the published defaults, literals read back
         Assert.Equal((0.995, 0.8, 0.5, 0.02, 0.5, 1.0, 8, 0.1, 0.01, 0.001),
             (o.EmaDecay, o.HardTokenQuantile, o.TeacherQ, o.PriceBase, o.Kappa, o.RewardScale, o.Rollouts, o.Sigma, o.EntropyBonus, o.KlCoef));
         Assert.Equal((HardTokenMode.TopFraction, NoiseKind.Gaussian, KlVariant.Rollout), (o.HardTokens, o.Noise, o.Kl));
         Assert.Equal("looprpt", new LoopRptObjective().Name);
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LoopRptObjective(new LoopRptOptions { Rollouts = 1 }));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 1 }));
         Assert.Equal("Rollouts", e.ParamName);
-        Assert.Throws<ArgumentOutOfRangeException>(() => new LoopRptObjective(new LoopRptOptions { Noise = NoiseKind.Dropout, Sigma = 1 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new LoopRptObjective(new LoopRptObjectiveOptions { Noise = NoiseKind.Dropout, Sigma = 1 }));
         using var oneLoop = TestUtil.TinyModel(loops: 1, vocab: Vocab);
         Assert.Throws<InvalidOperationException>(() => new LoopRptObjective().Attach(oneLoop));
     }
@@ -50,7 +50,7 @@ public class LoopRptObjectiveTests
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, targets) = Batch(pad: true);
-        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = rollouts, RolloutsPerMicroBatch = perMicro, Sigma = 0.2 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = rollouts, RolloutsPerMicroBatch = perMicro, Sigma = 0.2 });
         obj.Attach(lm);
         var output = obj.Compute(lm, inputs, targets, step: 0, stageStep: 0, microStep: 0);
         output.Backward?.Invoke(1.0);
@@ -83,7 +83,7 @@ public class LoopRptObjectiveTests
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, targets) = Batch(pad: true);
-        using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0, Rollouts = 3, HardTokens = HardTokenMode.All, KlCoef = 0 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Sigma = 0, Rollouts = 3, HardTokens = HardTokenMode.All, KlCoef = 0 });
         obj.Attach(lm);
         var teacherModel = obj.Teacher!.Model;
         using (no_grad())
@@ -188,7 +188,7 @@ public class LoopRptObjectiveTests
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, targets) = Batch(b: 2, s: 10);
-        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 2 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 2 });
         obj.Attach(lm);
         using var scope = NewDisposeScope();
         // 10 real tokens per row: the 0.8 quantile lies between the 8th and 9th smallest, so exactly 2 per row are hard.
@@ -199,7 +199,7 @@ public class LoopRptObjectiveTests
     public void EmaUpdateMovesTeacherTowardStudent()
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
-        using var obj = new LoopRptObjective(new LoopRptOptions { EmaDecay = 0.9 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { EmaDecay = 0.9 });
         obj.Attach(lm);
         var teacher = obj.Teacher!.Model;
         var before = TestUtil.ToArray(teacher.Backbone.early_exit_gate.weight!);
@@ -241,7 +241,7 @@ public class LoopRptObjectiveTests
         var (inputs, targets) = Batch();
         float[] Run(long seed, long step)
         {
-            using var obj = new LoopRptObjective(new LoopRptOptions { Seed = seed, Sigma = 0.5, Rollouts = 4 });
+            using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Seed = seed, Sigma = 0.5, Rollouts = 4 });
             obj.Attach(lm);
             using var scope = NewDisposeScope();
             var o = obj.Compute(lm, inputs, targets, step, step, 0);
@@ -260,7 +260,7 @@ public class LoopRptObjectiveTests
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, _) = Batch();
-        using var obj = new LoopRptObjective(new LoopRptOptions { Sigma = 0.3 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Sigma = 0.3 });
         using var scope = NewDisposeScope();
         using var no = no_grad();
         using var gen = obj.RolloutGenerator(3, 0, 1, lm.Device);
@@ -285,7 +285,7 @@ public class LoopRptObjectiveTests
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, _) = Batch();
-        using var obj = new LoopRptObjective(new LoopRptOptions { Noise = NoiseKind.Dropout, Sigma = 0.5 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Noise = NoiseKind.Dropout, Sigma = 0.5 });
         using var scope = NewDisposeScope();
         using var no = no_grad();
         using var gen = obj.RolloutGenerator(0, 0, 0, lm.Device);
@@ -304,7 +304,7 @@ public class LoopRptObjectiveTests
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, targets) = Batch();
         // No entropy bonus: the policy gradient is then the only path to the gate.
-        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0 });
         obj.Attach(lm);
         using var scope = NewDisposeScope();
         obj.Compute(lm, inputs, targets, 0, 0, 0).Loss.backward();
@@ -327,7 +327,7 @@ public class LoopRptObjectiveTests
         Dictionary<string, float[]> Grads(long seed)
         {
             using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
-            using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0, KlCoef = 0, Seed = seed });
+            using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 4, Sigma = 0.3, EntropyBonus = 0, KlCoef = 0, Seed = seed });
             obj.Attach(lm);
             using var scope = NewDisposeScope();
             obj.Compute(lm, inputs, targets, 0, 0, 0).Loss.backward();
@@ -357,7 +357,7 @@ public class LoopRptObjectiveTests
         (float Loss, float[] Gate, float[] Q) Run(int perMicro, KlVariant kl)
         {
             using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
-            using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 4, Sigma = 0.3, RolloutsPerMicroBatch = perMicro, Kl = kl, KlCoef = 0.5 });
+            using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 4, Sigma = 0.3, RolloutsPerMicroBatch = perMicro, Kl = kl, KlCoef = 0.5 });
             obj.Attach(lm);
             using (no_grad())
                 obj.Teacher!.Model.Backbone.embed_tokens.weight!.mul_(0.9);      // a teacher that differs: nonzero KL
@@ -402,7 +402,7 @@ public class LoopRptObjectiveTests
     public void OptimizedStepMatchesTheReferencePath(NoiseKind noise, KlVariant kl, int perMicro, HardTokenMode hard = HardTokenMode.TopFraction, double klCoef = 0.5)
     {
         var (inputs, targets) = Batch(b: 3, s: 10, pad: true);
-        var options = new LoopRptOptions
+        var options = new LoopRptObjectiveOptions
         {
             Rollouts = 4, Sigma = noise == NoiseKind.Gaussian ? 0.3 : 0.2, Noise = noise, Kl = kl, KlCoef = klCoef, RolloutsPerMicroBatch = perMicro, Seed = 3,
             HardTokens = hard, EntropyThreshold = 2.7,
@@ -441,7 +441,7 @@ public class LoopRptObjectiveTests
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
         var (inputs, targets) = Batch();
         targets.fill_(TokenBatch.IgnoreIndex);
-        using var obj = new LoopRptObjective(new LoopRptOptions { Rollouts = 2, Sigma = 0.3 });
+        using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 2, Sigma = 0.3 });
         obj.Attach(lm);
         using var scope = NewDisposeScope();
         var o = obj.Compute(lm, inputs, targets, 0, 0, 0);
@@ -464,7 +464,7 @@ public class LoopRptObjectiveTests
                 LogEvery = 1, CheckpointDirectory = dir, Resume = resume,
                 Progress = new SyncProgress<TrainingProgress>(p => { reports.Add(p); if (p.Step == 2) cancelAt2?.Cancel(); }),
             });
-            var objective = new LoopRptObjective(new LoopRptOptions { Rollouts = 3, RolloutsPerMicroBatch = 2, Seed = 9 });
+            var objective = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 3, RolloutsPerMicroBatch = 2, Seed = 9 });
             var stage = new TrainingStage(objective, 4) { LearningRate = 1e-3, GradientAccumulation = 2 };
             try { trainer.Train(lm, new PackedTokenSource(tokens, 2, 16, 11), [stage], cancelAt2?.Token ?? default); }
             catch (OperationCanceledException) { }

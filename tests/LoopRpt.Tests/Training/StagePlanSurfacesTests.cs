@@ -26,7 +26,7 @@ public class StagePlanSurfacesTests
         { "gate", "gate:12:3e-4:K=20:gamma=0.01", new() { ["K"] = "20", ["Gamma"] = "0.01" }, new GateObjectiveOptions { K = 20, Gamma = 0.01 } },
         { "looprpt", "looprpt:12:3e-4:Rollouts=4:Noise=dropout:Sigma=0.2:KlCoef=0.002:HardTokens=All",
           new() { ["Rollouts"] = "4", ["Noise"] = "Dropout", ["Sigma"] = "0.2", ["KlCoef"] = "0.002", ["HardTokens"] = "all", ["Seed"] = "7" },
-          new LoopRptOptions { Rollouts = 4, Noise = NoiseKind.Dropout, Sigma = 0.2, KlCoef = 0.002, HardTokens = HardTokenMode.All, Seed = 7 } },
+          new LoopRptObjectiveOptions { Rollouts = 4, Noise = NoiseKind.Dropout, Sigma = 0.2, KlCoef = 0.002, HardTokens = HardTokenMode.All, Seed = 7 } },
     };
 
     [Theory]

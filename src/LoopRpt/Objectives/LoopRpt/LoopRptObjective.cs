@@ -22,7 +22,7 @@ namespace LoopRpt.Objectives;
 /// every term averages over the hard tokens only; unbiased standard deviations in both normalizations.
 /// <para>Randomness: rollout g of micro-batch m at global step s draws its noise and its exit sample from
 /// <c>new Generator(Seeds.Mix(Seed, s, m, g))</c>, so runs are reproducible, resume is exact, and a rollout's noise does
-/// not depend on how rollouts are grouped into chunks (<see cref="LoopRptOptions.RolloutsPerMicroBatch"/>).</para>
+/// not depend on how rollouts are grouped into chunks (<see cref="LoopRptObjectiveOptions.RolloutsPerMicroBatch"/>).</para>
 /// <para>Cost: loop 0 (embedding, the layers, the final norm) does not depend on the noise, which enters after it, so it is
 /// computed once per micro-batch and the clean pass and all G rollouts branch from it (the shared state receives the sum of
 /// their gradients). Memory: with chunking the objective runs backward itself through <see cref="ObjectiveOutput.Backward"/>;
@@ -30,13 +30,13 @@ namespace LoopRpt.Objectives;
 /// </summary>
 public sealed class LoopRptObjective : ITrainingObjective
 {
-    private readonly LoopRptOptions _options;
+    private readonly LoopRptObjectiveOptions _options;
     private EmaTeacher? _teacher;
 
     /// <summary>Creates the objective; the options are copied and validated.</summary>
-    public LoopRptObjective(LoopRptOptions? options = null)
+    public LoopRptObjective(LoopRptObjectiveOptions? options = null)
     {
-        _options = (options ?? new LoopRptOptions()).Clone();
+        _options = (options ?? new LoopRptObjectiveOptions()).Clone();
         _options.Validate();
     }
 
@@ -44,7 +44,7 @@ public sealed class LoopRptObjective : ITrainingObjective
     public string Name => "looprpt";
 
     /// <summary>A copy of the options in use.</summary>
-    public LoopRptOptions Options => _options.Clone();
+    public LoopRptObjectiveOptions Options => _options.Clone();
 
     /// <summary>The EMA teacher (after <see cref="Attach"/>).</summary>
     public EmaTeacher? Teacher => _teacher;

@@ -3,9 +3,9 @@ namespace LoopRpt.Objectives;
 /// <summary>Which tokens the LoopRPT loss terms average over (docs/method.md §4.1).</summary>
 public enum HardTokenMode
 {
-    /// <summary>Per sequence, the tokens whose teacher entropy is at or above the <see cref="LoopRptOptions.HardTokenQuantile"/> quantile (published: top 20%).</summary>
+    /// <summary>Per sequence, the tokens whose teacher entropy is at or above the <see cref="LoopRptObjectiveOptions.HardTokenQuantile"/> quantile (published: top 20%).</summary>
     TopFraction,
-    /// <summary>Tokens whose teacher entropy is at or above <see cref="LoopRptOptions.EntropyThreshold"/> nats.</summary>
+    /// <summary>Tokens whose teacher entropy is at or above <see cref="LoopRptObjectiveOptions.EntropyThreshold"/> nats.</summary>
     EntropyThreshold,
     /// <summary>Every real (non-padding) token.</summary>
     All,
@@ -37,7 +37,7 @@ public enum KlVariant
 /// optimizer settings (AdamW lr 5e-6, weight decay 0.01, 3% warmup, cosine to 0, clip 1.0) belong to the trainer's
 /// <see cref="Training.TrainingStage"/>, whose defaults for a LoopRPT stage are <see cref="Training.OptimizerDefaults.LoopRpt"/>.
 /// </summary>
-public sealed class LoopRptOptions
+public sealed class LoopRptObjectiveOptions
 {
     /// <summary>The published defaults, used by the options and by every factory that exposes these knobs.</summary>
     public static class Defaults
@@ -118,7 +118,7 @@ public sealed class LoopRptOptions
     public long Seed { get; set; } = Defaults.Seed;
 
     /// <summary>A copy (the objective keeps its own, so later edits of the caller's options do not leak in).</summary>
-    public LoopRptOptions Clone() => (LoopRptOptions)MemberwiseClone();
+    public LoopRptObjectiveOptions Clone() => (LoopRptObjectiveOptions)MemberwiseClone();
 
     internal int ChunkSize => RolloutsPerMicroBatch <= 0 || RolloutsPerMicroBatch >= Rollouts ? Rollouts : RolloutsPerMicroBatch;
 
