@@ -61,8 +61,7 @@ public sealed class AdaptiveExitOptions
 public sealed class AdaptiveExitScorer
 {
     private readonly OuroForCausalLM _lm;
-    private readonly AdaptiveLoopRunner _runner;
-    private readonly ExitRule _rule;
+    private readonly SequencePass _pass;
 
     /// <summary>Creates a scorer for <paramref name="lm"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The exit rule is expected logits, a fixed step beyond the model's loops, or the batch size is below 1.</exception>
@@ -70,10 +69,7 @@ public sealed class AdaptiveExitScorer
     {
         _lm = lm ?? throw new ArgumentNullException(nameof(lm));
         Options = options ?? new AdaptiveExitOptions();
-        if (Options.BatchSize < 1)
-            throw new ArgumentOutOfRangeException(nameof(options), Options.BatchSize, "BatchSize must be at least 1.");
-        _rule = ExitRule.From(Options.Exit, lm.Config, nameof(options));
-        _runner = new AdaptiveLoopRunner(lm);
+        _pass = new SequencePass(lm, Options.Exit, Options.BatchSize, nameof(options));
     }
 
     /// <summary>The options in use (never mutated).</summary>
@@ -110,10 +106,7 @@ public sealed class AdaptiveExitScorer
         var gold = targets?.to(device).clone() ?? ShiftedTargets(ids, lengths?.to(device));      // our own copy: the result owns it
         if (valid is not null) gold = gold.masked_fill(~valid, -1);
 
-        ChunkResult run;
-        using (var cache = new LoopKvCache(b, s, _lm.Config.TotalUtSteps, _lm.Config.NumHiddenLayers,
-                   _lm.Config.NumKeyValueHeads, _lm.Config.HeadDim, rolling: true, device, _lm.ComputeType))
-            run = _runner.Run(ids, valid, cache, _rule);
+        var run = _pass.Run(ids, valid);
 
         // LM head once per computed token, on its exit state.
         var flatValid = valid?.reshape(-1).nonzero().squeeze(1);                                    // (M) or all
@@ -183,7 +176,7 @@ public sealed class AdaptiveExitScorer
     internal long? ReadOutBlockRows { get; set; }
 
     /// <summary>Test hook into the runner (see <see cref="AdaptiveLoopRunner.AfterLayer"/>).</summary>
-    internal Action<int, int>? AfterLayer { set => _runner.AfterLayer = value; }
+    internal Action<int, int>? AfterLayer { set => _pass.Runner.AfterLayer = value; }
 
     /// <summary>The read-out of a set of exit states, (M) each.</summary>
     private readonly record struct ReadOutResult(Tensor GoldLogProbs, Tensor Argmax, Tensor MaxLogProbs, Tensor Entropies);
