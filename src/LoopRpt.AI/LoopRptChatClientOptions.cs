@@ -7,33 +7,30 @@ namespace LoopRpt.AI;
 /// </summary>
 public sealed class LoopRptChatClientOptions
 {
-    /// <summary>Defaults, defined once.</summary>
+    /// <summary>
+    /// The chat client's own defaults. The sampling and batching defaults it shares with generation (temperature, top-p,
+    /// rows decoded together, key/value rule) are the core's, <see cref="GenerationOptions.Defaults"/>.
+    /// </summary>
     public static class Defaults
     {
         /// <summary>Tokens generated at most when <c>ChatOptions.MaxOutputTokens</c> is unset.</summary>
         public const int MaxOutputTokens = 256;
 
-        /// <summary>Softmax temperature when unset (OpenAI's default); 0 means greedy.</summary>
-        public const double Temperature = 1.0;
-
-        /// <summary>Nucleus mass when unset; 1 disables top-p.</summary>
-        public const double TopP = 1.0;
-
         /// <summary>Sampling seed when <c>ChatOptions.Seed</c> is unset.</summary>
         public const long Seed = 0;
 
-        /// <summary>Rows the generator decodes together.</summary>
-        public const int BatchSize = 8;
+        /// <summary>Rows the generator decodes together: <see cref="GenerationOptions.Defaults.BatchSize"/>.</summary>
+        public const int BatchSize = GenerationOptions.Defaults.BatchSize;
     }
 
     /// <summary>Tokens generated at most when a request does not say (at least 1). Default 256.</summary>
     public int MaxOutputTokens { get; set; } = Defaults.MaxOutputTokens;
 
     /// <summary>Temperature when a request does not say (&gt;= 0; 0 = greedy). Default 1.</summary>
-    public double Temperature { get; set; } = Defaults.Temperature;
+    public double Temperature { get; set; } = GenerationOptions.Defaults.Temperature;
 
     /// <summary>Top-p when a request does not say, in (0, 1]. Default 1.</summary>
-    public double TopP { get; set; } = Defaults.TopP;
+    public double TopP { get; set; } = GenerationOptions.Defaults.TopP;
 
     /// <summary>Seed when a request does not say (&gt;= 0). Default 0: replies are reproducible.</summary>
     public long Seed { get; set; } = Defaults.Seed;

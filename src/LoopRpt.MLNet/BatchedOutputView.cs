@@ -10,30 +10,15 @@ namespace LoopRpt.MLNet;
 /// cursors walk the same rows in the same order: no shuffling).
 /// </summary>
 /// <typeparam name="T">One row's computed result.</typeparam>
-internal abstract class BatchedOutputView<T> : IDataView
+internal abstract class BatchedOutputView<T>(IDataView input, DataViewSchema.Column tokens, DataViewSchema schema,
+    Func<IReadOnlyList<int[]?>, T[]> compute, int batchSize, string work) : IDataView
 {
-    private readonly DataViewSchema.Column _tokens;
-    private readonly Func<IReadOnlyList<int[]?>, T[]> _compute;
-    private readonly int _batchSize;
-    private readonly string _work;
-
-    protected BatchedOutputView(IDataView input, DataViewSchema.Column tokens, DataViewSchema schema,
-        Func<IReadOnlyList<int[]?>, T[]> compute, int batchSize, string work)
-    {
-        Input = input;
-        Schema = schema;
-        _tokens = tokens;
-        _compute = compute;
-        _batchSize = batchSize;
-        _work = work;
-    }
-
     /// <summary>The view whose columns pass through.</summary>
-    protected IDataView Input { get; }
+    protected IDataView Input { get; } = input;
 
     public bool CanShuffle => false;
 
-    public DataViewSchema Schema { get; }
+    public DataViewSchema Schema { get; } = schema;
 
     public long? GetRowCount() => Input.GetRowCount();
 
@@ -49,8 +34,11 @@ internal abstract class BatchedOutputView<T> : IDataView
         var inputNeeded = Schema.Where(c => needed.Contains(c.Index)).Select(c => InputColumn(c.Index))
             .OfType<DataViewSchema.Column>().OrderBy(c => c.Index).ToList();
         bool computing = needed.Any(i => InputColumn(i) is null);
-        return new Cursor(this, Input.GetRowCursor(inputNeeded), computing ? Input.GetRowCursor([_tokens]) : null, needed);
+        return new Cursor(this, Input.GetRowCursor(inputNeeded), computing ? Input.GetRowCursor([tokens]) : null, needed);
     }
+
+    /// <summary>The results of the rows an input cursor over the token column reads ahead.</summary>
+    private ReadAheadBatches<T> ReadAhead(DataViewRowCursor ahead) => new(ahead, tokens, batchSize, compute, work);
 
     public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
         => [GetRowCursor(columnsNeeded, rand)];
@@ -68,7 +56,7 @@ internal abstract class BatchedOutputView<T> : IDataView
             _parent = parent;
             _main = main;
             _active = active;
-            if (ahead is not null) _results = new(ahead, parent._tokens, parent._batchSize, parent._compute, parent._work);
+            if (ahead is not null) _results = parent.ReadAhead(ahead);
         }
 
         public override DataViewSchema Schema => _parent.Schema;

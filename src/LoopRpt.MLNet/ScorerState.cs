@@ -23,11 +23,7 @@ internal sealed class ScorerState : SavedState
     public const string FormatName = "looprpt-mlnet-scorer";
     public const int CurrentVersion = 1;
 
-    public ScorerState()
-    {
-        Format = FormatName;
-        FormatVersion = CurrentVersion;
-    }
+    public ScorerState() : base(FormatName, CurrentVersion) { }
 
     [JsonPropertyName("exit_kind")] public ExitKind ExitKind { get; set; }
     [JsonPropertyName("exit_step")] public int ExitStep { get; set; }

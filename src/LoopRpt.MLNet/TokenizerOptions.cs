@@ -131,11 +131,7 @@ internal sealed class TokenizerState : SavedState
     public const string FormatName = "looprpt-mlnet-tokenizer";
     public const int CurrentVersion = 1;
 
-    public TokenizerState()
-    {
-        Format = FormatName;
-        FormatVersion = CurrentVersion;
-    }
+    public TokenizerState() : base(FormatName, CurrentVersion) { }
 
     [JsonPropertyName("spec")] public TokenizerSpec Spec { get; set; } = new();
     [JsonPropertyName("add_bos")] public bool AddBos { get; set; }

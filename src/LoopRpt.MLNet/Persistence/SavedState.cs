@@ -17,7 +17,10 @@ internal abstract class SavedState
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    [JsonPropertyName("format")] public string Format { get; set; } = "";
+    /// <summary>A new state of <paramref name="format"/>, version <paramref name="version"/> (what this LoopRpt writes).</summary>
+    protected SavedState(string format, int version) => (Format, FormatVersion) = (format, version);
+
+    [JsonPropertyName("format")] public string Format { get; set; }
     [JsonPropertyName("format_version")] public int FormatVersion { get; set; }
 
     public string ToJson() => JsonSerializer.Serialize(this, GetType(), Json);

@@ -65,7 +65,6 @@ public sealed record PooledEmbedding(float[] Vector, int TokenCount, int LoopsSp
 /// </remarks>
 public sealed class ExitStateEmbedder
 {
-    private readonly OuroForCausalLM _lm;
     private readonly SequencePass _pass;
 
     /// <summary>Creates an embedder for <paramref name="lm"/>.</summary>
@@ -73,7 +72,6 @@ public sealed class ExitStateEmbedder
     /// beyond the model's loops, or the batch size is below 1.</exception>
     public ExitStateEmbedder(OuroForCausalLM lm, EmbeddingOptions? options = null)
     {
-        _lm = lm ?? throw new ArgumentNullException(nameof(lm));
         Options = options ?? new EmbeddingOptions();
         if (!Enum.IsDefined(Options.Pooling))
             throw new ArgumentOutOfRangeException(nameof(options), Options.Pooling, "Pooling must be Mean or LastToken.");
@@ -84,7 +82,7 @@ public sealed class ExitStateEmbedder
     public EmbeddingOptions Options { get; }
 
     /// <summary>Length of every vector: the model's hidden size.</summary>
-    public int Dimension => _lm.Config.HiddenSize;
+    public int Dimension => _pass.Model.Config.HiddenSize;
 
     /// <summary>Embeds every sequence, <see cref="EmbeddingOptions.BatchSize"/> at a time.</summary>
     /// <exception cref="ArgumentException">A sequence is empty.</exception>
@@ -108,7 +106,7 @@ public sealed class ExitStateEmbedder
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var device = _lm.Device;
+        var device = _pass.Model.Device;
         var (hostIds, hostLengths) = AdaptiveExitScorer.Pad(batch);
         long b = hostIds.shape[0], s = hostIds.shape[1];
         var ids = hostIds.to(device);                                                     // (B, S)
@@ -143,7 +141,7 @@ public sealed class ExitStateEmbedder
 
     private void Validate(IReadOnlyList<IReadOnlyList<long>> sequences)
     {
-        var config = _lm.Config;
+        var config = _pass.Model.Config;
         for (int i = 0; i < sequences.Count; i++)
         {
             var x = sequences[i];

@@ -10,19 +10,22 @@ namespace LoopRpt.Inference;
 /// </summary>
 internal sealed class SequencePass
 {
-    private readonly OuroForCausalLM _lm;
     private readonly ExitRule _rule;
 
     /// <exception cref="ArgumentOutOfRangeException">The exit rule is expected logits or a fixed step beyond the model's
     /// loops, or <paramref name="batchSize"/> is below 1 (reported against <paramref name="paramName"/>).</exception>
+    /// <exception cref="ArgumentNullException"><paramref name="lm"/> is null.</exception>
     public SequencePass(OuroForCausalLM lm, ExitMode? exit, int batchSize, string paramName)
     {
+        Model = lm ?? throw new ArgumentNullException(nameof(lm));
         if (batchSize < 1)
             throw new ArgumentOutOfRangeException(paramName, batchSize, "BatchSize must be at least 1.");
-        _lm = lm;
         _rule = ExitRule.From(exit, lm.Config, paramName);
         Runner = new AdaptiveLoopRunner(lm);
     }
+
+    /// <summary>The model (only read).</summary>
+    public OuroForCausalLM Model { get; }
 
     /// <summary>The runner (its test hooks).</summary>
     public AdaptiveLoopRunner Runner { get; }
@@ -33,9 +36,9 @@ internal sealed class SequencePass
     /// </summary>
     public ChunkResult Run(Tensor ids, Tensor? valid)
     {
-        var config = _lm.Config;
+        var config = Model.Config;
         using var cache = new LoopKvCache(ids.shape[0], ids.shape[1], config.TotalUtSteps, config.NumHiddenLayers,
-            config.NumKeyValueHeads, config.HeadDim, rolling: true, _lm.Device, _lm.ComputeType);
+            config.NumKeyValueHeads, config.HeadDim, rolling: true, Model.Device, Model.ComputeType);
         return Runner.Run(ids, valid, cache, _rule);
     }
 }
