@@ -51,6 +51,8 @@ public sealed class LoopRptChatClientOptions
     /// <summary>Key/value rule at decode time. Default <see cref="KvCacheMode.PerLoop"/> (exact).</summary>
     public KvCacheMode KvCache { get; set; } = KvCacheMode.PerLoop;
 
+    internal LoopRptChatClientOptions Clone() => (LoopRptChatClientOptions)MemberwiseClone();
+
     internal void Validate()
     {
         if (MaxOutputTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxOutputTokens), MaxOutputTokens, "MaxOutputTokens must be at least 1.");
