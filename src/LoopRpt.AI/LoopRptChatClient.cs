@@ -165,9 +165,9 @@ public sealed class LoopRptChatClient : IChatClient
         int max = options?.MaxOutputTokens ?? defaults.MaxOutputTokens;
         if (max < 1) throw new ArgumentOutOfRangeException(nameof(options), max, "MaxOutputTokens must be at least 1.");
         double temperature = options?.Temperature ?? defaults.Temperature;
-        if (!(temperature >= 0) || double.IsInfinity(temperature)) throw new ArgumentOutOfRangeException(nameof(options), temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
+        GenerationOptions.CheckTemperature(temperature, nameof(options));
         double topP = options?.TopP ?? defaults.TopP;
-        if (!(topP > 0 && topP <= 1)) throw new ArgumentOutOfRangeException(nameof(options), topP, "TopP must lie in (0, 1].");
+        GenerationOptions.CheckTopP(topP, nameof(options));
         long seed = options?.Seed ?? defaults.Seed;
         if (seed < 0) throw new ArgumentOutOfRangeException(nameof(options), seed, "Seed must be >= 0.");
         double? q = ExitThreshold(options?.AdditionalProperties) ?? defaults.ExitThreshold;

@@ -9,15 +9,12 @@ public sealed class LoopRptChatClientOptions
 {
     /// <summary>
     /// The chat client's own defaults. The sampling and batching defaults it shares with generation (temperature, top-p,
-    /// rows decoded together, key/value rule) are the core's, <see cref="GenerationOptions.Defaults"/>.
+    /// seed, rows decoded together, key/value rule) are the core's, <see cref="GenerationOptions.Defaults"/>.
     /// </summary>
     public static class Defaults
     {
         /// <summary>Tokens generated at most when <c>ChatOptions.MaxOutputTokens</c> is unset.</summary>
         public const int MaxOutputTokens = 256;
-
-        /// <summary>Sampling seed when <c>ChatOptions.Seed</c> is unset.</summary>
-        public const long Seed = 0;
 
         /// <summary>Rows the generator decodes together: <see cref="GenerationOptions.Defaults.BatchSize"/>.</summary>
         public const int BatchSize = GenerationOptions.Defaults.BatchSize;
@@ -33,7 +30,7 @@ public sealed class LoopRptChatClientOptions
     public double TopP { get; set; } = GenerationOptions.Defaults.TopP;
 
     /// <summary>Seed when a request does not say (&gt;= 0). Default 0: replies are reproducible.</summary>
-    public long Seed { get; set; } = Defaults.Seed;
+    public long Seed { get; set; } = (long)GenerationOptions.Defaults.Seed;
 
     /// <summary>
     /// Exit threshold q in [0, 1] when a request does not set <see cref="LoopRptChatClient.ExitThresholdKey"/>: each
@@ -49,15 +46,15 @@ public sealed class LoopRptChatClientOptions
     public int BatchSize { get; set; } = Defaults.BatchSize;
 
     /// <summary>Key/value rule at decode time. Default <see cref="KvCacheMode.PerLoop"/> (exact).</summary>
-    public KvCacheMode KvCache { get; set; } = KvCacheMode.PerLoop;
+    public KvCacheMode KvCache { get; set; } = GenerationOptions.Defaults.KvCache;
 
     internal LoopRptChatClientOptions Clone() => (LoopRptChatClientOptions)MemberwiseClone();
 
     internal void Validate()
     {
         if (MaxOutputTokens < 1) throw new ArgumentOutOfRangeException(nameof(MaxOutputTokens), MaxOutputTokens, "MaxOutputTokens must be at least 1.");
-        if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
-        if (!(TopP > 0 && TopP <= 1)) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must lie in (0, 1].");
+        GenerationOptions.CheckTemperature(Temperature, nameof(Temperature));
+        GenerationOptions.CheckTopP(TopP, nameof(TopP));
         if (Seed < 0) throw new ArgumentOutOfRangeException(nameof(Seed), Seed, "Seed must be >= 0.");
         if (ExitThreshold is { } q && !(q is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(ExitThreshold), q, "ExitThreshold must lie in [0, 1].");
         if (!Enum.IsDefined(Template)) throw new ArgumentOutOfRangeException(nameof(Template), Template, "Template must be Auto, ChatMl or Plain.");
