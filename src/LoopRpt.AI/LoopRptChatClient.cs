@@ -74,7 +74,7 @@ public sealed class LoopRptChatClient : IChatClient
     public LoopRptChatClient(ILoopRptModelSource source, LoopRptChatClientOptions? options = null, bool ownsSource = false)
     {
         _source = new HeldSource(source, ownsSource);
-        _options = (options ?? new LoopRptChatClientOptions()).Clone();
+        _options = options?.Clone() ?? new LoopRptChatClientOptions();
         _options.Validate();
         _scheduler = new GenerationScheduler(source, _options.BatchSize);
         Metadata = new ChatClientMetadata("looprpt", null, source.ModelId);

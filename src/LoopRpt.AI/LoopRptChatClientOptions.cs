@@ -48,7 +48,8 @@ public sealed class LoopRptChatClientOptions
     /// <summary>Key/value rule at decode time. Default <see cref="KvCacheMode.PerLoop"/> (exact).</summary>
     public KvCacheMode KvCache { get; set; } = GenerationOptions.Defaults.KvCache;
 
-    internal LoopRptChatClientOptions Clone() => (LoopRptChatClientOptions)MemberwiseClone();
+    /// <summary>A copy (a client keeps its own, so later edits of the caller's options do not leak in).</summary>
+    public LoopRptChatClientOptions Clone() => (LoopRptChatClientOptions)MemberwiseClone();
 
     internal void Validate()
     {
