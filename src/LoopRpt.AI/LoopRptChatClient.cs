@@ -63,10 +63,9 @@ public sealed class LoopRptChatClient : IChatClient
     /// <summary>The response <c>AdditionalProperties</c> key of the model's loops per token at full depth.</summary>
     public const string FullDepthLoopsKey = "full_depth_loops";
 
-    private readonly ILoopRptModelSource _source;
+    private readonly HeldSource _source;
     private readonly LoopRptChatClientOptions _options;
     private readonly GenerationScheduler _scheduler;
-    private readonly bool _ownsSource;
 
     /// <summary>Creates a client generating with <paramref name="source"/>'s model.</summary>
     /// <param name="source">The model (fixed, or a model store's served version).</param>
@@ -74,10 +73,9 @@ public sealed class LoopRptChatClient : IChatClient
     /// <param name="ownsSource">Dispose <paramref name="source"/> with the client (when it is disposable).</param>
     public LoopRptChatClient(ILoopRptModelSource source, LoopRptChatClientOptions? options = null, bool ownsSource = false)
     {
-        _source = source ?? throw new ArgumentNullException(nameof(source));
+        _source = new HeldSource(source, ownsSource);
         _options = options?.Clone() ?? new LoopRptChatClientOptions();
         _options.Validate();
-        _ownsSource = ownsSource;
         _scheduler = new GenerationScheduler(source, _options.BatchSize);
         Metadata = new ChatClientMetadata("looprpt", null, source.ModelId);
     }
@@ -94,7 +92,7 @@ public sealed class LoopRptChatClient : IChatClient
         return new ChatResponse(message)
         {
             ResponseId = "chatcmpl-" + message.MessageId,
-            ModelId = _source.ModelId,
+            ModelId = _source.Source.ModelId,
             CreatedAt = DateTimeOffset.UtcNow,
             FinishReason = Map(result.Finish),
             Usage = Usage(result),
@@ -118,13 +116,13 @@ public sealed class LoopRptChatClient : IChatClient
             cancellationToken.ThrowIfCancellationRequested();                   // no buffered text after a cancel
             yield return new ChatResponseUpdate(ChatRole.Assistant, delta)
             {
-                ResponseId = "chatcmpl-" + id, MessageId = id, ModelId = _source.ModelId, CreatedAt = created,
+                ResponseId = "chatcmpl-" + id, MessageId = id, ModelId = _source.Source.ModelId, CreatedAt = created,
             };
         }
         var result = await task.ConfigureAwait(false);
         yield return new ChatResponseUpdate(ChatRole.Assistant, [new UsageContent(Usage(result))])
         {
-            ResponseId = "chatcmpl-" + id, MessageId = id, ModelId = _source.ModelId, CreatedAt = created,
+            ResponseId = "chatcmpl-" + id, MessageId = id, ModelId = _source.Source.ModelId, CreatedAt = created,
             FinishReason = Map(result.Finish), RawRepresentation = result, AdditionalProperties = Properties(result),
         };
     }
@@ -167,9 +165,9 @@ public sealed class LoopRptChatClient : IChatClient
         int? max = options?.MaxOutputTokens;
         if (max is < 1) throw new ArgumentOutOfRangeException(nameof(options), max, "MaxOutputTokens must be at least 1.");
         double temperature = options?.Temperature ?? defaults.Temperature;
-        if (!(temperature >= 0) || double.IsInfinity(temperature)) throw new ArgumentOutOfRangeException(nameof(options), temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
+        GenerationOptions.CheckTemperature(temperature, nameof(options));
         double topP = options?.TopP ?? defaults.TopP;
-        if (!(topP > 0 && topP <= 1)) throw new ArgumentOutOfRangeException(nameof(options), topP, "TopP must lie in (0, 1].");
+        GenerationOptions.CheckTopP(topP, nameof(options));
         long seed = options?.Seed ?? defaults.Seed;
         if (seed < 0) throw new ArgumentOutOfRangeException(nameof(options), seed, "Seed must be >= 0.");
         double? q = ExitThreshold(options?.AdditionalProperties) ?? defaults.ExitThreshold;
@@ -241,21 +239,13 @@ public sealed class LoopRptChatClient : IChatClient
     };
 
     /// <inheritdoc/>
-    public object? GetService(Type serviceType, object? serviceKey = null)
-    {
-        ArgumentNullException.ThrowIfNull(serviceType);
-        if (serviceKey is not null) return null;
-        if (serviceType == typeof(ChatClientMetadata)) return Metadata;
-        if (serviceType.IsInstanceOfType(this)) return this;
-        if (serviceType.IsInstanceOfType(_source)) return _source;
-        return null;
-    }
+    public object? GetService(Type serviceType, object? serviceKey = null) => _source.GetService(this, Metadata, serviceType, serviceKey);
 
     /// <inheritdoc/>
     public void Dispose()
     {
         _scheduler.Dispose();
-        if (_ownsSource) (_source as IDisposable)?.Dispose();
+        _source.Dispose();
     }
 }
 

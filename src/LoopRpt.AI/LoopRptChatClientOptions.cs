@@ -7,20 +7,14 @@ namespace LoopRpt.AI;
 /// </summary>
 public sealed class LoopRptChatClientOptions
 {
-    /// <summary>Defaults, defined once.</summary>
+    /// <summary>
+    /// The chat client's own defaults. The sampling and batching defaults it shares with generation (temperature, top-p,
+    /// seed, rows decoded together, key/value rule) are the core's, <see cref="GenerationOptions.Defaults"/>.
+    /// </summary>
     public static class Defaults
     {
-        /// <summary>Softmax temperature when unset (OpenAI's default); 0 means greedy.</summary>
-        public const double Temperature = 1.0;
-
-        /// <summary>Nucleus mass when unset; 1 disables top-p.</summary>
-        public const double TopP = 1.0;
-
-        /// <summary>Sampling seed when <c>ChatOptions.Seed</c> is unset.</summary>
-        public const long Seed = 0;
-
-        /// <summary>Rows the generator decodes together.</summary>
-        public const int BatchSize = 8;
+        /// <summary>Rows the generator decodes together: <see cref="GenerationOptions.Defaults.BatchSize"/>.</summary>
+        public const int BatchSize = GenerationOptions.Defaults.BatchSize;
     }
 
     /// <summary>
@@ -31,13 +25,13 @@ public sealed class LoopRptChatClientOptions
     public int? MaxOutputTokens { get; set; }
 
     /// <summary>Temperature when a request does not say (&gt;= 0; 0 = greedy). Default 1.</summary>
-    public double Temperature { get; set; } = Defaults.Temperature;
+    public double Temperature { get; set; } = GenerationOptions.Defaults.Temperature;
 
     /// <summary>Top-p when a request does not say, in (0, 1]. Default 1.</summary>
-    public double TopP { get; set; } = Defaults.TopP;
+    public double TopP { get; set; } = GenerationOptions.Defaults.TopP;
 
     /// <summary>Seed when a request does not say (&gt;= 0). Default 0: replies are reproducible.</summary>
-    public long Seed { get; set; } = Defaults.Seed;
+    public long Seed { get; set; } = (long)GenerationOptions.Defaults.Seed;
 
     /// <summary>
     /// Exit threshold q in [0, 1] when a request does not set <see cref="LoopRptChatClient.ExitThresholdKey"/>: each
@@ -53,7 +47,7 @@ public sealed class LoopRptChatClientOptions
     public int BatchSize { get; set; } = Defaults.BatchSize;
 
     /// <summary>Key/value rule at decode time. Default <see cref="KvCacheMode.PerLoop"/> (exact).</summary>
-    public KvCacheMode KvCache { get; set; } = KvCacheMode.PerLoop;
+    public KvCacheMode KvCache { get; set; } = GenerationOptions.Defaults.KvCache;
 
     /// <summary>A copy (a client keeps its own, so later edits of the caller's options do not leak in).</summary>
     public LoopRptChatClientOptions Clone() => (LoopRptChatClientOptions)MemberwiseClone();
@@ -61,8 +55,8 @@ public sealed class LoopRptChatClientOptions
     internal void Validate()
     {
         if (MaxOutputTokens is < 1) throw new ArgumentOutOfRangeException(nameof(MaxOutputTokens), MaxOutputTokens, "MaxOutputTokens must be at least 1.");
-        if (!(Temperature >= 0) || double.IsInfinity(Temperature)) throw new ArgumentOutOfRangeException(nameof(Temperature), Temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
-        if (!(TopP > 0 && TopP <= 1)) throw new ArgumentOutOfRangeException(nameof(TopP), TopP, "TopP must lie in (0, 1].");
+        GenerationOptions.CheckTemperature(Temperature, nameof(Temperature));
+        GenerationOptions.CheckTopP(TopP, nameof(TopP));
         if (Seed < 0) throw new ArgumentOutOfRangeException(nameof(Seed), Seed, "Seed must be >= 0.");
         if (ExitThreshold is { } q && !(q is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(ExitThreshold), q, "ExitThreshold must lie in [0, 1].");
         if (!Enum.IsDefined(Template)) throw new ArgumentOutOfRangeException(nameof(Template), Template, "Template must be Auto, ChatMl or Plain.");

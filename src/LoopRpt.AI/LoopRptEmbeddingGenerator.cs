@@ -25,6 +25,15 @@ public sealed class LoopRptEmbeddingGeneratorOptions
 
     /// <summary>Prepend the tokenizer's BOS id (when it has one), as for scoring. Default true.</summary>
     public bool AddBos { get; set; } = true;
+
+    internal LoopRptEmbeddingGeneratorOptions Clone() => (LoopRptEmbeddingGeneratorOptions)MemberwiseClone();
+
+    internal void Validate(string paramName)
+    {
+        if (ExitThreshold is { } q && !(q is >= 0 and <= 1))
+            throw new ArgumentOutOfRangeException(paramName, q, "ExitThreshold must lie in [0, 1].");
+        if (BatchSize < 1) throw new ArgumentOutOfRangeException(paramName, BatchSize, "BatchSize must be at least 1.");
+    }
 }
 
 /// <summary>
@@ -41,23 +50,15 @@ public sealed class LoopRptEmbeddingGeneratorOptions
 /// </remarks>
 public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embedding<float>>
 {
-    private readonly ILoopRptModelSource _source;
+    private readonly HeldSource _source;
     private readonly LoopRptEmbeddingGeneratorOptions _options;
-    private readonly bool _ownsSource;
 
     /// <summary>Creates a generator over <paramref name="source"/>'s model.</summary>
     public LoopRptEmbeddingGenerator(ILoopRptModelSource source, LoopRptEmbeddingGeneratorOptions? options = null, bool ownsSource = false)
     {
-        _source = source ?? throw new ArgumentNullException(nameof(source));
-        var o = options ?? new LoopRptEmbeddingGeneratorOptions();
-        _options = new LoopRptEmbeddingGeneratorOptions
-        {
-            ExitThreshold = o.ExitThreshold, Pooling = o.Pooling, Normalize = o.Normalize, BatchSize = o.BatchSize, AddBos = o.AddBos,
-        };
-        if (_options.ExitThreshold is { } q && !(q is >= 0 and <= 1))
-            throw new ArgumentOutOfRangeException(nameof(options), q, "ExitThreshold must lie in [0, 1].");
-        if (_options.BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(options), _options.BatchSize, "BatchSize must be at least 1.");
-        _ownsSource = ownsSource;
+        _source = new HeldSource(source, ownsSource);
+        _options = (options ?? new LoopRptEmbeddingGeneratorOptions()).Clone();
+        _options.Validate(nameof(options));
         Metadata = new EmbeddingGeneratorMetadata("looprpt", null, source.ModelId);
     }
 
@@ -82,7 +83,7 @@ public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embe
                 throw new ArgumentException($"Input {i} is empty; every text to embed must hold at least one character.", "values");
         var result = new GeneratedEmbeddings<Embedding<float>>();
         if (texts.Count == 0) return result;
-        using var lease = _source.Acquire();
+        using var lease = _source.Source.Acquire();
         var config = lease.Model.Config;
         if (dimensions is { } d && d != config.HiddenSize)
             throw new ArgumentOutOfRangeException("options", d, $"This model's embeddings have {config.HiddenSize} dimensions (its hidden size); Dimensions must be {config.HiddenSize} or unset.");
@@ -94,7 +95,7 @@ public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embe
         var pooled = embedder.Embed(sequences, cancellationToken);
         var created = DateTimeOffset.UtcNow;
         foreach (var p in pooled)
-            result.Add(new Embedding<float>(p.Vector) { ModelId = _source.ModelId, CreatedAt = created });
+            result.Add(new Embedding<float>(p.Vector) { ModelId = _source.Source.ModelId, CreatedAt = created });
         result.Usage = new UsageDetails
         {
             InputTokenCount = pooled.Sum(p => (long)p.TokenCount),
@@ -116,19 +117,8 @@ public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embe
     }
 
     /// <inheritdoc/>
-    public object? GetService(Type serviceType, object? serviceKey = null)
-    {
-        ArgumentNullException.ThrowIfNull(serviceType);
-        if (serviceKey is not null) return null;
-        if (serviceType == typeof(EmbeddingGeneratorMetadata)) return Metadata;
-        if (serviceType.IsInstanceOfType(this)) return this;
-        if (serviceType.IsInstanceOfType(_source)) return _source;
-        return null;
-    }
+    public object? GetService(Type serviceType, object? serviceKey = null) => _source.GetService(this, Metadata, serviceType, serviceKey);
 
     /// <inheritdoc/>
-    public void Dispose()
-    {
-        if (_ownsSource) (_source as IDisposable)?.Dispose();
-    }
+    public void Dispose() => _source.Dispose();
 }

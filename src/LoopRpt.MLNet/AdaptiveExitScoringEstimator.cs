@@ -18,10 +18,7 @@ public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScorin
         _ml = ml ?? throw new ArgumentNullException(nameof(ml));
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        if (string.IsNullOrWhiteSpace(options.ModelDirectory))
-            throw new ArgumentException($"{nameof(AdaptiveExitScoringTransformer.Options.ModelDirectory)} must name a LoopRpt model directory.", nameof(options));
-        if (!Directory.Exists(options.ModelDirectory))
-            throw new DirectoryNotFoundException($"Model directory '{options.ModelDirectory}' does not exist.");
+        SchemaChecks.ModelDirectory(options.ModelDirectory, nameof(options));
         _options = options.Clone();
     }
 

@@ -46,24 +46,20 @@ namespace LoopRpt.MLNet;
 /// </remarks>
 public sealed partial class AdaptiveExitScoringTransformer : ITransformer, IDisposable
 {
-    private readonly MLContext _ml;
     private readonly ScoringEngine _engine;
     private readonly AdaptiveExitScoringTransformer.Options _options;
-    private readonly string _device;
-    private readonly bool _fallback;
-    private readonly Dictionary<DataViewType, ITransformer> _twins = [];
-    private string? _stateJson;
+    private readonly ScoringTwins _twins;
 
     internal AdaptiveExitScoringTransformer(MLContext ml, ScoringEngine engine, ModelMeta meta, AdaptiveExitScoringTransformer.Options options,
                                             string device, bool fallback, TrainingResult? training)
     {
-        _ml = ml;
         _engine = engine;
         Meta = meta;
         _options = options;
-        _device = device;
-        _fallback = fallback;
         TrainingResult = training;
+        _twins = new ScoringTwins(ml, engine, options.TokenColumnName,
+            () => ScorerState.Capture(engine, meta, device, fallback, options.Storage, options.ModelDirectory).ToJson(),
+            state => Twin.ScorerEstimator(ml, options.TokenColumnName, options.OutputColumnPrefix, state));
     }
 
     /// <summary>The model's configuration.</summary>
@@ -135,33 +131,9 @@ public sealed partial class AdaptiveExitScoringTransformer : ITransformer, IDisp
     }
 
     /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        var col = SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
-        return TwinFor(col.Type).GetRowToRowMapper(inputSchema);
-    }
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => _twins.Mapper(inputSchema);
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => TwinFor(new VectorDataViewType(NumberDataViewType.Int32)).Save(ctx);
-
-    /// <summary>The public-component chain that stands for this scorer in a saved model (and backs the prediction engine).</summary>
-    private ITransformer TwinFor(DataViewType tokenType)
-    {
-        lock (_twins)
-        {
-            var key = ((VectorDataViewType)tokenType).ItemType;
-            if (_twins.TryGetValue(key, out var twin)) return twin;
-            if (_stateJson is null)
-            {
-                _stateJson = ScorerState.Capture(_engine, Meta, _device, _fallback, _options.Storage, _options.ModelDirectory).ToJson();
-                StateCache<ScoringEngine>.Register(_stateJson, _engine);
-            }
-            twin = Twin.ScorerEstimator(_ml, _options.TokenColumnName, _options.OutputColumnPrefix, _stateJson)
-                .Fit(Twin.Dummy(_ml, _options.TokenColumnName, tokenType));
-            _twins[key] = twin;
-            return twin;
-        }
-    }
+    void ICanSaveModel.Save(ModelSaveContext ctx) => _twins.Save(ctx);
 
     /// <inheritdoc/>
     public void Dispose() => _engine.Dispose();

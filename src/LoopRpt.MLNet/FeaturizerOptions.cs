@@ -3,39 +3,32 @@ namespace LoopRpt.MLNet;
 /// <summary>Options of the LoopRpt featurizer (<see cref="LoopRptCatalog.Featurize(LoopRptFeaturizerOptions)"/>).</summary>
 public sealed class LoopRptFeaturizerOptions
 {
-    /// <summary>Defaults, defined once.</summary>
+    /// <summary>
+    /// The featurizer's own default. The others come from the tables they belong to: the token column and exit
+    /// threshold from the scorer's (<see cref="AdaptiveExitScoringTransformer.Options.Defaults"/>), the batch size from the
+    /// core embedder's (<see cref="Inference.EmbeddingOptions.Defaults"/>), the context length from the core document
+    /// scorer's (<see cref="Inference.DocumentScorerOptions.Defaults"/>).
+    /// </summary>
     public static class Defaults
     {
-        /// <summary>Token-id vector column read.</summary>
-        public const string TokenColumnName = "Tokens";
-
         /// <summary>Feature vector column written.</summary>
         public const string OutputColumnName = "Features";
-
-        /// <summary>Exit threshold q: each token stops looping once its exit CDF reaches q.</summary>
-        public const double ExitThreshold = 0.5;
-
-        /// <summary>Rows per forward pass.</summary>
-        public const int BatchSize = 16;
-
-        /// <summary>Tokens read per row at most (longer rows keep their start).</summary>
-        public const int ContextLength = 512;
     }
 
-    /// <summary>Token-id vector column (Vector&lt;Int32&gt; or Vector&lt;Int64&gt;). Default "Tokens".</summary>
-    public string TokenColumnName { get; set; } = Defaults.TokenColumnName;
+    /// <summary>Token-id vector column (Vector&lt;Int32&gt; or Vector&lt;Int64&gt;). Default "Tokens", as for the scorer.</summary>
+    public string TokenColumnName { get; set; } = AdaptiveExitScoringTransformer.Options.Defaults.TokenColumnName;
 
     /// <summary>Feature column to create (Vector&lt;Single&gt; of known length). Default "Features".</summary>
     public string OutputColumnName { get; set; } = Defaults.OutputColumnName;
 
-    /// <summary>Exit threshold q in [0, 1]; 1 means full depth. Default 0.5.</summary>
-    public double ExitThreshold { get; set; } = Defaults.ExitThreshold;
+    /// <summary>Exit threshold q in [0, 1]; 1 means full depth. Default 0.5, as for the scorer.</summary>
+    public double ExitThreshold { get; set; } = AdaptiveExitScoringTransformer.Options.Defaults.ExitThreshold;
 
-    /// <summary>Rows per forward pass (at least 1). Default 16.</summary>
-    public int BatchSize { get; set; } = Defaults.BatchSize;
+    /// <summary>Rows per forward pass (at least 1). Default 16, as for the core's <see cref="Inference.ExitStateEmbedder"/>.</summary>
+    public int BatchSize { get; set; } = Inference.EmbeddingOptions.Defaults.BatchSize;
 
-    /// <summary>Tokens read per row at most (at least 2; also capped by max_position_embeddings). Default 512.</summary>
-    public int ContextLength { get; set; } = Defaults.ContextLength;
+    /// <summary>Tokens read per row at most (at least 2; also capped by max_position_embeddings). Default 512, as for the core's document scorer.</summary>
+    public int ContextLength { get; set; } = Inference.DocumentScorerOptions.Defaults.ContextLength;
 
     /// <summary>Device: "cpu", "cuda", "cuda:N"; null means the MLContext's GPU settings.</summary>
     public string? Device { get; set; }
@@ -51,13 +44,12 @@ public sealed class LoopRptFeaturizerOptions
 
     internal LoopRptFeaturizerOptions Clone() => (LoopRptFeaturizerOptions)MemberwiseClone();
 
+    /// <summary>The featurizer's own checks; the rest are the scorer's, whose options it runs on.</summary>
     internal void Validate()
     {
-        if (string.IsNullOrWhiteSpace(TokenColumnName)) throw new ArgumentException("TokenColumnName must be given.", nameof(TokenColumnName));
         if (string.IsNullOrWhiteSpace(OutputColumnName)) throw new ArgumentException("OutputColumnName must be given.", nameof(OutputColumnName));
         if (!(ExitThreshold is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(ExitThreshold), ExitThreshold, "ExitThreshold must lie in [0, 1].");
-        if (BatchSize < 1) throw new ArgumentOutOfRangeException(nameof(BatchSize), BatchSize, "BatchSize must be at least 1.");
-        if (ContextLength < 2) throw new ArgumentOutOfRangeException(nameof(ContextLength), ContextLength, "ContextLength must be at least 2.");
+        ToScorerOptions().Validate();
     }
 
     internal AdaptiveExitScoringTransformer.Options ToScorerOptions() => new()

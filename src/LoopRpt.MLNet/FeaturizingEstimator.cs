@@ -19,10 +19,7 @@ public sealed class LoopRptFeaturizingEstimator : IEstimator<LoopRptFeaturizingT
         _ml = ml ?? throw new ArgumentNullException(nameof(ml));
         ArgumentNullException.ThrowIfNull(options);
         options.Validate();
-        if (string.IsNullOrWhiteSpace(options.ModelDirectory))
-            throw new ArgumentException($"{nameof(LoopRptFeaturizerOptions.ModelDirectory)} must name a LoopRpt model directory.", nameof(options));
-        if (!Directory.Exists(options.ModelDirectory))
-            throw new DirectoryNotFoundException($"Model directory '{options.ModelDirectory}' does not exist.");
+        SchemaChecks.ModelDirectory(options.ModelDirectory, nameof(options));
         _options = options.Clone();
         _size = FeatureVectors.SizeFor(ModelDirectory.ReadConfig(options.ModelDirectory).HiddenSize);
     }
@@ -70,20 +67,21 @@ public sealed class LoopRptFeaturizingEstimator : IEstimator<LoopRptFeaturizingT
 /// </remarks>
 public sealed class LoopRptFeaturizingTransformer : ITransformer, IDisposable
 {
-    private readonly MLContext _ml;
     private readonly AdaptiveExitScoringTransformer _scorer;
     private readonly LoopRptFeaturizerOptions _options;
     private readonly bool _ownsScorer;
-    private readonly Dictionary<DataViewType, ITransformer> _twins = [];
-    private string? _stateJson;
+    private readonly ScoringTwins _twins;
 
     internal LoopRptFeaturizingTransformer(MLContext ml, AdaptiveExitScoringTransformer scorer, LoopRptFeaturizerOptions options, bool ownsScorer)
     {
-        _ml = ml;
         _scorer = scorer;
         _options = options;
         _ownsScorer = ownsScorer;
-        FeatureCount = FeatureVectors.SizeFor(scorer.Config.HiddenSize);
+        int size = FeatureCount = FeatureVectors.SizeFor(scorer.Config.HiddenSize);
+        _twins = new ScoringTwins(ml, scorer.Engine, options.TokenColumnName,
+            () => ScorerState.Capture(scorer.Engine, scorer.Meta, options.Device ?? (ml.GpuDeviceId is { } id ? $"cuda:{id}" : "cpu"),
+                options.FallbackToCpu ?? ml.FallbackToCpu, options.Storage, options.ModelDirectory ?? scorer.ModelDirectory).ToJson(),
+            state => FeatureVectors.Twin(ml, options.TokenColumnName, options.OutputColumnName, state, size));
     }
 
     /// <summary>Length of the feature vectors.</summary>
@@ -119,35 +117,9 @@ public sealed class LoopRptFeaturizingTransformer : ITransformer, IDisposable
     }
 
     /// <inheritdoc/>
-    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema)
-    {
-        ArgumentNullException.ThrowIfNull(inputSchema);
-        var col = SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
-        return TwinFor(col.Type).GetRowToRowMapper(inputSchema);
-    }
+    public IRowToRowMapper GetRowToRowMapper(DataViewSchema inputSchema) => _twins.Mapper(inputSchema);
 
-    void ICanSaveModel.Save(ModelSaveContext ctx) => TwinFor(new VectorDataViewType(NumberDataViewType.Int32)).Save(ctx);
-
-    private ITransformer TwinFor(DataViewType tokenType)
-    {
-        lock (_twins)
-        {
-            var key = ((VectorDataViewType)tokenType).ItemType;
-            if (_twins.TryGetValue(key, out var twin)) return twin;
-            if (_stateJson is null)
-            {
-                var engine = _scorer.Engine;
-                var device = _options.Device ?? (_ml.GpuDeviceId is { } id ? $"cuda:{id}" : "cpu");
-                _stateJson = ScorerState.Capture(engine, _scorer.Meta, device, _options.FallbackToCpu ?? _ml.FallbackToCpu, _options.Storage,
-                    _options.ModelDirectory ?? _scorer.ModelDirectory).ToJson();
-                StateCache<ScoringEngine>.Register(_stateJson, engine);
-            }
-            twin = FeatureVectors.Twin(_ml, _options.TokenColumnName, _options.OutputColumnName, _stateJson, FeatureCount)
-                .Fit(Persistence.Twin.Dummy(_ml, _options.TokenColumnName, tokenType));
-            _twins[key] = twin;
-            return twin;
-        }
-    }
+    void ICanSaveModel.Save(ModelSaveContext ctx) => _twins.Save(ctx);
 
     /// <inheritdoc/>
     public void Dispose()
@@ -157,81 +129,17 @@ public sealed class LoopRptFeaturizingTransformer : ITransformer, IDisposable
 }
 
 /// <summary>
-/// The featurizer's output: input columns passed through, plus one lazily computed vector column filled
-/// <c>batchSize</c> rows at a time through a read-ahead cursor over the token column (as <see cref="ScoringDataView"/>).
+/// The featurizer's output: input columns passed through, plus one lazily computed vector column (the last), filled
+/// <c>batchSize</c> rows at a time (<see cref="BatchedOutputView{T}"/>).
 /// </summary>
 internal sealed class FeaturesDataView(IDataView input, DataViewSchema.Column tokens, DataViewSchema schema,
-    Func<IReadOnlyList<int[]?>, float[][]> compute, int batchSize) : IDataView
+    Func<IReadOnlyList<int[]?>, float[][]> compute, int batchSize)
+    : BatchedOutputView<float[]>(input, tokens, schema, compute, batchSize, "featurizing")
 {
-    private readonly int _output = schema.Count - 1;
-    private readonly DataViewSchema.Column _tokens = tokens;
-    private readonly Func<IReadOnlyList<int[]?>, float[][]> _compute = compute;
-    private readonly int _batchSize = batchSize;
+    // Input columns keep their index unless one was replaced by the output (same name): map by name.
+    protected override DataViewSchema.Column? InputColumn(int index)
+        => index == Schema.Count - 1 ? null : Input.Schema[Schema[index].Name];
 
-    public bool CanShuffle => false;
-    public DataViewSchema Schema => schema;
-    public long? GetRowCount() => input.GetRowCount();
-
-    public DataViewRowCursor GetRowCursor(IEnumerable<DataViewSchema.Column> columnsNeeded, Random? rand = null)
-    {
-        var needed = columnsNeeded.Select(c => c.Index).ToHashSet();
-        // Input columns keep their index unless one was replaced by the output (same name): map by name.
-        var inputNeeded = schema.Where(c => needed.Contains(c.Index) && c.Index != _output).Select(c => input.Schema[c.Name]).ToList();
-        bool featuring = needed.Contains(_output);
-        return new Cursor(this, input.GetRowCursor(inputNeeded), featuring ? input.GetRowCursor([_tokens]) : null, needed);
-    }
-
-    public DataViewRowCursor[] GetRowCursorSet(IEnumerable<DataViewSchema.Column> columnsNeeded, int n, Random? rand = null)
-        => [GetRowCursor(columnsNeeded, rand)];
-
-    private sealed class Cursor : DataViewRowCursor
-    {
-        private readonly FeaturesDataView _parent;
-        private readonly DataViewRowCursor _main;
-        private readonly ReadAheadBatches<float[]>? _vectors;
-        private readonly HashSet<int> _active;
-        private long _position = -1;
-
-        public Cursor(FeaturesDataView parent, DataViewRowCursor main, DataViewRowCursor? ahead, HashSet<int> active)
-        {
-            _parent = parent;
-            _main = main;
-            _active = active;
-            if (ahead is not null) _vectors = new(ahead, parent._tokens, parent._batchSize, parent._compute, "featurizing");
-        }
-
-        public override DataViewSchema Schema => _parent.Schema;
-        public override long Position => _position;
-        public override long Batch => _main.Batch;
-
-        public override bool IsColumnActive(DataViewSchema.Column column) => _active.Contains(column.Index);
-
-        public override bool MoveNext()
-        {
-            if (!_main.MoveNext()) return false;
-            _position++;
-            return true;
-        }
-
-        public override ValueGetter<DataViewRowId> GetIdGetter() => _main.GetIdGetter();
-
-        public override ValueGetter<TValue> GetGetter<TValue>(DataViewSchema.Column column)
-        {
-            if (column.Index != _parent._output) return _main.GetGetter<TValue>(_main.Schema[column.Name]);
-            if (!_active.Contains(column.Index)) throw new InvalidOperationException($"Column '{column.Name}' is not active in this cursor.");
-            var getter = ReadAheadBatches<float[]>.VectorGetter(() => _vectors!.At(_position));
-            return getter as ValueGetter<TValue>
-                ?? throw new InvalidOperationException($"Invalid TValue in GetGetter: '{typeof(TValue)}', expected type: '{column.Type.RawType}'.");
-        }
-
-        protected override void Dispose(bool disposing)
-        {
-            if (disposing)
-            {
-                _main.Dispose();
-                _vectors?.Dispose();
-            }
-            base.Dispose(disposing);
-        }
-    }
+    protected override Delegate OutputGetter(DataViewSchema.Column column, Func<float[]> current)
+        => ReadAheadBatches<float[]>.VectorGetter(current);
 }

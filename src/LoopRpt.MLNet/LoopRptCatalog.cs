@@ -114,8 +114,8 @@ public sealed class LoopRptCatalog
     /// <param name="tokenColumnName">Token-id vector column.</param>
     /// <param name="exitThreshold">Q-exit threshold q in [0, 1]; 1 means full depth.</param>
     public LoopRptFeaturizingEstimator Featurize(string modelDirectory, string outputColumnName = LoopRptFeaturizerOptions.Defaults.OutputColumnName,
-                                                 string tokenColumnName = LoopRptFeaturizerOptions.Defaults.TokenColumnName,
-                                                 double exitThreshold = LoopRptFeaturizerOptions.Defaults.ExitThreshold)
+                                                 string tokenColumnName = AdaptiveExitScoringTransformer.Options.Defaults.TokenColumnName,
+                                                 double exitThreshold = AdaptiveExitScoringTransformer.Options.Defaults.ExitThreshold)
         => Featurize(new LoopRptFeaturizerOptions
         {
             ModelDirectory = modelDirectory, OutputColumnName = outputColumnName, TokenColumnName = tokenColumnName, ExitThreshold = exitThreshold,

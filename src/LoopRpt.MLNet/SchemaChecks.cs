@@ -12,6 +12,15 @@ internal static class SchemaChecks
     public static ArgumentOutOfRangeException Mismatch(string column, string expected, string actual)
         => new("inputSchema", $"Schema mismatch for input column '{column}': expected {expected}, got {actual}");
 
+    /// <summary>The <c>ModelDirectory</c> option of a loading estimator: it must name an existing directory.</summary>
+    public static void ModelDirectory([System.Diagnostics.CodeAnalysis.NotNull] string? directory, string paramName)
+    {
+        if (string.IsNullOrWhiteSpace(directory))
+            throw new ArgumentException("ModelDirectory must name a LoopRpt model directory.", paramName);
+        if (!Directory.Exists(directory))
+            throw new DirectoryNotFoundException($"Model directory '{directory}' does not exist.");
+    }
+
     public static DataViewSchema.Column Text(DataViewSchema schema, string column)
     {
         var col = schema.GetColumnOrNull(column) ?? throw Missing(column);

@@ -4,6 +4,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization;
 using LoopRpt.Checkpoints;
 using LoopRpt.Model;
+using LoopRpt.MLNet.Persistence;
 using LoopRpt.Native;
 
 namespace LoopRpt.MLNet;
@@ -17,13 +18,13 @@ namespace LoopRpt.MLNet;
 /// directory's files (config.json, meta.json, model.safetensors) as base64; Directory: <c>directory</c> (absolute path)
 /// and <c>fingerprint</c> (SHA-256 of config.json and meta.json plus the byte size of model.safetensors).</para>
 /// </summary>
-internal sealed class ScorerState
+internal sealed class ScorerState : SavedState
 {
     public const string FormatName = "looprpt-mlnet-scorer";
     public const int CurrentVersion = 1;
 
-    [JsonPropertyName("format")] public string Format { get; set; } = FormatName;
-    [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = CurrentVersion;
+    public ScorerState() : base(FormatName, CurrentVersion) { }
+
     [JsonPropertyName("exit_kind")] public ExitKind ExitKind { get; set; }
     [JsonPropertyName("exit_step")] public int ExitStep { get; set; }
     [JsonPropertyName("exit_threshold")] public double ExitThreshold { get; set; }
@@ -36,15 +37,6 @@ internal sealed class ScorerState
     [JsonPropertyName("directory")] public string? Directory { get; set; }
     [JsonPropertyName("fingerprint")] public string? Fingerprint { get; set; }
     [JsonPropertyName("files")] public Dictionary<string, string>? Files { get; set; }
-
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        Converters = { new JsonStringEnumConverter() },
-        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
-    };
-
-    public string ToJson() => JsonSerializer.Serialize(this, Json);
 
     public ExitMode ExitMode => ExitKind switch
     {
@@ -95,17 +87,7 @@ internal sealed class ScorerState
     }
 
     /// <summary>Parses a state; a foreign or newer format fails with <see cref="InvalidDataException"/>.</summary>
-    public static ScorerState Parse(string json)
-    {
-        ScorerState? s;
-        try { s = JsonSerializer.Deserialize<ScorerState>(json, Json); }
-        catch (JsonException e) { throw new InvalidDataException($"The LoopRpt scorer state in the ML.NET model is not valid JSON: {e.Message}", e); }
-        if (s is null || s.Format != FormatName)
-            throw new InvalidDataException($"The ML.NET model holds no LoopRpt scorer state (format '{s?.Format}', expected '{FormatName}').");
-        if (s.FormatVersion < 1 || s.FormatVersion > CurrentVersion)
-            throw new InvalidDataException($"The LoopRpt scorer state has format_version {s.FormatVersion}; this LoopRpt reads 1 to {CurrentVersion}. Upgrade LoopRpt to load this model.");
-        return s;
-    }
+    public static ScorerState Parse(string json) => Parse<ScorerState>(json, FormatName, CurrentVersion, "scorer");
 
     /// <summary>Rebuilds the scoring engine (loads or unpacks the weights).</summary>
     public ScoringEngine CreateEngine()

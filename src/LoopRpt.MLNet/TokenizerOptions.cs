@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using LoopRpt.MLNet.Persistence;
 using LoopRpt.Tokenization;
 
 namespace LoopRpt.MLNet;
@@ -125,13 +126,13 @@ public sealed class TokenizerOptions
 /// The tokenizer transform's saved state (JSON in a ValueMapping). Format <c>looprpt-mlnet-tokenizer</c>, history:
 /// version 1 — <c>spec</c> (<see cref="TokenizerSpec"/>), <c>add_bos</c>, <c>add_eos</c>, <c>max_length</c>, <c>overflow</c>.
 /// </summary>
-internal sealed class TokenizerState
+internal sealed class TokenizerState : SavedState
 {
     public const string FormatName = "looprpt-mlnet-tokenizer";
     public const int CurrentVersion = 1;
 
-    [JsonPropertyName("format")] public string Format { get; set; } = FormatName;
-    [JsonPropertyName("format_version")] public int FormatVersion { get; set; } = CurrentVersion;
+    public TokenizerState() : base(FormatName, CurrentVersion) { }
+
     [JsonPropertyName("spec")] public TokenizerSpec Spec { get; set; } = new();
     [JsonPropertyName("add_bos")] public bool AddBos { get; set; }
     [JsonPropertyName("add_eos")] public bool AddEos { get; set; }
@@ -142,12 +143,6 @@ internal sealed class TokenizerState
 
     [JsonIgnore] public LoopRptTokenizer Tokenizer => _tokenizer ??= LoopRptTokenizer.Create(Spec);
 
-    private static readonly JsonSerializerOptions Json = new()
-    {
-        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
-        Converters = { new JsonStringEnumConverter() },
-    };
-
     public static TokenizerState For(LoopRptTokenizer tokenizer, TokenizerOptions o)
     {
         var s = new TokenizerState { Spec = tokenizer.Spec, AddBos = o.AddBos, AddEos = o.AddEos, MaxLength = o.MaxLength, Overflow = o.Overflow };
@@ -155,19 +150,7 @@ internal sealed class TokenizerState
         return s;
     }
 
-    public string ToJson() => JsonSerializer.Serialize(this, Json);
-
-    public static TokenizerState Parse(string json)
-    {
-        TokenizerState? s;
-        try { s = JsonSerializer.Deserialize<TokenizerState>(json, Json); }
-        catch (JsonException e) { throw new InvalidDataException($"The LoopRpt tokenizer state in the ML.NET model is not valid JSON: {e.Message}", e); }
-        if (s is null || s.Format != FormatName)
-            throw new InvalidDataException($"The ML.NET model holds no LoopRpt tokenizer state (format '{s?.Format}', expected '{FormatName}').");
-        if (s.FormatVersion < 1 || s.FormatVersion > CurrentVersion)
-            throw new InvalidDataException($"The LoopRpt tokenizer state has format_version {s.FormatVersion}; this LoopRpt reads 1 to {CurrentVersion}.");
-        return s;
-    }
+    public static TokenizerState Parse(string json) => Parse<TokenizerState>(json, FormatName, CurrentVersion, "tokenizer");
 
     public int[] Encode(string? text) => Tokenizer.Encode(text, AddBos, AddEos, MaxLength, Overflow);
 }

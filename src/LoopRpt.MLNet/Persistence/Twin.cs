@@ -60,3 +60,44 @@ internal static class Twin
     private sealed class IntTokensRow { public int[] Value { get; set; } = []; }
     private sealed class LongTokensRow { public long[] Value { get; set; } = []; }
 }
+
+/// <summary>
+/// The portable twins of a transformer that runs a <see cref="ScoringEngine"/> (the scorer, the featurizer): one per
+/// token item type (Int32 or Int64), fitted on first use. The engine's state JSON is captured once and registered, so a
+/// twin used in this process shares the live engine instead of decoding the state again.
+/// </summary>
+internal sealed class ScoringTwins(MLContext ml, ScoringEngine engine, string tokenColumn, Func<string> captureState,
+    Func<string, IEstimator<ITransformer>> estimator)
+{
+    private readonly Dictionary<DataViewType, ITransformer> _twins = [];
+    private string? _stateJson;
+
+    /// <summary>The twin for token columns of <paramref name="tokenType"/>.</summary>
+    public ITransformer For(DataViewType tokenType)
+    {
+        lock (_twins)
+        {
+            var key = ((VectorDataViewType)tokenType).ItemType;
+            if (_twins.TryGetValue(key, out var twin)) return twin;
+            if (_stateJson is null)
+            {
+                _stateJson = captureState();
+                StateCache<ScoringEngine>.Register(_stateJson, engine);
+            }
+            twin = estimator(_stateJson).Fit(Twin.Dummy(ml, tokenColumn, tokenType));
+            _twins[key] = twin;
+            return twin;
+        }
+    }
+
+    /// <summary>The row-to-row mapper of the twin for the token column of <paramref name="inputSchema"/>.</summary>
+    public IRowToRowMapper Mapper(DataViewSchema inputSchema)
+    {
+        ArgumentNullException.ThrowIfNull(inputSchema);
+        var col = SchemaChecks.Tokens(inputSchema, tokenColumn);
+        return For(col.Type).GetRowToRowMapper(inputSchema);
+    }
+
+    /// <summary>Saves the twin (an Int32 token column: what ML.NET's loader rebuilds).</summary>
+    public void Save(ModelSaveContext ctx) => For(new VectorDataViewType(NumberDataViewType.Int32)).Save(ctx);
+}

@@ -60,20 +60,14 @@ public sealed class AdaptiveExitOptions
 /// </remarks>
 public sealed class AdaptiveExitScorer
 {
-    private readonly OuroForCausalLM _lm;
-    private readonly AdaptiveLoopRunner _runner;
-    private readonly ExitRule _rule;
+    private readonly SequencePass _pass;
 
     /// <summary>Creates a scorer for <paramref name="lm"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The exit rule is expected logits, a fixed step beyond the model's loops, or the batch size is below 1.</exception>
     public AdaptiveExitScorer(OuroForCausalLM lm, AdaptiveExitOptions? options = null)
     {
-        _lm = lm ?? throw new ArgumentNullException(nameof(lm));
         Options = options ?? new AdaptiveExitOptions();
-        if (Options.BatchSize < 1)
-            throw new ArgumentOutOfRangeException(nameof(options), Options.BatchSize, "BatchSize must be at least 1.");
-        _rule = ExitRule.From(Options.Exit, lm.Config, nameof(options));
-        _runner = new AdaptiveLoopRunner(lm);
+        _pass = new SequencePass(lm, Options.Exit, Options.BatchSize, nameof(options));
     }
 
     /// <summary>The options in use (never mutated).</summary>
@@ -93,14 +87,14 @@ public sealed class AdaptiveExitScorer
         if (inputIds.dim() != 2 || inputIds.dtype != ScalarType.Int64)
             throw new ArgumentException($"Expected int64 token ids of shape (B, S), got {inputIds.dtype} ({string.Join(", ", inputIds.shape)}).", nameof(inputIds));
         long b = inputIds.shape[0], s = inputIds.shape[1];
-        if (s > _lm.Config.MaxPositionEmbeddings)
-            throw new ArgumentOutOfRangeException(nameof(inputIds), s, $"Sequence length {s} exceeds max_position_embeddings = {_lm.Config.MaxPositionEmbeddings}.");
+        if (s > _pass.Model.Config.MaxPositionEmbeddings)
+            throw new ArgumentOutOfRangeException(nameof(inputIds), s, $"Sequence length {s} exceeds max_position_embeddings = {_pass.Model.Config.MaxPositionEmbeddings}.");
         if (lengths is not null && (lengths.dim() != 1 || lengths.shape[0] != b))
             throw new ArgumentException($"Expected lengths of shape ({b}), got ({string.Join(", ", lengths.shape)}).", nameof(lengths));
         if (targets is not null && !targets.shape.SequenceEqual(inputIds.shape))
             throw new ArgumentException($"Expected targets of shape ({b}, {s}), got ({string.Join(", ", targets.shape)}).", nameof(targets));
 
-        var device = _lm.Device;
+        var device = _pass.Model.Device;
         using var outer = NewDisposeScope();
         using var noGrad = no_grad();
         var ids = inputIds.to(device);
@@ -110,10 +104,7 @@ public sealed class AdaptiveExitScorer
         var gold = targets?.to(device).clone() ?? ShiftedTargets(ids, lengths?.to(device));      // our own copy: the result owns it
         if (valid is not null) gold = gold.masked_fill(~valid, -1);
 
-        ChunkResult run;
-        using (var cache = new LoopKvCache(b, s, _lm.Config.TotalUtSteps, _lm.Config.NumHiddenLayers,
-                   _lm.Config.NumKeyValueHeads, _lm.Config.HeadDim, rolling: true, device, _lm.ComputeType))
-            run = _runner.Run(ids, valid, cache, _rule);
+        var run = _pass.Run(ids, valid);
 
         // LM head once per computed token, on its exit state.
         var flatValid = valid?.reshape(-1).nonzero().squeeze(1);                                    // (M) or all
@@ -127,9 +118,9 @@ public sealed class AdaptiveExitScorer
         var entropies = Scatter(read.Entropies, flatValid, b * s, 0.0f).view(b, s);
         var exitSteps = run.ExitSteps.view(b, s);
 
-        var result = new AdaptiveScore(goldLogProbs, exitSteps, predictions, gold, predictionLogProbs, entropies, _lm.Config.TotalUtSteps, run.LoopsRun);
+        var result = new AdaptiveScore(goldLogProbs, exitSteps, predictions, gold, predictionLogProbs, entropies, _pass.Model.Config.TotalUtSteps, run.LoopsRun);
         // The result's sums are read to the host already: refuse NaN/Inf log-probabilities (NaN weights, overflow) there.
-        if (!double.IsFinite(result.SumGoldLogProb)) throw NonFiniteCheck.Outputs(_lm, "log-probabilities");
+        if (!double.IsFinite(result.SumGoldLogProb)) throw NonFiniteCheck.Outputs(_pass.Model, "log-probabilities");
         outer.MoveToOuter(result.GoldLogProbs, result.ExitSteps, result.Predictions, result.Targets, result.PredictionLogProbs, result.Entropies);
         return result;
     }
@@ -141,7 +132,7 @@ public sealed class AdaptiveExitScorer
     public AdaptiveExitSummary Evaluate(IEnumerable<IReadOnlyList<long>> sequences)
     {
         ArgumentNullException.ThrowIfNull(sequences);
-        var total = new AdaptiveExitSummary.Builder(_lm.Config.TotalUtSteps);
+        var total = new AdaptiveExitSummary.Builder(_pass.Model.Config.TotalUtSteps);
         foreach (var batch in sequences.Chunk(Options.BatchSize))
         {
             using var scope = NewDisposeScope();
@@ -183,7 +174,7 @@ public sealed class AdaptiveExitScorer
     internal long? ReadOutBlockRows { get; set; }
 
     /// <summary>Test hook into the runner (see <see cref="AdaptiveLoopRunner.AfterLayer"/>).</summary>
-    internal Action<int, int>? AfterLayer { set => _runner.AfterLayer = value; }
+    internal Action<int, int>? AfterLayer { set => _pass.Runner.AfterLayer = value; }
 
     /// <summary>The read-out of a set of exit states, (M) each.</summary>
     private readonly record struct ReadOutResult(Tensor GoldLogProbs, Tensor Argmax, Tensor MaxLogProbs, Tensor Entropies);
@@ -195,7 +186,7 @@ public sealed class AdaptiveExitScorer
     private ReadOutResult ReadOut(Tensor states, Tensor gold)
     {
         long m = states.shape[0];
-        long block = ReadOutBlockRows ?? Math.Max(1, (1L << 24) / _lm.Config.VocabSize);         // ~64 MB of float32 logits
+        long block = ReadOutBlockRows ?? Math.Max(1, (1L << 24) / _pass.Model.Config.VocabSize);         // ~64 MB of float32 logits
         var logProbs = new List<Tensor>();
         var argmax = new List<Tensor>();
         var maxLogProbs = new List<Tensor>();
@@ -206,7 +197,7 @@ public sealed class AdaptiveExitScorer
             // One scope per block: its (len, V) logits are freed before the next block, so at most one block is alive.
             using var scope = NewDisposeScope();
             using var section = InferenceProfile.Time("lm_head");
-            var logp = F.log_softmax(_lm.Logits(states.narrow(0, start, len)).to_type(ScalarType.Float32), -1); // (len, V)
+            var logp = F.log_softmax(_pass.Model.Logits(states.narrow(0, start, len)).to_type(ScalarType.Float32), -1); // (len, V)
             var g = gold.narrow(0, start, len);
             logProbs.Add(scope.MoveToOuter(logp.gather(-1, g.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (g >= 0).to_type(ScalarType.Float32)));
             argmax.Add(scope.MoveToOuter(logp.argmax(-1)));

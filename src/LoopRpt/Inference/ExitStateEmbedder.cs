@@ -65,30 +65,24 @@ public sealed record PooledEmbedding(float[] Vector, int TokenCount, int LoopsSp
 /// </remarks>
 public sealed class ExitStateEmbedder
 {
-    private readonly OuroForCausalLM _lm;
-    private readonly AdaptiveLoopRunner _runner;
-    private readonly ExitRule _rule;
+    private readonly SequencePass _pass;
 
     /// <summary>Creates an embedder for <paramref name="lm"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The exit rule cannot save compute (expected logits), a fixed step is
     /// beyond the model's loops, or the batch size is below 1.</exception>
     public ExitStateEmbedder(OuroForCausalLM lm, EmbeddingOptions? options = null)
     {
-        _lm = lm ?? throw new ArgumentNullException(nameof(lm));
         Options = options ?? new EmbeddingOptions();
-        if (Options.BatchSize < 1)
-            throw new ArgumentOutOfRangeException(nameof(options), Options.BatchSize, "BatchSize must be at least 1.");
         if (!Enum.IsDefined(Options.Pooling))
             throw new ArgumentOutOfRangeException(nameof(options), Options.Pooling, "Pooling must be Mean or LastToken.");
-        _rule = ExitRule.From(Options.Exit, lm.Config, nameof(options));
-        _runner = new AdaptiveLoopRunner(lm);
+        _pass = new SequencePass(lm, Options.Exit, Options.BatchSize, nameof(options));
     }
 
     /// <summary>The options in use (never mutated).</summary>
     public EmbeddingOptions Options { get; }
 
     /// <summary>Length of every vector: the model's hidden size.</summary>
-    public int Dimension => _lm.Config.HiddenSize;
+    public int Dimension => _pass.Model.Config.HiddenSize;
 
     /// <summary>Embeds every sequence, <see cref="EmbeddingOptions.BatchSize"/> at a time.</summary>
     /// <exception cref="ArgumentException">A sequence is empty.</exception>
@@ -112,8 +106,7 @@ public sealed class ExitStateEmbedder
     {
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
-        var config = _lm.Config;
-        var device = _lm.Device;
+        var device = _pass.Model.Device;
         var (hostIds, hostLengths) = AdaptiveExitScorer.Pad(batch);
         long b = hostIds.shape[0], s = hostIds.shape[1];
         var ids = hostIds.to(device);                                                     // (B, S)
@@ -122,10 +115,7 @@ public sealed class ExitStateEmbedder
         var real = positions < lengths.unsqueeze(1);                                      // (B, S)
         var valid = batch.All(x => x.Count == s) ? null : real;
 
-        ChunkResult run;
-        using (var cache = new LoopKvCache(b, s, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
-                   config.HeadDim, rolling: true, device, _lm.ComputeType))
-            run = _runner.Run(ids, valid, cache, _rule);
+        var run = _pass.Run(ids, valid);
 
         var states = run.States.view(b, s, -1).to_type(ScalarType.Float32);               // (B, S, H) exit states
         Tensor pooled;                                                                    // (B, H)
@@ -151,7 +141,7 @@ public sealed class ExitStateEmbedder
 
     private void Validate(IReadOnlyList<IReadOnlyList<long>> sequences)
     {
-        var config = _lm.Config;
+        var config = _pass.Model.Config;
         for (int i = 0; i < sequences.Count; i++)
         {
             var x = sequences[i];

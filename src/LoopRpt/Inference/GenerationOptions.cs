@@ -22,6 +22,9 @@ public sealed class GenerationOptions
 
         /// <summary>Rows decoded together at most.</summary>
         public const int BatchSize = 8;
+
+        /// <summary>Key/value rule at decode time: the exact one.</summary>
+        public const KvCacheMode KvCache = KvCacheMode.PerLoop;
     }
 
     /// <summary>Tokens to generate at most (at least 1).</summary>
@@ -68,7 +71,7 @@ public sealed class GenerationOptions
     /// <summary>
     /// Which keys/values a token attends to at decode time (default <see cref="KvCacheMode.PerLoop"/>, the exact rule).
     /// </summary>
-    public KvCacheMode KvCache { get; init; } = KvCacheMode.PerLoop;
+    public KvCacheMode KvCache { get; init; } = Defaults.KvCache;
 
     internal void Validate(string paramName)
     {
@@ -78,11 +81,28 @@ public sealed class GenerationOptions
             throw new ArgumentOutOfRangeException(paramName, BatchSize, "BatchSize must be at least 1.");
         if (MaxNewTokens < 1)
             throw new ArgumentOutOfRangeException(paramName, MaxNewTokens, "MaxNewTokens must be at least 1.");
-        if (!(Temperature >= 0) || double.IsInfinity(Temperature))
-            throw new ArgumentOutOfRangeException(paramName, Temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
-        if (!(TopP > 0 && TopP <= 1))
-            throw new ArgumentOutOfRangeException(paramName, TopP, "TopP must lie in (0, 1].");
+        CheckTemperature(Temperature, paramName);
+        CheckTopP(TopP, paramName);
         ArgumentNullException.ThrowIfNull(StopTokens, paramName);
+    }
+
+    /// <summary>
+    /// The temperature rule (finite, &gt;= 0; 0 = greedy), for faces that take the setting from their own inputs (a chat
+    /// request, a client's defaults) and must refuse it before generation starts.
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value breaks the rule (reported against <paramref name="paramName"/>).</exception>
+    public static void CheckTemperature(double temperature, string paramName)
+    {
+        if (!(temperature >= 0) || double.IsInfinity(temperature))
+            throw new ArgumentOutOfRangeException(paramName, temperature, "Temperature must be a finite number >= 0 (0 = greedy).");
+    }
+
+    /// <summary>The top-p rule (in (0, 1]), for faces that take the setting from their own inputs.</summary>
+    /// <exception cref="ArgumentOutOfRangeException">The value breaks the rule (reported against <paramref name="paramName"/>).</exception>
+    public static void CheckTopP(double topP, string paramName)
+    {
+        if (!(topP > 0 && topP <= 1))
+            throw new ArgumentOutOfRangeException(paramName, topP, "TopP must lie in (0, 1].");
     }
 }
 
