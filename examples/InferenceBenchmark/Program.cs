@@ -53,7 +53,7 @@ double[] qs = [1.0, 0.7, 0.5, 0.3];
 var scoreRows = new List<string>();
 foreach (int batch in opt.ScoreBatches)
 {
-    var scorers = qs.Select(q => new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(q), BatchSize = batch })).ToArray();
+    var scorers = qs.Select(q => new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(q), BatchSize = batch })).ToArray();
     var best = Enumerable.Repeat(Timing.Worst, qs.Length).ToArray();
     var summaries = new AdaptiveExitSummary[qs.Length];
     var bestReference = Timing.Worst;

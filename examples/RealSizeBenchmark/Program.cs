@@ -181,7 +181,7 @@ foreach (var mode in modes)
         {
             using var scope = NewDisposeScope();
             var ids = tensor(Ids(scoreTokens), [1, scoreTokens]);
-            var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = exit });
+            var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = exit });
             ResetPeak();
             clock.Restart();
             using var score = scorer.Score(ids);

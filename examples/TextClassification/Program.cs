@@ -28,7 +28,7 @@ var lmOptions = new LoopedLmTrainerEstimator.Options
     Stages = [StageDescriptor.Pretrain(settings.Steps, 3e-3), StageDescriptor.Gate(Math.Max(1, settings.Steps / 5), 3e-3)],
     Scorer = new AdaptiveExitScoringTransformer.Options { ExitMode = ExitMode.Q(settings.Q) },
 };
-var lm = ml.LoopRpt().TrainLoopedLmOnText("Text", lmOptions, new TokenizerOptions { VocabularySize = 512, MaxLength = 128 }).Fit(trainView);
+var lm = ml.LoopRpt().TrainLoopedLmOnText("Text", lmOptions, new TokenizingEstimator.Options { VocabularySize = 512, MaxLength = 128 }).Fit(trainView);
 var scorer = lm.LastTransformer;
 Console.WriteLine($"looped LM: {scorer.Config.HiddenSize} hidden, {scorer.Config.TotalUtSteps} loops, {settings.Steps} + {settings.Steps / 5} steps, {clock.Elapsed.TotalSeconds:F0} s");
 using var featurizer = ml.LoopRpt().Featurize(scorer, "LoopFeatures");

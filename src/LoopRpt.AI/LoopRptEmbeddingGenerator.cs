@@ -15,13 +15,13 @@ public sealed class LoopRptEmbeddingGeneratorOptions
     public double? ExitThreshold { get; set; }
 
     /// <summary>Pooling over tokens. Default <see cref="EmbeddingPooling.Mean"/>.</summary>
-    public EmbeddingPooling Pooling { get; set; } = EmbeddingOptions.Defaults.Pooling;
+    public EmbeddingPooling Pooling { get; set; } = ExitStateEmbedderOptions.Defaults.Pooling;
 
     /// <summary>Scale vectors to unit L2 norm. Default true.</summary>
-    public bool Normalize { get; set; } = EmbeddingOptions.Defaults.Normalize;
+    public bool Normalize { get; set; } = ExitStateEmbedderOptions.Defaults.Normalize;
 
     /// <summary>Texts per forward pass (at least 1). Default 16.</summary>
-    public int BatchSize { get; set; } = EmbeddingOptions.Defaults.BatchSize;
+    public int BatchSize { get; set; } = ExitStateEmbedderOptions.Defaults.BatchSize;
 
     /// <summary>Prepend the tokenizer's BOS id (when it has one), as for scoring. Default true.</summary>
     public bool AddBos { get; set; } = true;
@@ -88,7 +88,7 @@ public sealed class LoopRptEmbeddingGenerator : IEmbeddingGenerator<string, Embe
         if (dimensions is { } d && d != config.HiddenSize)
             throw new ArgumentOutOfRangeException("options", d, $"This model's embeddings have {config.HiddenSize} dimensions (its hidden size); Dimensions must be {config.HiddenSize} or unset.");
         var sequences = texts.Select(t => (IReadOnlyList<long>)Tokenize(t, lease.Codec, config.MaxPositionEmbeddings)).ToList();
-        var embedder = new ExitStateEmbedder(lease.Model, new EmbeddingOptions
+        var embedder = new ExitStateEmbedder(lease.Model, new ExitStateEmbedderOptions
         {
             Exit = q is { } x ? ExitMode.Q(x) : null, Pooling = _options.Pooling, Normalize = _options.Normalize, BatchSize = _options.BatchSize,
         });

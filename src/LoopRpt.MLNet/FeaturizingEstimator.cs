@@ -8,13 +8,13 @@ namespace LoopRpt.MLNet;
 /// <summary>
 /// Loads a LoopRpt model directory and returns its featurizer (no data is read beyond the schema check).
 /// </summary>
-public sealed class LoopRptFeaturizingEstimator : IEstimator<LoopRptFeaturizingTransformer>
+public sealed partial class LoopRptFeaturizingEstimator : IEstimator<LoopRptFeaturizingTransformer>
 {
     private readonly MLContext _ml;
-    private readonly LoopRptFeaturizerOptions _options;
+    private readonly LoopRptFeaturizingEstimator.Options _options;
     private readonly int _size;
 
-    internal LoopRptFeaturizingEstimator(MLContext ml, LoopRptFeaturizerOptions options)
+    internal LoopRptFeaturizingEstimator(MLContext ml, LoopRptFeaturizingEstimator.Options options)
     {
         _ml = ml ?? throw new ArgumentNullException(nameof(ml));
         ArgumentNullException.ThrowIfNull(options);
@@ -49,11 +49,11 @@ public sealed class LoopRptFeaturizingEstimator : IEstimator<LoopRptFeaturizingT
 /// <remarks>
 /// | Input column | Type |
 /// |---|---|
-/// | <see cref="LoopRptFeaturizerOptions.TokenColumnName"/> | Vector&lt;Int32&gt; or Vector&lt;Int64&gt; (any length) |
+/// | <see cref="LoopRptFeaturizingEstimator.Options.TokenColumnName"/> | Vector&lt;Int32&gt; or Vector&lt;Int64&gt; (any length) |
 ///
 /// | Output column | Type | Meaning |
 /// |---|---|---|
-/// | <see cref="LoopRptFeaturizerOptions.OutputColumnName"/> | Vector&lt;Single, N&gt; | pooled exit state; N = hidden size for the presets (otherwise the next saved size, zero-padded) |
+/// | <see cref="LoopRptFeaturizingEstimator.Options.OutputColumnName"/> | Vector&lt;Single, N&gt; | pooled exit state; N = hidden size for the presets (otherwise the next saved size, zero-padded) |
 ///
 /// | Characteristic | |
 /// |---|---|
@@ -63,16 +63,16 @@ public sealed class LoopRptFeaturizingEstimator : IEstimator<LoopRptFeaturizingT
 /// | ONNX export | no |
 /// | Saved as | ValueMapping (scorer state JSON) + CustomMapping "LoopRpt.Features{N}.v1" |
 ///
-/// Empty rows get a zero vector; rows longer than <see cref="LoopRptFeaturizerOptions.ContextLength"/> keep their start.
+/// Empty rows get a zero vector; rows longer than <see cref="LoopRptFeaturizingEstimator.Options.ContextLength"/> keep their start.
 /// </remarks>
 public sealed class LoopRptFeaturizingTransformer : ITransformer, IDisposable
 {
     private readonly AdaptiveExitScoringTransformer _scorer;
-    private readonly LoopRptFeaturizerOptions _options;
+    private readonly LoopRptFeaturizingEstimator.Options _options;
     private readonly bool _ownsScorer;
     private readonly ScoringTwins _twins;
 
-    internal LoopRptFeaturizingTransformer(MLContext ml, AdaptiveExitScoringTransformer scorer, LoopRptFeaturizerOptions options, bool ownsScorer)
+    internal LoopRptFeaturizingTransformer(MLContext ml, AdaptiveExitScoringTransformer scorer, LoopRptFeaturizingEstimator.Options options, bool ownsScorer)
     {
         _scorer = scorer;
         _options = options;

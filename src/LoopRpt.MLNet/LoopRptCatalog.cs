@@ -25,27 +25,27 @@ public sealed class LoopRptCatalog
     /// <param name="addBos">Prepend the beginning/end-of-text id.</param>
     /// <param name="addEos">Append the end-of-text id.</param>
     /// <param name="maxLength">Longest output (0: unlimited; longer texts keep their start).</param>
-    public TokenizingEstimator Tokenize(string outputColumnName = TokenizerOptions.Defaults.OutputColumnName, string? inputColumnName = null,
-                                        int vocabularySize = TokenizerOptions.Defaults.VocabularySize, bool addBos = TokenizerOptions.Defaults.AddBos,
-                                        bool addEos = TokenizerOptions.Defaults.AddEos, int maxLength = 0)
-        => Tokenize(new TokenizerOptions
+    public TokenizingEstimator Tokenize(string outputColumnName = TokenizingEstimator.Options.Defaults.OutputColumnName, string? inputColumnName = null,
+                                        int vocabularySize = TokenizingEstimator.Options.Defaults.VocabularySize, bool addBos = TokenizingEstimator.Options.Defaults.AddBos,
+                                        bool addEos = TokenizingEstimator.Options.Defaults.AddEos, int maxLength = 0)
+        => Tokenize(new TokenizingEstimator.Options
         {
             OutputColumnName = outputColumnName, InputColumnName = inputColumnName ?? outputColumnName, VocabularySize = vocabularySize,
             AddBos = addBos, AddEos = addEos, MaxLength = maxLength,
         });
 
     /// <summary>Tokenizes with a pretrained tiktoken encoding: gpt2 (default), cl100k_base, o200k_base.</summary>
-    public TokenizingEstimator TokenizePretrained(string outputColumnName = TokenizerOptions.Defaults.OutputColumnName, string? inputColumnName = null,
-                                                  string encoding = TokenizerOptions.Defaults.TiktokenEncoding, bool addBos = TokenizerOptions.Defaults.AddBos,
-                                                  bool addEos = TokenizerOptions.Defaults.AddEos, int maxLength = 0)
-        => Tokenize(new TokenizerOptions
+    public TokenizingEstimator TokenizePretrained(string outputColumnName = TokenizingEstimator.Options.Defaults.OutputColumnName, string? inputColumnName = null,
+                                                  string encoding = TokenizingEstimator.Options.Defaults.TiktokenEncoding, bool addBos = TokenizingEstimator.Options.Defaults.AddBos,
+                                                  bool addEos = TokenizingEstimator.Options.Defaults.AddEos, int maxLength = 0)
+        => Tokenize(new TokenizingEstimator.Options
         {
             OutputColumnName = outputColumnName, InputColumnName = inputColumnName ?? outputColumnName, Source = TokenizerSource.Tiktoken,
             TiktokenEncoding = encoding, AddBos = addBos, AddEos = addEos, MaxLength = maxLength,
         });
 
     /// <summary>Tokenizes as <paramref name="options"/> says (any source: trained BPE, tiktoken, BPE files, SentencePiece, an existing tokenizer).</summary>
-    public TokenizingEstimator Tokenize(TokenizerOptions options) => new(MLContext, options);
+    public TokenizingEstimator Tokenize(TokenizingEstimator.Options options) => new(MLContext, options);
 
     /// <summary>Trains a looped LM on a token column: Stage I pretraining then Stage II gate training.</summary>
     /// <param name="tokenColumnName">Token-id vector column.</param>
@@ -76,10 +76,10 @@ public sealed class LoopRptCatalog
     /// Trains on a text column: the tokenizer (<paramref name="tokenizer"/>, default a 1024-token BPE learned from the
     /// text) followed by the trainer reading its output column. Fitting returns tokenizer + scorer.
     /// </summary>
-    public EstimatorChain<AdaptiveExitScoringTransformer> TrainLoopedLmOnText(string textColumnName, LoopedLmTrainerEstimator.Options? options = null, TokenizerOptions? tokenizer = null)
+    public EstimatorChain<AdaptiveExitScoringTransformer> TrainLoopedLmOnText(string textColumnName, LoopedLmTrainerEstimator.Options? options = null, TokenizingEstimator.Options? tokenizer = null)
     {
         ArgumentException.ThrowIfNullOrWhiteSpace(textColumnName);
-        var t = tokenizer?.Clone() ?? new TokenizerOptions();
+        var t = tokenizer?.Clone() ?? new TokenizingEstimator.Options();
         t.InputColumnName = textColumnName;
         var o = options?.Clone() ?? new LoopedLmTrainerEstimator.Options();
         o.TokenColumnName = t.OutputColumnName;
@@ -113,27 +113,27 @@ public sealed class LoopRptCatalog
     /// <param name="outputColumnName">Feature column to create.</param>
     /// <param name="tokenColumnName">Token-id vector column.</param>
     /// <param name="exitThreshold">Q-exit threshold q in [0, 1]; 1 means full depth.</param>
-    public LoopRptFeaturizingEstimator Featurize(string modelDirectory, string outputColumnName = LoopRptFeaturizerOptions.Defaults.OutputColumnName,
+    public LoopRptFeaturizingEstimator Featurize(string modelDirectory, string outputColumnName = LoopRptFeaturizingEstimator.Options.Defaults.OutputColumnName,
                                                  string tokenColumnName = AdaptiveExitScoringTransformer.Options.Defaults.TokenColumnName,
                                                  double exitThreshold = AdaptiveExitScoringTransformer.Options.Defaults.ExitThreshold)
-        => Featurize(new LoopRptFeaturizerOptions
+        => Featurize(new LoopRptFeaturizingEstimator.Options
         {
             ModelDirectory = modelDirectory, OutputColumnName = outputColumnName, TokenColumnName = tokenColumnName, ExitThreshold = exitThreshold,
         });
 
     /// <summary>Feature vectors from an existing LoopRpt model directory as <paramref name="options"/> say.</summary>
-    public LoopRptFeaturizingEstimator Featurize(LoopRptFeaturizerOptions options) => new(MLContext, options);
+    public LoopRptFeaturizingEstimator Featurize(LoopRptFeaturizingEstimator.Options options) => new(MLContext, options);
 
     /// <summary>
     /// A featurizer sharing the model of a fitted scorer (for example the one <see cref="TrainLoopedLm(LoopedLmTrainerEstimator.Options)"/>
     /// returned); it reads the scorer's token column and uses its exit rule and batch size. The scorer keeps owning the model.
     /// </summary>
-    public LoopRptFeaturizingTransformer Featurize(AdaptiveExitScoringTransformer scorer, string outputColumnName = LoopRptFeaturizerOptions.Defaults.OutputColumnName)
+    public LoopRptFeaturizingTransformer Featurize(AdaptiveExitScoringTransformer scorer, string outputColumnName = LoopRptFeaturizingEstimator.Options.Defaults.OutputColumnName)
     {
         ArgumentNullException.ThrowIfNull(scorer);
         if (scorer.ExitMode.Kind == ExitKind.ExpectedLogits)
             throw new ArgumentOutOfRangeException(nameof(scorer), "The scorer reads out expected logits, which have no single exit state to pool; use a Q-exit, fixed or last-step scorer.");
-        var options = new LoopRptFeaturizerOptions { TokenColumnName = scorer.TokenColumnName, OutputColumnName = outputColumnName, ModelDirectory = scorer.ModelDirectory };
+        var options = new LoopRptFeaturizingEstimator.Options { TokenColumnName = scorer.TokenColumnName, OutputColumnName = outputColumnName, ModelDirectory = scorer.ModelDirectory };
         options.Validate();
         return new LoopRptFeaturizingTransformer(MLContext, scorer, options, ownsScorer: false);
     }

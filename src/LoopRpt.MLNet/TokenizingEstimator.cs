@@ -12,7 +12,7 @@ namespace LoopRpt.MLNet;
 /// <remarks>
 /// | Input column | Type | Output column | Type |
 /// |---|---|---|---|
-/// | <see cref="TokenizerOptions.InputColumnName"/> | String | <see cref="TokenizerOptions.OutputColumnName"/> | variable Vector&lt;Int32&gt; |
+/// | <see cref="TokenizingEstimator.Options.InputColumnName"/> | String | <see cref="TokenizingEstimator.Options.OutputColumnName"/> | variable Vector&lt;Int32&gt; |
 ///
 /// | Characteristic | |
 /// |---|---|
@@ -25,12 +25,12 @@ namespace LoopRpt.MLNet;
 /// Empty or missing text gives only the requested BOS/EOS ids (an empty vector when neither is requested). The output
 /// column carries <see cref="TokenizerAnnotations"/>, from which a trainer later in the pipeline learns the tokenizer.
 /// </remarks>
-public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
+public sealed partial class TokenizingEstimator : IEstimator<TokenizingTransformer>
 {
     private readonly MLContext _ml;
-    private readonly TokenizerOptions _options;
+    private readonly TokenizingEstimator.Options _options;
 
-    internal TokenizingEstimator(MLContext ml, TokenizerOptions options)
+    internal TokenizingEstimator(MLContext ml, TokenizingEstimator.Options options)
     {
         _ml = ml ?? throw new ArgumentNullException(nameof(ml));
         ArgumentNullException.ThrowIfNull(options);
@@ -53,8 +53,8 @@ public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
             TokenizerSource.SentencePiece => LoopRptTokenizer.Create(TokenizerSpec.FromSentencePiece(_options.SentencePieceModelFile!)),
             _ => _options.Tokenizer!,
         };
-        if (_options.AddBos && tokenizer.BosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddBos)} is set but the tokenizer has no BOS or end-of-text token.");
-        if (_options.AddEos && tokenizer.EosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizerOptions.AddEos)} is set but the tokenizer has no EOS or end-of-text token.");
+        if (_options.AddBos && tokenizer.BosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizingEstimator.Options.AddBos)} is set but the tokenizer has no BOS or end-of-text token.");
+        if (_options.AddEos && tokenizer.EosTokenId is null) throw new InvalidOperationException($"{nameof(TokenizingEstimator.Options.AddEos)} is set but the tokenizer has no EOS or end-of-text token.");
         ch.Info(MessageSensitivity.None, $"LoopRpt tokenizer: source={_options.Source} vocabulary_size={tokenizer.VocabularySize}");
         return new TokenizingTransformer(_ml, tokenizer, _options);
     }
@@ -101,11 +101,11 @@ public sealed class TokenizingEstimator : IEstimator<TokenizingTransformer>
 /// </summary>
 public sealed class TokenizingTransformer : ITransformer
 {
-    private readonly TokenizerOptions _options;
+    private readonly TokenizingEstimator.Options _options;
     private readonly ITransformer _twin;
     private readonly DataViewSchema.Annotations _annotations;
 
-    internal TokenizingTransformer(MLContext ml, LoopRptTokenizer tokenizer, TokenizerOptions options)
+    internal TokenizingTransformer(MLContext ml, LoopRptTokenizer tokenizer, TokenizingEstimator.Options options)
     {
         Tokenizer = tokenizer;
         _options = options;

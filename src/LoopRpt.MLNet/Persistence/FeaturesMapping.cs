@@ -284,7 +284,7 @@ internal static class FeatureVectors
             sequences.Add(r.Take(context).Select(t => (long)t).ToArray());
         }
         if (sequences.Count == 0) return result;
-        var embedder = new ExitStateEmbedder(engine.Model, new EmbeddingOptions { Exit = engine.ExitMode, BatchSize = engine.BatchSize });
+        var embedder = new ExitStateEmbedder(engine.Model, new ExitStateEmbedderOptions { Exit = engine.ExitMode, BatchSize = engine.BatchSize });
         var pooled = embedder.Embed(sequences);
         for (int j = 0; j < present.Count; j++) pooled[j].Vector.CopyTo(result[present[j]], 0);
         return result;

@@ -63,7 +63,7 @@ public sealed class LoopEvaluator
         if (top) (entropies, hostEntropies) = EntropyPass(baseLm, source, device);
         var cuts = buckets.Cuts(() => hostEntropies);
         var adaptive = _options.Pass == EvaluationPass.Adaptive
-            ? q.Select(v => new AdaptiveExitScorer(model, new AdaptiveExitOptions { Exit = ExitMode.Q(v) })).ToArray()
+            ? q.Select(v => new AdaptiveExitScorer(model, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(v) })).ToArray()
             : null;
 
         using var tally = new ReadoutTally(K, R, device);

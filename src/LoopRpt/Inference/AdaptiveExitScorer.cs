@@ -5,7 +5,7 @@ using F = TorchSharp.torch.nn.functional;
 namespace LoopRpt.Inference;
 
 /// <summary>Options of <see cref="AdaptiveExitScorer"/>.</summary>
-public sealed class AdaptiveExitOptions
+public sealed class AdaptiveExitScorerOptions
 {
     /// <summary>Defaults, defined once.</summary>
     public static class Defaults
@@ -64,14 +64,14 @@ public sealed class AdaptiveExitScorer
 
     /// <summary>Creates a scorer for <paramref name="lm"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The exit rule is expected logits, a fixed step beyond the model's loops, or the batch size is below 1.</exception>
-    public AdaptiveExitScorer(OuroForCausalLM lm, AdaptiveExitOptions? options = null)
+    public AdaptiveExitScorer(OuroForCausalLM lm, AdaptiveExitScorerOptions? options = null)
     {
-        Options = options ?? new AdaptiveExitOptions();
+        Options = options ?? new AdaptiveExitScorerOptions();
         _pass = new SequencePass(lm, Options.Exit, Options.BatchSize, nameof(options));
     }
 
     /// <summary>The options in use (never mutated).</summary>
-    public AdaptiveExitOptions Options { get; }
+    public AdaptiveExitScorerOptions Options { get; }
 
     /// <summary>
     /// Scores one batch. Targets default to the next token of each sequence (none at its last position).
@@ -126,7 +126,7 @@ public sealed class AdaptiveExitScorer
     }
 
     /// <summary>
-    /// Scores many sequences in right-padded batches of <see cref="AdaptiveExitOptions.BatchSize"/> and sums the results.
+    /// Scores many sequences in right-padded batches of <see cref="AdaptiveExitScorerOptions.BatchSize"/> and sums the results.
     /// Each sequence is scored on its own next tokens; sequences shorter than 2 tokens add compute but no scored token.
     /// </summary>
     public AdaptiveExitSummary Evaluate(IEnumerable<IReadOnlyList<long>> sequences)
@@ -144,7 +144,7 @@ public sealed class AdaptiveExitScorer
     }
 
     /// <summary>Right-pads sequences into ids (B, S_max) and lengths (B).</summary>
-    public static (Tensor Ids, Tensor Lengths) Pad(IReadOnlyList<IReadOnlyList<long>> sequences, long padId = AdaptiveExitOptions.Defaults.PadId)
+    public static (Tensor Ids, Tensor Lengths) Pad(IReadOnlyList<IReadOnlyList<long>> sequences, long padId = AdaptiveExitScorerOptions.Defaults.PadId)
     {
         ArgumentNullException.ThrowIfNull(sequences);
         if (sequences.Count == 0) throw new ArgumentException("At least one sequence is needed.", nameof(sequences));

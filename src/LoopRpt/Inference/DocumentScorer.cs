@@ -47,7 +47,7 @@ public sealed class DocumentScorer
         _exit = Options.Exit ?? (lm.Config.EarlyExitThreshold is { } q ? ExitMode.Q(q) : ExitMode.Last);
         FullDepth = Options.FullDepth || Options.PerStepStatistics || _exit.Kind == ExitKind.ExpectedLogits;
         if (_exit.Kind != ExitKind.ExpectedLogits) _ = ExitRule.From(_exit, lm.Config, nameof(options));   // validates a fixed step
-        if (!FullDepth) _adaptive = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = _exit, BatchSize = Options.BatchSize });
+        if (!FullDepth) _adaptive = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = _exit, BatchSize = Options.BatchSize });
         ContextLength = Math.Min(Options.ContextLength, lm.Config.MaxPositionEmbeddings);
     }
 

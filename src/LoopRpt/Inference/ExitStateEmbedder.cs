@@ -14,7 +14,7 @@ public enum EmbeddingPooling
 }
 
 /// <summary>Options of <see cref="ExitStateEmbedder"/>.</summary>
-public sealed class EmbeddingOptions
+public sealed class ExitStateEmbedderOptions
 {
     /// <summary>Defaults, defined once.</summary>
     public static class Defaults
@@ -30,7 +30,7 @@ public sealed class EmbeddingOptions
     }
 
     /// <summary>
-    /// Per-token exit rule, as for <see cref="AdaptiveExitOptions.Exit"/>: <see cref="ExitMode.Q"/> stops each token's
+    /// Per-token exit rule, as for <see cref="AdaptiveExitScorerOptions.Exit"/>: <see cref="ExitMode.Q"/> stops each token's
     /// loops once its exit CDF reaches q; null means the config's <c>early_exit_threshold</c>, else full depth.
     /// </summary>
     public ExitMode? Exit { get; init; }
@@ -59,7 +59,7 @@ public sealed record PooledEmbedding(float[] Vector, int TokenCount, int LoopsSp
 /// <see cref="OuroForCausalLM.Forward"/>.
 /// </summary>
 /// <remarks>
-/// Sequences are right-padded into batches of <see cref="EmbeddingOptions.BatchSize"/>; padding is neither computed
+/// Sequences are right-padded into batches of <see cref="ExitStateEmbedderOptions.BatchSize"/>; padding is neither computed
 /// nor pooled, so a sequence's vector does not depend on its batch neighbours beyond float rounding. Each batch runs
 /// inside its own dispose scope under no_grad. Thread-safe for concurrent callers (the model is only read).
 /// </remarks>
@@ -70,21 +70,21 @@ public sealed class ExitStateEmbedder
     /// <summary>Creates an embedder for <paramref name="lm"/>.</summary>
     /// <exception cref="ArgumentOutOfRangeException">The exit rule cannot save compute (expected logits), a fixed step is
     /// beyond the model's loops, or the batch size is below 1.</exception>
-    public ExitStateEmbedder(OuroForCausalLM lm, EmbeddingOptions? options = null)
+    public ExitStateEmbedder(OuroForCausalLM lm, ExitStateEmbedderOptions? options = null)
     {
-        Options = options ?? new EmbeddingOptions();
+        Options = options ?? new ExitStateEmbedderOptions();
         if (!Enum.IsDefined(Options.Pooling))
             throw new ArgumentOutOfRangeException(nameof(options), Options.Pooling, "Pooling must be Mean or LastToken.");
         _pass = new SequencePass(lm, Options.Exit, Options.BatchSize, nameof(options));
     }
 
     /// <summary>The options in use (never mutated).</summary>
-    public EmbeddingOptions Options { get; }
+    public ExitStateEmbedderOptions Options { get; }
 
     /// <summary>Length of every vector: the model's hidden size.</summary>
     public int Dimension => _pass.Model.Config.HiddenSize;
 
-    /// <summary>Embeds every sequence, <see cref="EmbeddingOptions.BatchSize"/> at a time.</summary>
+    /// <summary>Embeds every sequence, <see cref="ExitStateEmbedderOptions.BatchSize"/> at a time.</summary>
     /// <exception cref="ArgumentException">A sequence is empty.</exception>
     /// <exception cref="ArgumentOutOfRangeException">A token is outside the vocabulary, or a sequence is longer than
     /// max_position_embeddings.</exception>

@@ -40,7 +40,7 @@ public sealed class GenerationOptions
     public IReadOnlyCollection<long> StopTokens { get; init; } = [];
 
     /// <summary>
-    /// Per-token exit rule, as for <see cref="AdaptiveExitOptions.Exit"/>: <see cref="ExitMode.Q"/> for adaptive depth,
+    /// Per-token exit rule, as for <see cref="AdaptiveExitScorerOptions.Exit"/>: <see cref="ExitMode.Q"/> for adaptive depth,
     /// null for the config's <c>early_exit_threshold</c> (else full depth). Applies to the prompt (prefill) too.
     /// </summary>
     public ExitMode? Exit { get; init; }

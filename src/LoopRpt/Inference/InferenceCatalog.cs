@@ -12,11 +12,11 @@ public static class InferenceCatalog
     /// <param name="lm">The model.</param>
     /// <param name="q">Q-exit threshold in [0, 1]; 1 means full depth.</param>
     /// <param name="batchSize">Sequences per batch in <see cref="AdaptiveExitScorer.Evaluate"/>.</param>
-    public static AdaptiveExitScorer AdaptiveScorer(this OuroForCausalLM lm, double q, int batchSize = AdaptiveExitOptions.Defaults.BatchSize)
-        => new(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(q), BatchSize = batchSize });
+    public static AdaptiveExitScorer AdaptiveScorer(this OuroForCausalLM lm, double q, int batchSize = AdaptiveExitScorerOptions.Defaults.BatchSize)
+        => new(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(q), BatchSize = batchSize });
 
     /// <summary>A teacher-forced adaptive-exit scorer with full options.</summary>
-    public static AdaptiveExitScorer AdaptiveScorer(this OuroForCausalLM lm, AdaptiveExitOptions options)
+    public static AdaptiveExitScorer AdaptiveScorer(this OuroForCausalLM lm, AdaptiveExitScorerOptions options)
         => new(lm, options ?? throw new ArgumentNullException(nameof(options)));
 
     /// <summary>Continues <paramref name="prompt"/> with KV-cached generation and per-token adaptive exit.</summary>

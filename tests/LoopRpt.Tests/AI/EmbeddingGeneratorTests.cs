@@ -80,7 +80,7 @@ public class EmbeddingGeneratorTests
         var e = await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => generator.GenerateAsync(["abc"], new EmbeddingGenerationOptions { Dimensions = 16 }));
         Assert.Contains("32", e.Message);
         await Assert.ThrowsAsync<ArgumentException>(() => generator.GenerateAsync(["abc", ""]));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new ExitStateEmbedder(model.Model, new EmbeddingOptions { BatchSize = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new ExitStateEmbedder(model.Model, new ExitStateEmbedderOptions { BatchSize = 0 }));
         Assert.Throws<ArgumentOutOfRangeException>(() => new ExitStateEmbedder(model.Model).Embed([new long[] { 1, 99 }]));
     }
 }

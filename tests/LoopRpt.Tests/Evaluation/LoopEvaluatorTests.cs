@@ -136,7 +136,7 @@ public class LoopEvaluatorTests
 
         for (int j = 0; j < qs.Length; j++)
         {
-            var scorer = new LoopRpt.Inference.AdaptiveExitScorer(lm, new LoopRpt.Inference.AdaptiveExitOptions { Exit = ExitMode.Q(qs[j]) });
+            var scorer = new LoopRpt.Inference.AdaptiveExitScorer(lm, new LoopRpt.Inference.AdaptiveExitScorerOptions { Exit = ExitMode.Q(qs[j]) });
             long tokens = 0, correct = 0, exits = 0;
             double logProb = 0;
             foreach (var batch in batches)

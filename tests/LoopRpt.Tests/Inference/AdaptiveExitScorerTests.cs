@@ -15,7 +15,7 @@ public class AdaptiveExitScorerTests
         using var lm = SpreadGateModel();
         var ids = TestUtil.RandomIds(3, 11, 64, seed: 5);
         var (refGold, _, refArgmax) = Reference(lm, ids, ExitMode.Last, Shifted(ids));
-        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(1.0) }).Score(ids);
+        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(1.0) }).Score(ids);
         Assert.True(Same(score.GoldLogProbs, refGold), "q = 1 must reproduce the full-depth path bit for bit");
         Assert.Equal(Longs(refArgmax), Longs(score.Predictions));
         Assert.All(Longs(score.ExitSteps), s => Assert.Equal(3, s));
@@ -33,7 +33,7 @@ public class AdaptiveExitScorerTests
         var targets = Shifted(ids);
         var mode = ExitMode.Q(0.6);
         var (refGold, refSteps, _) = Reference(lm, ids, mode, targets);
-        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = mode }).Score(ids);
+        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = mode }).Score(ids);
 
         var rs = Longs(refSteps);
         var fs = Longs(score.ExitSteps);
@@ -73,7 +73,7 @@ public class AdaptiveExitScorerTests
         using var lm = SpreadGateModel();
         var ids = TestUtil.RandomIds(2, 10, 64, seed: 9);
         var (refGold, _, _) = Reference(lm, ids, ExitMode.Fixed(step), Shifted(ids));
-        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Fixed(step) }).Score(ids);
+        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Fixed(step) }).Score(ids);
         Assert.True(allclose(score.GoldLogProbs, refGold, 1e-5, 1e-5));
         Assert.Equal(step + 1, score.LoopsRun);
         // bitwise: ratios of loop counts over 4 loops, exact in binary
@@ -88,7 +88,7 @@ public class AdaptiveExitScorerTests
         var ids = TestUtil.RandomIds(2, 8, 64, seed: 2);
         var (refGold, refSteps, _) = Reference(lm, ids, ExitMode.Q(0.9), Shifted(ids));
         Assert.All(Longs(refSteps), s => Assert.Equal(0, s));
-        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.9) }).Score(ids);
+        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.9) }).Score(ids);
         Assert.Equal(1, score.LoopsRun);
         // bitwise: ratios of loop counts over 4 loops, exact in binary
         Assert.Equal(0.25, score.ComputeFraction);
@@ -100,7 +100,7 @@ public class AdaptiveExitScorerTests
     {
         using var scope = NewDisposeScope();
         using var lm = SpreadGateModel();
-        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) });
+        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.6) });
         var seqs = new[] { 12, 5, 9 }.Select((len, i) => Longs(TestUtil.RandomIds(1, len, 64, seed: 20 + i))).ToArray();
         var (ids, lengths) = AdaptiveExitScorer.Pad(seqs);
         using var together = scorer.Score(ids, lengths);
@@ -132,7 +132,7 @@ public class AdaptiveExitScorerTests
         var ids = TestUtil.RandomIds(2, 6, 64, seed: 11);
         var targets = tensor(new long[] { 5, -1, 7, 7, -1, 2, 1, 1, 1, -1, -1, 3 }, [2, 6]);
         var (refGold, _, _) = Reference(lm, ids, ExitMode.Q(0.6), targets);
-        using (var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids, targets: targets))
+        using (var score = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.6) }).Score(ids, targets: targets))
         {
             Assert.Equal(8, score.ScoredTokens);
             Assert.Equal(12, score.ComputedTokens);
@@ -151,9 +151,9 @@ public class AdaptiveExitScorerTests
         lm.to(ScalarType.BFloat16);
         var ids = TestUtil.RandomIds(2, 12, 64, seed: 8);
         var (refGold, _, _) = Reference(lm, ids, ExitMode.Last, Shifted(ids));
-        using var full = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Last }).Score(ids);
+        using var full = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Last }).Score(ids);
         Assert.True(Same(full.GoldLogProbs, refGold));
-        using var adaptive = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
+        using var adaptive = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
         Assert.Equal(ScalarType.Float32, adaptive.GoldLogProbs.dtype);
         Assert.True(adaptive.ComputeFraction < 1.0);
         var generated = new LoopedGenerator(lm).Generate([1, 2, 3], new GenerationOptions { MaxNewTokens = 4, Exit = ExitMode.Q(0.6), Seed = 1 });
@@ -164,10 +164,10 @@ public class AdaptiveExitScorerTests
     public void BadOptionsFailNamingTheParameter()
     {
         using var lm = TestUtil.TinyModel();
-        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Expected }));
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Expected }));
         Assert.Equal("options", e.ParamName);
-        Assert.Throws<ArgumentOutOfRangeException>(() => new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Fixed(4) }));
-        Assert.Throws<ArgumentOutOfRangeException>(() => new AdaptiveExitScorer(lm, new AdaptiveExitOptions { BatchSize = 0 }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Fixed(4) }));
+        Assert.Throws<ArgumentOutOfRangeException>(() => new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { BatchSize = 0 }));
     }
 
     /// <summary>
@@ -181,7 +181,7 @@ public class AdaptiveExitScorerTests
         using var lm = SpreadGateModel(loops: 6);
         var ids = TestUtil.RandomIds(2, 12, 64, seed: 3);
         var live = new List<long>();
-        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(1.0) })
+        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(1.0) })
         {
             AfterLayer = (_, _) => live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount),
         };
@@ -201,10 +201,10 @@ public class AdaptiveExitScorerTests
         using var scope = NewDisposeScope();
         using var lm = SpreadGateModel();
         var ids = TestUtil.RandomIds(2, 10, 64, seed: 9);
-        using var whole = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
+        using var whole = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
         var live = new List<long>();
         var blocks = new List<long>();
-        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) })
+        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.6) })
         {
             ReadOutBlockRows = 3,
             AfterReadOutBlock = rows => { blocks.Add(rows); live.Add(DisposeScopeManager.Statistics.ThreadTotalLiveCount); },

@@ -13,7 +13,7 @@ public class InferenceProfileTests
     public void ScoringAtFullDepthCountsEverySectionOncePerLayerPass()
     {
         using var lm = TestUtil.TinyModel(loops: 3);
-        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Last });
+        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Last });
         var ids = TestUtil.RandomIds(2, 10, 64, seed: 3);
         using (scorer.Score(ids)) { }                                               // warm-up outside any profile: not counted
 
@@ -43,7 +43,7 @@ public class InferenceProfileTests
     {
         using var lm = TestUtil.TinyModel(loops: 4);
         using (TorchSharp.torch.no_grad()) lm.Backbone.early_exit_gate.bias!.fill_(20);   // λ ≈ 1: every token exits after loop 1
-        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.5) });
+        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.5) });
         var ids = TestUtil.RandomIds(1, 8, 64, seed: 4);
         using var outer = InferenceProfile.Begin();
         InferenceProfile inner;

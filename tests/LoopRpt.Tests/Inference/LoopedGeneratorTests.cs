@@ -39,7 +39,7 @@ public class LoopedGeneratorTests
 
         // Teacher-forced scoring of prompt + continuation applies the same frozen-KV rule to the same tokens.
         var full = Prompt.Concat(result.Tokens).ToArray();
-        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = mode }).Score(tensor(full, [1, full.Length]));
+        using var score = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = mode }).Score(tensor(full, [1, full.Length]));
         var predicted = Longs(score.Predictions[0]).Skip(Prompt.Length - 1).Take(result.Tokens.Length).ToArray();
         var exits = Longs(score.ExitSteps[0]).Skip(Prompt.Length - 1).Take(result.Tokens.Length).Select(e => (int)e + 1).ToArray();
         Assert.Equal(predicted, result.Tokens);
@@ -285,7 +285,7 @@ public class LoopedGeneratorTests
         {
             // Exit step of every computed position, from teacher-forced adaptive scoring of the row alone (an independent pass).
             var text = prompts[b].Concat(rows[b].Tokens).ToArray();
-            using var score = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = mode }).Score(tensor(text, [1, text.Length]));
+            using var score = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = mode }).Score(tensor(text, [1, text.Length]));
             var exits = Longs(score.ExitSteps[0]).Take(text.Length - 1).ToArray();
             for (int pos = 0; pos < exits.Length; pos++)
                 for (int l = 0; l < layers; l++)
@@ -342,7 +342,7 @@ public class LoopedGeneratorTests
 
         var ids = tensor(Prompt, [1, Prompt.Length]);
         using var a = lm.AdaptiveScorer(0.6).Score(ids);
-        using var b = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
+        using var b = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.6) }).Score(ids);
         Assert.True(Same(a.GoldLogProbs, b.GoldLogProbs));
         Assert.Equal("q", Assert.Throws<ArgumentOutOfRangeException>(() => lm.AdaptiveScorer(1.5)).ParamName);
     }

@@ -49,11 +49,11 @@ public sealed class NonFiniteOutputTests
     public void TheAdaptiveExitScorerRefusesNaNWeights()
     {
         using var good = Model(tensor: null);
-        var summary = new AdaptiveExitScorer(good, new AdaptiveExitOptions { Exit = ExitMode.Q(0.5) }).Evaluate(Sequences());
+        var summary = new AdaptiveExitScorer(good, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.5) }).Evaluate(Sequences());
         Assert.True(double.IsFinite(summary.MeanNll));
 
         using var lm = Model();
-        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitOptions { Exit = ExitMode.Q(0.5) });
+        var scorer = new AdaptiveExitScorer(lm, new AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.5) });
         var e = Assert.Throws<NotFiniteNumberException>(() => scorer.Evaluate(Sequences()));
         Assert.Contains("log-probabilities are not finite", e.Message);
         Assert.Contains("model.layers.0.mlp.down_proj.weight", e.Message);

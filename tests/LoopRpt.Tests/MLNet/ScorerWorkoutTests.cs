@@ -352,7 +352,7 @@ public class ScorerWorkoutTests
 
             // Independent computation: the Inference scorer on each document alone.
             using var model = LoopRpt.Checkpoints.ModelDirectory.Load(dir).Model;
-            var scorer = new LoopRpt.Inference.AdaptiveExitScorer(model, new LoopRpt.Inference.AdaptiveExitOptions { Exit = ExitMode.Q(0.5) });
+            var scorer = new LoopRpt.Inference.AdaptiveExitScorer(model, new LoopRpt.Inference.AdaptiveExitScorerOptions { Exit = ExitMode.Q(0.5) });
             for (int i = 0; i < docs.Count; i++)
             {
                 using var scope = TorchSharp.torch.NewDisposeScope();

@@ -45,7 +45,7 @@ public class TokenizerAnnotationTests
         var ml = new MLContext(seed: 1);
         var text = ml.Data.LoadFromEnumerable(MlNetTestData.Docs(40, 3));
         using var a = ml.LoopRpt().Tokenize("Tokens", "Text", vocabularySize: 270).Append(ml.LoopRpt().TrainLoopedLm(Untold())).Fit(text);
-        using var b = ml.LoopRpt().TrainLoopedLmOnText("Text", Untold(), new TokenizerOptions { VocabularySize = 280 }).Fit(text);
+        using var b = ml.LoopRpt().TrainLoopedLmOnText("Text", Untold(), new TokenizingEstimator.Options { VocabularySize = 280 }).Fit(text);
         var tokenizerA = ((TokenizingTransformer)a.First()).Tokenizer;
         var tokenizerB = ((TokenizingTransformer)b.First()).Tokenizer;
         Assert.Equal(tokenizerA.VocabularySize, a.LastTransformer.Config.VocabSize);

@@ -86,7 +86,7 @@ public class TokenizerWorkoutTests
 
         Assert.Throws<ArgumentOutOfRangeException>(() => cat.Tokenize("Tokens", "Text", vocabularySize: 10));
         Assert.Throws<ArgumentOutOfRangeException>(() => cat.Tokenize("Tokens", "Text", maxLength: -1));
-        Assert.Throws<ArgumentException>(() => cat.Tokenize(new TokenizerOptions { Source = TokenizerSource.BpeFiles }));
-        Assert.Throws<FileNotFoundException>(() => cat.Tokenize(new TokenizerOptions { Source = TokenizerSource.SentencePiece, SentencePieceModelFile = "/nonexistent.model" }).Fit(data));
+        Assert.Throws<ArgumentException>(() => cat.Tokenize(new TokenizingEstimator.Options { Source = TokenizerSource.BpeFiles }));
+        Assert.Throws<FileNotFoundException>(() => cat.Tokenize(new TokenizingEstimator.Options { Source = TokenizerSource.SentencePiece, SentencePieceModelFile = "/nonexistent.model" }).Fit(data));
     }
 }

@@ -304,7 +304,7 @@ public class TrainerContinuationTests
             var options = TrainerWorkoutTests.Tiny(4, 0);
             options.VocabularySize = null;                       // from the tokenizer fitted in the same chain
             options.ModelDirectory = dir;
-            using var first = ml.LoopRpt().TrainLoopedLmOnText("Text", options, new TokenizerOptions { VocabularySize = 280 }).Fit(text);
+            using var first = ml.LoopRpt().TrainLoopedLmOnText("Text", options, new TokenizingEstimator.Options { VocabularySize = 280 }).Fit(text);
             var scorer = first.LastTransformer;
             Assert.Equal(280, scorer.Config.VocabSize);
             Assert.Equal(Path.GetFullPath(dir), Path.GetFullPath(scorer.ModelDirectory!));

@@ -109,7 +109,7 @@ public sealed class DivergenceTests : IDisposable
         {
             var tokens = TrainerTests.PatternTokens(2000, 32, 1);
             var windows = Enumerable.Range(0, 16).Select(i => (IReadOnlyList<long>)tokens.Skip(i * 64).Take(64).Select(t => (long)t).ToArray()).ToList();
-            return new AdaptiveExitScorer(m, new AdaptiveExitOptions { Exit = ExitMode.Last }).Evaluate(windows).MeanNll;
+            return new AdaptiveExitScorer(m, new AdaptiveExitScorerOptions { Exit = ExitMode.Last }).Evaluate(windows).MeanNll;
         }
         using var kept = ModelDirectory.Load(e.LastGoodCheckpoint!).Model;
         double nll = NllOf(kept);
