@@ -8,24 +8,15 @@ namespace LoopRpt.MLNet;
 /// An estimator that loads rather than trains: <c>Fit</c> returns the scorer of an existing LoopRpt model directory
 /// (no data is read beyond the schema check).
 /// </summary>
-public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScoringTransformer>
+public sealed class AdaptiveExitScoringEstimator : LoopRptEstimator<AdaptiveExitScoringTransformer.Options, AdaptiveExitScoringTransformer>
 {
-    private readonly MLContext _ml;
-    private readonly AdaptiveExitScoringTransformer.Options _options;
-
     internal AdaptiveExitScoringEstimator(MLContext ml, AdaptiveExitScoringTransformer.Options options)
+        : base(ml, options, static o => { o.Validate(); SchemaChecks.ModelDirectory(o.ModelDirectory, nameof(options)); return o.Clone(); })
     {
-        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        SchemaChecks.ModelDirectory(options.ModelDirectory, nameof(options));
-        _options = options.Clone();
     }
 
-    /// <inheritdoc/>
-    public AdaptiveExitScoringTransformer Fit(IDataView input)
+    private protected override AdaptiveExitScoringTransformer FitCore(IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
         SchemaChecks.Tokens(input.Schema, _options.TokenColumnName);
         return Load(_ml, _options);
     }
@@ -42,7 +33,7 @@ public sealed class AdaptiveExitScoringEstimator : IEstimator<AdaptiveExitScorin
     }
 
     /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    public override SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
         return Twin.ScorerEstimator(_ml, _options.TokenColumnName, _options.OutputColumnPrefix, "{}").GetOutputSchema(inputSchema);

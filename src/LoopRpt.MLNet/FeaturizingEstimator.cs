@@ -8,33 +8,25 @@ namespace LoopRpt.MLNet;
 /// <summary>
 /// Loads a LoopRpt model directory and returns its featurizer (no data is read beyond the schema check).
 /// </summary>
-public sealed partial class LoopRptFeaturizingEstimator : IEstimator<LoopRptFeaturizingTransformer>
+public sealed partial class LoopRptFeaturizingEstimator : LoopRptEstimator<LoopRptFeaturizingEstimator.Options, LoopRptFeaturizingTransformer>
 {
-    private readonly MLContext _ml;
-    private readonly LoopRptFeaturizingEstimator.Options _options;
     private readonly int _size;
 
     internal LoopRptFeaturizingEstimator(MLContext ml, LoopRptFeaturizingEstimator.Options options)
+        : base(ml, options, static o => { o.Validate(); SchemaChecks.ModelDirectory(o.ModelDirectory, nameof(options)); return o.Clone(); })
     {
-        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        SchemaChecks.ModelDirectory(options.ModelDirectory, nameof(options));
-        _options = options.Clone();
-        _size = FeatureVectors.SizeFor(ModelDirectory.ReadConfig(options.ModelDirectory).HiddenSize);
+        _size = FeatureVectors.SizeFor(ModelDirectory.ReadConfig(_options.ModelDirectory!).HiddenSize);
     }
 
-    /// <inheritdoc/>
-    public LoopRptFeaturizingTransformer Fit(IDataView input)
+    private protected override LoopRptFeaturizingTransformer FitCore(IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
         SchemaChecks.Tokens(input.Schema, _options.TokenColumnName);
         var scorer = AdaptiveExitScoringEstimator.Load(_ml, _options.ToScorerOptions());
         return new LoopRptFeaturizingTransformer(_ml, scorer, _options, ownsScorer: true);
     }
 
     /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    public override SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
         return FeatureVectors.Twin(_ml, _options.TokenColumnName, _options.OutputColumnName, "{}", _size).GetOutputSchema(inputSchema);

@@ -31,17 +31,11 @@ namespace LoopRpt.MLNet;
 /// | Progress | MLContext.Log (key=value lines), IProgress, CancellationToken |
 /// | ONNX export | no |
 /// </remarks>
-public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitScoringTransformer>
+public sealed partial class LoopedLmTrainerEstimator : LoopRptEstimator<LoopedLmTrainerEstimator.Options, AdaptiveExitScoringTransformer>
 {
-    private readonly MLContext _ml;
-    private readonly LoopedLmTrainerEstimator.Options _options;
-
     internal LoopedLmTrainerEstimator(MLContext ml, LoopedLmTrainerEstimator.Options options)
+        : base(ml, options, static o => { o.Validate(); return o.Clone(); })
     {
-        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        _options = options.Clone();
     }
 
     /// <summary>
@@ -52,10 +46,8 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
     internal static TrainingStage ToTrainingStage(StageDescriptor d, long steps, string where, ObjectiveKindRegistry kinds)
         => kinds.CreateStage(d.ToDefinition(steps), where);
 
-    /// <inheritdoc/>
-    public AdaptiveExitScoringTransformer Fit(IDataView input)
+    private protected override AdaptiveExitScoringTransformer FitCore(IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
         var o = _options;
         var column = SchemaChecks.Tokens(input.Schema, o.TokenColumnName);
         var fitted = TokenizerAnnotations.Read(column);                  // the tokenizer earlier in the pipeline, if any
@@ -180,7 +172,7 @@ public sealed partial class LoopedLmTrainerEstimator : IEstimator<AdaptiveExitSc
     }
 
     /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    public override SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         SchemaChecks.Tokens(inputSchema, _options.TokenColumnName);
         return Twin.ScorerEstimator(_ml, _options.TokenColumnName, _options.Scorer.OutputColumnPrefix, "{}").GetOutputSchema(inputSchema);

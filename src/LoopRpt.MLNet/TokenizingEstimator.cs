@@ -25,23 +25,15 @@ namespace LoopRpt.MLNet;
 /// Empty or missing text gives only the requested BOS/EOS ids (an empty vector when neither is requested). The output
 /// column carries <see cref="TokenizerAnnotations"/>, from which a trainer later in the pipeline learns the tokenizer.
 /// </remarks>
-public sealed partial class TokenizingEstimator : IEstimator<TokenizingTransformer>
+public sealed partial class TokenizingEstimator : LoopRptEstimator<TokenizingEstimator.Options, TokenizingTransformer>
 {
-    private readonly MLContext _ml;
-    private readonly TokenizingEstimator.Options _options;
-
     internal TokenizingEstimator(MLContext ml, TokenizingEstimator.Options options)
+        : base(ml, options, static o => { o.Validate(); return o.Clone(); })
     {
-        _ml = ml ?? throw new ArgumentNullException(nameof(ml));
-        ArgumentNullException.ThrowIfNull(options);
-        options.Validate();
-        _options = options.Clone();
     }
 
-    /// <inheritdoc/>
-    public TokenizingTransformer Fit(IDataView input)
+    private protected override TokenizingTransformer FitCore(IDataView input)
     {
-        ArgumentNullException.ThrowIfNull(input);
         var col = SchemaChecks.Text(input.Schema, _options.InputColumnName);
         var host = ((Microsoft.ML.Runtime.IHostEnvironment)_ml).Register("LoopRpt.Tokenizer");
         using var ch = host.Start("Fit");
@@ -87,7 +79,7 @@ public sealed partial class TokenizingEstimator : IEstimator<TokenizingTransform
     }
 
     /// <inheritdoc/>
-    public SchemaShape GetOutputSchema(SchemaShape inputSchema)
+    public override SchemaShape GetOutputSchema(SchemaShape inputSchema)
     {
         SchemaChecks.Text(inputSchema, _options.InputColumnName);
         return Twin.TokenizerEstimator(_ml, _options.OutputColumnName, _options.InputColumnName, "{}").GetOutputSchema(inputSchema);
