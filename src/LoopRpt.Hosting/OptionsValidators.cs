@@ -73,7 +73,7 @@ public sealed class RetrainingOptionsValidator(IOptions<ObjectiveKindRegistry> k
             try
             {
                 // Building the stage checks its kind, settings and parameters now rather than at the first round.
-                registry.CreateStage(s.ToDefinition(), at).Objective.Dispose();
+                registry.CreateStage(s, at).Objective.Dispose();
             }
             catch (ArgumentException e)
             {

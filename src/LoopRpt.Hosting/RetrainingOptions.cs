@@ -60,8 +60,16 @@ public sealed class RetrainingOptions
     /// <summary>Working folder for the round in progress (its checkpoints and <c>state.json</c>). Default: <c>{Root}/training</c>.</summary>
     public string? WorkDirectory { get; set; }
 
-    /// <summary>The stages every round runs, in order, starting from the serving model. At least one.</summary>
-    public List<StageOptions> Stages { get; set; } = [];
+    /// <summary>
+    /// The stages every round runs, in order, starting from the serving model. At least one. The configuration binds straight
+    /// into the core's <see cref="StageDefinition"/> (keys <c>Kind</c>, default <c>pretrain</c>, <c>Steps</c>, the optimizer
+    /// settings <c>LearningRate</c> ... <c>GradientAccumulation</c> and <c>Parameters</c>, the objective's options by name,
+    /// as the CLI's <c>--stages KIND:STEPS:NAME=VALUE</c>) and the <see cref="ObjectiveKindRegistry"/> resolves each (the
+    /// built-in kinds and those added with <see cref="LoopRptHostingBuilder.AddStageKind"/>): settings absent from the
+    /// configuration stay null and take the kind's <see cref="OptimizerDefaults"/>, a <c>looprpt</c> stage the published
+    /// LoopRPT settings.
+    /// </summary>
+    public List<StageDefinition> Stages { get; set; } = [];
 
     /// <summary>Sequences per batch (training and validation). Default 8.</summary>
     public int BatchSize { get; set; } = Defaults.BatchSize;
@@ -111,63 +119,5 @@ public sealed class RetrainingOptions
     {
         KeepCheckpoints = 1, CheckpointEvery = CheckpointEvery, LogEvery = LogEvery, OnCancel = CancellationBehavior.CheckpointAndThrow,
         SpikeFactor = SpikeFactor, SpikePatience = SpikePatience, SpikeWindow = SpikeWindow,
-    };
-}
-
-/// <summary>
-/// One stage of a retraining round: which objective (by kind), its steps and optimizer settings, bound from configuration into
-/// the core's <see cref="StageDefinition"/> (<see cref="ToDefinition"/>) and resolved by the <see cref="ObjectiveKindRegistry"/>
-/// (the built-in kinds and those added with <see cref="LoopRptHostingBuilder.AddStageKind"/>). Settings absent from the
-/// configuration stay null and take the kind's <see cref="OptimizerDefaults"/>: a <c>looprpt</c> stage the published LoopRPT
-/// settings, a registered kind its own.
-/// </summary>
-public sealed class StageOptions
-{
-    /// <summary>Objective kind: built in are <c>pretrain</c>, <c>gate</c> and <c>looprpt</c>. Default "pretrain".</summary>
-    public string Kind { get; set; } = ObjectiveKindRegistry.Pretrain;
-
-    /// <summary>Optimizer steps of this stage. At least 1.</summary>
-    public long Steps { get; set; }
-
-    // Not resolved in getters: the configuration binder reads each property and writes it back, which would freeze the
-    // defaults of whatever kind was set at that moment.
-
-    /// <summary>Peak learning rate; null: the kind's default, 1e-3 (<c>looprpt</c> stages 5e-6, published).</summary>
-    public double? LearningRate { get; set; }
-
-    /// <summary>Final rate of the cosine decay as a fraction of the peak; null: the kind's default, 0.1 (<c>looprpt</c> stages 0, published).</summary>
-    public double? MinLearningRateRatio { get; set; }
-
-    /// <summary>Fraction of the stage spent in linear warmup; null: the kind's default, 0.03 (<c>looprpt</c> stages too, published).</summary>
-    public double? WarmupFraction { get; set; }
-
-    /// <summary>Decoupled weight decay on matrices; null: the kind's default, 0.1 (<c>looprpt</c> stages 0.01, published).</summary>
-    public double? WeightDecay { get; set; }
-
-    /// <summary>AdamW β1; null: the kind's default, 0.9.</summary>
-    public double? Beta1 { get; set; }
-
-    /// <summary>AdamW β2; null: the kind's default, 0.95.</summary>
-    public double? Beta2 { get; set; }
-
-    /// <summary>Gradient-norm clip, 0 disables clipping; null: the kind's default, 1.0 (<c>looprpt</c> stages too, published).</summary>
-    public double? GradientClip { get; set; }
-
-    /// <summary>Micro-batches per optimizer step; null: the kind's default, 1.</summary>
-    public int? GradientAccumulation { get; set; }
-
-    /// <summary>
-    /// Objective-specific settings by name (case-insensitive): the property names of the kind's options class, e.g. <c>Beta</c>
-    /// for <c>pretrain</c>, <c>K</c> and <c>Gamma</c> for <c>gate</c>. Values are invariant-culture strings (enum values by
-    /// name); bound by <see cref="ObjectiveKind.BindOptions"/>, as the CLI's <c>--stages KIND:STEPS:NAME=VALUE</c>.
-    /// </summary>
-    public Dictionary<string, string> Parameters { get; set; } = new(StringComparer.OrdinalIgnoreCase);
-
-    /// <summary>This stage in the core plan form (settings absent from the configuration stay null: the kind fills them in).</summary>
-    public StageDefinition ToDefinition() => new()
-    {
-        Kind = Kind, Steps = Steps, LearningRate = LearningRate, MinLearningRateRatio = MinLearningRateRatio, WarmupFraction = WarmupFraction,
-        WeightDecay = WeightDecay, Beta1 = Beta1, Beta2 = Beta2, GradientClip = GradientClip, GradientAccumulation = GradientAccumulation,
-        Parameters = new Dictionary<string, string>(Parameters, StringComparer.OrdinalIgnoreCase),
     };
 }

@@ -113,7 +113,7 @@ internal sealed class RetrainingRound
         var stages = new List<TrainingStage>();
         try
         {
-            for (int i = 0; i < _options.Stages.Count; i++) stages.Add(_kinds.CreateStage(_options.Stages[i].ToDefinition(), $"RetrainingOptions.Stages[{i}]"));
+            for (int i = 0; i < _options.Stages.Count; i++) stages.Add(_kinds.CreateStage(_options.Stages[i], $"RetrainingOptions.Stages[{i}]"));
             var baseMeta = lease.Meta.Clone();
             baseMeta.Tokenizer ??= _tokenizer.Describe();
             var resumeFrom = new CheckpointManager(CheckpointDirectory, 1).Latest();

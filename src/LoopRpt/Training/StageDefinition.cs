@@ -5,14 +5,15 @@ namespace LoopRpt.Training;
 /// <summary>
 /// One stage of a training plan as the surfaces describe it — a kind name, a step budget, optimizer settings where given
 /// and the objective's options — before <see cref="ObjectiveKindRegistry.CreateStage(StageDefinition, string?)"/> resolves
-/// it into a <see cref="TrainingStage"/>. The CLI's <c>--stages</c>, hosting's <c>StageOptions</c> and ML.NET's
-/// <c>StageDescriptor</c> only bind into this; settings left null take the <see cref="OptimizerDefaults"/> of the kind,
-/// and <see cref="Validate"/> is the one check of a stage's settings.
+/// it into a <see cref="TrainingStage"/>. The CLI's <c>--stages</c> and ML.NET's <c>StageDescriptor</c> only bind into
+/// this, and hosting's configuration binds straight into it (<c>RetrainingOptions.Stages</c>: the keys are the property
+/// names); settings left null take the <see cref="OptimizerDefaults"/> of the kind, and <see cref="Validate"/> is the one
+/// check of a stage's settings.
 /// </summary>
 public sealed record StageDefinition
 {
-    /// <summary>The stage's kind, a name in the registry (<c>pretrain</c>, <c>gate</c>, <c>looprpt</c>, or a registered one).</summary>
-    public required string Kind { get; init; }
+    /// <summary>The stage's kind, a name in the registry (<c>pretrain</c>, <c>gate</c>, <c>looprpt</c>, or a registered one). Default <c>pretrain</c>.</summary>
+    public string Kind { get; init; } = ObjectiveKindRegistry.Pretrain;
 
     /// <summary>Optimizer steps of the stage.</summary>
     public long Steps { get; init; }

@@ -70,7 +70,7 @@ public class StageDefaultsAgreementTests
         services.AddLoopRptRetraining(config.GetSection("LoopRpt"));
         using var provider = services.BuildServiceProvider();
         var retraining = provider.GetRequiredService<IOptions<RetrainingOptions>>().Value;       // validated on creation
-        return provider.GetRequiredService<IOptions<ObjectiveKindRegistry>>().Value.CreateStage(retraining.Stages[0].ToDefinition());
+        return provider.GetRequiredService<IOptions<ObjectiveKindRegistry>>().Value.CreateStage(retraining.Stages[0]);
     }
 
     /// <summary>A stage as the ML.NET trainer builds it at fit time, after the options' own validation.</summary>

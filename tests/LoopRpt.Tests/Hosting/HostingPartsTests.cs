@@ -1,4 +1,5 @@
 using LoopRpt.Hosting;
+using Microsoft.Extensions.Configuration;
 using LoopRpt.Training;
 using LoopRpt.Model;
 using LoopRpt.Objectives;
@@ -77,14 +78,14 @@ public class HostingPartsTests
     }
 
     [Fact]
-    public void TheKindRegistryBuildsBuiltInAndRegisteredKindsFromStageOptions()
+    public void TheKindRegistryBuildsBuiltInAndRegisteredKindsFromStageDefinitions()
     {
         // Hosting binds a stage into a StageDefinition; the registry (the one extension point) resolves it.
         GateObjectiveOptions? seen = null;
         var kinds = new ObjectiveKindRegistry().Add(new ObjectiveKind<GateObjectiveOptions>("custom", (o, _) => new GateObjective(seen = o)));
         Assert.Equal(["custom", "gate", "looprpt", "pretrain"], kinds.Names);
-        var looprpt = new StageOptions { Kind = "looprpt", Steps = 5, Parameters = { ["Rollouts"] = "4", ["Noise"] = "dropout", ["Sigma"] = "0.2" } };
-        using (var o = Assert.IsType<LoopRptObjective>(kinds.CreateObjective(looprpt.ToDefinition())))
+        var looprpt = new StageDefinition { Kind = "looprpt", Steps = 5, Parameters = new Dictionary<string, string> { ["Rollouts"] = "4", ["Noise"] = "dropout", ["Sigma"] = "0.2" } };
+        using (var o = Assert.IsType<LoopRptObjective>(kinds.CreateObjective(looprpt)))
         {
             Assert.Equal(4, o.Options.Rollouts);
             Assert.Equal(NoiseKind.Dropout, o.Options.Noise);
@@ -92,23 +93,56 @@ public class HostingPartsTests
             Assert.Equal(0.2, o.Options.Sigma);
             Assert.Equal(LoopRptObjectiveOptions.Defaults.KlCoef, o.Options.KlCoef);
         }
-        Assert.Contains("Noise", Assert.Throws<ArgumentException>(() => kinds.CreateObjective(new StageOptions { Kind = "looprpt", Steps = 1, Parameters = { ["Noise"] = "pink" } }.ToDefinition())).Message);
+        Assert.Contains("Noise", Assert.Throws<ArgumentException>(() => kinds.CreateObjective(new StageDefinition { Kind = "looprpt", Steps = 1, Parameters = new Dictionary<string, string> { ["Noise"] = "pink" } })).Message);
 
-        var pretrain = new StageOptions { Kind = "PRETRAIN", Steps = 10, LearningRate = 3e-4, Parameters = { ["beta"] = "0.2", ["LateBetaFrom"] = "1" } };
+        var pretrain = new StageDefinition { Kind = "PRETRAIN", Steps = 10, LearningRate = 3e-4, Parameters = new Dictionary<string, string> { ["beta"] = "0.2", ["LateBetaFrom"] = "1" } };
         // bitwise: the configured beta, returned as given
-        using (var o = Assert.IsType<PretrainObjective>(kinds.CreateObjective(pretrain.ToDefinition()))) Assert.Equal(0.2, o.BetaAt(9));
+        using (var o = Assert.IsType<PretrainObjective>(kinds.CreateObjective(pretrain))) Assert.Equal(0.2, o.BetaAt(9));
         // bitwise: a parameter parsed from text, returned as given
-        using (var o = kinds.CreateObjective(new StageOptions { Kind = "custom", Steps = 1, Parameters = { ["K"] = "3" } }.ToDefinition()))
+        using (var o = kinds.CreateObjective(new StageDefinition { Kind = "custom", Steps = 1, Parameters = new Dictionary<string, string> { ["K"] = "3" } }))
             Assert.Equal(("gate", 3.0), (o.Name, seen!.K));
 
-        var bad = Assert.Throws<ArgumentException>(() => kinds.CreateObjective(new StageOptions { Kind = "gate", Steps = 1, Parameters = { ["K"] = "fifty" } }.ToDefinition()));
+        var bad = Assert.Throws<ArgumentException>(() => kinds.CreateObjective(new StageDefinition { Kind = "gate", Steps = 1, Parameters = new Dictionary<string, string> { ["K"] = "fifty" } }));
         Assert.Contains("parameter 'K' must be a number; got 'fifty'", bad.Message);
-        var stage = kinds.CreateStage(pretrain.ToDefinition());
+        var stage = kinds.CreateStage(pretrain);
         using (stage.Objective)
         {
             Assert.Equal(10, stage.Steps);
             // bitwise: a setting read back as given, not computed
             Assert.Equal(3e-4, stage.LearningRate);
         }
+    }
+
+    [Fact]
+    public void ConfigurationBindsStraightIntoTheCoreStageDefinition()
+    {
+        // The keys users write (stage-level optimizer settings, Parameters by name) land in the core type; absent ones stay null.
+        var config = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Stages:0:Steps"] = "7",
+            ["Stages:0:Beta2"] = "0.99",
+            ["Stages:0:GradientAccumulation"] = "2",
+            ["Stages:0:Parameters:beta"] = "0.2",
+            ["Stages:1:Kind"] = "looprpt",
+            ["Stages:1:Steps"] = "3",
+        }).Build();
+        var o = new RetrainingOptions();
+        config.Bind(o);
+
+        Assert.Equal(2, o.Stages.Count);
+        var first = o.Stages[0];
+        Assert.Equal((ObjectiveKindRegistry.Pretrain, 7L, 2), (first.Kind, first.Steps, first.GradientAccumulation));
+        // bitwise: a setting parsed from configuration text, not computed
+        Assert.Equal(0.99, first.Beta2);
+        Assert.All(new[] { first.LearningRate, first.MinLearningRateRatio, first.WarmupFraction, first.WeightDecay, first.Beta1, first.GradientClip }, v => Assert.Null(v));
+        Assert.Equal("0.2", Assert.Single(first.Parameters!).Value);
+        Assert.Null(first.ObjectiveOptions);
+
+        var kinds = new ObjectiveKindRegistry();
+        using (var pretrain = Assert.IsType<PretrainObjective>(kinds.CreateObjective(first)))
+            Assert.Equal(0.2, pretrain.BetaAt(0));                // bitwise: the configured beta, returned as given
+        var looprpt = kinds.CreateStage(o.Stages[1]);
+        using (looprpt.Objective)
+            Assert.Equal(OptimizerDefaults.LoopRpt.LearningRate, looprpt.LearningRate);   // bitwise: the table's value, copied
     }
 }

@@ -123,7 +123,7 @@ internal sealed class TestHost : IAsyncDisposable
     /// <summary>Steps of the default one-stage plan.</summary>
     public const int Steps = 6;
 
-    public static StageOptions Pretrain(long steps, string kind = "pretrain")
+    public static LoopRpt.Training.StageDefinition Pretrain(long steps, string kind = "pretrain")
         => new() { Kind = kind, Steps = steps, LearningRate = 1e-2, WarmupFraction = 0.1 };
 
     /// <summary>Completes with the next round report that satisfies <paramref name="when"/>; subscribe before triggering.</summary>

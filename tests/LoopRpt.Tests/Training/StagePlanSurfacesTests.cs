@@ -38,7 +38,7 @@ public class StagePlanSurfacesTests
         var config = new ConfigurationBuilder().AddInMemoryCollection(
             new Dictionary<string, string?> { ["Stages:0:Kind"] = kind, ["Stages:0:Steps"] = "12", ["Stages:0:LearningRate"] = "0.0003" }
                 .Concat(parameters.Select(p => KeyValuePair.Create($"Stages:0:Parameters:{p.Key}", (string?)p.Value)))).Build();
-        var fromHosting = new ObjectiveKindRegistry().CreateStage(config.Get<RetrainingOptions>()!.Stages[0].ToDefinition());
+        var fromHosting = new ObjectiveKindRegistry().CreateStage(config.Get<RetrainingOptions>()!.Stages[0]);
 
         var descriptor = new StageDescriptor
         {
@@ -156,7 +156,7 @@ public class StagePlanSurfacesTests
         var kinds = provider.GetRequiredService<IOptions<ObjectiveKindRegistry>>().Value;
         Assert.Contains("scaled", kinds.Names);
         var retraining = provider.GetRequiredService<IOptions<RetrainingOptions>>().Value;   // validated: builds the objective
-        var fromHosting = kinds.CreateStage(retraining.Stages[0].ToDefinition());
+        var fromHosting = kinds.CreateStage(retraining.Stages[0]);
 
         // ML.NET: the same kind in the trainer's registry, named by the Custom stage.
         var options = new LoopedLmTrainerEstimator.Options
@@ -184,8 +184,8 @@ public class StagePlanSurfacesTests
         options.Stages[0].ObjectiveOptions = new GateObjectiveOptions();
         Assert.Contains("Stages[0] (Custom): ObjectiveOptions of a scaled stage must be ScaledOptions, but got GateObjectiveOptions.",
             Assert.Throws<ArgumentException>(options.Validate).Message);
-        var bad = new StageOptions { Kind = "scaled", Steps = 8, Parameters = { ["Scale"] = "0" } };
-        Assert.StartsWith("Scale must be positive.", Assert.Throws<ArgumentOutOfRangeException>(() => kinds.CreateObjective(bad.ToDefinition())).Message);
+        var bad = new StageDefinition { Kind = "scaled", Steps = 8, Parameters = new Dictionary<string, string> { ["Scale"] = "0" } };
+        Assert.StartsWith("Scale must be positive.", Assert.Throws<ArgumentOutOfRangeException>(() => kinds.CreateObjective(bad)).Message);
         // Without a registration the stage is unknown, and the CLI (built-in kinds only) does not know it.
         var unknown = new LoopedLmTrainerEstimator.Options { Stages = [new StageDescriptor { Kind = StageKind.Custom, CustomKind = "scaled", Steps = 8 }] };
         Assert.Contains("'scaled' is not a known stage kind", Assert.Throws<ArgumentException>(unknown.Validate).Message);
