@@ -44,7 +44,7 @@ internal static class ExperimentCommand
         public Option<int?> Layers { get; } = new("--layers") { Description = "Override the preset's number of layers." };
         public Option<int> VocabSize { get; } = new("--vocab-size", "--vocab") { Description = "Vocabulary of the BPE tokenizer learned on --input.", DefaultValueFactory = _ => ModelTraining.DefaultVocabulary };
         public Option<long> Steps { get; } = new("--steps") { Description = "Continuation steps of LoopRPT and of the equal-steps control.", DefaultValueFactory = _ => ExperimentOptions.Defaults.Steps };
-        public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of every continuation arm.", DefaultValueFactory = _ => ExperimentOptions.Defaults.LearningRate };
+        public Option<double> Lr { get; } = new("--lr") { Description = "Peak learning rate of every continuation arm (larger than LoopRPT's published 5e-6, for small young models; the other optimizer settings are the published ones).", DefaultValueFactory = _ => ExperimentOptions.Defaults.Optimizer.LearningRate };
         public Option<int> BatchSize { get; } = CommonOptions.BatchSize(8);
         public Option<int> SeqLen { get; } = CommonOptions.SequenceLength(TrainerOptions.Defaults.SequenceLength);
         public Option<string[]> Variants { get; } = new("--variant")

@@ -10,10 +10,10 @@ namespace LoopRpt.Experiments;
 /// the LoopRPT variants to try beside the published defaults, and how the results are summarized.
 /// </summary>
 /// <remarks>
-/// The optimizer defaults are LoopRPT's published settings (docs/method.md §4.9) except the learning rate, which is
-/// larger because the models trained here are small and young: AdamW, weight decay 0.01, cosine schedule with 3 % warmup
-/// decaying to 0, gradient-norm clip 1.0. Every arm (Stage I controls and LoopRPT) uses the same settings, so the
-/// comparison isolates the objective.
+/// The optimizer is LoopRPT's published table (<see cref="OptimizerDefaults.LoopRpt"/>: AdamW, weight decay 0.01, cosine
+/// schedule with 3 % warmup decaying to 0, β 0.9 / 0.95, gradient-norm clip 1.0) except the learning rate, which is larger
+/// (<see cref="Defaults.LearningRate"/>, 1e-4) because the models trained here are small and young. Every arm (Stage I
+/// controls and LoopRPT) uses the same settings, so the comparison isolates the objective.
 /// </remarks>
 public sealed class ExperimentOptions
 {
@@ -22,11 +22,12 @@ public sealed class ExperimentOptions
     {
         public const int Seeds = 3;
         public const long Steps = 60;
+        /// <summary>The experiment's own peak learning rate, larger than the published 5e-6 (small, young models).</summary>
         public const double LearningRate = 1e-4;
-        public const double WeightDecay = 0.01;
-        public const double WarmupFraction = 0.03;
-        public const double MinLearningRateRatio = 0;
-        public const double GradientClip = 1.0;
+
+        /// <summary>Every arm's optimizer: <see cref="OptimizerDefaults.LoopRpt"/> with <see cref="LearningRate"/>.</summary>
+        public static OptimizerDefaults Optimizer { get; } = OptimizerDefaults.LoopRpt with { LearningRate = LearningRate };
+
         public const double ContinuationBeta = PretrainObjectiveOptions.Defaults.LateBeta;
         public const bool EqualCompute = true;
         public const double ParetoGridStep = 0.25;
@@ -46,20 +47,16 @@ public sealed class ExperimentOptions
     /// <summary>Optimizer steps of the LoopRPT arms and of the equal-steps Stage I control. Default 60.</summary>
     public long Steps { get; set; } = Defaults.Steps;
 
-    /// <summary>Peak learning rate of every arm (a variant may override it). Default 1e-4.</summary>
-    public double LearningRate { get; set; } = Defaults.LearningRate;
+    /// <summary>
+    /// The optimizer of every arm (a variant may override the learning rate). Default <see cref="Defaults.Optimizer"/>:
+    /// LoopRPT's published table with the learning rate 1e-4. Checked by <see cref="StageDefinition.Validate"/>.
+    /// </summary>
+    /// <exception cref="ArgumentNullException">Set to null.</exception>
+    public OptimizerDefaults Optimizer { get => _optimizer; set => _optimizer = value ?? throw new ArgumentNullException(nameof(value)); }
+    private OptimizerDefaults _optimizer = Defaults.Optimizer;
 
-    /// <summary>AdamW decoupled weight decay. Default 0.01 (published).</summary>
-    public double WeightDecay { get; set; } = Defaults.WeightDecay;
-
-    /// <summary>Linear warmup as a fraction of each arm's steps. Default 0.03 (published).</summary>
-    public double WarmupFraction { get; set; } = Defaults.WarmupFraction;
-
-    /// <summary>Final learning rate of the cosine decay as a fraction of the peak. Default 0.</summary>
-    public double MinLearningRateRatio { get; set; } = Defaults.MinLearningRateRatio;
-
-    /// <summary>Gradient-norm clip. Default 1.0 (published).</summary>
-    public double GradientClip { get; set; } = Defaults.GradientClip;
+    /// <summary>Peak learning rate of every arm, <see cref="Optimizer"/>'s (a variant may override it). Default 1e-4.</summary>
+    public double LearningRate { get => Optimizer.LearningRate; set => Optimizer = Optimizer with { LearningRate = value }; }
 
     /// <summary>
     /// Exit-entropy weight beta of the Stage I controls, held constant for the whole continuation. Default 0.05, Ouro's
@@ -127,11 +124,7 @@ public sealed class ExperimentOptions
     {
         if (Seeds < 1) throw new ArgumentOutOfRangeException(nameof(Seeds), Seeds, "Seeds must be at least 1 (3 or more give an uncertainty estimate).");
         if (Steps < 1) throw new ArgumentOutOfRangeException(nameof(Steps), Steps, "Steps must be at least 1.");
-        if (!(LearningRate > 0) || double.IsInfinity(LearningRate)) throw new ArgumentOutOfRangeException(nameof(LearningRate), LearningRate, "LearningRate must be positive and finite.");
-        if (!(WeightDecay >= 0) || double.IsInfinity(WeightDecay)) throw new ArgumentOutOfRangeException(nameof(WeightDecay), WeightDecay, "WeightDecay must be non-negative and finite.");
-        if (!(WarmupFraction is >= 0 and < 1)) throw new ArgumentOutOfRangeException(nameof(WarmupFraction), WarmupFraction, "WarmupFraction must lie in [0, 1).");
-        if (!(MinLearningRateRatio is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(MinLearningRateRatio), MinLearningRateRatio, "MinLearningRateRatio must lie in [0, 1].");
-        if (!(GradientClip >= 0) || double.IsInfinity(GradientClip)) throw new ArgumentOutOfRangeException(nameof(GradientClip), GradientClip, "GradientClip must be non-negative and finite (0 disables clipping).");
+        Optimizer.ToDefinition(ObjectiveKindRegistry.LoopRpt, Steps).Validate();
         if (!(ContinuationBeta >= 0) || double.IsInfinity(ContinuationBeta)) throw new ArgumentOutOfRangeException(nameof(ContinuationBeta), ContinuationBeta, "ContinuationBeta must be non-negative and finite.");
         if (CostRatio is { } r && (!(r > 0) || double.IsInfinity(r))) throw new ArgumentOutOfRangeException(nameof(CostRatio), r, "CostRatio must be positive and finite, or null to measure it.");
         if (!(ParetoGridStep > 0) || double.IsInfinity(ParetoGridStep)) throw new ArgumentOutOfRangeException(nameof(ParetoGridStep), ParetoGridStep, "ParetoGridStep must be positive and finite.");

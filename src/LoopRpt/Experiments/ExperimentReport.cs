@@ -116,7 +116,8 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
         sb.Append("## Settings\n\n");
         sb.Append(C, $"- Base model: `{baseDirectory}` — hidden {config.HiddenSize}, {config.NumHiddenLayers} layers × {config.TotalUtSteps} loops, vocabulary {config.VocabSize}, {config.ParameterCount():N0} parameters.\n");
         sb.Append(C, $"- Seeds 1..{o.Seeds}. A seed fixes the batch order and LoopRPT's rollout noise and exit sampling; all arms of a seed start from the base model and read the same batches, so differences are paired by seed.\n");
-        sb.Append(C, $"- Every arm: AdamW, peak learning rate {o.LearningRate:G3} (unless the arm sets its own), weight decay {o.WeightDecay:G3}, cosine schedule with {100 * o.WarmupFraction:G3} % warmup decaying to {(o.MinLearningRateRatio == 0 ? "0" : string.Create(C, $"{o.MinLearningRateRatio:G3} × the peak"))}, gradient clip {o.GradientClip:G3}. Stage I controls use a constant exit-entropy weight beta = {o.ContinuationBeta:G3}.\n");
+        var opt = o.Optimizer;
+        sb.Append(C, $"- Every arm: AdamW, peak learning rate {opt.LearningRate:G3} (unless the arm sets its own), weight decay {opt.WeightDecay:G3}, cosine schedule with {100 * opt.WarmupFraction:G3} % warmup decaying to {(opt.MinLearningRateRatio == 0 ? "0" : string.Create(C, $"{opt.MinLearningRateRatio:G3} × the peak"))}, gradient clip {opt.GradientClip:G3}. Stage I controls use a constant exit-entropy weight beta = {o.ContinuationBeta:G3}.\n");
         if (cost is { } c)
             sb.Append(C, $"- Cost ratio: one LoopRPT step costs {c.Ratio:F2} Stage I steps ({c.Source}{(double.IsFinite(c.LoopRptSecondsPerStep) ? string.Create(C, $": median wall-clock {c.LoopRptSecondsPerStep:F3} s vs. {c.Stage1SecondsPerStep:F3} s per optimizer step; the process's CPU time over the two runs gives {c.CpuRatio:F2}") : "")}), so the equal-compute control trains {c.EqualComputeSteps} steps.\n");
         else

@@ -181,11 +181,7 @@ public sealed class LoopRptExperiment
         var loaded = ModelDirectory.Load(_baseDirectory, _options.Device);
         using var lm = loaded.Model;
         using var objective = arm.CreateObjective(seed, _options.ContinuationBeta);
-        var stage = new TrainingStage(objective, planned.Steps)
-        {
-            LearningRate = arm.LearningRate, WeightDecay = _options.WeightDecay, WarmupFraction = _options.WarmupFraction,
-            MinLearningRateRatio = _options.MinLearningRateRatio, GradientClip = _options.GradientClip,
-        };
+        var stage = new TrainingStage(objective, planned.Steps, _options.Optimizer with { LearningRate = arm.LearningRate });
         var checkpoints = new CheckpointManager(store.CheckpointDirectory(arm.Name, seed), keep: 1);
         long StepOf(string? checkpoint) => checkpoint is null ? loaded.Meta.Step : ModelDirectory.ReadMeta(checkpoint).Step;
         long startStep = StepOf(checkpoints.Latest());
@@ -329,11 +325,11 @@ public sealed class LoopRptExperiment
             ["batches_seed1"] = ExperimentStore.HashBatches([firstBatch]),
             ["evaluation_sets"] = string.Join(",", _sets.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{ExperimentStore.HashBatches(kv.Value)}")),
             ["steps"] = o.Steps.ToString(C),
-            ["learning_rate"] = o.LearningRate.ToString("R", C),
-            ["weight_decay"] = o.WeightDecay.ToString("R", C),
-            ["warmup_fraction"] = o.WarmupFraction.ToString("R", C),
-            ["min_learning_rate_ratio"] = o.MinLearningRateRatio.ToString("R", C),
-            ["gradient_clip"] = o.GradientClip.ToString("R", C),
+            ["learning_rate"] = o.Optimizer.LearningRate.ToString("R", C),
+            ["weight_decay"] = o.Optimizer.WeightDecay.ToString("R", C),
+            ["warmup_fraction"] = o.Optimizer.WarmupFraction.ToString("R", C),
+            ["min_learning_rate_ratio"] = o.Optimizer.MinLearningRateRatio.ToString("R", C),
+            ["gradient_clip"] = o.Optimizer.GradientClip.ToString("R", C),
             ["continuation_beta"] = o.ContinuationBeta.ToString("R", C),
             ["cost_ratio"] = o.CostRatio?.ToString("R", C) ?? "measured",
             ["q_values"] = string.Join(",", o.QValues.Select(q => q.ToString("R", C))),
@@ -341,6 +337,10 @@ public sealed class LoopRptExperiment
         // Only when not the default, so that experiments stored before buckets were configurable resume unchanged.
         if (o.Buckets != EntropyBuckets.Published) settings["buckets"] = o.Buckets.ToString();
         if (o.Pass != EvaluationPass.FullDepth) settings["pass"] = "adaptive";
+        var d = ExperimentOptions.Defaults.Optimizer;                  // settings that became options later: only when changed
+        if (o.Optimizer.Beta1 != d.Beta1) settings["beta1"] = o.Optimizer.Beta1.ToString("R", C);
+        if (o.Optimizer.Beta2 != d.Beta2) settings["beta2"] = o.Optimizer.Beta2.ToString("R", C);
+        if (o.Optimizer.GradientAccumulation != d.GradientAccumulation) settings["gradient_accumulation"] = o.Optimizer.GradientAccumulation.ToString(C);
         return settings;
     }
 
@@ -350,8 +350,7 @@ public sealed class LoopRptExperiment
     {
         return new ExperimentOptions
         {
-            Seeds = o.Seeds, Steps = o.Steps, LearningRate = o.LearningRate, WeightDecay = o.WeightDecay, WarmupFraction = o.WarmupFraction,
-            MinLearningRateRatio = o.MinLearningRateRatio, GradientClip = o.GradientClip, ContinuationBeta = o.ContinuationBeta,
+            Seeds = o.Seeds, Steps = o.Steps, Optimizer = o.Optimizer, ContinuationBeta = o.ContinuationBeta,
             EqualCompute = o.EqualCompute, CostRatio = o.CostRatio, Variants = o.Variants?.ToArray()!, QValues = o.QValues?.ToArray()!,
             ParetoGridStep = o.ParetoGridStep, ParetoIncludesFixedSteps = o.ParetoIncludesFixedSteps, ReportQ = o.ReportQ, LogEvery = o.LogEvery,
             CheckpointEvery = o.CheckpointEvery, KeepModels = o.KeepModels, Device = o.Device, Log = o.Log, Buckets = o.Buckets, Pass = o.Pass,

@@ -30,4 +30,14 @@ public sealed record OptimizerDefaults(double LearningRate, double MinLearningRa
     /// </summary>
     public static OptimizerDefaults LoopRpt { get; } = new(
         LearningRate: 5e-6, MinLearningRateRatio: 0.0, WarmupFraction: 0.03, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.95, GradientClip: 1.0);
+
+    /// <summary>
+    /// A stage of <paramref name="kind"/> and <paramref name="steps"/> steps with every optimizer setting given as here: what
+    /// <see cref="StageDefinition.Validate"/> checks, and what pins a stage's settings whatever its kind's defaults.
+    /// </summary>
+    public StageDefinition ToDefinition(string kind, long steps) => new()
+    {
+        Kind = kind, Steps = steps, LearningRate = LearningRate, MinLearningRateRatio = MinLearningRateRatio, WarmupFraction = WarmupFraction,
+        WeightDecay = WeightDecay, Beta1 = Beta1, Beta2 = Beta2, GradientClip = GradientClip, GradientAccumulation = GradientAccumulation,
+    };
 }

@@ -58,13 +58,11 @@ public sealed class TrainingStage
     /// <summary>Micro-batches per optimizer step (<see cref="OptimizerDefaults.GradientAccumulation"/>).</summary>
     public int GradientAccumulation { get; init; }
 
+    /// <summary>This stage's optimizer settings as one table.</summary>
+    public OptimizerDefaults Optimizer => new(LearningRate, MinLearningRateRatio, WarmupFraction, WeightDecay, Beta1, Beta2, GradientClip, GradientAccumulation);
+
     /// <summary>This stage in the plan form, every setting given (what <see cref="Validate"/> checks).</summary>
-    public StageDefinition ToDefinition() => new()
-    {
-        Kind = Objective.Name, Steps = Steps, LearningRate = LearningRate, MinLearningRateRatio = MinLearningRateRatio,
-        WarmupFraction = WarmupFraction, WeightDecay = WeightDecay, Beta1 = Beta1, Beta2 = Beta2, GradientClip = GradientClip,
-        GradientAccumulation = GradientAccumulation,
-    };
+    public StageDefinition ToDefinition() => Optimizer.ToDefinition(Objective.Name, Steps);
 
     internal void Validate() => ToDefinition().Validate($"Stage '{Objective.Name}'");
 }
