@@ -8,6 +8,15 @@ namespace LoopRpt.Cli.Commands;
 /// <summary>Options shared by several verbs, created fresh for each command.</summary>
 internal static class CommonOptions
 {
+    /// <summary>A verb taking <paramref name="options"/> (a verb's option set) whose action <paramref name="run"/> returns the exit code.</summary>
+    public static Command Verb(string name, string description, IEnumerable<Option> options, Func<ParseResult, int> run)
+    {
+        var command = new Command(name, description);
+        foreach (var option in options) command.Add(option);
+        command.SetAction(run);
+        return command;
+    }
+
     public static Option<string[]> Input(bool required = true) => new("--input", "-i")
     {
         Description = "Text file (one document per line), .tsv/.csv file (see --column) or folder of .txt files; repeatable.",

@@ -74,10 +74,8 @@ internal static class ExperimentCommand
     public static Command Create()
     {
         var o = new Opts();
-        var cmd = new Command("experiment", "Does LoopRPT help on my corpus? Multi-seed LoopRPT vs. Stage I controls (equal steps, equal compute) from one base model, with a report.");
-        foreach (var opt in o.All) cmd.Add(opt);
-        cmd.SetAction(pr => Run(pr, o));
-        return cmd;
+        return CommonOptions.Verb("experiment", "Does LoopRPT help on my corpus? Multi-seed LoopRPT vs. Stage I controls (equal steps, equal compute) from one base model, with a report.",
+                                  o.All, pr => Run(pr, o));
     }
 
     private static int Run(ParseResult pr, Opts o)

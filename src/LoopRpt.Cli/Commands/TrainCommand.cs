@@ -72,10 +72,7 @@ internal static class TrainCommand
     public static Command Create()
     {
         var o = new Opts();
-        var cmd = new Command("train", "Train a looped LM: any sequence of pretrain (Ouro Stage I), gate (Stage II) and looprpt stages.");
-        foreach (var opt in o.All) cmd.Add(opt);
-        cmd.SetAction(pr => Run(pr, o));
-        return cmd;
+        return CommonOptions.Verb("train", "Train a looped LM: any sequence of pretrain (Ouro Stage I), gate (Stage II) and looprpt stages.", o.All, pr => Run(pr, o));
     }
 
     /// <summary>The trainer stages <c>train</c> would run for these arguments (parsed and validated the same way).</summary>

@@ -152,6 +152,25 @@ public sealed class LoopRptExperimentTests
     }
 
     [Fact]
+    public void EveryArmsOptimizerIsThePublishedLoopRptTableWithTheExperimentsLearningRate()
+    {
+        var o = new ExperimentOptions();
+        // bitwise: settings copied from the core's table, not computed
+        Assert.Equal(OptimizerDefaults.LoopRpt with { LearningRate = 1e-4 }, o.Optimizer);
+        o.LearningRate = 3e-4;                                            // the learning rate is the optimizer's, not a second copy
+        // bitwise: a setting read back as given
+        Assert.Equal(OptimizerDefaults.LoopRpt with { LearningRate = 3e-4 }, o.Optimizer);
+        Assert.Throws<ArgumentNullException>(() => o.Optimizer = null!);
+
+        // Checked by the core's one stage check: its parameter names and messages.
+        o.Optimizer = o.Optimizer with { WeightDecay = -1 };
+        var e = Assert.Throws<ArgumentOutOfRangeException>(o.Validate);
+        Assert.Equal(("WeightDecay", "WeightDecay must be non-negative and finite."), (e.ParamName, e.Message.Split(" (Parameter")[0].Split(Environment.NewLine)[0]));
+        o.Optimizer = ExperimentOptions.Defaults.Optimizer with { Beta2 = 1 };
+        Assert.Equal("Beta2", Assert.Throws<ArgumentOutOfRangeException>(o.Validate).ParamName);
+    }
+
+    [Fact]
     public void OptionsAndInputsAreValidatedBeforeTraining()
     {
         var root = TempDir();
