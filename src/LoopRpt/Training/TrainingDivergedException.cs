@@ -14,32 +14,23 @@ public enum DivergenceKind
 /// and the checkpoint folder's <c>latest</c> names <see cref="LastGoodCheckpoint"/> again, so a resume starts
 /// from a sane state. An <see cref="InvalidOperationException"/>, as the non-finite guard always threw.
 /// </summary>
-public sealed class TrainingDivergedException : InvalidOperationException
+public sealed class TrainingDivergedException(string message, DivergenceKind kind, string stage, long stageStep, long globalStep,
+                                              string? lastGoodCheckpoint, int removedCheckpoints)
+    : InvalidOperationException(message)
 {
-    public TrainingDivergedException(string message, DivergenceKind kind, string stage, long stageStep, long globalStep, string? lastGoodCheckpoint, int removedCheckpoints)
-        : base(message)
-    {
-        Kind = kind;
-        Stage = stage;
-        StageStep = stageStep;
-        GlobalStep = globalStep;
-        LastGoodCheckpoint = lastGoodCheckpoint;
-        RemovedCheckpoints = removedCheckpoints;
-    }
-
-    public DivergenceKind Kind { get; }
+    public DivergenceKind Kind { get; } = kind;
 
     /// <summary>The objective name of the stage that diverged.</summary>
-    public string Stage { get; }
+    public string Stage { get; } = stage;
 
     /// <summary>Completed steps of that stage when training stopped.</summary>
-    public long StageStep { get; }
+    public long StageStep { get; } = stageStep;
 
-    public long GlobalStep { get; }
+    public long GlobalStep { get; } = globalStep;
 
     /// <summary>The checkpoint kept as the last sane state; null when this run wrote none (or had no checkpoint folder).</summary>
-    public string? LastGoodCheckpoint { get; }
+    public string? LastGoodCheckpoint { get; } = lastGoodCheckpoint;
 
     /// <summary>Checkpoints of this run removed because the loss after them was not sane.</summary>
-    public int RemovedCheckpoints { get; }
+    public int RemovedCheckpoints { get; } = removedCheckpoints;
 }
