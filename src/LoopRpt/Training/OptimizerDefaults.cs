@@ -25,11 +25,12 @@ public sealed record OptimizerDefaults(double LearningRate, double MinLearningRa
         LearningRate: 1e-3, MinLearningRateRatio: 0.1, WarmupFraction: 0.03, WeightDecay: 0.1, Beta1: 0.9, Beta2: 0.95, GradientClip: 1.0);
 
     /// <summary>
-    /// LoopRPT, the published settings (docs/looprpt.md): lr 5e-6 (for fine-tuning a pretrained Ouro), cosine decaying to 0
-    /// (no floor is stated) after 3 % warmup, weight decay 0.01, β1 0.9, β2 0.95 (not stated: as for pretraining), clip 1.0.
+    /// LoopRPT, the published settings (docs/method.md §4.9): lr 5e-6 (for fine-tuning a pretrained Ouro), cosine decaying
+    /// to 0 (no floor is stated) after 3 % warmup, weight decay 0.01, betas (0.9, 0.999) (torch's defaults in the authors'
+    /// code; eps 1e-8 is <see cref="AdamW"/>'s), clip 1.0.
     /// </summary>
     public static OptimizerDefaults LoopRpt { get; } = new(
-        LearningRate: 5e-6, MinLearningRateRatio: 0.0, WarmupFraction: 0.03, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.95, GradientClip: 1.0);
+        LearningRate: 5e-6, MinLearningRateRatio: 0.0, WarmupFraction: 0.03, WeightDecay: 0.01, Beta1: 0.9, Beta2: 0.999, GradientClip: 1.0);
 
     /// <summary>
     /// A stage of <paramref name="kind"/> and <paramref name="steps"/> steps with every optimizer setting given as here: what

@@ -13,7 +13,7 @@ namespace LoopRpt.Tests.Agreement;
 /// <summary>
 /// Issues 25 and 27: a stage of each kind gets the same eight optimizer settings (learning rate included) from the library,
 /// the CLI, hosting and ML.NET, equal to hand-written values — for LoopRPT the published ones (lr 5e-6, cosine to 0, 3 %
-/// warmup, weight decay 0.01, β 0.9 / 0.95, clip 1.0). Settings given on a face reach the stage, and every face has the same
+/// warmup, weight decay 0.01, β 0.9 / 0.999, clip 1.0). Settings given on a face reach the stage, and every face has the same
 /// training sequence-length default.
 /// </summary>
 /// <remarks>
@@ -25,7 +25,7 @@ public class StageDefaultsAgreementTests
     private const int Steps = 8;
 
     // Hand-written (lr, min-lr ratio, warmup, weight decay, β1, β2, clip, accumulation): not read from the code under test.
-    private static readonly (double, double, double, double, double, double, double, int) PublishedLoopRpt = (5e-6, 0.0, 0.03, 0.01, 0.9, 0.95, 1.0, 1);
+    private static readonly (double, double, double, double, double, double, double, int) PublishedLoopRpt = (5e-6, 0.0, 0.03, 0.01, 0.9, 0.999, 1.0, 1);
     private static readonly (double, double, double, double, double, double, double, int) Pretraining = (1e-3, 0.1, 0.03, 0.1, 0.9, 0.95, 1.0, 1);
 
     private static (double, double, double, double, double, double, double, int) Settings(TrainingStage s)

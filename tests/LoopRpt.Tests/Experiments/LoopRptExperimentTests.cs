@@ -156,10 +156,10 @@ public sealed class LoopRptExperimentTests
     {
         var o = new ExperimentOptions();
         // bitwise: settings copied from the core's table, not computed
-        Assert.Equal(OptimizerDefaults.LoopRpt with { LearningRate = 1e-4 }, o.Optimizer);
+        Assert.Equal(OptimizerDefaults.LoopRpt with { LearningRate = 1e-4, Beta2 = 0.95 }, o.Optimizer);
         o.LearningRate = 3e-4;                                            // the learning rate is the optimizer's, not a second copy
         // bitwise: a setting read back as given
-        Assert.Equal(OptimizerDefaults.LoopRpt with { LearningRate = 3e-4 }, o.Optimizer);
+        Assert.Equal(OptimizerDefaults.LoopRpt with { LearningRate = 3e-4, Beta2 = 0.95 }, o.Optimizer);
         Assert.Throws<ArgumentNullException>(() => o.Optimizer = null!);
 
         // Checked by the core's one stage check: its parameter names and messages.
