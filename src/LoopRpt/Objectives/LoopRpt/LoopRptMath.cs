@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -42,21 +43,48 @@ public static class LoopRptMath
     }
 
     /// <summary>
-    /// Hard-token mask (B, S) float32 from the teacher's last-step entropy (docs/method.md §4.1): TopFraction keeps, per
-    /// sequence, the real tokens with entropy ≥ the <paramref name="quantile"/> quantile of that sequence's real tokens
-    /// (≥, so ties at the threshold are kept and a non-empty sequence always keeps at least one token);
+    /// Hard-token mask (B, S) float32 from the teacher's last-step entropy (docs/method.md §4.1). TopFraction keeps, per
+    /// sequence of n real tokens, the k = ⌈(n − 1)(1 − <paramref name="quantile"/>)⌉ of highest entropy (0.8: 3 of 16, 2 of
+    /// 10, 51 of 256, 1 of 2, none of 1): with distinct entropies exactly the tokens of the authors' strict
+    /// <c>entropy &gt; torch.quantile(entropy, q)</c>. A token whose entropy equals the k-th highest exactly is kept too, so
+    /// ties can only add tokens (a row of equal entropies keeps them all); padding never counts.
     /// EntropyThreshold keeps entropy ≥ <paramref name="threshold"/>; All keeps every real token.
     /// </summary>
     public static Tensor HardTokenMask(Tensor entropy, Tensor realMask, HardTokenMode mode, double quantile, double threshold)
     {
         var real = realMask.to_type(ScalarType.Float32);
         var e = entropy.to_type(ScalarType.Float32);
-        return mode switch
+        switch (mode)
         {
-            HardTokenMode.All => real,
-            HardTokenMode.EntropyThreshold => (e >= threshold).to_type(ScalarType.Float32) * real,
-            _ => (e >= RowQuantile(e, real, quantile)).to_type(ScalarType.Float32) * real,
-        };
+            case HardTokenMode.All:
+                return real;
+            case HardTokenMode.EntropyThreshold:
+            {
+                using Scalar t = threshold;
+                return e.ge(t).to_type(ScalarType.Float32).mul(real);
+            }
+            default:
+                return TopFraction(e, real, quantile);
+        }
+    }
+
+    /// <summary>
+    /// The TopFraction mask: per row, entropy ≥ the (lo + 1)-th smallest real entropy, lo = ⌊(n − 1) q⌋ (0-based), i.e. the
+    /// k = n − 1 − lo highest plus exact ties with the lowest of them; rows with k = 0 keep nothing.
+    /// </summary>
+    private static Tensor TopFraction(Tensor e, Tensor real, double quantile)
+    {
+        long S = e.shape[^1];
+        if (S == 0) return real;
+        // (n − 1) q in float64, nudged up by 1e-9 before the floor so that a product that is an integer in exact arithmetic
+        // (15 · 0.8 = 12) is not floored to one below by rounding.
+        using Scalar q = quantile, nudge = 1e-9, huge = 1e30, one = 1, zero = 0, last = S - 1;
+        var n = real.to_type(ScalarType.Float64).sum(-1, true);                                  // (B, 1)
+        var lo = n.sub(one).clamp_min(zero).mul(q).add(nudge).floor().to_type(ScalarType.Int64);  // (B, 1)
+        var keepsAny = n.sub(one).sub(lo.to_type(ScalarType.Float64)).ge(one);                   // k ≥ 1
+        var (sorted, _) = e.masked_fill(real.eq(zero), huge).sort(-1, false, false);               // real values first, ascending
+        var cut = sorted.gather(-1, lo.add(one, one).clamp_max(last));                              // the k-th highest
+        return e.ge(cut).logical_and(keepsAny).to_type(ScalarType.Float32).mul(real);
     }
 
     /// <summary>Difficulty d = clamp(H / ln |V|, 0, 1) (docs/method.md §4.3).</summary>
@@ -116,7 +144,10 @@ public static class LoopRptMath
 
     /// <summary>
     /// Model loss mean_i[ sum_t -lp_t stopgrad(p_clean(t)) (1 + relu(stopgrad(A_t))) ] over the mask (docs/method.md §4.8):
-    /// Ouro's expected per-step loss, up-weighted at the steps that beat the teacher.
+    /// Ouro's expected per-step loss, up-weighted at the steps whose reward is above the token's mean over steps, that is
+    /// whose log-prob gain over the previous steps beats the time price (the student against itself). The teacher's baseline
+    /// b and reference step t_ref are constant per token, so they cancel in the normalized A_t (and in the group advantages):
+    /// the teacher reaches this loss only through the hard-token mask and the time price, and the total loss also through the KL.
     /// </summary>
     public static Tensor ModelLoss(Tensor goldLogProbs, Tensor cleanExitProbabilities, Tensor stepAdvantages, Tensor mask)
     {

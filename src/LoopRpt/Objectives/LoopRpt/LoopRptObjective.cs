@@ -18,8 +18,11 @@ namespace LoopRpt.Objectives;
 /// t_g ~ p_g from a seeded local generator; R_g = r_{g,t_g}, group-normalized into A_g; L_pg = -mean A_g log p_g(t_g).</item>
 /// <item>L = L_pg + L_model + L_ent + kl_coef · KL(k3 to the teacher's gold log-probs).</item>
 /// </list>
-/// Simplifications (as in the authors' code): plain on-policy REINFORCE (no ratio clipping, one update per batch);
-/// every term averages over the hard tokens only; unbiased standard deviations in both normalizations.
+/// The teacher's role: b and t_ref are constant per token across loop steps and rollouts, so they cancel in both normalized
+/// advantages (A_t over steps, A_g over rollouts); they show only in the raw reward metrics. The teacher acts on the loss
+/// through the hard-token mask M, the time price (its entropy) and the KL term, not by rewarding steps that beat it.
+/// <para>Simplifications (as in the authors' code): plain on-policy REINFORCE (no ratio clipping, one update per batch);
+/// every term averages over the hard tokens only; unbiased standard deviations in both normalizations.</para>
 /// <para>Randomness: rollout g of micro-batch m at global step s draws its noise and its exit sample from
 /// <c>new Generator(Seeds.Mix(Seed, s, m, g))</c>, so runs are reproducible, resume is exact, and a rollout's noise does
 /// not depend on how rollouts are grouped into chunks (<see cref="LoopRptObjectiveOptions.RolloutsPerMicroBatch"/>).</para>
