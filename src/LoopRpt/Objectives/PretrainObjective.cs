@@ -1,3 +1,4 @@
+using TorchSharp;
 using LoopRpt.Model;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -99,7 +100,8 @@ public sealed class PretrainObjective : ITrainingObjective
         var logP = ExitDistribution.LogProbabilities(gateLogits);           // (B, S, T)
         var p = logP.exp();
         var entropy = -(p * logP).sum(-1);                                  // H(p), (B, S)
-        var perToken = (p * stepLoss).sum(-1) - beta * entropy;
+        using Scalar b = beta;                                             // held for the call (docs/platform.md §2)
+        var perToken = (p * stepLoss).sum(-1) - entropy.mul(b);
         var loss = Masked.MeanOverTokens(perToken, mask);
         using var noGrad = no_grad();
         var metrics = new Dictionary<string, Tensor>
@@ -108,7 +110,7 @@ public sealed class PretrainObjective : ITrainingObjective
             ["step_loss"] = Masked.MeanOverTokens(stepLoss.detach(), mask),           // (T)
             ["exit_entropy"] = Masked.MeanOverTokens(entropy.detach(), mask),
             ["expected_exit_step"] = Masked.MeanOverTokens(ExitDistribution.ExpectedExitStep(p.detach()), mask),
-            ["beta"] = full([], beta, dtype: ScalarType.Float32, device: loss.device),
+            ["beta"] = full([], b, dtype: ScalarType.Float32, device: loss.device),
         };
         return new ObjectiveOutput(loss, metrics);
     }
