@@ -136,7 +136,7 @@ public static class QuickStartPipeline
             var t0 = clock.Elapsed;
             var r = Trainer(s, meta, log).Train(lm, source,
             [
-                new TrainingStage(new PretrainObjective(new PretrainObjectiveOptions { Beta = s.Beta, LateBeta = s.LateBeta }, totalSteps: s.PretrainSteps), s.PretrainSteps) { LearningRate = s.PretrainLearningRate, WarmupFraction = 0.05 },
+                new TrainingStage(new PretrainObjective(new PretrainObjectiveOptions { Beta = s.Beta, LateBeta = s.LateBeta }), s.PretrainSteps) { LearningRate = s.PretrainLearningRate, WarmupFraction = 0.05 },
                 new TrainingStage(new GateObjective(), s.GateSteps) { LearningRate = s.GateLearningRate, WarmupFraction = 0.05 },
             ], cancellationToken);
             pretrainSeconds = (clock.Elapsed - t0).TotalSeconds;

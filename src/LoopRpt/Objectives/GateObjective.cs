@@ -1,3 +1,4 @@
+using TorchSharp;
 using LoopRpt.Model;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -77,15 +78,16 @@ public sealed class GateObjective : ITrainingObjective
         var mask = Masked.TargetMask(targets);
         if (T < 2)
         {
-            var zero = (gateLogits.sum() * 0).to_type(ScalarType.Float32);
+            var zero = gateLogits.sum().mul(Held.Zero).to_type(ScalarType.Float32);
             return new ObjectiveOutput(zero, new Dictionary<string, Tensor> { ["loss"] = zero.detach() });
         }
         var l = stepLoss.detach();
-        var improvement = (l.narrow(-1, 0, T - 1) - l.narrow(-1, 1, T - 1)).clamp_min(0);   // I_t, t = 1..T-1
-        var w = F.sigmoid(k * (improvement - gamma));                                        // soft continue label
+        var improvement = (l.narrow(-1, 0, T - 1) - l.narrow(-1, 1, T - 1)).clamp_min(Held.Zero);   // I_t, t = 1..T-1
+        using Scalar kScalar = k, gammaScalar = gamma;                                       // held for the call (docs/platform.md §2)
+        var w = F.sigmoid(improvement.sub(gammaScalar).mul(kScalar));                        // soft continue label
         var g = gateLogits.narrow(-1, 1, T - 1).to_type(ScalarType.Float32);                 // gate at t = 1..T-1
         // BCE(c, w) with c = 1 - lambda = sigmoid(-g): -(w log c + (1 - w) log(1 - c)), in log-sigmoid form.
-        var bce = -(w * F.logsigmoid(-g) + (1 - w) * F.logsigmoid(g));                       // (B, S, T-1)
+        var bce = -(w * F.logsigmoid(-g)).add(w.neg().add(Held.One, Held.One) * F.logsigmoid(g), Held.One);   // (B, S, T-1)
         var loss = Masked.MeanOverTokens(bce.mean([-1L]), mask);
         using var noGrad = no_grad();
         var metrics = new Dictionary<string, Tensor>

@@ -44,10 +44,17 @@ public interface ITrainingObjective : IDisposable
     void Attach(OuroForCausalLM lm);
 
     /// <summary>
+    /// Called by the trainer after <see cref="Attach"/> and before the stage's first step (also when a stage resumes from a
+    /// checkpoint) with the stage's length, <see cref="Training.TrainingStage.Steps"/>: the one statement of it, for schedules
+    /// over the stage such as Stage I's β switch. Default: nothing. An objective that wraps another forwards it.
+    /// </summary>
+    void BeginStage(long stageSteps) { }
+
+    /// <summary>
     /// Loss of one micro-batch. <paramref name="inputs"/>, <paramref name="targets"/>: (B, S) on the model's device.
     /// <paramref name="step"/> is the global step (it keeps counting across stages and from the base model's meta, so it
     /// suits seeds); <paramref name="stageStep"/> is the 0-based step within this stage (for schedules over the stage,
-    /// such as Stage I's beta switch); <paramref name="microStep"/> is the micro-batch index within the step.
+    /// such as Stage I's beta switch, whose length <see cref="BeginStage"/> gave); <paramref name="microStep"/> is the micro-batch index within the step.
     /// </summary>
     ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep);
 

@@ -11,7 +11,7 @@ namespace LoopRpt.Objectives;
 internal static class Masked
 {
     /// <summary>mask (B, S) float32 where targets are real tokens.</summary>
-    public static Tensor TargetMask(Tensor targets) => (targets != TokenBatch.IgnoreIndex).to_type(ScalarType.Float32);
+    public static Tensor TargetMask(Tensor targets) => targets.ne(Held.IgnoreIndex).to_type(ScalarType.Float32);
 
     /// <summary>sum(x * mask) / max(sum(mask), 1) over the leading (B, S) axes; x may have trailing axes, which the result keeps.</summary>
     public static Tensor MeanOverTokens(Tensor x, Tensor mask)
@@ -19,6 +19,6 @@ internal static class Masked
         var m = mask;
         while (m.dim() < x.dim()) m = m.unsqueeze(-1);
         var num = (x * m).sum([0L, 1L]);
-        return num / mask.sum().clamp_min(1);
+        return num / mask.sum().clamp_min(Held.One);
     }
 }

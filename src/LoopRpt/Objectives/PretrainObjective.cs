@@ -1,3 +1,4 @@
+using TorchSharp;
 using LoopRpt.Model;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -41,14 +42,17 @@ public sealed class PretrainObjectiveOptions
 public sealed class PretrainObjective : ITrainingObjective
 {
     private readonly PretrainObjectiveOptions _options;
-    private readonly long _totalSteps;
+    private long _stageSteps;
 
-    /// <summary>Creates the objective; the options are copied and validated. <paramref name="totalSteps"/>: the stage's steps (for <see cref="PretrainObjectiveOptions.LateBetaFrom"/>).</summary>
-    public PretrainObjective(PretrainObjectiveOptions? options = null, long totalSteps = 0)
+    /// <summary>
+    /// Creates the objective; the options are copied and validated. The stage's length, which places the β switch
+    /// (<see cref="PretrainObjectiveOptions.LateBetaFrom"/>), is not given here: the trainer hands it over
+    /// (<see cref="BeginStage"/>) from <see cref="Training.TrainingStage.Steps"/>.
+    /// </summary>
+    public PretrainObjective(PretrainObjectiveOptions? options = null)
     {
         _options = (options ?? new PretrainObjectiveOptions()).Clone();
         _options.Validate();
-        _totalSteps = totalSteps;
     }
 
     public string Name => "pretrain";
@@ -56,12 +60,27 @@ public sealed class PretrainObjective : ITrainingObjective
     /// <summary>A copy of the options in use.</summary>
     public PretrainObjectiveOptions Options => _options.Clone();
 
-    /// <summary>The stage's steps the β switch is measured against (0: no switch).</summary>
-    public long TotalSteps => _totalSteps;
+    /// <summary>The length of the stage the trainer last began (<see cref="BeginStage"/>); 0 before, which keeps β at <see cref="PretrainObjectiveOptions.Beta"/>.</summary>
+    public long StageSteps => _stageSteps;
 
-    /// <summary>beta at a 0-based step of the stage (not the global step: a stage after others, or one continuing a trained model, starts early).</summary>
-    public double BetaAt(long stageStep)
-        => _totalSteps > 0 && _options.LateBetaFrom < 1 && stageStep >= _options.LateBetaFrom * _totalSteps ? _options.LateBeta : _options.Beta;
+    /// <summary>Takes the stage's length from the trainer: β switches at <see cref="PretrainObjectiveOptions.LateBetaFrom"/> × <paramref name="stageSteps"/>.</summary>
+    public void BeginStage(long stageSteps)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(stageSteps);
+        _stageSteps = stageSteps;
+    }
+
+    /// <summary>β at a 0-based step of the stage the trainer began (<see cref="BetaAt(long, long)"/> with <see cref="StageSteps"/>).</summary>
+    public double BetaAt(long stageStep) => BetaAt(stageStep, _stageSteps);
+
+    /// <summary>
+    /// β at a 0-based step of a stage of <paramref name="stageSteps"/> steps (the stage's step, not the global one: a stage
+    /// after others, or one continuing a trained model, starts early): <see cref="PretrainObjectiveOptions.LateBeta"/> from
+    /// step <see cref="PretrainObjectiveOptions.LateBetaFrom"/> × <paramref name="stageSteps"/> on, unless LateBetaFrom is 1
+    /// or the length is unknown (0).
+    /// </summary>
+    public double BetaAt(long stageStep, long stageSteps)
+        => stageSteps > 0 && _options.LateBetaFrom < 1 && stageStep >= _options.LateBetaFrom * stageSteps ? _options.LateBeta : _options.Beta;
 
     public IReadOnlyList<(string Name, Parameter Param)> TrainableParameters(OuroForCausalLM lm) => lm.UniqueParameters();
 
@@ -81,7 +100,8 @@ public sealed class PretrainObjective : ITrainingObjective
         var logP = ExitDistribution.LogProbabilities(gateLogits);           // (B, S, T)
         var p = logP.exp();
         var entropy = -(p * logP).sum(-1);                                  // H(p), (B, S)
-        var perToken = (p * stepLoss).sum(-1) - beta * entropy;
+        using Scalar b = beta;                                             // held for the call (docs/platform.md §2)
+        var perToken = (p * stepLoss).sum(-1) - entropy.mul(b);
         var loss = Masked.MeanOverTokens(perToken, mask);
         using var noGrad = no_grad();
         var metrics = new Dictionary<string, Tensor>
@@ -90,7 +110,7 @@ public sealed class PretrainObjective : ITrainingObjective
             ["step_loss"] = Masked.MeanOverTokens(stepLoss.detach(), mask),           // (T)
             ["exit_entropy"] = Masked.MeanOverTokens(entropy.detach(), mask),
             ["expected_exit_step"] = Masked.MeanOverTokens(ExitDistribution.ExpectedExitStep(p.detach()), mask),
-            ["beta"] = full([], beta, dtype: ScalarType.Float32, device: loss.device),
+            ["beta"] = full([], b, dtype: ScalarType.Float32, device: loss.device),
         };
         return new ObjectiveOutput(loss, metrics);
     }

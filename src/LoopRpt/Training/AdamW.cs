@@ -47,7 +47,7 @@ public sealed class AdamW : IDisposable
         double bc1 = 1 - Math.Pow(_beta1, StepCount), bc2 = 1 - Math.Pow(_beta2, StepCount);
         // Held for the step (not converted per call): a temporary Scalar can be finalized while the native call reads it.
         using Scalar beta1 = _beta1, oneMinusBeta1 = 1 - _beta1, beta2 = _beta2, oneMinusBeta2 = 1 - _beta2, biasCorrection2 = bc2, eps = _eps,
-                     stepSize = lr / bc1, decay = 1 - lr * _weightDecay;
+                     stepSize = lr / bc1, decay = 1 - lr * _weightDecay, one = 1;
         using var noGrad = no_grad();
         using var scope = NewDisposeScope();
         foreach (var s in _slots)
@@ -57,7 +57,7 @@ public sealed class AdamW : IDisposable
             var g = grad.to_type(ScalarType.Float32);
             s.ExpAvg.mul_(beta1).add_(g, alpha: oneMinusBeta1);
             s.ExpAvgSq.mul_(beta2).addcmul_(g, g, value: oneMinusBeta2);
-            var denom = s.ExpAvgSq.div(biasCorrection2).sqrt_().add_(eps);
+            var denom = s.ExpAvgSq.div(biasCorrection2).sqrt_().add_(eps, one);     // explicit alpha: add_(eps) would create one
             var update = s.ExpAvg.div(denom).mul(stepSize);
             if (s.Decay && _weightDecay != 0) s.Param.mul_(decay);
             s.Param.sub_(update.to_type(s.Param.dtype));

@@ -179,6 +179,7 @@ public sealed class LoopedLmTrainer
             _baseMeta = baseMeta;
             _stages = stages;
             stage.Objective.Attach(lm);
+            stage.Objective.BeginStage(stage.Steps);            // the stage's length, stated once (TrainingStage.Steps)
             _optimizer = new AdamW(stage.Objective.TrainableParameters(lm), stage.Beta1, stage.Beta2, 1e-8, stage.WeightDecay);
             _trainable = _optimizer.Parameters.ToList();
             _microBatches = stage.GradientAccumulation;

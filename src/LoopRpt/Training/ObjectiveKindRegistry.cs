@@ -120,7 +120,7 @@ public sealed class ObjectiveKindRegistry
 
     private static IEnumerable<ObjectiveKind> BuiltInKinds() =>
     [
-        new ObjectiveKind<PretrainObjectiveOptions>(Pretrain, (o, steps) => new PretrainObjective(o, steps), OptimizerDefaults.Pretraining, o => o.Validate()),
+        new ObjectiveKind<PretrainObjectiveOptions>(Pretrain, (o, _) => new PretrainObjective(o), OptimizerDefaults.Pretraining, o => o.Validate()),
         new ObjectiveKind<GateObjectiveOptions>(Gate, (o, _) => new GateObjective(o), OptimizerDefaults.Pretraining, o => o.Validate()),
         new ObjectiveKind<LoopRptObjectiveOptions>(LoopRpt, (o, _) => new LoopRptObjective(o), OptimizerDefaults.LoopRpt, o => o.Validate()),
     ];

@@ -38,7 +38,7 @@ public class StageDefaultsAgreementTests
     private static ITrainingObjective NewObjective(string kind) => kind switch
     {
         "looprpt" => new LoopRptObjective(),
-        "pretrain" => new PretrainObjective(null, Steps),
+        "pretrain" => new PretrainObjective(),
         _ => new GateObjective(),
     };
 

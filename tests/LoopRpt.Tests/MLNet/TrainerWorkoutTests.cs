@@ -52,7 +52,7 @@ public class TrainerWorkoutTests
         {
             var o = Tiny(gate: 0);
             o.Stages = [new StageDescriptor { Kind = kind, CustomKind = kind == StageKind.Custom ? "hooked" : null, Steps = 4, LearningRate = 3e-3 }];
-            o.ObjectiveKinds.Add(new ObjectiveKind<PretrainObjectiveOptions>("hooked", (options, steps) => { calls++; return new PretrainObjective(options, steps); }));
+            o.ObjectiveKinds.Add(new ObjectiveKind<PretrainObjectiveOptions>("hooked", (options, steps) => { calls++; return new PretrainObjective(options); }));
             using var s = ml.LoopRpt().TrainLoopedLm(o).Fit(data);
             return s.Transform(data).GetColumn<float>(ScoreColumns.LogLikelihood).ToArray();
         }
@@ -144,7 +144,7 @@ public class TrainerWorkoutTests
             var o = Tiny(gate: 0);
             o.Stages = [new StageDescriptor { Kind = StageKind.Custom, CustomKind = "inflated", Steps = 12, LearningRate = 3e-3 }];
             o.ObjectiveKinds.Add(new ObjectiveKind<PretrainObjectiveOptions>("inflated",        // a logged loss 100 × too large from step 4
-                (options, steps) => new DivergenceTests.InflateLossFrom(new PretrainObjective(options, steps), from: 4)));
+                (options, steps) => new DivergenceTests.InflateLossFrom(new PretrainObjective(options), from: 4)));
             o.SpikePatience = patience;
             return Assert.Throws<TrainingDivergedException>(() => ml.LoopRpt().TrainLoopedLm(o).Fit(data));
         }

@@ -39,6 +39,92 @@ public class LoopRptMathTests
         Assert.Equal(new float[] { 1, 1, 1, 0, 0, 0 }, TestUtil.ToArray(LoopRptMath.HardTokenMask(flat, pad, HardTokenMode.TopFraction, 0.8, 0)));
     }
 
+    /// <summary>
+    /// The TopFraction cut keeps, per row of n real targets with distinct entropies, the k = ⌈(n − 1)(1 − q)⌉ of highest
+    /// entropy: the count of the authors' strict <c>entropy &gt; quantile_q</c> (linear interpolation). For q = 0.8 that is
+    /// 3 of 16 (the ≥ rule kept 4, 25 %), 2 of 10, 51 of 256, 1 of 2, none of 1. Padding does not count.
+    /// </summary>
+    [Theory]
+    [InlineData(16, 3)]
+    [InlineData(10, 2)]
+    [InlineData(12, 3)]
+    [InlineData(11, 2)]
+    [InlineData(7, 2)]
+    [InlineData(5, 1)]
+    [InlineData(2, 1)]
+    [InlineData(1, 0)]
+    [InlineData(21, 4)]
+    [InlineData(256, 51)]
+    public void TopFractionKeepsTheDocumentedCountOfDistinctEntropies(int n, int k)
+    {
+        Assert.Equal(k, n - 1 - (n - 1) * 4 / 5);                      // ⌈(n − 1) · 0.2⌉ in integers: the rule the docs state
+        const int Pad = 3;
+        var rng = new Random(n);
+        var order = Enumerable.Range(0, n).OrderBy(_ => rng.Next()).ToArray();     // distinct entropies, shuffled
+        var e = new float[n + Pad];
+        var real = new float[n + Pad];
+        for (int i = 0; i < n; i++) { e[i] = 0.5f + 0.01f * order[i]; real[i] = 1; }
+        for (int i = n; i < n + Pad; i++) e[i] = 100;                    // padding with a huge entropy must never be kept
+        var mask = TestUtil.ToArray(LoopRptMath.HardTokenMask(tensor(e).view(1, -1), tensor(real).view(1, -1), HardTokenMode.TopFraction, 0.8, 0));
+        var kept = Enumerable.Range(0, n + Pad).Where(i => mask[i] == 1).ToArray();
+        var expected = Enumerable.Range(0, n).OrderByDescending(i => order[i]).Take(k).Order().ToArray();
+        Assert.Equal(expected, kept);
+    }
+
+    /// <summary>
+    /// Ties: a token whose entropy equals the k-th highest exactly is kept too, so ties can only add tokens (the authors'
+    /// strict &gt; would drop the whole tied group); ties above the k-th or below the cut change nothing.
+    /// </summary>
+    [Fact]
+    public void TopFractionKeepsExactTiesAtTheCutAndOnlyThoseAddTokens()
+    {
+        // 16 targets, k = 3. Row 0: the 3rd and 4th highest tie (7) → 4 kept. Row 1: the top two tie (9), the rest below the
+        // 3rd are tied among themselves → exactly 3. Row 2: all equal → all 16 kept.
+        var rows = new float[3, 16];
+        float[] r0 = [1, 2, 3, 4, 5, 6, 7, 7, 8, 9, 0.5f, 0.25f, 0.1f, 0.2f, 0.3f, 0.4f];
+        float[] r1 = [9, 9, 8, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1];
+        for (int i = 0; i < 16; i++) { rows[0, i] = r0[i]; rows[1, i] = r1[i]; rows[2, i] = 4; }
+        var real = ones(3, 16);
+        var mask = TestUtil.ToArray(LoopRptMath.HardTokenMask(tensor(rows), real, HardTokenMode.TopFraction, 0.8, 0));
+        int[] Kept(int row) => Enumerable.Range(0, 16).Where(i => mask[row * 16 + i] == 1).ToArray();
+        Assert.Equal(new[] { 6, 7, 8, 9 }, Kept(0));
+        Assert.Equal(new[] { 0, 1, 2 }, Kept(1));
+        Assert.Equal(Enumerable.Range(0, 16).ToArray(), Kept(2));
+    }
+
+    /// <summary>
+    /// docs/method.md §4: the teacher's baseline b and reference step t_ref are constant per token across loop steps and
+    /// rollouts, so they cancel in both normalized advantages: shifting b by any per-token constant and moving t_ref
+    /// anywhere leaves the model loss and the policy loss unchanged (mask and time price fixed). The time price does not
+    /// cancel (it multiplies t), nor does the mask: a changed price changes the loss.
+    /// </summary>
+    [Fact]
+    public void TeacherBaselineAndReferenceStepCancelInBothAdvantages()
+    {
+        const int G = 4, B = 2, S = 6, T = 4;
+        using var g = new Generator(11);
+        var lpClean = -rand([B, S, T], generator: g) * 3;
+        var lpRollouts = -rand([G, B, S, T], generator: g) * 3;
+        var pClean = randn([B, S, T], generator: g).softmax(-1);
+        var logPi = -rand([G, B, S], generator: g);
+        var sampled = randint(0, T, [G, B, S], generator: g).unsqueeze(-1);
+        var mask = (rand([B, S], generator: g) > 0.3).to_type(ScalarType.Float32);
+        var price = rand([B, S], generator: g) * 0.05;
+        double Loss(Tensor baseline, Tensor refStep, Tensor p)
+        {
+            var stepAdv = LoopRptMath.StepAdvantages(LoopRptMath.RewardTable(lpClean, baseline, p, refStep, 1.0));
+            var reward = LoopRptMath.RewardTable(lpRollouts, baseline, p, refStep, 1.0).gather(-1, sampled).squeeze(-1);
+            return (LoopRptMath.ModelLoss(lpClean, pClean, stepAdv, mask) + LoopRptMath.PolicyLoss(LoopRptMath.GroupAdvantages(reward), logPi, mask)).item<float>();
+        }
+        var b = -rand([B, S], generator: g) * 2;
+        var tRef = randint(0, T, [B, S], generator: g);
+        double reference = Loss(b, tRef, price);
+        double shifted = Loss(b + randn([B, S], generator: g) * 5, randint(0, T, [B, S], generator: g), price);
+        Tolerance.AssertClose(reference, shifted, "b shifted per token, t_ref moved", relative: 1e-4, absolute: 1e-5);
+        double repriced = Loss(b, tRef, price * 4 + 0.1);
+        Assert.True(Math.Abs(repriced - reference) > 1e-3, $"the time price must reach the loss: {reference} vs {repriced}");
+    }
+
     [Fact]
     public void DifficultyAndTimePrice()
     {
@@ -92,7 +178,7 @@ public class LoopRptMathTests
     }
 
     [Fact]
-    public void ModelLossWeightsStepsThatBeatTheTeacher()
+    public void ModelLossUpWeightsStepsWithAPositiveStepAdvantage()
     {
         // Token 0: lp = [-1, -2], p = [0.25, 0.75], A = [1, -1] → 1·0.25·2 + 2·0.75·1 = 2.0.
         // Token 1: lp = [-3, -1], p = [0.5, 0.5], A = [-1, 2] → 3·0.5·1 + 1·0.5·3 = 3.0. Token 2 masked out.

@@ -183,16 +183,98 @@ public class LoopRptObjectiveTests
         Assert.True(Math.Abs(teacherStepS - teacherStep) > 1e-3, "a mixed-up t_ref must change teacher_exit_step");
     }
 
+    /// <summary>
+    /// The hard tokens are the teacher's: per 16-target row the 3 of highest TEACHER last-step entropy (the documented
+    /// count ⌈(n − 1)(1 − q)⌉ = ⌈15 · 0.2⌉ = 3, not the 4 that ≥ the 0.8 quantile kept). The teacher differs from the student
+    /// (scaled weights, sharper head), so its choice and the student's differ; which tokens were chosen shows in
+    /// <c>exit_entropy</c>, the student's exit entropy averaged over the chosen tokens, recomputed here on the host.
+    /// </summary>
     [Fact]
-    public void HardFractionIsTopTwentyPercentPerSequence()
+    public void HardTokensAreTheTopTwentyPercentByTheTeachersEntropy()
     {
+        const int S = 16, K = 3;
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
-        var (inputs, targets) = Batch(b: 2, s: 10);
+        var (inputs, targets) = Batch(b: 2, s: S);
         using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 2 });
         obj.Attach(lm);
+        var teacher = obj.Teacher!.Model;
+        using (no_grad())
+        {
+            foreach (var w in teacher.parameters()) w.mul_(0.8);
+            teacher.LmHead.weight!.mul_(6);
+        }
         using var scope = NewDisposeScope();
-        // 10 real tokens per row: the 0.8 quantile lies between the 8th and 9th smallest, so exactly 2 per row are hard.
-        Tolerance.AssertClose(0.2f, Metric(obj.Compute(lm, inputs, targets, 0, 0, 0), "hard_fraction"), absolute: 1e-6);
+        var output = obj.Compute(lm, inputs, targets, 0, 0, 0);
+
+        // Host: last-step token entropy (double) of a model's logits; the K highest per row; the student's exit entropy.
+        double[] LastStepEntropy(OuroForCausalLM model)
+        {
+            using var noGrad = no_grad();
+            var z = TestUtil.ToArray(model.Logits(model.Forward(inputs).Hidden[^1]));
+            return Enumerable.Range(0, 2 * S).Select(i =>
+            {
+                var row = z.Skip(i * Vocab).Take(Vocab).Select(x => (double)x).ToArray();
+                double max = row.Max(), logZ = max + Math.Log(row.Sum(x => Math.Exp(x - max)));
+                return -row.Sum(x => Math.Exp(x - logZ) * (x - logZ));
+            }).ToArray();
+        }
+        int[] TopPerRow(double[] e) => Enumerable.Range(0, 2).SelectMany(b =>
+            Enumerable.Range(b * S, S).OrderByDescending(i => e[i]).Take(K)).Order().ToArray();
+        float[] exitEntropy;
+        using (no_grad())
+        {
+            var p = lm.Forward(inputs).ExitProbabilities();
+            exitEntropy = TestUtil.ToArray(-(p * p.log()).sum(-1));
+        }
+        double MeanExitEntropy(int[] chosen) => chosen.Average(i => (double)exitEntropy[i]);
+
+        var byTeacher = TopPerRow(LastStepEntropy(teacher));
+        var byStudent = TopPerRow(LastStepEntropy(lm));
+        Assert.NotEqual(byTeacher, byStudent);
+        Tolerance.AssertClose(2.0 * K / (2 * S), Metric(output, "hard_fraction"), "hard_fraction", absolute: 1e-6);
+        Tolerance.AssertClose(MeanExitEntropy(byTeacher), Metric(output, "exit_entropy"), "exit_entropy over the teacher's choice", absolute: 1e-5);
+        Assert.True(Math.Abs(MeanExitEntropy(byTeacher) - MeanExitEntropy(byStudent)) > 1e-4,
+            "the student's choice must give another exit_entropy, or the check above could not tell them apart");
+    }
+
+    /// <summary>
+    /// The teacher the trainer keeps is the EMA of the student's weights after each optimizer step,
+    /// theta_bar_k = d theta_bar_(k-1) + (1 - d) theta_k from theta_bar_0 = theta_0, recomputed here in double from the
+    /// student's weights read after every step (two micro-batches per step: one update per optimizer step, not per
+    /// micro-batch). A teacher updated before the step, per micro-batch, or not at all would be off by far more than the tolerance.
+    /// </summary>
+    [Fact]
+    public void TheTrainersTeacherIsTheEmaOfTheStudentAfterEachStep()
+    {
+        const double Decay = 0.5;
+        const int Steps = 3;
+        using var lm = TestUtil.TinyModel(vocab: 32, seed: 7);
+        string[] names = ["model.early_exit_gate.weight", "model.layers.0.self_attn.q_proj.weight", "model.norm.weight", "model.embed_tokens.weight"];
+        double[] Read(OuroForCausalLM m, string name) => TestUtil.ToArray(m.UniqueParameters().Single(p => p.Name == name).Param).Select(x => (double)x).ToArray();
+        var students = new List<Dictionary<string, double[]>> { names.ToDictionary(n => n, n => Read(lm, n)) };
+        var trainer = new LoopedLmTrainer(new TrainerOptions
+        {
+            LogEvery = 1, Progress = new SyncProgress<TrainingProgress>(_ => students.Add(names.ToDictionary(n => n, n => Read(lm, n)))),
+        });
+        using var objective = new LoopRptObjective(new LoopRptObjectiveOptions { Rollouts = 2, EmaDecay = Decay, Seed = 4 });
+        trainer.Train(lm, new PackedTokenSource(TrainerTests.PatternTokens(2000, 32, 3), 2, 16, 11),
+            [new TrainingStage(objective, Steps) { LearningRate = 1e-2, WarmupFraction = 0, GradientAccumulation = 2 }]);
+        Assert.Equal(Steps + 1, students.Count);
+
+        foreach (var name in names)
+        {
+            var ema = students[0][name].ToArray();
+            for (int k = 1; k <= Steps; k++)
+                for (int i = 0; i < ema.Length; i++) ema[i] = Decay * ema[i] + (1 - Decay) * students[k][name][i];
+            var teacher = Read(objective.Teacher!.Model, name);
+            Tolerance.AssertClose(ema, teacher, name, absolute: 1e-6);
+            // The alternatives a wrong trainer would give: the initial copy, or the EMA one step behind.
+            var lagging = students[0][name].ToArray();
+            for (int k = 1; k < Steps; k++)
+                for (int i = 0; i < lagging.Length; i++) lagging[i] = Decay * lagging[i] + (1 - Decay) * students[k][name][i];
+            double Gap(double[] a) => a.Zip(ema, (x, y) => Math.Abs(x - y)).Max();
+            Assert.True(Gap(students[0][name]) > 1e-4 && Gap(lagging) > 1e-4, $"{name}: the student did not move enough to tell the teachers apart");
+        }
     }
 
     [Fact]
@@ -255,10 +337,20 @@ public class LoopRptObjectiveTests
         Assert.True(a[2] > 0, "noisy rollouts must disagree");
     }
 
+    /// <summary>
+    /// The rollout noise is added to the final-normed state, after the norm's weights: h = w ⊙ x / rms(x) + σ ε. The final
+    /// norm's weights are set away from 1 (with unit weights, noise added between the normalization and the weight, w ⊙ (x̂ + σ ε),
+    /// would look the same).
+    /// </summary>
     [Fact]
     public void NoiseEntersTheNextLoop()
     {
         using var lm = TestUtil.TinyModel(vocab: Vocab, seed: 5);
+        using (no_grad())
+        {
+            using var g = new Generator(17);
+            lm.Backbone.norm.Weight.copy_(rand(lm.Backbone.norm.Weight.shape, generator: g) * 1.5 + 0.25);    // in [0.25, 1.75)
+        }
         var (inputs, _) = Batch();
         using var obj = new LoopRptObjective(new LoopRptObjectiveOptions { Sigma = 0.3 });
         using var scope = NewDisposeScope();
@@ -269,8 +361,10 @@ public class LoopRptObjectiveTests
         using var replayGen = obj.RolloutGenerator(3, 0, 1, lm.Device);
         var noise = Enumerable.Range(0, 4).Select(_ => randn(clean.Hidden[0].shape, generator: replayGen)).ToArray();
 
-        // Loop 0: the noisy state is exactly the clean state plus sigma · noise.
+        // Loop 0: the noisy state is exactly the clean (weighted, normed) state plus sigma · noise ...
         Assert.True((noisy.Hidden[0] - (clean.Hidden[0] + noise[0] * 0.3)).abs().max().item<float>() < 1e-6);
+        // ... and not the noise scaled by the norm's weights (noise before the weight multiply).
+        Assert.True((noisy.Hidden[0] - (clean.Hidden[0] + lm.Backbone.norm.Weight * noise[0] * 0.3)).abs().max().item<float>() > 1e-2);
         // Later loops computed from the noisy state: not just "clean + noise" (the noise propagated through the layers).
         for (int t = 1; t < 4; t++)
             Assert.True((noisy.Hidden[t] - (clean.Hidden[t] + noise[t] * 0.3)).abs().max().item<float>() > 1e-3, $"loop {t}");

@@ -93,10 +93,15 @@ public class OuroLossTests
     [Fact]
     public void LateBetaAppliesAfterTheSwitch()
     {
-        var objective = new PretrainObjective(new PretrainObjectiveOptions(), totalSteps: 100);
+        var objective = new PretrainObjective(new PretrainObjectiveOptions());
         // bitwise: the configured betas, returned as given
-        Assert.Equal(0.1, objective.BetaAt(49));
-        Assert.Equal(0.05, objective.BetaAt(50));
+        Assert.Equal(0.1, objective.BetaAt(49, 100));
+        Assert.Equal(0.05, objective.BetaAt(50, 100));
+        Assert.Equal(0.1, objective.BetaAt(50, 0));                       // no stage length: no switch
+        Assert.Equal(0L, objective.StageSteps);
+        objective.BeginStage(100);
+        Assert.Equal(100L, objective.StageSteps);
+        Assert.Throws<ArgumentOutOfRangeException>(() => objective.BeginStage(-1));
         Assert.Throws<ArgumentOutOfRangeException>(() => new PretrainObjective(new PretrainObjectiveOptions { Beta = -1 }));
     }
 }

@@ -66,7 +66,7 @@ public sealed class DivergenceTests : IDisposable
             var reports = new List<TrainingProgress>();
             var trainer = new LoopedLmTrainer(new TrainerOptions { LogEvery = 1, SpikeFactor = spikeFactor, Progress = new SyncProgress<TrainingProgress>(reports.Add) });
             var result = trainer.Train(lm, Source(), [
-                new TrainingStage(new PretrainObjective(totalSteps: 40), 40) { LearningRate = 1e-2, WarmupFraction = 0.2 },
+                new TrainingStage(new PretrainObjective(), 40) { LearningRate = 1e-2, WarmupFraction = 0.2 },
                 new TrainingStage(new GateObjective(), 10) { LearningRate = 1e-2 },
             ]);
             Assert.True(result.Completed);
@@ -94,8 +94,8 @@ public sealed class DivergenceTests : IDisposable
         });
         // A sane stage, then the same objective at lr 10 (the issue's --lr 1e6 in spirit: losses of hundreds, or NaN).
         var e = Assert.Throws<TrainingDivergedException>(() => trainer.Train(lm, Source(), [
-            new TrainingStage(new PretrainObjective(totalSteps: 24), 24) { LearningRate = 1e-2 },
-            new TrainingStage(new PretrainObjective(totalSteps: 24), 24) { LearningRate = 10 },
+            new TrainingStage(new PretrainObjective(), 24) { LearningRate = 1e-2 },
+            new TrainingStage(new PretrainObjective(), 24) { LearningRate = 10 },
         ]));
         Assert.Equal("pretrain", e.Stage);
         Assert.True(e.GlobalStep <= 24 + 12, $"stopped at {e.GlobalStep}");
@@ -141,6 +141,7 @@ public sealed class DivergenceTests : IDisposable
         public string Name => inner.Name;
         public IReadOnlyList<(string Name, TorchSharp.Modules.Parameter Param)> TrainableParameters(OuroForCausalLM lm) => inner.TrainableParameters(lm);
         public void Attach(OuroForCausalLM lm) => inner.Attach(lm);
+        public void BeginStage(long stageSteps) => inner.BeginStage(stageSteps);
         public ObjectiveOutput Compute(OuroForCausalLM lm, Tensor inputs, Tensor targets, long step, long stageStep, int microStep)
         {
             var o = inner.Compute(lm, inputs, targets, step, stageStep, microStep);

@@ -44,14 +44,21 @@ public class TrainerTests
         Assert.Equal(4, reports[^1].Metrics["step_loss"].Length);
     }
 
-    [Fact]
-    public void ResumeEqualsStraightRun()
+    /// <summary>
+    /// A run stopped after <paramref name="stopAfter"/> of 10 steps and resumed equals the straight run, losses and β
+    /// alike. The stage's β switch is at step 5 (LateBetaFrom 0.5 of the 10 steps the trainer hands the objective): stopped
+    /// after 3 steps, the resumed run crosses the switch; stopped after 6, it starts past it.
+    /// </summary>
+    [Theory]
+    [InlineData(6)]
+    [InlineData(3)]
+    public void ResumeEqualsStraightRun(int stopAfter)
     {
         var dir = Path.Combine(Path.GetTempPath(), "looprpt-resume-" + Guid.NewGuid().ToString("N"));
         try
         {
             var straight = Run(10);
-            // Stop after 6 steps by running a plan of 10 with cancellation? Simpler: a 10-step plan interrupted by a throwing progress sink.
+            // Stop after `stopAfter` steps of a 10-step plan by cancelling from the progress sink (a checkpoint is written on cancel).
             var partial = new List<TrainingProgress>();
             using (var lm = TestUtil.TinyModel(vocab: 32, seed: 7))
             {
@@ -60,17 +67,21 @@ public class TrainerTests
                 var trainer = new LoopedLmTrainer(new TrainerOptions
                 {
                     LogEvery = 1, CheckpointDirectory = dir,
-                    Progress = new SyncProgress<TrainingProgress>(p => { partial.Add(p); if (p.Step == 6) cts.Cancel(); }),
+                    Progress = new SyncProgress<TrainingProgress>(p => { partial.Add(p); if (p.Step == stopAfter) cts.Cancel(); }),
                 });
                 Assert.Throws<OperationCanceledException>(() =>
                     trainer.Train(lm, source, [new TrainingStage(new PretrainObjective(), 10) { LearningRate = 3e-3, WarmupFraction = 0.1 }], cts.Token));
             }
             var resumed = Run(10, dir, resume: true);
-            Assert.Equal(6, partial.Count);
-            Assert.Equal(4, resumed.Count);
+            Assert.Equal(stopAfter, partial.Count);
+            Assert.Equal(10 - stopAfter, resumed.Count);
+            double[] Betas(IEnumerable<TrainingProgress> reports) => reports.Select(r => Math.Round(r.Metrics["beta"][0], 6)).ToArray();
+            // bitwise: the configured betas, reported through a float32 metric and rounded to 6 places
+            Assert.Equal(new[] { 0.1, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05 }, Betas(straight));
             // bitwise: resume = straight run: the same steps on the same state
-            for (int i = 0; i < 6; i++) Assert.Equal(straight[i].Loss, partial[i].Loss);
-            for (int i = 0; i < 4; i++) Assert.Equal(straight[6 + i].Loss, resumed[i].Loss);
+            for (int i = 0; i < stopAfter; i++) Assert.Equal(straight[i].Loss, partial[i].Loss);
+            for (int i = 0; i < 10 - stopAfter; i++) Assert.Equal(straight[stopAfter + i].Loss, resumed[i].Loss);
+            Assert.Equal(Betas(straight.Skip(stopAfter)), Betas(resumed));
         }
         finally
         {
@@ -79,32 +90,34 @@ public class TrainerTests
     }
 
     /// <summary>
-    /// Stage I's beta switch is keyed to the stage's own step: a pretrain stage after another stage, or one continuing a
-    /// trained model (base meta at step 100), starts with the early beta 0.1 and switches at half of ITS steps.
+    /// Stage I's beta switch is keyed to the stage's own step and length, which the trainer hands the objective: a
+    /// <c>new PretrainObjective()</c> that states no length of its own switches at LateBetaFrom × the stage's steps. A
+    /// pretrain stage after another stage, or one continuing a trained model (base meta at step 100), starts with the early
+    /// beta 0.1 and switches at half of ITS steps.
     /// </summary>
-    [Fact]
-    public void PretrainBetaScheduleFollowsTheStageStep()
+    [Theory]
+    [InlineData(0L, false, 0.5, new[] { 0.1, 0.1, 0.05, 0.05 })]
+    [InlineData(0L, true, 0.5, new[] { 0.1, 0.1, 0.05, 0.05 })]
+    [InlineData(100L, false, 0.5, new[] { 0.1, 0.1, 0.05, 0.05 })]
+    [InlineData(0L, false, 0.75, new[] { 0.1, 0.1, 0.1, 0.05 })]
+    [InlineData(0L, false, 1.0, new[] { 0.1, 0.1, 0.1, 0.1 })]
+    public void PretrainBetaSwitchesAtLateBetaFromOfTheStageTheTrainerRuns(long baseStep, bool afterGate, double lateBetaFrom, double[] expected)
     {
-        double[] Betas(long baseStep, bool afterGate)
+        var reports = new List<TrainingProgress>();
+        using var lm = TestUtil.TinyModel(vocab: 32, seed: 7);
+        var source = new PackedTokenSource(PatternTokens(2000, 32, 3), batchSize: 2, sequenceLength: 16, seed: 11);
+        var trainer = new LoopedLmTrainer(new TrainerOptions
         {
-            var reports = new List<TrainingProgress>();
-            using var lm = TestUtil.TinyModel(vocab: 32, seed: 7);
-            var source = new PackedTokenSource(PatternTokens(2000, 32, 3), batchSize: 2, sequenceLength: 16, seed: 11);
-            var trainer = new LoopedLmTrainer(new TrainerOptions
-            {
-                LogEvery = 1, BaseMeta = new LoopRpt.Checkpoints.ModelMeta { Step = baseStep },
-                Progress = new SyncProgress<TrainingProgress>(reports.Add),
-            });
-            var pretrain = new TrainingStage(new PretrainObjective(totalSteps: 4), 4) { LearningRate = 1e-3 };
-            TrainingStage[] plan = afterGate ? [new TrainingStage(new GateObjective(), 3) { LearningRate = 1e-3 }, pretrain] : [pretrain];
-            trainer.Train(lm, source, plan);
-            return reports.Where(r => r.Stage == "pretrain").Select(r => Math.Round(r.Metrics["beta"][0], 6)).ToArray();
-        }
-        double[] expected = [0.1, 0.1, 0.05, 0.05];
+            LogEvery = 1, BaseMeta = new LoopRpt.Checkpoints.ModelMeta { Step = baseStep },
+            Progress = new SyncProgress<TrainingProgress>(reports.Add),
+        });
+        // No length given to the objective: the stage's 4 steps are the only statement of it.
+        var pretrain = new TrainingStage(new PretrainObjective(new PretrainObjectiveOptions { LateBetaFrom = lateBetaFrom }), 4) { LearningRate = 1e-3 };
+        TrainingStage[] plan = afterGate ? [new TrainingStage(new GateObjective(), 3) { LearningRate = 1e-3 }, pretrain] : [pretrain];
+        trainer.Train(lm, source, plan);
+        var betas = reports.Where(r => r.Stage == "pretrain").Select(r => Math.Round(r.Metrics["beta"][0], 6)).ToArray();
         // bitwise: the configured beta, reported through a float32 metric and rounded to 6 places
-        Assert.Equal(expected, Betas(0, afterGate: false));
-        Assert.Equal(expected, Betas(0, afterGate: true));
-        Assert.Equal(expected, Betas(100, afterGate: false));
+        Assert.Equal(expected, betas);
     }
 }
 

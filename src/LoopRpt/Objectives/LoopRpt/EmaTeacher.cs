@@ -1,3 +1,4 @@
+using TorchSharp;
 using LoopRpt.Model;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -53,7 +54,8 @@ public sealed class EmaTeacher : IDisposable
     {
         if (!(decay is >= 0 and <= 1)) throw new ArgumentOutOfRangeException(nameof(decay), decay, "The EMA decay must lie in [0, 1].");
         using var noGrad = no_grad();
-        foreach (var (_, t, s) in _pairs) t.mul_(decay).add_(s, 1 - decay);
+        using Scalar d = decay, oneMinusD = 1 - decay;                   // held for the update (docs/platform.md §2)
+        foreach (var (_, t, s) in _pairs) t.mul_(d).add_(s, oneMinusD);
     }
 
     public void Dispose() => Model.Dispose();

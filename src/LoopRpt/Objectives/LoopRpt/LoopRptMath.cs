@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -27,45 +28,79 @@ public static class LoopRptMath
     /// </summary>
     public static Tensor RowQuantile(Tensor values, Tensor valid, double q)
     {
-        const double Huge = 1e30;
+        using Scalar huge = 1e30, zero = 0, one = 1, quantile = q;
         var v = values.to_type(ScalarType.Float32);
         var real = valid.to_type(ScalarType.Float32);
         var n = real.sum(-1, true);                                     // (B, 1)
-        var (sorted, _) = v.masked_fill(real == 0, Huge).sort(-1, false, false);  // real values first, ascending
-        var pos = (n - 1).clamp_min(0) * q;                                      // (B, 1)
+        var (sorted, _) = v.masked_fill(real.eq(zero), huge).sort(-1, false, false);   // real values first, ascending
+        var last = n.sub(one).clamp_min(zero);                          // (B, 1)
+        var pos = last.mul(quantile);
         var lo = pos.floor();
-        var hi = (lo + 1).minimum((n - 1).clamp_min(0));
+        var hi = lo.add(one, one).minimum(last);
         var frac = pos - lo;
         var vLo = sorted.gather(-1, lo.to_type(ScalarType.Int64));
         var vHi = sorted.gather(-1, hi.to_type(ScalarType.Int64));
-        return vLo + frac * (vHi - vLo);
+        return vLo.add(frac * (vHi - vLo), one);
     }
 
     /// <summary>
-    /// Hard-token mask (B, S) float32 from the teacher's last-step entropy (docs/method.md §4.1): TopFraction keeps, per
-    /// sequence, the real tokens with entropy ≥ the <paramref name="quantile"/> quantile of that sequence's real tokens
-    /// (≥, so ties at the threshold are kept and a non-empty sequence always keeps at least one token);
+    /// Hard-token mask (B, S) float32 from the teacher's last-step entropy (docs/method.md §4.1). TopFraction keeps, per
+    /// sequence of n real tokens, the k = ⌈(n − 1)(1 − <paramref name="quantile"/>)⌉ of highest entropy (0.8: 3 of 16, 2 of
+    /// 10, 51 of 256, 1 of 2, none of 1): with distinct entropies exactly the tokens of the authors' strict
+    /// <c>entropy &gt; torch.quantile(entropy, q)</c>. A token whose entropy equals the k-th highest exactly is kept too, so
+    /// ties can only add tokens (a row of equal entropies keeps them all); padding never counts.
     /// EntropyThreshold keeps entropy ≥ <paramref name="threshold"/>; All keeps every real token.
     /// </summary>
     public static Tensor HardTokenMask(Tensor entropy, Tensor realMask, HardTokenMode mode, double quantile, double threshold)
     {
         var real = realMask.to_type(ScalarType.Float32);
         var e = entropy.to_type(ScalarType.Float32);
-        return mode switch
+        switch (mode)
         {
-            HardTokenMode.All => real,
-            HardTokenMode.EntropyThreshold => (e >= threshold).to_type(ScalarType.Float32) * real,
-            _ => (e >= RowQuantile(e, real, quantile)).to_type(ScalarType.Float32) * real,
-        };
+            case HardTokenMode.All:
+                return real;
+            case HardTokenMode.EntropyThreshold:
+            {
+                using Scalar t = threshold;
+                return e.ge(t).to_type(ScalarType.Float32).mul(real);
+            }
+            default:
+                return TopFraction(e, real, quantile);
+        }
+    }
+
+    /// <summary>
+    /// The TopFraction mask: per row, entropy ≥ the (lo + 1)-th smallest real entropy, lo = ⌊(n − 1) q⌋ (0-based), i.e. the
+    /// k = n − 1 − lo highest plus exact ties with the lowest of them; rows with k = 0 keep nothing.
+    /// </summary>
+    private static Tensor TopFraction(Tensor e, Tensor real, double quantile)
+    {
+        long S = e.shape[^1];
+        if (S == 0) return real;
+        // (n − 1) q in float64, nudged up by 1e-9 before the floor so that a product that is an integer in exact arithmetic
+        // (15 · 0.8 = 12) is not floored to one below by rounding.
+        using Scalar q = quantile, nudge = 1e-9, huge = 1e30, one = 1, zero = 0, last = S - 1;
+        var n = real.to_type(ScalarType.Float64).sum(-1, true);                                  // (B, 1)
+        var lo = n.sub(one).clamp_min(zero).mul(q).add(nudge, one).floor().to_type(ScalarType.Int64);   // (B, 1)
+        var keepsAny = n.sub(one).sub(lo.to_type(ScalarType.Float64)).ge(one);                   // k ≥ 1
+        var (sorted, _) = e.masked_fill(real.eq(zero), huge).sort(-1, false, false);               // real values first, ascending
+        var cut = sorted.gather(-1, lo.add(one, one).clamp_max(last));                              // the k-th highest
+        return e.ge(cut).logical_and(keepsAny).to_type(ScalarType.Float32).mul(real);
     }
 
     /// <summary>Difficulty d = clamp(H / ln |V|, 0, 1) (docs/method.md §4.3).</summary>
     public static Tensor Difficulty(Tensor teacherEntropy, int vocabSize)
-        => (teacherEntropy.to_type(ScalarType.Float32) / Math.Log(vocabSize)).clamp(0.0, 1.0);
+    {
+        using Scalar lnV = Math.Log(vocabSize), lo = 0.0, hi = 1.0;
+        return teacherEntropy.to_type(ScalarType.Float32).div(lnV).clamp(lo, hi);
+    }
 
     /// <summary>Time price per loop step, price = base (1 + kappa (1 - d)) (docs/method.md §4.4): easy tokens pay more.</summary>
     public static Tensor TimePrice(Tensor difficulty, double priceBase, double kappa)
-        => priceBase * (1 + kappa * (1 - difficulty));
+    {
+        using Scalar b = priceBase, k = kappa;
+        return difficulty.neg().add(Held.One, Held.One).mul(k).add(Held.One, Held.One).mul(b);     // base (1 + kappa (1 - d))
+    }
 
     /// <summary>
     /// Per-step reward table r_t = scale [ (lp_t - b) - price (t - t_ref) ] (docs/method.md §4.5).
@@ -74,10 +109,10 @@ public static class LoopRptMath
     /// </summary>
     public static Tensor RewardTable(Tensor goldLogProbs, Tensor baseline, Tensor price, Tensor referenceStep, double scale)
     {
-        long T = goldLogProbs.shape[^1];
+        using Scalar T = goldLogProbs.shape[^1], s = scale;
         var t = arange(T, dtype: ScalarType.Float32, device: goldLogProbs.device);                     // (T)
         var delay = t - referenceStep.to_type(ScalarType.Float32).unsqueeze(-1);                       // (B, S, T)
-        return scale * ((goldLogProbs.to_type(ScalarType.Float32) - baseline.unsqueeze(-1)) - price.unsqueeze(-1) * delay);
+        return ((goldLogProbs.to_type(ScalarType.Float32) - baseline.unsqueeze(-1)) - price.unsqueeze(-1) * delay).mul(s);
     }
 
     /// <summary>Step advantage A_t = (r_t - mean_t r) / (std_t r + 1e-8), normalized over the last (step) axis.</summary>
@@ -90,7 +125,7 @@ public static class LoopRptMath
     {
         var mean = x.mean([dim], true);
         var std = x.std(dim, true, true);
-        return (x - mean) / (std + AdvantageEpsilon);
+        return (x - mean) / std.add(Held.AdvantageEpsilon, Held.One);
     }
 
     /// <summary>
@@ -99,8 +134,9 @@ public static class LoopRptMath
     /// </summary>
     public static Tensor K3(Tensor teacherLogProbs, Tensor studentLogProbs, double clamp)
     {
+        using Scalar lo = -clamp, hi = clamp;
         var diff = teacherLogProbs.to_type(ScalarType.Float32) - studentLogProbs.to_type(ScalarType.Float32);
-        return (diff.exp() - diff - 1).clamp(-clamp, clamp);
+        return (diff.exp() - diff).sub(Held.One).clamp(lo, hi);
     }
 
     /// <summary>
@@ -110,17 +146,20 @@ public static class LoopRptMath
     public static Tensor MaskedMeanOverAll(Tensor x, Tensor mask)
     {
         var num = (x * mask).sum();
-        long copies = x.numel() / Math.Max(1, mask.numel());                   // rollouts sharing the mask
-        return num / (mask.sum() * copies).clamp_min(1);
+        using Scalar copies = x.numel() / Math.Max(1, mask.numel());           // rollouts sharing the mask
+        return num / mask.sum().mul(copies).clamp_min(Held.One);
     }
 
     /// <summary>
     /// Model loss mean_i[ sum_t -lp_t stopgrad(p_clean(t)) (1 + relu(stopgrad(A_t))) ] over the mask (docs/method.md §4.8):
-    /// Ouro's expected per-step loss, up-weighted at the steps that beat the teacher.
+    /// Ouro's expected per-step loss, up-weighted at the steps whose reward is above the token's mean over steps, that is
+    /// whose log-prob gain over the previous steps beats the time price (the student against itself). The teacher's baseline
+    /// b and reference step t_ref are constant per token, so they cancel in the normalized A_t (and in the group advantages):
+    /// the teacher reaches this loss only through the hard-token mask and the time price, and the total loss also through the KL.
     /// </summary>
     public static Tensor ModelLoss(Tensor goldLogProbs, Tensor cleanExitProbabilities, Tensor stepAdvantages, Tensor mask)
     {
-        var weight = cleanExitProbabilities.detach() * (1 + F.relu(stepAdvantages.detach()));
+        var weight = cleanExitProbabilities.detach() * F.relu(stepAdvantages.detach()).add(Held.One, Held.One);
         return MaskedMeanOverAll((-goldLogProbs * weight).sum(-1), mask);
     }
 

@@ -1,3 +1,4 @@
+using TorchSharp;
 using LoopRpt.Data;
 using LoopRpt.Model;
 using TorchSharp.Modules;
@@ -18,8 +19,11 @@ namespace LoopRpt.Objectives;
 /// t_g ~ p_g from a seeded local generator; R_g = r_{g,t_g}, group-normalized into A_g; L_pg = -mean A_g log p_g(t_g).</item>
 /// <item>L = L_pg + L_model + L_ent + kl_coef · KL(k3 to the teacher's gold log-probs).</item>
 /// </list>
-/// Simplifications (as in the authors' code): plain on-policy REINFORCE (no ratio clipping, one update per batch);
-/// every term averages over the hard tokens only; unbiased standard deviations in both normalizations.
+/// The teacher's role: b and t_ref are constant per token across loop steps and rollouts, so they cancel in both normalized
+/// advantages (A_t over steps, A_g over rollouts); they show only in the raw reward metrics. The teacher acts on the loss
+/// through the hard-token mask M, the time price (its entropy) and the KL term, not by rewarding steps that beat it.
+/// <para>Simplifications (as in the authors' code): plain on-policy REINFORCE (no ratio clipping, one update per batch);
+/// every term averages over the hard tokens only; unbiased standard deviations in both normalizations.</para>
 /// <para>Randomness: rollout g of micro-batch m at global step s draws its noise and its exit sample from
 /// <c>new Generator(Seeds.Mix(Seed, s, m, g))</c>, so runs are reproducible, resume is exact, and a rollout's noise does
 /// not depend on how rollouts are grouped into chunks (<see cref="LoopRptObjectiveOptions.RolloutsPerMicroBatch"/>).</para>
@@ -31,6 +35,8 @@ namespace LoopRpt.Objectives;
 public sealed class LoopRptObjective : ITrainingObjective
 {
     private readonly LoopRptObjectiveOptions _options;
+    // The options' Scalars of every step, held for the objective's lifetime (docs/platform.md §2).
+    private readonly Scalar _klCoef, _negEntropyBonus, _sigma, _keepProbability, _rollouts;
     private EmaTeacher? _teacher;
 
     /// <summary>Creates the objective; the options are copied and validated.</summary>
@@ -38,6 +44,7 @@ public sealed class LoopRptObjective : ITrainingObjective
     {
         _options = (options ?? new LoopRptObjectiveOptions()).Clone();
         _options.Validate();
+        (_klCoef, _negEntropyBonus, _sigma, _keepProbability, _rollouts) = (_options.KlCoef, -_options.EntropyBonus, _options.Sigma, 1 - _options.Sigma, _options.Rollouts);
     }
 
     /// <inheritdoc/>
@@ -91,7 +98,7 @@ public sealed class LoopRptObjective : ITrainingObjective
         var stepAdv = LoopRptMath.StepAdvantages(LoopRptMath.RewardTable(lp.detach(), tv.Baseline, tv.Price, tv.RefStep, o.RewardScale));
         var modelLoss = LoopRptMath.ModelLoss(lp, pClean, stepAdv, M);
         var exitEntropy = -(pClean * logPClean).sum(-1);                                          // (B, S)
-        var entLoss = -o.EntropyBonus * LoopRptMath.MaskedMeanOverAll(exitEntropy, M);
+        var entLoss = LoopRptMath.MaskedMeanOverAll(exitEntropy, M).mul(_negEntropyBonus);
         var klBackbone = o.Kl == KlVariant.BackboneWeighted
             ? LoopRptMath.MaskedMeanOverAll((LoopRptMath.K3(tv.GoldLogProbs, lp, o.KlClamp) * pClean.detach()).sum(-1), M)
             : null;
@@ -99,6 +106,7 @@ public sealed class LoopRptObjective : ITrainingObjective
         ObjectiveOutput Output(Tensor loss, Tensor pg, Tensor klRollout, Rollouts r, Action<double>? backward)
         {
             using var noGrad = no_grad();
+            using Scalar passes = ForwardPassesPerToken(lm.Config.TotalUtSteps);
             var kl = klBackbone?.detach() ?? klRollout.detach();
             var metrics = new Dictionary<string, Tensor>(StringComparer.Ordinal)
             {
@@ -109,16 +117,16 @@ public sealed class LoopRptObjective : ITrainingObjective
                 ["kl"] = kl,
                 ["reward_mean"] = LoopRptMath.MaskedMeanOverAll(r.Reward, M),
                 ["reward_std"] = LoopRptMath.MaskedMeanOverAll(r.Reward.std(0, true, false), M),
-                ["hard_fraction"] = M.sum() / real.sum().clamp_min(1),
-                ["teacher_exit_step"] = LoopRptMath.MaskedMeanOverAll(tv.RefStep.to_type(ScalarType.Float32) + 1, M),
-                ["student_exit_step"] = LoopRptMath.MaskedMeanOverAll(ExitDistribution.QExitStep(pClean.detach(), o.TeacherQ).to_type(ScalarType.Float32) + 1, M),
-                ["sampled_exit_step"] = LoopRptMath.MaskedMeanOverAll(r.Steps.to_type(ScalarType.Float32) + 1, M),
+                ["hard_fraction"] = M.sum() / real.sum().clamp_min(Held.One),
+                ["teacher_exit_step"] = LoopRptMath.MaskedMeanOverAll(tv.RefStep.to_type(ScalarType.Float32).add(Held.One, Held.One), M),
+                ["student_exit_step"] = LoopRptMath.MaskedMeanOverAll(ExitDistribution.QExitStep(pClean.detach(), o.TeacherQ).to_type(ScalarType.Float32).add(Held.One, Held.One), M),
+                ["sampled_exit_step"] = LoopRptMath.MaskedMeanOverAll(r.Steps.to_type(ScalarType.Float32).add(Held.One, Held.One), M),
                 ["exit_entropy"] = LoopRptMath.MaskedMeanOverAll(exitEntropy.detach(), M),
-                ["hard_acc"] = (correct * M.unsqueeze(-1)).sum([0L, 1L]) / M.sum().clamp_min(1),  // (T)
+                ["hard_acc"] = (correct * M.unsqueeze(-1)).sum([0L, 1L]) / M.sum().clamp_min(Held.One),  // (T)
                 // The LM loss every stage reports, comparable with Stage I's and with held-out cross-entropy: per loop step,
                 // over every real token (not only the hard ones), from the noise-free pass.
                 ["step_loss"] = Masked.MeanOverTokens(-lm.GoldLogProbsPerStep(clean, targets), real),     // (T)
-                ["forward_passes"] = full([], ForwardPassesPerToken(lm.Config.TotalUtSteps), dtype: ScalarType.Float32, device: loss.device),
+                ["forward_passes"] = full([], passes, dtype: ScalarType.Float32, device: loss.device),
             };
             return new ObjectiveOutput(loss, metrics) { Backward = backward };
         }
@@ -130,7 +138,7 @@ public sealed class LoopRptObjective : ITrainingObjective
             var adv = LoopRptMath.GroupAdvantages(r.Reward);                                      // (G, B, S)
             var pg = LoopRptMath.PolicyLoss(adv, r.LogPi, M);
             var klRollout = LoopRptMath.MaskedMeanOverAll(r.Kl, M);
-            var loss = pg + modelLoss + entLoss + o.KlCoef * (klBackbone ?? klRollout);
+            var loss = pg.add(modelLoss, Held.One).add(entLoss, Held.One).add((klBackbone ?? klRollout).mul(_klCoef), Held.One);
             return Output(loss, pg, klRollout, r, backward: null);
         }
 
@@ -152,11 +160,12 @@ public sealed class LoopRptObjective : ITrainingObjective
         var groupAdv = LoopRptMath.GroupAdvantages(all.Reward);
         var pgValue = LoopRptMath.PolicyLoss(groupAdv, all.LogPi, M);
         var klRolloutValue = LoopRptMath.MaskedMeanOverAll(all.Kl, M);
-        var lossValue = (pgValue + modelLoss + entLoss + o.KlCoef * (klBackbone ?? klRolloutValue)).detach();
-        var denominator = (M.sum() * G).clamp_min(1);
+        var lossValue = pgValue.add(modelLoss, Held.One).add(entLoss, Held.One).add((klBackbone ?? klRolloutValue).mul(_klCoef), Held.One).detach();
+        var denominator = M.sum().mul(_rollouts).clamp_min(Held.One);
 
         void Backward(double scale)
         {
+            using Scalar s = scale;
             var firstGrad = zeros_like(first);                                                    // d(rollout losses)/d(loop-0 state)
             for (int g0 = 0; g0 < G; g0 += chunk)
             {
@@ -166,14 +175,14 @@ public sealed class LoopRptObjective : ITrainingObjective
                 var r = RunRollouts(lm, branch, tv, g0, n, step, microStep, all.Steps.narrow(0, g0, n));
                 // The chunk's share of the group means: sums over its rollouts divided by G · |M|.
                 var chunkLoss = -(groupAdv.narrow(0, g0, n) * r.LogPi * M).sum() / denominator;
-                if (klBackbone is null) chunkLoss = chunkLoss + o.KlCoef * (r.Kl * M).sum() / denominator;
-                (chunkLoss * scale).backward();
-                firstGrad.add_(branch.grad!);
+                if (klBackbone is null) chunkLoss = chunkLoss.add((r.Kl * M).sum().mul(_klCoef) / denominator, Held.One);
+                chunkLoss.mul(s).backward();
+                firstGrad.add_(branch.grad!, Held.One);
             }
-            var cleanLoss = modelLoss + entLoss;
-            if (klBackbone is not null) cleanLoss = cleanLoss + o.KlCoef * klBackbone;
+            var cleanLoss = modelLoss.add(entLoss, Held.One);
+            if (klBackbone is not null) cleanLoss = cleanLoss.add(klBackbone.mul(_klCoef), Held.One);
             // sum(first · g) with g constant has gradient g with respect to first: one backward through loop 0 for all.
-            (cleanLoss * scale + (first * firstGrad).sum()).backward();
+            cleanLoss.mul(s).add((first * firstGrad).sum(), Held.One).backward();
         }
 
         return Output(lossValue, pgValue, klRolloutValue, all, Backward);
@@ -266,9 +275,9 @@ public sealed class LoopRptObjective : ITrainingObjective
         if (o.Sigma == 0) return h;
         using var scope = NewDisposeScope();                       // the noise itself is not needed after the sum: free it now
         if (o.Noise == NoiseKind.Gaussian)
-            return (h + randn(h.shape, dtype: h.dtype, device: h.device, generator: gen) * o.Sigma).MoveToOuterDisposeScope();
-        var keep = rand(h.shape, dtype: ScalarType.Float32, device: h.device, generator: gen) >= o.Sigma;
-        return (h * keep.to_type(h.dtype) / (1 - o.Sigma)).MoveToOuterDisposeScope();
+            return h.add(randn(h.shape, dtype: h.dtype, device: h.device, generator: gen).mul(_sigma), Held.One).MoveToOuterDisposeScope();
+        var keep = rand(h.shape, dtype: ScalarType.Float32, device: h.device, generator: gen).ge(_sigma);
+        return (h * keep.to_type(h.dtype)).div(_keepProbability).MoveToOuterDisposeScope();
     }
 
     /// <summary>t ~ p(t) per position from the rollout's generator: (B, S, T) log-probabilities → (B, S) int64.</summary>
@@ -331,6 +340,7 @@ public sealed class LoopRptObjective : ITrainingObjective
     {
         _teacher?.Dispose();
         _teacher = null;
+        foreach (var s in new[] { _klCoef, _negEntropyBonus, _sigma, _keepProbability, _rollouts }) s.Dispose();
     }
 
     /// <summary>Teacher tables, (B, S) or (B, S, T); <c>Positions</c> (K): flat indices of the hard tokens, <c>Gold</c> (K) their targets.</summary>

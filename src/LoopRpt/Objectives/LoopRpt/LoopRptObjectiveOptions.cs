@@ -3,7 +3,10 @@ namespace LoopRpt.Objectives;
 /// <summary>Which tokens the LoopRPT loss terms average over (docs/method.md §4.1).</summary>
 public enum HardTokenMode
 {
-    /// <summary>Per sequence, the tokens whose teacher entropy is at or above the <see cref="LoopRptObjectiveOptions.HardTokenQuantile"/> quantile (published: top 20%).</summary>
+    /// <summary>
+    /// Per sequence of n real tokens, the ⌈(n − 1)(1 − q)⌉ of highest teacher entropy, q = <see cref="LoopRptObjectiveOptions.HardTokenQuantile"/>
+    /// (published: top 20%; the authors' strict &gt; the q quantile), plus exact ties with the lowest of them (<see cref="LoopRptMath.HardTokenMask"/>).
+    /// </summary>
     TopFraction,
     /// <summary>Tokens whose teacher entropy is at or above <see cref="LoopRptObjectiveOptions.EntropyThreshold"/> nats.</summary>
     EntropyThreshold,
