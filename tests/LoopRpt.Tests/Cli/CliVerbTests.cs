@@ -84,17 +84,35 @@ public sealed class CliVerbTests(TrainedModelFixture fx) : IClassFixture<Trained
         using var lm = loaded.Model;
         var tok = LoopRptTokenizer.Create(TokenizerSpec.FromJson(loaded.Meta.Tokenizer!.ToJsonString()));
         var ids = tok.Encode(CliRunner.CorpusLines()[5], addBos: true).Select(i => (long)i).ToArray();
-        double expected;
         long[] steps;
+        double[] expected;
         using (no_grad())
         {
             var output = lm.Forward(tensor(ids[..^1], [1, ids.Length - 1]));
             var q = LoopRpt.Model.ExitDistribution.QExitStep(output.ExitProbabilities(), 0.5);
             steps = q.data<long>().ToArray();
-            expected = lm.GoldLogProbsPerStep(output, tensor(ids[1..], [1, ids.Length - 1])).gather(-1, q.unsqueeze(-1)).to_type(ScalarType.Float64).sum().item<double>();
+            expected = lm.GoldLogProbsPerStep(output, tensor(ids[1..], [1, ids.Length - 1])).gather(-1, q.unsqueeze(-1)).to_type(ScalarType.Float64)
+                .flatten().data<double>().ToArray();
         }
-        Assert.Equal(steps.Select(x => (int)x + 1), row.GetProperty("exit_steps").EnumerateArray().Select(e => e.GetInt32()));
-        Tolerance.AssertClose(expected, row.GetProperty("log_likelihood").GetDouble(), absolute: 1e-4 * steps.Length + 1e-3);   // float32 rounding of different attention paths
+        // The adaptive pass equals the reference exactly for a token no earlier token exited before (docs/adaptive-exit.md,
+        // "The approximation": later tokens attend to an exited token's exit-loop keys/values). Those tokens must agree in
+        // exit step and log-probability; the others follow the documented approximation and are not compared.
+        var exits = row.GetProperty("exit_steps").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        var logProbs = row.GetProperty("token_log_probs").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        Assert.Equal(steps.Length, exits.Length);
+        int exact = 0;
+        long earliest = long.MaxValue;
+        for (int p = 0; p < steps.Length; p++)
+        {
+            if (earliest >= steps[p])
+            {
+                exact++;
+                Assert.Equal((int)steps[p] + 1, exits[p]);
+                Tolerance.AssertClose(expected[p], logProbs[p], $"position {p}");
+            }
+            earliest = Math.Min(earliest, steps[p]);
+        }
+        Assert.True(exact >= 2, $"only {exact} positions are exact by the rule; the comparison would say little");
     }
 
     [Fact]
