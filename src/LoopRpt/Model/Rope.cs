@@ -51,7 +51,7 @@ public sealed class Rope : IDisposable
         _sin?.Dispose();
         using var scope = NewDisposeScope();
         // inv_freq_i = theta^(-2i/D), i = 0..D/2-1, computed in float64 for accuracy then cast.
-        using var theta = _theta.ToScalar();
+        using var theta = tensor(_theta, ScalarType.Float64);
         using var headDim = ((double)_headDim).ToScalar();
         using var zero = 0L.ToScalar();
         using var two = 2L.ToScalar();
