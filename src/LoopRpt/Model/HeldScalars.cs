@@ -24,6 +24,12 @@ internal static class HeldScalars
     /// <summary>Negative infinity: the additive mask of a position that no query may see.</summary>
     internal static readonly Scalar NegativeInfinity = double.NegativeInfinity.ToScalar();
 
+    /// <summary>Runs <paramref name="op"/> on a Scalar that lives until it returns, then disposes the Scalar.</summary>
+    private static Tensor With(Scalar scalar, Func<Scalar, Tensor> op)
+    {
+        using (scalar) return op(scalar);
+    }
+
     /// <summary>a + b with a held alpha.</summary>
     internal static Tensor Plus(this Tensor a, Tensor b) => a.add(b, One);
 
@@ -31,95 +37,40 @@ internal static class HeldScalars
     internal static Tensor PlusInPlace(this Tensor a, Tensor b) => a.add_(b, One);
 
     /// <summary>a + value.</summary>
-    internal static Tensor Plus(this Tensor a, double value)
-    {
-        using var s = value.ToScalar();
-        return a.add(s, One);
-    }
+    internal static Tensor Plus(this Tensor a, double value) => With(value.ToScalar(), s => a.add(s, One));
 
     /// <summary>a + value, keeping an integer tensor integer.</summary>
-    internal static Tensor Plus(this Tensor a, long value)
-    {
-        using var s = value.ToScalar();
-        return a.add(s, One);
-    }
-
-    /// <summary>a * value.</summary>
-    internal static Tensor Times(this Tensor a, double value)
-    {
-        using var s = value.ToScalar();
-        return a.mul(s);
-    }
+    internal static Tensor Plus(this Tensor a, long value) => With(value.ToScalar(), s => a.add(s, One));
 
     /// <summary>a * value, keeping an integer tensor integer.</summary>
-    internal static Tensor Times(this Tensor a, long value)
-    {
-        using var s = value.ToScalar();
-        return a.mul(s);
-    }
+    internal static Tensor Times(this Tensor a, long value) => With(value.ToScalar(), s => a.mul(s));
 
     /// <summary>a / value.</summary>
-    internal static Tensor DividedBy(this Tensor a, double value)
-    {
-        using var s = value.ToScalar();
-        return a.div(s);
-    }
+    internal static Tensor DividedBy(this Tensor a, double value) => With(value.ToScalar(), s => a.div(s));
 
     /// <summary>a &lt; value, elementwise.</summary>
-    internal static Tensor LessThan(this Tensor a, double value)
-    {
-        using var s = value.ToScalar();
-        return a.lt(s);
-    }
+    internal static Tensor LessThan(this Tensor a, double value) => With(value.ToScalar(), s => a.lt(s));
 
     /// <summary>a &gt; value, elementwise.</summary>
-    internal static Tensor GreaterThan(this Tensor a, double value)
-    {
-        using var s = value.ToScalar();
-        return a.gt(s);
-    }
+    internal static Tensor GreaterThan(this Tensor a, double value) => With(value.ToScalar(), s => a.gt(s));
 
     /// <summary>a &gt;= value, elementwise.</summary>
-    internal static Tensor AtLeast(this Tensor a, long value)
-    {
-        using var s = value.ToScalar();
-        return a.ge(s);
-    }
+    internal static Tensor AtLeast(this Tensor a, long value) => With(value.ToScalar(), s => a.ge(s));
 
     /// <summary>a &gt;= value, elementwise.</summary>
-    internal static Tensor AtLeast(this Tensor a, double value)
-    {
-        using var s = value.ToScalar();
-        return a.ge(s);
-    }
+    internal static Tensor AtLeast(this Tensor a, double value) => With(value.ToScalar(), s => a.ge(s));
 
     /// <summary>Sets a[index] = value in place along the first axis.</summary>
-    internal static Tensor IndexFill(this Tensor a, Tensor index, long value)
-    {
-        using var s = value.ToScalar();
-        return a.index_fill_(0, index, s);
-    }
+    internal static Tensor IndexFill(this Tensor a, Tensor index, long value) => With(value.ToScalar(), s => a.index_fill_(0, index, s));
 
     /// <summary>a with every element below <paramref name="min"/> raised to it.</summary>
-    internal static Tensor ClampMin(this Tensor a, long min)
-    {
-        using var s = min.ToScalar();
-        return a.clamp_min(s);
-    }
+    internal static Tensor ClampMin(this Tensor a, long min) => With(min.ToScalar(), s => a.clamp_min(s));
 
     /// <summary>a with every element below <paramref name="min"/> raised to it.</summary>
-    internal static Tensor ClampMin(this Tensor a, double min)
-    {
-        using var s = min.ToScalar();
-        return a.clamp_min(s);
-    }
+    internal static Tensor ClampMin(this Tensor a, double min) => With(min.ToScalar(), s => a.clamp_min(s));
 
     /// <summary>a with the elements where <paramref name="mask"/> is true set to <paramref name="value"/>.</summary>
-    internal static Tensor MaskedFill(this Tensor a, Tensor mask, long value)
-    {
-        using var s = value.ToScalar();
-        return a.masked_fill(mask, s);
-    }
+    internal static Tensor MaskedFill(this Tensor a, Tensor mask, long value) => With(value.ToScalar(), s => a.masked_fill(mask, s));
 
     /// <summary>start, start + 1, ..., end - 1.</summary>
     internal static Tensor Arange(long start, long end, ScalarType dtype, Device? device)
@@ -130,16 +81,8 @@ internal static class HeldScalars
     }
 
     /// <summary>A tensor of <paramref name="shape"/> filled with an integer.</summary>
-    internal static Tensor Full(long[] shape, long value, ScalarType dtype, Device? device)
-    {
-        using var s = value.ToScalar();
-        return full(shape, s, dtype, device);
-    }
+    internal static Tensor Full(long[] shape, long value, ScalarType dtype, Device? device) => With(value.ToScalar(), s => full(shape, s, dtype, device));
 
     /// <summary>A tensor of <paramref name="shape"/> filled with a real number.</summary>
-    internal static Tensor Full(long[] shape, double value, ScalarType dtype, Device? device)
-    {
-        using var s = value.ToScalar();
-        return full(shape, s, dtype, device);
-    }
+    internal static Tensor Full(long[] shape, double value, ScalarType dtype, Device? device) => With(value.ToScalar(), s => full(shape, s, dtype, device));
 }
