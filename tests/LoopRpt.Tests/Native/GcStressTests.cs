@@ -5,6 +5,7 @@ using LoopRpt.Inference;
 using LoopRpt.Model;
 using LoopRpt.Tests.AI;
 using LoopRpt.Tests.Server;
+using TorchSharp;
 using Xunit.Abstractions;
 
 namespace LoopRpt.Tests.Native;
@@ -79,6 +80,39 @@ public class GcStressTests(ITestOutputHelper output)
             return () => generator.GenerateBatch(Prompts, options);
         });
         AssertClean("decode", run);
+    }
+
+    [Fact]
+    public void PerTokenKernelsOnTinyTensorsSurviveForcedFinalization()
+    {
+        // The per-token pieces alone, on tensors so small that the Scalar-taking calls dominate: sampling, the exit
+        // distribution and its exit steps, RoPE, the residual adds and the gold log-probabilities. This phase is the one
+        // that fails most often on code with implicit Scalars.
+        var lm = LoopRpt.Tests.Inference.InferenceTestUtil.SpreadGateModel();
+        var run = Stress("kernels", i =>
+        {
+            var generator = new torch.Generator(seed: (ulong)(11 + i));
+            var logits = torch.randn([2, 16], generator: generator);
+            var gates = torch.randn([2, 3, 4], generator: generator);
+            var targets = torch.tensor(new long[] { 1, -1, 3, 2, 0, -1 }, [2, 3]);
+            var hidden = torch.randn([2, 3, lm.Config.HiddenSize], generator: generator);
+            var (cos, sin) = lm.Rope.Get(0, 3, hidden.device, hidden.dtype);
+            var heads = torch.randn([2, 1, 3, lm.Config.HeadDim], generator: generator);
+            return () =>
+            {
+                using var scope = torch.NewDisposeScope();
+                using var noGrad = torch.no_grad();
+                TokenSampler.Pick(logits, 1.0, 0.9, generator);
+                TokenSampler.Pick(logits, 0, 1, generator);
+                var p = ExitDistribution.Probabilities(gates);
+                ExitDistribution.QExitStep(p, 0.5);
+                ExitDistribution.MeanExitStep(ExitMode.Last.Steps(p));
+                ExitDistribution.ExpectedExitStep(p);
+                Rope.Apply(heads, cos, sin);
+                lm.GoldLogProbs(hidden, targets);
+            };
+        });
+        AssertClean("kernels", run);
     }
 
     [Fact]
