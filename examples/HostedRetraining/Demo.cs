@@ -68,19 +68,33 @@ public sealed partial class ScoringTraffic(ModelStore store, RetrainingService r
         if (options.RunSeconds > 0) lifetime.ApplicationStarted.Register(() => _ = StopLater(TimeSpan.FromSeconds(options.RunSeconds)));
         var perVersion = new ConcurrentDictionary<int, int>();
         double logProbSum = 0;
-        int requests = 0;
+        int requests = 0, failed = 0;
         var report = DateTime.UtcNow + TimeSpan.FromSeconds(5);
         using var timer = new PeriodicTimer(options.RequestEvery);
         while (await timer.WaitForNextTickAsync(stoppingToken))
         {
             var burst = Enumerable.Range(0, options.Concurrency).Select(i => Task.Run(() =>
             {
-                using var lease = store.Acquire();                   // the model stays alive until the lease ends, even across a swap
-                var prompt = tokenizer.Encode(Prompts[i % Prompts.Length]);
-                return lease.Score([prompt], ExitMode.Q(0.5))[0];
+                // One failed request is logged and counted; it never stops the host (a faulted BackgroundService would).
+                try
+                {
+                    using var lease = store.Acquire();               // the model stays alive until the lease ends, even across a swap
+                    var prompt = tokenizer.Encode(Prompts[i % Prompts.Length]);
+                    return lease.Score([prompt], ExitMode.Q(0.5))[0];
+                }
+                catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+                {
+                    RequestFailed(logger, e);
+                    return null;
+                }
             }, stoppingToken)).ToArray();
             foreach (var score in await Task.WhenAll(burst))
             {
+                if (score is null)
+                {
+                    failed++;
+                    continue;
+                }
                 perVersion.AddOrUpdate(score.Version, 1, (_, c) => c + 1);
                 logProbSum += score.MeanLogProb;
                 requests++;
@@ -88,11 +102,12 @@ public sealed partial class ScoringTraffic(ModelStore store, RetrainingService r
             if (DateTime.UtcNow >= report)
             {
                 var s = retraining.Status;
-                Served(logger, requests, string.Join(", ", perVersion.OrderBy(kv => kv.Key).Select(kv => $"v{kv.Key}: {kv.Value}")),
+                Served(logger, requests, failed, string.Join(", ", perVersion.OrderBy(kv => kv.Key).Select(kv => $"v{kv.Key}: {kv.Value}")),
                        logProbSum / Math.Max(1, requests), s.CurrentVersion, s.IsTraining, s.LastRound?.Outcome.ToString() ?? "none", s.LastError ?? "none");
                 perVersion.Clear();
                 logProbSum = 0;
                 requests = 0;
+                failed = 0;
                 report = DateTime.UtcNow + TimeSpan.FromSeconds(5);
             }
         }
@@ -105,6 +120,9 @@ public sealed partial class ScoringTraffic(ModelStore store, RetrainingService r
     }
 
     [LoggerMessage(EventId = 9001, Level = LogLevel.Information,
-        Message = "Demo: {Requests} requests in 5 s ({Versions}), mean log-prob {MeanLogProb:F3}; serving v{Version}, training {IsTraining}, last round {LastOutcome}, last error {LastError}")]
-    private static partial void Served(ILogger logger, int requests, string versions, double meanLogProb, int version, bool isTraining, string lastOutcome, string lastError);
+        Message = "Demo: {Requests} requests in 5 s, {Failed} failed ({Versions}), mean log-prob {MeanLogProb:F3}; serving v{Version}, training {IsTraining}, last round {LastOutcome}, last error {LastError}")]
+    private static partial void Served(ILogger logger, int requests, int failed, string versions, double meanLogProb, int version, bool isTraining, string lastOutcome, string lastError);
+
+    [LoggerMessage(EventId = 9002, Level = LogLevel.Error, Message = "Demo: a scoring request failed; the host goes on")]
+    private static partial void RequestFailed(ILogger logger, Exception error);
 }

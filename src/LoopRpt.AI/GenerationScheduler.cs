@@ -55,6 +55,30 @@ internal sealed class GenerationRequest(Func<TextCodec, RenderedPrompt> render, 
     public readonly List<long> Tokens = [];
     public readonly List<int> Loops = [];
     public ReplyFinish? Finish;
+
+    // Characters of reply text handed to OnText, and how many of a rerun's first characters were handed already.
+    private int _sent, _resend;
+
+    /// <summary>Hands reply text to the caller, leaving out what an earlier attempt at this reply already sent.</summary>
+    public void Emit(string delta)
+    {
+        int skip = Math.Min(_resend, delta.Length);
+        _resend -= skip;
+        if (skip == delta.Length) return;
+        OnText?.Invoke(skip == 0 ? delta : delta[skip..]);
+        _sent += delta.Length - skip;
+    }
+
+    /// <summary>Clears what a failed attempt produced, so the request can run again; the text it sent is not sent twice.</summary>
+    public void Restart(TextCodec codec)
+    {
+        Tokens.Clear();
+        Loops.Clear();
+        Finish = null;
+        Stream = new TextStream(codec, Prompt!.StopStrings);
+        _resend = _sent;
+        _sent = 0;
+    }
 }
 
 /// <summary>
@@ -64,6 +88,8 @@ internal sealed class GenerationRequest(Func<TextCodec, RenderedPrompt> render, 
 /// replies end and take the next waiting prompt; each reply is the one its prompt gets alone). Sampled requests run
 /// alone, so a fixed seed gives the same reply whatever else is queued. Per-request token budgets, end tokens, stop
 /// strings and cancellation end a row through <see cref="GenerationOptions.StopWhen"/> without stopping the others.
+/// A batch that fails (one row's callback throws, one row's logits are not finite, a native error) does not fail its
+/// other rows: each unfinished request runs again alone, so only the one that fails alone fails.
 /// </summary>
 internal sealed class GenerationScheduler : IDisposable
 {
@@ -146,6 +172,37 @@ internal sealed class GenerationScheduler : IDisposable
 
     private void Run(List<GenerationRequest> group, LoopRptModelLease lease)
     {
+        try
+        {
+            Generate(group, lease);
+        }
+        catch (Exception e) when (group.Count == 1)
+        {
+            group[0].Completion.TrySetException(e);
+            return;
+        }
+        catch (Exception)
+        {
+            // Rows that had ended are complete; the rest run again one at a time. A greedy reply is the one its prompt
+            // gets alone, so a stream goes on where it was and sends nothing twice.
+            foreach (var r in group.Where(r => r.Finish is null))
+            {
+                r.Restart(lease.Codec);
+                try
+                {
+                    Generate([r], lease);
+                }
+                catch (Exception alone)
+                {
+                    r.Completion.TrySetException(alone);
+                }
+            }
+        }
+        foreach (var r in group.Where(r => !r.Completion.Task.IsCompleted)) Complete(r, lease);
+    }
+
+    private void Generate(List<GenerationRequest> group, LoopRptModelLease lease)
+    {
         var s = group[0].Settings;
         var options = new GenerationOptions
         {
@@ -159,27 +216,20 @@ internal sealed class GenerationScheduler : IDisposable
             OnToken = (i, token, loops) => OnToken(group[i], token, loops),
             StopWhen = i => Done(group[i]),
         };
-        try
+        new LoopedGenerator(lease.Model).GenerateBatch(group.Select(r => (IReadOnlyList<long>)r.Prompt!.Ids).ToList(), options);
+    }
+
+    private static void Complete(GenerationRequest r, LoopRptModelLease lease)
+    {
+        if (r.Finish == ReplyFinish.Cancelled)
         {
-            new LoopedGenerator(lease.Model).GenerateBatch(group.Select(r => (IReadOnlyList<long>)r.Prompt!.Ids).ToList(), options);
-        }
-        catch (Exception e)
-        {
-            foreach (var r in group) r.Completion.TrySetException(e);
+            r.Completion.TrySetCanceled(r.Cancellation);
             return;
         }
-        foreach (var r in group)
-        {
-            if (r.Finish == ReplyFinish.Cancelled)
-            {
-                r.Completion.TrySetCanceled(r.Cancellation);
-                continue;
-            }
-            var rest = r.Stream!.Flush();
-            if (rest.Length > 0) r.OnText?.Invoke(rest);
-            r.Completion.TrySetResult(new LoopRptGeneration(r.Stream.Text, r.Prompt!.Ids.Length, [.. r.Tokens], [.. r.Loops],
-                r.Finish ?? ReplyFinish.Length, lease.Version, lease.Model.Config.TotalUtSteps));
-        }
+        var rest = r.Stream!.Flush();
+        if (rest.Length > 0) r.Emit(rest);
+        r.Completion.TrySetResult(new LoopRptGeneration(r.Stream.Text, r.Prompt!.Ids.Length, [.. r.Tokens], [.. r.Loops],
+            r.Finish ?? ReplyFinish.Length, lease.Version, lease.Model.Config.TotalUtSteps));
     }
 
     private static void OnToken(GenerationRequest r, long token, int loops)
@@ -192,7 +242,7 @@ internal sealed class GenerationScheduler : IDisposable
             return;
         }
         var delta = r.Stream!.Add(token);
-        if (delta.Length > 0) r.OnText?.Invoke(delta);
+        if (delta.Length > 0) r.Emit(delta);
         if (r.Stream.Stopped) r.Finish = ReplyFinish.Stop;
     }
 

@@ -12,6 +12,9 @@ internal sealed class ApiError(int status, string message, string type = "invali
     public string? Param { get; } = param;
     public string? Code { get; } = code;
 
+    /// <summary>For a server error, the id its reply and its log line both carry; null otherwise.</summary>
+    public string? ErrorId { get; private init; }
+
     public object Body => new { error = new { message = Message, type = Type, param = Param, code = Code } };
 
     public static ApiError BadRequest(string message, string? param = null) => new(400, message, param: param, code: "invalid_value");
@@ -37,7 +40,20 @@ internal sealed class ApiError(int status, string message, string type = "invali
             ArgumentException a => new(400, Clean(a.Message), param: field(a.ParamName), code: "invalid_value"),
             NotSupportedException n => new(400, n.Message, code: "unsupported_value"),
             InvalidDataException d => new(400, d.Message, code: "invalid_value"),
-            _ => new(500, "The server failed while serving the request: " + e.Message, "server_error"),
+            _ => ServerError(),
+        };
+    }
+
+    /// <summary>
+    /// A 500 that tells the client nothing of the failure (a native message carries libtorch's C++ backtrace and the
+    /// server's paths): a short message and an id; the server logs the exception with its stack trace under that id.
+    /// </summary>
+    private static ApiError ServerError()
+    {
+        string id = "err_" + Guid.NewGuid().ToString("N")[..16];
+        return new(500, $"The server had an error while processing the request (error id {id}); its log has the details.", "server_error")
+        {
+            ErrorId = id,
         };
     }
 

@@ -10,6 +10,7 @@ using Microsoft.AspNetCore.Http;
 using Microsoft.AspNetCore.Routing;
 using Microsoft.Extensions.AI;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 using static TorchSharp.torch;
 
@@ -111,6 +112,9 @@ public static class OpenAIEndpoints
         catch (Exception e) when (!http.RequestAborted.IsCancellationRequested)
         {
             var error = ApiError.From(e, timeout.IsCancellationRequested, name => Field(route, name));
+            if (error.ErrorId is not null)
+                http.RequestServices.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(LoopRptServer))
+                    .LogError(e, "Request {Method} {Path} failed ({Route}); error id {ErrorId}", http.Request.Method, http.Request.Path.Value, route, error.ErrorId);
             if (!http.Response.HasStarted)
             {
                 http.Response.StatusCode = error.Status;

@@ -1,4 +1,5 @@
 using System.Globalization;
+using LoopRpt.Model;
 
 namespace LoopRpt.Evaluation;
 
@@ -127,7 +128,7 @@ public sealed record EntropyBuckets(BucketRule Rule, double Easy, double Medium,
         // Compared in float64: a cut midway between two float32 entropies one ulp apart must not round onto either.
         var r = real.to_type(TorchSharp.torch.ScalarType.Float64);
         var h = entropy.to_type(TorchSharp.torch.ScalarType.Float64);
-        return TorchSharp.torch.stack(new[] { r }.Concat(cuts.Select(c => r * (h > c).to_type(TorchSharp.torch.ScalarType.Float64))).ToArray(), 0);
+        return TorchSharp.torch.stack(new[] { r }.Concat(cuts.Select(c => r * h.GreaterThan(c).to_type(TorchSharp.torch.ScalarType.Float64))).ToArray(), 0);
     }
 
     /// <summary>

@@ -78,7 +78,7 @@ public sealed class LoopEvaluator
                 using var scope = NewDisposeScope();
                 using var noGrad = no_grad();
                 var (inputs, targets) = batch.ToTensors(device);
-                var real = targets >= 0;                                                            // (B, S)
+                var real = targets.AtLeast(0);                                                          // (B, S)
                 var output = model.Forward(inputs);
                 var (correct, gold, ownEntropy, bad) = StepReadouts(model, output, targets);        // (B, S, T) ×2, (B, S)
                 var entropy = entropies is not null ? entropies[batchIndex]
@@ -86,9 +86,9 @@ public sealed class LoopEvaluator
                     : Objectives.LoopRptMath.TokenEntropy(baseLm.Logits(baseLm.Forward(inputs).Hidden[^1]));
                 batchIndex++;
                 var probs = output.ExitProbabilities();                                            // (B, S, T)
-                nonFinite.add_(stack([bad + probs.isfinite().logical_not().sum(), entropy.isfinite().logical_not().sum()]).to_type(ScalarType.Float64));
+                nonFinite.PlusInPlace(stack([bad.Plus(probs.isfinite().logical_not().sum()), entropy.isfinite().logical_not().sum()]).to_type(ScalarType.Float64));
 
-                var exitAt = arange(1, T + 1, dtype: ScalarType.Float64, device: device).expand(correct.shape);   // step t exits at t
+                var exitAt = HeldScalars.Arange(1, T + 1, ScalarType.Float64, device).expand(correct.shape);   // step t exits at t
                 var qc = new Tensor[q.Length];
                 var qg = new Tensor[q.Length];
                 var qe = new Tensor[q.Length];
@@ -97,13 +97,13 @@ public sealed class LoopEvaluator
                     if (adaptive is null)
                     {
                         var steps = ExitDistribution.QExitStep(probs, q[j]).unsqueeze(-1);               // (B, S, 1) 0-based
-                        (qc[j], qg[j], qe[j]) = (correct.gather(-1, steps), gold.gather(-1, steps), steps.to_type(ScalarType.Float64) + 1);
+                        (qc[j], qg[j], qe[j]) = (correct.gather(-1, steps), gold.gather(-1, steps), steps.to_type(ScalarType.Float64).Plus(1.0));
                     }
                     else
                     {
                         using var score = adaptive[j].Score(inputs, targets: targets);
                         (qc[j], qg[j], qe[j]) = ((score.Predictions == score.Targets).to_type(ScalarType.Float64).unsqueeze(-1),
-                            score.GoldLogProbs.to_type(ScalarType.Float64).unsqueeze(-1), (score.ExitSteps + 1).to_type(ScalarType.Float64).unsqueeze(-1));
+                            score.GoldLogProbs.to_type(ScalarType.Float64).unsqueeze(-1), score.ExitSteps.Plus(1L).to_type(ScalarType.Float64).unsqueeze(-1));
                     }
                 }
                 var masks = EntropyBuckets.Masks(entropy, real, cuts).view(K, -1);                // (K, N)
@@ -146,15 +146,15 @@ public sealed class LoopEvaluator
         var correct = new Tensor[output.Hidden.Count];
         var gold = new Tensor[correct.Length];
         Tensor entropy = null!, bad = zeros(1, dtype: ScalarType.Float64, device: targets.device).squeeze();
-        var real = (targets >= 0).to_type(ScalarType.Float64);
+        var real = targets.AtLeast(0).to_type(ScalarType.Float64);
         for (int t = 0; t < correct.Length; t++)
         {
             using var scope = NewDisposeScope();
             var logits = model.Logits(output.Hidden[t]).to_type(ScalarType.Float32);                            // (B, S, V)
             var logp = F.log_softmax(logits, -1);
             correct[t] = scope.MoveToOuter((logp.argmax(-1) == targets).to_type(ScalarType.Float64));
-            gold[t] = scope.MoveToOuter(logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1).to_type(ScalarType.Float64) * real);
-            bad = scope.MoveToOuter(bad + logits.isfinite().logical_not().sum().to_type(ScalarType.Float64));
+            gold[t] = scope.MoveToOuter(logp.gather(-1, targets.ClampMin(0).unsqueeze(-1)).squeeze(-1).to_type(ScalarType.Float64) * real);
+            bad = scope.MoveToOuter(bad.Plus(logits.isfinite().logical_not().sum().to_type(ScalarType.Float64)));
             if (t == correct.Length - 1) entropy = scope.MoveToOuter(-(logp.exp() * logp).sum(-1));
         }
         return (stack(correct, -1), stack(gold, -1), entropy, bad);
@@ -187,10 +187,10 @@ public sealed class LoopEvaluator
             var (inputs, targets) = batch.ToTensors(model.Device);                                // (B, S)
             var output = model.Forward(inputs);
             var logp = F.log_softmax(exit.Logits(model, output).to_type(ScalarType.Float32), -1); // (B, S, V)
-            var gold = logp.gather(-1, targets.clamp_min(0).unsqueeze(-1)).squeeze(-1);
+            var gold = logp.gather(-1, targets.ClampMin(0).unsqueeze(-1)).squeeze(-1);
             var probs = output.ExitProbabilities();
-            var step = exit.Kind == ExitKind.ExpectedLogits ? ExitDistribution.ExpectedExitStep(probs) : exit.Steps(probs).to_type(ScalarType.Float32) + 1;
-            tally.Add((targets >= 0).view(1, -1), (logp.argmax(-1) == targets).view(-1, 1), gold.view(-1, 1), step.view(-1, 1));
+            var step = exit.Kind == ExitKind.ExpectedLogits ? ExitDistribution.ExpectedExitStep(probs) : exit.Steps(probs).to_type(ScalarType.Float32).Plus(1.0);
+            tally.Add(targets.AtLeast(0).view(1, -1), (logp.argmax(-1) == targets).view(-1, 1), gold.view(-1, 1), step.view(-1, 1));
         }
         var totals = tally.Read();
         if (totals.HasNonFinite) throw NonFiniteCheck.Outputs(model, "log-probabilities");
@@ -215,7 +215,7 @@ public sealed class LoopEvaluator
                 var (inputs, targets) = batch.ToTensors(device);
                 var entropy = Objectives.LoopRptMath.TokenEntropy(entropyModel.Logits(entropyModel.Forward(inputs).Hidden[^1]));
                 list.Add(entropy.clone().DetachFromDisposeScope());
-                real.Add(entropy.masked_select(targets >= 0).to_type(ScalarType.Float64).MoveToOuterDisposeScope());
+                real.Add(entropy.masked_select(targets.AtLeast(0)).to_type(ScalarType.Float64).MoveToOuterDisposeScope());
             }
             return (list, real.Count == 0 ? [] : cat(real.ToArray(), 0).cpu().data<double>().ToArray());
         }

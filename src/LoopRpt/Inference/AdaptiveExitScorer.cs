@@ -98,11 +98,11 @@ public sealed class AdaptiveExitScorer
         using var outer = NewDisposeScope();
         using var noGrad = no_grad();
         var ids = inputIds.to(device);
-        var positions = arange(s, device: device).unsqueeze(0);                                    // (1, S)
+        var positions = HeldScalars.Arange(0, s, ScalarType.Int64, device).unsqueeze(0);                                    // (1, S)
         // Rows that are all valid need no mask: the all-active fast path (dense causal attention) then applies.
         var valid = lengths is null || lengths.min().item<long>() >= s ? null : positions < lengths.to(device).unsqueeze(1); // (B, S)
         var gold = targets?.to(device).clone() ?? ShiftedTargets(ids, lengths?.to(device));      // our own copy: the result owns it
-        if (valid is not null) gold = gold.masked_fill(~valid, -1);
+        if (valid is not null) gold = gold.MaskedFill(~valid, -1);
 
         var run = _pass.Run(ids, valid);
 
@@ -112,10 +112,10 @@ public sealed class AdaptiveExitScorer
         var flatGold = gold.reshape(-1);
         var tokenGold = flatValid is null ? flatGold : flatGold.index_select(0, flatValid);          // (M)
         var read = ReadOut(states, tokenGold);
-        var goldLogProbs = Scatter(read.GoldLogProbs, flatValid, b * s, 0.0f).view(b, s);
-        var predictions = Scatter(read.Argmax, flatValid, b * s, -1L).view(b, s);
-        var predictionLogProbs = Scatter(read.MaxLogProbs, flatValid, b * s, 0.0f).view(b, s);
-        var entropies = Scatter(read.Entropies, flatValid, b * s, 0.0f).view(b, s);
+        var goldLogProbs = Scatter(read.GoldLogProbs, flatValid, b * s, 0.0).view(b, s);
+        var predictions = Scatter(read.Argmax, flatValid, b * s, -1.0).view(b, s);
+        var predictionLogProbs = Scatter(read.MaxLogProbs, flatValid, b * s, 0.0).view(b, s);
+        var entropies = Scatter(read.Entropies, flatValid, b * s, 0.0).view(b, s);
         var exitSteps = run.ExitSteps.view(b, s);
 
         var result = new AdaptiveScore(goldLogProbs, exitSteps, predictions, gold, predictionLogProbs, entropies, _pass.Model.Config.TotalUtSteps, run.LoopsRun);
@@ -161,10 +161,10 @@ public sealed class AdaptiveExitScorer
     private static Tensor ShiftedTargets(Tensor ids, Tensor? lengths)
     {
         long b = ids.shape[0], s = ids.shape[1];
-        var shifted = cat([ids.narrow(1, 1, s - 1), full([b, 1], -1L, dtype: ScalarType.Int64, device: ids.device)], 1);
+        var shifted = cat([ids.narrow(1, 1, s - 1), HeldScalars.Full([b, 1], -1L, ScalarType.Int64, ids.device)], 1);
         if (lengths is null) return shifted;
-        var positions = arange(s, device: ids.device).unsqueeze(0);
-        return shifted.masked_fill(positions >= (lengths.unsqueeze(1) - 1), -1);
+        var positions = HeldScalars.Arange(0, s, ScalarType.Int64, ids.device).unsqueeze(0);
+        return shifted.MaskedFill(positions >= lengths.unsqueeze(1).Plus(-1L), -1);
     }
 
     /// <summary>Test hook: called after each LM-head block with its row count (at most one block's logits are alive).</summary>
@@ -199,7 +199,7 @@ public sealed class AdaptiveExitScorer
             using var section = InferenceProfile.Time("lm_head");
             var logp = F.log_softmax(_pass.Model.Logits(states.narrow(0, start, len)).to_type(ScalarType.Float32), -1); // (len, V)
             var g = gold.narrow(0, start, len);
-            logProbs.Add(scope.MoveToOuter(logp.gather(-1, g.clamp_min(0).unsqueeze(-1)).squeeze(-1) * (g >= 0).to_type(ScalarType.Float32)));
+            logProbs.Add(scope.MoveToOuter(logp.gather(-1, g.ClampMin(0).unsqueeze(-1)).squeeze(-1) * g.AtLeast(0).to_type(ScalarType.Float32)));
             argmax.Add(scope.MoveToOuter(logp.argmax(-1)));
             maxLogProbs.Add(scope.MoveToOuter(logp.max(-1).values));
             entropies.Add(scope.MoveToOuter(logp.exp().mul(logp).sum(-1).neg()));
@@ -213,6 +213,6 @@ public sealed class AdaptiveExitScorer
         return new(cat(logProbs, 0), cat(argmax, 0), cat(maxLogProbs, 0), cat(entropies, 0));
     }
 
-    private static Tensor Scatter(Tensor values, Tensor? rows, long n, TorchSharp.Scalar fill)
-        => rows is null ? values : full(n, fill, dtype: values.dtype, device: values.device).index_copy_(0, rows, values);
+    private static Tensor Scatter(Tensor values, Tensor? rows, long n, double fill)
+        => rows is null ? values : HeldScalars.Full([n], fill, values.dtype, values.device).index_copy_(0, rows, values);
 }

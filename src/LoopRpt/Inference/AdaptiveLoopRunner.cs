@@ -1,4 +1,5 @@
 using LoopRpt.Model;
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -54,7 +55,7 @@ internal sealed class AdaptiveLoopRunner
         var active = ActiveSet.Create(valid, b, s, cache.Capacity, offset,
             cos.repeat(b, 1).unsqueeze(1), sin.repeat(b, 1).unsqueeze(1));          // RoPE rows (N, 1, D)
         var states = zeros_like(h);
-        var exitSteps = full(n, -1L, dtype: ScalarType.Int64, device: h.device);
+        var exitSteps = HeldScalars.Full([n], -1L, ScalarType.Int64, h.device);
         var mask = offset > 0 && s > 1 ? ChunkMask(offset, s, h.device) : null;
 
         var x = active.Index is null ? h : h.index_select(0, active.Index);         // (n, H) active rows
@@ -83,10 +84,10 @@ internal sealed class AdaptiveLoopRunner
                 // p(t) = lambda_t S_{t-1}, CDF(t) = sum_{s<=t} p(s), log S_t = log S_{t-1} + log(1 - lambda_t).
                 var g = backbone.early_exit_gate.forward(x).squeeze(-1).to_type(ScalarType.Float32); // (n)
                 logSurvival ??= zeros_like(g);
-                var p = (F.logsigmoid(g) + logSurvival).exp();
-                cdf = cdf is null ? p : cdf + p;
-                logSurvival = logSurvival + F.logsigmoid(-g);
-                exits = cdf >= rule.Threshold;
+                var p = F.logsigmoid(g).PlusInPlace(logSurvival).exp_();
+                cdf = cdf is null ? p : cdf.Plus(p);
+                logSurvival = logSurvival.Plus(F.logsigmoid(-g));
+                exits = cdf.AtLeast(rule.Threshold);
             }
             else if (t < rule.LastLoop) continue;                                   // nobody exits before the last loop
 
@@ -97,13 +98,13 @@ internal sealed class AdaptiveLoopRunner
                 // Every active token exits here: store the states; later loops are skipped below.
                 if (active.Index is null) states.copy_(x);
                 else states.index_copy_(0, active.Index, x);
-                exitSteps.index_fill_(0, active.Index ?? arange(n, device: h.device), t);
+                exitSteps.IndexFill(active.Index ?? HeldScalars.Arange(0, n, ScalarType.Int64, h.device), t);
                 break;
             }
-            var all = active.Index ?? arange(n, device: h.device);
+            var all = active.Index ?? HeldScalars.Arange(0, n, ScalarType.Int64, h.device);
             var leavingRows = all.index_select(0, leaving);
             states.index_copy_(0, leavingRows, x.index_select(0, leaving));
-            exitSteps.index_fill_(0, leavingRows, t);
+            exitSteps.IndexFill(leavingRows, t);
             var staying = (~exits!).nonzero().squeeze(1);
             active = active.Keep(staying, all);
             x = x.index_select(0, staying);
@@ -151,7 +152,7 @@ internal sealed class AdaptiveLoopRunner
             o = o.transpose(1, 2).reshape(b * m, attn.NumHeads * attn.HeadDim).index_select(0, active.QueryRows!);             // (n, h*D)
         }
         section = section.Next("o_proj");
-        x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o));
+        x = x.Plus(layer.input_layernorm_2.forward(attn.o_proj.forward(o)));
         section = section.Next("mlp");
         x = layer.Mlp(x);
         section.Dispose();
@@ -161,8 +162,8 @@ internal sealed class AdaptiveLoopRunner
     /// <summary>Causal mask of a chunk that continues a cached prefix: query i (position offset + i) sees keys 0..offset + i.</summary>
     private static Tensor ChunkMask(long offset, long s, Device device)
     {
-        var keys = arange(offset + s, device: device).unsqueeze(0);                // (1, offset+s)
-        var queries = arange(offset, offset + s, device: device).unsqueeze(1);     // (s, 1)
+        var keys = HeldScalars.Arange(0, offset + s, ScalarType.Int64, device).unsqueeze(0);        // (1, offset+s)
+        var queries = HeldScalars.Arange(offset, offset + s, ScalarType.Int64, device).unsqueeze(1); // (s, 1)
         return keys <= queries;                                                     // (s, offset+s)
     }
 
@@ -188,18 +189,19 @@ internal sealed class AdaptiveLoopRunner
         {
             long n = index.shape[0];
             if (n == 0) return new(index, null, null, null, 0, cos, sin, 0, b, s, capacity, offset);
-            var row = index.div(s, rounding_mode: RoundingMode.floor);                       // (n) batch row
-            var position = index.remainder(s) + offset;                                       // (n) absolute position
-            var cacheRows = row * capacity + position;                                        // b * C + position
+            using var chunk = s.ToScalar();
+            var row = index.div(chunk, rounding_mode: RoundingMode.floor);                   // (n) batch row
+            var position = index.remainder(chunk).Plus(offset);                              // (n) absolute position
+            var cacheRows = row.Times(capacity).PlusInPlace(position);                        // b * C + position
             // Decoding one token per row: one query slot per row that sees every cached position; no packing needed.
             if (s == 1) return new(index, cacheRows, row, null, 1, cos, sin, n, b, s, capacity, offset);
             // index is sorted, so a token's rank within its row is its index minus the row's first index in the list.
             var counts = bincount(row, minlength: b);                                         // (B)
             long m = counts.max().item<long>();                                               // per loop, not per layer
-            var rank = arange(n, device: index.device) - (counts.cumsum(0) - counts).index_select(0, row);
-            var queryRows = row * m + rank;                                                   // (n) slot in (B * m)
+            var rank = HeldScalars.Arange(0, n, ScalarType.Int64, index.device) - (counts.cumsum(0) - counts).index_select(0, row);
+            var queryRows = row.Times(m).PlusInPlace(rank);                                   // (n) slot in (B * m)
             var queryPositions = zeros(b * m, dtype: ScalarType.Int64, device: index.device).index_copy_(0, queryRows, position);
-            var keyPositions = arange(offset + s, device: index.device).view(1, 1, 1, -1);
+            var keyPositions = HeldScalars.Arange(0, offset + s, ScalarType.Int64, index.device).view(1, 1, 1, -1);
             var mask = keyPositions <= queryPositions.view(b, 1, m, 1);                       // (B, 1, m, offset+s); empty slots see position 0
             return new(index, cacheRows, queryRows, mask, m, cos, sin, n, b, s, capacity, offset);
         }

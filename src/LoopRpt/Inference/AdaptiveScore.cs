@@ -1,3 +1,4 @@
+using LoopRpt.Model;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Inference;
@@ -23,8 +24,8 @@ public sealed class AdaptiveScore : IDisposable
         // bucket 1 = scored tokens (correct, gold log-prob).
         using var scope = NewDisposeScope();
         using var tally = new ReadoutTally(2, 1, exitSteps.device);
-        tally.Add(stack([(exitSteps >= 0).flatten(), (targets >= 0).flatten()]), (predictions == targets).view(-1, 1),
-            goldLogProbs.view(-1, 1), (exitSteps + 1).clamp_min(0).view(-1, 1));
+        tally.Add(stack([exitSteps.AtLeast(0).flatten(), targets.AtLeast(0).flatten()]), (predictions == targets).view(-1, 1),
+            goldLogProbs.view(-1, 1), exitSteps.Plus(1L).ClampMin(0).view(-1, 1));
         var totals = tally.Read();
         ComputedTokens = totals.Tokens(0);
         LoopSteps = (long)totals.Sums(0, 0).ExitSteps;

@@ -111,7 +111,7 @@ public sealed class ExitStateEmbedder
         long b = hostIds.shape[0], s = hostIds.shape[1];
         var ids = hostIds.to(device);                                                     // (B, S)
         var lengths = hostLengths.to(device);                                             // (B)
-        var positions = arange(s, device: device).unsqueeze(0);                           // (1, S)
+        var positions = HeldScalars.Arange(0, s, ScalarType.Int64, device).unsqueeze(0);   // (1, S)
         var real = positions < lengths.unsqueeze(1);                                      // (B, S)
         var valid = batch.All(x => x.Count == s) ? null : real;
 
@@ -126,11 +126,11 @@ public sealed class ExitStateEmbedder
         }
         else
         {
-            var last = (lengths - 1).view(b, 1, 1).expand(b, 1, states.shape[2]);         // (B, 1, H)
+            var last = lengths.Plus(-1L).view(b, 1, 1).expand(b, 1, states.shape[2]);         // (B, 1, H)
             pooled = states.gather(1, last).squeeze(1);
         }
-        if (Options.Normalize) pooled = pooled / pooled.norm(1, keepdim: true).clamp_min(1e-12);
-        var loops = (run.ExitSteps.view(b, s) + 1).clamp_min(0).sum(1);                  // (B) padding has exit -1
+        if (Options.Normalize) pooled = pooled / pooled.norm(1, keepdim: true).ClampMin(1e-12);
+        var loops = run.ExitSteps.view(b, s).Plus(1L).ClampMin(0).sum(1);                  // (B) padding has exit -1
         var vectors = pooled.cpu().contiguous().data<float>().ToArray();
         var spent = loops.cpu().data<long>().ToArray();
         int h = (int)pooled.shape[1];

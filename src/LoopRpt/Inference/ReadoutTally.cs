@@ -1,3 +1,4 @@
+using LoopRpt.Model;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Inference;
@@ -44,9 +45,9 @@ public sealed class ReadoutTally : IDisposable
     {
         using var scope = NewDisposeScope();
         var m = masks.to_type(ScalarType.Float64);
-        _tokens.add_(m.sum(1));
+        _tokens.PlusInPlace(m.sum(1));
         var values = stack([correct, goldLogProb, exitStep]).to_type(ScalarType.Float64);      // (3, N, R)
-        _sums.add_(m.unsqueeze(0).matmul(values));                                             // (3, K, R)
+        _sums.PlusInPlace(m.unsqueeze(0).matmul(values));                                             // (3, K, R)
     }
 
     /// <summary>The one host read.</summary>

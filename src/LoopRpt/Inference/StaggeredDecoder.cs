@@ -84,7 +84,7 @@ internal sealed class StaggeredDecoder
 
         // Additive attention bias per batch row (B, C): 0 on the positions that a row computing position p may see
         // (0..p), -inf elsewhere. The attention kernel adds a float bias as is; a boolean mask is converted per call.
-        var bias = full([batch, capacity], double.NegativeInfinity, dtype: _lm.ComputeType, device: device);
+        var bias = full([batch, capacity], HeldScalars.NegativeInfinity, dtype: _lm.ComputeType, device: device);
         Tensor? x = null;                                                               // (n, H) carried across ticks
         try
         {
@@ -187,7 +187,7 @@ internal sealed class StaggeredDecoder
             int half = fill.Length / 2;
             cache.All.index_copy_(0, indices.narrow(0, k + half, half), cache.All.index_select(0, indices.narrow(0, k, half)));
         }
-        _biasFlat!.index_fill_(0, indices.narrow(0, k + fill.Length, k), 0.0);
+        _biasFlat!.index_fill_(0, indices.narrow(0, k + fill.Length, k), HeldScalars.Zero);
         // Every exiting row starts its sampled token at loop 0 on the next tick (rows that end are handled below).
         var embedded = _lm.Embed(picked);
         h = exiting is null ? embedded : h.index_copy_(0, exiting, embedded);
@@ -270,8 +270,8 @@ internal sealed class StaggeredDecoder
             row.Position = s.Length;
             Restart(row);
             var line = bias[row.BatchRow];
-            line.fill_(double.NegativeInfinity);
-            line.narrow(0, 0, s.Length + 1).fill_(0.0);
+            line.fill_(HeldScalars.NegativeInfinity);
+            line.narrow(0, 0, s.Length + 1).fill_(HeldScalars.Zero);
             started[row] = s.Token;
         }
         return started;
@@ -397,7 +397,7 @@ internal sealed class StaggeredDecoder
             }
             var o = attn.Attend(q.unsqueeze(2), keys.transpose(1, 2), values.transpose(1, 2), causal: false, mask: mask); // (n, h, 1, D)
             section = section.Next("o_proj");
-            x = x + layer.input_layernorm_2.forward(attn.o_proj.forward(o.view(n, attn.NumHeads * attn.HeadDim)));
+            x = x.Plus(layer.input_layernorm_2.forward(attn.o_proj.forward(o.view(n, attn.NumHeads * attn.HeadDim))));
             section = section.Next("mlp");
             x = layer.Mlp(x);
             section.Dispose();

@@ -23,26 +23,26 @@ internal static class TokenSampler
         using var scope = NewDisposeScope();
         var finite = logits.isfinite();
         var rowOk = finite.all(-1);                                                       // (B)
-        logits = logits.masked_fill(finite.logical_not(), 0);
+        logits = logits.masked_fill(finite.logical_not(), HeldScalars.Zero);
         Tensor picked;
         if (temperature == 0) picked = logits.argmax(-1);                               // (B)
         else
         {
             logits = logits.to_type(ScalarType.Float32).cpu();
-            var probs = F.softmax(logits / temperature, -1);                              // (B, V)
+            var probs = F.softmax(logits.DividedBy(temperature), -1);                              // (B, V)
             if (topP < 1)
             {
                 var (sorted, order) = probs.sort(-1, descending: true);
                 // Keep the smallest prefix of the sorted tokens whose mass reaches p: drop a token once the mass before it does.
-                var drop = (sorted.cumsum(-1) - sorted) >= topP;
-                var choice = multinomial(sorted.masked_fill(drop, 0), 1, generator: generator); // (B, 1) in sorted order
+                var drop = (sorted.cumsum(-1) - sorted).AtLeast(topP);
+                var choice = multinomial(sorted.masked_fill(drop, HeldScalars.Zero), 1, generator: generator); // (B, 1) in sorted order
                 picked = order.gather(-1, choice).squeeze(-1);
             }
             else picked = multinomial(probs, 1, generator: generator).squeeze(-1);
             if (picked.device != device) picked = picked.to(device);
         }
         if (picked.dtype != ScalarType.Int64) picked = picked.to_type(ScalarType.Int64);
-        picked = picked.masked_fill(rowOk.logical_not(), NonFinite);
+        picked = picked.MaskedFill(rowOk.logical_not(), NonFinite);
         return picked.MoveToOuterDisposeScope();
     }
 

@@ -90,7 +90,7 @@ internal static unsafe class BFloat16Kernels
                 using var target = y.narrow(1, o0, n);
                 target.copy_(yb);
             }
-            if (bias is not null) y.add_(bias.to_type(ScalarType.Float32));
+            if (bias is not null) y.PlusInPlace(bias.to_type(ScalarType.Float32));
             return y.MoveToOuterDisposeScope();
         }
         finally

@@ -22,7 +22,7 @@ public static class ExitDistribution
         var logSurvival = logStay.cumsum(-1);                        // log S_t, t = 0..T-2
         // log S_{t-1} for t = 0..T-2, with S_{-1} = 1.
         var prevSurvival = cat([zeros_like(logSurvival.narrow(-1, 0, 1)), logSurvival.narrow(-1, 0, T - 2)], -1);
-        var logPHead = logLambda + prevSurvival;
+        var logPHead = logLambda.Plus(prevSurvival);
         var logPLast = logSurvival.narrow(-1, T - 2, 1);             // log S_{T-2}
         return cat([logPHead, logPLast], -1);
     }
@@ -46,20 +46,20 @@ public static class ExitDistribution
         if (double.IsNaN(q) || q < 0 || q > 1) throw new ArgumentOutOfRangeException(nameof(q), q, "The Q-exit threshold q must lie in [0, 1].");
         long T = probabilities.shape[^1];
         var shape = probabilities.shape[..^1];
-        if (q >= 1.0 || T == 1) return full(shape, T - 1, dtype: ScalarType.Int64, device: probabilities.device);
+        if (q >= 1.0 || T == 1) return HeldScalars.Full(shape, T - 1, ScalarType.Int64, probabilities.device);
         // CDF is monotone, so "first t with CDF >= q" = number of t < T-1 with CDF < q.
         var cdf = probabilities.to_type(ScalarType.Float32).cumsum(-1).narrow(-1, 0, T - 1);
-        return (cdf < q).sum(-1, type: ScalarType.Int64);
+        return cdf.LessThan(q).sum(-1, type: ScalarType.Int64);
     }
 
     /// <summary>Mean of (step + 1) — the 1-indexed exit step the paper reports — as a 0-d float tensor.</summary>
-    public static Tensor MeanExitStep(Tensor steps) => steps.to_type(ScalarType.Float32).mean() + 1;
+    public static Tensor MeanExitStep(Tensor steps) => steps.to_type(ScalarType.Float32).mean().Plus(1.0);
 
     /// <summary>Expected exit step E_p[t + 1] per token, (...).</summary>
     public static Tensor ExpectedExitStep(Tensor probabilities)
     {
         long T = probabilities.shape[^1];
-        var t = arange(1, T + 1, dtype: ScalarType.Float32, device: probabilities.device);
+        var t = HeldScalars.Arange(1, T + 1, ScalarType.Float32, probabilities.device);
         return (probabilities.to_type(ScalarType.Float32) * t).sum(-1);
     }
 }

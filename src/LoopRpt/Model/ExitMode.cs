@@ -54,8 +54,8 @@ public sealed record ExitMode
         var shape = exitProbabilities.shape[..^1];
         return Kind switch
         {
-            ExitKind.LastStep => full(shape, T - 1, dtype: ScalarType.Int64, device: exitProbabilities.device),
-            ExitKind.FixedStep when Step < T => full(shape, Step, dtype: ScalarType.Int64, device: exitProbabilities.device),
+            ExitKind.LastStep => HeldScalars.Full(shape, T - 1, ScalarType.Int64, exitProbabilities.device),
+            ExitKind.FixedStep when Step < T => HeldScalars.Full(shape, Step, ScalarType.Int64, exitProbabilities.device),
             ExitKind.FixedStep => throw new ArgumentOutOfRangeException(nameof(Step), Step, $"Fixed exit step {Step} is beyond the model's {T} loops."),
             ExitKind.QExit => ExitDistribution.QExitStep(exitProbabilities, Threshold),
             _ => throw new InvalidOperationException("Expected logits mix every step; there is no single exit step."),

@@ -29,10 +29,10 @@ public sealed class OuroDecoderLayer : nn.Module<Tensor, Tensor>
     /// <summary>h: (B, S, H) → (B, S, H).</summary>
     public Tensor Forward(Tensor h, Tensor cos, Tensor sin)
     {
-        h = h + input_layernorm_2.forward(self_attn.Forward(input_layernorm.forward(h), cos, sin));
+        h = h.Plus(input_layernorm_2.forward(self_attn.Forward(input_layernorm.forward(h), cos, sin)));
         return Mlp(h);
     }
 
     /// <summary>The MLP half of the layer with its residual: h + norm(mlp(norm(h))).</summary>
-    internal Tensor Mlp(Tensor h) => h + post_attention_layernorm_2.forward(mlp.forward(post_attention_layernorm.forward(h)));
+    internal Tensor Mlp(Tensor h) => h.Plus(post_attention_layernorm_2.forward(mlp.forward(post_attention_layernorm.forward(h))));
 }

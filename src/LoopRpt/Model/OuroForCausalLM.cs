@@ -116,7 +116,7 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
         foreach (var (name, p) in named_parameters())
         {
             if (name.EndsWith("layernorm.weight") || name.EndsWith("layernorm_2.weight") || name == "model.norm.weight")
-                p.fill_(1.0);
+                p.fill_(HeldScalars.One);
             else if (name.EndsWith(".bias"))
                 p.zero_();
             else if (p.device.type == DeviceType.CPU)
@@ -237,8 +237,8 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
     public Tensor GoldLogProbs(Tensor hidden, Tensor targets)
     {
         var logp = F.log_softmax(Logits(hidden).to_type(ScalarType.Float32), -1);
-        var safe = targets.clamp_min(0).unsqueeze(-1);
-        return logp.gather(-1, safe).squeeze(-1) * (targets >= 0).to_type(ScalarType.Float32);
+        var safe = targets.ClampMin(0).unsqueeze(-1);
+        return logp.gather(-1, safe).squeeze(-1) * targets.AtLeast(0).to_type(ScalarType.Float32);
     }
 
     /// <summary>Gold log-probs at every step, (B, S, T), one step's logits alive at a time.</summary>
@@ -264,7 +264,7 @@ public sealed class OuroForCausalLM : nn.Module<Tensor, Tensor>
         for (int t = 0; t < output.Steps; t++)
         {
             var term = Logits(output.Hidden[t]).to_type(ScalarType.Float32) * p.select(-1, t).unsqueeze(-1);
-            acc = acc is null ? term : acc + term;
+            acc = acc is null ? term : acc.Plus(term);
         }
         return acc!;
     }

@@ -29,7 +29,7 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var inputType = x.dtype;
         var x32 = x.to_type(ScalarType.Float32);
-        var normed = x32 * rsqrt(x32.square().mean([-1L], keepdim: true).add_(_epsScalar, _one));   // no per-call Scalar
+        var normed = x32 * rsqrt(x32.mul(x32).mean([-1L], keepdim: true).add_(_epsScalar, _one));   // no per-call Scalar
         return (weight * normed.to_type(inputType)).MoveToOuterDisposeScope();
     }
 

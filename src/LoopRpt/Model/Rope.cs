@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Model;
@@ -50,8 +51,13 @@ public sealed class Rope : IDisposable
         _sin?.Dispose();
         using var scope = NewDisposeScope();
         // inv_freq_i = theta^(-2i/D), i = 0..D/2-1, computed in float64 for accuracy then cast.
-        var inv = pow(_theta, -arange(0, _headDim, 2, dtype: ScalarType.Float64) / _headDim);
-        var pos = arange(length, dtype: ScalarType.Float64);
+        using var theta = tensor(_theta, ScalarType.Float64);
+        using var headDim = ((double)_headDim).ToScalar();
+        using var zero = 0L.ToScalar();
+        using var two = 2L.ToScalar();
+        using var end = ((long)_headDim).ToScalar();
+        var inv = pow(theta, -arange(zero, end, two, ScalarType.Float64).div(headDim));
+        var pos = HeldScalars.Arange(0, length, ScalarType.Float64, null);
         var freqs = outer(pos, inv);                       // (L, D/2)
         var emb = cat([freqs, freqs], dim: -1);            // (L, D)
         _cos = emb.cos().to(dtype, device).DetachFromDisposeScope();     // owned by this cache, not by any caller scope
@@ -65,7 +71,7 @@ public sealed class Rope : IDisposable
         var x1 = x[TensorIndex.Ellipsis, TensorIndex.Slice(0, half)];
         var x2 = x[TensorIndex.Ellipsis, TensorIndex.Slice(half)];
         var rotated = cat([-x2, x1], dim: -1);
-        return x * cos + rotated * sin;
+        return (x * cos).PlusInPlace(rotated * sin);
     }
 
     public void Dispose()
