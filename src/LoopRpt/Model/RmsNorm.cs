@@ -10,14 +10,12 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
     private readonly Parameter weight;
     // Held for the module's lifetime: a Scalar converted implicitly for one call can be finalized by the GC while the
     // native call still reads it (seen as "INTERNAL ASSERT FAILED at c10/core/Scalar.h" in x.pow(2) under GC pressure).
-    // TorchSharp's add_(Scalar) passes an implicit alpha of 1, so the alpha is held too (docs/platform.md §2).
+    // TorchSharp's add_(Scalar) passes an implicit alpha of 1, so the alpha is the held one (docs/platform.md §2).
     private readonly Scalar _epsScalar;
-    private readonly Scalar _one;
 
     public RmsNorm(long size, double eps, string name = "rms_norm", Device? device = null, ScalarType dtype = ScalarType.Float32) : base(name)
     {
         _epsScalar = eps.ToScalar();
-        _one = 1.0.ToScalar();
         weight = nn.Parameter(ones(size, dtype, device));
         RegisterComponents();
     }
@@ -29,17 +27,13 @@ public sealed class RmsNorm : nn.Module<Tensor, Tensor>
         using var scope = NewDisposeScope();
         var inputType = x.dtype;
         var x32 = x.to_type(ScalarType.Float32);
-        var normed = x32 * rsqrt(x32.mul(x32).mean([-1L], keepdim: true).add_(_epsScalar, _one));   // no per-call Scalar
+        var normed = x32 * rsqrt(x32.mul(x32).mean([-1L], keepdim: true).add_(_epsScalar, HeldScalars.One));   // no per-call Scalar
         return (weight * normed.to_type(inputType)).MoveToOuterDisposeScope();
     }
 
     protected override void Dispose(bool disposing)
     {
-        if (disposing)
-        {
-            _epsScalar.Dispose();
-            _one.Dispose();
-        }
+        if (disposing) _epsScalar.Dispose();
         base.Dispose(disposing);
     }
 }

@@ -11,11 +11,14 @@ namespace LoopRpt.Objectives;
 /// </summary>
 internal static class Held
 {
-    /// <summary>0 (int).</summary>
-    public static readonly Scalar Zero = 0;
+    /// <summary>0: the core's one held zero (<see cref="Model.HeldScalars.Zero"/>).</summary>
+    public static readonly Scalar Zero = Model.HeldScalars.Zero;
 
-    /// <summary>1 (int): the alpha of <c>add(x, One)</c>, and the 1 of <c>1 + x</c>, <c>1 - x</c>, <c>clamp_min(1)</c>.</summary>
-    public static readonly Scalar One = 1;
+    /// <summary>
+    /// 1, the core's one held one (<see cref="Model.HeldScalars.One"/>): the alpha of <c>add(x, One)</c>, and the 1 of
+    /// <c>1 + x</c>, <c>1 - x</c>, <c>clamp_min(1)</c>.
+    /// </summary>
+    public static readonly Scalar One = Model.HeldScalars.One;
 
     /// <summary><see cref="LoopRptMath.AdvantageEpsilon"/>.</summary>
     public static readonly Scalar AdvantageEpsilon = LoopRptMath.AdvantageEpsilon;

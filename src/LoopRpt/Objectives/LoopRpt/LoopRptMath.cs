@@ -1,3 +1,4 @@
+using LoopRpt.Model;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -109,8 +110,8 @@ public static class LoopRptMath
     /// </summary>
     public static Tensor RewardTable(Tensor goldLogProbs, Tensor baseline, Tensor price, Tensor referenceStep, double scale)
     {
-        using Scalar T = goldLogProbs.shape[^1], s = scale;
-        var t = arange(T, dtype: ScalarType.Float32, device: goldLogProbs.device);                     // (T)
+        using Scalar s = scale;
+        var t = HeldScalars.Arange(0, goldLogProbs.shape[^1], ScalarType.Float32, goldLogProbs.device);                     // (T)
         var delay = t - referenceStep.to_type(ScalarType.Float32).unsqueeze(-1);                       // (B, S, T)
         return ((goldLogProbs.to_type(ScalarType.Float32) - baseline.unsqueeze(-1)) - price.unsqueeze(-1) * delay).mul(s);
     }

@@ -44,7 +44,11 @@ public sealed class LoopRptObjective : ITrainingObjective
     {
         _options = (options ?? new LoopRptObjectiveOptions()).Clone();
         _options.Validate();
-        (_klCoef, _negEntropyBonus, _sigma, _keepProbability, _rollouts) = (_options.KlCoef, -_options.EntropyBonus, _options.Sigma, 1 - _options.Sigma, _options.Rollouts);
+        _klCoef = _options.KlCoef;
+        _negEntropyBonus = -_options.EntropyBonus;
+        _sigma = _options.Sigma;
+        _keepProbability = 1 - _options.Sigma;
+        _rollouts = _options.Rollouts;
     }
 
     /// <inheritdoc/>
