@@ -11,6 +11,9 @@ public static class LoopRptEventIds
     public const int ModelDisposed = 1003;
     public const int VersionPruned = 1004;
     public const int CurrentPointerStale = 1005;
+    public const int VersionSaved = 1006;
+    public const int VersionPromoted = 1007;
+    public const int RefreshFailed = 1008;
 
     public const int ServiceStarted = 2000;
     public const int RoundStarting = 2001;
@@ -47,6 +50,15 @@ internal static partial class Log
 
     [LoggerMessage(EventId = LoopRptEventIds.CurrentPointerStale, Level = LogLevel.Warning, Message = "The current-model pointer {Pointer} names {Name}, which is not a complete model directory; serving the newest complete version instead")]
     public static partial void CurrentPointerStale(ILogger logger, string pointer, string name);
+
+    [LoggerMessage(EventId = LoopRptEventIds.VersionSaved, Level = LogLevel.Information, Message = "Saved model version {Version} ({Directory}); promoted: {Promoted}")]
+    public static partial void VersionSaved(ILogger logger, int version, string directory, bool promoted);
+
+    [LoggerMessage(EventId = LoopRptEventIds.VersionPromoted, Level = LogLevel.Information, Message = "The current pointer of {Root} names version {Version}")]
+    public static partial void VersionPromoted(ILogger logger, int version, string root);
+
+    [LoggerMessage(EventId = LoopRptEventIds.RefreshFailed, Level = LogLevel.Warning, Message = "Could not load the version the current pointer of {Root} names; version {Version} keeps serving and the next poll retries")]
+    public static partial void RefreshFailed(ILogger logger, Exception exception, string root, int version);
 
     [LoggerMessage(EventId = LoopRptEventIds.ServiceStarted, Level = LogLevel.Information, Message = "Retraining service started: period {Period}, data {DataDirectory} polled every {PollInterval}, stages {Stages}")]
     public static partial void ServiceStarted(ILogger logger, TimeSpan period, string dataDirectory, TimeSpan pollInterval, string stages);

@@ -76,6 +76,7 @@ public static class LoopRptHostingExtensions
         {
             services.AddSingleton<ModelStore>();
             services.AddHostedService<ModelStoreInitializer>();    // registered first, so it starts before the retraining service
+            services.AddHostedService<ModelStoreWatcher>();        // follows promotions made by other processes
         }
         return new LoopRptHostingBuilder(services);
     }

@@ -30,6 +30,12 @@ public sealed class ModelStore : IDisposable
 {
     /// <summary>The pointer file naming the served version (<see cref="ModelOpener.CurrentPointerFile"/>).</summary>
     public const string CurrentFile = ModelOpener.CurrentPointerFile;
+
+    /// <summary>The file whose exclusive lock serializes the store's writers (publish, promote, prune) across processes.</summary>
+    public const string LockFile = ".writer.lock";
+
+    /// <summary>How long a writer waits for another one (a publish of a large model holds the lock while it saves).</summary>
+    private static readonly TimeSpan LockWait = TimeSpan.FromMinutes(10);
     private const string DeletingMarker = ".deleting-";
 
     private readonly IOptions<ModelStoreOptions> _optionsAccessor;
@@ -99,7 +105,12 @@ public sealed class ModelStore : IDisposable
             Directory.CreateDirectory(Root);
             RemoveInterruptedDeletions();
             int version = ReadPointer();
-            if (version == 0) version = Seed();
+            if (version == 0)
+            {
+                using var writer = LockStore();                // another process may be seeding or publishing the first version
+                version = ReadPointer();
+                if (version == 0) version = Seed();
+            }
             var loaded = Open(VersionDirectory(version));
             Volatile.Write(ref _current, Serve(loaded, version));
             Log.ModelLoaded(_logger, version, loaded.Directory, Device.ToString());
@@ -119,26 +130,31 @@ public sealed class ModelStore : IDisposable
     }
 
     /// <summary>
-    /// Saves <paramref name="lm"/> as the next version, verifies that it loads, points <c>current</c> at it, swaps it in
-    /// and prunes old versions. Returns the new version. <paramref name="lm"/> stays owned by the caller.
-    /// On failure (disk full, ...) nothing changes: the served model and the pointer stay as they were.
+    /// Saves <paramref name="lm"/> as the next version (the highest on disk plus one) and verifies that it loads (what a
+    /// restart would serve); with <paramref name="promote"/> (default; always when the store has no current version yet)
+    /// points <c>current</c> at it and, when this store serves (<see cref="EnsureLoaded"/>), swaps it in. Then prunes old
+    /// versions. Returns the new version.
+    /// <paramref name="lm"/> stays owned by the caller. Safe against other processes writing the same store (one
+    /// writer at a time, <see cref="LockFile"/>). On failure (disk full, ...) nothing changes.
     /// </summary>
-    public int Publish(OuroForCausalLM lm, ModelMeta meta)
+    public int Publish(OuroForCausalLM lm, ModelMeta meta, bool promote = true)
     {
         ArgumentNullException.ThrowIfNull(lm);
         ArgumentNullException.ThrowIfNull(meta);
-        EnsureLoaded();
         lock (_gate)
         {
             ObjectDisposedException.ThrowIf(_disposed, this);
-            int version = Math.Max(_current!.Version, Versions().DefaultIfEmpty(0).Max()) + 1;
+            Directory.CreateDirectory(Root);
+            using var writer = LockStore();
+            int version = Math.Max(_current?.Version ?? 0, Versions().DefaultIfEmpty(0).Max()) + 1;
+            promote |= PointedVersion() == 0;
             var dir = VersionDirectory(version);
             OpenedModel? loaded = null;
             try
             {
                 ModelDirectory.Save(dir, lm, meta);
                 loaded = Open(dir);                            // what a restart would serve, checked before it is pointed at
-                AtomicDirectory.WriteAllText(Path.Combine(Root, CurrentFile), VersionName(version) + "\n");
+                if (promote) WritePointer(version);
             }
             catch
             {
@@ -146,11 +162,90 @@ public sealed class ModelStore : IDisposable
                 if (Directory.Exists(dir)) Delete(dir);
                 throw;
             }
-            var old = Interlocked.Exchange(ref _current, Serve(loaded, version))!;
-            old.Release();
-            Log.ModelPublished(_logger, version, dir, old.Version);
-            Prune(version);
+            if (promote && _current is not null) SwapIn(loaded, version);
+            else loaded.Dispose();
+            Log.VersionSaved(_logger, version, dir, promote);
+            Prune(PointedVersion(), version);
             return version;
+        }
+    }
+
+    /// <summary>
+    /// Points <c>current</c> at version <paramref name="version"/> (already in the store: a newer one published without
+    /// promotion, or an older one to roll back to) and, when this store serves, swaps it in. Other processes serving the
+    /// store follow within their poll interval (<see cref="ModelStoreOptions.PollInterval"/>).
+    /// </summary>
+    /// <exception cref="ArgumentOutOfRangeException">The store holds no complete version <paramref name="version"/>.</exception>
+    public void Promote(int version)
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            if (!Directory.Exists(Root)) throw new DirectoryNotFoundException($"The model store '{Root}' does not exist.");
+            using var writer = LockStore();
+            var versions = Versions();
+            if (!versions.Contains(version))
+                throw new ArgumentOutOfRangeException(nameof(version), version,
+                    $"The model store '{Root}' holds no version {version}; it holds {(versions.Count == 0 ? "none" : string.Join(", ", versions))}.");
+            WritePointer(version);
+            if (_current is not null && _current.Version != version) SwapIn(Open(VersionDirectory(version)), version);
+            Log.VersionPromoted(_logger, version, Root);
+        }
+    }
+
+    /// <summary>
+    /// Promotes the newest version older than the one <c>current</c> names (<see cref="Promote"/>) and returns it.
+    /// </summary>
+    /// <exception cref="InvalidOperationException">No older version is left in the store.</exception>
+    public int Rollback()
+    {
+        int pointed = PointedVersion();
+        int previous = Versions().Where(v => v < pointed).DefaultIfEmpty(0).Max();
+        if (previous == 0)
+            throw new InvalidOperationException(
+                $"The model store '{Root}' holds no version older than {(pointed == 0 ? "its current one" : "v" + pointed)} to roll back to " +
+                $"(versions: {string.Join(", ", Versions())}; KeepVersions bounds the history).");
+        Promote(previous);
+        return previous;
+    }
+
+    /// <summary>
+    /// The version the <c>current</c> pointer on disk names (0 when there is none, or it names no complete version). It
+    /// runs ahead of <see cref="CurrentVersion"/> while another process's promotion is not yet picked up (<see cref="Refresh"/>).
+    /// </summary>
+    public int PointedVersion()
+    {
+        var pointer = Path.Combine(Root, CurrentFile);
+        string name;
+        try
+        {
+            if (!File.Exists(pointer)) return 0;
+            name = File.ReadAllText(pointer).Trim();
+        }
+        catch (IOException)
+        {
+            return 0;                                          // being replaced right now: the next read sees the new one
+        }
+        int v = TryParseVersion(name);
+        return v > 0 && ModelDirectory.IsModelDirectory(VersionDirectory(v)) ? v : 0;
+    }
+
+    /// <summary>
+    /// Serves the version <c>current</c> names on disk if it is not the one served (promoted by another process, or by
+    /// <c>looprpt store</c>): loads it and swaps it in; requests holding a lease finish on the old one, which is disposed
+    /// when its last lease ends. Returns true when it swapped. Does nothing before <see cref="EnsureLoaded"/> or after
+    /// <see cref="Dispose"/>. The hosted <c>ModelStoreWatcher</c> calls it every <see cref="ModelStoreOptions.PollInterval"/>.
+    /// </summary>
+    public bool Refresh()
+    {
+        if (Volatile.Read(ref _current) is null) return false;
+        lock (_gate)
+        {
+            if (_disposed || _current is null) return false;
+            int pointed = PointedVersion();
+            if (pointed == 0 || pointed == _current.Version) return false;
+            SwapIn(Open(VersionDirectory(pointed)), pointed);
+            return true;
         }
     }
 
@@ -184,6 +279,41 @@ public sealed class ModelStore : IDisposable
             Interlocked.Decrement(ref _live);
             Log.ModelDisposed(_logger, v);
         });
+    }
+
+    /// <summary>Makes <paramref name="loaded"/> the served model; the old one is disposed when its last lease ends. Under <see cref="_gate"/>.</summary>
+    private void SwapIn(OpenedModel loaded, int version)
+    {
+        var old = Interlocked.Exchange(ref _current, Serve(loaded, version))!;
+        old.Release();
+        Log.ModelPublished(_logger, version, loaded.Directory, old.Version);
+    }
+
+    private void WritePointer(int version) => AtomicDirectory.WriteAllText(Path.Combine(Root, CurrentFile), VersionName(version) + "\n");
+
+    /// <summary>
+    /// The store's writer lock, across processes: <see cref="LockFile"/> opened exclusively (an advisory <c>flock</c> on
+    /// Unix, a share lock on Windows), waited for up to <see cref="LockWait"/>.
+    /// </summary>
+    private FileStream LockStore()
+    {
+        var path = Path.Combine(Root, LockFile);
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException) when (waited.Elapsed < LockWait)
+            {
+                Thread.Sleep(20);
+            }
+            catch (IOException e)
+            {
+                throw new IOException($"The model store '{Root}' stayed locked by another writer for {LockWait.TotalSeconds:F0} s ({path}).", e);
+            }
+        }
     }
 
     private int ReadPointer()
@@ -228,14 +358,16 @@ public sealed class ModelStore : IDisposable
                 $"The model store '{Root}' holds no model version. Set ModelStoreOptions.InitialModelDirectory (a LoopRpt model directory " +
                 "to import) or ModelStoreOptions.InitialPreset (e.g. 'tiny') to create version 1.");
         }
-        AtomicDirectory.WriteAllText(Path.Combine(Root, CurrentFile), VersionName(1) + "\n");
+        WritePointer(1);
         return 1;
     }
 
-    private void Prune(int current)
+    /// <summary>Deletes the oldest versions beyond <see cref="ModelStoreOptions.KeepVersions"/>, never the current or the just-published one.</summary>
+    private void Prune(int current, int published)
     {
-        var all = Versions().Where(v => v != current).ToList();
-        foreach (var v in all.Take(Math.Max(0, all.Count - (Settings.KeepVersions - 1))))
+        var all = Versions().Where(v => v != current && v != published).ToList();
+        if (published != current) all.Add(published);      // counted, kept
+        foreach (var v in all.Take(Math.Max(0, all.Count - (Settings.KeepVersions - 1))).Where(v => v != published))
         {
             Delete(VersionDirectory(v));
             Log.VersionPruned(_logger, VersionDirectory(v), Settings.KeepVersions);
@@ -251,7 +383,11 @@ public sealed class ModelStore : IDisposable
 
     private void RemoveInterruptedDeletions()
     {
-        foreach (var d in Directory.GetDirectories(Root, "v*" + DeletingMarker + "*")) Directory.Delete(d, recursive: true);
+        foreach (var d in Directory.GetDirectories(Root, "v*" + DeletingMarker + "*"))
+        {
+            try { Directory.Delete(d, recursive: true); }
+            catch (IOException) { }                            // another process serving this store is deleting it right now
+        }
     }
 
     private static string VersionName(int version) => "v" + version.ToString("D4", CultureInfo.InvariantCulture);

@@ -11,6 +11,9 @@ public sealed class ModelStoreOptions
     {
         public const int KeepVersions = 3;
         public const string Device = "cpu";
+
+        /// <summary>How often a serving store checks its <c>current</c> pointer for another process's promotion.</summary>
+        public static readonly TimeSpan PollInterval = TimeSpan.FromSeconds(1);
     }
 
     /// <summary>Directory of the store: version directories <c>v0001/</c>, <c>v0002/</c>, ... and the <c>current</c> pointer file. Required.</summary>
@@ -36,6 +39,15 @@ public sealed class ModelStoreOptions
     /// its vocabulary is the tokenizer's (<see cref="ITokenizerService.VocabSize"/>).
     /// </summary>
     public string? InitialPreset { get; set; }
+
+    /// <summary>
+    /// How often the host checks the store's <c>current</c> pointer and serves the version it names
+    /// (<see cref="ModelStore.Refresh"/>), so versions published or promoted by another process (<c>looprpt store
+    /// publish/promote/rollback</c>, a retraining service in another host) are picked up without a restart; a file-system
+    /// watcher makes it sooner where the platform supports one. Default 1 s; <c>00:00:00</c> = follow only this process's
+    /// own promotions.
+    /// </summary>
+    public TimeSpan PollInterval { get; set; } = Defaults.PollInterval;
 
     /// <summary>Seed of the random initial weights for <see cref="InitialPreset"/>. Default 0.</summary>
     public long InitialSeed { get; set; }

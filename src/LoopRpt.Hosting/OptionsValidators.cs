@@ -13,6 +13,8 @@ public sealed partial class ModelStoreOptionsValidator : IValidateOptions<ModelS
         var errors = new List<string>();
         if (string.IsNullOrWhiteSpace(o.Root)) errors.Add("ModelStoreOptions.Root is required: the directory that holds the model versions.");
         if (o.KeepVersions < 1) errors.Add($"ModelStoreOptions.KeepVersions must be at least 1; got {o.KeepVersions}.");
+        if (o.PollInterval < TimeSpan.Zero || o.PollInterval > TimeSpan.FromDays(1))
+            errors.Add($"ModelStoreOptions.PollInterval must be between 00:00:00 (off) and 1.00:00:00; got {o.PollInterval}.");
         if (!DevicePattern().IsMatch(o.Device ?? "")) errors.Add($"ModelStoreOptions.Device must be 'cpu', 'cuda' or 'cuda:N'; got '{o.Device}'.");
         if (o.InitialModelDirectory is not null && o.InitialPreset is not null)
             errors.Add("Set at most one of ModelStoreOptions.InitialModelDirectory and ModelStoreOptions.InitialPreset.");
