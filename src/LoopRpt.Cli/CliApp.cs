@@ -4,7 +4,7 @@ using LoopRpt.Cli.Commands;
 namespace LoopRpt.Cli;
 
 /// <summary>
-/// The <c>looprpt</c> command-line tool: verbs env, tokenizer, train, evaluate, pareto, score, generate, experiment, serve.
+/// The <c>looprpt</c> command-line tool: verbs env, tokenizer, train, evaluate, pareto, score, generate, experiment, serve, store.
 /// <see cref="Run"/> is the in-process entry point (the tests call it with string writers); Program.cs passes the console.
 /// </summary>
 public static class CliApp
@@ -23,6 +23,7 @@ public static class CliApp
             GenerateCommand.Create(),
             ExperimentCommand.Create(),
             ServeCommand.Create(),
+            StoreCommand.Create(),
         };
         return root;
     }

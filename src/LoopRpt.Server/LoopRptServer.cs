@@ -36,7 +36,7 @@ public static class LoopRptServer
     /// The endpoints serve every generation and embedding through the <see cref="IChatClient"/> and
     /// <c>IEmbeddingGenerator&lt;string, Embedding&lt;float&gt;&gt;</c> resolved from DI, so middleware applies to server
     /// traffic. To add some, register the client with its pipeline before this call (or in
-    /// <see cref="Build"/>'s <c>configureServices</c>):
+    /// <see cref="Build(Action{IServiceCollection}, LoopRptServerOptions?, LoopRptChatClientOptions?, LoopRptEmbeddingGeneratorOptions?)"/>'s <c>configureServices</c>):
     /// <code>
     /// services.AddLoopRptChatClient(o =&gt; o.ExitThreshold = 0.8).UseLogging().UseOpenTelemetry();
     /// services.AddLoopRptEmbeddingGenerator().UseLogging();
@@ -89,14 +89,29 @@ public static class LoopRptServer
         LoopRptEmbeddingGeneratorOptions? embeddings = null, Action<IServiceCollection>? configureServices = null)
     {
         ArgumentNullException.ThrowIfNull(source);
+        return Build(s =>
+        {
+            s.AddSingleton(source);
+            configureServices?.Invoke(s);
+        }, options, chat, embeddings);
+    }
+
+    /// <summary>
+    /// A web application serving the <see cref="ILoopRptModelSource"/> that <paramref name="configureServices"/> registers
+    /// (e.g. a hosting model store: <c>s.AddLoopRptModelStore(...)</c> and <c>s.AddLoopRptModelStoreSource()</c>, whose
+    /// hosted services load the store at start and follow its promotions), on <see cref="LoopRptServerOptions.Urls"/>.
+    /// </summary>
+    public static WebApplication Build(Action<IServiceCollection> configureServices, LoopRptServerOptions? options = null,
+        LoopRptChatClientOptions? chat = null, LoopRptEmbeddingGeneratorOptions? embeddings = null)
+    {
+        ArgumentNullException.ThrowIfNull(configureServices);
         options ??= new LoopRptServerOptions();
         options.Validate();
         var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [] });
         builder.WebHost.UseUrls(options.Urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries));
         builder.WebHost.ConfigureKestrel(k => k.Limits.MaxRequestBodySize = null);    // the endpoints enforce the limit with an OpenAI-shaped 413
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
-        builder.Services.AddSingleton(source);
-        configureServices?.Invoke(builder.Services);
+        configureServices(builder.Services);
         builder.Services.AddLoopRptServer(options, chat, embeddings);
         var app = builder.Build();
         app.MapLoopRptOpenAI();

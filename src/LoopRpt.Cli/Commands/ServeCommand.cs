@@ -1,6 +1,7 @@
 using System.CommandLine;
 using LoopRpt.AI;
 using LoopRpt.Cli.Models;
+using LoopRpt.Hosting;
 using LoopRpt.Inference;
 using LoopRpt.Server;
 using Microsoft.AspNetCore.Builder;
@@ -8,12 +9,18 @@ using Microsoft.Extensions.Hosting;
 
 namespace LoopRpt.Cli.Commands;
 
-/// <summary><c>looprpt serve</c>: the OpenAI-compatible HTTP server (docs/serving.md) over one model directory.</summary>
+/// <summary>
+/// <c>looprpt serve</c>: the OpenAI-compatible HTTP server (docs/serving.md) over one model directory, or over a hosting
+/// model store followed live (<c>--store</c>), optionally with the retraining service beside it (<c>--retrain</c>).
+/// </summary>
 internal static class ServeCommand
 {
     public static Command Create()
     {
-        var model = CommonOptions.Model();
+        var model = CommonOptions.Model(required: false);
+        var store = new Option<string?>("--store") { Description = "Serve a model store's current version instead of --model (docs/hosting.md), and swap to every version published or promoted into it (`looprpt store`, a retraining service, another process) without a restart; requests in flight finish on their version." };
+        var poll = new Option<double>("--poll") { Description = "Seconds between checks of the store's current pointer (--store; a file-system watcher makes it sooner where it can); 0 follows only this process's own promotions.", DefaultValueFactory = _ => ModelStoreOptions.Defaults.PollInterval.TotalSeconds };
+        var retrain = new Option<string?>("--retrain") { Description = "Run the hosted retraining service in this process, promoting into --store: a JSON settings file whose \"LoopRpt\" section configures it (docs/hosting.md; Root, Device and PollInterval come from this command line)." };
         var urls = new Option<string>("--urls") { Description = "Where to listen (semicolon-separated; port 0 picks a free port).", DefaultValueFactory = _ => LoopRptServerOptions.Defaults.Urls };
         var name = new Option<string?>("--model-id") { Description = "Model name clients use (default: the directory's name)." };
         var q = new Option<double?>("--exit-threshold") { Description = "Default exit threshold q in [0, 1] for requests that give none (default: the model config's, else full depth)." };
@@ -28,10 +35,15 @@ internal static class ServeCommand
         var device = CommonOptions.Device();
         var threads = CommonOptions.Threads();
         var cmd = new Command("serve", "Serve a model over HTTP in the OpenAI wire format (chat/completions, completions, embeddings, models, score, healthz).")
-        { model, urls, name, q, template, batch, maxTokens, concurrent, timeout, body, apiKey, otlp, device, threads };
+        { model, store, poll, retrain, urls, name, q, template, batch, maxTokens, concurrent, timeout, body, apiKey, otlp, device, threads };
         cmd.SetAction(pr =>
         {
             var ctx = CliContext.Require();
+            string? modelDir = pr.GetValue(model), storeDir = pr.GetValue(store), retrainFile = pr.GetValue(retrain);
+            if ((modelDir is null) == (storeDir is null)) throw CliException.Usage("Give exactly one of --model (one model directory) and --store (a model store, followed live).");
+            if (retrainFile is not null && storeDir is null) throw CliException.Usage("--retrain needs --store: the retraining service promotes into the store the server follows.");
+            double pollSeconds = pr.GetValue(poll);
+            if (!(pollSeconds >= 0 && pollSeconds <= 86400)) throw CliException.Usage($"--poll must be between 0 (off) and 86400 seconds, got {pollSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)}.");
             Devices.SetThreads(pr.GetValue(threads));
             var server = new LoopRptServerOptions
             {
@@ -40,22 +52,40 @@ internal static class ServeCommand
                 OtlpEndpoint = pr.GetValue(otlp),
             };
             var chat = new LoopRptChatClientOptions { ExitThreshold = pr.GetValue(q), Template = pr.GetValue(template), BatchSize = pr.GetValue(batch) };
-            using var loaded = LoopRptModel.Load(pr.GetRequiredValue(model), pr.GetValue(device)!, pr.GetValue(name));
-            Devices.ForModel(loaded.Model);                 // automatic threads: refined by the model's size
-            var app = LoopRptServer.Build(loaded, server, chat, new LoopRptEmbeddingGeneratorOptions { ExitThreshold = chat.ExitThreshold });
+            var embeddings = new LoopRptEmbeddingGeneratorOptions { ExitThreshold = chat.ExitThreshold };
+            if (modelDir is not null)
+            {
+                using var loaded = LoopRptModel.Load(modelDir, pr.GetValue(device)!, pr.GetValue(name));
+                Devices.ForModel(loaded.Model);                 // automatic threads: refined by the model's size
+                return Run(ctx, LoopRptServer.Build(loaded, server, chat, embeddings), _ => $"model '{loaded.ModelId}' ({loaded.Codec.Description})");
+            }
+            var source = StoreServing.Configure(storeDir!, retrainFile, pr.GetValue(device)!, TimeSpan.FromSeconds(pollSeconds), pr.GetValue(name));
+            return Run(ctx, LoopRptServer.Build(source.Register, server, chat, embeddings), source.Describe);
+        });
+        return cmd;
+    }
+
+    /// <summary>Starts <paramref name="app"/>, reports where it listens, serves until Ctrl+C, then stops it (in-flight requests finish).</summary>
+    private static int Run(CliContext ctx, WebApplication app, Func<WebApplication, string> describe)
+    {
+        try
+        {
             try
             {
                 app.StartAsync(ctx.CancellationToken).GetAwaiter().GetResult();
-                ctx.Output.WriteLine($"looprpt serve: model '{loaded.ModelId}' ({loaded.Codec.Description}) on {string.Join(", ", app.Addresses())}; Ctrl+C stops.");
-                ctx.Output.Flush();
-                app.WaitForShutdownAsync(ctx.CancellationToken).GetAwaiter().GetResult();
             }
-            finally
+            catch (Microsoft.Extensions.Options.OptionsValidationException e)
             {
-                app.DisposeAsync().AsTask().GetAwaiter().GetResult();
+                throw CliException.Input("--retrain: " + e.Message, e);
             }
-            return ExitCodes.Success;
-        });
-        return cmd;
+            ctx.Output.WriteLine($"looprpt serve: {describe(app)} on {string.Join(", ", app.Addresses())}; Ctrl+C stops.");
+            ctx.Output.Flush();
+            app.WaitForShutdownAsync(ctx.CancellationToken).GetAwaiter().GetResult();
+        }
+        finally
+        {
+            app.DisposeAsync().AsTask().GetAwaiter().GetResult();
+        }
+        return ExitCodes.Success;
     }
 }
