@@ -28,12 +28,7 @@ public class LoadTests(ITestOutputHelper output)
         return 0;
     }
 
-    private static string[] Expected(OuroForCausalLM lm, TextCodec codec) => Prompts.Select(p =>
-    {
-        var prompt = ChatTemplate.Render([new AIChatMessage(AIChatRole.User, p)], codec, ChatTemplateKind.Auto);
-        var reply = new LoopedGenerator(lm).Generate(prompt.Ids, new GenerationOptions { MaxNewTokens = MaxTokens, Temperature = 0, StopTokens = [LettersTokenizer.EndOfText] });
-        return codec.Decode(reply.Tokens.Where(t => t != LettersTokenizer.EndOfText).Select(t => (int)t));
-    }).ToArray();
+    private static string[] Expected(OuroForCausalLM lm, TextCodec codec) => GreedyReplies.Of(lm, codec, Prompts, MaxTokens, LettersTokenizer.EndOfText);
 
     [Fact]
     public async Task TwoHundredRequestsFromSixteenClientsAcrossAModelSwap()

@@ -1,6 +1,9 @@
 using System.ClientModel;
 using LoopRpt.AI;
+using LoopRpt.Checkpoints;
 using LoopRpt.Inference;
+using LoopRpt.Model;
+using LoopRpt.Tokenization;
 using LoopRpt.Server;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.Extensions.DependencyInjection;
@@ -29,20 +32,51 @@ internal sealed class LoopbackServer : IAsyncDisposable
     public HttpClient Http { get; }
     public OpenAIClient OpenAI { get; }
 
-    public static async Task<LoopbackServer> StartAsync(ILoopRptModelSource source, LoopRptServerOptions? options = null, LoopRptChatClientOptions? chat = null,
+    public static Task<LoopbackServer> StartAsync(ILoopRptModelSource source, LoopRptServerOptions? options = null, LoopRptChatClientOptions? chat = null,
         Action<IServiceCollection>? configureServices = null)
     {
         options ??= new LoopRptServerOptions();
         options.Urls = "http://127.0.0.1:0";
-        var app = LoopRptServer.Build(source, options, chat, configureServices: configureServices);
+        return StartAsync(LoopRptServer.Build(source, options, chat, configureServices: configureServices));
+    }
+
+    /// <summary>A server over the model source that <paramref name="configureServices"/> registers (a model store, say).</summary>
+    public static Task<LoopbackServer> StartAsync(Action<IServiceCollection> configureServices)
+        => StartAsync(LoopRptServer.Build(configureServices, new LoopRptServerOptions { Urls = "http://127.0.0.1:0" }));
+
+    private static async Task<LoopbackServer> StartAsync(WebApplication app)
+    {
         await app.StartAsync();
         return new LoopbackServer(app, new Uri(app.Addresses()[0]));
     }
+
+    /// <summary>The application's services (the model store behind it, say).</summary>
+    public IServiceProvider Services => _app.Services;
 
     public async ValueTask DisposeAsync()
     {
         Http.Dispose();
         await _app.StopAsync();
         await _app.DisposeAsync();
+    }
+}
+
+/// <summary>What a chat request's greedy reply must be, computed with the core generator (an independent path from the server's).</summary>
+internal static class GreedyReplies
+{
+    /// <summary>The reply to each prompt (one user message, the chat template, greedy, up to <paramref name="maxTokens"/>, stopping at <paramref name="stop"/>).</summary>
+    public static string[] Of(OuroForCausalLM lm, TextCodec codec, string[] prompts, int maxTokens, int stop) => prompts.Select(p =>
+    {
+        var prompt = ChatTemplate.Render([new Microsoft.Extensions.AI.ChatMessage(Microsoft.Extensions.AI.ChatRole.User, p)], codec, ChatTemplateKind.Auto);
+        var reply = new LoopedGenerator(lm).Generate(prompt.Ids, new GenerationOptions { MaxNewTokens = maxTokens, Temperature = 0, StopTokens = [stop] });
+        return codec.Decode(reply.Tokens.Where(t => t != stop).Select(t => (int)t));
+    }).ToArray();
+
+    /// <summary>A tiny model with the byte tokenizer (what a store opens with no other tokenizer registered), saved to <paramref name="directory"/>.</summary>
+    public static OuroForCausalLM SaveByteModel(string directory, long seed)
+    {
+        var lm = TestUtil.TinyModel(vocab: ByteTokenizer.VocabularySize, seed: seed);
+        ModelDirectory.Save(directory, lm, new ModelMeta { Tokenizer = ByteTokenizer.Describe() });
+        return lm;
     }
 }
