@@ -7,6 +7,39 @@ using Microsoft.Extensions.Options;
 
 namespace HostedRetraining;
 
+/// <summary>What the run did, for the summary line at exit.</summary>
+public sealed class RunTotals
+{
+    /// <summary>Scoring requests answered or failed.</summary>
+    public long ScoringRequests;
+
+    /// <summary>Scoring requests that failed (each logged, none stops the host).</summary>
+    public long FailedRequests;
+
+    /// <summary>Entries logged at Error or above, by any component.</summary>
+    public long ErrorsLogged;
+}
+
+/// <summary>Counts the entries logged at Error or above into <see cref="RunTotals.ErrorsLogged"/>.</summary>
+public sealed class ErrorCounter(RunTotals totals) : ILoggerProvider
+{
+    /// <inheritdoc/>
+    public ILogger CreateLogger(string categoryName) => new Counter(totals);
+
+    /// <inheritdoc/>
+    public void Dispose() { }
+
+    private sealed class Counter(RunTotals totals) : ILogger
+    {
+        public IDisposable? BeginScope<TState>(TState state) where TState : notnull => null;
+        public bool IsEnabled(LogLevel logLevel) => logLevel >= LogLevel.Error;
+        public void Log<TState>(LogLevel logLevel, EventId eventId, TState state, Exception? exception, Func<TState, Exception?, string> formatter)
+        {
+            if (logLevel >= LogLevel.Error) Interlocked.Increment(ref totals.ErrorsLogged);
+        }
+    }
+}
+
 /// <summary>Knobs of the simulated traffic.</summary>
 public sealed class DemoOptions
 {
@@ -40,14 +73,24 @@ public sealed partial class DataFeeder(IOptions<RetrainingOptions> retraining, I
         do
         {
             var lines = Enumerable.Range(0, 200).Select(_ =>
-                $"{Subjects[rng.Next(Subjects.Length)]} {Verbs[rng.Next(Verbs.Length)]} {Objects[rng.Next(Objects.Length)]}");
+                $"{Subjects[rng.Next(Subjects.Length)]} {Verbs[rng.Next(Verbs.Length)]} {Objects[rng.Next(Objects.Length)]}").ToList();
             var path = Path.Combine(dir, $"batch-{++n:D4}.txt");
-            await File.WriteAllLinesAsync(path + ".tmp", lines, stoppingToken);
-            File.Move(path + ".tmp", path, overwrite: true);
-            Landed(logger, path);
+            try
+            {
+                await File.WriteAllLinesAsync(path + ".tmp", lines, stoppingToken);
+                File.Move(path + ".tmp", path, overwrite: true);
+                Landed(logger, path);
+            }
+            catch (IOException e)
+            {
+                WriteFailed(logger, e, path);                  // a full or busy disk: logged, the next tick tries again
+            }
         }
         while (await timer.WaitForNextTickAsync(stoppingToken));
     }
+
+    [LoggerMessage(EventId = 9003, Level = LogLevel.Error, Message = "Demo: could not write {Path}; the host goes on")]
+    private static partial void WriteFailed(ILogger logger, Exception error, string path);
 
     [LoggerMessage(EventId = 9000, Level = LogLevel.Information, Message = "Demo: new data file {Path}")]
     private static partial void Landed(ILogger logger, string path);
@@ -58,7 +101,7 @@ public sealed partial class DataFeeder(IOptions<RetrainingOptions> retraining, I
 /// prompt (Q-exit readout). Every 5 s it reports throughput, the versions that answered and the retraining status.
 /// </summary>
 public sealed partial class ScoringTraffic(ModelStore store, RetrainingService retraining, ITokenizerService tokenizer, IOptions<DemoOptions> demo,
-                                           IHostApplicationLifetime lifetime, ILogger<ScoringTraffic> logger) : BackgroundService
+                                           IHostApplicationLifetime lifetime, RunTotals totals, ILogger<ScoringTraffic> logger) : BackgroundService
 {
     private static readonly string[] Prompts = ["the cat sat on", "a dog looked at the", "the looped model thought about", "my neighbour waited for the"];
 
@@ -82,16 +125,27 @@ public sealed partial class ScoringTraffic(ModelStore store, RetrainingService r
                     var prompt = tokenizer.Encode(Prompts[i % Prompts.Length]);
                     return lease.Score([prompt], ExitMode.Q(0.5))[0];
                 }
-                catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+                catch (Exception e)
                 {
                     RequestFailed(logger, e);
                     return null;
                 }
             }, stoppingToken)).ToArray();
-            foreach (var score in await Task.WhenAll(burst))
+            SequenceScore?[] scores;
+            try
             {
+                scores = await Task.WhenAll(burst);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;                                          // shutting down: bursts not started are not requests
+            }
+            foreach (var score in scores)
+            {
+                Interlocked.Increment(ref totals.ScoringRequests);
                 if (score is null)
                 {
+                    Interlocked.Increment(ref totals.FailedRequests);
                     failed++;
                     continue;
                 }
