@@ -397,42 +397,28 @@ public sealed class ModelStore : IDisposable
            && int.TryParse(name[1..], NumberStyles.None, CultureInfo.InvariantCulture, out var v) ? v : 0;
 }
 
-/// <summary>A served model with a reference count: the store holds one reference while it is current, each lease one more.</summary>
+/// <summary>A served model with a reference count (<see cref="LeaseCount"/>): the store holds one reference while it is current, each lease one more.</summary>
 internal sealed class ServedModel
 {
-    private readonly Action<int> _onDisposed;
-    private int _refs = 1;
+    private readonly LeaseCount _count;
 
     public ServedModel(OpenedModel loaded, int version, Action<int> onDisposed)
     {
         Loaded = loaded;
         Version = version;
-        _onDisposed = onDisposed;
+        _count = new LeaseCount(() =>
+        {
+            loaded.Dispose();
+            onDisposed(version);
+        });
     }
 
     public OpenedModel Loaded { get; }
     public int Version { get; }
 
-    public bool TryAddRef()
-    {
-        while (true)
-        {
-            int r = Volatile.Read(ref _refs);
-            if (r == 0) return false;
-            if (Interlocked.CompareExchange(ref _refs, r + 1, r) == r) return true;
-        }
-    }
+    public bool TryAddRef() => _count.TryAddRef();
 
-    public void Release()
-    {
-        int r = Interlocked.Decrement(ref _refs);
-        if (r == 0)
-        {
-            Loaded.Dispose();
-            _onDisposed(Version);
-        }
-        else if (r < 0) throw new InvalidOperationException("A served model was released more often than it was acquired.");
-    }
+    public void Release() => _count.Release();
 }
 
 /// <summary>

@@ -50,10 +50,50 @@ public sealed class LoopRptModelLease : IDisposable
     }
 }
 
-/// <summary>One model, opened by <see cref="ModelOpener"/> or given in memory, served as version 1.</summary>
+/// <summary>
+/// The reference count behind the leases on one model: its owner holds one reference and each lease one more; the
+/// release action (disposing the model, whose modules own native memory and held Scalars) runs when the last one is
+/// released, so a model is never disposed while a lease on another thread can still use it.
+/// </summary>
+public sealed class LeaseCount
+{
+    private readonly Action _onLastRelease;
+    private int _refs = 1;
+
+    /// <summary>A count holding the owner's reference; <paramref name="onLastRelease"/> runs once, on the last release.</summary>
+    public LeaseCount(Action onLastRelease) => _onLastRelease = onLastRelease ?? throw new ArgumentNullException(nameof(onLastRelease));
+
+    /// <summary>Adds a reference (a lease); false when the last one was already released (the model is gone).</summary>
+    public bool TryAddRef()
+    {
+        while (true)
+        {
+            int r = Volatile.Read(ref _refs);
+            if (r == 0) return false;
+            if (Interlocked.CompareExchange(ref _refs, r + 1, r) == r) return true;
+        }
+    }
+
+    /// <summary>Releases one reference; the last one runs the release action.</summary>
+    /// <exception cref="InvalidOperationException">Released more often than acquired.</exception>
+    public void Release()
+    {
+        int r = Interlocked.Decrement(ref _refs);
+        if (r == 0) _onLastRelease();
+        else if (r < 0) throw new InvalidOperationException("A model was released more often than it was acquired.");
+    }
+}
+
+/// <summary>
+/// One model, opened by <see cref="ModelOpener"/> or given in memory, served as version 1. <see cref="Dispose"/> disposes
+/// the model once the last lease on it has ended (a request still running at shutdown finishes on it).
+/// </summary>
 public sealed class LoopRptModel : ILoopRptModelSource, IDisposable
 {
-    private LoopRptModel() { }
+    private readonly LeaseCount _leases;
+    private int _disposed;
+
+    private LoopRptModel() => _leases = new LeaseCount(() => Model.Dispose());
 
     /// <summary>The model (owned: disposed with this object).</summary>
     public OuroForCausalLM Model { get; private init; } = null!;
@@ -94,8 +134,13 @@ public sealed class LoopRptModel : ILoopRptModelSource, IDisposable
     }
 
     /// <inheritdoc/>
-    public LoopRptModelLease Acquire() => new(Model, Codec, 1);
+    /// <exception cref="ObjectDisposedException">This source was disposed.</exception>
+    public LoopRptModelLease Acquire()
+        => Volatile.Read(ref _disposed) == 0 && _leases.TryAddRef() ? new(Model, Codec, 1, _leases.Release) : throw new ObjectDisposedException(nameof(LoopRptModel));
 
-    /// <inheritdoc/>
-    public void Dispose() => Model.Dispose();
+    /// <summary>Disposes the model now, or when the last lease on it ends; later <see cref="Acquire"/> calls fail.</summary>
+    public void Dispose()
+    {
+        if (Interlocked.Exchange(ref _disposed, 1) == 0) _leases.Release();
+    }
 }

@@ -50,6 +50,7 @@ public class ProjectGraphTests
         Assert.Equal(["LoopRpt"], ProjectReferences("LoopRpt.AI"));               // not Hosting: the model-source abstraction is in the core
         Assert.Equal(["LoopRpt"], ProjectReferences("LoopRpt.Hosting"));
         Assert.Equal(["LoopRpt.AI"], ProjectReferences("LoopRpt.Server"));
+        Assert.Equal(["LoopRpt", "LoopRpt.Hosting", "LoopRpt.Server"], ProjectReferences("LoopRpt.Cli"));   // the store verbs bind to hosting's one ModelStore
     }
 
     [Fact]
