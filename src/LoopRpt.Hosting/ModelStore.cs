@@ -133,8 +133,8 @@ public sealed class ModelStore : IDisposable
     /// Saves <paramref name="lm"/> as the next version (the highest on disk plus one) and verifies that it loads (what a
     /// restart would serve); with <paramref name="promote"/> (default; always when the store has no current version yet)
     /// points <c>current</c> at it and, when this store serves (<see cref="EnsureLoaded"/>), swaps it in. Then prunes old
-    /// versions. Returns the new version.
-    /// <paramref name="lm"/> stays owned by the caller. Safe against other processes writing the same store (one
+    /// versions. Returns the new version. An empty store configured with an initial model is seeded with it as version 1
+    /// first. <paramref name="lm"/> stays owned by the caller. Safe against other processes writing the same store (one
     /// writer at a time, <see cref="LockFile"/>). On failure (disk full, ...) nothing changes.
     /// </summary>
     public int Publish(OuroForCausalLM lm, ModelMeta meta, bool promote = true)
@@ -146,6 +146,7 @@ public sealed class ModelStore : IDisposable
             ObjectDisposedException.ThrowIf(_disposed, this);
             Directory.CreateDirectory(Root);
             using var writer = LockStore();
+            if (Versions().Count == 0 && (Settings.InitialModelDirectory ?? Settings.InitialPreset) is not null) Seed();   // an empty store starts from its initial model
             int version = Math.Max(_current?.Version ?? 0, Versions().DefaultIfEmpty(0).Max()) + 1;
             promote |= PointedVersion() == 0;
             var dir = VersionDirectory(version);
