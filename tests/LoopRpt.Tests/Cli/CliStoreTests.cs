@@ -163,6 +163,49 @@ public class CliStoreTests
         Directory.Delete(root, recursive: true);
     }
 
+    /// <summary>Runs `looprpt ARGS` in a process of its own (`dotnet LoopRpt.Tests.dll looprpt ARGS`).</summary>
+    private static async Task<(int Code, string Out, string Err)> RunInAnotherProcess(params string[] args)
+    {
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet", [typeof(ChildProcess).Assembly.Location, ChildProcess.LooprptVerb, .. args])
+        {
+            RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false,
+        };
+        using var child = System.Diagnostics.Process.Start(psi)!;
+        var stdout = child.StandardOutput.ReadToEndAsync();
+        var stderr = child.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(120));
+        await child.WaitForExitAsync(timeout.Token);
+        return (child.ExitCode, await stdout, await stderr);
+    }
+
+    [Fact]
+    public async Task ServeStoreFollowsAVersionPromotedByAnotherProcess()
+    {
+        var root = CliRunner.TempDir();
+        string store = Path.Combine(root, "store"), a = Path.Combine(root, "a"), b = Path.Combine(root, "b");
+        GreedyReplies.SaveByteModel(a, seed: 5).Dispose();
+        GreedyReplies.SaveByteModel(b, seed: 9).Dispose();
+        Assert.Equal(ExitCodes.Success, CliRunner.Run("store", "publish", "--store", store, "--model", a).Code);
+        using var stop = new CancellationTokenSource();
+        var (run, url) = await Serve(stop.Token, "--store", store, "--poll", "0.2");
+        try
+        {
+            using var http = new HttpClient { BaseAddress = new Uri(url) };
+            var child = await RunInAnotherProcess("store", "publish", "--store", store, "--model", b, "--promote");
+            Assert.True(child.Code == ExitCodes.Success, $"exit {child.Code}\n{child.Out}\n{child.Err}");
+            Assert.Contains("v0002", child.Out);
+            Assert.Equal(2, await ServedVersion(http, 2));                        // picked up from the disk, no restart
+            var list = await RunInAnotherProcess("store", "list", "--store", store);
+            Assert.Matches(@"(?m)^v0002\s+\*", list.Out);
+        }
+        finally
+        {
+            stop.Cancel();
+        }
+        Assert.Equal(ExitCodes.Success, await run.WaitAsync(TimeSpan.FromSeconds(60)));
+        Directory.Delete(root, recursive: true);
+    }
+
     [Fact]
     public async Task ServeWithRetrainPromotesARetrainedVersionThatTheServerServes()
     {
