@@ -12,7 +12,8 @@ namespace LoopRpt.Tests.Server;
 /// <summary>
 /// <c>looprpt serve --store</c>'s services (the CLI's own registration) under continuous official-client traffic while
 /// the store is changed through the <c>looprpt store</c> verbs' code path — another <see cref="ModelStore"/> over the same
-/// directory, as another process would: the server only sees the disk.
+/// directory, as another process would: the server only sees the disk. Callers mix chat completions, streamed chat
+/// completions and embeddings.
 /// </summary>
 [Collection(nameof(ServerCollection))]
 public class LiveSwapTests(ITestOutputHelper output)
@@ -40,6 +41,8 @@ public class LiveSwapTests(ITestOutputHelper output)
             await using var server = await LoopbackServer.StartAsync(StoreServing.Configure(store, null, "cpu", TimeSpan.FromMilliseconds(50), "tiny-test").Register);
             var serving = server.Services.GetRequiredService<ModelStore>();
             var chat = server.OpenAI.GetChatClient("tiny-test");
+            var embedder = server.OpenAI.GetEmbeddingClient("tiny-test");
+            int embeddings = 0;
             var options = new ChatCompletionOptions { Temperature = 0, MaxOutputTokenCount = MaxTokens };
             using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(120));   // a fail-safe against hangs
             var replies = new ConcurrentQueue<(string Fingerprint, string Text, int Prompt)>();
@@ -52,8 +55,30 @@ public class LiveSwapTests(ITestOutputHelper output)
                     int p = i % Prompts.Length;
                     try
                     {
-                        ChatCompletion reply = await chat.CompleteChatAsync([new UserChatMessage(Prompts[p])], options, limit.Token);
-                        replies.Enqueue((reply.SystemFingerprint, reply.Content.Count == 0 ? "" : reply.Content[0].Text, p));
+                        switch (i % 5)
+                        {
+                            case 0:                                                 // a stream: the fingerprint rides on every chunk
+                                var text = new System.Text.StringBuilder();
+                                var prints = new HashSet<string?>();
+                                await foreach (var u in chat.CompleteChatStreamingAsync([new UserChatMessage(Prompts[p])], options, limit.Token))
+                                {
+                                    prints.Add(u.SystemFingerprint);
+                                    foreach (var part in u.ContentUpdate) text.Append(part.Text);
+                                }
+                                prints.Remove(null);
+                                if (prints.Count != 1) throw new InvalidOperationException($"a stream named {prints.Count} versions: {string.Join(", ", prints)}");
+                                replies.Enqueue((prints.Single()!, text.ToString(), p));
+                                break;
+                            case 1:                                                 // embeddings: no fingerprint, must not fail
+                                var vector = await embedder.GenerateEmbeddingAsync(Prompts[p], cancellationToken: limit.Token);
+                                if (vector.Value.ToFloats().Length == 0) throw new InvalidOperationException("an empty embedding");
+                                Interlocked.Increment(ref embeddings);
+                                break;
+                            default:
+                                ChatCompletion reply = await chat.CompleteChatAsync([new UserChatMessage(Prompts[p])], options, limit.Token);
+                                replies.Enqueue((reply.SystemFingerprint, reply.Content.Count == 0 ? "" : reply.Content[0].Text, p));
+                                break;
+                        }
                     }
                     catch (Exception e)
                     {
@@ -63,8 +88,10 @@ public class LiveSwapTests(ITestOutputHelper output)
             })).ToArray();
 
             // Waits until the server serves `version`, then for RepliesPerPhase replies of it.
+            var clock = System.Diagnostics.Stopwatch.StartNew();
             async Task Served(int version)
             {
+                output.WriteLine($"{clock.Elapsed.TotalSeconds:F2} s: waiting for v{version}; {replies.Count} replies so far");
                 while (serving.CurrentVersion != version && !limit.IsCancellationRequested) await Task.Delay(10);
                 int before = replies.Count(r => r.Fingerprint == $"looprpt-v{version}");
                 while (replies.Count(r => r.Fingerprint == $"looprpt-v{version}") < before + RepliesPerPhase && !limit.IsCancellationRequested && failures.IsEmpty)
@@ -81,14 +108,17 @@ public class LiveSwapTests(ITestOutputHelper output)
             await Served(1);
             Volatile.Write(ref done, true);
             await Task.WhenAll(callers);
+            output.WriteLine($"{clock.Elapsed.TotalSeconds:F2} s: callers done; live models {serving.LiveModels}");
 
             var byVersion = replies.GroupBy(r => r.Fingerprint ?? "none").ToDictionary(g => g.Key, g => g.Count());
-            output.WriteLine($"live swap: {replies.Count} replies, {failures.Count} failed, versions {string.Join(", ", byVersion.Select(kv => $"{kv.Key}: {kv.Value}"))}");
+            output.WriteLine($"live swap: {replies.Count} chat replies (a fifth streamed) and {embeddings} embeddings from {Callers} callers, {failures.Count} failed, versions {string.Join(", ", byVersion.Select(kv => $"{kv.Key}: {kv.Value}"))}");
             Assert.Empty(failures);
+            Assert.True(embeddings > 0);
             Assert.False(limit.IsCancellationRequested, "the run hit its fail-safe limit");
             Assert.Equal(["looprpt-v1", "looprpt-v2"], byVersion.Keys.Order());
             foreach (var r in replies) Assert.Equal(expected[r.Fingerprint][r.Prompt], r.Text);   // each reply wholly from the weights its fingerprint names
             Assert.True(SpinWait.SpinUntil(() => serving.LiveModels == 1, TimeSpan.FromSeconds(10)), $"{serving.LiveModels} models still loaded");
+            output.WriteLine($"{clock.Elapsed.TotalSeconds:F2} s: one model left");
         }
         finally
         {
