@@ -188,8 +188,18 @@ public sealed class ModelStore : IDisposable
             if (!versions.Contains(version))
                 throw new ArgumentOutOfRangeException(nameof(version), version,
                     $"The model store '{Root}' holds no version {version}; it holds {(versions.Count == 0 ? "none" : string.Join(", ", versions))}.");
-            WritePointer(version);
-            if (_current is not null && _current.Version != version) SwapIn(Open(VersionDirectory(version)), version);
+            // A serving store loads the version before pointing at it: a version that does not load changes nothing.
+            var loaded = _current is not null && _current.Version != version ? Open(VersionDirectory(version)) : null;
+            try
+            {
+                WritePointer(version);
+            }
+            catch
+            {
+                loaded?.Dispose();
+                throw;
+            }
+            if (loaded is not null) SwapIn(loaded, version);
             Log.VersionPromoted(_logger, version, Root);
         }
     }

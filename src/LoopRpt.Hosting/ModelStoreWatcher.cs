@@ -9,8 +9,8 @@ namespace LoopRpt.Hosting;
 /// Keeps a serving <see cref="ModelStore"/> on the version its <c>current</c> pointer names: every
 /// <see cref="ModelStoreOptions.PollInterval"/>, and at once when a <see cref="FileSystemWatcher"/> sees the pointer
 /// replaced (a hint only: polling alone is enough, and works on network and container volumes), it calls
-/// <see cref="ModelStore.Refresh"/>. A version that fails to load is logged and retried at the next poll; the served one
-/// keeps serving.
+/// <see cref="ModelStore.Refresh"/>. A version that fails to load is logged (once) and retried at every poll; the served
+/// one keeps serving.
 /// </summary>
 internal sealed class ModelStoreWatcher(ModelStore store, IOptions<ModelStoreOptions> options, ILogger<ModelStoreWatcher>? logger = null) : BackgroundService
 {
@@ -22,6 +22,7 @@ internal sealed class ModelStoreWatcher(ModelStore store, IOptions<ModelStoreOpt
         if (interval <= TimeSpan.Zero) return;
         using var hint = new SemaphoreSlim(0, 1);
         using var watcher = Watch(store.Root, hint);
+        int failed = 0;                                        // the pointed version that last failed to load: logged once
         while (!stoppingToken.IsCancellationRequested)
         {
             try
@@ -35,10 +36,13 @@ internal sealed class ModelStoreWatcher(ModelStore store, IOptions<ModelStoreOpt
             try
             {
                 store.Refresh();
+                failed = 0;
             }
             catch (Exception e) when (e is not ObjectDisposedException)
             {
-                Log.RefreshFailed(_logger, e, store.Root, store.CurrentVersion);
+                int pointed = store.PointedVersion();
+                if (pointed != failed) Log.RefreshFailed(_logger, e, store.Root, store.CurrentVersion);
+                failed = pointed;
             }
         }
     }

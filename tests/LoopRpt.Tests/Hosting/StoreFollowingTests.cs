@@ -3,6 +3,7 @@ using LoopRpt.Hosting;
 using LoopRpt.Model;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Tests.Hosting;
@@ -134,6 +135,43 @@ public class StoreFollowingTests
             other.Promote(1);
             Assert.True(SpinWait.SpinUntil(() => serving.CurrentVersion == 1, TimeSpan.FromSeconds(20)), "the watcher did not follow the rollback");
             Assert.True(SpinWait.SpinUntil(() => serving.LiveModels == 1, TimeSpan.FromSeconds(5)));
+        }
+        finally
+        {
+            await host.StopAsync();
+        }
+    }
+
+    [Fact]
+    public async Task AFollowedVersionThatDoesNotLoadIsLoggedOnceWhileTheServedOneKeepsServing()
+    {
+        using var scratch = new Scratch();
+        var logs = new ListLoggerProvider();
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Logging.AddProvider(logs).SetMinimumLevel(LogLevel.Debug);
+        builder.Services.AddLoopRptModelStore(o =>
+        {
+            o.Root = scratch.Models;
+            o.InitialModelDirectory = scratch.Initial;
+            o.PollInterval = TimeSpan.FromMilliseconds(30);
+        });
+        using var host = builder.Build();
+        await host.StartAsync();
+        try
+        {
+            var serving = host.Services.GetRequiredService<ModelStore>();
+            using var other = StoreFactory.Open(scratch);
+            using var b = TestUtil.TinyModel(vocab: Scratch.Vocab, seed: 9);
+            Assert.Equal(2, other.Publish(b, new ModelMeta(), promote: false));
+            File.WriteAllBytes(Path.Combine(other.VersionDirectory(2), "model.safetensors"), [1, 2, 3]);   // corrupt after the check
+            other.Promote(2);                                                    // a store that does not serve only moves the pointer
+            Assert.True(SpinWait.SpinUntil(() => logs.Has(LoopRptEventIds.RefreshFailed), TimeSpan.FromSeconds(20)));
+            await Task.Delay(300);                                               // about ten more polls
+            Assert.Single(logs.Entries, e => e.EventId == LoopRptEventIds.RefreshFailed);
+            Assert.Equal(1, serving.CurrentVersion);
+            using (var lease = serving.Acquire()) Assert.Equal(1, lease.Version);  // still answering on v1
+            Assert.Equal(3, other.Publish(b, new ModelMeta()));
+            Assert.True(SpinWait.SpinUntil(() => serving.CurrentVersion == 3, TimeSpan.FromSeconds(20)));
         }
         finally
         {
