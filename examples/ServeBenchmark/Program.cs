@@ -28,7 +28,7 @@ if (opt.Threads > 0) set_num_threads(opt.Threads);
 
 using var model = opt.Model is { } dir ? LoopRptModel.Load(dir) : TinyModel(opt.Seed);
 var server = new LoopRptServerOptions { Urls = "http://127.0.0.1:0", MaxConcurrentRequests = Math.Max(64, 4 * opt.Callers), RequestTimeoutSeconds = 600 };
-await using var app = LoopRptServer.Build(model, server, new LoopRptChatClientOptions { BatchSize = opt.Batch });
+await using var app = LoopRptServer.Build(model, server, new LoopRptChatClientOptions { BatchSize = opt.Batch, JoinRunningBatch = !opt.NoJoin });
 await app.StartAsync();
 var root = new Uri(app.Addresses()[0]);
 var openai = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(root, "/v1"), NetworkTimeout = TimeSpan.FromMinutes(10) });
@@ -38,7 +38,8 @@ var embeddings = openai.GetEmbeddingClient(model.ModelId);
 string[] prompts = ["hello there", "tell me about loops", "what is adaptive exit?", "count to ten", "a looped model"];
 
 Console.WriteLine($"model: {model.ModelId}, {model.Model.Config.NumHiddenLayers} layers x {model.Model.Config.TotalUtSteps} loops, hidden {model.Model.Config.HiddenSize}, " +
-                  $"context {model.Model.Config.MaxPositionEmbeddings}; server batch {opt.Batch}; torch threads {get_num_threads()}; max_tokens {opt.MaxTokens}");
+                  $"context {model.Model.Config.MaxPositionEmbeddings}; server batch {opt.Batch}{(opt.NoJoin ? " (--no-join: arrivals wait for the running batch)" : "")}; " +
+                  $"torch threads {get_num_threads()}; max_tokens {opt.MaxTokens}");
 // Warm-up: one of each kind, so the first measured request does not pay for JIT and first-use allocations.
 foreach (var kind in new[] { "chat", "completions", "embeddings", "stream" }) await Send(kind, 0, sampled: false);
 
@@ -212,7 +213,7 @@ static LoopRptModel TinyModel(int seed)
 
 /// <summary>Command-line options.</summary>
 internal sealed record Options(string Scenario, string? Model, double Rate, double Seconds, int Callers, int Requests, string[] Mix,
-    int MaxTokens, double Sampled, int Batch, int Threads, int Seed)
+    int MaxTokens, double Sampled, int Batch, int Threads, int Seed, bool NoJoin)
 {
     private const string Help = """
         ServeBenchmark: LoopRpt's OpenAI-compatible server in-process, driven over HTTP by the official OpenAI .NET client.
@@ -226,6 +227,8 @@ internal sealed record Options(string Scenario, string? Model, double Rate, doub
           --max-tokens N                 max_tokens of every generation request (default 16)
           --sampled F                    load: fraction of generation requests sent with temperature 1 (default 0.5)
           --batch N                      server: rows decoded together (default 8)
+          --no-join                      server: requests that arrive while a batch decodes wait for it to end (the
+                                         scheduling before continuous batching, for before/after comparisons)
           --threads N                    torch threads (default: torch's own)
           --seed N                       seed of the tiny model (default 1)
         Every generation request carries a seed (its index), so sampled replies are reproducible.
@@ -233,7 +236,7 @@ internal sealed record Options(string Scenario, string? Model, double Rate, doub
 
     public static Options? Parse(string[] args)
     {
-        var o = new Options("both", null, 4, 15, 16, 3000, ["chat", "completions", "embeddings", "stream"], 16, 0.5, 8, 0, 1);
+        var o = new Options("both", null, 4, 15, 16, 3000, ["chat", "completions", "embeddings", "stream"], 16, 0.5, 8, 0, 1, false);
         for (int i = 0; i < args.Length; i++)
         {
             string Value() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
@@ -253,6 +256,7 @@ internal sealed record Options(string Scenario, string? Model, double Rate, doub
                 "--batch" => o with { Batch = (int)Number() },
                 "--threads" => o with { Threads = (int)Number() },
                 "--seed" => o with { Seed = (int)Number() },
+                "--no-join" => o with { NoJoin = true },
                 _ => throw new ArgumentException($"unknown option {args[i]}; see --help"),
             };
             if (o is null) break;

@@ -137,13 +137,18 @@ internal sealed class GenerationScheduler : IDisposable
 {
     private readonly ILoopRptModelSource _source;
     private readonly int _batchSize;
+    private readonly bool _join;
     private readonly BlockingCollection<GenerationRequest> _queue = new();
     private readonly Thread _worker;
 
-    public GenerationScheduler(ILoopRptModelSource source, int batchSize)
+    /// <param name="source">The model.</param>
+    /// <param name="batchSize">Rows decoded together at most.</param>
+    /// <param name="joinRunningBatch">False: requests that arrive while a batch decodes wait for it to end (<see cref="LoopRptChatClientOptions.JoinRunningBatch"/>).</param>
+    public GenerationScheduler(ILoopRptModelSource source, int batchSize, bool joinRunningBatch = true)
     {
         _source = source;
         _batchSize = batchSize;
+        _join = joinRunningBatch;
         _worker = new Thread(Work) { IsBackground = true, Name = "LoopRpt generation" };
         _worker.Start();
     }
@@ -171,6 +176,8 @@ internal sealed class GenerationScheduler : IDisposable
                 if (!_queue.TryTake(out var first, Timeout.Infinite)) return;
                 backlog.Add(first);
             }
+            if (!_join)
+                while (_queue.TryTake(out var more)) backlog.Add(more);     // the batch is what waits now; later requests wait for the next
             var waiting = new List<GenerationRequest>(backlog);
             backlog.Clear();
             try
@@ -201,7 +208,7 @@ internal sealed class GenerationScheduler : IDisposable
             {
                 GenerationRequest r;
                 if (pending.Count > 0) r = pending.Dequeue();
-                else if (stale || !_queue.TryTake(out r!)) return null;
+                else if (stale || !_join || !_queue.TryTake(out r!)) return null;
                 else if (!Current(lease))
                 {
                     stale = true;

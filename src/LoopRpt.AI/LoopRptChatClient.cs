@@ -92,7 +92,7 @@ public sealed class LoopRptChatClient : IChatClient
         _source = new HeldSource(source, ownsSource);
         _options = options?.Clone() ?? new LoopRptChatClientOptions();
         _options.Validate();
-        _scheduler = new GenerationScheduler(source, _options.BatchSize);
+        _scheduler = new GenerationScheduler(source, _options.BatchSize, _options.JoinRunningBatch);
         Metadata = new ChatClientMetadata("looprpt", null, source.ModelId);
     }
 

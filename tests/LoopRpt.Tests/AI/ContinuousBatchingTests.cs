@@ -12,12 +12,12 @@ public class ContinuousBatchingTests
         => new(codec => new RenderedPrompt(codec.Ids(text), [], []),
             new GenerationSettings(maxTokens, null, temperature, topP, seed, exit, GenerationOptions.Defaults.KvCache), onText, CancellationToken.None);
 
-    [Fact]
-    public async Task ARequestEnqueuedWhileALongBatchRunsGetsItsFirstTokenBeforeThatBatchEnds()
+    /// <summary>
+    /// Runs an 80-token request, enqueues a 5-token one once the first has streamed a token, and returns both replies
+    /// and the order in which their tokens were generated (the deltas are handed out on the worker thread as tokens are sampled).
+    /// </summary>
+    private static async Task<(LoopRptGeneration Long, LoopRptGeneration Late, List<string> Log)> LongThenLate(GenerationScheduler scheduler)
     {
-        using var model = AiTestSupport.Model();
-        using var scheduler = new GenerationScheduler(model, 4);
-        // The deltas are handed out on the worker thread as tokens are sampled: this log is the order of generation.
         var log = new List<string>();
         var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var longReply = scheduler.Enqueue(Request("hello", 80, 0, 0, _ =>
@@ -27,7 +27,15 @@ public class ContinuousBatchingTests
         }));
         await started.Task;
         var late = await scheduler.Enqueue(Request("abc", 5, 0.8, 9, _ => { lock (log) log.Add("late"); }));
-        var first = await longReply;
+        return (await longReply, late, log);
+    }
+
+    [Fact]
+    public async Task ARequestEnqueuedWhileALongBatchRunsGetsItsFirstTokenBeforeThatBatchEnds()
+    {
+        using var model = AiTestSupport.Model();
+        using var scheduler = new GenerationScheduler(model, 4);
+        var (first, late, log) = await LongThenLate(scheduler);
 
         Assert.Equal(80, first.Tokens.Length);
         Assert.Equal(5, late.Tokens.Length);
@@ -42,6 +50,12 @@ public class ContinuousBatchingTests
         using var alone = new GenerationScheduler(model, 4);
         Assert.Equal((await alone.Enqueue(Request("hello", 80, 0, 0))).Tokens, first.Tokens);
         Assert.Equal((await alone.Enqueue(Request("abc", 5, 0.8, 9))).Tokens, late.Tokens);
+
+        // The scheduling before continuous batching (kept selectable): the late request waits for the batch to end.
+        using var waiting = new GenerationScheduler(model, 4, joinRunningBatch: false);
+        var before = await LongThenLate(waiting);
+        Assert.True(before.Log.IndexOf("late") > before.Log.LastIndexOf("long"));
+        Assert.Equal(late.Tokens, before.Late.Tokens);
     }
 
     [Fact]
