@@ -256,11 +256,21 @@ internal sealed class GenerationScheduler : IDisposable
         }
     }
 
-    /// <summary>True while the source still serves the leased model (a swap sends new requests to the next batch).</summary>
+    /// <summary>
+    /// True while the source still serves the leased model (a swap sends new requests to the next batch, as does a source
+    /// that fails to lease: the next batch's lease reports the failure to them).
+    /// </summary>
     private bool Current(LoopRptModelLease lease)
     {
-        using var now = _source.Acquire();
-        return now.Version == lease.Version && ReferenceEquals(now.Model, lease.Model);
+        try
+        {
+            using var now = _source.Acquire();
+            return now.Version == lease.Version && ReferenceEquals(now.Model, lease.Model);
+        }
+        catch (Exception)
+        {
+            return false;
+        }
     }
 
     /// <summary>Renders the request's prompt and settles its token budget; false (the request completed) when it was cancelled or is invalid.</summary>
