@@ -375,39 +375,48 @@ public static class OpenAIEndpoints
         })).ToArray();
         _ = Task.WhenAll(producers).ContinueWith(_ => merged.Writer.TryComplete(), TaskScheduler.Default);
 
-        var states = Enumerable.Range(0, plan.Choices).Select(_ => new ChoiceState()).ToArray();
-        async Task Text(int i, string text, IReadOnlyList<WireToken> tokens)
+        try
         {
-            var state = states[i];
-            await Send(Envelope([shape.Chunk(i, text, state.First, LogProbs(state, tokens))], null));
-            state.First = false;
-        }
-        if (plan.Echo is { } echo)
-            for (int i = 0; i < plan.Choices; i++) await Text(i, echo, plan.EchoTokens ?? []);
-        await foreach (var (i, update) in merged.Reader.ReadAllAsync(ct))   // a failure before any chunk becomes an ordinary error response
-        {
-            var state = states[i];
-            if (update is not null)
+            var states = Enumerable.Range(0, plan.Choices).Select(_ => new ChoiceState()).ToArray();
+            async Task Text(int i, string text, IReadOnlyList<WireToken> tokens)
             {
-                state.Seen.Add(update);
-                var tokens = update.RawRepresentation is LoopRptDelta d ? d.LogProbs.Select(Wire).ToList() : [];
-                state.LogProbsSent += tokens.Count;
-                if (update.Text is { Length: > 0 } || tokens.Count > 0) await Text(i, update.Text ?? "", tokens);
-                continue;
+                var state = states[i];
+                await Send(Envelope([shape.Chunk(i, text, state.First, LogProbs(state, tokens))], null));
+                state.First = false;
             }
-            var u = LoopRptUsage.From(state.Seen);
-            if (state.First) await Text(i, "", []);
-            var rest = state.Seen.Select(x => x.RawRepresentation).OfType<LoopRptGeneration>().LastOrDefault()?.LogProbs?.Skip(state.LogProbsSent).Select(Wire).ToList() ?? [];
-            var finish = Finish(state.Seen.LastOrDefault(x => x.FinishReason is not null)?.FinishReason);
-            await Send(Envelope([shape.FinishChunk(i, finish, rest.Count > 0 ? LogProbs(state, rest) : null)], Fingerprint(u)));
+            if (plan.Echo is { } echo)
+                for (int i = 0; i < plan.Choices; i++) await Text(i, echo, plan.EchoTokens ?? []);
+            await foreach (var (i, update) in merged.Reader.ReadAllAsync(ct))   // a failure before any chunk becomes an ordinary error response
+            {
+                var state = states[i];
+                if (update is not null)
+                {
+                    state.Seen.Add(update);
+                    var tokens = update.RawRepresentation is LoopRptDelta d ? d.LogProbs.Select(Wire).ToList() : [];
+                    state.LogProbsSent += tokens.Count;
+                    if (update.Text is { Length: > 0 } || tokens.Count > 0) await Text(i, update.Text ?? "", tokens);
+                    continue;
+                }
+                var u = LoopRptUsage.From(state.Seen);
+                if (state.First) await Text(i, "", []);
+                var rest = state.Seen.Select(x => x.RawRepresentation).OfType<LoopRptGeneration>().LastOrDefault()?.LogProbs?.Skip(state.LogProbsSent).Select(Wire).ToList() ?? [];
+                var finish = Finish(state.Seen.LastOrDefault(x => x.FinishReason is not null)?.FinishReason);
+                await Send(Envelope([shape.FinishChunk(i, finish, rest.Count > 0 ? LogProbs(state, rest) : null)], Fingerprint(u)));
+            }
+            if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+            if (includeUsage)
+            {
+                var total = Sum(states.Select(s => LoopRptUsage.From(s.Seen)).ToList());
+                await Send(Envelope([], Fingerprint(total), Usage(total)));
+            }
+            await http.Response.WriteAsync(Done, ct);
         }
-        if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
-        if (includeUsage)
+        finally
         {
-            var total = Sum(states.Select(s => LoopRptUsage.From(s.Seen)).ToList());
-            await Send(Envelope([], Fingerprint(total), Usage(total)));
+            // A reply that ended early (an error, a client gone) stops the other choices; none outlives the request.
+            await stop.CancelAsync();
+            await Task.WhenAll(producers);
         }
-        await http.Response.WriteAsync(Done, ct);
     }
 
     private static async Task Embeddings(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
