@@ -125,8 +125,8 @@ internal sealed class GenerationRequest(Func<TextCodec, RenderedPrompt> render, 
 /// Runs generation requests on one worker thread with continuous batching across requests: the worker leases the model
 /// and decodes every waiting request in one <see cref="LoopedGenerator.Serve"/> call, which asks the queue for more
 /// whenever a row is free, so a request that arrives while a batch decodes joins it at the next tick instead of waiting
-/// for the batch to end (requests with another key/value rule wait for the next batch; once the source serves a new
-/// model version, new requests wait for the next batch, which leases it). Every row has its own temperature, top-p,
+/// for the batch to end (requests with another key/value rule or too long for the batch's KV cache wait for the next
+/// batch; once the source serves a new model version, new requests wait for the next batch, which leases it). Every row has its own temperature, top-p,
 /// exit threshold and a generator seeded from its request, so a seeded request gets the same reply whatever else is
 /// queued, and sampled requests batch like greedy ones. A request completes as soon as its row ends. Per-request token
 /// budgets, end tokens, stop strings and cancellation end a row without stopping the others. A batch that fails (one
@@ -198,8 +198,11 @@ internal sealed class GenerationScheduler : IDisposable
     private void Serve(List<GenerationRequest> waiting, List<GenerationRequest> backlog)
     {
         using var lease = _source.Acquire();
-        var kvCache = waiting[0].Settings.KvCache;
-        var pending = new Queue<GenerationRequest>(waiting);
+        var ready = waiting.Where(r => Prepare(r, lease)).ToList();
+        if (ready.Count == 0) return;
+        var kvCache = ready[0].Settings.KvCache;
+        int capacity = Capacity(ready.Where(r => r.Settings.KvCache == kvCache), lease);
+        var pending = new Queue<GenerationRequest>(ready);
         var running = new List<GenerationRequest>();
         bool stale = false;
         GenerationRow? Next()
@@ -215,19 +218,19 @@ internal sealed class GenerationScheduler : IDisposable
                     backlog.Add(r);
                     return null;
                 }
-                if (r.Settings.KvCache != kvCache)
+                else if (!Prepare(r, lease)) continue;
+                if (r.Settings.KvCache != kvCache || r.Prompt!.Ids.Length + r.MaxTokens > capacity)
                 {
-                    backlog.Add(r);
+                    backlog.Add(r);                                            // another cache rule, or too long for this cache
                     continue;
                 }
-                if (!Prepare(r, lease)) continue;
                 running.Add(r);
                 return Row(r, lease);
             }
         }
         try
         {
-            new LoopedGenerator(lease.Model).Serve(Next, _batchSize, kvCache);
+            new LoopedGenerator(lease.Model).Serve(Next, _batchSize, kvCache, capacity);
         }
         catch (Exception e)
         {
@@ -246,7 +249,7 @@ internal sealed class GenerationScheduler : IDisposable
                 var once = Row(r, lease);
                 try
                 {
-                    new LoopedGenerator(lease.Model).Serve(() => Interlocked.Exchange(ref once, null), 1, kvCache);
+                    new LoopedGenerator(lease.Model).Serve(() => Interlocked.Exchange(ref once, null), 1, kvCache, Capacity([r], lease));
                 }
                 catch (Exception alone)
                 {
@@ -254,6 +257,17 @@ internal sealed class GenerationScheduler : IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// Positions per row of a batch's KV cache: what its first requests need (prompt + token budget), rounded up to a
+    /// power of two so that requests of a similar size can join, at most the model's context. A request that omits
+    /// max_tokens needs the whole context anyway; one that gives a small budget does not pay the context's memory.
+    /// </summary>
+    private static int Capacity(IEnumerable<GenerationRequest> requests, LoopRptModelLease lease)
+    {
+        int needed = requests.Max(r => r.Prompt!.Ids.Length + r.MaxTokens);
+        return (int)Math.Min(lease.Model.Config.MaxPositionEmbeddings, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)needed));
     }
 
     /// <summary>

@@ -97,21 +97,27 @@ public sealed class LoopedGenerator
     /// at the start, when a sequence ends, and before every decoding tick, so a row that becomes available while the batch
     /// decodes starts at the next tick instead of waiting for the batch to end. Each row samples with its own generator
     /// (seeded from <see cref="GenerationRow.Seed"/>), temperature, top-p and exit rule, so its tokens are the ones it
-    /// gets alone. The KV cache is sized for the model's context (max_position_embeddings positions per row).
+    /// gets alone. The KV cache holds <paramref name="capacity"/> positions per row (default: the model's context,
+    /// max_position_embeddings); every row must fit it (prompt + MaxNewTokens).
     /// </summary>
     /// <param name="next">The next waiting row, or null when none is waiting now.</param>
     /// <param name="batchSize">Rows decoded together at most (at least 1).</param>
     /// <param name="kvCache">Key/value rule at decode time, for every row.</param>
+    /// <param name="capacity">Positions per row in the KV cache, in [1, max_position_embeddings]; null: the context.</param>
     /// <param name="cancellationToken">Checked once per decoding tick; cancelling ends every row.</param>
     /// <exception cref="ArgumentException">A row is invalid (empty prompt, a token outside the vocabulary, a setting out of
-    /// range, prompt + MaxNewTokens beyond the context): the call fails, with the rows still decoding.</exception>
+    /// range, prompt + MaxNewTokens beyond the capacity): the call fails, with the rows still decoding.</exception>
     /// <exception cref="NotFiniteNumberException">A row's next-token logits are not finite (the call fails).</exception>
-    public void Serve(Func<GenerationRow?> next, int batchSize, KvCacheMode kvCache = KvCacheMode.PerLoop, CancellationToken cancellationToken = default)
+    public void Serve(Func<GenerationRow?> next, int batchSize, KvCacheMode kvCache = KvCacheMode.PerLoop, int? capacity = null,
+        CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(next);
         ArgumentOutOfRangeException.ThrowIfLessThan(batchSize, 1);
         if (!Enum.IsDefined(kvCache)) throw new ArgumentOutOfRangeException(nameof(kvCache), kvCache, "KvCache must be PerLoop or LastLoop.");
-        Decode(next, batchSize, _lm.Config.MaxPositionEmbeddings, kvCache, cancellationToken);
+        int context = _lm.Config.MaxPositionEmbeddings;
+        if (capacity is < 1 || capacity > context)
+            throw new ArgumentOutOfRangeException(nameof(capacity), capacity, $"The capacity must lie in [1, {context}] (max_position_embeddings).");
+        Decode(next, batchSize, capacity ?? context, kvCache, cancellationToken);
     }
 
     /// <summary>Runs the staggered decoder over the rows of <paramref name="next"/>, each checked as it is taken.</summary>
@@ -156,6 +162,8 @@ public sealed class LoopedGenerator
         }
         if (length + maxNewTokens > (capacity ?? _lm.Config.MaxPositionEmbeddings))
             throw new ArgumentOutOfRangeException(nameof(prompts), length + maxNewTokens,
-                $"Prompt length {length} (the longest) + MaxNewTokens {maxNewTokens} exceeds max_position_embeddings = {_lm.Config.MaxPositionEmbeddings}.");
+                capacity is null
+                    ? $"Prompt length {length} (the longest) + MaxNewTokens {maxNewTokens} exceeds max_position_embeddings = {_lm.Config.MaxPositionEmbeddings}."
+                    : $"Prompt length {length} + MaxNewTokens {maxNewTokens} exceeds the batch's capacity of {capacity} positions.");
     }
 }

@@ -59,6 +59,27 @@ public class ContinuousBatchingTests
     }
 
     [Fact]
+    public async Task ARequestTooLongForTheRunningBatchsCacheWaitsForTheNextBatchAndGetsItsReply()
+    {
+        using var model = AiTestSupport.Model();
+        using var scheduler = new GenerationScheduler(model, 4);
+        var log = new List<string>();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        // "hello" + 40 tokens sizes the batch's cache at 64 positions; the late request needs "abc" + 100.
+        var first = scheduler.Enqueue(Request("hello", 40, 0, 0, _ =>
+        {
+            lock (log) log.Add("first");
+            started.TrySetResult();
+        }));
+        await started.Task;
+        var late = await scheduler.Enqueue(Request("abc", 100, 0.7, 4, _ => { lock (log) log.Add("late"); }));
+        Assert.Equal(40, (await first).Tokens.Length);
+        lock (log) Assert.True(log.IndexOf("late") > log.LastIndexOf("first"), "it waited for the batch it did not fit");
+        using var alone = new GenerationScheduler(model, 4);
+        Assert.Equal((await alone.Enqueue(Request("abc", 100, 0.7, 4))).Tokens, late.Tokens);
+    }
+
+    [Fact]
     public async Task ASeededSampledRequestGetsTheSameReplyAloneAndInsideABusyBatch()
     {
         using var model = AiTestSupport.Model();
