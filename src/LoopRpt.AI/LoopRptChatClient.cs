@@ -22,6 +22,8 @@ namespace LoopRpt.AI;
 /// | AdditionalProperties[<see cref="ExitThresholdKey"/>] | exit threshold q in [0, 1] (a number or a numeric string) |
 /// | AdditionalProperties[<see cref="KvCacheKey"/>] | a <see cref="KvCacheMode"/> (or its name) for this request |
 /// | AdditionalProperties[<see cref="RawPromptKey"/>] | true: the messages' text is the prompt as is (no chat template) |
+/// | AdditionalProperties[<see cref="TopLogprobsKey"/>] | 0 to 20: per-token log-probabilities with that many alternatives (<see cref="LoopRptGeneration.LogProbs"/>) |
+/// | AdditionalProperties[<see cref="ChoiceKey"/>] | choice i of n: sampled with seed Seed + i |
 /// | Tools, ResponseFormat (JSON) | not supported: <see cref="NotSupportedException"/> |
 ///
 /// The response's <see cref="UsageDetails"/> has input, output and total tokens, and
@@ -51,6 +53,20 @@ public sealed class LoopRptChatClient : IChatClient
     /// </summary>
     public const string RawPromptKey = "looprpt.raw_prompt";
 
+    /// <summary>
+    /// The <c>ChatOptions.AdditionalProperties</c> key asking for log-probabilities: an integer from 0 to
+    /// <see cref="GenerationRow.MaxTopLogprobs"/>, the alternatives wanted per token. The reply's
+    /// <see cref="LoopRptGeneration.LogProbs"/> (in <c>RawRepresentation</c>) then gives every generated token's
+    /// log-probability at its exit loop; streamed updates carry a <see cref="LoopRptDelta"/> as their <c>RawRepresentation</c>.
+    /// </summary>
+    public const string TopLogprobsKey = "looprpt.top_logprobs";
+
+    /// <summary>
+    /// The <c>ChatOptions.AdditionalProperties</c> key of a choice index i &gt;= 0 (OpenAI's <c>n</c>): the request samples
+    /// with seed (Seed or the client's default) + i, so the n choices of one seeded request differ and each is reproducible.
+    /// </summary>
+    public const string ChoiceKey = "looprpt.choice";
+
     /// <summary>The <c>UsageDetails.AdditionalCounts</c> key of the loops spent.</summary>
     public const string LoopsKey = "loops";
 
@@ -76,7 +92,7 @@ public sealed class LoopRptChatClient : IChatClient
         _source = new HeldSource(source, ownsSource);
         _options = options?.Clone() ?? new LoopRptChatClientOptions();
         _options.Validate();
-        _scheduler = new GenerationScheduler(source, _options.BatchSize);
+        _scheduler = new GenerationScheduler(source, _options.BatchSize, _options.JoinRunningBatch);
         Metadata = new ChatClientMetadata("looprpt", null, source.ModelId);
     }
 
@@ -105,7 +121,7 @@ public sealed class LoopRptChatClient : IChatClient
     public async IAsyncEnumerable<ChatResponseUpdate> GetStreamingResponseAsync(IEnumerable<ChatMessage> messages, ChatOptions? options = null,
         [EnumeratorCancellation] CancellationToken cancellationToken = default)
     {
-        var channel = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var channel = Channel.CreateUnbounded<LoopRptDelta>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         var request = CreateRequest(messages, options, delta => channel.Writer.TryWrite(delta), cancellationToken);
         var task = _scheduler.Enqueue(request);
         _ = task.ContinueWith(t => channel.Writer.TryComplete(), TaskScheduler.Default);
@@ -114,9 +130,9 @@ public sealed class LoopRptChatClient : IChatClient
         await foreach (var delta in channel.Reader.ReadAllAsync(cancellationToken).ConfigureAwait(false))
         {
             cancellationToken.ThrowIfCancellationRequested();                   // no buffered text after a cancel
-            yield return new ChatResponseUpdate(ChatRole.Assistant, delta)
+            yield return new ChatResponseUpdate(ChatRole.Assistant, delta.Text)
             {
-                ResponseId = "chatcmpl-" + id, MessageId = id, ModelId = _source.Source.ModelId, CreatedAt = created,
+                ResponseId = "chatcmpl-" + id, MessageId = id, ModelId = _source.Source.ModelId, CreatedAt = created, RawRepresentation = delta,
             };
         }
         var result = await task.ConfigureAwait(false);
@@ -127,7 +143,7 @@ public sealed class LoopRptChatClient : IChatClient
         };
     }
 
-    private GenerationRequest CreateRequest(IEnumerable<ChatMessage> messages, ChatOptions? options, Action<string>? onText, CancellationToken cancellationToken)
+    private GenerationRequest CreateRequest(IEnumerable<ChatMessage> messages, ChatOptions? options, Action<LoopRptDelta>? onText, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(messages);
         var list = messages.ToList();
@@ -171,7 +187,20 @@ public sealed class LoopRptChatClient : IChatClient
         long seed = options?.Seed ?? defaults.Seed;
         if (seed < 0) throw new ArgumentOutOfRangeException(nameof(options), seed, "Seed must be >= 0.");
         double? q = ExitThreshold(options?.AdditionalProperties) ?? defaults.ExitThreshold;
-        return new GenerationSettings(max, defaults.MaxOutputTokens, temperature, topP, (ulong)seed, q, KvCache(options?.AdditionalProperties) ?? defaults.KvCache);
+        int? top = Integer(options?.AdditionalProperties, TopLogprobsKey, 0, GenerationRow.MaxTopLogprobs);
+        int choice = Integer(options?.AdditionalProperties, ChoiceKey, 0, int.MaxValue) ?? 0;
+        return new GenerationSettings(max, defaults.MaxOutputTokens, temperature, topP, unchecked((ulong)seed + (ulong)choice), q,
+            KvCache(options?.AdditionalProperties) ?? defaults.KvCache, top);
+    }
+
+    /// <summary>An integer in [<paramref name="min"/>, <paramref name="max"/>] in <paramref name="properties"/>, if any.</summary>
+    private static int? Integer(AdditionalPropertiesDictionary? properties, string key, int min, int max)
+    {
+        if (properties is null || !properties.TryGetValue(key, out var value)) return null;
+        double? v = Number(value, key);
+        if (v is { } x && !(x == Math.Floor(x) && x >= min && x <= max))
+            throw new ArgumentOutOfRangeException("options", x, $"'{key}' must be an integer in [{min}, {max}].");
+        return v is { } i ? (int)i : null;
     }
 
     /// <summary>The exit threshold in <paramref name="properties"/>, if any: a number (or numeric string) in [0, 1].</summary>

@@ -46,6 +46,14 @@ public sealed class LoopRptChatClientOptions
     /// <summary>Rows the generator decodes together (at least 1); more concurrent requests wait for a free row. Default 8.</summary>
     public int BatchSize { get; set; } = Defaults.BatchSize;
 
+    /// <summary>
+    /// True (default): a request that arrives while a batch decodes joins it at the next decoding tick (continuous
+    /// batching across requests). False: it waits until the batch ends, then starts the next one with every request
+    /// waiting by then — the scheduling before continuous batching, kept for comparisons (examples/ServeBenchmark
+    /// <c>--no-join</c>).
+    /// </summary>
+    public bool JoinRunningBatch { get; set; } = true;
+
     /// <summary>Key/value rule at decode time. Default <see cref="KvCacheMode.PerLoop"/> (exact).</summary>
     public KvCacheMode KvCache { get; set; } = GenerationOptions.Defaults.KvCache;
 

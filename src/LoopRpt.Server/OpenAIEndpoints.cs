@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Diagnostics.Metrics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Threading.Channels;
 using LoopRpt.AI;
 using LoopRpt.Inference;
 using LoopRpt.Model;
@@ -138,44 +139,139 @@ public static class OpenAIEndpoints
     /// <summary>The event that ends every stream.</summary>
     private const string Done = "data: [DONE]\n\n";
 
+    /// <summary>
+    /// One token of a reply as the wire shows it: its text, its log-probability (null for an echoed prompt's first token),
+    /// its exit loop and its most likely alternatives (null for echoed prompt tokens).
+    /// </summary>
+    private sealed record WireToken(string Token, double? LogProb, int? ExitLoop, IReadOnlyList<LoopRptTopLogProb>? Top);
+
+    private static WireToken Wire(LoopRptTokenLogProb t) => new(t.Token, t.LogProb, t.ExitLoop, t.Top);
+
     /// <summary>How one generation route writes its replies on the wire.</summary>
     /// <param name="Object">The <c>object</c> of a whole reply.</param>
     /// <param name="ChunkObject">The <c>object</c> of a streamed chunk.</param>
     /// <param name="IdPrefix">The reply id's prefix.</param>
-    /// <param name="Choice">A whole reply's choice from its text and finish reason.</param>
-    /// <param name="Chunk">A streamed choice from a text delta and whether it is the first.</param>
-    /// <param name="FinishChunk">The streamed choice that carries the finish reason.</param>
-    private sealed record WireShape(string Object, string ChunkObject, string IdPrefix, Func<string, string, object> Choice,
-        Func<string, bool, object> Chunk, Func<string, object> FinishChunk);
+    /// <param name="Choice">A whole reply's choice from its index, text, finish reason and logprobs object.</param>
+    /// <param name="Chunk">A streamed choice from its index, a text delta, whether it is the first, and a logprobs object.</param>
+    /// <param name="FinishChunk">The streamed choice that carries the finish reason (and the logprobs of tokens not sent yet).</param>
+    /// <param name="LogProbs">The logprobs object of some tokens, the first of which starts at a text offset.</param>
+    private sealed record WireShape(string Object, string ChunkObject, string IdPrefix, Func<int, string, string, object?, object> Choice,
+        Func<int, string, bool, object?, object> Chunk, Func<int, string, object?, object> FinishChunk, Func<IReadOnlyList<WireToken>, int, object> LogProbs);
 
     private static readonly WireShape ChatShape = new("chat.completion", "chat.completion.chunk", "chatcmpl-",
-        (text, finish) => new { index = 0, message = new { role = "assistant", content = text }, logprobs = (object?)null, finish_reason = finish },
-        (delta, first) => new { index = 0, delta = first ? (object)new { role = "assistant", content = delta } : new { content = delta }, logprobs = (object?)null, finish_reason = (string?)null },
-        finish => new { index = 0, delta = new { }, logprobs = (object?)null, finish_reason = finish });
+        (index, text, finish, logprobs) => new { index, message = new { role = "assistant", content = text }, logprobs, finish_reason = finish },
+        (index, delta, first, logprobs) => new { index, delta = first ? (object)new { role = "assistant", content = delta } : new { content = delta }, logprobs, finish_reason = (string?)null },
+        (index, finish, logprobs) => new { index, delta = new { }, logprobs, finish_reason = finish },
+        (tokens, _) => new
+        {
+            content = tokens.Select(t => new
+            {
+                token = t.Token,
+                logprob = t.LogProb,
+                bytes = Bytes(t.Token),
+                top_logprobs = (t.Top ?? []).Select(a => new { token = a.Token, logprob = a.LogProb, bytes = Bytes(a.Token) }).ToArray(),
+                exit_loop = t.ExitLoop,
+            }).ToArray(),
+            refusal = (string?)null,
+        });
 
     private static readonly WireShape CompletionShape = new("text_completion", "text_completion", "cmpl-",
-        (text, finish) => new { index = 0, text, logprobs = (object?)null, finish_reason = finish },
-        (delta, _) => new { index = 0, text = delta, logprobs = (object?)null, finish_reason = (string?)null },
-        finish => new { index = 0, text = "", logprobs = (object?)null, finish_reason = finish });
+        (index, text, finish, logprobs) => new { index, text, logprobs, finish_reason = finish },
+        (index, delta, _, logprobs) => new { index, text = delta, logprobs, finish_reason = (string?)null },
+        (index, finish, logprobs) => new { index, text = "", logprobs, finish_reason = finish },
+        (tokens, offset) =>
+        {
+            var offsets = new int[tokens.Count];
+            for (int i = 0; i < tokens.Count; offset += tokens[i].Token.Length, i++) offsets[i] = offset;
+            return new
+            {
+                tokens = tokens.Select(t => t.Token).ToArray(),
+                token_logprobs = tokens.Select(t => t.LogProb).ToArray(),
+                top_logprobs = tokens.Select(t => t.Top is null ? null : TopMap(t.Top)).ToArray(),
+                text_offset = offsets,
+                exit_loops = tokens.Select(t => t.ExitLoop).ToArray(),
+            };
+        });
+
+    /// <summary>The UTF-8 bytes of a token's text (OpenAI's <c>bytes</c>).</summary>
+    private static int[] Bytes(string token) => System.Text.Encoding.UTF8.GetBytes(token).Select(b => (int)b).ToArray();
+
+    /// <summary>Legacy completions' alternatives as {token: logprob}; of two alternatives with the same text, the likelier one.</summary>
+    private static Dictionary<string, double> TopMap(IReadOnlyList<LoopRptTopLogProb> top)
+    {
+        var map = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var t in top) map.TryAdd(t.Token, t.LogProb);
+        return map;
+    }
+
+    /// <summary>What one generation request asks for beyond the chat options.</summary>
+    /// <param name="Choices">n: the choices wanted (choice i samples with seed + i).</param>
+    /// <param name="TopLogprobs">Null: no logprobs; else the alternatives per token.</param>
+    /// <param name="Echo">The prompt text to put before each choice's text (completions' <c>echo</c>), or null.</param>
+    /// <param name="EchoTokens">The echoed prompt's tokens with their log-probabilities, when logprobs are asked for too.</param>
+    private sealed record ReplyPlan(int Choices, int? TopLogprobs, string? Echo, IReadOnlyList<WireToken>? EchoTokens);
 
     private static Task Chat(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
         var messages = RequestReader.Messages(body);
-        return Reply(http, body, messages, RequestReader.Options(body, server), server, ChatShape, ct);
+        var plan = new ReplyPlan(RequestReader.Choices(body), RequestReader.ChatLogprobs(body), null, null);
+        return Reply(http, body, messages, RequestReader.Options(body, server), server, ChatShape, plan, ct);
     }
 
     /// <summary>A plain completion: the prompt goes to the chat client as one message marked <see cref="LoopRptChatClient.RawPromptKey"/>.</summary>
-    private static Task Completions(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
+    private static async Task Completions(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)
     {
         var prompts = RequestReader.Strings(body, "prompt", 1);
         var options = RequestReader.Options(body, server);
+        int n = RequestReader.Choices(body);
+        int? logprobs = RequestReader.CompletionLogprobs(body);
+        bool echo = RequestReader.Bool(body, "echo");
         (options.AdditionalProperties ??= [])[LoopRptChatClient.RawPromptKey] = true;
-        return Reply(http, body, [new ChatMessage(ChatRole.User, prompts[0])], options, server, CompletionShape, ct);
+        var echoTokens = echo && logprobs is not null
+            ? await Task.Run(() => PromptTokens(http.RequestServices.GetRequiredService<ILoopRptModelSource>(), prompts[0], RequestReader.ExitThreshold(body)), ct)
+            : null;
+        await Reply(http, body, [new ChatMessage(ChatRole.User, prompts[0])], options, server, CompletionShape,
+            new ReplyPlan(n, logprobs, echo ? prompts[0] : null, echoTokens), ct);
     }
 
-    /// <summary>One reply through the registered <see cref="IChatClient"/> (and whatever middleware wraps it), whole or streamed.</summary>
+    /// <summary>
+    /// An echoed prompt's tokens with their log-probabilities from the core's <see cref="DocumentScorer"/> (each predicted
+    /// from the tokens before it, at its exit loop; the first has none), framed as generation frames the prompt.
+    /// </summary>
+    private static List<WireToken> PromptTokens(ILoopRptModelSource source, string prompt, double? q)
+    {
+        using var lease = source.Acquire();
+        var ids = lease.Codec.EncodePrompt(prompt);
+        var scored = new DocumentScorer(lease.Model, new DocumentScorerOptions { Exit = q is { } x ? ExitMode.Q(x) : null }).Score([ids])[0];
+        return ids.Select((id, i) => new WireToken(lease.Codec.Decode([id]), i == 0 ? null : scored.TokenLogProbabilities[i - 1],
+            i == 0 ? null : (int)scored.ExitSteps[i - 1], null)).ToList();
+    }
+
+    /// <summary>Choice <paramref name="index"/>'s options: choice i of n samples with seed + i (<see cref="LoopRptChatClient.ChoiceKey"/>).</summary>
+    private static ChatOptions ForChoice(ChatOptions options, ReplyPlan plan, int index)
+    {
+        var o = options.Clone();
+        var properties = new AdditionalPropertiesDictionary();
+        foreach (var (key, value) in options.AdditionalProperties ?? []) properties[key] = value;
+        if (plan.Choices > 1) properties[LoopRptChatClient.ChoiceKey] = index;
+        if (plan.TopLogprobs is { } top) properties[LoopRptChatClient.TopLogprobsKey] = top;
+        o.AdditionalProperties = properties;
+        return o;
+    }
+
+    /// <summary>The accounting of n choices: the prompt once, every choice's completion tokens and loops.</summary>
+    private static LoopRptUsage Sum(IReadOnlyList<LoopRptUsage> choices)
+    {
+        long output = choices.Sum(c => c.OutputTokens), loops = choices.Sum(c => c.Loops);
+        return new(choices[0].PromptTokens, output, loops, output == 0 ? double.NaN : (double)loops / output, choices[0].ModelVersion);
+    }
+
+    /// <summary>
+    /// One reply of n choices through the registered <see cref="IChatClient"/> (and whatever middleware wraps it), whole
+    /// or streamed. The choices are n concurrent calls, which the generation scheduler decodes in one batch.
+    /// </summary>
     private static async Task Reply(HttpContext http, JsonObject body, List<ChatMessage> messages, ChatOptions options, LoopRptServerOptions server,
-        WireShape shape, CancellationToken ct)
+        WireShape shape, ReplyPlan plan, CancellationToken ct)
     {
         var client = http.RequestServices.GetRequiredService<IChatClient>();
         var model = http.RequestServices.GetRequiredService<ILoopRptModelSource>().ModelId;
@@ -184,11 +280,11 @@ public static class OpenAIEndpoints
         Budget(client, options, server);
         if (stream)
         {
-            await Stream(http, shape, model, usage, client.GetStreamingResponseAsync(messages, options, ct), ct);
+            await Stream(http, shape, model, usage, plan, i => client.GetStreamingResponseAsync(messages, ForChoice(options, plan, i), ct), ct);
             return;
         }
-        var response = await client.GetResponseAsync(messages, options, ct);
-        var u = LoopRptUsage.From(response);
+        var responses = await Task.WhenAll(Enumerable.Range(0, plan.Choices).Select(i => client.GetResponseAsync(messages, ForChoice(options, plan, i), ct)));
+        var u = Sum(responses.Select(LoopRptUsage.From).ToList());
         await http.Response.WriteAsJsonAsync(new
         {
             id = shape.IdPrefix + Guid.NewGuid().ToString("N"),
@@ -196,7 +292,16 @@ public static class OpenAIEndpoints
             created = DateTimeOffset.UtcNow.ToUnixTimeSeconds(),
             model,
             system_fingerprint = Fingerprint(u),
-            choices = new[] { shape.Choice(response.Text, Finish(response.FinishReason)) },
+            choices = responses.Select((r, i) =>
+            {
+                object? logprobs = null;
+                if (plan.TopLogprobs is not null)
+                {
+                    var generated = (r.RawRepresentation as LoopRptGeneration)?.LogProbs?.Select(Wire) ?? [];
+                    logprobs = shape.LogProbs([.. plan.EchoTokens ?? [], .. generated], 0);
+                }
+                return shape.Choice(i, plan.Echo + r.Text, Finish(r.FinishReason), logprobs);
+            }).ToArray(),
             usage = Usage(u),
         }, Json, ct);
     }
@@ -213,13 +318,23 @@ public static class OpenAIEndpoints
         if (options.MaxOutputTokens is null && client.GetService<LoopRptChatClient>() is null) options.MaxOutputTokens = server.MaxTokens;
     }
 
-    /// <summary>Server-sent events: text chunks as they are generated, a finishing chunk, usage (when asked), [DONE].</summary>
-    private static async Task Stream(HttpContext http, WireShape shape, string model, bool includeUsage, IAsyncEnumerable<ChatResponseUpdate> updates, CancellationToken ct)
+    /// <summary>What a stream has sent of one choice.</summary>
+    private sealed class ChoiceState
+    {
+        public readonly List<ChatResponseUpdate> Seen = [];
+        public bool First = true;
+        public int LogProbsSent, Offset;
+    }
+
+    /// <summary>
+    /// Server-sent events: the n choices' text chunks as they are generated (each with its index and, when asked, the
+    /// logprobs of its tokens), each choice's finishing chunk when it ends, usage over all choices (when asked), [DONE].
+    /// </summary>
+    private static async Task Stream(HttpContext http, WireShape shape, string model, bool includeUsage, ReplyPlan plan,
+        Func<int, IAsyncEnumerable<ChatResponseUpdate>> updates, CancellationToken ct)
     {
         var id = shape.IdPrefix + Guid.NewGuid().ToString("N");
         long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
-        var seen = new List<ChatResponseUpdate>();
-        bool first = true;
         async Task Send(object payload)
         {
             if (!http.Response.HasStarted)
@@ -232,20 +347,76 @@ public static class OpenAIEndpoints
         }
         object Envelope(object[] choices, string? fingerprint, object? usage = null)
             => new { id, @object = shape.ChunkObject, created, model, system_fingerprint = fingerprint, choices, usage };
-
-        await foreach (var update in updates.WithCancellation(ct))   // a failure before any chunk becomes an ordinary error response
+        object? LogProbs(ChoiceState state, IReadOnlyList<WireToken> tokens)
         {
-            seen.Add(update);
-            if (update.Text is not { Length: > 0 } delta) continue;
-            await Send(Envelope([shape.Chunk(delta, first)], null));
-            first = false;
+            if (plan.TopLogprobs is null) return null;
+            var o = shape.LogProbs(tokens, state.Offset);
+            state.Offset += tokens.Sum(t => t.Token.Length);
+            return o;
         }
-        var u = LoopRptUsage.From(seen);
-        var finish = Finish(seen.LastOrDefault(x => x.FinishReason is not null)?.FinishReason);
-        if (first) await Send(Envelope([shape.Chunk("", true)], Fingerprint(u)));
-        await Send(Envelope([shape.FinishChunk(finish)], Fingerprint(u)));
-        if (includeUsage) await Send(Envelope([], Fingerprint(u), Usage(u)));
-        await http.Response.WriteAsync(Done, ct);
+
+        // The choices' updates merged into one sequence; (i, null) says choice i has ended. A failing choice ends the
+        // merge with its error and cancels the others.
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var merged = Channel.CreateUnbounded<(int Index, ChatResponseUpdate? Update)>(new UnboundedChannelOptions { SingleReader = true });
+        Exception? failure = null;
+        var producers = Enumerable.Range(0, plan.Choices).Select(i => Task.Run(async () =>
+        {
+            try
+            {
+                await foreach (var update in updates(i).WithCancellation(stop.Token)) await merged.Writer.WriteAsync((i, update), stop.Token);
+                await merged.Writer.WriteAsync((i, null), stop.Token);
+            }
+            catch (Exception e)
+            {
+                if (Interlocked.CompareExchange(ref failure, e, null) is null) merged.Writer.TryComplete();
+                await stop.CancelAsync();
+            }
+        })).ToArray();
+        _ = Task.WhenAll(producers).ContinueWith(_ => merged.Writer.TryComplete(), TaskScheduler.Default);
+
+        try
+        {
+            var states = Enumerable.Range(0, plan.Choices).Select(_ => new ChoiceState()).ToArray();
+            async Task Text(int i, string text, IReadOnlyList<WireToken> tokens)
+            {
+                var state = states[i];
+                await Send(Envelope([shape.Chunk(i, text, state.First, LogProbs(state, tokens))], null));
+                state.First = false;
+            }
+            if (plan.Echo is { } echo)
+                for (int i = 0; i < plan.Choices; i++) await Text(i, echo, plan.EchoTokens ?? []);
+            await foreach (var (i, update) in merged.Reader.ReadAllAsync(ct))   // a failure before any chunk becomes an ordinary error response
+            {
+                var state = states[i];
+                if (update is not null)
+                {
+                    state.Seen.Add(update);
+                    var tokens = update.RawRepresentation is LoopRptDelta d ? d.LogProbs.Select(Wire).ToList() : [];
+                    state.LogProbsSent += tokens.Count;
+                    if (update.Text is { Length: > 0 } || tokens.Count > 0) await Text(i, update.Text ?? "", tokens);
+                    continue;
+                }
+                var u = LoopRptUsage.From(state.Seen);
+                if (state.First) await Text(i, "", []);
+                var rest = state.Seen.Select(x => x.RawRepresentation).OfType<LoopRptGeneration>().LastOrDefault()?.LogProbs?.Skip(state.LogProbsSent).Select(Wire).ToList() ?? [];
+                var finish = Finish(state.Seen.LastOrDefault(x => x.FinishReason is not null)?.FinishReason);
+                await Send(Envelope([shape.FinishChunk(i, finish, rest.Count > 0 ? LogProbs(state, rest) : null)], Fingerprint(u)));
+            }
+            if (failure is not null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(failure);
+            if (includeUsage)
+            {
+                var total = Sum(states.Select(s => LoopRptUsage.From(s.Seen)).ToList());
+                await Send(Envelope([], Fingerprint(total), Usage(total)));
+            }
+            await http.Response.WriteAsync(Done, ct);
+        }
+        finally
+        {
+            // A reply that ended early (an error, a client gone) stops the other choices; none outlives the request.
+            await stop.CancelAsync();
+            await Task.WhenAll(producers);
+        }
     }
 
     private static async Task Embeddings(HttpContext http, JsonObject body, LoopRptServerOptions server, CancellationToken ct)

@@ -6,7 +6,7 @@ namespace LoopRpt.Server;
 /// <summary>
 /// The request fields each route accepts, in one place (docs/serving.md, "Fields"). A field is either read (the
 /// endpoint acts on it), metadata (OpenAI's own fields that change nothing in a reply, e.g. <c>user</c>), or accepted
-/// only at the value that asks for nothing (e.g. <c>n</c> = 1, <c>tools</c> = []); every other field, and every other
+/// only at the value that asks for nothing (e.g. <c>best_of</c> = 1, <c>tools</c> = []); every other field, and every other
 /// value of those, is refused with HTTP 400 naming it in <c>param</c>. A JSON <c>null</c> counts as absent.
 /// </summary>
 internal static class RequestFields
@@ -26,7 +26,6 @@ internal static class RequestFields
 
     private static readonly Rule One = Only("1", v => IsNumber(v, 1));
     private static readonly Rule Zero = Only("0", v => IsNumber(v, 0));
-    private static readonly Rule False = Only("false", v => v.GetValueKind() == JsonValueKind.False);
     private static readonly Rule EmptyArray = Only("[] (LoopRpt models do not call tools)", v => v is JsonArray { Count: 0 });
     private static readonly Rule EmptyObject = Only("{}", v => v is JsonObject { Count: 0 });
     private static readonly Rule Boolean = Only("true or false", v => v.GetValueKind() is JsonValueKind.True or JsonValueKind.False);
@@ -47,8 +46,7 @@ internal static class RequestFields
     /// <summary>The fields of every route that takes a body, by route name.</summary>
     private static readonly Dictionary<string, Dictionary<string, Rule>> Routes = new()
     {
-        ["chat"] = Fields([.. Generation, "messages", "max_completion_tokens", .. Metadata],
-            ("n", One),
+        ["chat"] = Fields([.. Generation, "messages", "max_completion_tokens", "n", "logprobs", "top_logprobs", .. Metadata],
             ("tools", EmptyArray),
             ("functions", EmptyArray),
             ("tool_choice", Only("\"none\" (LoopRpt models do not call tools)", v => IsString(v, "none"))),
@@ -56,16 +54,11 @@ internal static class RequestFields
             ("parallel_tool_calls", Boolean),
             ("response_format", Only("{\"type\": \"text\"} (LoopRpt does not constrain output to JSON)", v => v is JsonObject { Count: 1 } o && o["type"] is { } t && IsString(t, "text"))),
             ("modalities", Only("[\"text\"]", v => v is JsonArray { Count: 1 } a && a[0] is { } m && IsString(m, "text"))),
-            ("logprobs", False),
-            ("top_logprobs", Zero),
             ("presence_penalty", Zero),
             ("frequency_penalty", Zero),
             ("logit_bias", EmptyObject)),
-        ["completions"] = Fields([.. Generation, "prompt", "user"],
-            ("n", One),
+        ["completions"] = Fields([.. Generation, "prompt", "n", "echo", "logprobs", "user"],
             ("best_of", One),
-            ("echo", False),
-            ("logprobs", Only("null", _ => false)),
             ("suffix", Only("\"\"", v => IsString(v, ""))),
             ("presence_penalty", Zero),
             ("frequency_penalty", Zero),

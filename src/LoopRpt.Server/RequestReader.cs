@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using LoopRpt.AI;
+using LoopRpt.Inference;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.AI;
 
@@ -129,6 +130,41 @@ internal static class RequestReader
         if (ExitThreshold(body) is { } q)
             o.AdditionalProperties = new AdditionalPropertiesDictionary { [LoopRptChatClient.ExitThresholdKey] = q };
         return o;
+    }
+
+    /// <summary>The most choices one request may ask for (<c>n</c>).</summary>
+    public const int MaxChoices = 16;
+
+    /// <summary>The most alternatives per token a completions request may ask for (<c>logprobs</c>), as OpenAI allows.</summary>
+    public const int MaxCompletionLogprobs = 5;
+
+    /// <summary>The choices asked for (<c>n</c>): 1 to <see cref="MaxChoices"/>, default 1.</summary>
+    public static int Choices(JsonObject body)
+    {
+        var n = Int(body, "n") ?? 1;
+        return n is >= 1 and <= MaxChoices ? n : throw ApiError.BadRequest($"n must lie in [1, {MaxChoices}] on this server, got {n}.", "n");
+    }
+
+    /// <summary>
+    /// Chat's <c>logprobs</c> (true/false) and <c>top_logprobs</c> (0 to 20; above 0 only with logprobs): the alternatives per
+    /// token, or null when no log-probabilities are asked for.
+    /// </summary>
+    public static int? ChatLogprobs(JsonObject body)
+    {
+        bool on = Bool(body, "logprobs");
+        var top = Int(body, "top_logprobs");
+        if (top is > 0 && !on) throw ApiError.BadRequest("top_logprobs needs logprobs: true.", "top_logprobs");
+        if (top is < 0 or > GenerationRow.MaxTopLogprobs)
+            throw ApiError.BadRequest($"top_logprobs must lie in [0, {GenerationRow.MaxTopLogprobs}], got {top}.", "top_logprobs");
+        return on ? top ?? 0 : null;
+    }
+
+    /// <summary>Completions' <c>logprobs</c>: 0 to <see cref="MaxCompletionLogprobs"/> alternatives per token, or null when absent.</summary>
+    public static int? CompletionLogprobs(JsonObject body)
+    {
+        var top = Int(body, "logprobs");
+        return top is null or (>= 0 and <= MaxCompletionLogprobs) ? top
+            : throw ApiError.BadRequest($"logprobs must lie in [0, {MaxCompletionLogprobs}], got {top}.", "logprobs");
     }
 
     /// <summary>Whether the streamed reply should end with a usage chunk (<c>stream_options.include_usage</c>).</summary>

@@ -45,8 +45,18 @@ public sealed class GenerationOptions
     /// </summary>
     public ExitMode? Exit { get; init; }
 
-    /// <summary>Seed of the local sampling generator (the global RNG is never used).</summary>
+    /// <summary>
+    /// Seed of the local sampling generators (the global RNG is never used): prompt i of a batch samples from its own
+    /// generator seeded with Seed + i, so a prompt's tokens do not depend on the prompts decoded beside it.
+    /// </summary>
     public ulong Seed { get; init; } = Defaults.Seed;
+
+    /// <summary>
+    /// Null (default): no log-probabilities. 0 to <see cref="GenerationRow.MaxTopLogprobs"/>: every sequence's
+    /// <see cref="GeneratedSequence.Details"/> gives each token's log-probability at its exit loop and that many most
+    /// likely alternatives (<see cref="GenerationRow.TopLogprobs"/>).
+    /// </summary>
+    public int? TopLogprobs { get; init; }
 
     /// <summary>
     /// Rows that <see cref="LoopedGenerator.GenerateBatch"/> decodes together at most (at least 1). More prompts wait,
@@ -84,6 +94,8 @@ public sealed class GenerationOptions
         CheckTemperature(Temperature, paramName);
         CheckTopP(TopP, paramName);
         ArgumentNullException.ThrowIfNull(StopTokens, paramName);
+        if (TopLogprobs is < 0 or > GenerationRow.MaxTopLogprobs)
+            throw new ArgumentOutOfRangeException(paramName, TopLogprobs, $"TopLogprobs must lie in [0, {GenerationRow.MaxTopLogprobs}] (or be null for none).");
     }
 
     /// <summary>
@@ -140,6 +152,12 @@ public enum FinishReason
 /// <param name="FinishReason">Why generation ended.</param>
 public sealed record GeneratedSequence(long[] Tokens, int[] LoopsUsed, FinishReason FinishReason)
 {
+    /// <summary>
+    /// Per generated token, its id, exit loop, log-probability and most likely alternatives, when
+    /// <see cref="GenerationOptions.TopLogprobs"/> asked for them; otherwise null.
+    /// </summary>
+    public IReadOnlyList<GeneratedToken>? Details { get; init; }
+
     /// <summary>Mean loops per generated token.</summary>
     public double MeanLoops => LoopsUsed.Length == 0 ? double.NaN : LoopsUsed.Average();
 }

@@ -9,8 +9,10 @@ namespace LoopRpt.Inference;
 /// (docs/adaptive-exit.md, "Staggered decoding"). Every loop of a looped model runs the same L layers, so one batched
 /// pass through them ("a tick") can move row a from loop 1 to loop 2 while row b runs loop 0 of its next token. A row
 /// whose token exits samples its next token and starts it at loop 0 on the next tick instead of idling while other rows
-/// finish deeper loops; a row whose sequence ends takes the next waiting prompt (continuous batching). Each tick is
-/// dense over the live rows, so the number of ticks, about (tokens per row) × (mean loops per token), sets the cost.
+/// finish deeper loops; a row whose sequence ends takes the next waiting prompt, and a free row takes a prompt that arrives
+/// while the batch decodes at the next tick (continuous batching: the prompts come from a feed). Each row has its own exit
+/// rule and its own sampling (<see cref="DecodeSequence"/>). Each tick is dense over the live rows, so the number of
+/// ticks, about (tokens per row) × (mean loops per token), sets the cost.
 /// </summary>
 /// <remarks>
 /// A row attends only to its own positions and its own loop's slot, exactly as when it is decoded alone, so every
@@ -40,7 +42,7 @@ internal sealed class StaggeredDecoder
     private sealed class Row(int batchRow)
     {
         public int BatchRow { get; } = batchRow;
-        public int Sequence { get; set; }
+        public DecodeSequence Sequence { get; set; } = null!;
         public long Position { get; set; }
         public int Loop { get; set; }
         public HostExitCdf Exit;                                                        // a field: Advance updates it in place
@@ -54,31 +56,28 @@ internal sealed class StaggeredDecoder
     }
 
     /// <summary>
-    /// Generates for every prompt, at most <paramref name="batchSize"/> rows at a time. Call under no_grad.
+    /// Generates for every sequence <paramref name="next"/> hands out, at most <paramref name="batchSize"/> rows at a
+    /// time, until it has none waiting and every row has ended. The feed is asked for more whenever a row is free (at
+    /// the start, when a sequence ends, and before every tick), so a sequence that becomes available while the batch
+    /// decodes joins it at the next tick. Call under no_grad; the caller disposes the sequences.
     /// </summary>
-    /// <param name="prompts">Prompts (validated by the caller).</param>
+    /// <param name="next">The next waiting sequence, or null when none is waiting now (never blocks). Every sequence must
+    /// fit <paramref name="capacity"/> (prompt + MaxNewTokens).</param>
     /// <param name="batchSize">Rows decoded together at most.</param>
-    /// <param name="maxNewTokens">Tokens per sequence at most (sizes the cache).</param>
-    /// <param name="rule">Exit rule.</param>
-    /// <param name="sample">Picks one token per row from logits (n, V) on the model's device and in its type; returns
-    /// int64 ids (n) on that device.</param>
-    /// <param name="onToken">Receives (sequence, token, loops run by the step that produced it); returns true when the
-    /// sequence is finished.</param>
+    /// <param name="capacity">Positions per row (sizes the cache).</param>
+    /// <param name="kvCache">Key/value rule at decode time.</param>
     /// <param name="inspect">Called with the cache before it is disposed (tests).</param>
     /// <param name="cancellationToken">Checked once per tick.</param>
-    /// <param name="kvCache">Key/value rule at decode time.</param>
-    public void Run(IReadOnlyList<IReadOnlyList<long>> prompts, int batchSize, int maxNewTokens, ExitRule rule, KvCacheMode kvCache,
-        Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken, Action<LoopKvCache>? inspect = null,
+    public void Run(Func<DecodeSequence?> next, int batchSize, long capacity, KvCacheMode kvCache, Action<LoopKvCache>? inspect = null,
         CancellationToken cancellationToken = default)
     {
         cancellationToken.ThrowIfCancellationRequested();
         var config = _lm.Config;
         var device = _lm.Device;
-        int batch = Math.Min(batchSize, prompts.Count);
-        long capacity = prompts.Max(p => p.Count) + maxNewTokens;
+        int batch = batchSize;
         using var cache = new LoopKvCache(batch, capacity, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
             config.HeadDim, rolling: kvCache == KvCacheMode.LastLoop, device, _lm.ComputeType);
-        var pending = new Queue<int>(Enumerable.Range(0, prompts.Count));
+        var feed = new Feed(next);
         var staged = new Queue<Staged>();
         var all = Enumerable.Range(0, batch).Select(b => new Row(b)).ToList();
 
@@ -99,19 +98,14 @@ internal sealed class StaggeredDecoder
                 _cosRows = cos.unsqueeze(1).DetachFromDisposeScope();
                 _sinRows = sin.unsqueeze(1).DetachFromDisposeScope();
             }
-            List<Row> rows;
-            using (var scope = NewDisposeScope())
-            {
-                var first = Start(all, prompts, pending, staged, cache, rule, sample, onToken, bias);
-                rows = all.Where(first.ContainsKey).ToList();
-                if (rows.Count > 0)
-                    x = _lm.Embed(Ids(rows.Select(r => first[r]), device)).DetachFromDisposeScope();
-            }
-            while (rows.Count > 0)
+            var rows = new List<Row>();
+            do
             {
                 cancellationToken.ThrowIfCancellationRequested();
-                rows = Step(rows, prompts, pending, staged, cache, rule, sample, onToken, bias, ref x!);
+                if (rows.Count < batch && (staged.Count > 0 || feed.Waiting)) rows = Join(rows, all, feed, staged, cache, bias, ref x);
+                if (rows.Count > 0) rows = Step(rows, feed, staged, cache, bias, ref x!);
             }
+            while (rows.Count > 0 || staged.Count > 0 || feed.Waiting);
             inspect?.Invoke(cache);
         }
         finally
@@ -123,9 +117,49 @@ internal sealed class StaggeredDecoder
         }
     }
 
+    /// <summary>The waiting sequences: those taken from the feed and not yet prefilled, then the feed itself.</summary>
+    private sealed class Feed(Func<DecodeSequence?> next)
+    {
+        private readonly List<DecodeSequence> _taken = [];
+
+        /// <summary>True when a sequence is waiting (asks the feed when none was taken yet).</summary>
+        public bool Waiting
+        {
+            get
+            {
+                if (_taken.Count == 0 && next() is { } s) _taken.Add(s);
+                return _taken.Count > 0;
+            }
+        }
+
+        /// <summary>Up to <paramref name="count"/> waiting sequences that share the first one's exit rule (one prefill pass runs one rule).</summary>
+        public List<DecodeSequence> Take(int count)
+        {
+            while (_taken.Count < count && next() is { } s) _taken.Add(s);
+            var rule = _taken[0].Rule;
+            var chosen = _taken.Where(s => s.Rule == rule).Take(count).ToList();
+            _taken.RemoveAll(chosen.Contains);
+            return chosen;
+        }
+    }
+
+    /// <summary>Free rows take waiting sequences; their first tokens' embeddings join the carried states.</summary>
+    private List<Row> Join(List<Row> rows, List<Row> all, Feed feed, Queue<Staged> staged, LoopKvCache cache, Tensor bias, ref Tensor? x)
+    {
+        using var scope = NewDisposeScope();
+        var first = Start(all.Where(r => !rows.Contains(r)), feed, staged, cache, bias);
+        if (first.Count == 0) return rows;
+        var joined = all.Where(first.ContainsKey).ToList();
+        var embedded = _lm.Embed(Ids(joined.Select(r => first[r]), _lm.Device));
+        var h = x is null ? embedded : cat([x, embedded], 0);
+        h.DetachFromDisposeScope();
+        x?.Dispose();
+        x = h;
+        return [.. rows, .. joined];
+    }
+
     /// <summary>One tick for the live rows, then exits, sampling, the fill rule and row turnover. Returns the live rows.</summary>
-    private List<Row> Step(List<Row> rows, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, LoopKvCache cache,
-        ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken, Tensor bias, ref Tensor x)
+    private List<Row> Step(List<Row> rows, Feed feed, Queue<Staged> staged, LoopKvCache cache, Tensor bias, ref Tensor x)
     {
         using var scope = NewDisposeScope();
         var backbone = _lm.Backbone;
@@ -136,22 +170,22 @@ internal sealed class StaggeredDecoder
         InferenceMetrics.Ticks.Add(1);
         InferenceMetrics.RowLoops.Add(n);
 
-        // Which rows exit after this loop: the last loop always; otherwise CDF(t) >= q. The gate logits of the n rows
-        // are the one host read of the tick; the CDF is accumulated per row on the host (HostExitCdf), with the
-        // arithmetic of scoring.
+        // Which rows exit after this loop: their rule's last loop always; otherwise CDF(t) >= their q. The gate logits
+        // of the n rows are the one host read of the tick; the CDF is accumulated per row on the host (HostExitCdf),
+        // with the arithmetic of scoring.
         var leaving = new List<int>(n);
         float[]? logits = null;
-        if (!rule.Static && rows.Any(r => r.Loop < rule.LastLoop))
+        if (rows.Any(r => !r.Sequence.Rule.Static && r.Loop < r.Sequence.Rule.LastLoop))
         {
             var g = backbone.early_exit_gate.forward(h);                                // (n, 1)
             if (g.dtype != ScalarType.Float32) g = g.to_type(ScalarType.Float32);
             logits = (g.device_type == DeviceType.CPU ? g : g.cpu()).data<float>().ToArray();
         }
-        float threshold = (float)rule.Threshold;
         for (int j = 0; j < n; j++)
         {
             var r = rows[j];
-            if (r.Loop >= rule.LastLoop || (logits is not null && r.Exit.Advance(logits[j], threshold))) leaving.Add(j);
+            var rule = r.Sequence.Rule;
+            if (r.Loop >= rule.LastLoop || (logits is not null && !rule.Static && r.Exit.Advance(logits[j], (float)rule.Threshold))) leaving.Add(j);
         }
         if (leaving.Count == 0)
         {
@@ -165,7 +199,7 @@ internal sealed class StaggeredDecoder
         // then targets) | the bias entries of their next positions. Opening a row's next position before its token is
         // known is safe: a row that ends is dropped or restarted by Start, which rewrites its bias row.
         int k = leaving.Count;
-        var fill = cache.Rolling ? [] : FillRows(cache, rows, leaving, rule.LastLoop);
+        var fill = cache.Rolling ? [] : FillRows(cache, rows, leaving);
         var host = new long[2 * k + fill.Length];
         for (int i = 0; i < k; i++)
         {
@@ -177,8 +211,12 @@ internal sealed class StaggeredDecoder
         var indices = tensor(host, [host.Length], device: device);
         var exiting = k == n ? null : indices.narrow(0, 0, k);
         section = section.Next("lm_head");
-        var picked = sample(_lm.Logits(exiting is null ? h : h.index_select(0, exiting)));   // (k) ids on the device
-        var tokens = TokenSampler.ToHost(picked, _lm);              // refuses non-finite logits before the ids are embedded
+        var exitRows = leaving.Select(j => rows[j]).ToList();
+        var sequences = exitRows.Select(r => r.Sequence).ToList();
+        var headLogits = _lm.Logits(exiting is null ? h : h.index_select(0, exiting));
+        var picked = TokenSampler.Pick(headLogits, sequences);                          // (k) ids on the device
+        // The one read of the ids (and log-probabilities when asked); refuses non-finite logits before the ids are embedded.
+        var tokens = TokenSampler.Read(headLogits, picked, sequences, exitRows.Select(r => r.Loop + 1).ToList(), _lm);
         section = section.Next("exit");
         InferenceMetrics.Tokens.Add(k);
         if (fill.Length > 0)
@@ -198,7 +236,7 @@ internal sealed class StaggeredDecoder
         {
             var row = rows[leaving[i]];
             exited[leaving[i]] = true;
-            if (onToken(row.Sequence, tokens[i], row.Loop + 1))
+            if (row.Sequence.Take(tokens[i]))
             {
                 ended.Add(row);
                 continue;
@@ -217,7 +255,7 @@ internal sealed class StaggeredDecoder
 
         // Rows whose sequence ended take waiting prompts (their first token replaces the one embedded above); rows
         // left without one drop out, the others keep their order.
-        var taken = Start(ended, prompts, pending, staged, cache, rule, sample, onToken, bias);
+        var taken = Start(ended, feed, staged, cache, bias);
         ended.RemoveAll(taken.ContainsKey);
         var live = ended.Count == 0 ? rows : rows.Where(r => !ended.Contains(r)).ToList();
         var turnover = new List<long>(2 * taken.Count + live.Count);
@@ -234,7 +272,7 @@ internal sealed class StaggeredDecoder
     }
 
     /// <summary>A prompt already prefilled into row <see cref="Index"/> of a scratch cache, waiting for a batch row.</summary>
-    private sealed record Staged(Scratch Source, int Index, int Sequence, long Token, long Length);
+    private sealed record Staged(Scratch Source, int Index, DecodeSequence Sequence, long Token, long Length);
 
     /// <summary>A scratch cache of prefilled prompts, disposed when the last of them has been copied into a batch row.</summary>
     private sealed class Scratch(LoopKvCache cache) : IDisposable
@@ -249,14 +287,13 @@ internal sealed class StaggeredDecoder
     /// batch of them in one pass) when none is staged. Returns the rows that start decoding, with their first token;
     /// rows left without a prompt are not in the result.
     /// </summary>
-    private Dictionary<Row, long> Start(IEnumerable<Row> free, IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending,
-        Queue<Staged> staged, LoopKvCache cache, ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken, Tensor bias)
+    private Dictionary<Row, long> Start(IEnumerable<Row> free, Feed feed, Queue<Staged> staged, LoopKvCache cache, Tensor bias)
     {
         var started = new Dictionary<Row, long>();
         foreach (var row in free)
         {
-            while (staged.Count == 0 && pending.Count > 0)
-                Stage(prompts, pending, staged, (int)cache.Batch, cache.Rolling, rule, sample, onToken);
+            while (staged.Count == 0 && feed.Waiting)
+                Stage(feed.Take((int)cache.Batch), staged, cache.Rolling);
             if (staged.Count == 0) break;
             var s = staged.Dequeue();
             // (2 * L * T, rows, positions, kv, D) views: the prompt's slots go to the batch row, positions [0, length).
@@ -278,23 +315,23 @@ internal sealed class StaggeredDecoder
     }
 
     /// <summary>
-    /// Prefills up to <paramref name="count"/> waiting prompts in one right-padded chunk on a scratch cache (the
+    /// Prefills <paramref name="sequences"/> (one exit rule) in one right-padded chunk on a scratch cache (the
     /// compute-saving pass of scoring), samples their first tokens, and stages the sequences that go on.
     /// </summary>
-    private void Stage(IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, int count, bool rolling,
-        ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken)
+    private void Stage(List<DecodeSequence> sequences, Queue<Staged> staged, bool rolling)
     {
         using var scope = NewDisposeScope();
         var device = _lm.Device;
         var config = _lm.Config;
-        var sequences = Enumerable.Range(0, Math.Min(count, pending.Count)).Select(_ => pending.Dequeue()).ToArray();
-        int k = sequences.Length;
-        int longest = sequences.Max(i => prompts[i].Count);
+        var rule = sequences[0].Rule;
+        var prompts = sequences.Select(s => s.Row.Prompt).ToArray();
+        int k = sequences.Count;
+        int longest = prompts.Max(p => p.Count);
         var padded = new long[k * longest];
         var real = new bool[k * longest];
         for (int i = 0; i < k; i++)
         {
-            var p = prompts[sequences[i]];
+            var p = prompts[i];
             for (int j = 0; j < p.Count; j++)
             {
                 padded[i * longest + j] = p[j];
@@ -302,21 +339,22 @@ internal sealed class StaggeredDecoder
             }
         }
         var ids = tensor(padded, [k, longest], device: device);
-        var valid = sequences.All(i => prompts[i].Count == longest) ? null : tensor(real, [k, longest], device: device);
+        var valid = prompts.All(p => p.Count == longest) ? null : tensor(real, [k, longest], device: device);
         var scratch = new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
             config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.ComputeType));
         try
         {
             var run = _runner.Run(ids, valid, scratch.Cache, rule);
-            var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[sequences[i]].Count - 1)).ToArray(), [k], device: device);
+            var last = tensor(Enumerable.Range(0, k).Select(i => (long)(i * longest + prompts[i].Count - 1)).ToArray(), [k], device: device);
             var exits = run.ExitSteps.index_select(0, last).cpu().data<long>().ToArray();
             var head = InferenceProfile.Time("lm_head");
-            var tokens = TokenSampler.ToHost(sample(_lm.Logits(run.States.index_select(0, last))), _lm);
+            var logits = _lm.Logits(run.States.index_select(0, last));
+            var tokens = TokenSampler.Read(logits, TokenSampler.Pick(logits, sequences), sequences, exits.Select(e => (int)e + 1).ToList(), _lm);
             head.Dispose();
             for (int i = 0; i < k; i++)
-                if (!onToken(sequences[i], tokens[i], (int)exits[i] + 1))
+                if (!sequences[i].Take(tokens[i]))
                 {
-                    staged.Enqueue(new Staged(scratch, i, sequences[i], tokens[i], prompts[sequences[i]].Count));
+                    staged.Enqueue(new Staged(scratch, i, sequences[i], tokens[i].Id, prompts[i].Count));
                     scratch.Waiting++;
                 }
         }
@@ -335,10 +373,10 @@ internal sealed class StaggeredDecoder
         long batch = cache.Batch;
         long maxPosition = rows.Max(r => r.Position), length = maxPosition + 1;
         bool samePosition = rows.All(r => r.Position == maxPosition);
-        // Rows that are the whole batch, in order, read their bias rows as a view; at one loop also their slot.
-        bool wholeBatch = n == batch && rows.Select((r, j) => r.BatchRow == j).All(b => b);
+        // Rows that are the batch's first n rows, in order, read their bias rows as a view; at one loop also their slot.
+        bool prefix = rows.Select((r, j) => r.BatchRow == j).All(b => b);
         // One slot per layer (KvCacheMode.LastLoop) is shared by every loop.
-        bool sameLoop = wholeBatch && (cache.Rolling || rows.All(r => r.Loop == rows[0].Loop));
+        bool sameLoop = prefix && (cache.Rolling || rows.All(r => r.Loop == rows[0].Loop));
         int SlotLoop(Row r) => cache.Rolling ? 0 : r.Loop;
 
         // Host-built indices, one transfer per tick: positions (n) | batch rows (n) | write rows (L*n) | slot rows
@@ -363,7 +401,7 @@ internal sealed class StaggeredDecoder
         var sin = _sinRows!.index_select(0, positions);
         // With equal positions every key up to p is visible to every row and no bias is needed.
         var mask = samePosition ? null
-            : wholeBatch ? _biasRows!.narrow(3, 0, length)
+            : prefix ? _biasRows!.narrow(0, 0, n).narrow(3, 0, length)
             : bias.index_select(0, indices.narrow(0, n, n)).narrow(1, 0, length).view(n, 1, 1, length);
 
         var bySlot = _bySlot!.narrow(1, 0, length);                                     // (2 * L * T' * B, length, kv, D)
@@ -411,17 +449,17 @@ internal sealed class StaggeredDecoder
     /// run) receive the exit loop's keys/values, so the row's later tokens that run deeper see them there. Returns the
     /// flat cache rows to copy, sources then targets (keys and values of each), for one gather and one scatter.
     /// </summary>
-    private static long[] FillRows(LoopKvCache cache, List<Row> rows, List<int> leaving, int lastLoop)
+    private static long[] FillRows(LoopKvCache cache, List<Row> rows, List<int> leaving)
     {
         int count = 0;
-        foreach (int j in leaving) count += cache.Layers * Math.Max(0, lastLoop - rows[j].Loop);
+        foreach (int j in leaving) count += cache.Layers * Math.Max(0, rows[j].Sequence.Rule.LastLoop - rows[j].Loop);
         var host = new long[4 * count];
         int i = 0;
         foreach (int j in leaving)
         {
             var r = rows[j];
             for (int l = 0; l < cache.Layers; l++)
-                for (int t = r.Loop + 1; t <= lastLoop; t++, i++)
+                for (int t = r.Loop + 1; t <= r.Sequence.Rule.LastLoop; t++, i++)
                 {
                     long from = cache.FlatRow(l, r.Loop, r.BatchRow, r.Position), to = cache.FlatRow(l, t, r.BatchRow, r.Position);
                     host[i] = from;
@@ -446,5 +484,41 @@ internal sealed class StaggeredDecoder
         value.DetachFromDisposeScope();
         slot.Dispose();
         slot = value;
+    }
+}
+
+/// <summary>
+/// One sequence being decoded: its <see cref="GenerationRow"/>, its resolved exit rule, its own sampling generator
+/// (seeded from the row, so its draws do not depend on the rows beside it) and the count of tokens it has produced.
+/// </summary>
+internal sealed class DecodeSequence(GenerationRow row, ExitRule rule) : IDisposable
+{
+    public GenerationRow Row { get; } = row;
+    public ExitRule Rule { get; } = rule;
+
+    /// <summary>The row's own generator; null for a greedy row.</summary>
+    public Generator? Generator { get; } = row.Temperature == 0 ? null : new Generator(row.Seed);
+
+    public int Produced { get; private set; }
+
+    private bool _disposed;
+
+    /// <summary>
+    /// Hands <paramref name="token"/> to the row; true when the sequence is finished (the row said so, or MaxNewTokens),
+    /// and then releases its generator.
+    /// </summary>
+    public bool Take(GeneratedToken token)
+    {
+        Produced++;
+        bool finished = Row.OnToken(token) || Produced >= Row.MaxNewTokens;
+        if (finished) Dispose();
+        return finished;
+    }
+
+    public void Dispose()
+    {
+        if (_disposed) return;
+        _disposed = true;
+        Generator?.Dispose();
     }
 }

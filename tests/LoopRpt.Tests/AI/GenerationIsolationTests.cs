@@ -22,7 +22,7 @@ public class GenerationIsolationTests
 
     private static readonly string[] Prompts = ["hello", "abc", "loop twice"];
 
-    private static GenerationRequest Request(string text, Action<string>? onText)
+    private static GenerationRequest Request(string text, Action<LoopRptDelta>? onText)
         => new(codec => new RenderedPrompt(codec.Ids(text), [LettersTokenizer.EndOfText], []),
             new GenerationSettings(8, null, 0, 1, 1, null, GenerationOptions.Defaults.KvCache), onText, CancellationToken.None);
 
@@ -45,7 +45,7 @@ public class GenerationIsolationTests
             streamed[i] = new();
             return scheduler.Enqueue(Request(p, i == 1
                 ? _ => throw new InvalidOperationException("the client's stream broke")
-                : delta => streamed[i].Append(delta)));
+                : delta => streamed[i].Append(delta.Text)));
         }).ToArray();
         source.Open.Set();
         await first;

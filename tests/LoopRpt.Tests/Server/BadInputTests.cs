@@ -125,6 +125,17 @@ public class BadInputTests(BadInputServerFixture fixture) : IClassFixture<BadInp
         { Chat, """{"messages":[{"role":"robot","content":"hi"}]}""", "messages" },
         { Chat, """{"model":7,"messages":[{"role":"user","content":"hi"}]}""", "model" },
         { Score, """{"input":"abc","exit_threshold":-0.5}""", "exit_threshold" },
+        { Chat, """{"messages":[{"role":"user","content":"hi"}],"n":0}""", "n" },
+        { Chat, """{"messages":[{"role":"user","content":"hi"}],"n":17}""", "n" },                        // over the cap of 16
+        { Chat, """{"messages":[{"role":"user","content":"hi"}],"n":1.5}""", "n" },
+        { Completions, """{"prompt":"abc","n":-1}""", "n" },
+        { Chat, """{"messages":[{"role":"user","content":"hi"}],"logprobs":1}""", "logprobs" },
+        { Chat, """{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":21}""", "top_logprobs" },
+        { Chat, """{"messages":[{"role":"user","content":"hi"}],"logprobs":true,"top_logprobs":-1}""", "top_logprobs" },
+        { Chat, """{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}""", "top_logprobs" },           // without logprobs: true
+        { Completions, """{"prompt":"abc","logprobs":6}""", "logprobs" },
+        { Completions, """{"prompt":"abc","logprobs":true}""", "logprobs" },
+        { Completions, """{"prompt":"abc","echo":"yes"}""", "echo" },
     };
 
     [Theory]
@@ -138,9 +149,6 @@ public class BadInputTests(BadInputServerFixture fixture) : IClassFixture<BadInp
         { Chat, """{"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f"}}]}""", "unsupported_value", "tools" },
         { Chat, """{"messages":[{"role":"user","content":"hi"}],"tool_choice":"auto"}""", "unsupported_value", "tool_choice" },
         { Chat, """{"messages":[{"role":"user","content":"hi"}],"response_format":{"type":"json_object"}}""", "unsupported_value", "response_format" },
-        { Chat, """{"messages":[{"role":"user","content":"hi"}],"logprobs":true}""", "unsupported_value", "logprobs" },
-        { Chat, """{"messages":[{"role":"user","content":"hi"}],"top_logprobs":2}""", "unsupported_value", "top_logprobs" },
-        { Chat, """{"messages":[{"role":"user","content":"hi"}],"n":2}""", "unsupported_value", "n" },
         { Chat, """{"messages":[{"role":"user","content":"hi"}],"presence_penalty":0.5}""", "unsupported_value", "presence_penalty" },
         { Chat, """{"messages":[{"role":"user","content":"hi"}],"frequency_penalty":-1}""", "unsupported_value", "frequency_penalty" },
         { Chat, """{"messages":[{"role":"user","content":"hi"}],"logit_bias":{"5":10}}""", "unsupported_value", "logit_bias" },
@@ -149,10 +157,7 @@ public class BadInputTests(BadInputServerFixture fixture) : IClassFixture<BadInp
         { Chat, """{"messages":[{"role":"user","content":"hi","name":"bob"}]}""", "unsupported_parameter", "messages" },
         { Chat, """{"messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}""", "unsupported_value", "messages" },
         { Chat, """{"messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"chunk_size":3}}""", "unsupported_parameter", "stream_options" },
-        { Completions, """{"prompt":"abc","echo":true}""", "unsupported_value", "echo" },
-        { Completions, """{"prompt":"abc","logprobs":1}""", "unsupported_value", "logprobs" },
         { Completions, """{"prompt":"abc","best_of":2}""", "unsupported_value", "best_of" },
-        { Completions, """{"prompt":"abc","n":3}""", "unsupported_value", "n" },
         { Completions, """{"prompt":"abc","suffix":"xyz"}""", "unsupported_value", "suffix" },
         { Completions, """{"prompt":"abc","presence_penalty":1}""", "unsupported_value", "presence_penalty" },
         { Completions, """{"prompt":"abc","logit_bias":{"5":-100}}""", "unsupported_value", "logit_bias" },

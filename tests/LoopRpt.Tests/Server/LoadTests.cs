@@ -20,6 +20,11 @@ public class LoadTests(ITestOutputHelper output)
     private const int Requests = 200, Clients = 16, MaxTokens = 8;
     private static readonly string[] Prompts = ["hello", "loop twice", "abc", "what is q"];
 
+    private static async Task SpinWaitFor(Func<bool> condition)
+    {
+        while (!condition()) await Task.Delay(1);
+    }
+
     private static long RssBytes()
     {
         foreach (var line in File.ReadLines("/proc/self/status"))
@@ -67,6 +72,8 @@ public class LoadTests(ITestOutputHelper output)
                 while ((i = Interlocked.Increment(ref next)) < Requests)
                 {
                     if (i == Requests / 2) swap = Task.Run(() => store.Publish(v2, new ModelMeta()));   // promoted while requests flow
+                    // The last quarter waits for the swap: continuous batching can answer the rest before a publish ends.
+                    if (i >= Requests * 3 / 4) await SpinWaitFor(() => swap is not null).ContinueWith(_ => swap!).Unwrap();
                     int p = i % Prompts.Length;
                     var watch = Stopwatch.StartNew();
                     try

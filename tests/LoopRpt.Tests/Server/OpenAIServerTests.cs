@@ -159,7 +159,7 @@ public class OpenAIServerTests
         }
         await Expect("/v1/chat/completions", "{not json", HttpStatusCode.BadRequest, null, "not valid JSON");
         await Expect("/v1/chat/completions", """{"messages":[]}""", HttpStatusCode.BadRequest, "messages", "non-empty array");
-        await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"n":2}""", HttpStatusCode.BadRequest, "n", "n = 2");
+        await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"n":17}""", HttpStatusCode.BadRequest, "n", "n must lie in [1, 16]");
         await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"exit_threshold":1.5}""", HttpStatusCode.BadRequest, "exit_threshold", "exit_threshold");
         await Expect("/v1/chat/completions", """{"messages":[{"role":"user","content":"hi"}],"temperature":-1}""", HttpStatusCode.BadRequest, "temperature", "temperature must be");
         await Expect("/v1/embeddings", """{"input":"abc","dimensions":7}""", HttpStatusCode.BadRequest, "dimensions", "32 dimensions");
