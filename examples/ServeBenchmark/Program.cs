@@ -26,26 +26,35 @@ if (opt is null) return 0;
 TorchNative.EnsureLoaded();
 if (opt.Threads > 0) set_num_threads(opt.Threads);
 
-using var model = opt.Model is { } dir ? LoopRptModel.Load(dir) : TinyModel(opt.Seed);
+// --url: drive a server that runs elsewhere (e.g. `looprpt serve --store DIR` while `looprpt store publish` swaps its
+// model); otherwise the server runs in this process.
+using var model = opt.Url is not null ? null : opt.Model is { } dir ? LoopRptModel.Load(dir) : TinyModel(opt.Seed);
 var server = new LoopRptServerOptions { Urls = "http://127.0.0.1:0", MaxConcurrentRequests = Math.Max(64, 4 * opt.Callers), RequestTimeoutSeconds = 600 };
-await using var app = LoopRptServer.Build(model, server, new LoopRptChatClientOptions { BatchSize = opt.Batch, JoinRunningBatch = !opt.NoJoin });
-await app.StartAsync();
-var root = new Uri(app.Addresses()[0]);
-var openai = new OpenAIClient(new ApiKeyCredential("unused"), new OpenAIClientOptions { Endpoint = new Uri(root, "/v1"), NetworkTimeout = TimeSpan.FromMinutes(10) });
+await using var app = model is null ? null : LoopRptServer.Build(model, server, new LoopRptChatClientOptions { BatchSize = opt.Batch, JoinRunningBatch = !opt.NoJoin });
+if (app is not null) await app.StartAsync();
+var root = new Uri(app?.Addresses()[0] ?? opt.Url!);
+var openai = new OpenAIClient(new ApiKeyCredential(opt.ApiKey ?? "unused"), new OpenAIClientOptions { Endpoint = new Uri(root, "/v1"), NetworkTimeout = TimeSpan.FromMinutes(10) });
 using var http = new HttpClient { BaseAddress = root, Timeout = TimeSpan.FromMinutes(10) };
-var chat = openai.GetChatClient(model.ModelId);
-var embeddings = openai.GetEmbeddingClient(model.ModelId);
+if (opt.ApiKey is not null) http.DefaultRequestHeaders.Authorization = new("Bearer", opt.ApiKey);
+var modelId = model?.ModelId ?? (string)JsonNode.Parse(await http.GetStringAsync("/v1/models"))!["data"]![0]!["id"]!;
+var chat = openai.GetChatClient(modelId);
+var embeddings = openai.GetEmbeddingClient(modelId);
+// Replies per system_fingerprint (the model version that answered), over the load scenario.
+var fingerprints = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+void Seen(string? fingerprint) => fingerprints.AddOrUpdate(fingerprint ?? "(none)", 1, (_, n) => n + 1);
 string[] prompts = ["hello there", "tell me about loops", "what is adaptive exit?", "count to ten", "a looped model"];
 
-Console.WriteLine($"model: {model.ModelId}, {model.Model.Config.NumHiddenLayers} layers x {model.Model.Config.TotalUtSteps} loops, hidden {model.Model.Config.HiddenSize}, " +
-                  $"context {model.Model.Config.MaxPositionEmbeddings}; server batch {opt.Batch}{(opt.NoJoin ? " (--no-join: arrivals wait for the running batch)" : "")}; " +
-                  $"torch threads {get_num_threads()}; max_tokens {opt.MaxTokens}");
+Console.WriteLine(model is null
+    ? $"server: {root} (external), model {modelId}; max_tokens {opt.MaxTokens}"
+    : $"model: {model.ModelId}, {model.Model.Config.NumHiddenLayers} layers x {model.Model.Config.TotalUtSteps} loops, hidden {model.Model.Config.HiddenSize}, " +
+      $"context {model.Model.Config.MaxPositionEmbeddings}; server batch {opt.Batch}{(opt.NoJoin ? " (--no-join: arrivals wait for the running batch)" : "")}; " +
+      $"torch threads {get_num_threads()}; max_tokens {opt.MaxTokens}");
 // Warm-up: one of each kind, so the first measured request does not pay for JIT and first-use allocations.
 foreach (var kind in new[] { "chat", "completions", "embeddings", "stream" }) await Send(kind, 0, sampled: false);
 
 if (opt.Scenario is "arrival" or "both") await Arrival();
 if (opt.Scenario is "load" or "both") await Load();
-await app.StopAsync();
+if (app is not null) await app.StopAsync();
 return 0;
 
 // ---- (a) steady arrival: one streamed chat every 1/rate seconds, whatever is still running -----------------------
@@ -125,7 +134,8 @@ async Task Load()
     foreach (var kind in opt.Mix)
         Console.WriteLine($"    {kind,-12} p50 {Pct(latencies.Where(l => l.Kind == kind).Select(l => l.Ms), 50):F0}  p95 {Pct(latencies.Where(l => l.Kind == kind).Select(l => l.Ms), 95):F0}");
     Console.WriteLine($"  completion tokens/s: greedy {greedyTokens / wall:F0}  sampled {sampledTokens / wall:F0}  (each over the whole run's wall time)");
-    Console.WriteLine($"  RSS MB: before {rssBefore / 1048576.0:F0}  after {rssAfter / 1048576.0:F0}");
+    Console.WriteLine($"  server RSS MB: before {rssBefore / 1048576.0:F0}  after {rssAfter / 1048576.0:F0}");
+    Console.WriteLine($"  replies by system_fingerprint: {string.Join(", ", fingerprints.OrderBy(f => f.Key).Select(f => $"{f.Key} {f.Value}"))}");
 }
 
 // One request of a kind; returns the completion tokens it produced (0 for embeddings).
@@ -137,24 +147,32 @@ async Task<long> Send(string kind, int i, bool sampled)
         case "chat":
         {
             var reply = await chat.CompleteChatAsync([new UserChatMessage(prompt)], ChatOptions(i, sampled));
+            Seen(reply.Value.SystemFingerprint);
             return reply.Value.Usage.OutputTokenCount;
         }
         case "stream":
         {
             long tokens = 0;
             var o = ChatOptions(i, sampled);
+            string? fingerprint = null;
             await foreach (var u in chat.CompleteChatStreamingAsync([new UserChatMessage(prompt)], o))
+            {
+                fingerprint ??= u.SystemFingerprint;
                 if (u.Usage is { } usage) tokens = usage.OutputTokenCount;
+            }
+            Seen(fingerprint);
             return tokens;
         }
         case "completions":
         {
             // The official .NET client has no legacy completions API: raw HTTP with the same JSON the other clients send.
-            var body = new JsonObject { ["model"] = model.ModelId, ["prompt"] = prompt, ["max_tokens"] = opt.MaxTokens, ["temperature"] = sampled ? 1.0 : 0.0, ["seed"] = i };
+            var body = new JsonObject { ["model"] = modelId, ["prompt"] = prompt, ["max_tokens"] = opt.MaxTokens, ["temperature"] = sampled ? 1.0 : 0.0, ["seed"] = i };
             using var response = await http.PostAsJsonAsync("/v1/completions", body);
             var text = await response.Content.ReadAsStringAsync();
             if (!response.IsSuccessStatusCode) throw new HttpRequestException($"HTTP {(int)response.StatusCode}: {text}");
-            return (long?)JsonNode.Parse(text)!["usage"]!["completion_tokens"] ?? 0;
+            var json = JsonNode.Parse(text)!;
+            Seen((string?)json["system_fingerprint"]);
+            return (long?)json["usage"]!["completion_tokens"] ?? 0;
         }
         case "embeddings":
             await embeddings.GenerateEmbeddingAsync(prompt);
@@ -189,9 +207,11 @@ static double Pct(IEnumerable<double> values, double p)
     return sorted[Math.Clamp((int)Math.Ceiling(p / 100 * sorted.Length) - 1, 0, sorted.Length - 1)];
 }
 
-static long Rss()
+long Rss()
 {
-    foreach (var line in File.ReadLines("/proc/self/status"))
+    // The server's process: this one, or --server-pid's when --url names a server elsewhere (0 when not given).
+    if (opt.Url is not null && opt.ServerPid is null) return 0;
+    foreach (var line in File.ReadLines($"/proc/{opt.ServerPid?.ToString() ?? "self"}/status"))
         if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
             return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]) * 1024;
     return 0;
@@ -213,7 +233,7 @@ static LoopRptModel TinyModel(int seed)
 
 /// <summary>Command-line options.</summary>
 internal sealed record Options(string Scenario, string? Model, double Rate, double Seconds, int Callers, int Requests, string[] Mix,
-    int MaxTokens, double Sampled, int Batch, int Threads, int Seed, bool NoJoin)
+    int MaxTokens, double Sampled, int Batch, int Threads, int Seed, bool NoJoin, string? Url = null, string? ApiKey = null, int? ServerPid = null)
 {
     private const string Help = """
         ServeBenchmark: LoopRpt's OpenAI-compatible server in-process, driven over HTTP by the official OpenAI .NET client.
@@ -231,6 +251,10 @@ internal sealed record Options(string Scenario, string? Model, double Rate, doub
                                          scheduling before continuous batching, for before/after comparisons)
           --threads N                    torch threads (default: torch's own)
           --seed N                       seed of the tiny model (default 1)
+          --url URL                      drive a server running elsewhere (e.g. `looprpt serve --store DIR`) instead of
+                                         one in this process; --model, --batch and --no-join then do not apply
+          --api-key KEY                  with --url: the server's API key
+          --server-pid PID               with --url: the server's process, for the RSS figures
         Every generation request carries a seed (its index), so sampled replies are reproducible.
         """;
 
@@ -257,6 +281,9 @@ internal sealed record Options(string Scenario, string? Model, double Rate, doub
                 "--threads" => o with { Threads = (int)Number() },
                 "--seed" => o with { Seed = (int)Number() },
                 "--no-join" => o with { NoJoin = true },
+                "--url" => o with { Url = Value() },
+                "--api-key" => o with { ApiKey = Value() },
+                "--server-pid" => o with { ServerPid = (int)Number() },
                 _ => throw new ArgumentException($"unknown option {args[i]}; see --help"),
             };
             if (o is null) break;
@@ -271,6 +298,11 @@ internal sealed record Options(string Scenario, string? Model, double Rate, doub
             throw new ArgumentException("--rate, --seconds, --callers, --requests, --max-tokens and --batch must be positive, --sampled in [0, 1]");
         foreach (var kind in o.Mix)
             if (kind is not ("chat" or "completions" or "embeddings" or "stream")) throw new ArgumentException($"--mix: unknown kind '{kind}'");
+        if (o.Url is not null && !(Uri.TryCreate(o.Url, UriKind.Absolute, out var u) && u.Scheme is "http" or "https"))
+            throw new ArgumentException($"--url must be an absolute http(s) address, not '{o.Url}'");
+        if (o.Url is not null && o.Model is not null) throw new ArgumentException("--url and --model exclude each other: the server elsewhere has its model");
+        if (o.ServerPid is { } pid && (o.Url is null || !Directory.Exists($"/proc/{pid}")))
+            throw new ArgumentException($"--server-pid {pid}: needs --url and a running process with that id");
         return o;
     }
 }
