@@ -18,7 +18,7 @@ public sealed record LoopGain(int Step, MeanStd Gain, double PValue, double Adju
 /// <summary>
 /// The premise of LoopRPT, checked on the base model(s) before any arm trains: do later loops beat loop 1 on held-out
 /// data? LoopRPT rewards a loop step for doing better than the others; where the base's later loops add nothing, there is
-/// no depth for it to reward, and the arms' comparison says little about the method (docs/experiment.md "Premise check").
+/// no depth for it to reward, and the arms' comparison says little about the method (docs/experiment.md §4.2).
 /// <para>The test, per evaluation set (bucket All), for each later loop t: with two or more base models, a one-sided t-test
 /// over bases of acc_t − acc_1 (so the noise is the base models' seed noise); with one base model, a one-sided z-test of
 /// the two accuracies over the set's n tokens with the unpaired standard error √((p_t(1 − p_t) + p_1(1 − p_1)) / n), which

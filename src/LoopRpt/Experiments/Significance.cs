@@ -1,7 +1,7 @@
 namespace LoopRpt.Experiments;
 
 /// <summary>
-/// The tests behind the experiment's verdicts and premise check (docs/experiment.md "How the report decides"): Student's t
+/// The tests behind the experiment's verdicts and premise check (docs/experiment.md §4.3): Student's t
 /// and the normal distribution's tails, and Holm's step-down correction for a family of tests.
 /// </summary>
 public static class Significance

@@ -14,7 +14,7 @@ public sealed record FlopTerm(string Name, double Forward, double Backward)
 }
 
 /// <summary>
-/// The analytic forward + backward FLOPs of one optimizer step of an objective (docs/looprpt.md "Compute per step"),
+/// The analytic forward + backward FLOPs of one optimizer step of an objective (docs/experiment.md §4.1),
 /// counting matrix multiplies only (2 FLOPs per multiply-add), as <see cref="OuroConfig.TrainingFlopsPerToken"/> does:
 /// per token and loop, every layer's projections, MLP and attention scores/values at the full sequence length (the causal
 /// half not discounted); the exit gate (2h) at every loop; the LM head (2hV) at every read-out. A backward pass costs twice
