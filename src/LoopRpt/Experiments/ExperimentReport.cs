@@ -42,7 +42,8 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
                         if (value is { } v) claims.Add((set, arm.Name, control, where, v));
                 }
         var adjusted = Significance.Holm(claims.Select(c => Significance.TwoSidedP(c.Value)).ToArray());
-        return claims.Select((c, i) => Verdict(c.Set, c.Arm, c.Control, c.Where, c.Value, adjusted[i])).ToArray();
+        string unit = baseDirectories.Count > 1 ? "replicates" : "seeds";
+        return claims.Select((c, i) => Verdict(c.Set, c.Arm, c.Control, c.Where, c.Value, adjusted[i], unit)).ToArray();
     }
 
     /// <summary>The controls a LoopRPT arm is compared with: equal steps and its equal-compute control, where present.</summary>
@@ -52,8 +53,11 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
         return summary.Controls.Where(c => c == ExperimentArm.EqualStepsName || c == mine);
     }
 
-    /// <summary>One verdict; <paramref name="adjustedP"/> is its Holm-adjusted p-value in the report's family (NaN: use the unadjusted test).</summary>
-    internal static ExperimentVerdict Verdict(string set, string arm, string control, string where, MeanStd d, double adjustedP = double.NaN)
+    /// <summary>
+    /// One verdict; <paramref name="adjustedP"/> is its Holm-adjusted p-value in the report's family (NaN: use the unadjusted
+    /// test); <paramref name="unit"/> names what the values are over ("seeds", or "replicates" with several base models).
+    /// </summary>
+    internal static ExperimentVerdict Verdict(string set, string arm, string control, string where, MeanStd d, double adjustedP = double.NaN, string unit = "seeds")
     {
         string head = $"{arm} − {control} at {where} ({set})";
         if (!d.IsDefined)
@@ -66,7 +70,7 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
         string outcome = !(decisive < 0.05) ? "no clear difference" : d.Mean > 0 ? "higher" : "lower";
         string unadjusted = (lo > 0 || hi < 0) && outcome == "no clear difference" ? "; unadjusted, the interval excludes 0" : "";
         return new(set, arm, control, where, d, outcome,
-            $"{head}: {value} ({d.Count} seeds; 95 % CI {ExperimentSummary.Format(100 * lo, 2, true)} to {ExperimentSummary.Format(100 * hi, 2, true)}; {PremiseCheck.PText(p)}, Holm {PremiseCheck.PText(decisive)}{unadjusted}) → {outcome}.")
+            $"{head}: {value} ({d.Count} {unit}; 95 % CI {ExperimentSummary.Format(100 * lo, 2, true)} to {ExperimentSummary.Format(100 * hi, 2, true)}; {PremiseCheck.PText(p)}, Holm {PremiseCheck.PText(decisive)}{unadjusted}) → {outcome}.")
         {
             PValue = p, AdjustedPValue = adjustedP,
         };

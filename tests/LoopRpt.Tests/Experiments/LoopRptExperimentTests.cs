@@ -293,6 +293,7 @@ public sealed class LoopRptExperimentTests
         double Nll(int r) => result.Runs.Single(x => x.Arm == "stage1-equal-steps" && x.Seed == r).Evaluations["heldout"]["All"].StepNegativeLogLikelihood[0];
         Assert.False(Tolerance.Close(Nll(1), Nll(3)), $"{Nll(1)} vs {Nll(3)}");
         Assert.Contains("2 base models × 2 seeds = 4 replicates", File.ReadAllText(result.ReportPath));
+        Assert.Contains("(4 replicates; 95 % CI", result.Verdicts[0].Text);
 
         // The folder is laid out for two bases: a one-base experiment there is refused before training.
         var e = Assert.Throws<ArgumentException>(() => new LoopRptExperiment(baseA, Source, EvalSets(), options).Run(output));
