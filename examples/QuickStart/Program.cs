@@ -18,19 +18,25 @@ LoopRpt.Native.TorchNative.EnsureLoaded();
 TorchSharp.torch.set_num_threads(int.Parse(Arg("--threads") ?? "1", System.Globalization.CultureInfo.InvariantCulture));
 // --experiment DIR: the multi-seed LoopRPT protocol on this task from the base model in --out (trained first unless
 // --reuse is given and --out already holds one). --seeds N (default 3), --steps N (default 60), --lr X (default 1e-4),
-// --buckets SPEC (entropy:A,B,C or top:A,B,C as in `looprpt experiment`; default the method's entropy thresholds).
+// --buckets SPEC (entropy:A,B,C or top:A,B,C as in `looprpt experiment`; default the method's entropy thresholds);
+// --base-seeds N (default 1): N QuickStart runs as base models (seeds Seed, Seed+1, ...; DIR, DIR-base-2, ...), so that ± includes them.
+var c = System.Globalization.CultureInfo.InvariantCulture;
 var experimentDir = Arg("--experiment");
-if (experimentDir is null || !args.Contains("--reuse") || !Directory.Exists(Path.Combine(outDir, "models", "base")))
+int baseSeeds = int.Parse(Arg("--base-seeds") ?? "1", c);
+if (baseSeeds < 1) { Console.Error.WriteLine("--base-seeds must be at least 1."); return 2; }
+var baseDirs = Enumerable.Range(1, baseSeeds).Select(b => QuickStartPipeline.BaseSeedDirectory(outDir, b)).ToArray();
+for (int b = 0; b < baseDirs.Length; b++)
 {
-    var result = QuickStartPipeline.Run(settings, outDir, Console.Out);
+    if (experimentDir is not null && args.Contains("--reuse") && Directory.Exists(Path.Combine(baseDirs[b], "models", "base"))) continue;
+    var result = QuickStartPipeline.Run(settings with { Seed = settings.Seed + b }, baseDirs[b], Console.Out);
     Console.WriteLine();
-    Console.WriteLine(File.ReadAllText(Path.Combine(outDir, "README.md")));
-    Console.WriteLine($"Wrote {result.Files.Count} outputs to {Path.GetFullPath(outDir)} in {result.Elapsed.TotalSeconds:F0} s.");
+    Console.WriteLine(File.ReadAllText(Path.Combine(baseDirs[b], "README.md")));
+    Console.WriteLine($"Wrote {result.Files.Count} outputs to {Path.GetFullPath(baseDirs[b])} in {result.Elapsed.TotalSeconds:F0} s.");
 }
 if (experimentDir is not null)
 {
-    var c = System.Globalization.CultureInfo.InvariantCulture;
-    QuickStartPipeline.RunExperiment(settings, outDir, experimentDir, int.Parse(Arg("--seeds") ?? "3", c), long.Parse(Arg("--steps") ?? "60", c),
-        double.Parse(Arg("--lr") ?? "1e-4", c), Console.Out, buckets: Arg("--buckets") is { } b ? LoopRpt.Evaluation.EntropyBuckets.Parse(b) : null);
+    QuickStartPipeline.RunExperiment(settings, baseDirs, experimentDir, int.Parse(Arg("--seeds") ?? "3", c), long.Parse(Arg("--steps") ?? "60", c),
+        double.Parse(Arg("--lr") ?? "1e-4", c), Console.Out, buckets: Arg("--buckets") is { } bk ? LoopRpt.Evaluation.EntropyBuckets.Parse(bk) : null);
     Console.WriteLine(File.ReadAllText(Path.Combine(experimentDir, "report.md")));
 }
+return 0;

@@ -209,8 +209,16 @@ public static class QuickStartPipeline
     /// </summary>
     public static Experiments.ExperimentResults RunExperiment(QuickStartSettings s, string quickStartDirectory, string outputDirectory, int seeds, long steps, double learningRate,
                                                              TextWriter log, CancellationToken cancellationToken = default, EntropyBuckets? buckets = null)
+        => RunExperiment(s, [quickStartDirectory], outputDirectory, seeds, steps, learningRate, log, cancellationToken, buckets);
+
+    /// <summary>
+    /// The protocol from the base models of several QuickStart runs (e.g. of different seeds: <see cref="BaseSeedDirectory"/>),
+    /// so that ± includes the base models' variance; the held-out lines and the batches are those of <paramref name="s"/>.
+    /// </summary>
+    public static Experiments.ExperimentResults RunExperiment(QuickStartSettings s, IReadOnlyList<string> quickStartDirectories, string outputDirectory, int seeds, long steps,
+                                                             double learningRate, TextWriter log, CancellationToken cancellationToken = default, EntropyBuckets? buckets = null)
     {
-        var baseDir = Path.Combine(quickStartDirectory, "models", "base");
+        var baseDirs = quickStartDirectories.Select(d => Path.Combine(d, "models", "base")).ToArray();
         var tokenizer = PointerChaseCorpus.Tokenizer(s.Letters, s.PairTokens);
         var heldOut = PointerChaseCorpus.Lines(s.HeldOutLines, s.MaxHops, (int)s.Seed + 1_000_003, s.Letters, s.Chains, s.Queries, s.UpperCaseAnswers, s.EndFirst);
         int seqLen = PointerChaseCorpus.InputTokens(s.Chains, s.MaxHops, s.Queries, s.PairTokens);
@@ -223,11 +231,14 @@ public static class QuickStartPipeline
             int hops = k;
             sets[$"k={k}"] = heldOut.Chunk(s.Batch).Select(c => ChaseBatchSource.Batch(tokenizer, c, seqLen, q => q.Hops == hops)).ToList();
         }
-        var experiment = new Experiments.LoopRptExperiment(baseDir,
+        var experiment = new Experiments.LoopRptExperiment(baseDirs,
             seed => new ChaseBatchSource(tokenizer, s.Batch, s.MaxHops, curriculumSteps: 0, s.AnswerOnly, seed, s.Letters, s.Chains, s.Queries, s.PairTokens, s.UpperCaseAnswers, s.EndFirst, s.EdgeLabels),
             sets, new Experiments.ExperimentOptions { Seeds = seeds, Steps = steps, LearningRate = learningRate, Log = log.WriteLine, Buckets = buckets ?? EntropyBuckets.Published });
         return experiment.Run(outputDirectory, new LineProgress(log), cancellationToken);
     }
+
+    /// <summary>Where the QuickStart run of base seed <paramref name="b"/> (1-based) lives: <paramref name="outputDirectory"/> itself for 1, "DIR-base-B" after.</summary>
+    public static string BaseSeedDirectory(string outputDirectory, int b) => b == 1 ? outputDirectory : $"{outputDirectory.TrimEnd('/', '\\')}-base-{b}";
 
     /// <summary>
     /// The QuickStart's bars on the base model (after Stage II): last-loop answer accuracy ≥ 90 % at k = 1 and ≥ 75 % at the

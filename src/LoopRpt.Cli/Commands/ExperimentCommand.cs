@@ -34,6 +34,11 @@ internal static class ExperimentCommand
         public Option<DocumentSplit> Documents { get; } = CommonOptions.Documents();
         public Option<string> Out { get; } = new("--out", "-o") { Description = "Folder for the base model, the runs, report.md, results.csv and the plots; an existing experiment there is resumed.", DefaultValueFactory = _ => Path.Combine("runs", "experiment") };
         public Option<int> Seeds { get; } = new("--seeds") { Description = "Seeds 1..N (batch order and LoopRPT noise); 3 or more give an uncertainty estimate.", DefaultValueFactory = _ => ExperimentOptions.Defaults.Seeds };
+        public Option<int> BaseSeeds { get; } = new("--base-seeds")
+        {
+            Description = "Train N base models (seeds --seed, --seed+1, ...; OUT/base, OUT/base-2, ...) and run every arm and seed from each, so that ± includes the base models' variance.",
+            DefaultValueFactory = _ => 1,
+        };
         public Option<string?> Base { get; } = new("--base") { Description = "Reuse a trained base model directory (Stage I + gate, with its tokenizer) instead of training one." };
         public Option<long> PretrainSteps { get; } = new("--pretrain-steps") { Description = "Stage I steps of the base model (without --base).", DefaultValueFactory = _ => 300 };
         public Option<long> GateSteps { get; } = new("--gate-steps") { Description = "Stage II (gate) steps of the base model (without --base).", DefaultValueFactory = _ => 50 };
@@ -66,7 +71,7 @@ internal static class ExperimentCommand
         public Option<int> Threads { get; } = CommonOptions.Threads(1);
         public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
 
-        public IEnumerable<Option> All => [Input, HeldOut, Column, Documents, Out, Seeds, Base, PretrainSteps, GateSteps, PretrainLr, Preset, Loops, Hidden, Layers,
+        public IEnumerable<Option> All => [Input, HeldOut, Column, Documents, Out, Seeds, BaseSeeds, Base, PretrainSteps, GateSteps, PretrainLr, Preset, Loops, Hidden, Layers,
                                           VocabSize, Steps, Lr, BatchSize, SeqLen, Variants, NoDefaultVariants, NoEqualCompute, Q, Buckets, Pass, MaxHeldOutTokens, Seed,
                                           LogEvery, CheckpointEvery, Device, Threads, Progress];
     }
@@ -88,6 +93,9 @@ internal static class ExperimentCommand
         int seqLen = CommonOptions.AtLeast(pr.GetValue(o.SeqLen), 2, "--seq-len");
         long maxHeldOut = pr.GetValue(o.MaxHeldOutTokens) is var m and >= 0 ? m : throw CliException.Usage("--max-heldout-tokens must be 0 (all) or more.");
         var baseOption = pr.GetValue(o.Base);
+        int baseSeeds = CommonOptions.AtLeast(pr.GetValue(o.BaseSeeds), 1, "--base-seeds");
+        if (baseOption is not null && baseSeeds > 1)
+            throw CliException.Usage("--base-seeds trains the base models; with --base the experiment reuses one. Drop one of the two.");
         if (baseOption is not null)
         {
             var given = new Option[] { o.PretrainSteps, o.GateSteps, o.PretrainLr, o.Preset, o.Loops, o.Hidden, o.Layers, o.VocabSize }
@@ -118,21 +126,29 @@ internal static class ExperimentCommand
         options.Device = device;
         var mode = pr.GetValue(o.Progress);
 
-        // 2. The base model: given, trained earlier into OUT/base, or trained now (resumable through OUT/base-checkpoints).
-        var baseDir = baseOption ?? Path.Combine(output, "base");
+        // 2. The base models: given, trained earlier into OUT/base (OUT/base-2, ...), or trained now (resumable through OUT/base-checkpoints).
+        var baseDirs = baseOption is not null ? [baseOption]
+            : Enumerable.Range(1, baseSeeds).Select(b => Path.Combine(output, b == 1 ? "base" : $"base-{b}")).ToArray();
         var basePlan = StagePlan.Parse(string.Create(CultureInfo.InvariantCulture, $"pretrain:{pretrainSteps}:{pretrainLr:R},gate:{gateSteps}:{pretrainLr:R}"));
-        if (baseOption is null && ModelDirectory.IsModelDirectory(baseDir))
+        for (int b = 0; b < baseDirs.Length && baseOption is null; b++)
         {
-            var stages = ModelDirectory.ReadMeta(baseDir).Stages;
-            if (!stages.SequenceEqual(StagePlan.KindsAndSteps(basePlan).Select(p => new StageRecord(p.Kind, p.Steps))))
-                throw CliException.Usage($"'{baseDir}' was trained with [{string.Join(", ", stages.Select(s => $"{s.Name}:{s.Steps}"))}], not pretrain:{pretrainSteps}, gate:{gateSteps}; use another --out, or pass --base {baseDir} to reuse it.");
-            var (have, want) = (ModelDirectory.ReadConfig(baseDir), ModelTraining.Config(shape, vocabSize));
-            if (have.HiddenSize != want.HiddenSize || have.NumHiddenLayers != want.NumHiddenLayers || have.TotalUtSteps != want.TotalUtSteps)
-                throw CliException.Usage($"'{baseDir}' has hidden size {have.HiddenSize}, {have.NumHiddenLayers} layers, {have.TotalUtSteps} loops, not the {want.HiddenSize}, {want.NumHiddenLayers}, {want.TotalUtSteps} asked for; use another --out, or pass --base {baseDir} to reuse it.");
-            ctx.Output.WriteLine($"experiment base={baseDir} reused=true");
+            var dir = baseDirs[b];
+            if (ModelDirectory.IsModelDirectory(dir))
+            {
+                var stages = ModelDirectory.ReadMeta(dir).Stages;
+                if (!stages.SequenceEqual(StagePlan.KindsAndSteps(basePlan).Select(p => new StageRecord(p.Kind, p.Steps))))
+                    throw CliException.Usage($"'{dir}' was trained with [{string.Join(", ", stages.Select(s => $"{s.Name}:{s.Steps}"))}], not pretrain:{pretrainSteps}, gate:{gateSteps}; use another --out, or pass --base {dir} to reuse it.");
+                var (have, want) = (ModelDirectory.ReadConfig(dir), ModelTraining.Config(shape, vocabSize));
+                if (have.HiddenSize != want.HiddenSize || have.NumHiddenLayers != want.NumHiddenLayers || have.TotalUtSteps != want.TotalUtSteps)
+                    throw CliException.Usage($"'{dir}' has hidden size {have.HiddenSize}, {have.NumHiddenLayers} layers, {have.TotalUtSteps} loops, not the {want.HiddenSize}, {want.NumHiddenLayers}, {want.TotalUtSteps} asked for; use another --out, or pass --base {dir} to reuse it.");
+                ctx.Output.WriteLine($"experiment base={dir} reused=true");
+            }
+            else
+                // Bases after the first take its tokenizer: every base reads the same continuation batches.
+                TrainBase(ctx, mode, docs, dir, basePlan, shape, vocabSize, batch, seqLen, seed + b, device, pr.GetValue(o.LogEvery), options.CheckpointEvery,
+                          b == 0 ? null : TrainingTokenizer.Of(ModelDirectory.ReadMeta(baseDirs[0])));
         }
-        else if (baseOption is null)
-            TrainBase(ctx, mode, docs, baseDir, basePlan, shape, vocabSize, batch, seqLen, seed, device, pr.GetValue(o.LogEvery), options.CheckpointEvery);
+        var baseDir = baseDirs[0];
         var tokenizer = TrainingTokenizer.Of(ModelDirectory.ReadMeta(baseDir))
             ?? throw CliException.Model($"Base model '{baseDir}' has no tokenizer in meta.json; train it with `looprpt train` (or let `experiment` train it).");
         var config = ModelDirectory.ReadConfig(baseDir);
@@ -143,9 +159,9 @@ internal static class ExperimentCommand
             throw CliException.Model($"The base model's tokenizer produces id {stream.Max()}, but its vocab_size is {config.VocabSize}: they do not belong together.");
         var heldOut = EvaluationInputs.Stream(heldOutDocs, tokenizer.Codec, config.VocabSize, maxHeldOut, seqLen);
         var sets = new Dictionary<string, IReadOnlyList<TokenBatch>> { ["heldout"] = LoopEvaluator.Windows(heldOut, batch, seqLen).ToList() };
-        var experiment = Usage(() => new LoopRptExperiment(baseDir, s => new PackedTokenSource(stream, batch, seqLen, s), sets, options), null);
+        var experiment = Usage(() => new LoopRptExperiment(baseDirs, s => new PackedTokenSource(stream, batch, seqLen, s), sets, options), null);
         var plan = Usage(() => experiment.Plan(output), null);
-        ctx.Output.WriteLine(string.Create(C, $"experiment out={output} base={baseDir} seeds={options.Seeds} steps={options.Steps} arms={string.Join(",", experiment.Arms.Select(a => a.Name))} " +
+        ctx.Output.WriteLine(string.Create(C, $"experiment out={output} base={string.Join(",", baseDirs)} seeds={options.Seeds} steps={options.Steps} arms={string.Join(",", experiment.Arms.Select(a => a.Name))} " +
                                               $"runs={plan.Count} done={plan.Count(r => r.Done)} train_tokens={stream.Length} heldout_tokens={heldOut.Length} loops={config.TotalUtSteps}"));
 
         // 4. The experiment, with one progress bar per arm/seed.
@@ -165,10 +181,20 @@ internal static class ExperimentCommand
             ctx.Error.WriteLine("Cancelled; rerun the same command to resume (finished runs are kept, the interrupted one continues from its checkpoint).");
             throw;
         }
+        if (!results.PremiseHolds) ctx.Error.WriteLine("warning: " + PremiseCheck.Warning + " (report.md opens with the premise check)");
+        foreach (var p in results.Premise)
+            ctx.Output.WriteLine(string.Create(C, $"premise set={p.EvaluationSet} bases={p.Bases} accuracy={string.Join("/", p.Accuracy.Select(m => (100 * m.Mean).ToString("F2", C)))} " +
+                                                  $"nll={string.Join("/", p.NegativeLogLikelihood.Select(m => m.Mean.ToString("F3", C)))} holds={(p.Holds ? "true" : "false")}"));
         foreach (var line in pending) ctx.Output.WriteLine("experiment " + line);     // held back while the live display ran
+        foreach (var a in results.Cost!.Arms)
+        {
+            var t = results.Timings.FirstOrDefault(x => x.Arm == a.Arm);
+            ctx.Output.WriteLine(string.Create(C, $"compute arm={a.Arm} flops_per_step={a.Flops.Total:G4} steps={a.Steps} total_flops={a.TotalFlops:G4} " +
+                                                  $"seconds_per_step={t?.MedianSecondsPerStep ?? double.NaN:F4} cpu_seconds_per_step={t?.CpuSecondsPerStep ?? double.NaN:F4}"));
+        }
         foreach (var v in results.Verdicts.Where(v => v.Arm == ExperimentArm.LoopRptName)) ctx.Output.WriteLine("verdict " + v.Text);
-        ctx.Output.WriteLine(string.Create(C, $"summary completed=true runs_trained={results.RunsTrained} cost_ratio={results.Cost?.Ratio ?? double.NaN:F2} " +
-                                              $"equal_compute_steps={results.Cost?.EqualComputeSteps ?? 0} seconds={clock.Elapsed.TotalSeconds:F1} report={results.ReportPath} " +
+        ctx.Output.WriteLine(string.Create(C, $"summary completed=true premise={(results.PremiseHolds ? "holds" : "fails")} runs_trained={results.RunsTrained} cost_ratio={results.Cost.Ratio:F2} " +
+                                              $"equal_compute_steps={results.Cost.EqualComputeSteps} seconds={clock.Elapsed.TotalSeconds:F1} report={results.ReportPath} " +
                                               $"results={results.ResultsPath} plots={string.Join(",", results.PlotPaths.Select(Path.GetFileName))}"));
         return ExitCodes.Success;
     }
@@ -259,11 +285,12 @@ internal static class ExperimentCommand
 
     /// <summary>Learns the tokenizer (or takes the interrupted run's) and trains Stage I + gate into <paramref name="baseDir"/>.</summary>
     private static void TrainBase(CliContext ctx, ProgressMode mode, IReadOnlyList<string> docs, string baseDir, IReadOnlyList<(StageDefinition Definition, string Text)> plan, ModelShape shape,
-                                  int vocabSize, int batch, int seqLen, long seed, TorchSharp.torch.Device device, int logEvery, int checkpointEvery)
+                                  int vocabSize, int batch, int seqLen, long seed, TorchSharp.torch.Device device, int logEvery, int checkpointEvery,
+                                  TrainingTokenizer? given = null)
     {
         var ckDir = baseDir + "-checkpoints";
         var resumeFrom = new CheckpointManager(ckDir).Latest();
-        var tokenizer = (resumeFrom is null ? null : TrainingTokenizer.Of(ModelDirectory.ReadMeta(resumeFrom)))
+        var tokenizer = given ?? (resumeFrom is null ? null : TrainingTokenizer.Of(ModelDirectory.ReadMeta(resumeFrom)))
             ?? TrainingTokenizer.Learn(docs, vocabSize, ctx.CancellationToken);
         var stream = ModelTraining.TokenStream(docs, tokenizer.Codec, seqLen);
         using var lm = ModelTraining.NewModel(shape, tokenizer.VocabularySize, device, TorchSharp.torch.ScalarType.Float32, seed);

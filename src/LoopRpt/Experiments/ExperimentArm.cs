@@ -10,7 +10,11 @@ public enum ArmKind
 {
     /// <summary>(a) Ouro Stage I continuation, as many optimizer steps as LoopRPT: the equal-steps (and equal-tokens) control.</summary>
     Stage1EqualSteps,
-    /// <summary>(b) Stage I continuation for LoopRPT's steps × the measured cost ratio: the equal-compute control.</summary>
+    /// <summary>
+    /// (b) Stage I continuation with as many forward + backward FLOPs as one LoopRPT arm (<see cref="ExperimentArm.ComputeOf"/>):
+    /// its steps × its FLOPs per step / a Stage I step's (<see cref="Training.StepFlops"/>). The published arm's is
+    /// <see cref="ExperimentArm.EqualComputeName"/>; a variant that costs a different number of FLOPs per step gets its own.
+    /// </summary>
     Stage1EqualCompute,
     /// <summary>(c) LoopRPT with the published options.</summary>
     LoopRpt,
@@ -39,9 +43,10 @@ public sealed class ExperimentArm
 
     private readonly LoopRptObjectiveOptions? _loopRpt;
 
-    private ExperimentArm(string name, ArmKind kind, double learningRate, LoopRptObjectiveOptions? loopRpt, string description)
+    private ExperimentArm(string name, ArmKind kind, double learningRate, LoopRptObjectiveOptions? loopRpt, string description, string? computeOf = null)
     {
         Name = name;
+        ComputeOf = computeOf;
         Kind = kind;
         LearningRate = learningRate;
         _loopRpt = loopRpt?.Clone();
@@ -60,26 +65,50 @@ public sealed class ExperimentArm
     /// <summary>One line for the report.</summary>
     public string Description { get; }
 
+    /// <summary>For an equal-compute control, the LoopRPT arm whose FLOPs it matches; null otherwise.</summary>
+    public string? ComputeOf { get; }
+
     /// <summary>True for the Stage I controls.</summary>
     public bool IsControl => Kind is ArmKind.Stage1EqualSteps or ArmKind.Stage1EqualCompute;
 
     /// <summary>The LoopRPT options of a LoopRPT arm (seed not set), or null for a control.</summary>
     public LoopRptObjectiveOptions? LoopRptObjectiveOptions => _loopRpt?.Clone();
 
-    /// <summary>The arms of an experiment in report order: (a) equal steps, (b) equal compute (if enabled), (c) LoopRPT, (d) variants.</summary>
+    /// <summary>The name of the equal-compute control of <paramref name="loopRptArm"/>.</summary>
+    public static string EqualComputeNameFor(string loopRptArm) => loopRptArm == LoopRptName ? EqualComputeName : EqualComputeName + "-" + loopRptArm;
+
+    /// <summary>
+    /// The arms of an experiment in report order: (a) equal steps, (b) the equal-compute controls (if enabled: the published
+    /// arm's, then one per variant whose FLOPs per step differ from it), (c) LoopRPT, (d) variants.
+    /// </summary>
     internal static IReadOnlyList<ExperimentArm> For(ExperimentOptions o)
     {
         var c = CultureInfo.InvariantCulture;
+        var published = new ExperimentArm(LoopRptName, ArmKind.LoopRpt, o.LearningRate, new LoopRptObjectiveOptions(), "LoopRPT, published defaults");
+        var variants = o.Variants.Select(v => new ExperimentArm(v.Name, ArmKind.Variant, v.LearningRate ?? o.LearningRate, v.Options, "LoopRPT, " + v.Describe())).ToArray();
         var arms = new List<ExperimentArm>
         {
             new(EqualStepsName, ArmKind.Stage1EqualSteps, o.LearningRate, null, string.Format(c, "Stage I continuation, beta {0:G3}, same steps as LoopRPT", o.ContinuationBeta)),
         };
         if (o.EqualCompute)
-            arms.Add(new(EqualComputeName, ArmKind.Stage1EqualCompute, o.LearningRate, null, string.Format(c, "Stage I continuation, beta {0:G3}, LoopRPT's steps × the cost ratio", o.ContinuationBeta)));
-        arms.Add(new(LoopRptName, ArmKind.LoopRpt, o.LearningRate, new LoopRptObjectiveOptions(), "LoopRPT, published defaults"));
-        arms.AddRange(o.Variants.Select(v => new ExperimentArm(v.Name, ArmKind.Variant, v.LearningRate ?? o.LearningRate, v.Options, "LoopRPT, " + v.Describe())));
+            foreach (var a in variants.Where(v => o.CostRatio is null && !SameFlops(v._loopRpt!, published._loopRpt!)).Prepend(published))
+                arms.Add(new(EqualComputeNameFor(a.Name), ArmKind.Stage1EqualCompute, o.LearningRate, null,
+                    string.Format(c, "Stage I continuation, beta {0:G3}, as many FLOPs as {1}", o.ContinuationBeta, a.Name), computeOf: a.Name));
+        arms.Add(published);
+        arms.AddRange(variants);
         return arms;
     }
+
+    /// <summary>The equal-compute control a LoopRPT arm is compared with: its own, else the published arm's (same FLOPs).</summary>
+    internal static ExperimentArm? EqualComputeControlOf(IReadOnlyList<ExperimentArm> arms, string loopRptArm)
+        => arms.FirstOrDefault(a => a.Kind == ArmKind.Stage1EqualCompute && a.ComputeOf == loopRptArm)
+           ?? arms.FirstOrDefault(a => a.Kind == ArmKind.Stage1EqualCompute && a.ComputeOf == LoopRptName);
+
+    /// <summary>Whether two LoopRPT option sets cost the same FLOPs per step (<see cref="Training.StepFlops.LoopRpt"/>'s inputs).</summary>
+    private static bool SameFlops(LoopRptObjectiveOptions a, LoopRptObjectiveOptions b)
+        => a.Rollouts == b.Rollouts && a.HardTokens == b.HardTokens && a.ChunkSize == b.ChunkSize
+           && (a.HardTokens != HardTokenMode.TopFraction || a.HardTokenQuantile == b.HardTokenQuantile)
+           && (a.KlCoef != 0 && a.Kl == KlVariant.Rollout) == (b.KlCoef != 0 && b.Kl == KlVariant.Rollout);
 
     /// <summary>The objective of this arm for <paramref name="seed"/> (LoopRPT's rollout noise and exit sampling follow the seed).</summary>
     internal ITrainingObjective CreateObjective(long seed, double continuationBeta)

@@ -70,12 +70,16 @@ public sealed class ExperimentOptions
     /// </summary>
     public double ContinuationBeta { get; set; } = Defaults.ContinuationBeta;
 
-    /// <summary>Run the equal-compute Stage I control (steps = LoopRPT steps × the measured cost ratio). Default true.</summary>
+    /// <summary>
+    /// Run the equal-compute Stage I controls: one per LoopRPT arm of its own FLOP count, each trained for the arm's steps ×
+    /// its FLOPs per step / a Stage I step's (<see cref="Training.StepFlops"/>). Default true.
+    /// </summary>
     public bool EqualCompute { get; set; } = Defaults.EqualCompute;
 
     /// <summary>
-    /// Cost of one LoopRPT step in Stage I steps. Null (default): measured in this run from the seed-1 equal-steps and
-    /// LoopRPT arms (median wall-clock seconds per optimizer step) and persisted, so that a resumed run reuses it.
+    /// Cost of one LoopRPT step in Stage I steps, given: then a single equal-compute control of steps × this ratio serves
+    /// every LoopRPT arm. Null (default): each arm's ratio from analytic FLOPs (<see cref="Training.StepFlops"/>), not from
+    /// the wall clock, which other jobs on a shared machine distort.
     /// </summary>
     public double? CostRatio { get; set; }
 
@@ -146,6 +150,8 @@ public sealed class ExperimentOptions
             if (v is null) throw new ArgumentException("Variants must not contain null.", nameof(Variants));
             if (ExperimentArm.Reserved.Contains(v.Name, StringComparer.OrdinalIgnoreCase))
                 throw new ArgumentException($"Variant name '{v.Name}' is taken by a built-in arm ({string.Join(", ", ExperimentArm.Reserved)}); choose another.", nameof(Variants));
+            if (v.Name.StartsWith(ExperimentArm.EqualComputeName + "-", StringComparison.OrdinalIgnoreCase))
+                throw new ArgumentException($"Variant name '{v.Name}' starts with '{ExperimentArm.EqualComputeName}-', the prefix of the equal-compute controls; choose another.", nameof(Variants));
             if (!names.Add(v.Name)) throw new ArgumentException($"Two variants are named '{v.Name}'; names must be unique (case-insensitive).", nameof(Variants));
         }
     }

@@ -7,28 +7,30 @@ using LoopRpt.Model;
 namespace LoopRpt.Experiments;
 
 /// <summary>Writes an experiment's report.md, results.csv and band plots, and states the verdicts from the numbers.</summary>
-internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<ExperimentArm> arms, OuroConfig config, string baseDirectory,
-                                       ExperimentSummary summary, IReadOnlyList<ArmRun> runs, CostMeasurement? cost,
-                                       IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> sets)
+internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<ExperimentArm> arms, OuroConfig config, IReadOnlyList<string> baseDirectories,
+                                       ExperimentSummary summary, IReadOnlyList<ArmRun> runs, CostMeasurement cost,
+                                       IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> sets, IReadOnlyList<PremiseCheck> premise,
+                                       IReadOnlyList<ArmTiming> timings)
 {
     private static readonly CultureInfo C = CultureInfo.InvariantCulture;
     private static readonly string[] Shown = ["All", "Hard"];
 
     /// <summary>
-    /// The claims, per evaluation set, LoopRPT arm and control: accuracy at s1 (Hard, All), at the last step (All), and the
-    /// mean difference at matched mean exit steps (All, Hard). "higher"/"lower" when the 95 % t-interval of the paired mean
-    /// difference excludes 0.
+    /// The claims, per evaluation set, LoopRPT arm and its controls (equal steps, and its own equal-compute control):
+    /// accuracy at s1 (Hard, All), at the last step (All), and the mean difference at matched mean exit steps (All, Hard).
+    /// Each gets a two-sided paired t-test; the p-values of the whole list are Holm-adjusted, and "higher"/"lower" needs an
+    /// adjusted p below 0.05.
     /// </summary>
     public IReadOnlyList<ExperimentVerdict> Verdicts()
     {
-        var list = new List<ExperimentVerdict>();
+        var claims = new List<(string Set, string Arm, string Control, string Where, MeanStd Value)>();
         int T = summary.Steps;
         foreach (var set in summary.EvaluationSets)
             foreach (var arm in arms.Where(a => !a.IsControl))
-                foreach (var control in summary.Controls)
+                foreach (var control in ControlsOf(arm.Name))
                 {
                     PairedDifference? D(string bucket) => summary.Difference(set, arm.Name, control, bucket);
-                    var claims = new (string Where, MeanStd? Value)[]
+                    var list = new (string Where, MeanStd? Value)[]
                     {
                         ("s1, Hard", D("Hard")?.StepAccuracy[0]),
                         ("s1, All", D("All")?.StepAccuracy[0]),
@@ -36,13 +38,26 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
                         ("matched mean exit steps, All", D("All")?.MatchedMean),
                         ("matched mean exit steps, Hard", D("Hard")?.MatchedMean),
                     };
-                    foreach (var (where, value) in claims)
-                        if (value is { } v) list.Add(Verdict(set, arm.Name, control, where, v));
+                    foreach (var (where, value) in list)
+                        if (value is { } v) claims.Add((set, arm.Name, control, where, v));
                 }
-        return list;
+        var adjusted = Significance.Holm(claims.Select(c => Significance.TwoSidedP(c.Value)).ToArray());
+        string unit = baseDirectories.Count > 1 ? "replicates" : "seeds";
+        return claims.Select((c, i) => Verdict(c.Set, c.Arm, c.Control, c.Where, c.Value, adjusted[i], unit)).ToArray();
     }
 
-    internal static ExperimentVerdict Verdict(string set, string arm, string control, string where, MeanStd d)
+    /// <summary>The controls a LoopRPT arm is compared with: equal steps and its equal-compute control, where present.</summary>
+    private IEnumerable<string> ControlsOf(string arm)
+    {
+        var mine = ExperimentArm.EqualComputeControlOf(arms, arm)?.Name;
+        return summary.Controls.Where(c => c == ExperimentArm.EqualStepsName || c == mine);
+    }
+
+    /// <summary>
+    /// One verdict; <paramref name="adjustedP"/> is its Holm-adjusted p-value in the report's family (NaN: use the unadjusted
+    /// test); <paramref name="unit"/> names what the values are over ("seeds", or "replicates" with several base models).
+    /// </summary>
+    internal static ExperimentVerdict Verdict(string set, string arm, string control, string where, MeanStd d, double adjustedP = double.NaN, string unit = "seeds")
     {
         string head = $"{arm} − {control} at {where} ({set})";
         if (!d.IsDefined)
@@ -50,10 +65,15 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
         string value = ExperimentSummary.Points(d, signed: true) + " points";
         if (d.Count < 2)
             return new(set, arm, control, where, d, "undetermined", $"{head}: {value} (1 seed: no uncertainty estimate) → undetermined.");
-        double hw = d.HalfWidth95, lo = d.Mean - hw, hi = d.Mean + hw;
-        string outcome = lo > 0 ? "higher" : hi < 0 ? "lower" : "no clear difference";
+        double hw = d.HalfWidth95, lo = d.Mean - hw, hi = d.Mean + hw, p = Significance.TwoSidedP(d);
+        double decisive = double.IsNaN(adjustedP) ? p : adjustedP;
+        string outcome = !(decisive < 0.05) ? "no clear difference" : d.Mean > 0 ? "higher" : "lower";
+        string unadjusted = (lo > 0 || hi < 0) && outcome == "no clear difference" ? "; unadjusted, the interval excludes 0" : "";
         return new(set, arm, control, where, d, outcome,
-            $"{head}: {value} ({d.Count} seeds; 95 % CI {ExperimentSummary.Format(100 * lo, 2, true)} to {ExperimentSummary.Format(100 * hi, 2, true)}) → {outcome}.");
+            $"{head}: {value} ({d.Count} {unit}; 95 % CI {ExperimentSummary.Format(100 * lo, 2, true)} to {ExperimentSummary.Format(100 * hi, 2, true)}; {PremiseCheck.PText(p)}, Holm {PremiseCheck.PText(decisive)}{unadjusted}) → {outcome}.")
+        {
+            PValue = p, AdjustedPValue = adjustedP,
+        };
     }
 
     /// <summary>One band plot per evaluation set (panels All and Hard); returns the paths.</summary>
@@ -110,33 +130,38 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
         int T = summary.Steps;
         var sb = new StringBuilder();
         sb.Append("# Does LoopRPT help? A multi-seed experiment\n\n");
+        if (!premise.Any(p => p.Holds)) sb.Append("> **Warning: ").Append(PremiseCheck.Warning).Append("** No later loop of the base model beats loop 1 beyond the noise on any evaluation set (premise check below).\n\n");
         sb.Append(C, $"Generated by `LoopRpt.Experiments.LoopRptExperiment` on {DateTime.UtcNow:yyyy-MM-dd HH:mm} UTC ({trained} run(s) trained in this invocation, {elapsed.TotalSeconds:F0} s). ");
-        sb.Append("Accuracies are greedy next-token accuracy in %; differences are in percentage points; ± is the sample standard deviation over seeds.\n\n");
+        sb.Append(C, $"Accuracies are greedy next-token accuracy in %; differences are in percentage points; ± is the sample standard deviation over {Replicates}.\n\n");
+        sb.Append(PremiseCheck.Markdown(premise)).Append('\n');
 
         sb.Append("## Settings\n\n");
-        sb.Append(C, $"- Base model: `{baseDirectory}` — hidden {config.HiddenSize}, {config.NumHiddenLayers} layers × {config.TotalUtSteps} loops, vocabulary {config.VocabSize}, {config.ParameterCount():N0} parameters.\n");
+        sb.Append(C, $"- Base model{(baseDirectories.Count > 1 ? "s" : "")}: {string.Join(", ", baseDirectories.Select(d => $"`{d}`"))} — hidden {config.HiddenSize}, {config.NumHiddenLayers} layers × {config.TotalUtSteps} loops, vocabulary {config.VocabSize}, {config.ParameterCount():N0} parameters.\n");
         sb.Append(C, $"- Seeds 1..{o.Seeds}. A seed fixes the batch order and LoopRPT's rollout noise and exit sampling; all arms of a seed start from the base model and read the same batches, so differences are paired by seed.\n");
+        if (baseDirectories.Count > 1)
+            sb.Append(C, $"- {baseDirectories.Count} base models × {o.Seeds} seeds = {baseDirectories.Count * o.Seeds} replicates per arm; replicate r = (base − 1) × {o.Seeds} + seed (the `seed` column of results.csv; the base models are seeds 1..{baseDirectories.Count} of arm `base`). Differences are paired within a (base, seed), so ± includes the base models' variance; the t-intervals treat the replicates as independent, which the nesting of seeds in bases makes approximate.\n");
         var opt = o.Optimizer;
         sb.Append(C, $"- Every arm: AdamW, peak learning rate {opt.LearningRate:G3} (unless the arm sets its own), weight decay {opt.WeightDecay:G3}, cosine schedule with {100 * opt.WarmupFraction:G3} % warmup decaying to {(opt.MinLearningRateRatio == 0 ? "0" : string.Create(C, $"{opt.MinLearningRateRatio:G3} × the peak"))}, gradient clip {opt.GradientClip:G3}. Stage I controls use a constant exit-entropy weight beta = {o.ContinuationBeta:G3}.\n");
-        if (cost is { } c)
-            sb.Append(C, $"- Cost ratio: one LoopRPT step costs {c.Ratio:F2} Stage I steps ({c.Source}{(double.IsFinite(c.LoopRptSecondsPerStep) ? string.Create(C, $": median wall-clock {c.LoopRptSecondsPerStep:F3} s vs. {c.Stage1SecondsPerStep:F3} s per optimizer step; the process's CPU time over the two runs gives {c.CpuRatio:F2}") : "")}), so the equal-compute control trains {c.EqualComputeSteps} steps.\n");
-        else
-            sb.Append("- Cost ratio: not measured (no complete seed-1 LoopRPT and equal-steps runs).\n");
+        sb.Append(C, $"- Compute: one LoopRPT step (published) costs {cost.Ratio:F2} Stage I steps ({(cost.Source == "given" ? "ratio given" : "analytic forward + backward FLOPs, `StepFlops`; docs/experiment.md §4.1")}), so `{ExperimentArm.EqualComputeName}` trains {cost.EqualComputeSteps} steps; each equal-compute control matches its LoopRPT arm's FLOPs (table below).\n");
         foreach (var (set, batches) in sets)
         {
             var counts = LoopEvaluator.BucketNames.Select(b => string.Create(C, $"{b} = {runs[0].Evaluations[set][b].Label}: {summary.Get(set, summary.Arms[0], b).Tokens:N0}"));
             sb.Append(C, $"- Evaluation set `{set}`: {batches.Count} batch(es); tokens {string.Join(", ", counts)} (nested buckets by the base model's last-step entropy H, `{o.Buckets}`).\n");
         }
         sb.Append(C, $"- Q-exit sweep q ∈ {{{string.Join(", ", summary.QValues.Select(q => q.ToString("0.###", C)))}}}. Pareto curves are compared at matched mean exit steps {summary.Grid[0]:0.##}, {summary.Grid[0] + o.ParetoGridStep:0.##}, …, {T}: per seed, accuracy is interpolated linearly along its {(o.ParetoIncludesFixedSteps ? "Q-exit sweep and fixed steps" : "Q-exit sweep")} sorted by mean exit step (no extrapolation; a point is reported only where every seed reaches it).\n\n");
-        sb.Append("| arm | what | steps | learning rate |\n|---|---|---:|---:|\n");
+        sb.Append("| arm | what | steps | learning rate | FLOPs per step (fwd + bwd) | × Stage I step | FLOPs of the run | wall-clock s per step (median) | CPU s per step | training s (all runs) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+        double stage1 = cost.Of(ExperimentArm.EqualStepsName).Flops.Total;
         foreach (var a in arms)
         {
-            string steps = a.Kind == ArmKind.Stage1EqualCompute ? cost?.EqualComputeSteps.ToString(C) ?? "–" : o.Steps.ToString(C);
-            sb.Append(C, $"| {a.Name} | {a.Description} | {steps} | {a.LearningRate:G3} |\n");
+            var ac = cost.Of(a.Name);
+            var t = timings.FirstOrDefault(x => x.Arm == a.Name);
+            sb.Append(C, $"| {a.Name} | {a.Description} | {ac.Steps} | {a.LearningRate:G3} | {ac.Flops.Total:G3} ({ac.Flops.Forward:G3} + {ac.Flops.Backward:G3}) | {ac.Flops.Total / stage1:F2} | {ac.TotalFlops:G3} | ")
+              .Append(t is null ? "– | – | – |\n" : string.Create(C, $"{t.MedianSecondsPerStep:F3} | {t.CpuSecondsPerStep:F3} | {t.Seconds:F0} |\n"));
         }
+        sb.Append("\nWall-clock and CPU times are measured on whatever else the machine ran; the FLOPs size the controls.\n");
 
         sb.Append("\n## Verdicts\n\n");
-        sb.Append("Each line is arm − control, paired by seed; \"higher\"/\"lower\" when the 95 % t-interval of the mean difference excludes 0.\n\n");
+        sb.Append(C, $"Each line is arm − control, paired by {(baseDirectories.Count > 1 ? "(base, seed)" : "seed")}, with a two-sided paired t-test. The list is one family of {verdicts.Count} tests: \"higher\"/\"lower\" only when the Holm-adjusted p-value is below 0.05 (family-wise error 5 %); a line whose unadjusted 95 % interval excludes 0 but whose adjusted p does not is marked so, and is exploratory.\n\n");
         foreach (var v in verdicts) sb.Append("- ").Append(v.Text).Append('\n');
         if (verdicts.Count == 0) sb.Append("- No LoopRPT arm and control pair to compare.\n");
 
@@ -145,7 +170,7 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
 
         sb.Append("\n## Files\n\n- `results.csv`: every arm × seed (and the base model, seed 0), bucket, step s1..sT and q (long format).\n");
         sb.Append("- `runs/ARM/seed-N/`: `evaluation.json`, `timing.json`, `arm.json`, and the trained `model/` directory (usable with `looprpt evaluate`).\n");
-        sb.Append("- `experiment.json`, `cost.json`: the settings this folder was built with and the cost ratio; rerunning the same experiment resumes.\n");
+        sb.Append("- `experiment.json`, `cost.json`: the settings this folder was built with and every arm's FLOPs per step; rerunning the same experiment resumes.\n");
         return sb.ToString();
     }
 
@@ -178,7 +203,7 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
                 sb.Append(C, $"| {arm} | {bucket} | ").Append(string.Join(" | ", summary.Get(set, arm, bucket).MatchedAccuracy.Select(m => ExperimentSummary.Points(m)))).Append(" |\n");
         if (plot is not null) sb.Append(C, $"\n![Pareto curves with seed bands, {set}]({plot})\n");
 
-        var pairs = summary.Differences.Where(d => d.EvaluationSet == set && Shown.Contains(d.Bucket))
+        var pairs = summary.Differences.Where(d => d.EvaluationSet == set && Shown.Contains(d.Bucket) && !summary.Controls.Contains(d.Arm))
             .OrderBy(d => Shown.ToList().IndexOf(d.Bucket)).ThenBy(d => summary.Controls.ToList().IndexOf(d.Control)).ThenBy(d => arms.ToList().IndexOf(d.Arm)).ToList();
         if (pairs.Count == 0) return;
         sb.Append(C, $"\n### Paired differences, arm − control (points; mean exit step in steps), mean ± std over seeds\n\n");
@@ -194,6 +219,8 @@ internal sealed class ExperimentReport(ExperimentOptions options, IReadOnlyList<
         foreach (var d in pairs)
             sb.Append(C, $"| {d.Arm} − {d.Control} | {d.Bucket} | ").Append(string.Join(" | ", d.MatchedAccuracy.Select(m => ExperimentSummary.Points(m, signed: true)))).Append(" |\n");
     }
+
+    private string Replicates => baseDirectories.Count > 1 ? "base models × seeds (replicates)" : "seeds";
 
     private static string StepsText(MeanStd m, bool signed = false)
     {

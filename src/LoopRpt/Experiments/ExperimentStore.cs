@@ -13,7 +13,7 @@ namespace LoopRpt.Experiments;
 /// <list type="bullet">
 /// <item><c>experiment.json</c> — format, format_version, and the settings every run depends on (base model hash, first
 /// batch of seed 1, evaluation-set hashes, optimizer settings, q values); a rerun with other settings is refused.</item>
-/// <item><c>cost.json</c> — the cost ratio (seconds per LoopRPT step / seconds per Stage I step) and how it was obtained.</item>
+/// <item><c>cost.json</c> — every arm's analytic FLOPs per step and steps (<see cref="Training.StepFlops"/>), which size the equal-compute controls.</item>
 /// <item><c>runs/base/evaluation.json</c> — the base model's evaluation on every set.</item>
 /// <item><c>runs/ARM/seed-N/arm.json</c> — the arm's definition (kind, steps, learning rate, LoopRPT options).</item>
 /// <item><c>runs/ARM/seed-N/timing.json</c> — optimizer steps trained and wall-clock seconds, summed over sessions.</item>
@@ -32,7 +32,6 @@ internal sealed class ExperimentStore
 
     public string Root { get; }
     public string ExperimentFile => Path.Combine(Root, "experiment.json");
-    public string CostFile => Path.Combine(Root, "cost.json");
     public string BaseEvaluationFile => Path.Combine(Root, "runs", ExperimentArm.BaseName, "evaluation.json");
     public string RunDirectory(string arm, int seed) => Path.Combine(Root, "runs", arm, $"seed-{seed}");
     public string EvaluationFile(string arm, int seed) => Path.Combine(RunDirectory(arm, seed), "evaluation.json");
@@ -176,13 +175,26 @@ internal sealed class ExperimentStore
         Write(path, t);
     }
 
+    /// <summary><c>cost.json</c>: every arm's FLOPs per step and steps, for the record (the sizing is recomputed on every run).</summary>
     internal sealed class CostRecord
     {
         [JsonPropertyName("ratio")] public double Ratio { get; set; }
-        [JsonPropertyName("looprpt_seconds_per_step")] public double LoopRptSecondsPerStep { get; set; }
-        [JsonPropertyName("stage1_seconds_per_step")] public double Stage1SecondsPerStep { get; set; }
-        [JsonPropertyName("cpu_ratio")] public double CpuRatio { get; set; } = double.NaN;
         [JsonPropertyName("source")] public string Source { get; set; } = "";
+        [JsonPropertyName("arms")] public List<ArmCostRecord> Arms { get; set; } = [];
+
+        public static CostRecord From(CostMeasurement c) => new()
+        {
+            Ratio = c.Ratio, Source = c.Source,
+            Arms = c.Arms.Select(a => new ArmCostRecord { Arm = a.Arm, Steps = a.Steps, ForwardFlops = a.Flops.Forward, BackwardFlops = a.Flops.Backward }).ToList(),
+        };
+    }
+
+    internal sealed class ArmCostRecord
+    {
+        [JsonPropertyName("arm")] public string Arm { get; set; } = "";
+        [JsonPropertyName("steps")] public long Steps { get; set; }
+        [JsonPropertyName("forward_flops_per_step")] public double ForwardFlops { get; set; }
+        [JsonPropertyName("backward_flops_per_step")] public double BackwardFlops { get; set; }
     }
 
     // ---- fingerprint -------------------------------------------------------------------------------------------------

@@ -10,55 +10,81 @@ using LoopRpt.Training;
 namespace LoopRpt.Experiments;
 
 /// <summary>
-/// "Does LoopRPT help on my data?" as a multi-seed experiment. From one base checkpoint (Ouro Stage I + gate), for each
-/// seed, it trains (a) a Stage I continuation with as many steps as LoopRPT, (b) a Stage I continuation with as much
-/// wall-clock compute as LoopRPT (steps × the measured cost ratio), (c) LoopRPT with the published options and (d) any
-/// LoopRPT variants; evaluates every run and the base model on every evaluation set with <see cref="LoopEvaluator"/>
+/// "Does LoopRPT help on my data?" as a multi-seed experiment. From one or more base checkpoints (Ouro Stage I + gate),
+/// it first checks the premise (<see cref="PremiseCheck"/>: do the base's later loops beat loop 1?), then, for each base and
+/// seed, trains (a) a Stage I continuation with as many steps as LoopRPT, (b) Stage I continuations with as many
+/// forward + backward FLOPs as each LoopRPT arm (<see cref="StepFlops"/>), (c) LoopRPT with the published options and
+/// (d) any LoopRPT variants; evaluates every run and the base model on every evaluation set with <see cref="LoopEvaluator"/>
 /// (buckets by the base model's entropy, so all are compared on the same tokens); and writes report.md, results.csv and
-/// Pareto band plots (<see cref="ExperimentSummary"/> has the statistics).
+/// Pareto band plots (<see cref="ExperimentSummary"/> has the statistics; the verdicts are Holm-corrected).
 /// </summary>
 /// <remarks>
-/// <para>Fair comparison: all arms of a seed start from the same weights, read the same batches (the batch source is a
-/// function of the seed and the global step) and use the same optimizer and schedule; the seed also drives LoopRPT's
-/// rollout noise. Seeds therefore measure the spread due to data order and exploration, and differences are paired by seed.</para>
-/// <para>Resumable: each arm/seed has a folder under <c>runs/</c>; a run whose evaluation is stored is skipped, an
-/// interrupted one continues from its last checkpoint, and the cost ratio is stored once measured. Rerunning with more
+/// <para>Fair comparison: all arms of a (base, seed) start from the same weights, read the same batches (the batch source
+/// is a function of the seed and the global step) and use the same optimizer and schedule; the seed also drives LoopRPT's
+/// rollout noise. Seeds measure the spread due to data order and exploration, base models the spread due to the base's
+/// own training; differences are paired by (base, seed).</para>
+/// <para>Resumable: each arm/seed has a folder under <c>runs/</c> (under <c>by-base/bB/runs/</c> with several bases); a run
+/// whose evaluation is stored is skipped, an interrupted one continues from its last checkpoint. Rerunning with more
 /// seeds or another variant adds runs; other changes are refused (see <c>experiment.json</c>).</para>
-/// <para>Training order per seed: equal steps, LoopRPT, variants, then equal compute (its step count needs the ratio,
-/// measured from seed 1's first two runs).</para>
 /// </remarks>
 public sealed class LoopRptExperiment
 {
     private static readonly CultureInfo C = CultureInfo.InvariantCulture;
 
-    private readonly string _baseDirectory;
+    private readonly IReadOnlyList<string> _bases;
     private readonly Func<long, ITokenBatchSource> _batches;
     private readonly IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> _sets;
     private readonly ExperimentOptions _options;
     private readonly OuroConfig _config;
 
-    /// <summary>Creates the experiment and validates everything that can be checked without training.</summary>
+    /// <summary>Creates the experiment from one base model and validates everything that can be checked without training.</summary>
     /// <param name="baseModelDirectory">The base model, saved with <see cref="ModelDirectory.Save"/> (Ouro Stage I + gate).</param>
     /// <param name="batchSource">Continuation batches for a seed (the seed sets their order); called once per arm/seed.</param>
     /// <param name="evaluationSets">Named evaluation sets, e.g. "heldout" (names: letters, digits, '.', '_', '-', '=').</param>
     /// <param name="options">Options (copied); default <see cref="ExperimentOptions"/>.</param>
     public LoopRptExperiment(string baseModelDirectory, Func<long, ITokenBatchSource> batchSource,
                              IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> evaluationSets, ExperimentOptions? options = null)
+        : this([baseModelDirectory], batchSource, evaluationSets, options)
     {
-        ArgumentException.ThrowIfNullOrWhiteSpace(baseModelDirectory);
+    }
+
+    /// <summary>
+    /// Creates the experiment from several base models of the same shape (e.g. trained with different seeds), so that the
+    /// ± of every statistic includes the base models' variance; validates everything that can be checked without training.
+    /// </summary>
+    /// <param name="baseModelDirectories">The base models, each saved with <see cref="ModelDirectory.Save"/>; the same config.</param>
+    /// <param name="batchSource">Continuation batches for a seed (the seed sets their order); called once per arm/seed.</param>
+    /// <param name="evaluationSets">Named evaluation sets, e.g. "heldout" (names: letters, digits, '.', '_', '-', '=').</param>
+    /// <param name="options">Options (copied); default <see cref="ExperimentOptions"/>.</param>
+    public LoopRptExperiment(IReadOnlyList<string> baseModelDirectories, Func<long, ITokenBatchSource> batchSource,
+                             IReadOnlyDictionary<string, IReadOnlyList<TokenBatch>> evaluationSets, ExperimentOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(baseModelDirectories);
         ArgumentNullException.ThrowIfNull(batchSource);
         ArgumentNullException.ThrowIfNull(evaluationSets);
         _options = Copy(options ?? new ExperimentOptions());
         _options.Validate();
 
-        if (!Directory.Exists(baseModelDirectory))
-            throw new ArgumentException($"The base model directory '{baseModelDirectory}' does not exist.", nameof(baseModelDirectory));
-        if (!ModelDirectory.IsModelDirectory(baseModelDirectory))
-            throw new ArgumentException($"'{baseModelDirectory}' is not a LoopRpt model directory (config.json and meta.json); save the base model with ModelDirectory.Save.", nameof(baseModelDirectory));
-        _config = ModelDirectory.ReadConfig(baseModelDirectory);
+        if (baseModelDirectories.Count == 0) throw new ArgumentException("At least one base model directory is needed.", nameof(baseModelDirectories));
+        var bases = new List<string>();
+        foreach (var dir in baseModelDirectories)
+        {
+            ArgumentException.ThrowIfNullOrWhiteSpace(dir, nameof(baseModelDirectories));
+            if (!Directory.Exists(dir))
+                throw new ArgumentException($"The base model directory '{dir}' does not exist.", nameof(baseModelDirectories));
+            if (!ModelDirectory.IsModelDirectory(dir))
+                throw new ArgumentException($"'{dir}' is not a LoopRpt model directory (config.json and meta.json); save the base model with ModelDirectory.Save.", nameof(baseModelDirectories));
+            var full = Path.GetFullPath(dir);
+            if (bases.Contains(full)) throw new ArgumentException($"The base model directory '{dir}' is given twice.", nameof(baseModelDirectories));
+            bases.Add(full);
+        }
+        _config = ModelDirectory.ReadConfig(bases[0]);
         if (_config.TotalUtSteps < 2)
-            throw new ArgumentException($"The base model has total_ut_steps = {_config.TotalUtSteps}; LoopRPT rewards loop steps against each other and needs at least 2.", nameof(baseModelDirectory));
-        _baseDirectory = Path.GetFullPath(baseModelDirectory);
+            throw new ArgumentException($"The base model has total_ut_steps = {_config.TotalUtSteps}; LoopRPT rewards loop steps against each other and needs at least 2.", nameof(baseModelDirectories));
+        foreach (var dir in bases.Skip(1))
+            if (ModelDirectory.ReadConfig(dir).ToJson() != _config.ToJson())
+                throw new ArgumentException($"The base model '{dir}' has another config than '{bases[0]}'; every base model must have the same shape.", nameof(baseModelDirectories));
+        _bases = bases;
 
         if (evaluationSets.Count == 0) throw new ArgumentException("At least one evaluation set is needed (e.g. \"heldout\").", nameof(evaluationSets));
         foreach (var (name, batches) in evaluationSets)
@@ -77,96 +103,134 @@ public sealed class LoopRptExperiment
     /// <summary>The arms in report order.</summary>
     public IReadOnlyList<ExperimentArm> Arms { get; }
 
+    /// <summary>The base model directories (full paths).</summary>
+    public IReadOnlyList<string> BaseModels => _bases;
+
+    /// <summary>
+    /// Every arm's analytic FLOPs per optimizer step (<see cref="StepFlops"/>) from the model, the options and seed 1's first
+    /// batch (its rows, sequence length and real targets per row), and the equal-compute controls' steps sized by them.
+    /// </summary>
+    public CostMeasurement Compute() => Compute(FirstBatch());
+
     /// <summary>The runs in training order and which of them <paramref name="outputDirectory"/> already holds (nothing is written).</summary>
     public IReadOnlyList<ExperimentRun> Plan(string outputDirectory)
     {
-        var store = new ExperimentStore(CheckOutputDirectory(outputDirectory));
-        var cost = KnownCost(store);
-        return PlanOf(store, cost);
+        var root = CheckOutputDirectory(outputDirectory);
+        var cost = Compute();
+        return Enumerable.Range(0, _bases.Count).SelectMany(b => PlanOf(Store(root, b), b, cost)).Select((r, i) => r with { Index = i }).ToArray();
     }
 
     /// <summary>
-    /// Runs (or resumes) the experiment into <paramref name="outputDirectory"/>: trains and evaluates every missing arm/seed,
-    /// then writes report.md, results.csv and one Pareto band plot per evaluation set.
+    /// Runs (or resumes) the experiment into <paramref name="outputDirectory"/>: evaluates the base model(s) and checks the
+    /// premise, trains and evaluates every missing arm/seed, then writes report.md, results.csv and one Pareto band plot per
+    /// evaluation set.
     /// </summary>
     /// <param name="outputDirectory">Created if missing; an existing experiment there is resumed.</param>
-    /// <param name="progress">Training progress; <see cref="TrainingProgress.Stage"/> is "ARM/seed-N" and <see cref="TrainingProgress.StageIndex"/> the run's <see cref="ExperimentRun.Index"/>.</param>
+    /// <param name="progress">Training progress; <see cref="TrainingProgress.Stage"/> is the run's <see cref="ExperimentRun.Label"/> and <see cref="TrainingProgress.StageIndex"/> its <see cref="ExperimentRun.Index"/>.</param>
     /// <param name="cancellationToken">Cancels between and inside runs (an interrupted run checkpoints and resumes next time).</param>
     /// <exception cref="ArgumentException">The output path is a file, or it holds an experiment with other settings (checked before any training).</exception>
     public ExperimentResults Run(string outputDirectory, IProgress<TrainingProgress>? progress = null, CancellationToken cancellationToken = default)
     {
-        var store = new ExperimentStore(CheckOutputDirectory(outputDirectory));
+        var root = CheckOutputDirectory(outputDirectory);
         TorchNative.EnsureLoaded();
-        var firstBatch = _batches(1)?.GetBatch(ModelDirectory.ReadMeta(_baseDirectory).Step, 0)
-            ?? throw new ArgumentException("The batch source factory returned null for seed 1.", "batchSource");
+        var firstBatch = FirstBatch();
         CheckVocabulary([firstBatch], "The training batches", "batchSource");
-        Directory.CreateDirectory(store.Root);
-        store.CheckOrWriteSettings(Settings(firstBatch));
+        var cost = Compute(firstBatch);
+        var stores = Enumerable.Range(0, _bases.Count).Select(b => Store(root, b)).ToArray();
+        CheckLayout(root);
+        for (int b = 0; b < stores.Length; b++)
+        {
+            Directory.CreateDirectory(stores[b].Root);
+            stores[b].CheckOrWriteSettings(Settings(firstBatch, b));
+        }
+        ExperimentStore.Write(Path.Combine(root, "cost.json"), ExperimentStore.CostRecord.From(cost));
+        Log(string.Create(C, $"compute: {string.Join(", ", cost.Arms.Select(a => $"{a.Arm} {a.Flops.Total:G3} FLOPs/step × {a.Steps}"))} (ratio {cost.Ratio:F2}, {cost.Source})"));
 
         var clock = Stopwatch.StartNew();
         var evaluator = new LoopEvaluator(new LoopEvaluationOptions { QValues = _options.QValues, Buckets = _options.Buckets, Pass = _options.Pass });
-        using var baseModel = ModelDirectory.Load(_baseDirectory, _options.Device).Model;
-        var runs = new List<ArmRun> { BaseEvaluation(store, evaluator, baseModel) };
-        var cost = KnownCost(store, persist: true);
-        int trained = 0;
-        foreach (var planned in PlanOf(store, cost))
+
+        // 1. The premise, from every base model, before any arm trains.
+        var baseRuns = new List<ArmRun>();
+        for (int b = 0; b < _bases.Count; b++)
         {
-            cancellationToken.ThrowIfCancellationRequested();
-            var arm = Arms.Single(a => a.Name == planned.Arm);
-            if (planned.Done)
+            using var baseModel = ModelDirectory.Load(_bases[b], _options.Device).Model;
+            baseRuns.Add(BaseEvaluation(stores[b], evaluator, baseModel, b));
+        }
+        var premise = _sets.Keys.Select(set => PremiseCheck.Assess(set, baseRuns.Select(r => r.Evaluations[set]["All"]).ToArray())).ToArray();
+        foreach (var p in premise)
+            Log(string.Create(C, $"premise {p.EvaluationSet}: accuracy per loop {string.Join(" / ", p.Accuracy.Select(m => ExperimentSummary.Points(m)))} % → {(p.Holds ? "later loops beat loop 1" : "no later loop beats loop 1")}"));
+        if (!premise.Any(p => p.Holds)) Log("WARNING " + PremiseCheck.Warning);
+
+        // 2. The arms, base by base.
+        var runs = new List<ArmRun>(_bases.Count == 1 ? [baseRuns[0] with { Seed = 0 }] : baseRuns.Select((r, b) => r with { Seed = b + 1 }));
+        int trained = 0, index = 0;
+        for (int b = 0; b < _bases.Count; b++)
+        {
+            using var baseModel = ModelDirectory.Load(_bases[b], _options.Device).Model;
+            foreach (var planned in PlanOf(stores[b], b, cost).Select(r => r with { Index = index++ }))
             {
-                runs.Add(LoadRun(store, planned));
-                Log($"{planned.Label}: done earlier, evaluation loaded");
-                continue;
-            }
-            long steps = planned.Steps;
-            if (arm.Kind == ArmKind.Stage1EqualCompute)
-            {
-                cost ??= Measure(store, persist: true) ?? throw new InvalidOperationException(
-                    $"The cost ratio is unknown: the seed-1 runs '{ExperimentArm.EqualStepsName}' and '{ExperimentArm.LoopRptName}' have no timing in '{store.Root}'. Delete their folders to retrain them, or set CostRatio.");
-                steps = cost.EqualComputeSteps;
-            }
-            runs.Add(TrainAndEvaluate(store, planned with { Steps = steps }, arm, evaluator, baseModel, progress, cancellationToken));
-            trained++;
-            if (cost is null && Measure(store, persist: true) is { } measured)
-            {
-                cost = measured;
-                Log(string.Create(C, $"cost ratio {cost.Ratio:F2}: median {cost.LoopRptSecondsPerStep:F3} s per LoopRPT step / {cost.Stage1SecondsPerStep:F3} s per Stage I step (seed 1; process CPU time gives {cost.CpuRatio:F2}) → {cost.EqualComputeSteps} equal-compute steps"));
+                cancellationToken.ThrowIfCancellationRequested();
+                ArmRun run;
+                if (planned.Done)
+                {
+                    run = LoadRun(stores[b], planned);
+                    Log($"{planned.Label}: done earlier, evaluation loaded");
+                }
+                else
+                {
+                    run = TrainAndEvaluate(stores[b], b, planned, Arms.Single(a => a.Name == planned.Arm), evaluator, baseModel, progress, cancellationToken);
+                    trained++;
+                }
+                runs.Add(run with { Seed = Replicate(b, planned.Seed) });
             }
         }
 
-        // Report order (base, then the arms as listed, seeds ascending): the summary compares each arm with the controls before it.
+        // Report order (base, then the arms as listed, replicates ascending): the summary compares each arm with the controls before it.
         var armOrder = Arms.Select(a => a.Name).ToList();
         runs = [.. runs.OrderBy(r => r.Arm == ExperimentArm.BaseName ? -1 : armOrder.IndexOf(r.Arm)).ThenBy(r => r.Seed)];
         var controls = Arms.Where(a => a.IsControl).Select(a => a.Name).ToArray();
         var summary = ExperimentSummary.Create(runs, controls, _options.ParetoGridStep, _options.ParetoIncludesFixedSteps);
-        var report = new ExperimentReport(_options, Arms, _config, _baseDirectory, summary, runs, cost, _sets);
+        var timings = Timings(stores);
+        var report = new ExperimentReport(_options, Arms, _config, _bases, summary, runs, cost, _sets, premise, timings);
         var verdicts = report.Verdicts();
-        var reportPath = Path.Combine(store.Root, "report.md");
-        var csvPath = Path.Combine(store.Root, "results.csv");
-        var plots = report.WritePlots(store.Root);
+        var reportPath = Path.Combine(root, "report.md");
+        var csvPath = Path.Combine(root, "results.csv");
+        var plots = report.WritePlots(root);
         AtomicDirectory.WriteAllText(csvPath, ExperimentReport.Csv(runs, Arms));
         AtomicDirectory.WriteAllText(reportPath, report.Markdown(verdicts, plots.Select(Path.GetFileName).ToArray()!, trained, clock.Elapsed));
         Log(string.Create(C, $"wrote {reportPath}, {csvPath} and {plots.Count} plot(s); {trained} run(s) trained in {clock.Elapsed.TotalSeconds:F0} s"));
-        return new ExperimentResults(store.Root, Arms, _options.Seeds, runs, summary, cost, verdicts, trained, reportPath, csvPath, plots);
+        return new ExperimentResults(root, Arms, _options.Seeds, runs, summary, cost, verdicts, trained, reportPath, csvPath, plots, premise, timings, _bases.Count);
     }
 
     // ---- runs --------------------------------------------------------------------------------------------------------
 
-    private List<ExperimentRun> PlanOf(ExperimentStore store, CostMeasurement? cost)
+    /// <summary>The store of base <paramref name="b"/> (0-based): the output folder itself with one base, <c>by-base/bB</c> with several.</summary>
+    private ExperimentStore Store(string root, int b) => new(_bases.Count == 1 ? root : Path.Combine(root, "by-base", $"b{b + 1}"));
+
+    /// <summary>The replicate of (base b, seed): the seed with one base; (b − 1) × Seeds + seed with several.</summary>
+    private int Replicate(int b, int seed) => _bases.Count == 1 ? seed : b * _options.Seeds + seed;
+
+    /// <summary>Refuses a folder laid out for another number of base models (its runs would be retrained or ignored).</summary>
+    private void CheckLayout(string root)
+    {
+        bool single = File.Exists(Path.Combine(root, "experiment.json")), several = Directory.Exists(Path.Combine(root, "by-base"));
+        if (_bases.Count > 1 && single)
+            throw new ArgumentException($"The output directory '{root}' holds a single-base experiment; use another folder for {_bases.Count} base models.", "outputDirectory");
+        if (_bases.Count == 1 && several)
+            throw new ArgumentException($"The output directory '{root}' holds an experiment with several base models (by-base/); use another folder for one base model.", "outputDirectory");
+    }
+
+    private List<ExperimentRun> PlanOf(ExperimentStore store, int b, CostMeasurement cost)
     {
         var plan = new List<ExperimentRun>();
         var order = Arms.Where(a => a.Kind != ArmKind.Stage1EqualCompute).Concat(Arms.Where(a => a.Kind == ArmKind.Stage1EqualCompute)).ToArray();
         for (int seed = 1; seed <= _options.Seeds; seed++)
             foreach (var arm in order)
-            {
-                long steps = arm.Kind == ArmKind.Stage1EqualCompute ? cost?.EqualComputeSteps ?? 0 : _options.Steps;
-                plan.Add(new ExperimentRun(plan.Count, arm.Name, seed, steps, File.Exists(store.EvaluationFile(arm.Name, seed))));
-            }
+                plan.Add(new ExperimentRun(plan.Count, arm.Name, seed, cost.Of(arm.Name).Steps, File.Exists(store.EvaluationFile(arm.Name, seed)), _bases.Count == 1 ? 0 : b + 1));
         return plan;
     }
 
-    private ArmRun TrainAndEvaluate(ExperimentStore store, ExperimentRun planned, ExperimentArm arm, LoopEvaluator evaluator, OuroForCausalLM baseModel,
+    private ArmRun TrainAndEvaluate(ExperimentStore store, int b, ExperimentRun planned, ExperimentArm arm, LoopEvaluator evaluator, OuroForCausalLM baseModel,
                                     IProgress<TrainingProgress>? progress, CancellationToken ct)
     {
         int seed = planned.Seed;
@@ -178,7 +242,7 @@ public sealed class LoopRptExperiment
             throw new ArgumentException($"'{dir}' holds a partial run of arm '{arm.Name}' with another definition (see {definitionFile}); delete that folder to train it afresh.", "outputDirectory");
         AtomicDirectory.WriteAllText(definitionFile, definition);
 
-        var loaded = ModelDirectory.Load(_baseDirectory, _options.Device);
+        var loaded = ModelDirectory.Load(_bases[b], _options.Device);
         using var lm = loaded.Model;
         using var objective = arm.CreateObjective(seed, _options.ContinuationBeta);
         var stage = new TrainingStage(objective, planned.Steps, _options.Optimizer with { LearningRate = arm.LearningRate });
@@ -233,52 +297,56 @@ public sealed class LoopRptExperiment
         if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
     }
 
-    private ArmRun BaseEvaluation(ExperimentStore store, LoopEvaluator evaluator, OuroForCausalLM baseModel)
+    private ArmRun BaseEvaluation(ExperimentStore store, LoopEvaluator evaluator, OuroForCausalLM baseModel, int b)
     {
         var path = store.BaseEvaluationFile;
+        var label = _bases.Count == 1 ? ExperimentArm.BaseName : $"{ExperimentArm.BaseName} {b + 1}";
         if (ExperimentStore.Read<ExperimentStore.RunFile>(path) is { } cached)
         {
-            Log("base: evaluation loaded");
+            Log($"{label}: evaluation loaded");
             return cached.ToRun(path);
         }
         var evaluations = _sets.ToDictionary(kv => kv.Key, kv => evaluator.Evaluate(baseModel, kv.Value, baseModel, ExperimentArm.BaseName));
         ExperimentStore.Write(path, ExperimentStore.RunFile.From(ExperimentArm.BaseName, 0, 0, evaluations));
-        Log("base: evaluated");
+        Log($"{label}: evaluated");
         return new ArmRun(ExperimentArm.BaseName, 0, evaluations);
     }
 
-    // ---- cost ratio --------------------------------------------------------------------------------------------------
-
-    /// <summary>The ratio given in the options, else the stored one, else one measurable from the seed-1 timings, else null.</summary>
-    private CostMeasurement? KnownCost(ExperimentStore store, bool persist = false)
+    /// <summary>Each arm's measured wall-clock and CPU time over every base and seed.</summary>
+    private IReadOnlyList<ArmTiming> Timings(IReadOnlyList<ExperimentStore> stores)
     {
-        if (_options.CostRatio is { } given) return Cost(given, double.NaN, double.NaN, "given", double.NaN);
-        if (ExperimentStore.Read<ExperimentStore.CostRecord>(store.CostFile) is { } stored)
-            return Cost(stored.Ratio, stored.LoopRptSecondsPerStep, stored.Stage1SecondsPerStep, stored.Source, stored.CpuRatio);
-        return Measure(store, persist);
+        var list = new List<ArmTiming>();
+        foreach (var arm in Arms)
+        {
+            var records = stores.SelectMany(s => Enumerable.Range(1, _options.Seeds).Select(seed => ExperimentStore.Read<ExperimentStore.TimingRecord>(s.TimingFile(arm.Name, seed))))
+                .OfType<ExperimentStore.TimingRecord>().Where(t => t.Steps > 0).ToArray();
+            if (records.Length == 0) continue;
+            var medians = records.Select(t => t.SecondsPerStep).Order().ToArray();
+            int n = medians.Length;
+            list.Add(new ArmTiming(arm.Name, n, records.Sum(t => t.Steps), records.Sum(t => t.Seconds), records.Sum(t => t.CpuSeconds),
+                n % 2 == 1 ? medians[n / 2] : (medians[n / 2 - 1] + medians[n / 2]) / 2));
+        }
+        return list;
     }
 
-    /// <summary>Median seconds per step of seed 1's LoopRPT run over that of its equal-steps control, once both are complete.</summary>
-    private CostMeasurement? Measure(ExperimentStore store, bool persist)
-    {
-        // Only complete runs: a partial timing would give the first (slower, warming-up) steps too much weight.
-        if (!File.Exists(store.EvaluationFile(ExperimentArm.EqualStepsName, 1)) || !File.Exists(store.EvaluationFile(ExperimentArm.LoopRptName, 1))) return null;
-        var stage1 = ExperimentStore.Read<ExperimentStore.TimingRecord>(store.TimingFile(ExperimentArm.EqualStepsName, 1));
-        var looprpt = ExperimentStore.Read<ExperimentStore.TimingRecord>(store.TimingFile(ExperimentArm.LoopRptName, 1));
-        if (stage1 is null || looprpt is null || !(stage1.SecondsPerStep > 0) || !(looprpt.SecondsPerStep > 0)) return null;
-        double cpuRatio = looprpt.CpuSeconds > 0 && stage1.CpuSeconds > 0 ? looprpt.CpuSeconds / looprpt.Steps / (stage1.CpuSeconds / stage1.Steps) : double.NaN;
-        var cost = Cost(looprpt.SecondsPerStep / stage1.SecondsPerStep, looprpt.SecondsPerStep, stage1.SecondsPerStep, "measured (seed 1)", cpuRatio);
-        if (persist)
-            ExperimentStore.Write(store.CostFile, new ExperimentStore.CostRecord
-            {
-                Ratio = cost.Ratio, LoopRptSecondsPerStep = cost.LoopRptSecondsPerStep, Stage1SecondsPerStep = cost.Stage1SecondsPerStep, Source = cost.Source,
-                CpuRatio = cost.CpuRatio,
-            });
-        return cost;
-    }
+    // ---- compute -----------------------------------------------------------------------------------------------------
 
-    private CostMeasurement Cost(double ratio, double looprpt, double stage1, string source, double cpuRatio)
-        => new(ratio, looprpt, stage1, Math.Max(1, (long)Math.Round(_options.Steps * ratio, MidpointRounding.AwayFromZero)), source, cpuRatio);
+    private TokenBatch FirstBatch()
+        => _batches(1)?.GetBatch(ModelDirectory.ReadMeta(_bases[0]).Step, 0)
+           ?? throw new ArgumentException("The batch source factory returned null for seed 1.", "batchSource");
+
+    /// <summary>Every arm's FLOPs per step from <paramref name="batch"/>'s shape and targets, and the controls' steps from them.</summary>
+    private CostMeasurement Compute(TokenBatch batch)
+    {
+        int rows = batch.BatchSize, S = batch.SequenceLength, micro = _options.Optimizer.GradientAccumulation;
+        var targets = Enumerable.Range(0, rows).Select(r => batch.Targets.Skip(r * S).Take(S).Count(t => t != TokenBatch.IgnoreIndex)).ToArray();
+        var stage1 = StepFlops.Stage1(_config, rows, S, micro);
+        var flops = Arms.ToDictionary(a => a.Name, a => a.LoopRptObjectiveOptions is { } o ? StepFlops.LoopRpt(_config, targets, S, o, micro) : stage1);
+        long EqualSteps(double ratio) => Math.Max(1, (long)Math.Round(_options.Steps * ratio, MidpointRounding.AwayFromZero));
+        double RatioOf(string arm) => _options.CostRatio ?? flops[arm].Total / stage1.Total;
+        var arms = Arms.Select(a => new ArmCompute(a.Name, flops[a.Name], a.Kind == ArmKind.Stage1EqualCompute ? EqualSteps(RatioOf(a.ComputeOf!)) : _options.Steps)).ToArray();
+        return new CostMeasurement(RatioOf(ExperimentArm.LoopRptName), EqualSteps(RatioOf(ExperimentArm.LoopRptName)), _options.CostRatio is null ? "FLOPs" : "given", arms);
+    }
 
     // ---- validation and settings -------------------------------------------------------------------------------------
 
@@ -316,12 +384,12 @@ public sealed class LoopRptExperiment
     }
 
     /// <summary>What every stored run depends on; a rerun with any of these changed is refused.</summary>
-    private SortedDictionary<string, string> Settings(TokenBatch firstBatch)
+    private SortedDictionary<string, string> Settings(TokenBatch firstBatch, int b)
     {
         var o = _options;
         var settings = new SortedDictionary<string, string>(StringComparer.Ordinal)
         {
-            ["base_model"] = ExperimentStore.HashFile(Path.Combine(_baseDirectory, ModelWeights.FileName)),
+            ["base_model"] = ExperimentStore.HashFile(Path.Combine(_bases[b], ModelWeights.FileName)),
             ["batches_seed1"] = ExperimentStore.HashBatches([firstBatch]),
             ["evaluation_sets"] = string.Join(",", _sets.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => $"{kv.Key}:{ExperimentStore.HashBatches(kv.Value)}")),
             ["steps"] = o.Steps.ToString(C),
@@ -331,7 +399,7 @@ public sealed class LoopRptExperiment
             ["min_learning_rate_ratio"] = o.Optimizer.MinLearningRateRatio.ToString("R", C),
             ["gradient_clip"] = o.Optimizer.GradientClip.ToString("R", C),
             ["continuation_beta"] = o.ContinuationBeta.ToString("R", C),
-            ["cost_ratio"] = o.CostRatio?.ToString("R", C) ?? "measured",
+            ["cost_ratio"] = o.CostRatio?.ToString("R", C) ?? "flops",        // "measured" (wall-clock) before issue 27: those folders are refused
             ["q_values"] = string.Join(",", o.QValues.Select(q => q.ToString("R", C))),
         };
         // Only when not the default, so that experiments stored before buckets were configurable resume unchanged.

@@ -38,14 +38,16 @@ public sealed class CliExperimentTests
         Assert.Contains("experiment base=", r.Out);
         Assert.Contains("progress stage=pretrain", r.Out);                  // the base model was trained first
         Assert.Contains("progress stage=looprpt/seed-2", r.Out);
-        Assert.Contains("summary completed=true runs_trained=8 ", r.Out);
+        Assert.Matches(@"summary completed=true premise=(holds|fails) runs_trained=10 ", r.Out);
+        Assert.Contains("premise set=heldout bases=1 accuracy=", r.Out);
+        Assert.Contains("compute arm=stage1-equal-compute-looprpt-all-tokens flops_per_step=", r.Out);
         Assert.Contains("verdict looprpt − stage1-equal-steps at s1, Hard (heldout):", r.Out);
         foreach (var f in new[] { "report.md", "results.csv", "pareto-heldout.svg" })
             Assert.True(File.Exists(Path.Combine(output, f)), f);
         Assert.True(ModelDirectory.IsModelDirectory(Path.Combine(output, "base")));
         Assert.False(Directory.Exists(Path.Combine(output, "base-checkpoints")));
         var csv = File.ReadAllLines(Path.Combine(output, "results.csv"));
-        foreach (var arm in new[] { "stage1-equal-steps", "stage1-equal-compute", "looprpt", "looprpt-all-tokens" })
+        foreach (var arm in new[] { "stage1-equal-steps", "stage1-equal-compute", "stage1-equal-compute-looprpt-all-tokens", "looprpt", "looprpt-all-tokens" })
             foreach (var seed in new[] { 1, 2 })
                 Assert.Contains(csv, l => l.StartsWith($"heldout,{arm},{seed},All,qexit,0.5,", StringComparison.Ordinal));
 
@@ -53,7 +55,7 @@ public sealed class CliExperimentTests
         Assert.True(again.Code == ExitCodes.Success, again.ToString());
         Assert.Contains("base=" + Path.Combine(output, "base") + " reused=true", again.Out);
         Assert.DoesNotContain("progress ", again.Out);
-        Assert.Contains("summary completed=true runs_trained=0 ", again.Out);
+        Assert.Matches("summary completed=true premise=(holds|fails) runs_trained=0 ", again.Out);
         Assert.Equal(csv, File.ReadAllLines(Path.Combine(output, "results.csv")));
 
         // Another base budget in the same folder is refused before training.
@@ -84,9 +86,36 @@ public sealed class CliExperimentTests
         Assert.Contains("buckets: was top:50,30,20, now unset", other.Err);
         Assert.DoesNotContain("progress ", r.Out);
         Assert.Contains("arms=stage1-equal-steps,looprpt,g4 ", r.Out);
-        Assert.Contains("summary completed=true runs_trained=3 ", r.Out);
+        Assert.Matches("summary completed=true premise=(holds|fails) runs_trained=3 ", r.Out);
         Assert.False(Directory.Exists(Path.Combine(output, "base")));
         Assert.Contains("| g4 | LoopRPT, lr=0.0003, Rollouts=4 | 2 | 0.0003 |", File.ReadAllText(Path.Combine(output, "report.md")));
+    }
+
+    [Fact]
+    public void BaseSeedsTrainSeveralBasesAndPairWithinThem()
+    {
+        var (dir, train, heldOut) = Setup();
+        var output = Path.Combine(dir, "exp");
+        var r = CliRunner.Run(With(Tiny(train, heldOut, output, "--base-seeds", "2", "--no-default-variants", "--no-equal-compute"), "--seeds", "1"));
+        Assert.True(r.Code == ExitCodes.Success, r.ToString());
+        Assert.True(ModelDirectory.IsModelDirectory(Path.Combine(output, "base")));
+        Assert.True(ModelDirectory.IsModelDirectory(Path.Combine(output, "base-2")));
+        // The second base takes the first one's tokenizer, and its own initialization (seed + 1).
+        Assert.Equal(File.ReadAllText(Path.Combine(output, "base", "config.json")), File.ReadAllText(Path.Combine(output, "base-2", "config.json")));
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(output, "base", "model.safetensors")), File.ReadAllBytes(Path.Combine(output, "base-2", "model.safetensors")));
+        Assert.True(File.Exists(Path.Combine(output, "by-base", "b2", "runs", "looprpt", "seed-1", "evaluation.json")));
+        Assert.Contains("premise set=heldout bases=2 ", r.Out);
+        Assert.Contains("progress stage=looprpt/base-2/seed-1", r.Out);
+        Assert.Matches("summary completed=true premise=(holds|fails) runs_trained=4 ", r.Out);
+        Assert.Contains("2 base models × 1 seeds = 2 replicates", File.ReadAllText(Path.Combine(output, "report.md")));
+
+        var both = CliRunner.Run("experiment", "--input", train, "--heldout", heldOut, "--out", output, "--base", Path.Combine(output, "base"), "--base-seeds", "2");
+        Assert.Equal(ExitCodes.Usage, both.Code);
+        Assert.Contains("--base-seeds trains the base models", both.Err);
+        var zero = CliRunner.Run(With(Tiny(train, heldOut, Path.Combine(dir, "exp0"), "--base-seeds", "0"), "--seeds", "1"));
+        Assert.Equal(ExitCodes.Usage, zero.Code);
+        Assert.Contains("--base-seeds", zero.Err);
+        Assert.False(Directory.Exists(Path.Combine(dir, "exp0")));
     }
 
     [Fact]

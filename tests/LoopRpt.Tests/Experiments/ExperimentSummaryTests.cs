@@ -157,11 +157,17 @@ public sealed class ExperimentSummaryTests
     }
 
     [Fact]
-    public void VerdictsFollowTheConfidenceInterval()
+    public void VerdictsFollowTheTestAndHolmDecides()
     {
         var unclear = ExperimentReport.Verdict("heldout", "looprpt", "stage1-equal-steps", "s1, Hard", new MeanStd(0.004, 0.003, 3));
         Assert.Equal("no clear difference", unclear.Outcome);
-        Assert.Contains("looprpt − stage1-equal-steps at s1, Hard (heldout): +0.40 ± 0.30 points (3 seeds; 95 % CI -0.35 to +1.15)", unclear.Text);
+        Assert.Contains("looprpt − stage1-equal-steps at s1, Hard (heldout): +0.40 ± 0.30 points (3 seeds; 95 % CI -0.35 to +1.15; p = 0.", unclear.Text);
+        // t = 0.02 / (0.003 / √3) = 11.55 on 2 df: p = 0.0074, so "higher" alone; in a family whose Holm-adjusted p is 0.2, not.
+        var alone = ExperimentReport.Verdict("h", "a", "c", "s1, All", new MeanStd(0.02, 0.003, 3));
+        Tolerance.AssertClose(0.0074, alone.PValue, "p", absolute: 2e-4);
+        var adjusted = ExperimentReport.Verdict("h", "a", "c", "s1, All", new MeanStd(0.02, 0.003, 3), adjustedP: 0.2);
+        Assert.Equal("no clear difference", adjusted.Outcome);
+        Assert.Contains("Holm p = 0.200; unadjusted, the interval excludes 0", adjusted.Text);
         Assert.Equal("higher", ExperimentReport.Verdict("h", "a", "c", "s1, All", new MeanStd(0.02, 0.003, 3)).Outcome);
         Assert.Equal("lower", ExperimentReport.Verdict("h", "a", "c", "s1, All", new MeanStd(-0.02, 0.003, 3)).Outcome);
         Assert.Equal("undetermined", ExperimentReport.Verdict("h", "a", "c", "s1, All", new MeanStd(0.02, double.NaN, 1)).Outcome);

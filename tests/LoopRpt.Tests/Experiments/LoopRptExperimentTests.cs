@@ -5,6 +5,7 @@ using LoopRpt.Experiments;
 using LoopRpt.Objectives;
 using LoopRpt.Tests.Training;
 using LoopRpt.Training;
+using LoopRpt.Model;
 
 namespace LoopRpt.Tests.Experiments;
 
@@ -52,12 +53,13 @@ public sealed class LoopRptExperimentTests
         var reports = new List<TrainingProgress>();
         var log = new List<string>();
         var experiment = new LoopRptExperiment(baseDir, Source, EvalSets(), Options(log));
-        Assert.Equal(["stage1-equal-steps", "stage1-equal-compute", "looprpt", "looprpt-all-tokens"], experiment.Arms.Select(a => a.Name));
+        // The all-tokens variant reads out every target, not the hardest 20 %: more FLOPs per step, so its own control.
+        Assert.Equal(["stage1-equal-steps", "stage1-equal-compute", "stage1-equal-compute-looprpt-all-tokens", "looprpt", "looprpt-all-tokens"], experiment.Arms.Select(a => a.Name));
         Assert.All(experiment.Plan(output), r => Assert.False(r.Done));
 
         var first = experiment.Run(output, new SyncProgress<TrainingProgress>(reports.Add));
 
-        Assert.Equal(8, first.RunsTrained);
+        Assert.Equal(10, first.RunsTrained);
         foreach (var f in new[] { "report.md", "results.csv", "pareto-heldout.svg", "pareto-k_1.svg", "cost.json", "experiment.json" })
             Assert.True(File.Exists(Path.Combine(output, f)), f);
         Assert.NotNull(first.Cost);
@@ -76,8 +78,8 @@ public sealed class LoopRptExperimentTests
                     Assert.Contains(csv, l => l.StartsWith($"{set},{arm.Name},{seed},Hard,qexit,1,", StringComparison.Ordinal));
                 }
         }
-        // 2 sets × 9 runs (base + 4 arms × 2 seeds) × 4 buckets × (4 steps + 4 q) rows + header.
-        Assert.Equal(1 + 2 * 9 * 4 * 8, csv.Length);
+        // 2 sets × 11 runs (base + 5 arms × 2 seeds) × 4 buckets × (4 steps + 4 q) rows + header.
+        Assert.Equal(1 + 2 * 11 * 4 * 8, csv.Length);
 
         // Training progress names the run; each arm trained its steps (equal compute: the measured multiple).
         Assert.Contains(reports, p => p.Stage == "looprpt/seed-2" && p.Step == 2);
@@ -96,7 +98,12 @@ public sealed class LoopRptExperimentTests
         Assert.Contains("looprpt − stage1-equal-steps at s1, Hard (heldout):", report);
         Assert.Contains("(2 seeds; 95 % CI", report);
         Assert.Contains("![Pareto curves with seed bands, heldout](pareto-heldout.svg)", report);
-        Assert.Contains("Cost ratio: one LoopRPT step costs", report);
+        Assert.Contains("Compute: one LoopRPT step (published) costs", report);
+        Assert.Contains("## Premise check: do the base model's later loops beat loop 1?", report);
+        Assert.Equal(2, first.Premise.Count);
+        Assert.True(report.IndexOf("## Premise check", StringComparison.Ordinal) < report.IndexOf("## Settings", StringComparison.Ordinal), "the premise check opens the report");
+        Assert.Contains("Holm", report);
+        Assert.All(first.Timings, t => Assert.True(t.Seconds > 0 && t.Steps > 0, t.Arm));
         Assert.Contains("<polygon", File.ReadAllText(Path.Combine(output, "pareto-heldout.svg")));
         Assert.Equal(2 * 4 * 5, first.Verdicts.Count);                    // sets × (2 LoopRPT arms × 2 controls) × claims
 
@@ -108,7 +115,8 @@ public sealed class LoopRptExperimentTests
         Assert.Equal(0, second.RunsTrained);
         Assert.Contains(log, l => l.Contains("done earlier", StringComparison.Ordinal));
         Assert.Equal(csv, File.ReadAllLines(Path.Combine(output, "results.csv")));
-        Assert.Equal(first.Cost, second.Cost);                             // bitwise: the second run reads the first run's stored results
+        Assert.Equal(first.Cost.Arms.Select(a => (a.Arm, a.Steps)), second.Cost!.Arms.Select(a => (a.Arm, a.Steps)));
+        Assert.Equal(first.Cost.Ratio, second.Cost.Ratio);                 // bitwise: the same FLOP count from the same inputs
         Assert.Equal(first.Verdicts.Select(v => v.Text), second.Verdicts.Select(v => v.Text));
 
         // Other settings in the same folder are refused before any training.
@@ -200,6 +208,97 @@ public sealed class LoopRptExperimentTests
         Assert.Contains("is an existing file", e5.Message);
         Assert.Throws<ArgumentException>(() => experiment.Run(Path.Combine(file, "sub")));
         Assert.Equal(0, batchesAsked);
+    }
+
+    [Fact]
+    public void EqualComputeControlsAreSizedByEachArmsFlops()
+    {
+        var root = TempDir();
+        var baseDir = SaveBase(root);
+        var options = Options();
+        options.Steps = 3;
+        options.Variants = [ExperimentVariant.AllTokens(), ExperimentVariant.Parse("noisy:sigma=0.3")];
+        var experiment = new LoopRptExperiment(baseDir, Source, EvalSets(), options);
+        // The sigma variant costs what the published arm costs: it shares its control; the all-tokens variant gets one.
+        Assert.Equal(["stage1-equal-steps", "stage1-equal-compute", "stage1-equal-compute-looprpt-all-tokens", "looprpt", "looprpt-all-tokens", "noisy"],
+                     experiment.Arms.Select(a => a.Name));
+
+        // The batches: 2 rows of 16 positions, every target real; the published cut keeps ⌈15 × 0.2⌉ = 3 per row.
+        var config = ModelDirectory.ReadConfig(baseDir);
+        double stage1 = StepFlops.Stage1(config, 2, 16).Total;
+        double published = StepFlops.LoopRpt(config, [16, 16], 16, new LoopRptObjectiveOptions()).Total;
+        double all = StepFlops.LoopRpt(config, [16, 16], 16, new LoopRptObjectiveOptions { HardTokens = HardTokenMode.All }).Total;
+        Assert.True(all > published && published > 3 * stage1, $"{stage1} {published} {all}");
+        var cost = experiment.Compute();
+        Assert.Equal("FLOPs", cost.Source);
+        Tolerance.AssertClose(published / stage1, cost.Ratio, "ratio");
+        Assert.Equal((long)Math.Round(3 * published / stage1, MidpointRounding.AwayFromZero), cost.EqualComputeSteps);
+        Assert.Equal(cost.EqualComputeSteps, cost.Of("stage1-equal-compute").Steps);
+        Assert.Equal((long)Math.Round(3 * all / stage1, MidpointRounding.AwayFromZero), cost.Of("stage1-equal-compute-looprpt-all-tokens").Steps);
+        Assert.Equal(3, cost.Of("noisy").Steps);
+        Tolerance.AssertClose(published, cost.Of("noisy").Flops.Total, "noisy costs the published FLOPs");
+        Tolerance.AssertClose(stage1, cost.Of("stage1-equal-compute").Flops.Total, "a control step is a Stage I step");
+
+        // The plan trains those steps; the verdicts of each arm use its own control.
+        var plan = experiment.Plan(Path.Combine(root, "experiment"));
+        Assert.Equal(cost.Of("stage1-equal-compute-looprpt-all-tokens").Steps, plan.First(r => r.Arm == "stage1-equal-compute-looprpt-all-tokens").Steps);
+        Assert.Equal(cost.EqualComputeSteps, plan.First(r => r.Arm == "stage1-equal-compute").Steps);
+        Assert.Equal("stage1-equal-compute-looprpt-all-tokens", ExperimentArm.EqualComputeControlOf(experiment.Arms, "looprpt-all-tokens")!.Name);
+        Assert.Equal("stage1-equal-compute", ExperimentArm.EqualComputeControlOf(experiment.Arms, "noisy")!.Name);
+
+        // A given ratio: one control for every arm.
+        options.CostRatio = 2.5;
+        var given = new LoopRptExperiment(baseDir, Source, EvalSets(), options);
+        Assert.Single(given.Arms, a => a.Kind == ArmKind.Stage1EqualCompute);
+        Assert.Equal(8, given.Compute().EqualComputeSteps);              // round(3 × 2.5), away from zero
+        var e = Assert.Throws<ArgumentException>(() => new LoopRptExperiment(baseDir, Source, EvalSets(),
+            new ExperimentOptions { Variants = [ExperimentVariant.Parse("stage1-equal-compute-x:g=4")] }));
+        Assert.Contains("prefix of the equal-compute controls", e.Message);
+    }
+
+    [Fact]
+    public void SeveralBaseModelsPairWithinBaseAndSeedAndTheSpreadCoversThem()
+    {
+        var root = TempDir();
+        var baseA = SaveBase(root);
+        var baseB = Path.Combine(root, "base-2");
+        using (var lm = TestUtil.TinyModel(vocab: Vocab, seed: 4))
+            ModelDirectory.Save(baseB, lm, new ModelMeta { Step = 5, Stages = [new("pretrain", 4), new("gate", 1)] });
+        var output = Path.Combine(root, "experiment");
+        var options = Options();
+        options.Steps = 1;
+        options.EqualCompute = false;
+        options.Variants = [];
+        var experiment = new LoopRptExperiment([baseA, baseB], Source, EvalSets(), options);
+        var plan = experiment.Plan(output);
+        Assert.Equal(8, plan.Count);                                       // 2 bases × 2 seeds × 2 arms
+        Assert.Contains(plan, r => r.Label == "looprpt/base-2/seed-1");
+
+        var result = experiment.Run(output);
+        Assert.Equal(2, result.Bases);
+        Assert.True(File.Exists(Path.Combine(output, "by-base", "b2", "runs", "looprpt", "seed-2", "evaluation.json")));
+        Assert.Equal([1, 2], result.Runs.Where(r => r.Arm == "base").Select(r => r.Seed));
+        Assert.Equal([1, 2, 3, 4], result.Runs.Where(r => r.Arm == "looprpt").Select(r => r.Seed));
+        Assert.Equal(2, result.Summary.Get("heldout", "base", "All").StepAccuracy[0].Count);
+        Assert.Equal(2, result.Premise[0].Bases);
+
+        // The paired difference at s1 over the 4 replicates, from the runs by hand.
+        double Acc(string arm, int r) => result.Runs.Single(x => x.Arm == arm && x.Seed == r).Evaluations["heldout"]["All"].StepAccuracy[0];
+        var diffs = Enumerable.Range(1, 4).Select(r => Acc("looprpt", r) - Acc("stage1-equal-steps", r)).ToArray();
+        var d = result.Summary.Difference("heldout", "looprpt", "stage1-equal-steps", "All")!.StepAccuracy[0];
+        Assert.Equal(4, d.Count);
+        Tolerance.AssertClose(diffs.Average(), d.Mean, "mean over replicates");
+        Tolerance.AssertClose(Math.Sqrt(diffs.Sum(x => (x - diffs.Average()) * (x - diffs.Average())) / 3), d.Std, "std over replicates");
+        // Base 2's runs start from base 2: its equal-steps run differs from base 1's for the same seed.
+        double Nll(int r) => result.Runs.Single(x => x.Arm == "stage1-equal-steps" && x.Seed == r).Evaluations["heldout"]["All"].StepNegativeLogLikelihood[0];
+        Assert.False(Tolerance.Close(Nll(1), Nll(3)), $"{Nll(1)} vs {Nll(3)}");
+        Assert.Contains("2 base models × 2 seeds = 4 replicates", File.ReadAllText(result.ReportPath));
+        Assert.Contains("(4 replicates; 95 % CI", result.Verdicts[0].Text);
+
+        // The folder is laid out for two bases: a one-base experiment there is refused before training.
+        var e = Assert.Throws<ArgumentException>(() => new LoopRptExperiment(baseA, Source, EvalSets(), options).Run(output));
+        Assert.Contains("several base models", e.Message);
+        Assert.Throws<ArgumentException>(() => new LoopRptExperiment([baseA, baseA], Source, EvalSets(), options));
     }
 
     [Fact]
