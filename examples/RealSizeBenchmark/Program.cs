@@ -12,6 +12,7 @@ using System.Globalization;
 using LoopRpt.Inference;
 using LoopRpt.Interop;
 using LoopRpt.Model;
+using LoopRpt.Model.Kernels;
 using LoopRpt.Native;
 using static TorchSharp.torch;
 
@@ -41,14 +42,18 @@ const string Usage = """
       --save DIR               write the random model as a model directory and stop
       --profile                tables of where the time goes, per prefill and per decoding step
       --linear                 only time the MLP projections per dtype and row count, then stop
+      --kernels                only calibrate the decode products of the 1.4B shapes (libtorch against the own kernel,
+                               per dtype, rows 1 and 8, each thread count), print the times as read GB/s, then stop
+      --decode-kernel MODE     auto (measured per shape, the default), torch or own: who runs the decode products
+                               (the same as the environment variable LOOPRPT_DECODE_KERNEL)
 
     Quick decode check (well under a minute per dtype and thread count after the ~10 s load):
       --only decode --decode-batches 1 --decode-tokens 4 --threads 1,2
     """;
 
 string[] known = ["--help", "-h", "--dtypes", "--modes", "--only", "--threads", "--layers", "--prompts", "--decode-batches", "--decode-tokens",
-                  "--decode-prompt", "--q", "--score-tokens", "--checkpoint", "--save", "--profile", "--linear"];
-string[] flags = ["--help", "-h", "--profile", "--linear"];
+                  "--decode-prompt", "--q", "--score-tokens", "--checkpoint", "--save", "--profile", "--linear", "--kernels", "--decode-kernel"];
+string[] flags = ["--help", "-h", "--profile", "--linear", "--kernels"];
 for (int i = 0; i < args.Length; i++)
 {
     if (!known.Contains(args[i])) { Console.Error.WriteLine($"unknown option '{args[i]}'\n\n{Usage}"); return 2; }
@@ -86,6 +91,41 @@ var threadCounts = Ints("--threads", [get_num_threads()]).Select(n => Math.Max(1
 var cpu = CpuFeatures.Current;
 Console.WriteLine($"cpu: {Environment.ProcessorCount} logical cores, torch threads {string.Join(",", threadCounts)} (default {get_num_threads()}), features: {cpu}; " +
                   $"bfloat16 auto policy here: {BFloat16ComputePolicy.Resolve(BFloat16Compute.Auto, cpu)}");
+if (Arg("--decode-kernel") is { } dk) DecodeKernelPolicy.Mode = DecodeKernelPolicy.Parse(dk);
+Console.WriteLine($"decode products: {DecodeKernelPolicy.Mode} (own kernel vectors: {FewRowsKernelInfo()})");
+if (args.Contains("--kernels"))
+{
+    // Every decode product shape of the 1.4B model per dtype and row count, calibrated as a decoding step would.
+    foreach (int n in threadCounts)
+    {
+        set_num_threads(n);
+        double bw = Bandwidth();
+        Console.WriteLine($"\n-- {n} torch thread(s), read bandwidth {bw:F1} GB/s");
+        foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            foreach (var (inF, outF) in new[] { (2048, 2048), (2048, 5632), (5632, 2048), (2048, 49152) })
+                foreach (int rows in new[] { 1, 8 })
+                {
+                    // Enough copies of the weight (256 MiB at least) that each call reads its weights from memory, as decoding does.
+                    using var scope = NewDisposeScope();
+                    using var noGrad = no_grad();
+                    double bytes = (double)inF * outF * (dt == ScalarType.BFloat16 ? 2 : 4);
+                    var copies = Enumerable.Range(0, Math.Max(2, (int)Math.Ceiling((256 << 20) / bytes))).Select(_ => new OuroLinear(inF, outF, hasBias: false, dtype: dt)).ToList();
+                    foreach (var layer in copies) layer.Weight.normal_(0, 0.02);
+                    var x = randn([rows, inF]).to_type(dt);
+                    string product = $"{rows} x {inF} -> {outF}, {dt} weights, {dt} x, {n} thread(s)";
+                    DecodeKernelChoice? choice = null;
+                    for (int call = 0; choice is null; call++)
+                    {
+                        copies[call % copies.Count].forward(x).Dispose();
+                        choice = DecodeKernelPolicy.Choices.SingleOrDefault(ch => ch.Product == product);
+                    }
+                    foreach (var layer in copies) layer.Dispose();
+                    Console.WriteLine($"{choice.Product}: " + string.Join(", ", choice.Milliseconds.Select(m => $"{m.Key} {m.Value:F2} ms = {bytes / m.Value / 1e6 / bw:P0}")) +
+                                      $" of the read bound -> {choice.Chosen}");
+                }
+    }
+    return 0;
+}
 set_num_threads(threadCounts[0]);
 if (args.Contains("--linear"))
 {
@@ -113,7 +153,7 @@ foreach (int n in threadCounts.Distinct())
     var l = (Gemm32: products ? GemmRate(ScalarType.Float32) : double.NaN, Gemm16: products ? GemmRate(ScalarType.BFloat16) : double.NaN, Bandwidth: Bandwidth());
     limits[n] = l;
     Console.WriteLine($"hardware at {n} thread(s): matrix product {l.Gemm32:F1} GFLOP/s float32, {l.Gemm16:F1} GFLOP/s bfloat16 (256x2048 through 2048->5632, fastest of ~2 s); " +
-                      $"memory read bandwidth {l.Bandwidth:F1} GB/s (sum over 1 GiB, best of 4)");
+                      $"memory read bandwidth {l.Bandwidth:F1} GB/s (the faster of libtorch's sum and a vector sum on {n} worker(s), over 1 GiB, fastest of 4)");
 }
 
 var summary = new List<(string Mode, int Threads, string Measurement, string Figure, double Ratio, string Bound)>();
@@ -259,6 +299,8 @@ Console.WriteLine($"\n## Summary (cpu: {Environment.ProcessorCount} logical core
 Console.WriteLine("| dtype | threads | measurement | figure | of its bound | bound |\n|---|---:|---|---|---:|---|");
 foreach (var x in summary)
     Console.WriteLine($"| {x.Mode} | {x.Threads} | {x.Measurement} | {x.Figure} | {x.Ratio:P0} | {x.Bound} |");
+Console.WriteLine("\nDecode products, as calibrated in this run (the fastest call of each candidate):");
+foreach (var choice in DecodeKernelPolicy.Choices.OrderBy(ch => ch.Product, StringComparer.Ordinal)) Console.WriteLine($"- {choice}");
 Console.WriteLine("\nBars of issue 28:");
 foreach (var x in summary.Where(x => x.Measurement.StartsWith("decode batch ") && x.Measurement.EndsWith("full depth")))
 {
@@ -274,6 +316,9 @@ foreach (var ((mode, threads, batch), rate) in decodeRates.Where(k => k.Key.Mode
 if (prefill512Over is double over512)
     Console.WriteLine($"- float32 512-token prefill peak: weights + {over512:F2} GiB (bar + 1.5 GiB): {(over512 <= 1.5 ? "met" : "NOT met")}");
 return 0;
+
+static string FewRowsKernelInfo() => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated ? "Vector512 (AVX-512) in hardware"
+    : System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated ? "Vector256 (AVX2) in hardware, Vector512 emulated" : "emulated";
 
 // The fastest of repeated calls over about `seconds` (at least 3, after one warm-up): on a shared machine the minimum is the least disturbed.
 static double Fastest(Action call, double seconds)
@@ -341,18 +386,52 @@ static double GemmRate(ScalarType dtype)
 
 static double Bandwidth()
 {
-    // Read bandwidth (what decoding needs: every weight read once per use): a sum over 1 GiB of float32, fastest of 4.
+    double torchSum = TorchSumBandwidth(), vectorSum = StreamBandwidth(get_num_threads());
+    Console.WriteLine($"read bandwidth at {get_num_threads()} thread(s): libtorch sum {torchSum:F1} GB/s, vector sum {vectorSum:F1} GB/s (1 GiB, fastest of 4); the bound uses the higher");
+    return Math.Max(torchSum, vectorSum);
+}
+
+static double TorchSumBandwidth()
+{
+    // Read bandwidth (what decoding needs: every weight read once per use): libtorch's sum over 1 GiB of float32, fastest of 4.
     using var scope = NewDisposeScope();
     var src = ones(1L << 28);
-    double best = double.MaxValue;
     src.sum().Dispose();
-    for (int i = 0; i < 4; i++)
+    return (1L << 30) / Fastest(() => src.sum().Dispose(), 0) / 1e9;
+}
+
+static unsafe double StreamBandwidth(int threads)
+{
+    // The same read by `threads` workers, each summing its contiguous share of 1 GiB with 512-bit vectors and four
+    // accumulators, fastest of 4: libtorch's sum can fall short of what the memory delivers (the bound must not be low).
+    const long bytes = 1L << 30;
+    float* p = (float*)System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)bytes, 64);
+    try
     {
-        var clock = Stopwatch.StartNew();
-        src.sum().Dispose();
-        best = Math.Min(best, clock.Elapsed.TotalSeconds);
+        new Span<byte>(p, (int)bytes).Fill(0);
+        long per = bytes / sizeof(float) / threads / 64 * 64;
+        nint start = (nint)p;
+        float sink = 0;
+        void Part(int t)
+        {
+            var q = (float*)start + t * per;
+            System.Runtime.Intrinsics.Vector512<float> a = default, b = default, c = default, d = default;
+            for (long i = 0; i < per; i += 64)
+            {
+                a += System.Runtime.Intrinsics.Vector512.Load(q + i);
+                b += System.Runtime.Intrinsics.Vector512.Load(q + i + 16);
+                c += System.Runtime.Intrinsics.Vector512.Load(q + i + 32);
+                d += System.Runtime.Intrinsics.Vector512.Load(q + i + 48);
+            }
+            sink += System.Runtime.Intrinsics.Vector512.Sum(a + b + c + d);
+        }
+        double best = Fastest(() => Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, Part), 0);
+        return per * threads * sizeof(float) / best / 1e9 + sink * 0;
     }
-    return (1L << 30) / best / 1e9;
+    finally
+    {
+        System.Runtime.InteropServices.NativeMemory.AlignedFree(p);
+    }
 }
 
 // The kernel's peak-RSS counter (VmHWM) is reset by writing 5 to clear_refs (Linux).
