@@ -44,15 +44,18 @@ const string Usage = """
       --linear                 only time the MLP projections per dtype and row count, then stop
       --kernels                only calibrate the decode products of the 1.4B shapes (libtorch against the own kernel,
                                per dtype, rows 1 and 8, each thread count), print the times as read GB/s, then stop
-      --decode-kernel MODE     auto (measured per shape, the default), torch or own: who runs the decode products
-                               (the same as the environment variable LOOPRPT_DECODE_KERNEL)
+      --decode-kernel LIST     auto (measured per shape, the default), torch, own: who runs the decode products (the
+                               environment variable LOOPRPT_DECODE_KERNEL sets the default); with several, each decode
+                               measurement runs them in turn on the same model and prints each as a ratio of the first;
+                               the bars and the other measurements use the last
+      --decode-repeats N       runs per decode measurement and kernel mode, the fastest kept (default 1)
 
     Quick decode check (well under a minute per dtype and thread count after the ~10 s load):
       --only decode --decode-batches 1 --decode-tokens 4 --threads 1,2
     """;
 
 string[] known = ["--help", "-h", "--dtypes", "--modes", "--only", "--threads", "--layers", "--prompts", "--decode-batches", "--decode-tokens",
-                  "--decode-prompt", "--q", "--score-tokens", "--checkpoint", "--save", "--profile", "--linear", "--kernels", "--decode-kernel"];
+                  "--decode-prompt", "--q", "--score-tokens", "--checkpoint", "--save", "--profile", "--linear", "--kernels", "--decode-kernel", "--decode-repeats"];
 string[] flags = ["--help", "-h", "--profile", "--linear", "--kernels"];
 for (int i = 0; i < args.Length; i++)
 {
@@ -91,8 +94,10 @@ var threadCounts = Ints("--threads", [get_num_threads()]).Select(n => Math.Max(1
 var cpu = CpuFeatures.Current;
 Console.WriteLine($"cpu: {Environment.ProcessorCount} logical cores, torch threads {string.Join(",", threadCounts)} (default {get_num_threads()}), features: {cpu}; " +
                   $"bfloat16 auto policy here: {BFloat16ComputePolicy.Resolve(BFloat16Compute.Auto, cpu)}");
-if (Arg("--decode-kernel") is { } dk) DecodeKernelPolicy.Mode = DecodeKernelPolicy.Parse(dk);
-Console.WriteLine($"decode products: {DecodeKernelPolicy.Mode} (own kernel vectors: {FewRowsKernelInfo()})");
+var kernels = (Arg("--decode-kernel") ?? DecodeKernelPolicy.Mode.ToString()).Split(',', StringSplitOptions.RemoveEmptyEntries).Select(DecodeKernelPolicy.Parse).Distinct().ToArray();
+int decodeRepeats = Math.Max(1, Ints("--decode-repeats", [1])[0]);
+DecodeKernelPolicy.Mode = kernels[^1];
+Console.WriteLine($"decode products: {string.Join(", ", kernels)} (own kernel vectors: {FewRowsKernelInfo()})");
 if (args.Contains("--kernels"))
 {
     // Every decode product shape of the 1.4B model per dtype and row count, calibrated as a decoding step would.
@@ -152,7 +157,7 @@ foreach (int n in threadCounts.Distinct())
     bool products = prompts.Length > 0 || scoreTokens > 0;
     var l = (Gemm32: products ? GemmRate(ScalarType.Float32) : double.NaN, Gemm16: products ? GemmRate(ScalarType.BFloat16) : double.NaN, Bandwidth: Bandwidth());
     limits[n] = l;
-    Console.WriteLine($"hardware at {n} thread(s): matrix product {l.Gemm32:F1} GFLOP/s float32, {l.Gemm16:F1} GFLOP/s bfloat16 (256x2048 through 2048->5632, fastest of ~2 s); " +
+    Console.WriteLine($"hardware at {n} thread(s): matrix product " + (products ? $"{l.Gemm32:F1} GFLOP/s float32, {l.Gemm16:F1} GFLOP/s bfloat16 (256x2048 through 2048->5632, fastest of ~2 s)" : "not measured (no prefill or scoring)") + "; " +
                       $"memory read bandwidth {l.Bandwidth:F1} GB/s (the faster of libtorch's sum and a vector sum on {n} worker(s), over 1 GiB, fastest of 4)");
 }
 
@@ -249,30 +254,53 @@ foreach (var mode in modes)
                 var prefillOnly = profile ? InferenceProfile.Begin() : null;
                 if (profile) gen.GenerateBatch(batchPrompts, new GenerationOptions { MaxNewTokens = 1, Exit = exit, BatchSize = batch, Temperature = 0, StopTokens = [] });
                 prefillOnly?.Dispose();
-                // The decode time runs from the moment every row has its first token (the prefill's) to the last token.
-                int seen = 0;
-                double firstRound = 0;
-                ResetPeak();
-                clock.Restart();
-                var decodeProfile = profile ? InferenceProfile.Begin() : null;
-                var r = gen.GenerateBatch(batchPrompts, new GenerationOptions
+                // A short decode per kernel mode first: the decode products' calibration (DecodeKernelPolicy) runs in its first steps.
+                foreach (var k in kernels)
                 {
-                    MaxNewTokens = 1 + decodeTokens, Exit = exit, BatchSize = batch, Temperature = 0, StopTokens = [],
-                    OnToken = (_, _, _) => { if (++seen == batch) firstRound = clock.Elapsed.TotalSeconds; },
-                });
-                decodeProfile?.Dispose();
-                double s = clock.Elapsed.TotalSeconds - firstRound;
-                double tokens = (double)batch * decodeTokens;
-                double meanLoops = r.SelectMany(x => x.LoopsUsed.Skip(1)).DefaultIfEmpty(c.TotalUtSteps).Average();
-                // One decoding step reads the layers' weights once per loop run and the LM head once, for all rows together.
-                double bytesPerStep = (layerParams * meanLoops + vocabParams) * elt;
-                double bound = batch * bandwidth * 1e9 / bytesPerStep;
-                Console.WriteLine($"{at} decode batch {batch}, {name}: {tokens / s:F2} tokens/s ({s / decodeTokens:F2} s per step), mean loops {meanLoops:F2}, " +
-                                  $"bandwidth bound {bound:F2} tokens/s -> {tokens / s / bound:P0} of it, peak RSS {PeakGiB():F2} GiB");
-                Record($"decode batch {batch}, {name}", $"{tokens / s:F2} tokens/s (mean loops {meanLoops:F2})", tokens / s / bound, $"read bound {bound:F2} tokens/s at {bandwidth:F1} GB/s");
-                if (name == "full depth") decodeRates[(mode, threads, batch)] = tokens / s;
+                    DecodeKernelPolicy.Mode = k;
+                    gen.GenerateBatch(batchPrompts, new GenerationOptions { MaxNewTokens = 3, Exit = exit, BatchSize = batch, Temperature = 0, StopTokens = [] });
+                }
+                // The kernel modes take turns, --decode-repeats times each; each keeps its fastest run (a shared machine's
+                // load moves between runs, so modes are compared within one run, interleaved).
+                var best = new Dictionary<DecodeKernel, (double Seconds, double MeanLoops, double Peak)>();
+                InferenceProfile? decodeProfile = null;
+                for (int rep = 0; rep < decodeRepeats; rep++)
+                    foreach (var k in kernels)
+                    {
+                        DecodeKernelPolicy.Mode = k;
+                        // The decode time runs from the moment every row has its first token (the prefill's) to the last token.
+                        int seen = 0;
+                        double firstRound = 0;
+                        ResetPeak();
+                        clock.Restart();
+                        decodeProfile = profile && rep == 0 && k == kernels[^1] ? InferenceProfile.Begin() : null;
+                        var r = gen.GenerateBatch(batchPrompts, new GenerationOptions
+                        {
+                            MaxNewTokens = 1 + decodeTokens, Exit = exit, BatchSize = batch, Temperature = 0, StopTokens = [],
+                            OnToken = (_, _, _) => { if (++seen == batch) firstRound = clock.Elapsed.TotalSeconds; },
+                        });
+                        decodeProfile?.Dispose();
+                        double s = clock.Elapsed.TotalSeconds - firstRound;
+                        double meanLoops = r.SelectMany(x => x.LoopsUsed.Skip(1)).DefaultIfEmpty(c.TotalUtSteps).Average();
+                        if (!best.TryGetValue(k, out var b) || s < b.Seconds) best[k] = (s, meanLoops, PeakGiB());
+                    }
+                DecodeKernelPolicy.Mode = kernels[^1];
+                double tokens = (double)batch * decodeTokens, baseline = tokens / best[kernels[0]].Seconds;
+                foreach (var k in kernels)
+                {
+                    var (s, meanLoops, peak) = best[k];
+                    // One decoding step reads the layers' weights once per loop run and the LM head once, for all rows together.
+                    double bytesPerStep = (layerParams * meanLoops + vocabParams) * elt;
+                    double bound = batch * bandwidth * 1e9 / bytesPerStep;
+                    string kernel = kernels.Length > 1 ? $", decode kernel {k}" : "";
+                    Console.WriteLine($"{at} decode batch {batch}, {name}{kernel}: {tokens / s:F2} tokens/s ({s / decodeTokens:F2} s per step), mean loops {meanLoops:F2}, " +
+                                      $"bandwidth bound {bound:F2} tokens/s -> {tokens / s / bound:P0} of it, peak RSS {peak:F2} GiB" +
+                                      (k == kernels[0] ? "" : $"; {tokens / s / baseline:F2}x decode kernel {kernels[0]}"));
+                    Record($"decode batch {batch}, {name}{kernel}", $"{tokens / s:F2} tokens/s (mean loops {meanLoops:F2})", tokens / s / bound, $"read bound {bound:F2} tokens/s at {bandwidth:F1} GB/s");
+                    if (name == "full depth" && k == kernels[^1]) decodeRates[(mode, threads, batch)] = tokens / s;
+                }
                 if (decodeProfile is not null && prefillOnly is not null)
-                    Console.Write($"profile of one decoding step (the {decodeTokens}-token run minus the prompt-only run, per step):\n{StepProfile(decodeProfile, prefillOnly, decodeTokens)}");
+                    Console.Write($"profile of one decoding step (the {decodeTokens}-token run minus the prompt-only run, per step, decode kernel {kernels[^1]}):\n{StepProfile(decodeProfile, prefillOnly, decodeTokens)}");
             }
 
         if (scoreTokens > 0)

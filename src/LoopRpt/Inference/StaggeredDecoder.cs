@@ -236,12 +236,13 @@ internal sealed class StaggeredDecoder
     /// <summary>A prompt already prefilled into row <see cref="Index"/> of a scratch cache, waiting for a batch row.</summary>
     private sealed record Staged(Scratch Source, int Index, int Sequence, long Token, long Length);
 
-    /// <summary>A scratch cache of prefilled prompts, disposed when the last of them has been copied into a batch row.</summary>
-    private sealed class Scratch(LoopKvCache cache) : IDisposable
+    /// <summary>A scratch cache of prefilled prompts, disposed when the last of them has been copied into a batch row;
+    /// or the batch's own cache (<paramref name="owned"/> false) when the first prompts were prefilled straight into it.</summary>
+    private sealed class Scratch(LoopKvCache cache, bool owned = true) : IDisposable
     {
         public LoopKvCache Cache { get; } = cache;
         public int Waiting { get; set; }
-        public void Dispose() => Cache.Dispose();
+        public void Dispose() { if (owned) Cache.Dispose(); }
     }
 
     /// <summary>
@@ -255,16 +256,14 @@ internal sealed class StaggeredDecoder
         var started = new Dictionary<Row, long>();
         foreach (var row in free)
         {
+            // The first prompts (one per batch row, in row order) are prefilled straight into the batch's cache, which
+            // nothing has written yet: no second cache of the same size (issue 28, docs/benchmarks.md "Prefill memory").
             while (staged.Count == 0 && pending.Count > 0)
-                Stage(prompts, pending, staged, (int)cache.Batch, cache.Rolling, rule, sample, onToken);
+                Stage(prompts, pending, staged, (int)cache.Batch, cache.Rolling, rule, sample, onToken, cache.Length == 0 ? cache : null);
             if (staged.Count == 0) break;
             var s = staged.Dequeue();
-            // (2 * L * T, rows, positions, kv, D) views: the prompt's slots go to the batch row, positions [0, length).
-            var (kv, d) = (cache.All.shape[1], cache.All.shape[2]);
-            var from = s.Source.Cache.All.view(-1, s.Source.Cache.Batch, s.Source.Cache.Capacity, kv, d);
-            var to = cache.All.view(-1, cache.Batch, cache.Capacity, kv, d);
-            using (var scope = NewDisposeScope())
-                to.select(1, row.BatchRow).narrow(1, 0, s.Length).copy_(from.select(1, s.Index).narrow(1, 0, s.Length));
+            if (!ReferenceEquals(s.Source.Cache, cache) || s.Index != row.BatchRow)
+                MoveIn(cache, s, row.BatchRow);
             if (--s.Source.Waiting == 0) s.Source.Dispose();
             row.Sequence = s.Sequence;
             row.Position = s.Length;
@@ -278,11 +277,28 @@ internal sealed class StaggeredDecoder
     }
 
     /// <summary>
-    /// Prefills up to <paramref name="count"/> waiting prompts in one right-padded chunk on a scratch cache (the
-    /// compute-saving pass of scoring), samples their first tokens, and stages the sequences that go on.
+    /// Copies a staged prompt's keys/values, positions [0, length) of every slot, into a batch row, and zeroes the rest of
+    /// the row as a fresh cache holds it. The source may be the batch's own cache (a first prompt moving to a lower row
+    /// when an earlier one finished at its first token): rows move only downwards there, after their own were read.
+    /// </summary>
+    private static void MoveIn(LoopKvCache cache, Staged s, int batchRow)
+    {
+        using var scope = NewDisposeScope();
+        // (2 * L * T, rows, positions, kv, D) views: the prompt's slots go to the batch row, positions [0, length).
+        var (kv, d) = (cache.All.shape[1], cache.All.shape[2]);
+        var from = s.Source.Cache.All.view(-1, s.Source.Cache.Batch, s.Source.Cache.Capacity, kv, d);
+        var to = cache.All.view(-1, cache.Batch, cache.Capacity, kv, d).select(1, batchRow);
+        to.narrow(1, 0, s.Length).copy_(from.select(1, s.Index).narrow(1, 0, s.Length));
+        if (ReferenceEquals(s.Source.Cache, cache)) to.narrow(1, s.Length, cache.Capacity - s.Length).zero_();
+    }
+
+    /// <summary>
+    /// Prefills up to <paramref name="count"/> waiting prompts in one right-padded chunk (the compute-saving pass of
+    /// scoring) on a scratch cache, or straight into <paramref name="into"/> (prompt i in row i), samples their first
+    /// tokens, and stages the sequences that go on.
     /// </summary>
     private void Stage(IReadOnlyList<IReadOnlyList<long>> prompts, Queue<int> pending, Queue<Staged> staged, int count, bool rolling,
-        ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken)
+        ExitRule rule, Func<Tensor, Tensor> sample, Func<int, long, int, bool> onToken, LoopKvCache? into = null)
     {
         using var scope = NewDisposeScope();
         var device = _lm.Device;
@@ -303,8 +319,9 @@ internal sealed class StaggeredDecoder
         }
         var ids = tensor(padded, [k, longest], device: device);
         var valid = sequences.All(i => prompts[i].Count == longest) ? null : tensor(real, [k, longest], device: device);
-        var scratch = new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
-            config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.ComputeType));
+        var scratch = into is not null && into.Batch == k ? new Scratch(into, owned: false)
+            : new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
+                config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.ComputeType));
         try
         {
             var run = _runner.Run(ids, valid, scratch.Cache, rule);

@@ -93,13 +93,23 @@ public static class DecodeKernelPolicy
         int threads = get_num_threads();
         string key = $"{x.shape[0]} x {weight.shape[1]} -> {weight.shape[0]}, {weight.dtype} weights, {x.dtype} x, {threads} thread(s)";
         var calibration = _calibrations.GetOrAdd(key, k => new Calibration(k, Candidates(mixed, threads)));
-        var candidate = calibration.Next(out int index);
-        if (candidate.Torch && calibration.Choice is not null) return null;             // libtorch chosen: the caller's path
-        var clock = Stopwatch.StartNew();
-        var y = candidate.Run(x, weight, bias);
-        if (index >= 0) calibration.Record(index, clock.Elapsed.TotalMilliseconds);
-        return y;
+        // A weight far larger than any cache (the LM head) is read from memory on every call, so its calibration runs
+        // all at once here instead of over its first calls (one per decoding step).
+        bool inPlace = weight.numel() * weight.element_size() >= InPlaceCalibrationBytes;
+        while (true)
+        {
+            var candidate = calibration.Next(out int index);
+            if (candidate.Torch && calibration.Choice is not null) return null;         // libtorch chosen: the caller's path
+            var clock = Stopwatch.StartNew();
+            var y = candidate.Run(x, weight, bias);
+            if (index >= 0) calibration.Record(index, clock.Elapsed.TotalMilliseconds);
+            if (!inPlace || calibration.Choice is not null) return y;
+            y.Dispose();
+        }
     }
+
+    /// <summary>Weights from this size (64 MiB, twice the largest last-level caches of the CPUs measured) calibrate in one call.</summary>
+    internal const long InPlaceCalibrationBytes = 64L << 20;
 
     private static Candidate Own(KernelIsa isa) => new(false, isa, Math.Max(1, get_num_threads()));
 
