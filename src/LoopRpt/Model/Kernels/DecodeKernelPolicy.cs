@@ -34,7 +34,7 @@ public sealed record DecodeKernelChoice(string Product, IReadOnlyDictionary<stri
 
 /// <summary>
 /// Picks, per CPU and per product shape, who runs the products of a decoding step (up to
-/// <see cref="MaxRows"/> rows): libtorch or the own weight-streaming kernel (docs/benchmarks.md, "Decode kernels").
+/// <see cref="MaxRows"/> rows): libtorch or the own weight-streaming kernel (docs/benchmarks.md, "Decode kernels, prefill memory (issue 28)").
 /// The choice is measured, not assumed: which is faster depends on the CPU, the dtype, the shape and how libtorch's
 /// OpenMP workers and the kernel's own workers share the cores. <see cref="Mode"/> (or the environment variable
 /// <see cref="EnvironmentVariable"/> = auto, torch or own) forces either.

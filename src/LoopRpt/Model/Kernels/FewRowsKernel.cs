@@ -24,7 +24,7 @@ internal enum KernelIsa
 /// four weight rows with every row of x, two x rows at a time, while the group is still in the L1/L2 cache. Products
 /// and sums are float32 (bfloat16 weights are widened in registers, <see cref="ISimd{TV}.Widen"/>); x may be float32 or
 /// bfloat16 (widened once), and y has x's dtype. Output rows are split over <c>threads</c> workers (docs/benchmarks.md,
-/// "Decode kernels").
+/// "Decode kernels, prefill memory (issue 28)").
 /// </summary>
 internal static unsafe class FewRowsKernel
 {
