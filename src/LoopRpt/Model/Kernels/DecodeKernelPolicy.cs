@@ -85,6 +85,7 @@ public static class DecodeKernelPolicy
     /// </summary>
     internal static Tensor? TryLinear(Tensor x, Tensor weight, Tensor? bias, DecodeKernel mode)
     {
+        FinishPending();
         bool mixed = x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.BFloat16;   // bfloat16 storage, float32 compute
         if (!(mixed || (x.dtype == weight.dtype && x.dtype is ScalarType.Float32 or ScalarType.BFloat16))) return null;
         if ((mode == DecodeKernel.Torch && !mixed) || (mode != DecodeKernel.Own && !FewRowsKernel.IsAccelerated)) return null;
@@ -100,12 +101,30 @@ public static class DecodeKernelPolicy
         {
             var candidate = calibration.Next(out int index);
             if (candidate.Torch && calibration.Choice is not null) return null;         // libtorch chosen: the caller's path
-            var clock = Stopwatch.StartNew();
+            long start = Stopwatch.GetTimestamp();
             var y = candidate.Run(x, weight, bias);
-            if (index >= 0) calibration.Record(index, clock.Elapsed.TotalMilliseconds);
+            if (index >= 0 && inPlace) calibration.Record(index, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
+            else if (index >= 0) _pending = new Pending(calibration, index, start);
             if (!inPlace || calibration.Choice is not null) return y;
             y.Dispose();
         }
+    }
+
+    /// <summary>A calibration call whose time runs until the next decode product starts on this thread.</summary>
+    private sealed record Pending(Calibration Calibration, int Index, long Start);
+
+    // A candidate's time is measured from its start to the start of the next decode product on the same thread: the
+    // product and the small libtorch operations after it (norms, RoPE, attention, cache writes). Kernel workers can slow
+    // those down (libtorch's OpenMP workers then share the cores with them), which the product's own time does not show:
+    // with 2 torch threads, kernels calibrated faster on their own time decoded slower in the model (docs/benchmarks.md,
+    // "Decode kernels, prefill memory (issue 28)"). The operations after a product are the same whichever candidate ran.
+    [ThreadStatic] private static Pending? _pending;
+
+    private static void FinishPending()
+    {
+        if (_pending is not { } p) return;
+        _pending = null;
+        p.Calibration.Record(p.Index, Stopwatch.GetElapsedTime(p.Start).TotalMilliseconds);
     }
 
     /// <summary>Weights from this size (64 MiB, twice the largest last-level caches of the CPUs measured) calibrate in one call.</summary>
@@ -128,8 +147,9 @@ public static class DecodeKernelPolicy
     /// <summary>
     /// The calibration of one product: its first calls take the candidates in turn, on the real weights inside the real
     /// decoding (so each call reads its weights from memory as decoding does, not from a cache warmed by repeats), and
-    /// each call's output is used. After <see cref="CalibrationRounds"/> calls of each, the candidate with the fastest
-    /// call is kept for the rest of the process.
+    /// each call's output is used. A call's time runs until the next decode product starts (<see cref="FinishPending"/>).
+    /// After <see cref="CalibrationRounds"/> calls of each, the candidate with the fastest call is kept for the rest of
+    /// the process.
     /// </summary>
     private sealed class Calibration(string product, Candidate[] candidates)
     {
