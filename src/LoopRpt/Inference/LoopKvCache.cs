@@ -49,6 +49,9 @@ internal sealed class LoopKvCache : IDisposable
         ValueOffset = slots * batch * capacity;
         // The cache owns its tensors (Dispose), whatever dispose scope it is created in.
         _all = zeros([2 * ValueOffset, kvHeads, headDim], dtype: dtype, device: device).DetachFromDisposeScope();
+        Bytes = _all.numel() * _all.element_size();
+        _liveBytes += Bytes;
+        PeakBytesOnThisThread = Math.Max(PeakBytesOnThisThread, _liveBytes);
         _allKeys = _all.narrow(0, 0, ValueOffset).DetachFromDisposeScope();
         _allValues = _all.narrow(0, ValueOffset, ValueOffset).DetachFromDisposeScope();
         _keys = new Tensor[slots];
@@ -63,6 +66,19 @@ internal sealed class LoopKvCache : IDisposable
     }
 
     public long Batch { get; }
+
+    /// <summary>Bytes of keys and values held: 2 · L · T' · B · C · kv · D elements.</summary>
+    public long Bytes { get; }
+
+    // Caches alive on this thread and their high-water mark (tests: how many caches a generation holds at once).
+    [ThreadStatic] private static long _liveBytes;
+
+    /// <summary>The most bytes of caches alive at once on this thread since the last reset (tests).</summary>
+    [field: ThreadStatic]
+    internal static long PeakBytesOnThisThread { get; set; }
+
+    /// <summary>Bytes of caches alive on this thread now (tests).</summary>
+    internal static long LiveBytesOnThisThread => _liveBytes;
 
     public long Capacity { get; }
 
@@ -157,6 +173,8 @@ internal sealed class LoopKvCache : IDisposable
 
     public void Dispose()
     {
+        if (_all.IsInvalid) return;
+        _liveBytes -= Bytes;
         foreach (var t in _keys) t.Dispose();
         foreach (var t in _values) t.Dispose();
         _allKeys.Dispose();

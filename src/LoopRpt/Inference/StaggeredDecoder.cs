@@ -31,6 +31,8 @@ internal sealed class StaggeredDecoder
     // values' (_valueSlots apart), the attention bias flattened and as (B, 1, 1, C), RoPE tables as (C, 1, D).
     private Tensor? _bySlot, _biasFlat, _biasRows, _cosRows, _sinRows;
     private long _valueSlots;
+    // False until the run's first prefill: only that one may write into the batch's cache (see Start).
+    private bool _batchCacheWritten;
 
     public StaggeredDecoder(OuroForCausalLM lm)
     {
@@ -77,6 +79,7 @@ internal sealed class StaggeredDecoder
         int batch = batchSize;
         using var cache = new LoopKvCache(batch, capacity, config.TotalUtSteps, config.NumHiddenLayers, config.NumKeyValueHeads,
             config.HeadDim, rolling: kvCache == KvCacheMode.LastLoop, device, _lm.ComputeType);
+        _batchCacheWritten = false;
         var feed = new Feed(next);
         var staged = new Queue<Staged>();
         var all = Enumerable.Range(0, batch).Select(b => new Row(b)).ToList();
@@ -274,12 +277,13 @@ internal sealed class StaggeredDecoder
     /// <summary>A prompt already prefilled into row <see cref="Index"/> of a scratch cache, waiting for a batch row.</summary>
     private sealed record Staged(Scratch Source, int Index, DecodeSequence Sequence, long Token, long Length);
 
-    /// <summary>A scratch cache of prefilled prompts, disposed when the last of them has been copied into a batch row.</summary>
-    private sealed class Scratch(LoopKvCache cache) : IDisposable
+    /// <summary>A scratch cache of prefilled prompts, disposed when the last of them has been copied into a batch row;
+    /// or the batch's own cache (<paramref name="owned"/> false) when the first prompts were prefilled straight into it.</summary>
+    private sealed class Scratch(LoopKvCache cache, bool owned = true) : IDisposable
     {
         public LoopKvCache Cache { get; } = cache;
         public int Waiting { get; set; }
-        public void Dispose() => Cache.Dispose();
+        public void Dispose() { if (owned) Cache.Dispose(); }
     }
 
     /// <summary>
@@ -292,16 +296,18 @@ internal sealed class StaggeredDecoder
         var started = new Dictionary<Row, long>();
         foreach (var row in free)
         {
+            // The first prompts of a run (one per batch row, in row order) are prefilled straight into the batch's cache,
+            // which nothing has written yet: no second cache of the same size (docs/benchmarks.md "Prefill memory").
+            // Every later prefill (rows that join a running batch) goes to a scratch cache of its own.
             while (staged.Count == 0 && feed.Waiting)
-                Stage(feed.Take((int)cache.Batch), staged, cache.Rolling);
+            {
+                Stage(feed.Take((int)cache.Batch), staged, cache.Rolling, _batchCacheWritten ? null : cache);
+                _batchCacheWritten = true;
+            }
             if (staged.Count == 0) break;
             var s = staged.Dequeue();
-            // (2 * L * T, rows, positions, kv, D) views: the prompt's slots go to the batch row, positions [0, length).
-            var (kv, d) = (cache.All.shape[1], cache.All.shape[2]);
-            var from = s.Source.Cache.All.view(-1, s.Source.Cache.Batch, s.Source.Cache.Capacity, kv, d);
-            var to = cache.All.view(-1, cache.Batch, cache.Capacity, kv, d);
-            using (var scope = NewDisposeScope())
-                to.select(1, row.BatchRow).narrow(1, 0, s.Length).copy_(from.select(1, s.Index).narrow(1, 0, s.Length));
+            if (!ReferenceEquals(s.Source.Cache, cache) || s.Index != row.BatchRow)
+                MoveIn(cache, s, row.BatchRow);
             if (--s.Source.Waiting == 0) s.Source.Dispose();
             row.Sequence = s.Sequence;
             row.Position = s.Length;
@@ -315,10 +321,27 @@ internal sealed class StaggeredDecoder
     }
 
     /// <summary>
-    /// Prefills <paramref name="sequences"/> (one exit rule) in one right-padded chunk on a scratch cache (the
-    /// compute-saving pass of scoring), samples their first tokens, and stages the sequences that go on.
+    /// Copies a staged prompt's keys/values, positions [0, length) of every slot, into a batch row, and zeroes the rest of
+    /// the row as a fresh cache holds it. The source may be the batch's own cache (a first prompt moving to a lower row
+    /// when an earlier one finished at its first token): rows move only downwards there, after their own were read.
     /// </summary>
-    private void Stage(List<DecodeSequence> sequences, Queue<Staged> staged, bool rolling)
+    private static void MoveIn(LoopKvCache cache, Staged s, int batchRow)
+    {
+        using var scope = NewDisposeScope();
+        // (2 * L * T, rows, positions, kv, D) views: the prompt's slots go to the batch row, positions [0, length).
+        var (kv, d) = (cache.All.shape[1], cache.All.shape[2]);
+        var from = s.Source.Cache.All.view(-1, s.Source.Cache.Batch, s.Source.Cache.Capacity, kv, d);
+        var to = cache.All.view(-1, cache.Batch, cache.Capacity, kv, d).select(1, batchRow);
+        to.narrow(1, 0, s.Length).copy_(from.select(1, s.Index).narrow(1, 0, s.Length));
+        if (ReferenceEquals(s.Source.Cache, cache)) to.narrow(1, s.Length, cache.Capacity - s.Length).zero_();
+    }
+
+    /// <summary>
+    /// Prefills <paramref name="sequences"/> (one exit rule) in one right-padded chunk (the compute-saving pass of
+    /// scoring) on a scratch cache, or straight into <paramref name="into"/> when it has one row per sequence (sequence
+    /// i in row i), samples their first tokens, and stages the sequences that go on.
+    /// </summary>
+    private void Stage(List<DecodeSequence> sequences, Queue<Staged> staged, bool rolling, LoopKvCache? into = null)
     {
         using var scope = NewDisposeScope();
         var device = _lm.Device;
@@ -340,8 +363,9 @@ internal sealed class StaggeredDecoder
         }
         var ids = tensor(padded, [k, longest], device: device);
         var valid = prompts.All(p => p.Count == longest) ? null : tensor(real, [k, longest], device: device);
-        var scratch = new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
-            config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.ComputeType));
+        var scratch = into is not null && into.Batch == k ? new Scratch(into, owned: false)
+            : new Scratch(new LoopKvCache(k, longest, config.TotalUtSteps, config.NumHiddenLayers,
+                config.NumKeyValueHeads, config.HeadDim, rolling, device, _lm.ComputeType));
         try
         {
             var run = _runner.Run(ids, valid, scratch.Cache, rule);

@@ -1,3 +1,4 @@
+using LoopRpt.Model.Kernels;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
@@ -12,17 +13,16 @@ namespace LoopRpt.Model;
 /// loading 1.4B parameters does not first draw 1.4B kaiming-uniform numbers.
 /// </summary>
 /// <remarks>
-/// bfloat16 weights with float32 inputs run "bfloat16 storage, float32 compute" (<see cref="BFloat16Compute.Float32"/>):
-/// on a CPU without gradients, a few rows (decode) go through <see cref="BFloat16Kernels.Linear"/>, which reads the weights
-/// as 2 bytes each and accumulates in float32; more rows (prefill, scoring) widen the weight to float32 one cache-sized
-/// block at a time and use libtorch's float32 matrix product (<see cref="BFloat16Kernels.LinearBlocked"/>). Elsewhere
-/// (other devices, gradients) the whole weight is widened for the product. Matching dtypes take the plain <c>F.linear</c>.
+/// On a CPU without gradients, a few rows (a decoding step, up to <see cref="DecodeKernelPolicy.MaxRows"/>) go where
+/// <see cref="DecodeKernelPolicy"/> sends them: libtorch or the own weight-streaming kernel, whichever was measured faster
+/// for the shape. bfloat16 weights with float32 inputs run "bfloat16 storage, float32 compute"
+/// (<see cref="BFloat16Compute.Float32"/>): a few rows always take the own kernel, which reads the weights as 2 bytes
+/// each and accumulates in float32; more rows (prefill, scoring) widen the weight to float32 one cache-sized block at a
+/// time and use libtorch's float32 matrix product (<see cref="BFloat16Kernels.LinearBlocked"/>). Elsewhere (other
+/// devices, gradients) the whole weight is widened for the product. Matching dtypes take the plain <c>F.linear</c>.
 /// </remarks>
 public sealed class OuroLinear : nn.Module<Tensor, Tensor>
 {
-    /// <summary>Up to this many rows use the bfloat16 kernel; above it the weight is widened block by block.</summary>
-    internal const int KernelMaxRows = 8;
-
     // Field names are the state-dict keys (RegisterComponents).
     internal Parameter weight;
     internal readonly Parameter? bias;
@@ -59,25 +59,34 @@ public sealed class OuroLinear : nn.Module<Tensor, Tensor>
         ConditionallyRegisterParameter(nameof(weight), shared);
     }
 
+    /// <summary>Who runs this layer's decode products; null follows <see cref="DecodeKernelPolicy.Mode"/> (tests force either).</summary>
+    internal DecodeKernel? DecodeKernel { get; set; }
+
     /// <summary>x: (..., in) → (..., out).</summary>
     public override Tensor forward(Tensor x)
     {
-        if (x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.BFloat16) return Float32FromBFloat16(x);
+        long rows = x.numel() / InFeatures;
+        bool cpuInference = x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU && !is_grad_enabled();
+        if (cpuInference && rows <= DecodeKernelPolicy.MaxRows
+            && DecodeKernelPolicy.TryLinear(x.reshape(rows, InFeatures), weight, bias, DecodeKernel ?? DecodeKernelPolicy.Mode) is { } y)
+            return y.view(OutShape(x));                                                     // (..., out)
+        if (x.dtype == ScalarType.Float32 && weight.dtype == ScalarType.BFloat16) return Float32FromBFloat16(x, rows, cpuInference);
         return F.linear(x, weight, bias);
     }
 
-    /// <summary>bfloat16 weights, float32 activations: the bfloat16 kernels on a CPU without gradients, else a widened weight.</summary>
-    private Tensor Float32FromBFloat16(Tensor x)
+    private long[] OutShape(Tensor x)
     {
-        long rows = x.numel() / InFeatures;
-        if (x.device_type == DeviceType.CPU && weight.device_type == DeviceType.CPU && !is_grad_enabled() && BFloat16Kernels.IsSupported)
-        {
-            var shape = x.shape.ToArray();
-            shape[^1] = OutFeatures;
-            var x2 = x.reshape(rows, InFeatures);
-            var y = rows <= KernelMaxRows ? BFloat16Kernels.Linear(x2, weight, bias) : BFloat16Kernels.LinearBlocked(x2, weight, bias);
-            return y.view(shape);
-        }
+        var shape = x.shape.ToArray();
+        shape[^1] = OutFeatures;
+        return shape;
+    }
+
+    /// <summary>bfloat16 weights, float32 activations, many rows: widened block by block on a CPU without gradients,
+    /// else a widened weight.</summary>
+    private Tensor Float32FromBFloat16(Tensor x, long rows, bool cpuInference)
+    {
+        if (cpuInference && BFloat16Kernels.IsSupported)
+            return BFloat16Kernels.LinearBlocked(x.reshape(rows, InFeatures), weight, bias).view(OutShape(x));
         // Other devices, training, CPUs without AVX2: widen the whole weight for this product (differentiable).
         using var scope = NewDisposeScope();
         var w = weight.to_type(ScalarType.Float32);                     // (out, in), lives for this product only

@@ -114,6 +114,39 @@ public class GenerationRowTests
     }
 
     [Fact]
+    public void AsManyRowsAsTheBatchArrivingAtOnceWhileARowDecodesLeaveItsCacheAlone()
+    {
+        // Batch 2: the long row starts alone (its prefill on a scratch cache); two rows then arrive together, as many as
+        // the batch has rows. Their prefill must not go into the batch's cache, where the long row's keys/values live
+        // (only a run's first prefill may), so every row still gets the tokens it gets alone.
+        using var lm = InferenceTestUtil.SpreadGateModel();
+        long[][] late = [[3, 1, 4], [2, 7]];
+        var lateTokens = new[] { new List<long>(), new List<long>() };
+        var longTokens = new List<long>();
+        var rows = new Queue<GenerationRow>();
+        rows.Enqueue(new GenerationRow
+        {
+            Prompt = Prompt, MaxNewTokens = 30, Temperature = 0,
+            OnToken = t =>
+            {
+                longTokens.Add(t.Id);
+                if (longTokens.Count == 4)
+                    for (int i = 0; i < late.Length; i++)
+                    {
+                        var sink = lateTokens[i];
+                        rows.Enqueue(new GenerationRow { Prompt = late[i], MaxNewTokens = 8, Temperature = 0, OnToken = x => { sink.Add(x.Id); return false; } });
+                    }
+                return false;
+            },
+        });
+        new LoopedGenerator(lm).Serve(() => rows.Count > 0 ? rows.Dequeue() : null, batchSize: 2);
+        var alone = new LoopedGenerator(lm);
+        Assert.Equal(alone.Generate(Prompt, new GenerationOptions { MaxNewTokens = 30, Temperature = 0 }).Tokens, longTokens);
+        for (int i = 0; i < late.Length; i++)
+            Assert.Equal(alone.Generate(late[i], new GenerationOptions { MaxNewTokens = 8, Temperature = 0 }).Tokens, lateTokens[i]);
+    }
+
+    [Fact]
     public void ServeRefusesAnInvalidRow()
     {
         using var lm = InferenceTestUtil.SpreadGateModel();

@@ -1,0 +1,249 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace LoopRpt.Model.Kernels;
+
+/// <summary>The vector width a kernel runs with.</summary>
+internal enum KernelIsa
+{
+    /// <summary>256-bit vectors (AVX2 + FMA).</summary>
+    Vector256 = 256,
+
+    /// <summary>512-bit vectors (AVX-512).</summary>
+    Vector512 = 512,
+}
+
+/// <summary>
+/// y = x Wᵀ (+ b) for a few rows of x (a decoding step: batch 1 to 8) and float32 or bfloat16 weights, on the CPU.
+/// Decoding is bound by reading the weights, so the kernel reads each weight once per call for all rows together: it
+/// walks the weight four output rows at a time (four concurrent streams through memory) and multiplies each group of
+/// four weight rows with every row of x, two x rows at a time, while the group is still in the L1/L2 cache. Products
+/// and sums are float32 (bfloat16 weights are widened in registers, <see cref="ISimd{TV}.Widen"/>); x may be float32 or
+/// bfloat16 (widened once), and y has x's dtype. Output rows are split over <c>threads</c> workers (docs/benchmarks.md,
+/// "Decode kernels, prefill memory (issue 28)").
+/// </summary>
+internal static unsafe class FewRowsKernel
+{
+    /// <summary>The widest vector this CPU runs in hardware: Vector512 with AVX-512, else Vector256.</summary>
+    public static KernelIsa BestIsa => Vector512.IsHardwareAccelerated ? KernelIsa.Vector512 : KernelIsa.Vector256;
+
+    /// <summary>True where the kernel runs in hardware vectors (AVX-512, or AVX2 with FMA); elsewhere it runs emulated and
+    /// the automatic policy never picks it.</summary>
+    public static bool IsAccelerated => Vector512.IsHardwareAccelerated || (Avx2.IsSupported && Fma.IsSupported);
+
+    /// <summary>x (rows, in) float32 or bfloat16; weight (out, in) float32 or bfloat16; bias (out) of the weight's dtype or
+    /// null → (rows, out) in x's dtype, all CPU tensors, in the caller's dispose scope.</summary>
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, KernelIsa isa, int threads)
+    {
+        CheckArguments(x, weight, bias);
+        int rows = checked((int)x.shape[0]), inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
+        using var scope = NewDisposeScope();
+        var xf = (x.dtype == ScalarType.Float32 ? x.alias() : x.to_type(ScalarType.Float32)).contiguous();   // (rows, in)
+        var wc = weight.is_contiguous() ? weight.alias() : weight.contiguous();                              // (out, in)
+        var bf = bias?.to_type(ScalarType.Float32).contiguous();                                              // (out)
+        var y = empty([rows, outF], ScalarType.Float32);                                                      // (rows, out)
+        Run(isa, (float*)DataPtr(xf), rows, DataPtr(wc), weight.dtype == ScalarType.BFloat16, bf is null ? null : (float*)DataPtr(bf),
+            (float*)DataPtr(y), inF, outF, threads);
+        return (x.dtype == ScalarType.Float32 ? y : y.to_type(x.dtype)).MoveToOuterDisposeScope();
+    }
+
+    private static void CheckArguments(Tensor x, Tensor weight, Tensor? bias)
+    {
+        if (x.dim() != 2 || weight.dim() != 2 || x.shape[1] != weight.shape[1])
+            throw new ArgumentException($"Expected x (rows, in) and weight (out, in), got ({string.Join(", ", x.shape)}) and ({string.Join(", ", weight.shape)}).");
+        if (x.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || weight.dtype is not (ScalarType.Float32 or ScalarType.BFloat16))
+            throw new ArgumentException($"Expected float32 or bfloat16 x and weight, got {x.dtype} and {weight.dtype}.");
+        if (bias is not null && (bias.dtype != weight.dtype || bias.dim() != 1 || bias.shape[0] != weight.shape[0]))
+            throw new ArgumentException($"Expected a bias ({weight.shape[0]}) of the weight's dtype {weight.dtype}.");
+        if (x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU || bias is { device_type: not DeviceType.CPU })
+            throw new ArgumentException("The decode kernel runs on CPU tensors only.");
+    }
+
+    // The first element of a CPU tensor (libtorch's Tensor::data_ptr, exported by TorchSharp's native library).
+    [DllImport("LibTorchSharp")]
+    private static extern IntPtr THSTensor_data(IntPtr handle);
+
+    internal static void* DataPtr(Tensor t)
+    {
+        var p = THSTensor_data(t.Handle);
+        if (p == IntPtr.Zero) throw new InvalidOperationException("The tensor has no CPU data.");
+        return (void*)p;
+    }
+
+    /// <summary>The product on raw pointers: x (rows, in), w (out, in) float32 or bfloat16 bits, bias (out) or null, y (rows, out).</summary>
+    internal static void Run(KernelIsa isa, float* x, int rows, void* w, bool bfloat16, float* bias, float* y, int inF, int outF, int threads)
+    {
+        int width = isa == KernelIsa.Vector512 ? Vec512.Count : Vec256.Count;
+        // bfloat16 weights come widened as (even, odd) halves of each 2·width block: pack x the same way, once per call.
+        float* xp = bfloat16 ? (float*)NativeMemory.Alloc((nuint)((long)rows * inF), sizeof(float)) : x;
+        try
+        {
+            if (bfloat16) PackEvenOdd(x, xp, rows, inF, width);
+            // Contiguous ranges of output rows (whole groups of four), two per worker: each range streams its own weights.
+            int chunks = Math.Min(Math.Max(1, outF / 4), Math.Max(1, threads) * 2);
+            int perChunk = ((outF + chunks - 1) / chunks + 3) / 4 * 4;
+            chunks = (outF + perChunk - 1) / perChunk;
+            nint xs = (nint)xp, ws = (nint)w, bs = (nint)bias, ys = (nint)y;
+            void Chunk(int c)
+            {
+                int o0 = c * perChunk, o1 = Math.Min(outF, o0 + perChunk);
+                float* xq = (float*)xs, bq = (float*)bs, yq = (float*)ys;
+                switch (isa, bfloat16)
+                {
+                    case (KernelIsa.Vector512, true): Range<Vector512<float>, Vec512, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1); break;
+                    case (KernelIsa.Vector512, false): Range<Vector512<float>, Vec512, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1); break;
+                    case (_, true): Range<Vector256<float>, Vec256, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1); break;
+                    default: Range<Vector256<float>, Vec256, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1); break;
+                }
+            }
+            if (threads <= 1 || chunks == 1) for (int c = 0; c < chunks; c++) Chunk(c);
+            else Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Chunk);
+        }
+        finally
+        {
+            if (bfloat16) NativeMemory.Free(xp);
+        }
+    }
+
+    /// <summary><see cref="PackEvenOdd(float*, float*, int, int, int)"/> on spans (tests).</summary>
+    internal static void PackEvenOdd(ReadOnlySpan<float> x, Span<float> xp, int rows, int inF, int width)
+    {
+        if (x.Length < (long)rows * inF || xp.Length < (long)rows * inF) throw new ArgumentException("Expected rows·in values in x and in the packed copy.");
+        fixed (float* px = x, pp = xp) PackEvenOdd(px, pp, rows, inF, width);
+    }
+
+    /// <summary>Each block of 2·width values of each row of x becomes its even-indexed values, then its odd-indexed ones
+    /// (the order <see cref="ISimd{TV}.Widen"/> yields the weights in); the tail past the last whole block is copied as is.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
+    internal static void PackEvenOdd(float* x, float* xp, int rows, int inF, int width)
+    {
+        int main = inF / (2 * width) * (2 * width);
+        for (int r = 0; r < rows; r++)
+        {
+            float* src = x + (long)r * inF, dst = xp + (long)r * inF;
+            for (int k0 = 0; k0 < main; k0 += 2 * width)
+                for (int i = 0; i < width; i++)
+                {
+                    dst[k0 + i] = src[k0 + 2 * i];
+                    dst[k0 + width + i] = src[k0 + 2 * i + 1];
+                }
+            for (int k = main; k < inF; k++) dst[k] = src[k];
+        }
+    }
+
+    /// <summary>Output rows o0..o1 for every row of x: four weight rows at a time, against two x rows at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
+    private static void Range<TV, TS, TW>(float* xp, int rows, TW* w, float* bias, float* y, int inF, int outF, int o0, int o1)
+        where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        int o = o0;
+        for (; o + 4 <= o1; o += 4)
+        {
+            TW* wo = w + (long)o * inF;
+            int r = 0;
+            for (; r + 2 <= rows; r += 2) Tile2x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF);
+            if (r < rows) Tile1x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o);
+        }
+        for (; o < o1; o++)
+            for (int r = 0; r < rows; r++) y[(long)r * outF + o] = Dot<TV, TS, TW>(xp + (long)r * inF, w + (long)o * inF, inF);
+        if (bias is not null)
+            for (int r = 0; r < rows; r++)
+                for (int j = o0; j < o1; j++) y[(long)r * outF + j] += bias[j];
+    }
+
+    /// <summary>2·Count weights from p as two vectors, in the order x was packed in.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static (TV A, TV B) Pair<TV, TS, TW>(TW* p) where TV : struct where TS : ISimd<TV> where TW : unmanaged
+        => typeof(TW) == typeof(float) ? (TS.Load((float*)p), TS.Load((float*)p + TS.Count)) : TS.Widen((ushort*)p);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Scalar<TW>(TW* p) where TW : unmanaged
+        => typeof(TW) == typeof(float) ? *(float*)p : BitConverter.Int32BitsToSingle(*(ushort*)p << 16);
+
+    /// <summary>One x row against four consecutive weight rows (n apart): y[0..3].</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
+    private static void Tile1x4<TV, TS, TW>(float* x, int n, TW* w, float* y)
+        where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
+        TW* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
+        int step = 2 * TS.Count, k = 0;
+        for (; k + step <= n; k += step)
+        {
+            TV xa = TS.Load(x + k), xb = TS.Load(x + k + TS.Count);
+            var (p, q) = Pair<TV, TS, TW>(w + k);
+            a0 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a0));
+            (p, q) = Pair<TV, TS, TW>(w1 + k);
+            a1 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a1));
+            (p, q) = Pair<TV, TS, TW>(w2 + k);
+            a2 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a2));
+            (p, q) = Pair<TV, TS, TW>(w3 + k);
+            a3 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a3));
+        }
+        float s0 = TS.Sum(a0), s1 = TS.Sum(a1), s2 = TS.Sum(a2), s3 = TS.Sum(a3);
+        for (; k < n; k++)
+        {
+            float xk = x[k];
+            s0 += xk * Scalar(w + k); s1 += xk * Scalar(w1 + k); s2 += xk * Scalar(w2 + k); s3 += xk * Scalar(w3 + k);
+        }
+        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
+    }
+
+    /// <summary>Two x rows (n apart) against four consecutive weight rows: y[0..3] and y[ys..ys+3]. Each widened weight
+    /// vector is used twice; eight accumulators, so the 16 registers of AVX2 suffice.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
+    private static void Tile2x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys)
+        where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero, b0 = TS.Zero, b1 = TS.Zero, b2 = TS.Zero, b3 = TS.Zero;
+        float* x1 = x + n;
+        TW* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
+        int step = 2 * TS.Count, k = 0;
+        for (; k + step <= n; k += step)
+        {
+            TV xa = TS.Load(x + k), xb = TS.Load(x + k + TS.Count), za = TS.Load(x1 + k), zb = TS.Load(x1 + k + TS.Count);
+            var (p, q) = Pair<TV, TS, TW>(w + k);
+            a0 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a0));
+            b0 = TS.MulAdd(zb, q, TS.MulAdd(za, p, b0));
+            (p, q) = Pair<TV, TS, TW>(w1 + k);
+            a1 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a1));
+            b1 = TS.MulAdd(zb, q, TS.MulAdd(za, p, b1));
+            (p, q) = Pair<TV, TS, TW>(w2 + k);
+            a2 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a2));
+            b2 = TS.MulAdd(zb, q, TS.MulAdd(za, p, b2));
+            (p, q) = Pair<TV, TS, TW>(w3 + k);
+            a3 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a3));
+            b3 = TS.MulAdd(zb, q, TS.MulAdd(za, p, b3));
+        }
+        float s0 = TS.Sum(a0), s1 = TS.Sum(a1), s2 = TS.Sum(a2), s3 = TS.Sum(a3);
+        float t0 = TS.Sum(b0), t1 = TS.Sum(b1), t2 = TS.Sum(b2), t3 = TS.Sum(b3);
+        for (; k < n; k++)
+        {
+            float xk = x[k], zk = x1[k], v0 = Scalar(w + k), v1 = Scalar(w1 + k), v2 = Scalar(w2 + k), v3 = Scalar(w3 + k);
+            s0 += xk * v0; s1 += xk * v1; s2 += xk * v2; s3 += xk * v3;
+            t0 += zk * v0; t1 += zk * v1; t2 += zk * v2; t3 += zk * v3;
+        }
+        y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
+        y[ys] = t0; y[ys + 1] = t1; y[ys + 2] = t2; y[ys + 3] = t3;
+    }
+
+    /// <summary>One x row against one weight row (the output rows left after the groups of four).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
+    private static float Dot<TV, TS, TW>(float* x, TW* w, int n) where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        TV a = TS.Zero;
+        int step = 2 * TS.Count, k = 0;
+        for (; k + step <= n; k += step)
+        {
+            var (p, q) = Pair<TV, TS, TW>(w + k);
+            a = TS.MulAdd(TS.Load(x + k + TS.Count), q, TS.MulAdd(TS.Load(x + k), p, a));
+        }
+        float s = TS.Sum(a);
+        for (; k < n; k++) s += x[k] * Scalar(w + k);
+        return s;
+    }
+}
