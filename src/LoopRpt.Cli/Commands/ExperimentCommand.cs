@@ -25,6 +25,8 @@ internal static class ExperimentCommand
 
     private sealed class Opts
     {
+        private static readonly PlateauRule Plateau = new();         // the base budget's defaults
+
         public Option<string[]> Input { get; } = CommonOptions.Input();
         public Option<string[]> HeldOut { get; } = new("--heldout")
         {
@@ -45,10 +47,10 @@ internal static class ExperimentCommand
         {
             Description = "Stage I budget of the base model: plateau (until held-out loss stops improving; the default) or steps (--pretrain-steps; the default when --pretrain-steps is given).",
         };
-        public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "With --base-budget plateau: Stage I steps between held-out evaluations.", DefaultValueFactory = _ => PlateauRule.Defaults.EvaluateEvery };
-        public Option<int> Patience { get; } = new("--patience") { Description = "With --base-budget plateau: evaluations in a row without improvement that stop Stage I.", DefaultValueFactory = _ => PlateauRule.Defaults.Patience };
-        public Option<double> MinDelta { get; } = new("--min-delta") { Description = "With --base-budget plateau: relative held-out loss improvement that counts.", DefaultValueFactory = _ => PlateauRule.Defaults.MinRelativeDelta };
-        public Option<long> MaxBaseSteps { get; } = new("--max-base-steps") { Description = "With --base-budget plateau: Stage I step cap (it also sizes the learning-rate schedule).", DefaultValueFactory = _ => PlateauRule.Defaults.MaxSteps };
+        public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "With --base-budget plateau: Stage I steps between held-out evaluations.", DefaultValueFactory = _ => Plateau.EvaluateEvery };
+        public Option<int> Patience { get; } = new("--patience") { Description = "With --base-budget plateau: evaluations in a row without improvement that stop Stage I.", DefaultValueFactory = _ => Plateau.Patience };
+        public Option<double> MinDelta { get; } = new("--min-delta") { Description = "With --base-budget plateau: relative held-out loss improvement that counts.", DefaultValueFactory = _ => Plateau.MinRelativeDelta };
+        public Option<long> MaxBaseSteps { get; } = new("--max-base-steps") { Description = "With --base-budget plateau: Stage I step cap (it also sizes the learning-rate schedule).", DefaultValueFactory = _ => Plateau.MaxSteps };
         public Option<long> GateSteps { get; } = new("--gate-steps") { Description = "Stage II (gate) steps of the base model (without --base).", DefaultValueFactory = _ => 50 };
         public Option<double> PretrainLr { get; } = new("--pretrain-lr") { Description = "Peak learning rate of the base model's stages.", DefaultValueFactory = _ => OptimizerDefaults.Pretraining.LearningRate };
         public Option<string> Preset { get; } = new("--preset") { Description = "Base model shape: tiny, small, ouro-1.4b, ouro-2.6b.", DefaultValueFactory = _ => "tiny" };

@@ -10,40 +10,24 @@ using static TorchSharp.torch;
 namespace LoopRpt.Training;
 
 /// <summary>
-/// "Train until held-out loss stops improving" (docs/experiment.md §4.4): every <see cref="EvaluateEvery"/> steps the
+/// "Train until held-out loss stops improving" (docs/experiment.md §4.4): every <paramref name="EvaluateEvery"/> steps the
 /// stage's held-out next-token loss is measured at full depth (the last loop's read-out, <see cref="LoopEvaluator.EvaluateExit"/>
-/// with <see cref="ExitMode.Last"/>); the stage stops when <see cref="Patience"/> evaluations in a row have not improved
-/// on the reference loss by at least <see cref="MinRelativeDelta"/> (relative), or at <see cref="MaxSteps"/>. The weights
-/// of the lowest held-out loss seen are restored at the end. <see cref="MaxSteps"/> is the stage's length: it sizes the
-/// warmup and the cosine decay, so a stage stopped early ends partway down the cosine.
+/// with <see cref="ExitMode.Last"/>); the stage stops when <paramref name="Patience"/> evaluations in a row have not
+/// improved on the reference loss by at least <paramref name="MinRelativeDelta"/> (relative), or at <paramref name="MaxSteps"/>.
+/// The weights of the lowest held-out loss seen are restored at the end. <paramref name="MaxSteps"/> is the stage's
+/// length: it sizes the warmup and the cosine decay, so a stage stopped early ends partway down the cosine. The
+/// parameters' default values are the defaults of the library and of <c>looprpt experiment</c>.
 /// </summary>
-public sealed record PlateauRule
+/// <param name="EvaluateEvery">Steps between held-out evaluations. Default 50.</param>
+/// <param name="Patience">Evaluations in a row without a significant improvement that stop the stage. Default 3.</param>
+/// <param name="MinRelativeDelta">An evaluation improves when its loss is below reference × (1 − this); the reference is the loss of the last such improvement. Default 0.005.</param>
+/// <param name="MaxSteps">The step cap; the stage's length for the learning-rate schedule. Default 3000.</param>
+public sealed record PlateauRule(
+    [property: JsonPropertyName("evaluate_every")] int EvaluateEvery = 50,
+    [property: JsonPropertyName("patience")] int Patience = 3,
+    [property: JsonPropertyName("min_relative_delta")] double MinRelativeDelta = 0.005,
+    [property: JsonPropertyName("max_steps")] long MaxSteps = 3000)
 {
-    /// <summary>Default values, shared by the library and the CLI (<c>looprpt experiment</c>).</summary>
-    public static class Defaults
-    {
-        /// <summary>Steps between held-out evaluations.</summary>
-        public const int EvaluateEvery = 50;
-        /// <summary>Evaluations in a row without a relative improvement of <see cref="MinRelativeDelta"/> that stop the stage.</summary>
-        public const int Patience = 3;
-        /// <summary>Relative improvement that counts: loss &lt; reference × (1 − 0.005).</summary>
-        public const double MinRelativeDelta = 0.005;
-        /// <summary>Step cap (and the length the learning-rate schedule is sized for).</summary>
-        public const long MaxSteps = 3000;
-    }
-
-    /// <summary>Steps between held-out evaluations. Default 50.</summary>
-    public int EvaluateEvery { get; init; } = Defaults.EvaluateEvery;
-
-    /// <summary>Evaluations in a row without a significant improvement that stop the stage. Default 3.</summary>
-    public int Patience { get; init; } = Defaults.Patience;
-
-    /// <summary>An evaluation improves when its loss is below reference × (1 − this); the reference is the loss of the last such improvement. Default 0.005.</summary>
-    public double MinRelativeDelta { get; init; } = Defaults.MinRelativeDelta;
-
-    /// <summary>The step cap; the stage's length for the learning-rate schedule. Default 3000.</summary>
-    public long MaxSteps { get; init; } = Defaults.MaxSteps;
-
     /// <summary>Checks every setting, throwing <see cref="ArgumentOutOfRangeException"/> naming the property.</summary>
     public void Validate()
     {

@@ -19,7 +19,7 @@ public sealed class PlateauTests
         var stops = new List<bool>();
         for (int i = 0; i < 4; i++) stops.Add(tracker.Observe(10 * (i + 1), losses[i]));
         Assert.Equal(new[] { false, false, false, true }, stops);
-        Assert.Equal(new PlateauPoint(30, 2.98), tracker.Best);
+        Assert.Equal(new PlateauPoint(30, 2.98), tracker.Best);      // bitwise: the tracker returns the very double it was given
         Assert.Equal(4, tracker.Curve.Count);
         Assert.Equal(2, tracker.EvaluationsWithoutImprovement);
     }
