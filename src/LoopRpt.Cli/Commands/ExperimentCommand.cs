@@ -25,6 +25,8 @@ internal static class ExperimentCommand
 
     private sealed class Opts
     {
+        private static readonly PlateauRule Plateau = new();         // the base budget's defaults
+
         public Option<string[]> Input { get; } = CommonOptions.Input();
         public Option<string[]> HeldOut { get; } = new("--heldout")
         {
@@ -40,7 +42,15 @@ internal static class ExperimentCommand
             DefaultValueFactory = _ => 1,
         };
         public Option<string?> Base { get; } = new("--base") { Description = "Reuse a trained base model directory (Stage I + gate, with its tokenizer) instead of training one." };
-        public Option<long> PretrainSteps { get; } = new("--pretrain-steps") { Description = "Stage I steps of the base model (without --base).", DefaultValueFactory = _ => 300 };
+        public Option<long> PretrainSteps { get; } = new("--pretrain-steps") { Description = "Stage I steps of the base model (without --base); giving it selects --base-budget steps.", DefaultValueFactory = _ => 300 };
+        public Option<string?> BaseBudget { get; } = new("--base-budget")
+        {
+            Description = "Stage I budget of the base model: plateau (until held-out loss stops improving; the default) or steps (--pretrain-steps; the default when --pretrain-steps is given).",
+        };
+        public Option<int> EvalEvery { get; } = new("--eval-every") { Description = "With --base-budget plateau: Stage I steps between held-out evaluations.", DefaultValueFactory = _ => Plateau.EvaluateEvery };
+        public Option<int> Patience { get; } = new("--patience") { Description = "With --base-budget plateau: evaluations in a row without improvement that stop Stage I.", DefaultValueFactory = _ => Plateau.Patience };
+        public Option<double> MinDelta { get; } = new("--min-delta") { Description = "With --base-budget plateau: relative held-out loss improvement that counts.", DefaultValueFactory = _ => Plateau.MinRelativeDelta };
+        public Option<long> MaxBaseSteps { get; } = new("--max-base-steps") { Description = "With --base-budget plateau: Stage I step cap (it also sizes the learning-rate schedule).", DefaultValueFactory = _ => Plateau.MaxSteps };
         public Option<long> GateSteps { get; } = new("--gate-steps") { Description = "Stage II (gate) steps of the base model (without --base).", DefaultValueFactory = _ => 50 };
         public Option<double> PretrainLr { get; } = new("--pretrain-lr") { Description = "Peak learning rate of the base model's stages.", DefaultValueFactory = _ => OptimizerDefaults.Pretraining.LearningRate };
         public Option<string> Preset { get; } = new("--preset") { Description = "Base model shape: tiny, small, ouro-1.4b, ouro-2.6b.", DefaultValueFactory = _ => "tiny" };
@@ -71,7 +81,7 @@ internal static class ExperimentCommand
         public Option<int> Threads { get; } = CommonOptions.Threads(1);
         public Option<ProgressMode> Progress { get; } = new("--progress") { Description = "Auto (live on a terminal, plain lines when redirected), Live, Plain or None.", DefaultValueFactory = _ => ProgressMode.Auto };
 
-        public IEnumerable<Option> All => [Input, HeldOut, Column, Documents, Out, Seeds, BaseSeeds, Base, PretrainSteps, GateSteps, PretrainLr, Preset, Loops, Hidden, Layers,
+        public IEnumerable<Option> All => [Input, HeldOut, Column, Documents, Out, Seeds, BaseSeeds, Base, PretrainSteps, BaseBudget, EvalEvery, Patience, MinDelta, MaxBaseSteps, GateSteps, PretrainLr, Preset, Loops, Hidden, Layers,
                                           VocabSize, Steps, Lr, BatchSize, SeqLen, Variants, NoDefaultVariants, NoEqualCompute, Q, Buckets, Pass, MaxHeldOutTokens, Seed,
                                           LogEvery, CheckpointEvery, Device, Threads, Progress];
     }
@@ -98,11 +108,12 @@ internal static class ExperimentCommand
             throw CliException.Usage("--base-seeds trains the base models; with --base the experiment reuses one. Drop one of the two.");
         if (baseOption is not null)
         {
-            var given = new Option[] { o.PretrainSteps, o.GateSteps, o.PretrainLr, o.Preset, o.Loops, o.Hidden, o.Layers, o.VocabSize }
+            var given = new Option[] { o.PretrainSteps, o.BaseBudget, o.EvalEvery, o.Patience, o.MinDelta, o.MaxBaseSteps, o.GateSteps, o.PretrainLr, o.Preset, o.Loops, o.Hidden, o.Layers, o.VocabSize }
                 .Where(x => pr.GetResult(x) is { Implicit: false }).Select(x => x.Name).ToArray();
             if (given.Length > 0) throw CliException.Usage($"--base reuses a trained model; {string.Join(", ", given)} appl{(given.Length == 1 ? "ies" : "y")} only when the experiment trains its base model.");
         }
         long pretrainSteps = pr.GetValue(o.PretrainSteps) is var ps and >= 1 ? ps : throw CliException.Usage($"--pretrain-steps must be at least 1, got {pr.GetValue(o.PretrainSteps)}.");
+        var plateau = BasePlateau(pr, o);
         long gateSteps = pr.GetValue(o.GateSteps) is var gs and >= 1 ? gs : throw CliException.Usage($"--gate-steps must be at least 1, got {pr.GetValue(o.GateSteps)}.");
         double pretrainLr = CommonOptions.Positive(pr.GetValue(o.PretrainLr), "--pretrain-lr");
         int vocabSize = CommonOptions.AtLeast(pr.GetValue(o.VocabSize), 257, "--vocab-size");
@@ -129,6 +140,7 @@ internal static class ExperimentCommand
         // 2. The base models: given, trained earlier into OUT/base (OUT/base-2, ...), or trained now (resumable through OUT/base-checkpoints).
         var baseDirs = baseOption is not null ? [baseOption]
             : Enumerable.Range(1, baseSeeds).Select(b => Path.Combine(output, b == 1 ? "base" : $"base-{b}")).ToArray();
+        if (plateau is not null) pretrainSteps = plateau.MaxSteps;          // the cap: it sizes the schedule
         var basePlan = StagePlan.Parse(string.Create(CultureInfo.InvariantCulture, $"pretrain:{pretrainSteps}:{pretrainLr:R},gate:{gateSteps}:{pretrainLr:R}"));
         for (int b = 0; b < baseDirs.Length && baseOption is null; b++)
         {
@@ -136,8 +148,13 @@ internal static class ExperimentCommand
             if (ModelDirectory.IsModelDirectory(dir))
             {
                 var stages = ModelDirectory.ReadMeta(dir).Stages;
-                if (!stages.SequenceEqual(StagePlan.KindsAndSteps(basePlan).Select(p => new StageRecord(p.Kind, p.Steps))))
-                    throw CliException.Usage($"'{dir}' was trained with [{string.Join(", ", stages.Select(s => $"{s.Name}:{s.Steps}"))}], not pretrain:{pretrainSteps}, gate:{gateSteps}; use another --out, or pass --base {dir} to reuse it.");
+                var budget = PlateauOutcome.ReadFrom(dir);
+                bool same = plateau is null
+                    ? budget is null && stages.SequenceEqual(StagePlan.KindsAndSteps(basePlan).Select(p => new StageRecord(p.Kind, p.Steps)))
+                    : budget?.Rule == plateau && stages.Count == 2 && stages[0].Name == "pretrain" && stages[0].Steps <= plateau.MaxSteps && stages[1] == new StageRecord("gate", gateSteps);
+                string wanted = plateau is null ? $"pretrain:{pretrainSteps}, gate:{gateSteps}" : $"pretrain until plateau (--eval-every {plateau.EvaluateEvery}, --patience {plateau.Patience}, --min-delta {plateau.MinRelativeDelta.ToString(C)}, --max-base-steps {plateau.MaxSteps}), gate:{gateSteps}";
+                if (!same)
+                    throw CliException.Usage($"'{dir}' was trained with [{string.Join(", ", stages.Select(s => $"{s.Name}:{s.Steps}"))}]{(budget is null ? "" : " until a plateau (" + budget.Reason + ")")}, not {wanted}; use another --out, or pass --base {dir} to reuse it.");
                 var (have, want) = (ModelDirectory.ReadConfig(dir), ModelTraining.Config(shape, vocabSize));
                 if (have.HiddenSize != want.HiddenSize || have.NumHiddenLayers != want.NumHiddenLayers || have.TotalUtSteps != want.TotalUtSteps)
                     throw CliException.Usage($"'{dir}' has hidden size {have.HiddenSize}, {have.NumHiddenLayers} layers, {have.TotalUtSteps} loops, not the {want.HiddenSize}, {want.NumHiddenLayers}, {want.TotalUtSteps} asked for; use another --out, or pass --base {dir} to reuse it.");
@@ -145,7 +162,7 @@ internal static class ExperimentCommand
             }
             else
                 // Bases after the first take its tokenizer: every base reads the same continuation batches.
-                TrainBase(ctx, mode, docs, dir, basePlan, shape, vocabSize, batch, seqLen, seed + b, device, pr.GetValue(o.LogEvery), options.CheckpointEvery,
+                TrainBase(ctx, mode, docs, dir, basePlan, plateau, shape, vocabSize, batch, seqLen, seed + b, device, pr.GetValue(o.LogEvery), options.CheckpointEvery,
                           b == 0 ? null : TrainingTokenizer.Of(ModelDirectory.ReadMeta(baseDirs[0])));
         }
         var baseDir = baseDirs[0];
@@ -185,6 +202,11 @@ internal static class ExperimentCommand
         foreach (var p in results.Premise)
             ctx.Output.WriteLine(string.Create(C, $"premise set={p.EvaluationSet} bases={p.Bases} accuracy={string.Join("/", p.Accuracy.Select(m => (100 * m.Mean).ToString("F2", C)))} " +
                                                   $"nll={string.Join("/", p.NegativeLogLikelihood.Select(m => m.Mean.ToString("F3", C)))} holds={(p.Holds ? "true" : "false")}"));
+        foreach (var budget in results.BaseBudgets)
+        {
+            var stop = budget.Plateau is { } pl ? string.Create(C, $"stopped={(pl.Plateaued ? "plateau" : "cap")} steps={pl.StepsTaken} best_step={pl.BestStep} best_loss={pl.BestLoss:F4}") : "stopped=steps";
+            ctx.Output.WriteLine($"base_budget base={budget.Directory} stages={string.Join(",", budget.Stages.Select(x => $"{x.Name}:{x.Steps}"))} {stop}");
+        }
         foreach (var line in pending) ctx.Output.WriteLine("experiment " + line);     // held back while the live display ran
         foreach (var a in results.Cost!.Arms)
         {
@@ -197,6 +219,39 @@ internal static class ExperimentCommand
                                               $"equal_compute_steps={results.Cost.EqualComputeSteps} seconds={clock.Elapsed.TotalSeconds:F1} report={results.ReportPath} " +
                                               $"results={results.ResultsPath} plots={string.Join(",", results.PlotPaths.Select(Path.GetFileName))}"));
         return ExitCodes.Success;
+    }
+
+    /// <summary>The base's Stage I stop (null: a fixed --pretrain-steps), validated with the option names.</summary>
+    private static PlateauRule? BasePlateau(ParseResult pr, Opts o)
+    {
+        bool Given(Option x) => pr.GetResult(x) is { Implicit: false };
+        var budget = pr.GetValue(o.BaseBudget) ?? (Given(o.PretrainSteps) ? "steps" : "plateau");
+        var plateauOptions = new Option[] { o.EvalEvery, o.Patience, o.MinDelta, o.MaxBaseSteps }.Where(Given).Select(x => x.Name).ToArray();
+        switch (budget)
+        {
+            case "steps":
+                if (plateauOptions.Length > 0) throw CliException.Usage($"--base-budget steps trains --pretrain-steps; {string.Join(", ", plateauOptions)} appl{(plateauOptions.Length == 1 ? "ies" : "y")} only with --base-budget plateau.");
+                return null;
+            case "plateau":
+                if (Given(o.PretrainSteps)) throw CliException.Usage("--pretrain-steps sets a fixed Stage I budget; with --base-budget plateau, --max-base-steps caps it.");
+                var rule = new PlateauRule { EvaluateEvery = pr.GetValue(o.EvalEvery), Patience = pr.GetValue(o.Patience), MinRelativeDelta = pr.GetValue(o.MinDelta), MaxSteps = pr.GetValue(o.MaxBaseSteps) };
+                try
+                {
+                    rule.Validate();
+                }
+                catch (ArgumentOutOfRangeException e)
+                {
+                    var name = e.ParamName switch
+                    {
+                        nameof(PlateauRule.EvaluateEvery) => "--eval-every", nameof(PlateauRule.Patience) => "--patience",
+                        nameof(PlateauRule.MinRelativeDelta) => "--min-delta", _ => "--max-base-steps",
+                    };
+                    throw CliException.Usage($"{name}: {e.Message.Split(Environment.NewLine)[0].Split(" (Parameter")[0]} Got {e.ActualValue}.");
+                }
+                return rule;
+            default:
+                throw CliException.Usage($"--base-budget must be plateau or steps, got '{budget}'.");
+        }
     }
 
     private static ExperimentOptions BuildOptions(ParseResult pr, Opts o, CliContext ctx, List<string> pending)
@@ -283,13 +338,19 @@ internal static class ExperimentCommand
         if (meta.Tokenizer is null) throw CliException.Model($"Base model '{dir}' has no tokenizer in meta.json; train it with `looprpt train`.");
     }
 
-    /// <summary>Learns the tokenizer (or takes the interrupted run's) and trains Stage I + gate into <paramref name="baseDir"/>.</summary>
-    private static void TrainBase(CliContext ctx, ProgressMode mode, IReadOnlyList<string> docs, string baseDir, IReadOnlyList<(StageDefinition Definition, string Text)> plan, ModelShape shape,
-                                  int vocabSize, int batch, int seqLen, long seed, TorchSharp.torch.Device device, int logEvery, int checkpointEvery,
-                                  TrainingTokenizer? given = null)
+    /// <summary>
+    /// Learns the tokenizer (or takes the interrupted run's) and trains Stage I + gate into <paramref name="baseDir"/>. With
+    /// <paramref name="plateau"/>, Stage I runs until held-out loss stops improving on the last tenth of the training stream
+    /// (at most 16,384 tokens, not trained on by the base; docs/experiment.md §4.4); its model waits in BASE-stage1 for the
+    /// gate stage, so an interruption of the gate stage does not repeat it.
+    /// </summary>
+    private static void TrainBase(CliContext ctx, ProgressMode mode, IReadOnlyList<string> docs, string baseDir, IReadOnlyList<(StageDefinition Definition, string Text)> plan,
+                                  PlateauRule? plateau, ModelShape shape, int vocabSize, int batch, int seqLen, long seed, TorchSharp.torch.Device device, int logEvery,
+                                  int checkpointEvery, TrainingTokenizer? given = null)
     {
         var ckDir = baseDir + "-checkpoints";
-        var resumeFrom = new CheckpointManager(ckDir).Latest();
+        var stage1Dir = baseDir + "-stage1";
+        var resumeFrom = new CheckpointManager(ckDir).Latest() ?? (ModelDirectory.IsModelDirectory(stage1Dir) ? stage1Dir : null);
         var tokenizer = given ?? (resumeFrom is null ? null : TrainingTokenizer.Of(ModelDirectory.ReadMeta(resumeFrom)))
             ?? TrainingTokenizer.Learn(docs, vocabSize, ctx.CancellationToken);
         var stream = ModelTraining.TokenStream(docs, tokenizer.Codec, seqLen);
@@ -297,13 +358,44 @@ internal static class ExperimentCommand
         var baseMeta = new ModelMeta { Tokenizer = tokenizer.Spec };
         var stages = StagePlan.ToStages(plan);
         ctx.Output.WriteLine(string.Create(C, $"experiment base={baseDir} training=true documents={docs.Count} tokens={stream.Length} vocab={lm.Config.VocabSize} " +
-                                              $"params={lm.UniqueParameters().Sum(p => p.Param.numel())} loops={lm.Config.TotalUtSteps} plan={string.Join(",", StagePlan.KindsAndSteps(plan).Select(p => $"{p.Kind}:{p.Steps}"))} resume={resumeFrom ?? "no"}"));
-        var result = ModelTraining.Train(ctx, mode, lm, new PackedTokenSource(stream, batch, seqLen, seed), stages, new TrainerOptions
+                                              $"params={lm.UniqueParameters().Sum(p => p.Param.numel())} loops={lm.Config.TotalUtSteps} plan={string.Join(",", StagePlan.KindsAndSteps(plan).Select(p => $"{p.Kind}:{p.Steps}"))} " +
+                                              $"budget={(plateau is null ? "steps" : "plateau")} resume={resumeFrom ?? "no"}"));
+        TrainerOptions Options(string? checkpoints, ModelMeta meta) => new()
         {
-            LogEvery = logEvery, CheckpointDirectory = ckDir, CheckpointEvery = checkpointEvery, KeepCheckpoints = 1, Resume = true, Seed = seed,
-            BaseMeta = baseMeta, OnCancel = CancellationBehavior.CheckpointAndThrow,
-        }, "rerun the same command to resume");
+            LogEvery = logEvery, CheckpointDirectory = checkpoints, CheckpointEvery = checkpointEvery, KeepCheckpoints = 1, Resume = checkpoints is not null, Seed = seed,
+            BaseMeta = meta, OnCancel = CancellationBehavior.CheckpointAndThrow,
+        };
+        const string hint = "rerun the same command to resume";
+        PlateauOutcome? outcome = null;
+        if (plateau is not null)
+        {
+            if (ModelDirectory.IsModelDirectory(stage1Dir))
+            {
+                ModelWeights.Load(lm, Path.Combine(stage1Dir, ModelWeights.FileName));
+                baseMeta = ModelDirectory.ReadMeta(stage1Dir);
+                outcome = PlateauOutcome.ReadFrom(stage1Dir);
+            }
+            else
+            {
+                // The validation windows: the stream's last tenth (at most 16,384 tokens), held out from the base's Stage I.
+                int split = stream.Length - Math.Clamp(stream.Length / 10, seqLen + 1, 16384);
+                if (split < seqLen + 1) throw CliException.Input($"The corpus has {stream.Length} tokens; --base-budget plateau holds out a tenth for validation and needs at least {2 * (seqLen + 1)}. Add text, lower --seq-len, or use --base-budget steps.");
+                var validation = LoopEvaluator.Windows(stream[split..], batch, seqLen).ToList();
+                var stage1 = new TrainingStage(stages[0].Objective, stages[0].Steps, stages[0].Optimizer) { StopOnPlateau = new HeldOutPlateau(plateau, validation) };
+                var first = ModelTraining.Train(ctx, mode, lm, new PackedTokenSource(stream[..split], batch, seqLen, seed), [stage1], Options(null, baseMeta), hint);
+                outcome = first.Plateau!;
+                baseMeta = first.Meta.Clone();
+                baseMeta.Tokenizer = tokenizer.Spec;
+                ModelDirectory.Save(stage1Dir, lm, baseMeta);
+                outcome.WriteTo(stage1Dir);
+            }
+            ctx.Output.WriteLine($"experiment base={baseDir} stage1: {outcome!.Reason}");
+            stages = stages[1..];
+        }
+        var result = ModelTraining.Train(ctx, mode, lm, new PackedTokenSource(stream, batch, seqLen, seed), stages, Options(ckDir, baseMeta), hint);
         ModelTraining.Save(baseDir, lm, result, tokenizer.Spec);
+        outcome?.WriteTo(baseDir);
         if (Directory.Exists(ckDir)) Directory.Delete(ckDir, recursive: true);     // the saved base model replaces them
+        if (Directory.Exists(stage1Dir)) Directory.Delete(stage1Dir, recursive: true);
     }
 }

@@ -110,6 +110,9 @@ public sealed class ExperimentResults
     /// <summary>The premise check per evaluation set, from the base models before any arm trained.</summary>
     public IReadOnlyList<PremiseCheck> Premise { get; }
 
+    /// <summary>Each base model's training budget: its stages' steps and, for a plateau-stopped Stage I, why it stopped.</summary>
+    public IReadOnlyList<BaseBudget> BaseBudgets { get; init; } = [];
+
     /// <summary>True when some later loop beats loop 1 beyond the noise on some evaluation set (else the report opens with <see cref="PremiseCheck.Warning"/>).</summary>
     public bool PremiseHolds => Premise.Any(p => p.Holds);
 

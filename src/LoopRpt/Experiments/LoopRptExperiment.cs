@@ -160,6 +160,8 @@ public sealed class LoopRptExperiment
         foreach (var p in premise)
             Log(string.Create(C, $"premise {p.EvaluationSet}: accuracy per loop {string.Join(" / ", p.Accuracy.Select(m => ExperimentSummary.Points(m)))} % → {(p.Holds ? "later loops beat loop 1" : "no later loop beats loop 1")}"));
         if (!premise.Any(p => p.Holds)) Log("WARNING " + PremiseCheck.Warning);
+        var budgets = _bases.Select(BaseBudget.Of).ToArray();
+        foreach (var budget in budgets) Log(budget.Text);
 
         // 2. The arms, base by base.
         var runs = new List<ArmRun>(_bases.Count == 1 ? [baseRuns[0] with { Seed = 0 }] : baseRuns.Select((r, b) => r with { Seed = b + 1 }));
@@ -191,7 +193,7 @@ public sealed class LoopRptExperiment
         var controls = Arms.Where(a => a.IsControl).Select(a => a.Name).ToArray();
         var summary = ExperimentSummary.Create(runs, controls, _options.ParetoGridStep, _options.ParetoIncludesFixedSteps);
         var timings = Timings(stores);
-        var report = new ExperimentReport(_options, Arms, _config, _bases, summary, runs, cost, _sets, premise, timings);
+        var report = new ExperimentReport(_options, Arms, _config, _bases, summary, runs, cost, _sets, premise, timings, budgets);
         var verdicts = report.Verdicts();
         var reportPath = Path.Combine(root, "report.md");
         var csvPath = Path.Combine(root, "results.csv");
@@ -199,7 +201,10 @@ public sealed class LoopRptExperiment
         AtomicDirectory.WriteAllText(csvPath, ExperimentReport.Csv(runs, Arms));
         AtomicDirectory.WriteAllText(reportPath, report.Markdown(verdicts, plots.Select(Path.GetFileName).ToArray()!, trained, clock.Elapsed));
         Log(string.Create(C, $"wrote {reportPath}, {csvPath} and {plots.Count} plot(s); {trained} run(s) trained in {clock.Elapsed.TotalSeconds:F0} s"));
-        return new ExperimentResults(root, Arms, _options.Seeds, runs, summary, cost, verdicts, trained, reportPath, csvPath, plots, premise, timings, _bases.Count);
+        return new ExperimentResults(root, Arms, _options.Seeds, runs, summary, cost, verdicts, trained, reportPath, csvPath, plots, premise, timings, _bases.Count)
+        {
+            BaseBudgets = budgets,
+        };
     }
 
     // ---- runs --------------------------------------------------------------------------------------------------------

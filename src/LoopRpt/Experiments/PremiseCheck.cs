@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
+using LoopRpt.Checkpoints;
 using LoopRpt.Evaluation;
+using LoopRpt.Training;
 
 namespace LoopRpt.Experiments;
 
@@ -108,4 +110,21 @@ public sealed record PremiseCheck(string EvaluationSet, int Bases, long Tokens, 
         var mean = ExperimentSummary.Format(m.Mean, 3, signed: false);
         return m.Count < 2 ? mean : mean + " ± " + ExperimentSummary.Format(m.Std, 3, signed: false);
     }
+}
+
+/// <summary>
+/// How long a base model was trained, for the premise section: its stages' steps (meta.json) and, when its Stage I ran
+/// until held-out loss stopped improving, the <see cref="PlateauOutcome"/> stored beside it (docs/experiment.md §4.4).
+/// </summary>
+/// <param name="Directory">The base model directory.</param>
+/// <param name="Stages">Its training history (stage and steps).</param>
+/// <param name="Plateau">The plateau stop of its Stage I, or null for a fixed number of steps.</param>
+public sealed record BaseBudget(string Directory, IReadOnlyList<StageRecord> Stages, PlateauOutcome? Plateau)
+{
+    /// <summary>Reads the budget of the base model in <paramref name="directory"/>.</summary>
+    public static BaseBudget Of(string directory) => new(directory, ModelDirectory.ReadMeta(directory).Stages, PlateauOutcome.ReadFrom(directory));
+
+    /// <summary>One line: "base DIR: pretrain 412 steps (plateau at step 412 ...; weights of step 312 kept ...), gate 50 steps".</summary>
+    public string Text => $"Base `{Directory}`: " + (Stages.Count == 0 ? "no recorded training" : string.Join(", ", Stages.Select((s, i) =>
+        string.Create(CultureInfo.InvariantCulture, $"{s.Name} {s.Steps} steps") + (i == 0 && Plateau is { } p ? " (" + p.Reason + ")" : i == 0 && s.Name == "pretrain" ? " (fixed budget)" : ""))));
 }

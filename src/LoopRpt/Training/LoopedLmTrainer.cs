@@ -44,6 +44,10 @@ public sealed class LoopedLmTrainer
         ArgumentNullException.ThrowIfNull(source);
         if (stages.Count == 0) throw new ArgumentException("A training plan needs at least one stage.", nameof(stages));
         foreach (var s in stages) s.Validate();
+        if (stages.Take(stages.Count - 1).Any(s => s.StopOnPlateau is not null))
+            throw new ArgumentException("A stage stopped on a held-out plateau must be the plan's last stage (the next stage would not know its length).", nameof(stages));
+        if (_options.Resume && stages.Any(s => s.StopOnPlateau is not null))
+            throw new ArgumentException("A stage stopped on a held-out plateau cannot be resumed (its evaluations and best weights are not checkpointed); set Resume to false.", nameof(stages));
 
         var manager = _options.CheckpointDirectory is { } root ? new CheckpointManager(root, _options.KeepCheckpoints) : null;
         manager?.RemoveStaleTemporaries();      // leftovers of an interrupted save: this run owns the folder now
@@ -63,6 +67,7 @@ public sealed class LoopedLmTrainer
         }
 
         TrainingProgress? last = null;
+        PlateauOutcome? plateau = null;
         var ledger = manager is null ? null : new CheckpointLedger(manager, resumeDir);
         for (int si = state.StageIndex; si < stages.Count; si++)
         {
@@ -82,6 +87,7 @@ public sealed class LoopedLmTrainer
             {
                 var (completed, progress) = run.Execute(cancellationToken);
                 last = progress ?? last;
+                plateau = run.Plateau ?? plateau;
                 if (!completed) return new TrainingResult(false, state.GlobalStep, state.TokensSeen, last, ledger?.Latest, MetaFor(baseMeta, stages, state, last));
             }
             finally
@@ -90,7 +96,7 @@ public sealed class LoopedLmTrainer
             }
             resumeDir = null;
         }
-        return new TrainingResult(true, state.GlobalStep, state.TokensSeen, last, ledger?.Latest, MetaFor(baseMeta, stages, state, last));
+        return new TrainingResult(true, state.GlobalStep, state.TokensSeen, last, ledger?.Latest, MetaFor(baseMeta, stages, state, last)) { Plateau = plateau };
     }
 
     /// <summary>The metadata a model trained by this plan should carry (history of stages appended): checkpoints and <see cref="TrainingResult.Meta"/>.</summary>
@@ -160,6 +166,7 @@ public sealed class LoopedLmTrainer
         private readonly AdamW _optimizer;
         private readonly List<TorchSharp.Modules.Parameter> _trainable;
         private readonly LearningRateSchedule _schedule;
+        private readonly PlateauRun? _plateau;
         private readonly Dictionary<string, Tensor> _interval = new(StringComparer.Ordinal);
         // Held for the stage (no per-step Scalar): a temporary Scalar can be finalized while the native call reads it.
         private readonly Scalar _one = 1, _microBatches;
@@ -188,7 +195,11 @@ public sealed class LoopedLmTrainer
             // A stage resumed mid-way judges with the window it had; a new stage starts an empty one (its loss has another scale).
             _guard = new DivergenceGuard(trainer._options, stage.Objective.Name, stage.Objective.SpikeMetric, ledger, resumeDir is not null ? state.SpikeHistory : null);
             state.SpikeHistory = [.. _guard.SpikeHistory];
+            _plateau = stage.StopOnPlateau is { } p ? new PlateauRun(p) : null;
         }
+
+        /// <summary>How the stage's plateau stop ended (after <see cref="Execute"/> completed), or null.</summary>
+        public PlateauOutcome? Plateau { get; private set; }
 
         private TrainerOptions Options => _trainer._options;
 
@@ -230,7 +241,10 @@ public sealed class LoopedLmTrainer
                 _state.OptimizerSteps = _optimizer.StepCount;
                 _guard.ThrowIfNonFinite(_state.StageStep, _state.GlobalStep, IntervalLoss);
 
-                bool last = _state.StageStep == _stage.Steps;
+                bool cap = _state.StageStep == _stage.Steps;
+                bool plateaued = _plateau?.AfterStep(_lm, _state.StageStep, cap) == true;      // held-out evaluation, when due
+                bool last = cap || plateaued;
+                if (last && _plateau is not null) Plateau = _plateau.Finish(_lm, _state.StageStep, plateaued);     // best weights back
                 if (_state.StageStep % Options.LogEvery == 0 || last)
                 {
                     int steps = _intervalSteps;
@@ -241,6 +255,7 @@ public sealed class LoopedLmTrainer
                 }
                 if (_guard.Calm && (last || (Options.CheckpointEvery > 0 && _state.StageStep % Options.CheckpointEvery == 0)))
                     SaveCheckpoint(progress);                                                                       // checkpoint
+                if (plateaued) break;
             }
             return (true, progress);
         }
@@ -359,6 +374,7 @@ public sealed class LoopedLmTrainer
         {
             foreach (var v in _interval.Values) v.Dispose();
             _optimizer.Dispose();
+            _plateau?.Dispose();
             _one.Dispose();
             _microBatches.Dispose();
         }

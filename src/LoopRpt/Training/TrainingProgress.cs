@@ -58,7 +58,11 @@ public sealed record TrainingProgress
 /// ran), the global step, the tokens seen, the last report's metrics and the base meta's tokenizer; the same as a
 /// checkpoint written at the end would hold. Each result has its own copy.
 /// </summary>
-public sealed record TrainingResult(bool Completed, long GlobalStep, long TokensSeen, TrainingProgress? LastProgress, string? LastCheckpoint, ModelMeta Meta);
+public sealed record TrainingResult(bool Completed, long GlobalStep, long TokensSeen, TrainingProgress? LastProgress, string? LastCheckpoint, ModelMeta Meta)
+{
+    /// <summary>How the plan's plateau-stopped stage ended (<see cref="TrainingStage.StopOnPlateau"/>); null when it has none or it did not finish.</summary>
+    public PlateauOutcome? Plateau { get; init; }
+}
 
 /// <summary>What cancellation does.</summary>
 public enum CancellationBehavior

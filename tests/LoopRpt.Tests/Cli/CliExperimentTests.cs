@@ -1,5 +1,6 @@
 using LoopRpt.Checkpoints;
 using LoopRpt.Cli;
+using LoopRpt.Training;
 
 namespace LoopRpt.Tests.Cli;
 
@@ -153,5 +154,68 @@ public sealed class CliExperimentTests
             Assert.DoesNotContain("   at ", r.Err);                        // no stack trace for user errors
         }
         Assert.False(Directory.Exists(output));
+    }
+
+    /// <summary>Issue 27 §3: without --pretrain-steps the base's Stage I runs until held-out loss stops improving.</summary>
+    [Fact]
+    public void PlateauBudgetIsTheDefaultAndTheReportStatesItsSteps()
+    {
+        var (dir, train, heldOut) = Setup();
+        var output = Path.Combine(dir, "exp");
+        // δ = 50 %: the second evaluation (step 4) cannot improve enough, so patience 1 stops Stage I there, long before the cap.
+        var args = Without(With(Tiny(train, heldOut, output, "--no-default-variants", "--no-equal-compute", "--eval-every", "2", "--patience", "1", "--min-delta", "0.5",
+                                     "--max-base-steps", "40"), "--seeds", "1"), "--pretrain-steps");
+        var r = CliRunner.Run(args);
+        Assert.True(r.Code == ExitCodes.Success, r.ToString());
+        Assert.Contains("plan=pretrain:40,gate:2 budget=plateau", r.Out);                  // the cap sizes the schedule
+        Assert.Contains("base_budget base=" + Path.Combine(output, "base") + " stages=pretrain:4,gate:2 stopped=plateau steps=4 best_step=", r.Out);
+        var report = File.ReadAllText(Path.Combine(output, "report.md"));
+        Assert.Contains("pretrain 4 steps (plateau at step 4", report);
+        Assert.True(report.IndexOf("pretrain 4 steps", StringComparison.Ordinal) < report.IndexOf("## Settings", StringComparison.Ordinal));
+        var stored = PlateauOutcome.ReadFrom(Path.Combine(output, "base"))!;
+        Assert.Equal(new long[] { 2, 4 }, stored.Curve.Select(c => c.Step));
+        Assert.False(Directory.Exists(Path.Combine(output, "base-stage1")));
+
+        var again = CliRunner.Run(args);                                                     // the base is reused with the same rule
+        Assert.True(again.Code == ExitCodes.Success, again.ToString());
+        Assert.Contains("reused=true", again.Out);
+        var other = CliRunner.Run(With(args, "--patience", "2"));
+        Assert.Equal(ExitCodes.Usage, other.Code);
+        Assert.Contains("until a plateau", other.Err);
+    }
+
+    [Fact]
+    public void BadBaseBudgetOptionsFailBeforeAnyTrainingNamingTheOption()
+    {
+        var (dir, train, heldOut) = Setup();
+        var output = Path.Combine(dir, "exp");
+        var plateau = Without(Tiny(train, heldOut, output), "--pretrain-steps");
+        (string[] Args, string Message)[] cases =
+        [
+            ([.. plateau, "--base-budget", "long"], "--base-budget must be plateau or steps, got 'long'"),
+            ([.. plateau, "--eval-every", "0"], "--eval-every: EvaluateEvery must be at least 1"),
+            ([.. plateau, "--patience", "0"], "--patience: Patience must be at least 1"),
+            ([.. plateau, "--min-delta", "1.5"], "--min-delta: MinRelativeDelta must be in [0, 1)"),
+            ([.. plateau, "--max-base-steps", "10"], "--max-base-steps: MaxSteps must be at least EvaluateEvery (50)"),
+            (Tiny(train, heldOut, output, "--base-budget", "plateau"), "--pretrain-steps sets a fixed Stage I budget"),
+            (Tiny(train, heldOut, output, "--patience", "2"), "--patience applies only with --base-budget plateau"),
+        ];
+        foreach (var (args, message) in cases)
+        {
+            var r = CliRunner.Run(args);
+            Assert.True(r.Code == ExitCodes.Usage, r.ToString());
+            Assert.Contains(message, r.Err);
+            Assert.DoesNotContain("progress ", r.Out);
+        }
+        var withBase = CliRunner.Run("experiment", "--input", train, "--heldout", heldOut, "--out", output, "--base", dir, "--max-base-steps", "100");
+        Assert.Equal(ExitCodes.Usage, withBase.Code);
+        Assert.Contains("--max-base-steps applies only when the experiment trains its base model", withBase.Err);
+        Assert.False(Directory.Exists(output));
+    }
+
+    private static string[] Without(string[] args, string option)
+    {
+        int i = Array.IndexOf(args, option);
+        return [.. args.Take(i), .. args.Skip(i + 2)];
     }
 }
