@@ -58,18 +58,18 @@ public sealed class TrainingStage
     /// <summary>Micro-batches per optimizer step (<see cref="OptimizerDefaults.GradientAccumulation"/>).</summary>
     public int GradientAccumulation { get; init; }
 
+    /// <summary>This stage's optimizer settings as one table.</summary>
+    public OptimizerDefaults Optimizer => new(LearningRate, MinLearningRateRatio, WarmupFraction, WeightDecay, Beta1, Beta2, GradientClip, GradientAccumulation);
+
+    /// <summary>This stage in the plan form, every setting given (what <see cref="Validate"/> checks).</summary>
+    public StageDefinition ToDefinition() => Optimizer.ToDefinition(Objective.Name, Steps);
+
     /// <summary>
     /// Stop the stage when held-out loss stops improving (<see cref="HeldOutPlateau"/>; its <see cref="PlateauRule.MaxSteps"/>
     /// must equal <see cref="Steps"/>), keeping the best weights. Null (default): run all <see cref="Steps"/>. Such a stage
     /// must be the plan's last and is not resumable (<see cref="TrainerOptions.Resume"/> is refused).
     /// </summary>
     public HeldOutPlateau? StopOnPlateau { get; init; }
-
-    /// <summary>This stage's optimizer settings as one table.</summary>
-    public OptimizerDefaults Optimizer => new(LearningRate, MinLearningRateRatio, WarmupFraction, WeightDecay, Beta1, Beta2, GradientClip, GradientAccumulation);
-
-    /// <summary>This stage in the plan form, every setting given (what <see cref="Validate"/> checks).</summary>
-    public StageDefinition ToDefinition() => Optimizer.ToDefinition(Objective.Name, Steps);
 
     internal void Validate()
     {
