@@ -21,7 +21,22 @@ if (args.Length > 0 && args[0] == "looprpt")
     return;
 }
 
-var opts = Args.Parse(args);
+Args opts;
+try
+{
+    opts = Args.Parse(args);
+}
+catch (ArgumentException e)
+{
+    Console.Error.WriteLine(e.Message);
+    Environment.ExitCode = 2;
+    return;
+}
+if (opts.Help)
+{
+    Console.WriteLine(Args.Usage);
+    return;
+}
 TorchNative.EnsureLoaded();
 Console.WriteLine($"# LoopRpt training benchmark");
 Console.WriteLine($"threads={get_num_threads()} steps={opts.Steps} batch={opts.Batch} seq={opts.Seq} processors={Environment.ProcessorCount}");
@@ -139,8 +154,22 @@ static class Memory
     }
 }
 
-sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int StepsPerRound, bool SkipMinimal)
+sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int StepsPerRound, bool SkipMinimal, bool Help = false)
 {
+    public const string Usage = """
+        Training-throughput benchmark: the small config (hidden 256, 2 layers x 4 loops, vocabulary 4096) trained by the
+        library's trainer and by a minimal TorchSharp loop, against a matrix product of the same dtype in the same run.
+          dotnet run -c Release --project examples/Benchmark -- [options]
+          --steps N            training steps per dtype and loop (default 30)
+          --steps-per-round N  steps between matrix-product bursts (default 5)
+          --batch N            sequences per step (default 16)
+          --seq N              tokens per sequence (default 128)
+          --dtypes LIST        float32,bfloat16 (default both)
+          --no-minimal         skip the minimal loop
+          --help, -h           print this and exit
+        LoopRPT step cost against Stage I: dotnet run -c Release --project examples/Benchmark -- looprpt [options]
+        """;
+
     public static Args Parse(string[] args)
     {
         int steps = 30, batch = 16, seq = 128, perRound = 5;
@@ -155,6 +184,7 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int Steps
                 case "--batch": batch = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--steps-per-round": perRound = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--no-minimal": skipMinimal = true; break;
+                case "--help" or "-h": return new Args(steps, batch, seq, dtypes, perRound, skipMinimal, Help: true);
                 case "--seq": seq = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--dtypes":
                     dtypes = Next().Split(',').Select(d => d.Trim().ToLowerInvariant() switch
@@ -164,7 +194,7 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int Steps
                         var other => throw new ArgumentOutOfRangeException("--dtypes", other, "Expected float32 or bfloat16."),
                     }).ToArray();
                     break;
-                default: throw new ArgumentException($"Unknown option '{args[i]}'. Options: --steps N --steps-per-round N --batch N --seq N --dtypes float32,bfloat16 --no-minimal");
+                default: throw new ArgumentException($"Unknown option '{args[i]}'; see --help.");
             }
         }
         return new Args(steps, batch, seq, dtypes, perRound, skipMinimal);
