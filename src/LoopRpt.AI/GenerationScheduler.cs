@@ -204,17 +204,19 @@ internal sealed class GenerationScheduler : IDisposable
         int capacity = Capacity(ready.Where(r => r.Settings.KvCache == kvCache), lease);
         var pending = new Queue<GenerationRequest>(ready);
         var running = new List<GenerationRequest>();
-        bool stale = false;
+        // Set when a request must wait for the next batch (a swap, another cache rule, too long for this cache): the
+        // batch then takes no more new requests and drains, so a waiting request is not starved by later arrivals.
+        bool draining = false;
         GenerationRow? Next()
         {
             while (true)
             {
                 GenerationRequest r;
                 if (pending.Count > 0) r = pending.Dequeue();
-                else if (stale || !_join || !_queue.TryTake(out r!)) return null;
+                else if (draining || !_join || !_queue.TryTake(out r!)) return null;
                 else if (!Current(lease))
                 {
-                    stale = true;
+                    draining = true;
                     backlog.Add(r);
                     return null;
                 }
@@ -222,6 +224,7 @@ internal sealed class GenerationScheduler : IDisposable
                 if (r.Settings.KvCache != kvCache || r.Prompt!.Ids.Length + r.MaxTokens > capacity)
                 {
                     backlog.Add(r);                                            // another cache rule, or too long for this cache
+                    draining = true;
                     continue;
                 }
                 running.Add(r);

@@ -80,6 +80,31 @@ public class ContinuousBatchingTests
     }
 
     [Fact]
+    public async Task ARequestThatMustWaitStopsLaterArrivalsFromJoiningSoTheBatchDrains()
+    {
+        using var model = AiTestSupport.Model();
+        using var scheduler = new GenerationScheduler(model, 4);
+        var log = new List<string>();
+        var started = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var first = scheduler.Enqueue(Request("hello", 40, 0, 0, _ =>
+        {
+            lock (log) log.Add("first");
+            started.TrySetResult();
+        }));
+        await started.Task;
+        // Too long for the running batch's cache (see above), then a short request that would fit: the short one must
+        // not join the running batch behind the waiting one's back (later arrivals could keep the batch alive forever).
+        var tooLong = scheduler.Enqueue(Request("abc", 100, 0, 0, _ => { lock (log) log.Add("long"); }));
+        var shortOne = scheduler.Enqueue(Request("hi", 4, 0, 0, _ => { lock (log) log.Add("short"); }));
+        await Task.WhenAll(first, tooLong, shortOne);
+        lock (log)
+        {
+            Assert.True(log.IndexOf("long") > log.LastIndexOf("first"), "the too-long request waited for the next batch");
+            Assert.True(log.IndexOf("short") > log.LastIndexOf("first"), "the later short request did not join the draining batch");
+        }
+    }
+
+    [Fact]
     public async Task ASeededSampledRequestGetsTheSameReplyAloneAndInsideABusyBatch()
     {
         using var model = AiTestSupport.Model();

@@ -54,7 +54,13 @@ public static class DecodeKernelPolicy
     /// <summary>Timed calls per candidate during a calibration (the first of each, a warm-up, is not counted).</summary>
     internal const int CalibrationRounds = 4;
 
-    private static readonly ConcurrentDictionary<string, Calibration> _calibrations = new();
+    private static readonly ConcurrentDictionary<ProductKey, Calibration> _calibrations = new();
+
+    /// <summary>One product shape at one thread count (a value key: nothing is formatted or allocated per call).</summary>
+    private readonly record struct ProductKey(long Rows, long In, long Out, ScalarType Weight, ScalarType X, int Threads)
+    {
+        public override string ToString() => $"{Rows} x {In} -> {Out}, {Weight} weights, {X} x, {Threads} thread(s)";
+    }
 
     /// <summary>The process-wide mode (default: <see cref="EnvironmentVariable"/>, else <see cref="DecodeKernel.Auto"/>).</summary>
     public static DecodeKernel Mode { get; set; } = Parse(Environment.GetEnvironmentVariable(EnvironmentVariable) ?? "auto");
@@ -92,8 +98,8 @@ public static class DecodeKernelPolicy
         if (mode != DecodeKernel.Auto || weight.numel() * weight.element_size() < MinAutoWeightBytes)
             return mixed || mode == DecodeKernel.Own ? Own(FewRowsKernel.BestIsa).Run(x, weight, bias) : null;
         int threads = get_num_threads();
-        string key = $"{x.shape[0]} x {weight.shape[1]} -> {weight.shape[0]}, {weight.dtype} weights, {x.dtype} x, {threads} thread(s)";
-        var calibration = _calibrations.GetOrAdd(key, k => new Calibration(k, Candidates(mixed, threads)));
+        var key = new ProductKey(x.shape[0], weight.shape[1], weight.shape[0], weight.dtype, x.dtype, threads);
+        var calibration = _calibrations.GetOrAdd(key, k => new Calibration(k.ToString(), Candidates(mixed, threads)));
         // A weight far larger than any cache (the LM head) is read from memory on every call, so its calibration runs
         // all at once here instead of over its first calls (one per decoding step).
         bool inPlace = weight.numel() * weight.element_size() >= InPlaceCalibrationBytes;
