@@ -24,7 +24,8 @@ public static class TorchNative
             if (_loaded) return;
             try
             {
-                InitializeDeviceType(DeviceType.CPU);
+                LimitOpenMpSpinning();
+                InitializeCpu();
                 _loaded = true;
             }
             catch (Exception e) when (e is not OutOfMemoryException)
@@ -32,6 +33,68 @@ public static class TorchNative
                 throw new InvalidOperationException(Diagnose(e, FindLibTorchSharp()), e);
             }
         }
+    }
+
+    // Its own method, compiled only when called: the JIT may run TorchSharp's static initializers (and so load libtorch)
+    // when it compiles a method that uses them, which must happen after LimitOpenMpSpinning.
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
+    private static void InitializeCpu() => InitializeDeviceType(DeviceType.CPU);
+
+    /// <summary>The environment variable of libgomp (libtorch's OpenMP runtime on Linux) that bounds how long its workers
+    /// spin after a parallel operation before they sleep.</summary>
+    public const string SpinCountVariable = "GOMP_SPINCOUNT";
+
+    /// <summary>OpenMP's own wait-policy variable (ACTIVE or PASSIVE); set, it is left alone like <see cref="SpinCountVariable"/>.</summary>
+    public const string WaitPolicyVariable = "OMP_WAIT_POLICY";
+
+    /// <summary>
+    /// The spin count LoopRpt gives libgomp where the environment sets neither <see cref="SpinCountVariable"/> nor
+    /// <see cref="WaitPolicyVariable"/>: 1,000 rounds (tens of microseconds) instead of libgomp's 300,000 (milliseconds).
+    /// A worker that spins for milliseconds after every small parallel operation holds a core that the decode kernel's
+    /// own workers and the calling thread need: with 2 cores, decoding at 2 threads ran no faster than at 1 until the
+    /// spin was cut (docs/benchmarks.md, "OpenMP workers that spin"); training is unchanged within noise.
+    /// </summary>
+    public const int DefaultSpinCount = 1000;
+
+    /// <summary>What governs libtorch's OpenMP spinning in this process, in words (benchmarks print it).</summary>
+    public static string OpenMpSpinning { get; private set; } = "libtorch not loaded by LoopRpt yet";
+
+    [DllImport("libc", EntryPoint = "setenv")]
+    private static extern int SetEnv(string name, string value, int overwrite);
+
+    // libgomp reads its environment once, when it is loaded (with libtorch): the variable must be in the native
+    // environment before that. .NET's Environment.SetEnvironmentVariable changes only the managed copy on Unix, so the
+    // libc setenv is called too.
+    private static void LimitOpenMpSpinning()
+    {
+        var (set, description) = ChooseSpinning(OperatingSystem.IsLinux(), Environment.GetEnvironmentVariable(WaitPolicyVariable),
+                                                Environment.GetEnvironmentVariable(SpinCountVariable), LibGompLoaded());
+        if (set is not null)
+        {
+            if (SetEnv(SpinCountVariable, set, 0) != 0) description = $"libgomp's default (setting {SpinCountVariable} failed)";
+            else Environment.SetEnvironmentVariable(SpinCountVariable, set);
+        }
+        OpenMpSpinning = description;
+    }
+
+    /// <summary>The spin count to set (null: leave the environment as it is) and a description of what then governs.</summary>
+    internal static (string? Set, string Description) ChooseSpinning(bool linux, string? waitPolicy, string? spinCount, bool libGompLoaded)
+    {
+        if (!linux) return (null, "not Linux: the OpenMP runtime's defaults");
+        if (waitPolicy is not null || spinCount is not null)
+            return (null, $"as the environment sets it ({string.Join(", ", new[] { (WaitPolicyVariable, waitPolicy), (SpinCountVariable, spinCount) }.Where(v => v.Item2 is not null).Select(v => $"{v.Item1}={v.Item2}"))})");
+        if (libGompLoaded)
+            return (null, $"libgomp's default (300,000 spin rounds): libtorch was loaded before LoopRpt could set {SpinCountVariable}");
+        string value = DefaultSpinCount.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return (value, $"{SpinCountVariable}={value} (set by LoopRpt; set {SpinCountVariable} or {WaitPolicyVariable} to choose otherwise)");
+    }
+
+    /// <summary>True when a libgomp is mapped into this process (Linux; false where that cannot be read).</summary>
+    internal static bool LibGompLoaded()
+    {
+        try { return OperatingSystem.IsLinux() && File.ReadLines("/proc/self/maps").Any(l => l.Contains("/libgomp", StringComparison.Ordinal)); }
+        catch (IOException) { return false; }
+        catch (UnauthorizedAccessException) { return false; }
     }
 
     /// <summary>Resolves a device: "cpu", "cuda", "cuda:1"; CUDA requested but absent either falls back or throws.</summary>

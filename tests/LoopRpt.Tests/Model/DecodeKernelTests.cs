@@ -16,7 +16,8 @@ public class DecodeKernelTests
     /// <summary>
     /// y = x Wᵀ + b against a float64 reference, per vector width, weight dtype and activation dtype. The shapes leave
     /// remainders everywhere: in = 45 or 37 is no multiple of a vector block (32 values at 512 bits, 16 at 256), out = 13,
-    /// 70 or 129 no multiple of the four-row tile, and odd row counts leave a single row after the pairs. Two workers
+    /// 70, 129, 44 or 9 no multiple of the four-row group, and the row counts leave pairs and single rows after the four-row
+    /// tiles (each tiling is forced at each width, so the AVX2 machine runs the four-row tiles too). Two workers
     /// split the output rows where threads = 2.
     /// </summary>
     [Theory]
@@ -25,21 +26,24 @@ public class DecodeKernelTests
     [InlineData(3, 37, 70, true, 2)]      // a pair and a single row; two workers
     [InlineData(8, 160, 129, true, 2)]    // decode batch 8
     [InlineData(5, 7, 6, false, 1)]       // in shorter than one vector: all tail
+    [InlineData(7, 96, 44, true, 1)]      // four-row tile, a pair and a single row; eleven groups, so the next group is prefetched
+    [InlineData(4, 33, 9, false, 2)]      // one four-row tile with a one-value tail; two workers
     public void KernelMatchesAFloat64Reference(int rows, int inF, int outF, bool withBias, int threads)
     {
         foreach (var isa in new[] { KernelIsa.Vector512, KernelIsa.Vector256 })
-            foreach (var (wType, xType) in new[] { (ScalarType.Float32, ScalarType.Float32), (ScalarType.BFloat16, ScalarType.Float32), (ScalarType.BFloat16, ScalarType.BFloat16) })
-            {
-                using var scope = NewDisposeScope();
-                using var g = new Generator(7);
-                var x = randn([rows, inF], generator: g).to_type(xType);
-                var w = randn([outF, inF], generator: g).to_type(wType);
-                var b = withBias ? randn([outF], generator: g).to_type(wType) : null;
-                var y = FewRowsKernel.Linear(x, w, b, isa, threads);
-                Assert.Equal(xType, y.dtype);
-                // A bfloat16 result is the float32 sum rounded to 8 significant bits: 2⁻⁸ relative on top.
-                BFloat16ComputeTests.AssertMatchesFloat64(y, x, w, b, outputRounding: xType == ScalarType.BFloat16 ? 1.0 / 256 : 0);
-            }
+            foreach (bool fourRowTiles in new[] { false, true })   // both tilings at both widths, whatever this CPU would pick
+                foreach (var (wType, xType) in new[] { (ScalarType.Float32, ScalarType.Float32), (ScalarType.BFloat16, ScalarType.Float32), (ScalarType.BFloat16, ScalarType.BFloat16) })
+                {
+                    using var scope = NewDisposeScope();
+                    using var g = new Generator(7);
+                    var x = randn([rows, inF], generator: g).to_type(xType);
+                    var w = randn([outF, inF], generator: g).to_type(wType);
+                    var b = withBias ? randn([outF], generator: g).to_type(wType) : null;
+                    var y = FewRowsKernel.Linear(x, w, b, isa, threads, fourRowTiles);
+                    Assert.Equal(xType, y.dtype);
+                    // A bfloat16 result is the float32 sum rounded to 8 significant bits: 2⁻⁸ relative on top.
+                    BFloat16ComputeTests.AssertMatchesFloat64(y, x, w, b, outputRounding: xType == ScalarType.BFloat16 ? 1.0 / 256 : 0);
+                }
     }
 
     /// <summary>bfloat16 weights are widened as (even, odd) halves of each block, so x is packed the same way: hand-built.</summary>

@@ -60,4 +60,44 @@ public class TorchNativeTests
         Assert.Equal(TorchSharp.DeviceType.CPU, TorchNative.ResolveDevice("cuda", fallbackToCpu: true).type);
         Assert.Contains("CUDA is not available", Assert.Throws<InvalidOperationException>(() => TorchNative.ResolveDevice("cuda:0", fallbackToCpu: false)).Message);
     }
+    [Fact]
+    public void OpenMpSpinningIsCutOnlyWhereNobodyChoseAndLibgompIsNotLoadedYet()
+    {
+        // Nothing set, libgomp not loaded: LoopRpt sets its spin count.
+        var (set, description) = TorchNative.ChooseSpinning(linux: true, waitPolicy: null, spinCount: null, libGompLoaded: false);
+        Assert.Equal("1000", set);
+        Assert.Equal(1000, TorchNative.DefaultSpinCount);
+        Assert.StartsWith("GOMP_SPINCOUNT=1000 (set by LoopRpt", description);
+        // The user's choice wins, either variable, and is reported as theirs.
+        (set, description) = TorchNative.ChooseSpinning(true, "ACTIVE", null, false);
+        Assert.Null(set);
+        Assert.Contains("OMP_WAIT_POLICY=ACTIVE", description);
+        (set, description) = TorchNative.ChooseSpinning(true, null, "300000", false);
+        Assert.Null(set);
+        Assert.Contains("GOMP_SPINCOUNT=300000", description);
+        // Too late (libgomp read its environment when it was loaded) or not Linux: nothing is set, and the text says why.
+        (set, description) = TorchNative.ChooseSpinning(true, null, null, libGompLoaded: true);
+        Assert.Null(set);
+        Assert.Contains("loaded before LoopRpt", description);
+        (set, _) = TorchNative.ChooseSpinning(false, null, null, false);
+        Assert.Null(set);
+    }
+
+    [Fact]
+    public void WhereLoopRptSetTheSpinCountTheNativeEnvironmentHasIt()
+    {
+        TorchNative.EnsureLoaded();
+        if (!OperatingSystem.IsLinux()) { Assert.StartsWith("not Linux", TorchNative.OpenMpSpinning); return; }
+        Assert.True(TorchNative.LibGompLoaded());   // libtorch's OpenMP runtime is mapped once torch is loaded
+        var native = System.Runtime.InteropServices.Marshal.PtrToStringAnsi(GetEnv(TorchNative.SpinCountVariable));
+        if (TorchNative.OpenMpSpinning.Contains("set by LoopRpt"))
+            Assert.Equal("1000", native);             // what libgomp read when libtorch was loaded after EnsureLoaded set it
+        else if (TorchNative.OpenMpSpinning.StartsWith("as the environment sets it"))
+            Assert.Equal(Environment.GetEnvironmentVariable(TorchNative.SpinCountVariable), native);
+        else
+            Assert.Contains("loaded before LoopRpt", TorchNative.OpenMpSpinning);
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getenv")]
+    private static extern IntPtr GetEnv(string name);
 }

@@ -20,8 +20,9 @@ internal enum KernelIsa
 /// <summary>
 /// y = x Wᵀ (+ b) for a few rows of x (a decoding step: batch 1 to 8) and float32 or bfloat16 weights, on the CPU.
 /// Decoding is bound by reading the weights, so the kernel reads each weight once per call for all rows together: it
-/// walks the weight four output rows at a time (four concurrent streams through memory) and multiplies each group of
-/// four weight rows with every row of x, two x rows at a time, while the group is still in the L1/L2 cache. Products
+/// walks the weight four output rows at a time (four concurrent streams through memory, the next group prefetched into
+/// L2 meanwhile) and multiplies each group of four weight rows with every row of x, four x rows at a time where 32
+/// registers allow (else two), while the group is still in the L1/L2 cache. Products
 /// and sums are float32 (bfloat16 weights are widened in registers, <see cref="ISimd{TV}.Widen"/>); x may be float32 or
 /// bfloat16 (widened once), and y has x's dtype. Output rows are split over <c>threads</c> workers (docs/benchmarks.md,
 /// "Decode kernels, prefill memory (issue 28)").
@@ -37,7 +38,7 @@ internal static unsafe class FewRowsKernel
 
     /// <summary>x (rows, in) float32 or bfloat16; weight (out, in) float32 or bfloat16; bias (out) of the weight's dtype or
     /// null → (rows, out) in x's dtype, all CPU tensors, in the caller's dispose scope.</summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, KernelIsa isa, int threads)
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, KernelIsa isa, int threads, bool? fourRowTiles = null)
     {
         CheckArguments(x, weight, bias);
         int rows = checked((int)x.shape[0]), inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
@@ -47,7 +48,7 @@ internal static unsafe class FewRowsKernel
         var bf = bias?.to_type(ScalarType.Float32).contiguous();                                              // (out)
         var y = empty([rows, outF], ScalarType.Float32);                                                      // (rows, out)
         Run(isa, (float*)DataPtr(xf), rows, DataPtr(wc), weight.dtype == ScalarType.BFloat16, bf is null ? null : (float*)DataPtr(bf),
-            (float*)DataPtr(y), inF, outF, threads);
+            (float*)DataPtr(y), inF, outF, threads, fourRowTiles);
         return (x.dtype == ScalarType.Float32 ? y : y.to_type(x.dtype)).MoveToOuterDisposeScope();
     }
 
@@ -74,9 +75,12 @@ internal static unsafe class FewRowsKernel
         return (void*)p;
     }
 
-    /// <summary>The product on raw pointers: x (rows, in), w (out, in) float32 or bfloat16 bits, bias (out) or null, y (rows, out).</summary>
-    internal static void Run(KernelIsa isa, float* x, int rows, void* w, bool bfloat16, float* bias, float* y, int inF, int outF, int threads)
+    /// <summary>The product on raw pointers: x (rows, in), w (out, in) float32 or bfloat16 bits, bias (out) or null, y (rows, out).
+    /// <paramref name="fourRowTiles"/>: null follows the CPU (<see cref="FourRowTiles"/>), true or false forces the tiles (tests).</summary>
+    internal static void Run(KernelIsa isa, float* x, int rows, void* w, bool bfloat16, float* bias, float* y, int inF, int outF, int threads,
+                             bool? fourRowTiles = null)
     {
+        bool four = fourRowTiles ?? FourRowTiles(isa);
         int width = isa == KernelIsa.Vector512 ? Vec512.Count : Vec256.Count;
         // bfloat16 weights come widened as (even, odd) halves of each 2·width block: pack x the same way, once per call.
         float* xp = bfloat16 ? (float*)NativeMemory.Alloc((nuint)((long)rows * inF), sizeof(float)) : x;
@@ -94,10 +98,10 @@ internal static unsafe class FewRowsKernel
                 float* xq = (float*)xs, bq = (float*)bs, yq = (float*)ys;
                 switch (isa, bfloat16)
                 {
-                    case (KernelIsa.Vector512, true): Range<Vector512<float>, Vec512, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1); break;
-                    case (KernelIsa.Vector512, false): Range<Vector512<float>, Vec512, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1); break;
-                    case (_, true): Range<Vector256<float>, Vec256, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1); break;
-                    default: Range<Vector256<float>, Vec256, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1); break;
+                    case (KernelIsa.Vector512, true): Range<Vector512<float>, Vec512, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four); break;
+                    case (KernelIsa.Vector512, false): Range<Vector512<float>, Vec512, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four); break;
+                    case (_, true): Range<Vector256<float>, Vec256, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four); break;
+                    default: Range<Vector256<float>, Vec256, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four); break;
                 }
             }
             if (threads <= 1 || chunks == 1) for (int c = 0; c < chunks; c++) Chunk(c);
@@ -135,24 +139,44 @@ internal static unsafe class FewRowsKernel
         }
     }
 
-    /// <summary>Output rows o0..o1 for every row of x: four weight rows at a time, against two x rows at a time.</summary>
+    /// <summary>Output rows o0..o1 for every row of x: four weight rows at a time, against four x rows at a time where
+    /// <paramref name="four"/>, then two, then one.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
-    private static void Range<TV, TS, TW>(float* xp, int rows, TW* w, float* bias, float* y, int inF, int outF, int o0, int o1)
+    private static void Range<TV, TS, TW>(float* xp, int rows, TW* w, float* bias, float* y, int inF, int outF, int o0, int o1, bool four)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
         int o = o0;
         for (; o + 4 <= o1; o += 4)
         {
             TW* wo = w + (long)o * inF;
+            // The next group of four rows (contiguous after this one) is prefetched while this one is multiplied.
+            byte* next = Sse.IsSupported && o + 8 <= o1 ? (byte*)(wo + 4L * inF) : null;
             int r = 0;
-            for (; r + 2 <= rows; r += 2) Tile2x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF);
-            if (r < rows) Tile1x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o);
+            if (four)
+                for (; r + 4 <= rows; r += 4) Tile4x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF, r == 0 ? next : null);
+            for (; r + 2 <= rows; r += 2) Tile2x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF, r == 0 ? next : null);
+            if (r < rows) Tile1x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, r == 0 ? next : null);
         }
         for (; o < o1; o++)
             for (int r = 0; r < rows; r++) y[(long)r * outF + o] = Dot<TV, TS, TW>(xp + (long)r * inF, w + (long)o * inF, inF);
         if (bias is not null)
             for (int r = 0; r < rows; r++)
                 for (int j = o0; j < o1; j++) y[(long)r * outF + j] += bias[j];
+    }
+
+    /// <summary>
+    /// Asks for the share of the next group of four weight rows (contiguous after this group) that matches this group's
+    /// step at k (4·2·Count weights), into the L2 cache: the next group then streams in while this one is multiplied. The
+    /// hardware prefetchers alone stop at each 4 KiB page, which is one bfloat16 row of 2048: measured on the 1.4B shapes,
+    /// batch 1 read 63–67 % of the bandwidth without it and 85–93 % with it (bfloat16), 76 → 81–83 % (float32); into L1
+    /// instead, 64–85 % (docs/benchmarks.md, "Prefetching the next rows").
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch<TV, TS, TW>(byte* next, int k) where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        byte* p = next + 4L * k * sizeof(TW);
+        int bytes = 4 * 2 * TS.Count * sizeof(TW);
+        for (int i = 0; i < bytes; i += 64) Sse.Prefetch1(p + i);
     }
 
     /// <summary>2·Count weights from p as two vectors, in the order x was packed in.</summary>
@@ -166,7 +190,7 @@ internal static unsafe class FewRowsKernel
 
     /// <summary>One x row against four consecutive weight rows (n apart): y[0..3].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
-    private static void Tile1x4<TV, TS, TW>(float* x, int n, TW* w, float* y)
+    private static void Tile1x4<TV, TS, TW>(float* x, int n, TW* w, float* y, byte* next)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
@@ -174,6 +198,7 @@ internal static unsafe class FewRowsKernel
         int step = 2 * TS.Count, k = 0;
         for (; k + step <= n; k += step)
         {
+            if (next != null) Prefetch<TV, TS, TW>(next, k);
             TV xa = TS.Load(x + k), xb = TS.Load(x + k + TS.Count);
             var (p, q) = Pair<TV, TS, TW>(w + k);
             a0 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a0));
@@ -196,7 +221,7 @@ internal static unsafe class FewRowsKernel
     /// <summary>Two x rows (n apart) against four consecutive weight rows: y[0..3] and y[ys..ys+3]. Each widened weight
     /// vector is used twice; eight accumulators, so the 16 registers of AVX2 suffice.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
-    private static void Tile2x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys)
+    private static void Tile2x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys, byte* next)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero, b0 = TS.Zero, b1 = TS.Zero, b2 = TS.Zero, b3 = TS.Zero;
@@ -205,6 +230,7 @@ internal static unsafe class FewRowsKernel
         int step = 2 * TS.Count, k = 0;
         for (; k + step <= n; k += step)
         {
+            if (next != null) Prefetch<TV, TS, TW>(next, k);
             TV xa = TS.Load(x + k), xb = TS.Load(x + k + TS.Count), za = TS.Load(x1 + k), zb = TS.Load(x1 + k + TS.Count);
             var (p, q) = Pair<TV, TS, TW>(w + k);
             a0 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a0));
@@ -229,6 +255,60 @@ internal static unsafe class FewRowsKernel
         }
         y[0] = s0; y[1] = s1; y[2] = s2; y[3] = s3;
         y[ys] = t0; y[ys + 1] = t1; y[ys + 2] = t2; y[ys + 3] = t3;
+    }
+
+    /// <summary>Tiles of four x rows where 32 vector registers hold their 16 accumulators and 8 weight vectors: with
+    /// AVX-512 (for 256-bit vectors too: EVEX encodes 32 of them) and on the 512-bit path wherever it runs. AVX2 has 16.</summary>
+    internal static bool FourRowTiles(KernelIsa isa) => isa == KernelIsa.Vector512 || Vector512.IsHardwareAccelerated;
+
+    /// <summary>Four x rows (n apart) against four consecutive weight rows: 16 accumulators, each widened weight vector used
+    /// four times and each x vector four times, so a step does 8 loads of x and 4 of the weight for 32 multiply-adds
+    /// (the two-row tile: 4 and 4 for 16). Needs 32 registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
+    private static void Tile4x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys, byte* next)
+        where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero, b0 = TS.Zero, b1 = TS.Zero, b2 = TS.Zero, b3 = TS.Zero;
+        TV c0 = TS.Zero, c1 = TS.Zero, c2 = TS.Zero, c3 = TS.Zero, d0 = TS.Zero, d1 = TS.Zero, d2 = TS.Zero, d3 = TS.Zero;
+        float* x1 = x + n, x2 = x1 + n, x3 = x2 + n;
+        TW* w1 = w + n, w2 = w1 + n, w3 = w2 + n;
+        int step = 2 * TS.Count, k = 0;
+        for (; k + step <= n; k += step)
+        {
+            if (next != null) Prefetch<TV, TS, TW>(next, k);
+            var (p0, q0) = Pair<TV, TS, TW>(w + k);
+            var (p1, q1) = Pair<TV, TS, TW>(w1 + k);
+            var (p2, q2) = Pair<TV, TS, TW>(w2 + k);
+            var (p3, q3) = Pair<TV, TS, TW>(w3 + k);
+            TV xa = TS.Load(x + k), xb = TS.Load(x + k + TS.Count);
+            a0 = TS.MulAdd(xb, q0, TS.MulAdd(xa, p0, a0)); a1 = TS.MulAdd(xb, q1, TS.MulAdd(xa, p1, a1));
+            a2 = TS.MulAdd(xb, q2, TS.MulAdd(xa, p2, a2)); a3 = TS.MulAdd(xb, q3, TS.MulAdd(xa, p3, a3));
+            xa = TS.Load(x1 + k); xb = TS.Load(x1 + k + TS.Count);
+            b0 = TS.MulAdd(xb, q0, TS.MulAdd(xa, p0, b0)); b1 = TS.MulAdd(xb, q1, TS.MulAdd(xa, p1, b1));
+            b2 = TS.MulAdd(xb, q2, TS.MulAdd(xa, p2, b2)); b3 = TS.MulAdd(xb, q3, TS.MulAdd(xa, p3, b3));
+            xa = TS.Load(x2 + k); xb = TS.Load(x2 + k + TS.Count);
+            c0 = TS.MulAdd(xb, q0, TS.MulAdd(xa, p0, c0)); c1 = TS.MulAdd(xb, q1, TS.MulAdd(xa, p1, c1));
+            c2 = TS.MulAdd(xb, q2, TS.MulAdd(xa, p2, c2)); c3 = TS.MulAdd(xb, q3, TS.MulAdd(xa, p3, c3));
+            xa = TS.Load(x3 + k); xb = TS.Load(x3 + k + TS.Count);
+            d0 = TS.MulAdd(xb, q0, TS.MulAdd(xa, p0, d0)); d1 = TS.MulAdd(xb, q1, TS.MulAdd(xa, p1, d1));
+            d2 = TS.MulAdd(xb, q2, TS.MulAdd(xa, p2, d2)); d3 = TS.MulAdd(xb, q3, TS.MulAdd(xa, p3, d3));
+        }
+        Span<float> s = stackalloc float[16];
+        s[0] = TS.Sum(a0); s[1] = TS.Sum(a1); s[2] = TS.Sum(a2); s[3] = TS.Sum(a3);
+        s[4] = TS.Sum(b0); s[5] = TS.Sum(b1); s[6] = TS.Sum(b2); s[7] = TS.Sum(b3);
+        s[8] = TS.Sum(c0); s[9] = TS.Sum(c1); s[10] = TS.Sum(c2); s[11] = TS.Sum(c3);
+        s[12] = TS.Sum(d0); s[13] = TS.Sum(d1); s[14] = TS.Sum(d2); s[15] = TS.Sum(d3);
+        for (; k < n; k++)
+        {
+            float v0 = Scalar(w + k), v1 = Scalar(w1 + k), v2 = Scalar(w2 + k), v3 = Scalar(w3 + k);
+            for (int i = 0; i < 4; i++)
+            {
+                float xk = x[(long)i * n + k];
+                s[4 * i] += xk * v0; s[4 * i + 1] += xk * v1; s[4 * i + 2] += xk * v2; s[4 * i + 3] += xk * v3;
+            }
+        }
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) y[(long)i * ys + j] = s[4 * i + j];
     }
 
     /// <summary>One x row against one weight row (the output rows left after the groups of four).</summary>
