@@ -98,6 +98,7 @@ var kernels = (Arg("--decode-kernel") ?? DecodeKernelPolicy.Mode.ToString()).Spl
 int decodeRepeats = Math.Max(1, Ints("--decode-repeats", [1])[0]);
 DecodeKernelPolicy.Mode = kernels[^1];
 Console.WriteLine($"decode products: {string.Join(", ", kernels)} (own kernel vectors: {FewRowsKernelInfo()})");
+Console.WriteLine($"libtorch's OpenMP spinning: {TorchNative.OpenMpSpinning}");
 if (args.Contains("--kernels"))
 {
     // Every decode product shape of the 1.4B model per dtype and row count, calibrated as a decoding step would.
@@ -163,6 +164,7 @@ foreach (int n in threadCounts.Distinct())
 
 var summary = new List<(string Mode, int Threads, string Measurement, string Figure, double Ratio, string Bound)>();
 var decodeRates = new Dictionary<(string Mode, int Threads, int Batch), double>();   // full depth, for the bfloat16 / float32 bar
+var ceilings = new Dictionary<(string Mode, int Threads, string Measurement), string>();   // batch > 1: what the multiply-adds allow
 double? prefill512Over = null;                                                        // float32 512-token prefill: peak − weights, GiB
 foreach (var mode in modes)
 {
@@ -264,6 +266,10 @@ foreach (var mode in modes)
                 // load moves between runs, so modes are compared within one run, interleaved).
                 var best = new Dictionary<DecodeKernel, (double Seconds, double MeanLoops, double Peak)>();
                 InferenceProfile? decodeProfile = null;
+                // The read bound of this measurement: the bandwidth measured just before it and just after it, the higher of
+                // the two (a shared machine's bandwidth moves by tens of percent from one minute to the next, and the bound
+                // must not be low); the run's first measurement is printed beside it.
+                double bandwidthBefore = Bandwidth(quiet: true);
                 for (int rep = 0; rep < decodeRepeats; rep++)
                     foreach (var k in kernels)
                     {
@@ -285,19 +291,29 @@ foreach (var mode in modes)
                         if (!best.TryGetValue(k, out var b) || s < b.Seconds) best[k] = (s, meanLoops, PeakGiB());
                     }
                 DecodeKernelPolicy.Mode = kernels[^1];
+                double bandwidthAfter = Bandwidth(quiet: true), decodeBandwidth = Math.Max(bandwidthBefore, bandwidthAfter);
+                Console.WriteLine($"{at} read bandwidth around the decode measurement: {bandwidthBefore:F1} GB/s before, {bandwidthAfter:F1} after " +
+                                  $"(the run's first: {bandwidth:F1}); the bound uses {decodeBandwidth:F1}");
                 double tokens = (double)batch * decodeTokens, baseline = tokens / best[kernels[0]].Seconds;
                 foreach (var k in kernels)
                 {
                     var (s, meanLoops, peak) = best[k];
                     // One decoding step reads the layers' weights once per loop run and the LM head once, for all rows together.
                     double bytesPerStep = (layerParams * meanLoops + vocabParams) * elt;
-                    double bound = batch * bandwidth * 1e9 / bytesPerStep;
+                    double bound = batch * decodeBandwidth * 1e9 / bytesPerStep;
                     string kernel = kernels.Length > 1 ? $", decode kernel {k}" : "";
                     Console.WriteLine($"{at} decode batch {batch}, {name}{kernel}: {tokens / s:F2} tokens/s ({s / decodeTokens:F2} s per step), mean loops {meanLoops:F2}, " +
                                       $"bandwidth bound {bound:F2} tokens/s -> {tokens / s / bound:P0} of it, peak RSS {peak:F2} GiB" +
                                       (k == kernels[0] ? "" : $"; {tokens / s / baseline:F2}x decode kernel {kernels[0]}"));
-                    Record($"decode batch {batch}, {name}{kernel}", $"{tokens / s:F2} tokens/s (mean loops {meanLoops:F2})", tokens / s / bound, $"read bound {bound:F2} tokens/s at {bandwidth:F1} GB/s");
+                    Record($"decode batch {batch}, {name}{kernel}", $"{tokens / s:F2} tokens/s (mean loops {meanLoops:F2})", tokens / s / bound, $"read bound {bound:F2} tokens/s at {decodeBandwidth:F1} GB/s");
                     if (name == "full depth" && k == kernels[^1]) decodeRates[(mode, threads, batch)] = tokens / s;
+                    // Each weight read feeds `batch` multiply-adds: at the measured product rates the arithmetic alone allows
+                    // rate × bytes per weight / (2 × batch × bandwidth) of the read bound (float32 multiply-adds: the own
+                    // kernel's; bfloat16 ones: libtorch's BF16 dot products).
+                    if (batch > 1 && !double.IsNaN(gemm32))
+                        ceilings[(mode, threads, $"decode batch {batch}, {name}{kernel}")] =
+                            $"float32 multiply-adds at {gemm32:F0} GFLOP/s allow {gemm32 * elt / (2.0 * batch * decodeBandwidth):P0}" +
+                            (elt == 2 ? $", bfloat16 dot products at {gemm16:F0} GFLOP/s {gemm16 * elt / (2.0 * batch * decodeBandwidth):P0}" : "");
                 }
                 if (decodeProfile is not null && prefillOnly is not null)
                     Console.Write($"profile of one decoding step (the {decodeTokens}-token run minus the prompt-only run, per step, decode kernel {kernels[^1]}):\n{StepProfile(decodeProfile, prefillOnly, decodeTokens)}");
@@ -335,7 +351,8 @@ foreach (var x in summary.Where(x => x.Measurement.StartsWith("decode batch ") &
                                      && (kernels.Length == 1 || x.Measurement.EndsWith($"decode kernel {kernels[^1]}"))))
 {
     double bar = x.Measurement.StartsWith("decode batch 1,") ? 0.70 : 0.50;
-    Console.WriteLine($"- {x.Mode}, {x.Threads} thread(s), {x.Measurement}: {x.Ratio:P0} of the read bound (bar {bar:P0}): {(x.Ratio >= bar ? "met" : "NOT met")}");
+    Console.WriteLine($"- {x.Mode}, {x.Threads} thread(s), {x.Measurement}: {x.Ratio:P0} of the read bound (bar {bar:P0}): {(x.Ratio >= bar ? "met" : "NOT met")}" +
+                      (ceilings.TryGetValue((x.Mode, x.Threads, x.Measurement), out var ceiling) ? $" (arithmetic ceiling: {ceiling} of the read bound)" : ""));
 }
 foreach (var ((mode, threads, batch), rate) in decodeRates.Where(k => k.Key.Mode != "float32"))
     if (decodeRates.TryGetValue(("float32", threads, batch), out var f32))
@@ -414,10 +431,10 @@ static double GemmRate(ScalarType dtype)
     return 2.0 * 256 * 2048 * 5632 / Fastest(() => TorchSharp.torch.nn.functional.linear(x, w).Dispose(), 2.0) / 1e9;
 }
 
-static double Bandwidth()
+static double Bandwidth(bool quiet = false)
 {
     double torchSum = TorchSumBandwidth(), vectorSum = StreamBandwidth(get_num_threads());
-    Console.WriteLine($"read bandwidth at {get_num_threads()} thread(s): libtorch sum {torchSum:F1} GB/s, vector sum {vectorSum:F1} GB/s (1 GiB, fastest of 4); the bound uses the higher");
+    if (!quiet) Console.WriteLine($"read bandwidth at {get_num_threads()} thread(s): libtorch sum {torchSum:F1} GB/s, vector sum {vectorSum:F1} GB/s (1 GiB, fastest of 4); the bound uses the higher");
     return Math.Max(torchSum, vectorSum);
 }
 

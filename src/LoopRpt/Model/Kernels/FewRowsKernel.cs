@@ -169,7 +169,8 @@ internal static unsafe class FewRowsKernel
     /// step at k (4·2·Count weights), into the L2 cache: the next group then streams in while this one is multiplied. The
     /// hardware prefetchers alone stop at each 4 KiB page, which is one bfloat16 row of 2048: measured on the 1.4B shapes,
     /// batch 1 read 63–67 % of the bandwidth without it and 85–93 % with it (bfloat16), 76 → 81–83 % (float32); into L1
-    /// instead, 64–85 % (docs/benchmarks.md, "Prefetching the next rows").
+    /// instead, 64–85 %; a fixed distance ahead in each row instead (0.5–2 KiB), 63–75 % at 1 thread (docs/benchmarks.md,
+    /// "Prefetching the next rows").
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Prefetch<TV, TS, TW>(byte* next, int k) where TV : struct where TS : ISimd<TV> where TW : unmanaged
