@@ -55,6 +55,7 @@ Console.WriteLine("|---|---|---:|---:|---:|---:|---:|---:|");
 
 var rng = new Random(1);
 var tokens = Enumerable.Range(0, 200_000).Select(_ => rng.Next(config.VocabSize)).ToArray();
+var stepMs = new Dictionary<ScalarType, double>();   // the library's ms per step, for --products
 foreach (var dtype in opts.DTypes)
 {
     Memory.ResetPeak();
@@ -89,13 +90,89 @@ foreach (var dtype in opts.DTypes)
     {
         if (seconds <= 0) continue;
         double tokPerSec = steps * opts.Batch * opts.Seq / seconds;
-        if (loop == "library") libTok = tokPerSec;
+        if (loop == "library") { libTok = tokPerSec; stepMs[dtype] = seconds * 1000 / steps; }
         double achieved = tokPerSec * flopsPerToken / 1e9;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"| {name} | {loop} | {tokPerSec:F0} | {achieved:F1} | {matmul:F1} | {achieved / matmul:P1} | {seconds * 1000 / steps:F0} | {Memory.PeakRssMb():F0} |"));
     }
     if (minSeconds > 0)
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | library ÷ minimal | {libTok / (steps * opts.Batch * opts.Seq / minSeconds):P1} | | | | | |"));
+}
+
+if (opts.Products) ProductProfile(config, opts, stepMs);
+
+// Where a training step's time goes: every matrix product of one step at its own shape (forward, and the two products
+// of its backward: dX = dY·W and dW = dYᵀ·X), timed alone, summed per step, against the step the library measured above.
+// What the products do not explain is the step's other work (norms, softmax, the exit distribution, the losses, the
+// optimizer, autograd's bookkeeping). Alone, each product reads its operands from a warm cache, so this is a lower bound
+// on the products' share.
+static void ProductProfile(OuroConfig c, Args opts, Dictionary<ScalarType, double> stepMs)
+{
+    int m = opts.Batch * opts.Seq, h = c.HiddenSize, loops = c.TotalUtSteps, layers = c.NumHiddenLayers;
+    int qd = c.NumAttentionHeads * c.HeadDim, kvd = c.NumKeyValueHeads * c.HeadDim;
+    var linears = new (string Name, int In, int Out, int PerStep)[]
+    {
+        ("q, o", h, qd, 2 * layers * loops), ("k, v", h, kvd, 2 * layers * loops),
+        ("gate, up", h, c.IntermediateSize, 2 * layers * loops), ("down", c.IntermediateSize, h, layers * loops),
+        ("LM head", h, c.VocabSize, loops),
+    };
+    Console.WriteLine($"\n## Where a step's time goes: its matrix products alone (batch {opts.Batch} x {opts.Seq} = {m} rows)\n");
+    Console.WriteLine("| dtype | product | shape | per step | ms per call (fwd + 2 bwd) | ms per step | GFLOP/s |\n|---|---|---|---:|---:|---:|---:|");
+    var totals = new Dictionary<ScalarType, double>();
+    foreach (var dtype in opts.DTypes)
+    {
+        string name = dtype == ScalarType.BFloat16 ? "bfloat16" : "float32";
+        double total = 0;
+        using var g = new Generator(3);
+        foreach (var (what, inF, outF, perStep) in linears)
+        {
+            using var scope = NewDisposeScope();
+            var x = randn([m, inF], generator: g).to_type(dtype);
+            var w = randn([outF, inF], generator: g).to_type(dtype);
+            var dy = randn([m, outF], generator: g).to_type(dtype);
+            double ms = Fastest(() => nn.functional.linear(x, w).Dispose()) + Fastest(() => matmul(dy, w).Dispose())
+                        + Fastest(() => matmul(dy.t(), x).Dispose());
+            total += ms * perStep;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {name} | {what} | {m}x{inF} -> {outF} | {perStep} | {ms:F3} | {ms * perStep:F1} | {3 * 2.0 * m * inF * outF / ms / 1e6:F1} |"));
+        }
+        {
+            // Attention: per layer and loop, scores Q·Kᵀ and the weighted sum P·V forward, four products backward.
+            using var scope = NewDisposeScope();
+            int bh = opts.Batch * c.NumAttentionHeads, d = c.HeadDim, sq = opts.Seq;
+            var q = randn([bh, sq, d], generator: g).to_type(dtype);
+            var p = randn([bh, sq, sq], generator: g).to_type(dtype);
+            double ms = 3 * (Fastest(() => matmul(q, q.transpose(1, 2)).Dispose()) + Fastest(() => matmul(p, q).Dispose()));
+            int perStep = layers * loops;
+            total += ms * perStep;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {name} | attention | {bh}x({sq}x{d}) | {perStep} | {ms:F3} | {ms * perStep:F1} | {3 * 2 * 2.0 * bh * sq * sq * d / ms / 1e6:F1} |"));
+        }
+        totals[dtype] = total;
+    }
+    Console.WriteLine();
+    foreach (var (dtype, products) in totals)
+        if (stepMs.TryGetValue(dtype, out var step))
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{(dtype == ScalarType.BFloat16 ? "bfloat16" : "float32")}: products {products:F0} ms of the library's {step:F0} ms per step ({products / step:P0}); the rest {step - products:F0} ms"));
+    if (totals.TryGetValue(ScalarType.Float32, out var p32) && totals.TryGetValue(ScalarType.BFloat16, out var p16)
+        && stepMs.TryGetValue(ScalarType.Float32, out var s32) && stepMs.TryGetValue(ScalarType.BFloat16, out var s16))
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"bfloat16 against float32: products {p32 / p16:F2}x faster, the rest {(s32 - p32) / (s16 - p16):F2}x, the whole step {s32 / s16:F2}x"));
+}
+
+// The fastest of 5 calls after a warm-up, in ms.
+static double Fastest(Action call)
+{
+    call();
+    double best = double.MaxValue;
+    for (int i = 0; i < 5; i++)
+    {
+        long t = Stopwatch.GetTimestamp();
+        call();
+        best = Math.Min(best, Stopwatch.GetElapsedTime(t).TotalMilliseconds);
+    }
+    return best;
 }
 
 // About one second of 2048² products: (FLOPs, seconds).
@@ -155,7 +232,7 @@ static class Memory
     }
 }
 
-sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int StepsPerRound, bool SkipMinimal, bool Help = false)
+sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int StepsPerRound, bool SkipMinimal, bool Products = false, bool Help = false)
 {
     public const string Usage = """
         Training-throughput benchmark: the small config (hidden 256, 2 layers x 4 loops, vocabulary 4096) trained by the
@@ -167,6 +244,8 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int Steps
           --seq N              tokens per sequence (default 128)
           --dtypes LIST        float32,bfloat16 (default both)
           --no-minimal         skip the minimal loop
+          --products           then time each matrix product of a step at its own shape, forward and backward, per
+                               dtype: how much of the step they explain, and bfloat16's gain on them and on the rest
           --help, -h           print this and exit
         LoopRPT step cost against Stage I: dotnet run -c Release --project examples/Benchmark -- looprpt [options]
         """;
@@ -174,7 +253,7 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int Steps
     public static Args Parse(string[] args)
     {
         int steps = 30, batch = 16, seq = 128, perRound = 5;
-        bool skipMinimal = false;
+        bool skipMinimal = false, products = false;
         var dtypes = new[] { ScalarType.Float32, ScalarType.BFloat16 };
         for (int i = 0; i < args.Length; i++)
         {
@@ -185,7 +264,8 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int Steps
                 case "--batch": batch = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--steps-per-round": perRound = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--no-minimal": skipMinimal = true; break;
-                case "--help" or "-h": return new Args(steps, batch, seq, dtypes, perRound, skipMinimal, Help: true);
+                case "--products": products = true; break;
+                case "--help" or "-h": return new Args(steps, batch, seq, dtypes, perRound, skipMinimal, products, Help: true);
                 case "--seq": seq = int.Parse(Next(), CultureInfo.InvariantCulture); break;
                 case "--dtypes":
                     dtypes = Next().Split(',').Select(d => d.Trim().ToLowerInvariant() switch
@@ -198,6 +278,6 @@ sealed record Args(int Steps, int Batch, int Seq, ScalarType[] DTypes, int Steps
                 default: throw new ArgumentException($"Unknown option '{args[i]}'; see --help.");
             }
         }
-        return new Args(steps, batch, seq, dtypes, perRound, skipMinimal);
+        return new Args(steps, batch, seq, dtypes, perRound, skipMinimal, products);
     }
 }

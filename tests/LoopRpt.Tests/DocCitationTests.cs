@@ -86,7 +86,7 @@ public class DocCitationTests
         yield return Path.Combine(root, "README.md");
     }
 
-    private static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "LoopRpt.sln")) && Directory.Exists(Path.Combine(dir.FullName, "docs")))

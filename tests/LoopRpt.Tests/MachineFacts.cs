@@ -50,3 +50,37 @@ internal static class TorchAvailability
 
     public static bool Cuda() => cuda.Value;
 }
+
+/// <summary>A CPU (and OS) on which the BF16 dot-product decode kernel runs: x86-64 Linux with avx512_bf16.</summary>
+public sealed class Avx512Bf16TheoryAttribute : TheoryAttribute
+{
+    public override string? Skip
+    {
+        get => base.Skip ?? (!LoopRpt.Model.Kernels.Bf16DotKernel.IsSupported ? "no avx512_bf16 here (or not x86-64 Linux): the BF16 dot-product kernel does not run on this machine" : null);
+        set => base.Skip = value;
+    }
+}
+
+/// <summary>As <see cref="Avx512Bf16TheoryAttribute"/>, for a [Fact].</summary>
+public sealed class Avx512Bf16FactAttribute : FactAttribute
+{
+    public override string? Skip
+    {
+        get => base.Skip ?? (!LoopRpt.Model.Kernels.Bf16DotKernel.IsSupported ? "no avx512_bf16 here (or not x86-64 Linux): the BF16 dot-product kernel does not run on this machine" : null);
+        set => base.Skip = value;
+    }
+}
+
+/// <summary>GNU binutils on the PATH (as, objcopy) and od: what regenerates machine code from assembly source.</summary>
+public sealed class GnuAssemblerFactAttribute : FactAttribute
+{
+    public override string? Skip
+    {
+        get => base.Skip ?? (new[] { "as", "objcopy", "od", "bash" }.FirstOrDefault(t => !OnPath(t)) is { } missing ? $"'{missing}' is not on the PATH: the machine code cannot be rebuilt from its source here" : null);
+        set => base.Skip = value;
+    }
+
+    private static bool OnPath(string tool)
+        => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
+           .Any(d => File.Exists(Path.Combine(d, tool)));
+}

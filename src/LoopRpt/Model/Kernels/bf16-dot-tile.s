@@ -1,0 +1,106 @@
+# The bfloat16 dot-product tile of the decode kernel (docs/benchmarks.md, "BF16 dot products"): GNU as, Intel syntax.
+# .NET 10 exposes no AVX-512 BF16 intrinsic, so this one routine is kept as machine code: Bf16DotKernel.cs holds
+# the bytes `as` makes of this file (regenerate with assemble-bf16-dot.sh; a test checks they match where `as` exists)
+# and runs them only on CPUs with avx512_bf16.
+#
+# void tile(const uint16_t* w, int64_t wStride, const uint16_t* const* x, int64_t blocks, float* acc)
+#   System V AMD64: rdi = w, the first of four weight rows, row j at w + j·wStride bytes, bfloat16;
+#   rsi = wStride, bytes between weight rows (the next four rows, at w + 4·wStride, are prefetched into L2);
+#   rdx = x, four pointers to bfloat16 rows of x (a row may repeat: its sums are then not used);
+#   rcx = blocks, 64-byte blocks (32 values) per row; r8 = acc, 16 × 16 floats out:
+#   acc[16·(4i + j) + lane] = the lane's share of the dot product of x row i and weight row j, float32.
+#   VDPBF16PS adds, per float32 lane, the products of one pair of adjacent bfloat16 values of each operand: the lanes
+#   of acc[4i + j] sum to the dot product of the rows over the blocks.
+
+.intel_syntax noprefix
+.text
+.globl looprpt_bf16_tile4x4
+looprpt_bf16_tile4x4:
+    push rbx
+    push r12
+    push r13
+    push r14
+    lea r10, [rdi + rsi]            # weight row 1
+    lea r11, [r10 + rsi]            # weight row 2
+    lea rax, [r11 + rsi]            # weight row 3
+    lea r13, [rax + rsi]            # the next group of four rows, prefetched
+    mov r9, [rdx]                   # x row 0
+    mov rbx, [rdx + 8]              # x row 1
+    mov r12, [rdx + 16]             # x row 2
+    mov r14, [rdx + 24]             # x row 3
+    shl rcx, 6
+    mov rdx, rcx                    # end offset, bytes
+    xor ecx, ecx                    # offset, bytes
+    vpxord zmm0, zmm0, zmm0
+    vpxord zmm1, zmm1, zmm1
+    vpxord zmm2, zmm2, zmm2
+    vpxord zmm3, zmm3, zmm3
+    vpxord zmm4, zmm4, zmm4
+    vpxord zmm5, zmm5, zmm5
+    vpxord zmm6, zmm6, zmm6
+    vpxord zmm7, zmm7, zmm7
+    vpxord zmm8, zmm8, zmm8
+    vpxord zmm9, zmm9, zmm9
+    vpxord zmm10, zmm10, zmm10
+    vpxord zmm11, zmm11, zmm11
+    vpxord zmm12, zmm12, zmm12
+    vpxord zmm13, zmm13, zmm13
+    vpxord zmm14, zmm14, zmm14
+    vpxord zmm15, zmm15, zmm15
+    test rdx, rdx
+    jz 2f
+1:
+    prefetcht1 [r13 + rcx*4 + 0]   # the next group's share of this step (4 × 64 bytes)
+    prefetcht1 [r13 + rcx*4 + 64]
+    prefetcht1 [r13 + rcx*4 + 128]
+    prefetcht1 [r13 + rcx*4 + 192]
+    vmovups zmm16, [rdi + rcx]         # weight row 0
+    vmovups zmm17, [r10 + rcx]         # weight row 1
+    vmovups zmm18, [r11 + rcx]         # weight row 2
+    vmovups zmm19, [rax + rcx]         # weight row 3
+    vmovups zmm20, [r9 + rcx]         # x row 0
+    vmovups zmm21, [rbx + rcx]         # x row 1
+    vmovups zmm22, [r12 + rcx]         # x row 2
+    vmovups zmm23, [r14 + rcx]         # x row 3
+    vdpbf16ps zmm0, zmm16, zmm20
+    vdpbf16ps zmm1, zmm17, zmm20
+    vdpbf16ps zmm2, zmm18, zmm20
+    vdpbf16ps zmm3, zmm19, zmm20
+    vdpbf16ps zmm4, zmm16, zmm21
+    vdpbf16ps zmm5, zmm17, zmm21
+    vdpbf16ps zmm6, zmm18, zmm21
+    vdpbf16ps zmm7, zmm19, zmm21
+    vdpbf16ps zmm8, zmm16, zmm22
+    vdpbf16ps zmm9, zmm17, zmm22
+    vdpbf16ps zmm10, zmm18, zmm22
+    vdpbf16ps zmm11, zmm19, zmm22
+    vdpbf16ps zmm12, zmm16, zmm23
+    vdpbf16ps zmm13, zmm17, zmm23
+    vdpbf16ps zmm14, zmm18, zmm23
+    vdpbf16ps zmm15, zmm19, zmm23
+    add rcx, 64
+    cmp rcx, rdx
+    jb 1b
+2:
+    vmovups [r8 + 0], zmm0
+    vmovups [r8 + 64], zmm1
+    vmovups [r8 + 128], zmm2
+    vmovups [r8 + 192], zmm3
+    vmovups [r8 + 256], zmm4
+    vmovups [r8 + 320], zmm5
+    vmovups [r8 + 384], zmm6
+    vmovups [r8 + 448], zmm7
+    vmovups [r8 + 512], zmm8
+    vmovups [r8 + 576], zmm9
+    vmovups [r8 + 640], zmm10
+    vmovups [r8 + 704], zmm11
+    vmovups [r8 + 768], zmm12
+    vmovups [r8 + 832], zmm13
+    vmovups [r8 + 896], zmm14
+    vmovups [r8 + 960], zmm15
+    vzeroupper
+    pop r14
+    pop r13
+    pop r12
+    pop rbx
+    ret
