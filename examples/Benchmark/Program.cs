@@ -119,6 +119,7 @@ static void ProductProfile(OuroConfig c, Args opts, Dictionary<ScalarType, doubl
     Console.WriteLine($"\n## Where a step's time goes: its matrix products alone (batch {opts.Batch} x {opts.Seq} = {m} rows)\n");
     Console.WriteLine("| dtype | product | shape | per step | ms per call (fwd + 2 bwd) | ms per step | GFLOP/s |\n|---|---|---|---:|---:|---:|---:|");
     var totals = new Dictionary<ScalarType, double>();
+    var crossEntropy = new Dictionary<ScalarType, double>();
     foreach (var dtype in opts.DTypes)
     {
         string name = dtype == ScalarType.BFloat16 ? "bfloat16" : "float32";
@@ -149,12 +150,29 @@ static void ProductProfile(OuroConfig c, Args opts, Dictionary<ScalarType, doubl
                 $"| {name} | attention | {bh}x({sq}x{d}) | {perStep} | {ms:F3} | {ms * perStep:F1} | {3 * 2 * 2.0 * bh * sq * sq * d / ms / 1e6:F1} |"));
         }
         totals[dtype] = total;
+        {
+            // Not a product: each loop's cross-entropy over the vocabulary, in float32 for both dtypes (the trainer
+            // widens the logits), forward and backward: what the rest of a step holds that bfloat16 cannot speed up.
+            using var scope = NewDisposeScope();
+            var logits = randn([m, c.VocabSize], generator: g).to_type(dtype);
+            var targets = randint(0, c.VocabSize, [m], generator: g);
+            double ms = Fastest(() =>
+            {
+                using var inner = NewDisposeScope();
+                var leaf = logits.detach().requires_grad_(true);
+                nn.functional.cross_entropy(leaf.to_type(ScalarType.Float32), targets).backward();
+            });
+            crossEntropy[dtype] = ms * loops;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {name} | (cross-entropy, float32) | {m}x{c.VocabSize} | {loops} | {ms:F3} | {ms * loops:F1} | |"));
+        }
     }
     Console.WriteLine();
     foreach (var (dtype, products) in totals)
         if (stepMs.TryGetValue(dtype, out var step))
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{(dtype == ScalarType.BFloat16 ? "bfloat16" : "float32")}: products {products:F0} ms of the library's {step:F0} ms per step ({products / step:P0}); the rest {step - products:F0} ms"));
+                $"{(dtype == ScalarType.BFloat16 ? "bfloat16" : "float32")}: products {products:F0} ms of the library's {step:F0} ms per step ({products / step:P0}); " +
+                $"the rest {step - products:F0} ms, of which the float32 cross-entropy {crossEntropy[dtype]:F0} ms"));
     if (totals.TryGetValue(ScalarType.Float32, out var p32) && totals.TryGetValue(ScalarType.BFloat16, out var p16)
         && stepMs.TryGetValue(ScalarType.Float32, out var s32) && stepMs.TryGetValue(ScalarType.BFloat16, out var s16))
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
