@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using System.Runtime.Intrinsics.X86;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -68,7 +67,7 @@ internal static unsafe class Bf16DotKernel
 
     private static delegate* unmanaged<ushort*, long, ushort**, long, float*, void> Load()
     {
-        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64 || !Avx512F.IsSupported
+        if (!OperatingSystem.IsLinux() || RuntimeInformation.ProcessArchitecture != Architecture.X64 || !System.Runtime.Intrinsics.X86.Avx512F.IsSupported
             || !CpuFeatures.Current.Avx512BF16)
             return null;
         try
@@ -90,14 +89,9 @@ internal static unsafe class Bf16DotKernel
     public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, int threads)
     {
         if (!IsSupported) throw new PlatformNotSupportedException("The BF16 dot-product kernel needs an x86-64 CPU with avx512_bf16 (Linux).");
-        if (x.dim() != 2 || weight.dim() != 2 || x.shape[1] != weight.shape[1])
-            throw new ArgumentException($"Expected x (rows, in) and weight (out, in), got ({string.Join(", ", x.shape)}) and ({string.Join(", ", weight.shape)}).");
-        if (x.dtype != ScalarType.BFloat16 || weight.dtype != ScalarType.BFloat16 || bias is { dtype: not ScalarType.BFloat16 })
-            throw new ArgumentException($"Expected bfloat16 x, weight and bias, got {x.dtype} and {weight.dtype}.");
-        if (bias is not null && (bias.dim() != 1 || bias.shape[0] != weight.shape[0]))
-            throw new ArgumentException($"Expected a bias ({weight.shape[0]}).");
-        if (x.device_type != DeviceType.CPU || weight.device_type != DeviceType.CPU || bias is { device_type: not DeviceType.CPU })
-            throw new ArgumentException("The decode kernel runs on CPU tensors only.");
+        FewRowsKernel.CheckArguments(x, weight, bias);
+        if (x.dtype != ScalarType.BFloat16 || weight.dtype != ScalarType.BFloat16)
+            throw new ArgumentException($"Expected bfloat16 x and weight, got {x.dtype} and {weight.dtype}.");
         int rows = checked((int)x.shape[0]), inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
         using var scope = NewDisposeScope();
         var xc = x.is_contiguous() ? x.alias() : x.contiguous();
@@ -113,13 +107,8 @@ internal static unsafe class Bf16DotKernel
     internal static void Run(ushort* x, int rows, ushort* w, float* bias, float* y, int inF, int outF, int threads)
     {
         if (!IsSupported) throw new PlatformNotSupportedException("The BF16 dot-product kernel needs an x86-64 CPU with avx512_bf16 (Linux).");
-        int chunks = Math.Min(Math.Max(1, outF / 4), Math.Max(1, threads) * 2);
-        int perChunk = ((outF + chunks - 1) / chunks + 3) / 4 * 4;
-        chunks = (outF + perChunk - 1) / perChunk;
         nint xs = (nint)x, ws = (nint)w, bs = (nint)bias, ys = (nint)y;
-        void Chunk(int c) => Range((ushort*)xs, rows, (ushort*)ws, (float*)bs, (float*)ys, inF, outF, c * perChunk, Math.Min(outF, (c + 1) * perChunk));
-        if (threads <= 1 || chunks == 1) for (int c = 0; c < chunks; c++) Chunk(c);
-        else Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Chunk);
+        FewRowsKernel.ForEachRange(outF, threads, (o0, o1) => Range((ushort*)xs, rows, (ushort*)ws, (float*)bs, (float*)ys, inF, outF, o0, o1));
     }
 
     /// <summary>Output rows o0..o1: groups of four weight rows through the tile, four x rows at a time (the last x row

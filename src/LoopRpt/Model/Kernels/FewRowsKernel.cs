@@ -52,7 +52,8 @@ internal static unsafe class FewRowsKernel
         return (x.dtype == ScalarType.Float32 ? y : y.to_type(x.dtype)).MoveToOuterDisposeScope();
     }
 
-    private static void CheckArguments(Tensor x, Tensor weight, Tensor? bias)
+    /// <summary>Shapes (x (rows, in), weight (out, in), bias (out)), float32 or bfloat16 dtypes and the CPU; throws <see cref="ArgumentException"/>.</summary>
+    internal static void CheckArguments(Tensor x, Tensor weight, Tensor? bias)
     {
         if (x.dim() != 2 || weight.dim() != 2 || x.shape[1] != weight.shape[1])
             throw new ArgumentException($"Expected x (rows, in) and weight (out, in), got ({string.Join(", ", x.shape)}) and ({string.Join(", ", weight.shape)}).");
@@ -87,14 +88,9 @@ internal static unsafe class FewRowsKernel
         try
         {
             if (bfloat16) PackEvenOdd(x, xp, rows, inF, width);
-            // Contiguous ranges of output rows (whole groups of four), two per worker: each range streams its own weights.
-            int chunks = Math.Min(Math.Max(1, outF / 4), Math.Max(1, threads) * 2);
-            int perChunk = ((outF + chunks - 1) / chunks + 3) / 4 * 4;
-            chunks = (outF + perChunk - 1) / perChunk;
             nint xs = (nint)xp, ws = (nint)w, bs = (nint)bias, ys = (nint)y;
-            void Chunk(int c)
+            ForEachRange(outF, threads, (o0, o1) =>
             {
-                int o0 = c * perChunk, o1 = Math.Min(outF, o0 + perChunk);
                 float* xq = (float*)xs, bq = (float*)bs, yq = (float*)ys;
                 switch (isa, bfloat16)
                 {
@@ -103,14 +99,27 @@ internal static unsafe class FewRowsKernel
                     case (_, true): Range<Vector256<float>, Vec256, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four); break;
                     default: Range<Vector256<float>, Vec256, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four); break;
                 }
-            }
-            if (threads <= 1 || chunks == 1) for (int c = 0; c < chunks; c++) Chunk(c);
-            else Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Chunk);
+            });
         }
         finally
         {
             if (bfloat16) NativeMemory.Free(xp);
         }
+    }
+
+    /// <summary>
+    /// Splits the output rows 0..<paramref name="outF"/> into contiguous ranges of whole groups of four, two per worker
+    /// (each range streams its own weights), and runs <paramref name="range"/>(first, end) on each: on the calling thread
+    /// alone for one worker, else with <c>Parallel.For</c> at a fixed degree (the calling thread included).
+    /// </summary>
+    internal static void ForEachRange(int outF, int threads, Action<int, int> range)
+    {
+        int chunks = Math.Min(Math.Max(1, outF / 4), Math.Max(1, threads) * 2);
+        int perChunk = ((outF + chunks - 1) / chunks + 3) / 4 * 4;
+        chunks = (outF + perChunk - 1) / perChunk;
+        void Chunk(int c) => range(c * perChunk, Math.Min(outF, (c + 1) * perChunk));
+        if (threads <= 1 || chunks == 1) for (int c = 0; c < chunks; c++) Chunk(c);
+        else Parallel.For(0, chunks, new ParallelOptions { MaxDegreeOfParallelism = threads }, Chunk);
     }
 
     /// <summary><see cref="PackEvenOdd(float*, float*, int, int, int)"/> on spans (tests).</summary>
