@@ -441,7 +441,7 @@ static double Bandwidth(bool quiet = false)
     return Math.Max(torchSum, vectorSum);
 }
 
-// Read bandwidth over the model's own weights: every parameter read once by 512-bit (or 256-bit) loads on as many
+// Read bandwidth over the model's own weights: every parameter read once by 256-bit loads on as many
 // workers as torch threads, each tensor split between them, prefetching 4 KiB ahead; for float32 weights also libtorch's
 // sum over each; fastest pass of 3, the higher reader. These are the bytes, pages and sizes a decoding step reads.
 static unsafe double WeightsBandwidth(OuroForCausalLM lm)

@@ -177,7 +177,7 @@ internal static unsafe class FewRowsKernel
     /// Asks for the share of the next group of four weight rows (contiguous after this group) that matches this group's
     /// step at k (4·2·Count weights), into the L2 cache: the next group then streams in while this one is multiplied. The
     /// hardware prefetchers alone stop at each 4 KiB page, which is one bfloat16 row of 2048: measured on the 1.4B shapes,
-    /// batch 1 read 63–67 % of the bandwidth without it and 85–93 % with it (bfloat16), 76 → 81–83 % (float32); into L1
+    /// batch 1 read 63–67 % of the bandwidth without it and 84–93 % with it (bfloat16), 76 → 81–88 % (float32); into L1
     /// instead, 64–85 %; a fixed distance ahead in each row instead (0.5–2 KiB), 63–75 % at 1 thread (docs/benchmarks.md,
     /// "Prefetching the next rows").
     /// </summary>
@@ -272,8 +272,8 @@ internal static unsafe class FewRowsKernel
     internal static bool FourRowTiles(KernelIsa isa) => isa == KernelIsa.Vector512 || Vector512.IsHardwareAccelerated;
 
     /// <summary>Four x rows (n apart) against four consecutive weight rows: 16 accumulators, each widened weight vector used
-    /// four times and each x vector four times, so a step does 8 loads of x and 4 of the weight for 32 multiply-adds
-    /// (the two-row tile: 4 and 4 for 16). Needs 32 registers.</summary>
+    /// four times and each x vector four times, so a step does 8 loads of x and 4 of the weight (8 for float32 weights)
+    /// for 32 multiply-adds (the two-row tile: 4 and 4 (8) for 16). Needs 32 registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
     private static void Tile4x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys, byte* next)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
