@@ -47,6 +47,7 @@ public sealed class CliParsingTests
         Assert.Contains("libtorch-cpu-linux-x64 2.10.0", r.Out);
         Assert.Contains("native library    loaded", r.Out);
         Assert.Contains("OpenMP spinning   ", r.Out);
+        Assert.Contains("huge pages        ", r.Out);
         Assert.Contains("matmul checked", r.Out);
     }
 

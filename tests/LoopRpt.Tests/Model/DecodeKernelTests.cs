@@ -28,6 +28,7 @@ public class DecodeKernelTests
     [InlineData(5, 7, 6, false, 1)]       // in shorter than one vector: all tail
     [InlineData(7, 96, 44, true, 1)]      // four-row tile, a pair and a single row; eleven groups, so the next group is prefetched
     [InlineData(4, 33, 9, false, 2)]      // one four-row tile with a one-value tail; two workers
+    [InlineData(1, 232, 21, true, 2)]     // one row streamed: four-vector steps, then a two-vector step (512-bit), then a scalar tail
     public void KernelMatchesAFloat64Reference(int rows, int inF, int outF, bool withBias, int threads)
     {
         foreach (var isa in new[] { KernelIsa.Vector512, KernelIsa.Vector256 })
@@ -44,6 +45,37 @@ public class DecodeKernelTests
                     // A bfloat16 result is the float32 sum rounded to 8 significant bits: 2⁻⁸ relative on top.
                     BFloat16ComputeTests.AssertMatchesFloat64(y, x, w, b, outputRounding: xType == ScalarType.BFloat16 ? 1.0 / 256 : 0);
                 }
+    }
+
+    /// <summary>
+    /// The next group of four weight rows is asked for in shares, one per tile the group goes through, each spread over
+    /// that tile's steps: over all tiles and steps the requests cover the next group from its first byte with no gap and
+    /// no overlap, to its last line, and never reach past it. Counted by hand for the tilings: 8 rows in four-row tiles = 2 tiles, 7 = 3
+    /// (four, pair, single), 8 in pairs = 4, 1 row = 1.
+    /// </summary>
+    [Theory]
+    [InlineData(8, true, 2)]
+    [InlineData(7, true, 3)]
+    [InlineData(8, false, 4)]
+    [InlineData(3, true, 2)]
+    [InlineData(1, false, 1)]
+    public void EachTileAsksForItsShareOfTheNextGroup(int rows, bool four, int passes)
+    {
+        Assert.Equal(passes, FewRowsKernel.Passes(rows, four));
+        foreach (var (n, step, bytes) in new[] { (2048, 32, 4), (2048, 32, 2), (5632, 16, 4), (96, 16, 2) })
+        {
+            long group = 4L * n * bytes, share = group / passes, covered = 0;
+            for (int pass = 0; pass < passes; pass++)
+                for (int k = 0; k + step <= n; k += step)
+                {
+                    var (from, to) = FewRowsKernel.ShareAt(pass * share, passes, k, step, bytes);
+                    Assert.Equal(covered, from);                 // each request starts where the last ended
+                    Assert.True(to > from);
+                    covered = to;
+                }
+            // Whole steps: the next group to its last 64-byte line (a share rounds down by less than a byte per tile).
+            Assert.InRange(covered, group - passes, group);
+        }
     }
 
     /// <summary>bfloat16 weights are widened as (even, odd) halves of each block, so x is packed the same way: hand-built.</summary>

@@ -98,6 +98,72 @@ public class TorchNativeTests
             Assert.Contains("loaded before LoopRpt", TorchNative.OpenMpSpinning);
     }
 
+    [Fact]
+    public void HugePagesAreAskedForOnlyWhereNobodyChoseTheKernelGivesThemAndLibtorchIsNotLoadedYet()
+    {
+        var (set, description) = TorchNative.ChooseHugePages(linux: true, variable: null, thpMode: "madvise", libc10Loaded: false);
+        Assert.Equal("1", set);
+        Assert.StartsWith("THP_MEM_ALLOC_ENABLE=1 (set by LoopRpt", description);
+        Assert.Equal("1", TorchNative.ChooseHugePages(true, null, "always", false).Set);
+        // The user's choice wins, 0 included; too late, no huge pages in the kernel, or not Linux: nothing is set.
+        (set, description) = TorchNative.ChooseHugePages(true, "0", "madvise", false);
+        Assert.Null(set);
+        Assert.Contains("THP_MEM_ALLOC_ENABLE=0", description);
+        (set, description) = TorchNative.ChooseHugePages(true, null, "madvise", libc10Loaded: true);
+        Assert.Null(set);
+        Assert.Contains("loaded before LoopRpt", description);
+        (set, description) = TorchNative.ChooseHugePages(true, null, "never", false);
+        Assert.Null(set);
+        Assert.Contains("mode never", description);
+        Assert.Null(TorchNative.ChooseHugePages(true, null, null, false).Set);
+        Assert.Null(TorchNative.ChooseHugePages(false, null, "madvise", false).Set);
+        // The kernel's file names every mode and brackets the one in force.
+        Assert.Equal("madvise", TorchNative.TransparentHugePagesMode("always [madvise] never\n"));
+        Assert.Equal("never", TorchNative.TransparentHugePagesMode("always madvise [never]"));
+        Assert.Null(TorchNative.TransparentHugePagesMode("always madvise never"));
+        Assert.Null(TorchNative.TransparentHugePagesMode(null));
+    }
+
+    /// <summary>Where LoopRpt asked for huge pages, libtorch marks the memory of a tensor of 2 MiB or more for them: the
+    /// kernel's map of this process shows the flag "hg" (MADV_HUGEPAGE) on the mapping that holds the tensor, and not on
+    /// the mapping of a small one; elsewhere the variable is the environment's.</summary>
+    [Fact]
+    public void WhereLoopRptAskedForHugePagesLargeTensorsAreMarkedForThem()
+    {
+        TorchNative.EnsureLoaded();
+        if (!OperatingSystem.IsLinux()) { Assert.StartsWith("not Linux", TorchNative.HugePages); return; }
+        var native = System.Runtime.InteropServices.Marshal.PtrToStringAnsi(GetEnv(TorchNative.HugePagesVariable));
+        if (!TorchNative.HugePages.Contains("set by LoopRpt"))
+        {
+            Assert.Equal(Environment.GetEnvironmentVariable(TorchNative.HugePagesVariable), native);
+            return;
+        }
+        Assert.Equal("1", native);
+        using var large = TorchSharp.torch.empty([3 << 20 >> 2]);   // 3 MiB of float32
+        using var small = TorchSharp.torch.empty([1024]);
+        Assert.Contains("hg", MappingFlags(LoopRpt.Model.Kernels.FewRowsKernel.Address(large)));
+        Assert.DoesNotContain("hg", MappingFlags(LoopRpt.Model.Kernels.FewRowsKernel.Address(small)));
+    }
+
+    /// <summary>The VmFlags of the mapping of this process that holds <paramref name="address"/> (/proc/self/smaps).</summary>
+    private static string[] MappingFlags(nint address)
+    {
+        bool inside = false;
+        foreach (var line in File.ReadLines("/proc/self/smaps"))
+        {
+            // A mapping's first line: "from-to perms offset dev inode [path]", addresses in hex; then "Key: value" lines.
+            var range = line.Split(' ', 2)[0].Split('-');
+            if (range.Length == 2 && range.All(r => r.Length > 0 && r.All(Uri.IsHexDigit)))
+            {
+                inside = (ulong)address >= Convert.ToUInt64(range[0], 16) && (ulong)address < Convert.ToUInt64(range[1], 16);
+                continue;
+            }
+            if (inside && line.StartsWith("VmFlags:", StringComparison.Ordinal))
+                return line["VmFlags:".Length..].Split(' ', StringSplitOptions.RemoveEmptyEntries);
+        }
+        throw new InvalidOperationException($"No mapping holds 0x{address:x}.");
+    }
+
     [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "getenv")]
     private static extern IntPtr GetEnv(string name);
 }

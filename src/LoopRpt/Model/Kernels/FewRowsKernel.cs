@@ -69,6 +69,9 @@ internal static unsafe class FewRowsKernel
     [DllImport("LibTorchSharp")]
     private static extern IntPtr THSTensor_data(IntPtr handle);
 
+    /// <summary>The address of a CPU tensor's first element (tests).</summary>
+    internal static nint Address(Tensor t) => (nint)DataPtr(t);
+
     internal static void* DataPtr(Tensor t)
     {
         var p = THSTensor_data(t.Handle);
@@ -154,17 +157,29 @@ internal static unsafe class FewRowsKernel
     private static void Range<TV, TS, TW>(float* xp, int rows, TW* w, float* bias, float* y, int inF, int outF, int o0, int o1, bool four)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
+        if (rows == 1)
+        {
+            // One row of x: the weights are read as one sequential stream, row after row (StreamDot).
+            for (int j = o0; j < o1; j++) y[j] = StreamDot<TV, TS, TW>(xp, w + (long)j * inF, inF);
+            if (bias is not null)
+                for (int j = o0; j < o1; j++) y[j] += bias[j];
+            return;
+        }
+        // Each group of four weight rows goes through `passes` tiles (one per four, two or one rows of x); each tile asks
+        // for its share of the next group, so that the next group streams in evenly over the whole of this group's time.
+        int fours = four ? rows / 4 : 0, passes = Passes(rows, four);
+        long share = 4L * inF * sizeof(TW) / passes;
         int o = o0;
         for (; o + 4 <= o1; o += 4)
         {
             TW* wo = w + (long)o * inF;
-            // The next group of four rows (contiguous after this one) is prefetched while this one is multiplied.
             byte* next = Sse.IsSupported && o + 8 <= o1 ? (byte*)(wo + 4L * inF) : null;
-            int r = 0;
-            if (four)
-                for (; r + 4 <= rows; r += 4) Tile4x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF, r == 0 ? next : null);
-            for (; r + 2 <= rows; r += 2) Tile2x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF, r == 0 ? next : null);
-            if (r < rows) Tile1x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, r == 0 ? next : null);
+            int r = 0, pass = 0;
+            for (; r + 4 <= 4 * fours; r += 4, pass++)
+                Tile4x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF, new(next, pass * share, passes));
+            for (; r + 2 <= rows; r += 2, pass++)
+                Tile2x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, outF, new(next, pass * share, passes));
+            if (r < rows) Tile1x4<TV, TS, TW>(xp + (long)r * inF, inF, wo, y + (long)r * outF + o, new(next, pass * share, passes));
         }
         for (; o < o1; o++)
             for (int r = 0; r < rows; r++) y[(long)r * outF + o] = Dot<TV, TS, TW>(xp + (long)r * inF, w + (long)o * inF, inF);
@@ -174,19 +189,44 @@ internal static unsafe class FewRowsKernel
     }
 
     /// <summary>
-    /// Asks for the share of the next group of four weight rows (contiguous after this group) that matches this group's
-    /// step at k (4·2·Count weights), into the L2 cache: the next group then streams in while this one is multiplied. The
-    /// hardware prefetchers alone stop at each 4 KiB page, which is one bfloat16 row of 2048: measured on the 1.4B shapes,
-    /// batch 1 read 63–67 % of the bandwidth without it and 84–93 % with it (bfloat16), 76 → 81–88 % (float32); into L1
-    /// instead, 64–85 %; a fixed distance ahead in each row instead (0.5–2 KiB), 63–75 % at 1 thread (docs/benchmarks.md,
-    /// "Prefetching the next rows").
+    /// Where a tile asks for the next group of four weight rows (contiguous after its own) into the L2 cache while it
+    /// multiplies: the next group then streams in while this one is multiplied. The hardware prefetchers alone stop at
+    /// each 4 KiB page, which is one bfloat16 row of 2048: measured on the 1.4B shapes, batch 1 read 63–67 % of the
+    /// bandwidth without it and 84–93 % with it (bfloat16), 76 → 81–88 % (float32); into L1 instead, 64–85 %; a fixed
+    /// distance ahead in each row instead (0.5–2 KiB), 63–75 % at 1 thread (docs/benchmarks.md, "Prefetching the next
+    /// rows"). A group goes through one tile per four (or two, or one) rows of x: tile <c>pass</c> of <c>Passes</c> asks
+    /// for its 1/Passes share of the next group (starting <c>Offset</c> bytes in), spread evenly over its steps — all of
+    /// it in the first tile left the memory idle through the others (batch 8, docs/benchmarks.md, "Issue 28, fourth round").
     /// </summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Prefetch<TV, TS, TW>(byte* next, int k) where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    private readonly struct NextGroup(byte* start, long offset, int passes)
     {
-        byte* p = next + 4L * k * sizeof(TW);
-        int bytes = 4 * 2 * TS.Count * sizeof(TW);
-        for (int i = 0; i < bytes; i += 64) Sse.Prefetch1(p + i);
+        /// <summary>The next group's first byte, or null (no next group, or no prefetch instruction).</summary>
+        public readonly byte* Start = start;
+        public readonly long Offset = offset;
+        public readonly int Passes = passes;
+    }
+
+    /// <summary>Asks, at step k of a tile (2·Count weights of each of four rows), for the matching 1/Passes of the tile's
+    /// share of the next group.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Prefetch<TV, TS, TW>(in NextGroup next, int k) where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        var (from, to) = ShareAt(next.Offset, next.Passes, k, 2 * TS.Count, sizeof(TW));
+        for (long line = from & ~63L; line < to; line += 64) Sse.Prefetch1(next.Start + line);
+    }
+
+    /// <summary>The bytes of the next group (from its start) that a tile asks for at step k of <paramref name="stepWeights"/>
+    /// weights per row: its share starts <paramref name="offset"/> bytes in, and 1/passes of the four rows' step.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static (long From, long To) ShareAt(long offset, int passes, int k, int stepWeights, int weightBytes)
+        => (offset + 4L * k * weightBytes / passes, offset + 4L * (k + stepWeights) * weightBytes / passes);
+
+    /// <summary>The tiles a group of four weight rows goes through for <paramref name="rows"/> rows of x: one per four rows
+    /// with four-row tiles, then one per pair, then one for a last single row.</summary>
+    internal static int Passes(int rows, bool four)
+    {
+        int fours = four ? rows / 4 : 0, twos = (rows - 4 * fours) / 2;
+        return fours + twos + (rows - 4 * fours - 2 * twos);
     }
 
     /// <summary>2·Count weights from p as two vectors, in the order x was packed in.</summary>
@@ -200,7 +240,7 @@ internal static unsafe class FewRowsKernel
 
     /// <summary>One x row against four consecutive weight rows (n apart): y[0..3].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
-    private static void Tile1x4<TV, TS, TW>(float* x, int n, TW* w, float* y, byte* next)
+    private static void Tile1x4<TV, TS, TW>(float* x, int n, TW* w, float* y, NextGroup next)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
@@ -208,7 +248,7 @@ internal static unsafe class FewRowsKernel
         int step = 2 * TS.Count, k = 0;
         for (; k + step <= n; k += step)
         {
-            if (next != null) Prefetch<TV, TS, TW>(next, k);
+            if (next.Start != null) Prefetch<TV, TS, TW>(next, k);
             TV xa = TS.Load(x + k), xb = TS.Load(x + k + TS.Count);
             var (p, q) = Pair<TV, TS, TW>(w + k);
             a0 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a0));
@@ -231,7 +271,7 @@ internal static unsafe class FewRowsKernel
     /// <summary>Two x rows (n apart) against four consecutive weight rows: y[0..3] and y[ys..ys+3]. Each widened weight
     /// vector is used twice; eight accumulators, so the 16 registers of AVX2 suffice.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
-    private static void Tile2x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys, byte* next)
+    private static void Tile2x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys, NextGroup next)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero, b0 = TS.Zero, b1 = TS.Zero, b2 = TS.Zero, b3 = TS.Zero;
@@ -240,7 +280,7 @@ internal static unsafe class FewRowsKernel
         int step = 2 * TS.Count, k = 0;
         for (; k + step <= n; k += step)
         {
-            if (next != null) Prefetch<TV, TS, TW>(next, k);
+            if (next.Start != null) Prefetch<TV, TS, TW>(next, k);
             TV xa = TS.Load(x + k), xb = TS.Load(x + k + TS.Count), za = TS.Load(x1 + k), zb = TS.Load(x1 + k + TS.Count);
             var (p, q) = Pair<TV, TS, TW>(w + k);
             a0 = TS.MulAdd(xb, q, TS.MulAdd(xa, p, a0));
@@ -275,7 +315,7 @@ internal static unsafe class FewRowsKernel
     /// four times and each x vector four times, so a step does 8 loads of x and 4 of the weight (8 for float32 weights)
     /// for 32 multiply-adds (the two-row tile: 4 and 4 (8) for 16). Needs 32 registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
-    private static void Tile4x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys, byte* next)
+    private static void Tile4x4<TV, TS, TW>(float* x, int n, TW* w, float* y, int ys, NextGroup next)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
         TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero, b0 = TS.Zero, b1 = TS.Zero, b2 = TS.Zero, b3 = TS.Zero;
@@ -285,7 +325,7 @@ internal static unsafe class FewRowsKernel
         int step = 2 * TS.Count, k = 0;
         for (; k + step <= n; k += step)
         {
-            if (next != null) Prefetch<TV, TS, TW>(next, k);
+            if (next.Start != null) Prefetch<TV, TS, TW>(next, k);
             var (p0, q0) = Pair<TV, TS, TW>(w + k);
             var (p1, q1) = Pair<TV, TS, TW>(w1 + k);
             var (p2, q2) = Pair<TV, TS, TW>(w2 + k);
@@ -319,6 +359,57 @@ internal static unsafe class FewRowsKernel
         }
         for (int i = 0; i < 4; i++)
             for (int j = 0; j < 4; j++) y[(long)i * ys + j] = s[4 * i + j];
+    }
+
+    /// <summary>How far ahead of its reads <see cref="StreamDot{TV, TS, TW}"/> asks for the weights into L2, in weights
+    /// (4 KiB of float32, 2 KiB of bfloat16: measured at 1 thread, 2 and 8 KiB read slower for float32, 4 and 8 KiB for
+    /// bfloat16).</summary>
+    internal const int StreamPrefetchWeights = 1024;
+
+    /// <summary>
+    /// One x row against one weight row, for a single row of x: called on consecutive weight rows, the weights are read as
+    /// one sequential stream, which a core reads fastest — measured on 2 GiB of float32 weights at 1 thread (in=2048),
+    /// this stream read 26–27 GB/s against 24.5 for four rows at a time with the next group prefetched, and with the
+    /// weights on 2 MiB pages 33 against 28 GB/s, the machine's full single-core rate (docs/benchmarks.md, "Issue 28,
+    /// fourth round"). Four accumulators keep four multiply-add chains in flight; each step asks for the weights
+    /// <see cref="StreamPrefetchWeights"/> ahead (a prefetch never faults, so past the end of the weights is harmless).
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
+    private static float StreamDot<TV, TS, TW>(float* x, TW* w, int n) where TV : struct where TS : ISimd<TV> where TW : unmanaged
+    {
+        TV a0 = TS.Zero, a1 = TS.Zero, a2 = TS.Zero, a3 = TS.Zero;
+        int step = 4 * TS.Count, k = 0;
+        bool prefetch = Sse.IsSupported;
+        for (; k + step <= n; k += step)
+        {
+            if (prefetch) PrefetchLines((byte*)(w + k + StreamPrefetchWeights), step * sizeof(TW));
+            var (p0, q0) = Pair<TV, TS, TW>(w + k);
+            var (p1, q1) = Pair<TV, TS, TW>(w + k + 2 * TS.Count);
+            a0 = TS.MulAdd(TS.Load(x + k), p0, a0);
+            a1 = TS.MulAdd(TS.Load(x + k + TS.Count), q0, a1);
+            a2 = TS.MulAdd(TS.Load(x + k + 2 * TS.Count), p1, a2);
+            a3 = TS.MulAdd(TS.Load(x + k + 3 * TS.Count), q1, a3);
+        }
+        for (; k + 2 * TS.Count <= n; k += 2 * TS.Count)
+        {
+            var (p, q) = Pair<TV, TS, TW>(w + k);
+            a0 = TS.MulAdd(TS.Load(x + k), p, a0);
+            a1 = TS.MulAdd(TS.Load(x + k + TS.Count), q, a1);
+        }
+        float s = TS.Sum(TS.Add(TS.Add(a0, a1), TS.Add(a2, a3)));
+        for (; k < n; k++) s += x[k] * Scalar(w + k);
+        return s;
+    }
+
+    /// <summary>Asks for the 64-byte lines p .. p + bytes into L2, up to four of them, unrolled: bytes is a constant of
+    /// each compiled copy, so the tests fold away (a loop of prefetches measured 10–20 % slower).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void PrefetchLines(byte* p, int bytes)
+    {
+        Sse.Prefetch1(p);
+        if (bytes > 64) Sse.Prefetch1(p + 64);
+        if (bytes > 128) Sse.Prefetch1(p + 128);
+        if (bytes > 192) Sse.Prefetch1(p + 192);
     }
 
     /// <summary>One x row against one weight row (the output rows left after the groups of four).</summary>

@@ -30,6 +30,8 @@ internal unsafe interface ISimd<TV> where TV : struct
     /// </summary>
     static abstract (TV Even, TV Odd) Widen(ushort* p);
 
+    static abstract TV Add(TV a, TV b);
+
     static abstract float Sum(TV v);
 }
 
@@ -54,6 +56,9 @@ internal readonly unsafe struct Vec512 : ISimd<Vector512<float>>
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> Add(Vector512<float> a, Vector512<float> b) => a + b;
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector512<float> v) => Vector512.Sum(v);
 }
 
@@ -76,6 +81,9 @@ internal readonly unsafe struct Vec256 : ISimd<Vector256<float>>
         var pairs = Vector256.Load((uint*)p);
         return (Vector256.ShiftLeft(pairs, 16).AsSingle(), (pairs & Vector256.Create(0xFFFF0000u)).AsSingle());
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Add(Vector256<float> a, Vector256<float> b) => a + b;
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Sum(Vector256<float> v) => Vector256.Sum(v);
