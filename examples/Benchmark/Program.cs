@@ -41,7 +41,7 @@ TorchNative.EnsureLoaded();
 Console.WriteLine($"# LoopRpt training benchmark");
 Console.WriteLine($"threads={get_num_threads()} steps={opts.Steps} batch={opts.Batch} seq={opts.Seq} processors={Environment.ProcessorCount}");
 Console.WriteLine($"libtorch's OpenMP spinning: {TorchNative.OpenMpSpinning}");
-Console.WriteLine($"libtorch's huge pages: {TorchNative.HugePages}");
+Console.WriteLine($"huge pages: {LoopRpt.Model.HugePages.Description}");
 var config = OuroConfig.Small();
 Console.WriteLine($"config: hidden {config.HiddenSize}, layers {config.NumHiddenLayers}, loops {config.TotalUtSteps}, vocab {config.VocabSize}, params {config.ParameterCount():N0}");
 double flopsPerToken = config.TrainingFlopsPerToken(opts.Seq);

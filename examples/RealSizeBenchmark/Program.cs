@@ -99,7 +99,7 @@ int decodeRepeats = Math.Max(1, Ints("--decode-repeats", [1])[0]);
 DecodeKernelPolicy.Mode = kernels[^1];
 Console.WriteLine($"decode products: {string.Join(", ", kernels)} (own kernel vectors: {FewRowsKernelInfo()})");
 Console.WriteLine($"libtorch's OpenMP spinning: {TorchNative.OpenMpSpinning}");
-Console.WriteLine($"libtorch's huge pages: {TorchNative.HugePages}");
+Console.WriteLine($"huge pages: {LoopRpt.Model.HugePages.Description}");
 if (args.Contains("--kernels"))
 {
     // Every decode product shape of the 1.4B model per dtype and row count, calibrated as a decoding step would.

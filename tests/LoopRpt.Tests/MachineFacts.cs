@@ -84,3 +84,13 @@ public sealed class GnuAssemblerFactAttribute : FactAttribute
         => (Environment.GetEnvironmentVariable("PATH") ?? "").Split(Path.PathSeparator, StringSplitOptions.RemoveEmptyEntries)
            .Any(d => File.Exists(Path.Combine(d, tool)));
 }
+
+/// <summary>A Linux kernel that gives transparent huge pages to memory marked for them (mode madvise or always).</summary>
+public sealed class HugePagesFactAttribute : FactAttribute
+{
+    public override string? Skip
+    {
+        get => base.Skip ?? (!LoopRpt.Model.HugePages.Available ? "the kernel gives no transparent huge pages here (not Linux, or mode never): nothing is marked" : null);
+        set => base.Skip = value;
+    }
+}

@@ -39,7 +39,7 @@ internal static class EnvCommand
         }
         o.WriteLine("native library    loaded");
         o.WriteLine($"OpenMP spinning   {TorchNative.OpenMpSpinning}");
-        o.WriteLine($"huge pages        {TorchNative.HugePages}");
+        o.WriteLine($"huge pages        {LoopRpt.Model.HugePages.Description}");
         var threads = Models.ThreadPolicy.Resolve(0, parameters: null);
         o.WriteLine($"threads           {threads.Threads} by default ({threads.Reason}); models under {Models.ThreadPolicy.SmallModelParameters / 1_000_000}M parameters: 1; --threads N overrides");
         o.WriteLine($"                  libtorch's own default here: {get_num_threads()} (one per physical core, whatever else runs)");

@@ -16,6 +16,7 @@ public sealed class OuroEmbedding : nn.Module<Tensor, Tensor>
         : base("Embedding")
     {
         weight = new Parameter(empty([numEmbeddings, embeddingDim], dtype, device));
+        HugePages.Mark(weight);                                    // before anything is written to it
         RegisterComponents();
     }
 

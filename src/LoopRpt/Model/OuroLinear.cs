@@ -31,6 +31,7 @@ public sealed class OuroLinear : nn.Module<Tensor, Tensor>
         : base("Linear")
     {
         weight = new Parameter(empty([outFeatures, inFeatures], dtype, device));
+        HugePages.Mark(weight);                                    // before anything is written to it
         if (hasBias) bias = new Parameter(empty([outFeatures], dtype, device));
         InFeatures = inFeatures;
         OutFeatures = outFeatures;

@@ -25,7 +25,6 @@ public static class TorchNative
             try
             {
                 LimitOpenMpSpinning();
-                AskForHugePages();
                 InitializeCpu();
                 _loaded = true;
             }
@@ -91,65 +90,11 @@ public static class TorchNative
     }
 
     /// <summary>True when a libgomp is mapped into this process (Linux; false where that cannot be read).</summary>
-    internal static bool LibGompLoaded() => Mapped("/libgomp");
-
-    /// <summary>True when a library whose path contains <paramref name="name"/> is mapped into this process (Linux; false
-    /// where that cannot be read).</summary>
-    private static bool Mapped(string name)
+    internal static bool LibGompLoaded()
     {
-        try { return OperatingSystem.IsLinux() && File.ReadLines("/proc/self/maps").Any(l => l.Contains(name, StringComparison.Ordinal)); }
+        try { return OperatingSystem.IsLinux() && File.ReadLines("/proc/self/maps").Any(l => l.Contains("/libgomp", StringComparison.Ordinal)); }
         catch (IOException) { return false; }
         catch (UnauthorizedAccessException) { return false; }
-    }
-
-    /// <summary>libtorch's switch (libc10, read once at its first allocation) for marking the memory of CPU tensors of
-    /// 2 MiB and more for transparent huge pages (page-aligned, madvise MADV_HUGEPAGE).</summary>
-    public const string HugePagesVariable = "THP_MEM_ALLOC_ENABLE";
-
-    /// <summary>What governs whether libtorch's large CPU tensors sit on huge pages in this process, in words (benchmarks
-    /// and <c>looprpt env</c> print it).</summary>
-    public static string HugePages { get; private set; } = "libtorch not loaded by LoopRpt yet";
-
-    /// <summary>Where the kernel says which transparent huge pages it gives: "always [madvise] never", the bracket the mode.</summary>
-    internal const string TransparentHugePagesFile = "/sys/kernel/mm/transparent_hugepage/enabled";
-
-    // Decoding reads every weight once per step: on 4 KiB pages a core walks the page tables every 4 KiB of the stream
-    // (a costly walk inside a VM) and the hardware prefetchers stop at each page. On 2 MiB pages one core read the same
-    // weights 18–25 % faster (docs/benchmarks.md, "Issue 28, fourth round"). Most kernels give huge pages only to memory
-    // marked for them (mode madvise), which libtorch does when this variable is 1.
-    private static void AskForHugePages()
-    {
-        string? mode = null;
-        try { if (OperatingSystem.IsLinux() && File.Exists(TransparentHugePagesFile)) mode = File.ReadAllText(TransparentHugePagesFile); }
-        catch (IOException) { }
-        catch (UnauthorizedAccessException) { }
-        var (set, description) = ChooseHugePages(OperatingSystem.IsLinux(), Environment.GetEnvironmentVariable(HugePagesVariable),
-                                                 TransparentHugePagesMode(mode), Mapped("/libc10"));
-        if (set is not null)
-        {
-            if (SetEnv(HugePagesVariable, set, 0) != 0) description = $"4 KiB pages (setting {HugePagesVariable} failed)";
-            else Environment.SetEnvironmentVariable(HugePagesVariable, set);
-        }
-        HugePages = description;
-    }
-
-    /// <summary>The bracketed mode of <see cref="TransparentHugePagesFile"/>'s text ("always", "madvise", "never"), or null.</summary>
-    internal static string? TransparentHugePagesMode(string? text)
-    {
-        if (text is null) return null;
-        int open = text.IndexOf('['), close = text.IndexOf(']');
-        return open >= 0 && close > open ? text[(open + 1)..close] : null;
-    }
-
-    /// <summary>The value of <see cref="HugePagesVariable"/> to set (null: leave the environment as it is) and a description
-    /// of what then governs. <paramref name="thpMode"/>: the kernel's transparent-huge-page mode, null where unknown.</summary>
-    internal static (string? Set, string Description) ChooseHugePages(bool linux, string? variable, string? thpMode, bool libc10Loaded)
-    {
-        if (!linux) return (null, "not Linux: the system allocator's pages");
-        if (variable is not null) return (null, $"as the environment sets it ({HugePagesVariable}={variable})");
-        if (libc10Loaded) return (null, $"4 KiB pages unless the kernel gives huge pages always: libtorch was loaded before LoopRpt could set {HugePagesVariable}");
-        if (thpMode is null or "never") return (null, $"4 KiB pages: the kernel gives no transparent huge pages (mode {thpMode ?? "unknown"})");
-        return ("1", $"{HugePagesVariable}=1 (set by LoopRpt: libtorch tensors of 2 MiB and more on 2 MiB pages where the kernel has them, mode {thpMode}; set {HugePagesVariable}=0 to opt out)");
     }
 
     /// <summary>Resolves a device: "cpu", "cuda", "cuda:1"; CUDA requested but absent either falls back or throws.</summary>
