@@ -25,6 +25,8 @@ public class Bf16DotKernelTests
     [InlineData(8, 160, 129, true, 2)]   // decode batch 8, two workers
     [InlineData(5, 96, 44, false, 2)]    // a four-row pass and a one-row pass; eleven groups
     [InlineData(2, 7, 6, true, 1)]       // shorter than a block: all scalar
+    [InlineData(1, 360, 37, true, 2)]    // one row streamed: two four-block steps, three single blocks, an 8-value tail; two workers
+    [InlineData(1, 100, 5, false, 1)]    // one row: no four-block step, three single blocks and a tail
     public void KernelMatchesAFloat64Reference(int rows, int inF, int outF, bool withBias, int threads)
     {
         using var scope = NewDisposeScope();
@@ -78,9 +80,13 @@ public class Bf16DotKernelTests
         string output = p.StandardOutput.ReadToEnd(), error = p.StandardError.ReadToEnd();
         p.WaitForExit();
         Assert.True(p.ExitCode == 0, $"assemble-bf16-dot.sh failed: {error}");
-        var assembled = output.Split([',', ' ', '\n'], StringSplitOptions.RemoveEmptyEntries).Select(h => Convert.ToByte(h, 16)).ToArray();
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        var assembled = lines.Where(l => !l.TrimStart().StartsWith("//", StringComparison.Ordinal))
+            .SelectMany(l => l.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries)).Select(h => Convert.ToByte(h, 16)).ToArray();
         Assert.True(assembled.Length > 100, $"only {assembled.Length} bytes assembled");
         Assert.Equal(assembled, Bf16DotKernel.Code.ToArray());
+        // The second routine's entry point, as the assembler placed it.
+        Assert.Equal($"// looprpt_bf16_rows at {Bf16DotKernel.RowsOffset}", lines[^1].Trim());
     }
 
     /// <summary>On an avx512_bf16 CPU the automatic policy times the dot-product kernel among its candidates for bfloat16

@@ -3,14 +3,22 @@
 # the bytes `as` makes of this file (regenerate with assemble-bf16-dot.sh; a test checks they match where `as` exists)
 # and runs them only on CPUs with avx512_bf16.
 #
-# void tile(const uint16_t* w, int64_t wStride, const uint16_t* const* x, int64_t blocks, float* acc)
+# void tile(const uint16_t* w, int64_t wStride, const uint16_t* const* x, int64_t blocks, float* acc, const void* next)
 #   System V AMD64: rdi = w, the first of four weight rows, row j at w + j·wStride bytes, bfloat16;
-#   rsi = wStride, bytes between weight rows (the next four rows, at w + 4·wStride, are prefetched into L2);
+#   rsi = wStride, bytes between weight rows;
 #   rdx = x, four pointers to bfloat16 rows of x (a row may repeat: its sums are then not used);
-#   rcx = blocks, 64-byte blocks (32 values) per row; r8 = acc, 16 × 16 floats out:
+#   rcx = blocks, 64-byte blocks (32 values) per row; r9 = next: 2·blocks·64 bytes from there are asked for into L2,
+#   128 bytes per block step (the caller gives each of a group's two passes its half of the next group);
+#   r8 = acc, 16 × 16 floats out:
 #   acc[16·(4i + j) + lane] = the lane's share of the dot product of x row i and weight row j, float32.
 #   VDPBF16PS adds, per float32 lane, the products of one pair of adjacent bfloat16 values of each operand: the lanes
 #   of acc[4i + j] sum to the dot product of the rows over the blocks.
+#
+# void rows(const uint16_t* w, int64_t wStride, const uint16_t* x, int64_t blocks, int64_t count, float* y)
+#   One row of x against `count` consecutive weight rows (a decoding step of batch 1): the weights are read as one
+#   sequential stream, row after row, asking for them 2 KiB ahead into L2; four accumulators per row, four 64-byte
+#   blocks per step, then single blocks; y[r] = the dot product of x and weight row r over the blocks, float32.
+#   rdi = w, rsi = wStride (bytes), rdx = x, rcx = blocks per row, r8 = count, r9 = y.
 
 .intel_syntax noprefix
 .text
@@ -23,7 +31,7 @@ looprpt_bf16_tile4x4:
     lea r10, [rdi + rsi]            # weight row 1
     lea r11, [r10 + rsi]            # weight row 2
     lea rax, [r11 + rsi]            # weight row 3
-    lea r13, [rax + rsi]            # the next group of four rows, prefetched
+    mov r13, r9                     # what to prefetch
     mov r9, [rdx]                   # x row 0
     mov rbx, [rdx + 8]              # x row 1
     mov r12, [rdx + 16]             # x row 2
@@ -50,10 +58,8 @@ looprpt_bf16_tile4x4:
     test rdx, rdx
     jz 2f
 1:
-    prefetcht1 [r13 + rcx*4 + 0]   # the next group's share of this step (4 × 64 bytes)
-    prefetcht1 [r13 + rcx*4 + 64]
-    prefetcht1 [r13 + rcx*4 + 128]
-    prefetcht1 [r13 + rcx*4 + 192]
+    prefetcht1 [r13 + rcx*2]       # this step's share of what to prefetch (2 × 64 bytes)
+    prefetcht1 [r13 + rcx*2 + 64]
     vmovups zmm16, [rdi + rcx]         # weight row 0
     vmovups zmm17, [r10 + rcx]         # weight row 1
     vmovups zmm18, [r11 + rcx]         # weight row 2
@@ -103,4 +109,65 @@ looprpt_bf16_tile4x4:
     pop r13
     pop r12
     pop rbx
+    ret
+
+.p2align 6
+.globl looprpt_bf16_rows
+looprpt_bf16_rows:
+    test r8, r8
+    jz 9f
+    mov r10, rcx
+    shl r10, 6                      # bytes per row in whole blocks
+    mov r11, r10
+    and r11, -256                   # of which in whole four-block steps
+3:
+    vpxord zmm0, zmm0, zmm0
+    vpxord zmm1, zmm1, zmm1
+    vpxord zmm2, zmm2, zmm2
+    vpxord zmm3, zmm3, zmm3
+    xor eax, eax                    # offset in the row, bytes
+    test r11, r11
+    jz 5f
+4:
+    prefetcht1 [rdi + rax + 2048]   # the stream 2 KiB ahead (past the row's end: the next row)
+    prefetcht1 [rdi + rax + 2112]
+    prefetcht1 [rdi + rax + 2176]
+    prefetcht1 [rdi + rax + 2240]
+    vmovups zmm4, [rdi + rax]
+    vmovups zmm5, [rdi + rax + 64]
+    vmovups zmm6, [rdi + rax + 128]
+    vmovups zmm7, [rdi + rax + 192]
+    vdpbf16ps zmm0, zmm4, [rdx + rax]
+    vdpbf16ps zmm1, zmm5, [rdx + rax + 64]
+    vdpbf16ps zmm2, zmm6, [rdx + rax + 128]
+    vdpbf16ps zmm3, zmm7, [rdx + rax + 192]
+    add rax, 256
+    cmp rax, r11
+    jb 4b
+5:
+    cmp rax, r10
+    jae 6f
+    vmovups zmm4, [rdi + rax]
+    vdpbf16ps zmm0, zmm4, [rdx + rax]
+    add rax, 64
+    jmp 5b
+6:
+    vaddps zmm0, zmm0, zmm1
+    vaddps zmm2, zmm2, zmm3
+    vaddps zmm0, zmm0, zmm2
+    vextractf32x8 ymm1, zmm0, 1
+    vaddps ymm0, ymm0, ymm1
+    vextractf128 xmm1, ymm0, 1
+    vaddps xmm0, xmm0, xmm1
+    vmovhlps xmm1, xmm1, xmm0
+    vaddps xmm0, xmm0, xmm1
+    vmovshdup xmm1, xmm0
+    vaddss xmm0, xmm0, xmm1
+    vmovss [r9], xmm0
+    add r9, 4
+    add rdi, rsi
+    dec r8
+    jnz 3b
+9:
+    vzeroupper
     ret
