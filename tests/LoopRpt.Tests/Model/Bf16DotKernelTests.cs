@@ -27,6 +27,7 @@ public class Bf16DotKernelTests
     [InlineData(2, 7, 6, true, 1)]       // shorter than a block: all scalar
     [InlineData(1, 360, 37, true, 2)]    // one row streamed: two four-block steps, three single blocks, an 8-value tail; two workers
     [InlineData(1, 100, 5, false, 1)]    // one row: no four-block step, three single blocks and a tail
+    [InlineData(6, 48, 12, true, 1)]     // 256-bit tile: three 16-value blocks, no tail (512-bit: one block and a 16-value tail)
     public void KernelMatchesAFloat64Reference(int rows, int inF, int outF, bool withBias, int threads)
     {
         using var scope = NewDisposeScope();
@@ -34,9 +35,12 @@ public class Bf16DotKernelTests
         var x = randn([rows, inF], generator: g).to_type(ScalarType.BFloat16);
         var w = randn([outF, inF], generator: g).to_type(ScalarType.BFloat16);
         var b = withBias ? randn([outF], generator: g).to_type(ScalarType.BFloat16) : null;
-        var y = Bf16DotKernel.Linear(x, w, b, threads);
-        Assert.Equal(ScalarType.BFloat16, y.dtype);
-        BFloat16ComputeTests.AssertMatchesFloat64(y, x, w, b, outputRounding: 1.0 / 256);
+        foreach (var isa in new[] { KernelIsa.Vector512, KernelIsa.Vector256 })   // the tile at both widths
+        {
+            var y = Bf16DotKernel.Linear(x, w, b, threads, isa);
+            Assert.Equal(ScalarType.BFloat16, y.dtype);
+            BFloat16ComputeTests.AssertMatchesFloat64(y, x, w, b, outputRounding: 1.0 / 256);
+        }
     }
 
     /// <summary>A non-contiguous x (a transposed view) gives the same result as its contiguous copy: exactly, since the
@@ -85,8 +89,9 @@ public class Bf16DotKernelTests
             .SelectMany(l => l.Split([',', ' '], StringSplitOptions.RemoveEmptyEntries)).Select(h => Convert.ToByte(h, 16)).ToArray();
         Assert.True(assembled.Length > 100, $"only {assembled.Length} bytes assembled");
         Assert.Equal(assembled, Bf16DotKernel.Code.ToArray());
-        // The second routine's entry point, as the assembler placed it.
-        Assert.Equal($"// looprpt_bf16_rows at {Bf16DotKernel.RowsOffset}", lines[^1].Trim());
+        // The later routines' entry points, as the assembler placed them.
+        Assert.Contains($"// looprpt_bf16_rows at {Bf16DotKernel.RowsOffset}", lines.Select(l => l.Trim()));
+        Assert.Contains($"// looprpt_bf16_tile4x4_ymm at {Bf16DotKernel.TileYmmOffset}", lines.Select(l => l.Trim()));
     }
 
     /// <summary>On an avx512_bf16 CPU the automatic policy times the dot-product kernel among its candidates for bfloat16

@@ -80,10 +80,10 @@ public static class DecodeKernelPolicy
     /// <summary>A way to run the product: libtorch, or the kernel at a vector width and worker count.</summary>
     private readonly record struct Candidate(bool Torch, KernelIsa Isa, int Threads, bool Dot = false)
     {
-        public override string ToString() => Torch ? "torch" : Dot ? $"own bf16-dot x{Threads}" : $"own {(int)Isa}-bit x{Threads}";
+        public override string ToString() => Torch ? "torch" : Dot ? $"own bf16-dot{(Isa == KernelIsa.Vector256 ? "-256" : "")} x{Threads}" : $"own {(int)Isa}-bit x{Threads}";
 
         public Tensor Run(Tensor x, Tensor w, Tensor? b)
-            => Torch ? F.linear(x, w, b) : Dot ? Bf16DotKernel.Linear(x, w, b, Threads) : FewRowsKernel.Linear(x, w, b, Isa, Threads);
+            => Torch ? F.linear(x, w, b) : Dot ? Bf16DotKernel.Linear(x, w, b, Threads, Isa) : FewRowsKernel.Linear(x, w, b, Isa, Threads);
     }
 
     /// <summary>
@@ -101,7 +101,7 @@ public static class DecodeKernelPolicy
         int threads = get_num_threads();
         var key = new ProductKey(x.shape[0], weight.shape[1], weight.shape[0], weight.dtype, x.dtype, threads);
         bool dot = x.dtype == ScalarType.BFloat16 && weight.dtype == ScalarType.BFloat16 && Bf16DotKernel.IsSupported;
-        var calibration = _calibrations.GetOrAdd(key, k => new Calibration(k.ToString(), Candidates(mixed, dot, threads)));
+        var calibration = _calibrations.GetOrAdd(key, k => new Calibration(k.ToString(), Candidates(mixed, dot, threads, x.shape[0])));
         // A weight far larger than any cache (the LM head) is read from memory on every call, so its calibration runs
         // all at once here instead of over its first calls (one per decoding step).
         bool inPlace = weight.numel() * weight.element_size() >= InPlaceCalibrationBytes;
@@ -143,7 +143,7 @@ public static class DecodeKernelPolicy
     /// <summary>libtorch (unless bfloat16 weights compute in float32), the kernel at each hardware vector width with
     /// one worker per torch thread and with half as many, and where <paramref name="dot"/> (bfloat16 x and weights on an
     /// avx512_bf16 CPU) the BF16 dot-product kernel with as many.</summary>
-    private static Candidate[] Candidates(bool mixed, bool dot, int threads)
+    private static Candidate[] Candidates(bool mixed, bool dot, int threads, long rows)
     {
         var candidates = new List<Candidate>();
         var workers = new[] { threads, Math.Max(1, threads / 2) }.Distinct().ToArray();
@@ -151,9 +151,11 @@ public static class DecodeKernelPolicy
         foreach (var isa in Vector512Accelerated ? new[] { KernelIsa.Vector512, KernelIsa.Vector256 } : [KernelIsa.Vector256])
             foreach (int t in workers)
                 candidates.Add(new Candidate(false, isa, t));
+        // The BF16 dot kernel's tile at both widths (one row of x takes the same row routine at either: timed once).
         if (dot)
-            foreach (int t in workers)
-                candidates.Add(new Candidate(false, KernelIsa.Vector512, t, Dot: true));
+            foreach (var isa in rows > 1 ? new[] { KernelIsa.Vector512, KernelIsa.Vector256 } : [KernelIsa.Vector512])
+                foreach (int t in workers)
+                    candidates.Add(new Candidate(false, isa, t, Dot: true));
         return [.. candidates];
     }
 
