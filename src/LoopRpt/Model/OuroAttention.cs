@@ -1,3 +1,4 @@
+using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -54,6 +55,16 @@ public sealed class OuroAttention : nn.Module<Tensor, Tensor>
             int rep = NumHeads / NumKvHeads;
             k = k.repeat_interleave(rep, dim: 1);
             v = v.repeat_interleave(rep, dim: 1);
+        }
+        if (q.dtype == ScalarType.BFloat16 && q.device_type == DeviceType.CPU && q.shape[2] == 1 && !q.requires_grad)
+        {
+            // A decoding step (one query per row, no gradients) in bfloat16 on the CPU: libtorch's bfloat16 attention
+            // there took 2.4× the float32 time at batch 8 (18 % of a step against 4 %, docs/benchmarks.md, "Issue 28,
+            // fourth round"), so the step's attention runs in float32 on its bfloat16 inputs and is rounded back.
+            using var scope = NewDisposeScope();
+            var o = F.scaled_dot_product_attention(q.to_type(ScalarType.Float32), k.to_type(ScalarType.Float32), v.to_type(ScalarType.Float32),
+                                                   mask?.to_type(mask.dtype == ScalarType.Bool ? ScalarType.Bool : ScalarType.Float32), 0.0, causal && mask is null);
+            return o.to_type(ScalarType.BFloat16).MoveToOuterDisposeScope();
         }
         return F.scaled_dot_product_attention(q, k, v, mask, 0.0, causal && mask is null);
     }
