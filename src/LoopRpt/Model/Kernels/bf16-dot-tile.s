@@ -22,8 +22,11 @@
 
 .intel_syntax noprefix
 .text
-.globl looprpt_bf16_tile4x4
-looprpt_bf16_tile4x4:
+
+# The four-row tile, written once: v = zmm or ymm, shift = log2(step), step = bytes per block.
+.macro TILE4X4 name, v, shift, step
+.globl \name
+\name:
     push rbx
     push r12
     push r13
@@ -36,80 +39,85 @@ looprpt_bf16_tile4x4:
     mov rbx, [rdx + 8]              # x row 1
     mov r12, [rdx + 16]             # x row 2
     mov r14, [rdx + 24]             # x row 3
-    shl rcx, 6
+    shl rcx, \shift
     mov rdx, rcx                    # end offset, bytes
     xor ecx, ecx                    # offset, bytes
-    vpxord zmm0, zmm0, zmm0
-    vpxord zmm1, zmm1, zmm1
-    vpxord zmm2, zmm2, zmm2
-    vpxord zmm3, zmm3, zmm3
-    vpxord zmm4, zmm4, zmm4
-    vpxord zmm5, zmm5, zmm5
-    vpxord zmm6, zmm6, zmm6
-    vpxord zmm7, zmm7, zmm7
-    vpxord zmm8, zmm8, zmm8
-    vpxord zmm9, zmm9, zmm9
-    vpxord zmm10, zmm10, zmm10
-    vpxord zmm11, zmm11, zmm11
-    vpxord zmm12, zmm12, zmm12
-    vpxord zmm13, zmm13, zmm13
-    vpxord zmm14, zmm14, zmm14
-    vpxord zmm15, zmm15, zmm15
+    vpxord \v\()0, \v\()0, \v\()0
+    vpxord \v\()1, \v\()1, \v\()1
+    vpxord \v\()2, \v\()2, \v\()2
+    vpxord \v\()3, \v\()3, \v\()3
+    vpxord \v\()4, \v\()4, \v\()4
+    vpxord \v\()5, \v\()5, \v\()5
+    vpxord \v\()6, \v\()6, \v\()6
+    vpxord \v\()7, \v\()7, \v\()7
+    vpxord \v\()8, \v\()8, \v\()8
+    vpxord \v\()9, \v\()9, \v\()9
+    vpxord \v\()10, \v\()10, \v\()10
+    vpxord \v\()11, \v\()11, \v\()11
+    vpxord \v\()12, \v\()12, \v\()12
+    vpxord \v\()13, \v\()13, \v\()13
+    vpxord \v\()14, \v\()14, \v\()14
+    vpxord \v\()15, \v\()15, \v\()15
     test rdx, rdx
     jz 2f
 1:
-    prefetcht1 [r13 + rcx*2]       # this step's share of what to prefetch (2 × 64 bytes)
+    prefetcht1 [r13 + rcx*2]       # this step's share of what to prefetch (2 × step bytes)
+.if \step == 64
     prefetcht1 [r13 + rcx*2 + 64]
-    vmovups zmm16, [rdi + rcx]         # weight row 0
-    vmovups zmm17, [r10 + rcx]         # weight row 1
-    vmovups zmm18, [r11 + rcx]         # weight row 2
-    vmovups zmm19, [rax + rcx]         # weight row 3
-    vmovups zmm20, [r9 + rcx]         # x row 0
-    vmovups zmm21, [rbx + rcx]         # x row 1
-    vmovups zmm22, [r12 + rcx]         # x row 2
-    vmovups zmm23, [r14 + rcx]         # x row 3
-    vdpbf16ps zmm0, zmm16, zmm20
-    vdpbf16ps zmm1, zmm17, zmm20
-    vdpbf16ps zmm2, zmm18, zmm20
-    vdpbf16ps zmm3, zmm19, zmm20
-    vdpbf16ps zmm4, zmm16, zmm21
-    vdpbf16ps zmm5, zmm17, zmm21
-    vdpbf16ps zmm6, zmm18, zmm21
-    vdpbf16ps zmm7, zmm19, zmm21
-    vdpbf16ps zmm8, zmm16, zmm22
-    vdpbf16ps zmm9, zmm17, zmm22
-    vdpbf16ps zmm10, zmm18, zmm22
-    vdpbf16ps zmm11, zmm19, zmm22
-    vdpbf16ps zmm12, zmm16, zmm23
-    vdpbf16ps zmm13, zmm17, zmm23
-    vdpbf16ps zmm14, zmm18, zmm23
-    vdpbf16ps zmm15, zmm19, zmm23
-    add rcx, 64
+.endif
+    vmovups \v\()16, [rdi + rcx]         # weight row 0
+    vmovups \v\()17, [r10 + rcx]         # weight row 1
+    vmovups \v\()18, [r11 + rcx]         # weight row 2
+    vmovups \v\()19, [rax + rcx]         # weight row 3
+    vmovups \v\()20, [r9 + rcx]         # x row 0
+    vmovups \v\()21, [rbx + rcx]         # x row 1
+    vmovups \v\()22, [r12 + rcx]         # x row 2
+    vmovups \v\()23, [r14 + rcx]         # x row 3
+    vdpbf16ps \v\()0, \v\()16, \v\()20
+    vdpbf16ps \v\()1, \v\()17, \v\()20
+    vdpbf16ps \v\()2, \v\()18, \v\()20
+    vdpbf16ps \v\()3, \v\()19, \v\()20
+    vdpbf16ps \v\()4, \v\()16, \v\()21
+    vdpbf16ps \v\()5, \v\()17, \v\()21
+    vdpbf16ps \v\()6, \v\()18, \v\()21
+    vdpbf16ps \v\()7, \v\()19, \v\()21
+    vdpbf16ps \v\()8, \v\()16, \v\()22
+    vdpbf16ps \v\()9, \v\()17, \v\()22
+    vdpbf16ps \v\()10, \v\()18, \v\()22
+    vdpbf16ps \v\()11, \v\()19, \v\()22
+    vdpbf16ps \v\()12, \v\()16, \v\()23
+    vdpbf16ps \v\()13, \v\()17, \v\()23
+    vdpbf16ps \v\()14, \v\()18, \v\()23
+    vdpbf16ps \v\()15, \v\()19, \v\()23
+    add rcx, \step
     cmp rcx, rdx
     jb 1b
 2:
-    vmovups [r8 + 0], zmm0
-    vmovups [r8 + 64], zmm1
-    vmovups [r8 + 128], zmm2
-    vmovups [r8 + 192], zmm3
-    vmovups [r8 + 256], zmm4
-    vmovups [r8 + 320], zmm5
-    vmovups [r8 + 384], zmm6
-    vmovups [r8 + 448], zmm7
-    vmovups [r8 + 512], zmm8
-    vmovups [r8 + 576], zmm9
-    vmovups [r8 + 640], zmm10
-    vmovups [r8 + 704], zmm11
-    vmovups [r8 + 768], zmm12
-    vmovups [r8 + 832], zmm13
-    vmovups [r8 + 896], zmm14
-    vmovups [r8 + 960], zmm15
+    vmovups [r8 + 0 * \step], \v\()0
+    vmovups [r8 + 1 * \step], \v\()1
+    vmovups [r8 + 2 * \step], \v\()2
+    vmovups [r8 + 3 * \step], \v\()3
+    vmovups [r8 + 4 * \step], \v\()4
+    vmovups [r8 + 5 * \step], \v\()5
+    vmovups [r8 + 6 * \step], \v\()6
+    vmovups [r8 + 7 * \step], \v\()7
+    vmovups [r8 + 8 * \step], \v\()8
+    vmovups [r8 + 9 * \step], \v\()9
+    vmovups [r8 + 10 * \step], \v\()10
+    vmovups [r8 + 11 * \step], \v\()11
+    vmovups [r8 + 12 * \step], \v\()12
+    vmovups [r8 + 13 * \step], \v\()13
+    vmovups [r8 + 14 * \step], \v\()14
+    vmovups [r8 + 15 * \step], \v\()15
     vzeroupper
     pop r14
     pop r13
     pop r12
     pop rbx
     ret
+.endm
+
+TILE4X4 looprpt_bf16_tile4x4, zmm, 6, 64
 
 .p2align 6
 .globl looprpt_bf16_rows
@@ -177,90 +185,4 @@ looprpt_bf16_rows:
 #   four-row tile ran faster at 256 bits than at 512 in decoding; the policy times both widths of this one too.
 
 .p2align 6
-.globl looprpt_bf16_tile4x4_ymm
-looprpt_bf16_tile4x4_ymm:
-    push rbx
-    push r12
-    push r13
-    push r14
-    lea r10, [rdi + rsi]            # weight row 1
-    lea r11, [r10 + rsi]            # weight row 2
-    lea rax, [r11 + rsi]            # weight row 3
-    mov r13, r9                     # what to prefetch
-    mov r9, [rdx]                   # x row 0
-    mov rbx, [rdx + 8]              # x row 1
-    mov r12, [rdx + 16]             # x row 2
-    mov r14, [rdx + 24]             # x row 3
-    shl rcx, 5
-    mov rdx, rcx                    # end offset, bytes
-    xor ecx, ecx                    # offset, bytes
-    vpxord ymm0, ymm0, ymm0
-    vpxord ymm1, ymm1, ymm1
-    vpxord ymm2, ymm2, ymm2
-    vpxord ymm3, ymm3, ymm3
-    vpxord ymm4, ymm4, ymm4
-    vpxord ymm5, ymm5, ymm5
-    vpxord ymm6, ymm6, ymm6
-    vpxord ymm7, ymm7, ymm7
-    vpxord ymm8, ymm8, ymm8
-    vpxord ymm9, ymm9, ymm9
-    vpxord ymm10, ymm10, ymm10
-    vpxord ymm11, ymm11, ymm11
-    vpxord ymm12, ymm12, ymm12
-    vpxord ymm13, ymm13, ymm13
-    vpxord ymm14, ymm14, ymm14
-    vpxord ymm15, ymm15, ymm15
-    test rdx, rdx
-    jz 2f
-1:
-    prefetcht1 [r13 + rcx*2]       # this step's share of what to prefetch (64 bytes)
-    vmovups ymm16, [rdi + rcx]         # weight row 0
-    vmovups ymm17, [r10 + rcx]         # weight row 1
-    vmovups ymm18, [r11 + rcx]         # weight row 2
-    vmovups ymm19, [rax + rcx]         # weight row 3
-    vmovups ymm20, [r9 + rcx]         # x row 0
-    vmovups ymm21, [rbx + rcx]         # x row 1
-    vmovups ymm22, [r12 + rcx]         # x row 2
-    vmovups ymm23, [r14 + rcx]         # x row 3
-    vdpbf16ps ymm0, ymm16, ymm20
-    vdpbf16ps ymm1, ymm17, ymm20
-    vdpbf16ps ymm2, ymm18, ymm20
-    vdpbf16ps ymm3, ymm19, ymm20
-    vdpbf16ps ymm4, ymm16, ymm21
-    vdpbf16ps ymm5, ymm17, ymm21
-    vdpbf16ps ymm6, ymm18, ymm21
-    vdpbf16ps ymm7, ymm19, ymm21
-    vdpbf16ps ymm8, ymm16, ymm22
-    vdpbf16ps ymm9, ymm17, ymm22
-    vdpbf16ps ymm10, ymm18, ymm22
-    vdpbf16ps ymm11, ymm19, ymm22
-    vdpbf16ps ymm12, ymm16, ymm23
-    vdpbf16ps ymm13, ymm17, ymm23
-    vdpbf16ps ymm14, ymm18, ymm23
-    vdpbf16ps ymm15, ymm19, ymm23
-    add rcx, 32
-    cmp rcx, rdx
-    jb 1b
-2:
-    vmovups [r8 + 0], ymm0
-    vmovups [r8 + 32], ymm1
-    vmovups [r8 + 64], ymm2
-    vmovups [r8 + 96], ymm3
-    vmovups [r8 + 128], ymm4
-    vmovups [r8 + 160], ymm5
-    vmovups [r8 + 192], ymm6
-    vmovups [r8 + 224], ymm7
-    vmovups [r8 + 256], ymm8
-    vmovups [r8 + 288], ymm9
-    vmovups [r8 + 320], ymm10
-    vmovups [r8 + 352], ymm11
-    vmovups [r8 + 384], ymm12
-    vmovups [r8 + 416], ymm13
-    vmovups [r8 + 448], ymm14
-    vmovups [r8 + 480], ymm15
-    vzeroupper
-    pop r14
-    pop r13
-    pop r12
-    pop rbx
-    ret
+TILE4X4 looprpt_bf16_tile4x4_ymm, ymm, 5, 32
