@@ -57,8 +57,9 @@ public static class HugePages
     /// Returns the bytes marked (0 for a tensor too small to hold an aligned 2 MiB page, elsewhere, or when turned off).</summary>
     public static long Mark(Tensor t)
     {
-        if (!Enabled || t.device_type != DeviceType.CPU || !t.is_contiguous()) return 0;
-        var (from, bytes) = AlignedPart(FewRowsKernel.Address(t), t.NumberOfElements * t.ElementSize);
+        long size = t.NumberOfElements * t.ElementSize;
+        if (!Enabled || size < PageBytes || t.device_type != DeviceType.CPU || !t.is_contiguous()) return 0;
+        var (from, bytes) = AlignedPart(FewRowsKernel.Address(t), size);
         if (bytes == 0 || MAdvise(from, (nuint)bytes, MadvHugePage) != 0) return 0;
         Interlocked.Add(ref _marked, bytes);
         return bytes;
