@@ -70,7 +70,7 @@ internal static unsafe class FewRowsKernel
     [DllImport("LibTorchSharp")]
     private static extern IntPtr THSTensor_data(IntPtr handle);
 
-    /// <summary>The address of a CPU tensor's first element (tests).</summary>
+    /// <summary>The address of a CPU tensor's first element (HugePages marks from it; tests read it).</summary>
     internal static nint Address(Tensor t) => (nint)DataPtr(t);
 
     internal static void* DataPtr(Tensor t)
