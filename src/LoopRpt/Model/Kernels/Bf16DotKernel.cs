@@ -167,20 +167,34 @@ internal static unsafe class Bf16DotKernel
         var xc = x.is_contiguous() ? x.alias() : x.contiguous();
         var wc = weight.is_contiguous() ? weight.alias() : weight.contiguous();
         var bf = bias?.to_type(ScalarType.Float32).contiguous();
-        var y = empty([rows, outF], ScalarType.Float32);
-        Run((ushort*)FewRowsKernel.DataPtr(xc), rows, (ushort*)FewRowsKernel.DataPtr(wc), bf is null ? null : (float*)FewRowsKernel.DataPtr(bf),
-            (float*)FewRowsKernel.DataPtr(y), inF, outF, threads, isa);
-        return y.to_type(ScalarType.BFloat16).MoveToOuterDisposeScope();
+        var y = empty([rows, outF], ScalarType.BFloat16);
+        // The float32 sums go to a scratch buffer; each worker rounds its own slice into y.
+        float* sums = (float*)NativeMemory.Alloc((nuint)((long)rows * outF), sizeof(float));
+        try
+        {
+            Run((ushort*)FewRowsKernel.DataPtr(xc), rows, (ushort*)FewRowsKernel.DataPtr(wc), bf is null ? null : (float*)FewRowsKernel.DataPtr(bf),
+                sums, inF, outF, threads, isa, (ushort*)FewRowsKernel.DataPtr(y));
+        }
+        finally
+        {
+            NativeMemory.Free(sums);
+        }
+        return y.MoveToOuterDisposeScope();
     }
 
-    /// <summary>The product on raw pointers: x (rows, in) and w (out, in) bfloat16 bits, bias (out) float32 or null, y (rows, out) float32.</summary>
+    /// <summary>The product on raw pointers: x (rows, in) and w (out, in) bfloat16 bits, bias (out) float32 or null, y (rows, out)
+    /// float32; where <paramref name="rounded"/> is given, each worker also rounds its slice of y into it (rows, out) as bfloat16.</summary>
     internal static void Run(ushort* x, int rows, ushort* w, float* bias, float* y, int inF, int outF, int threads,
-                             KernelIsa isa = KernelIsa.Vector512)
+                             KernelIsa isa = KernelIsa.Vector512, ushort* rounded = null)
     {
         if (!IsSupported) throw new PlatformNotSupportedException("The BF16 dot-product kernel needs an x86-64 CPU with avx512_bf16 (Linux).");
-        nint xs = (nint)x, ws = (nint)w, bs = (nint)bias, ys = (nint)y;
+        nint xs = (nint)x, ws = (nint)w, bs = (nint)bias, ys = (nint)y, rs = (nint)rounded;
         bool narrow = isa == KernelIsa.Vector256;
-        FewRowsKernel.ForEachRange(outF, threads, (o0, o1) => Range((ushort*)xs, rows, (ushort*)ws, (float*)bs, (float*)ys, inF, outF, o0, o1, narrow));
+        FewRowsKernel.ForEachRange(outF, threads, (o0, o1) =>
+        {
+            Range((ushort*)xs, rows, (ushort*)ws, (float*)bs, (float*)ys, inF, outF, o0, o1, narrow);
+            if (rs != 0) FewRowsKernel.NarrowColumns((float*)ys, (ushort*)rs, rows, outF, o0, o1);
+        });
     }
 
     /// <summary>Output rows o0..o1: groups of four weight rows through the tile (512-bit, or 256-bit where
@@ -243,5 +257,5 @@ internal static unsafe class Bf16DotKernel
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Float(ushort bits) => BitConverter.Int32BitsToSingle(bits << 16);
+    private static float Float(ushort bits) => Bf16Convert.Widen(bits);
 }

@@ -44,13 +44,36 @@ internal static unsafe class FewRowsKernel
         CheckArguments(x, weight, bias);
         int rows = checked((int)x.shape[0]), inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
         using var scope = NewDisposeScope();
-        var xf = (x.dtype == ScalarType.Float32 ? x.alias() : x.to_type(ScalarType.Float32)).contiguous();   // (rows, in)
+        var xc = x.is_contiguous() ? x.alias() : x.contiguous();                                              // (rows, in)
         var wc = weight.is_contiguous() ? weight.alias() : weight.contiguous();                              // (out, in)
         var bf = bias?.to_type(ScalarType.Float32).contiguous();                                              // (out)
-        var y = empty([rows, outF], ScalarType.Float32);                                                      // (rows, out)
-        Run(isa, (float*)DataPtr(xf), rows, DataPtr(wc), weight.dtype == ScalarType.BFloat16, bf is null ? null : (float*)DataPtr(bf),
-            (float*)DataPtr(y), inF, outF, threads, fourRowTiles);
-        return (x.dtype == ScalarType.Float32 ? y : y.to_type(x.dtype)).MoveToOuterDisposeScope();
+        var y = empty([rows, outF], x.dtype);                                                                 // (rows, out)
+        bool wide = x.dtype == ScalarType.Float32;
+        // bfloat16 x is widened here and the float32 sums rounded into y by the workers, each its own slice (Bf16Convert).
+        float* xf = wide ? (float*)DataPtr(xc) : (float*)NativeMemory.Alloc((nuint)((long)rows * inF), sizeof(float));
+        float* sums = wide ? (float*)DataPtr(y) : (float*)NativeMemory.Alloc((nuint)((long)rows * outF), sizeof(float));
+        try
+        {
+            if (!wide) Bf16Convert.Widen((ushort*)DataPtr(xc), xf, (long)rows * inF);
+            Run(isa, xf, rows, DataPtr(wc), weight.dtype == ScalarType.BFloat16, bf is null ? null : (float*)DataPtr(bf),
+                sums, inF, outF, threads, fourRowTiles, wide ? null : (ushort*)DataPtr(y));
+        }
+        finally
+        {
+            if (!wide)
+            {
+                NativeMemory.Free(xf);
+                NativeMemory.Free(sums);
+            }
+        }
+        return y.MoveToOuterDisposeScope();
+    }
+
+    /// <summary>Rounds columns o0..o1 of each of <paramref name="rows"/> rows of y (rows, out) float32 into
+    /// <paramref name="rounded"/> (rows, out) bfloat16: a worker's own slice of a product.</summary>
+    internal static void NarrowColumns(float* y, ushort* rounded, int rows, int outF, int o0, int o1)
+    {
+        for (int r = 0; r < rows; r++) Bf16Convert.Narrow(y + (long)r * outF + o0, rounded + (long)r * outF + o0, o1 - o0);
     }
 
     /// <summary>Shapes (x (rows, in), weight (out, in), bias (out)), float32 or bfloat16 dtypes and the CPU; throws <see cref="ArgumentException"/>.</summary>
@@ -81,9 +104,10 @@ internal static unsafe class FewRowsKernel
     }
 
     /// <summary>The product on raw pointers: x (rows, in), w (out, in) float32 or bfloat16 bits, bias (out) or null, y (rows, out).
-    /// <paramref name="fourRowTiles"/>: null follows the CPU (<see cref="FourRowTiles"/>), true or false forces the tiles (tests).</summary>
+    /// <paramref name="fourRowTiles"/>: null follows the CPU (<see cref="FourRowTiles"/>), true or false forces the tiles (tests).
+    /// Where <paramref name="rounded"/> is given, each worker also rounds its slice of y into it (rows, out) as bfloat16.</summary>
     internal static void Run(KernelIsa isa, float* x, int rows, void* w, bool bfloat16, float* bias, float* y, int inF, int outF, int threads,
-                             bool? fourRowTiles = null)
+                             bool? fourRowTiles = null, ushort* rounded = null)
     {
         bool four = fourRowTiles ?? FourRowTiles(isa);
         int width = isa == KernelIsa.Vector512 ? Vec512.Count : Vec256.Count;
@@ -92,7 +116,7 @@ internal static unsafe class FewRowsKernel
         try
         {
             if (bfloat16) PackEvenOdd(x, xp, rows, inF, width);
-            nint xs = (nint)xp, ws = (nint)w, bs = (nint)bias, ys = (nint)y;
+            nint xs = (nint)xp, ws = (nint)w, bs = (nint)bias, ys = (nint)y, rs = (nint)rounded;
             ForEachRange(outF, threads, (o0, o1) =>
             {
                 float* xq = (float*)xs, bq = (float*)bs, yq = (float*)ys;
@@ -103,6 +127,7 @@ internal static unsafe class FewRowsKernel
                     case (_, true): Range<Vector256<float>, Vec256, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four); break;
                     default: Range<Vector256<float>, Vec256, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four); break;
                 }
+                if (rs != 0) NarrowColumns(yq, (ushort*)rs, rows, outF, o0, o1);
             });
         }
         finally
@@ -237,7 +262,7 @@ internal static unsafe class FewRowsKernel
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static float Scalar<TW>(TW* p) where TW : unmanaged
-        => typeof(TW) == typeof(float) ? *(float*)p : BitConverter.Int32BitsToSingle(*(ushort*)p << 16);
+        => typeof(TW) == typeof(float) ? *(float*)p : Bf16Convert.Widen(*(ushort*)p);
 
     /// <summary>One x row against four consecutive weight rows (n apart): y[0..3].</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
