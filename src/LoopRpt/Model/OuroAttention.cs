@@ -1,3 +1,4 @@
+using LoopRpt.Model.Kernels;
 using TorchSharp;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
@@ -50,6 +51,11 @@ public sealed class OuroAttention : nn.Module<Tensor, Tensor>
     /// </summary>
     internal Tensor Attend(Tensor q, Tensor k, Tensor v, bool causal, Tensor? mask)
     {
+        // A decoding step on the CPU (one query per row, no gradients): the own kernel reads the cached keys and values
+        // where they lie, grouped heads included (docs/benchmarks.md, "Issue 28, fifth round"); LOOPRPT_DECODE_KERNEL=torch
+        // keeps libtorch's attention too.
+        if (DecodeKernelPolicy.Mode != DecodeKernel.Torch && DecodeAttentionKernel.Supports(q, k, v, mask))
+            return DecodeAttentionKernel.Attend(q, k, v, mask, causal && mask is null, get_num_threads());
         if (NumKvHeads != NumHeads)
         {
             int rep = NumHeads / NumKvHeads;
