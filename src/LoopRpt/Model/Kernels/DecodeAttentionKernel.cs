@@ -1,7 +1,6 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
-using TorchSharp;
 using static TorchSharp.torch;
 
 namespace LoopRpt.Model.Kernels;
@@ -27,7 +26,7 @@ internal static unsafe class DecodeAttentionKernel
     /// or float32, broadcastable to (B, h, 1, L).</summary>
     public static bool Supports(Tensor q, Tensor k, Tensor v, Tensor? mask)
     {
-        if (q.device_type != DeviceType.CPU || q.requires_grad || k.requires_grad || v.requires_grad) return false;
+        if (q.device_type != TorchSharp.DeviceType.CPU || q.requires_grad || k.requires_grad || v.requires_grad) return false;
         if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4 || q.shape[2] != 1) return false;
         if (q.dtype is not (ScalarType.Float32 or ScalarType.BFloat16) || k.dtype != q.dtype || v.dtype != q.dtype) return false;
         long b = q.shape[0], h = q.shape[1], d = q.shape[3], kv = k.shape[1], len = k.shape[2];
@@ -35,7 +34,7 @@ internal static unsafe class DecodeAttentionKernel
         if (kv == 0 || h % kv != 0 || len == 0 || k.stride(3) != 1 || v.stride(3) != 1) return false;
         if (mask is null) return true;
         if (mask.dtype is not (ScalarType.Bool or ScalarType.Float32) && mask.dtype != q.dtype) return false;
-        if (mask.dim() > 4 || mask.device_type != DeviceType.CPU) return false;
+        if (mask.dim() > 4 || mask.device_type != TorchSharp.DeviceType.CPU) return false;
         // Broadcastable to (B, h, 1, L): each trailing dimension equal or 1.
         long[] target = [b, h, 1, len];
         for (int i = 1; i <= mask.dim(); i++)
@@ -212,60 +211,49 @@ internal static unsafe class DecodeAttentionKernel
         return !float.IsNegativeInfinity(bias);
     }
 
+    /// <summary>16 values at p as float32 (bfloat16 widened), in order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(float* q, float* k, int d)
+    private static (Vector256<float> Low, Vector256<float> High) Load16<TW>(TW* p) where TW : unmanaged
+    {
+        if (typeof(TW) == typeof(float)) return (Vector256.Load((float*)p), Vector256.Load((float*)p + 8));
+        var w = Vector256.Load((ushort*)p);
+        return (Vector256.ShiftLeft(Vector256.WidenLower(w), 16).AsSingle(), Vector256.ShiftLeft(Vector256.WidenUpper(w), 16).AsSingle());
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Scalar<TW>(TW* p) where TW : unmanaged
+        => typeof(TW) == typeof(float) ? *(float*)p : Bf16Convert.Widen(*(ushort*)p);
+
+    /// <summary>q · k over d values (k float32 or bfloat16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot<TW>(float* q, TW* k, int d) where TW : unmanaged
     {
         int i = 0;
         var s0 = Vector256<float>.Zero;
         var s1 = Vector256<float>.Zero;
         for (; i + 16 <= d; i += 16)
         {
-            s0 = Vector256.FusedMultiplyAdd(Vector256.Load(q + i), Vector256.Load(k + i), s0);
-            s1 = Vector256.FusedMultiplyAdd(Vector256.Load(q + i + 8), Vector256.Load(k + i + 8), s1);
+            var (lo, hi) = Load16(k + i);
+            s0 = Vector256.FusedMultiplyAdd(Vector256.Load(q + i), lo, s0);
+            s1 = Vector256.FusedMultiplyAdd(Vector256.Load(q + i + 8), hi, s1);
         }
         float s = Vector256.Sum(s0 + s1);
-        for (; i < d; i++) s += q[i] * k[i];
+        for (; i < d; i++) s += q[i] * Scalar(k + i);
         return s;
     }
 
+    /// <summary>acc += p · v over d values (v float32 or bfloat16).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Dot(float* q, ushort* k, int d)
-    {
-        int i = 0;
-        var s0 = Vector256<float>.Zero;
-        var s1 = Vector256<float>.Zero;
-        for (; i + 16 <= d; i += 16)
-        {
-            var w = Vector256.Load(k + i);
-            s0 = Vector256.FusedMultiplyAdd(Vector256.Load(q + i), Vector256.ShiftLeft(Vector256.WidenLower(w), 16).AsSingle(), s0);
-            s1 = Vector256.FusedMultiplyAdd(Vector256.Load(q + i + 8), Vector256.ShiftLeft(Vector256.WidenUpper(w), 16).AsSingle(), s1);
-        }
-        float s = Vector256.Sum(s0 + s1);
-        for (; i < d; i++) s += q[i] * Bf16Convert.Widen(k[i]);
-        return s;
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Axpy(float p, float* v, float* acc, int d)
-    {
-        int i = 0;
-        var pv = Vector256.Create(p);
-        for (; i + 8 <= d; i += 8)
-            Vector256.FusedMultiplyAdd(pv, Vector256.Load(v + i), Vector256.Load(acc + i)).Store(acc + i);
-        for (; i < d; i++) acc[i] += p * v[i];
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Axpy(float p, ushort* v, float* acc, int d)
+    private static void Axpy<TW>(float p, TW* v, float* acc, int d) where TW : unmanaged
     {
         int i = 0;
         var pv = Vector256.Create(p);
         for (; i + 16 <= d; i += 16)
         {
-            var w = Vector256.Load(v + i);
-            Vector256.FusedMultiplyAdd(pv, Vector256.ShiftLeft(Vector256.WidenLower(w), 16).AsSingle(), Vector256.Load(acc + i)).Store(acc + i);
-            Vector256.FusedMultiplyAdd(pv, Vector256.ShiftLeft(Vector256.WidenUpper(w), 16).AsSingle(), Vector256.Load(acc + i + 8)).Store(acc + i + 8);
+            var (lo, hi) = Load16(v + i);
+            Vector256.FusedMultiplyAdd(pv, lo, Vector256.Load(acc + i)).Store(acc + i);
+            Vector256.FusedMultiplyAdd(pv, hi, Vector256.Load(acc + i + 8)).Store(acc + i + 8);
         }
-        for (; i < d; i++) acc[i] += p * Bf16Convert.Widen(v[i]);
+        for (; i < d; i++) acc[i] += p * Scalar(v + i);
     }
 }
