@@ -42,6 +42,9 @@ const string Usage = """
       --save DIR               write the random model as a model directory and stop
       --profile                tables of where the time goes, per prefill and per decoding step
       --linear                 only time the MLP projections per dtype and row count, then stop
+      --attention              only time a decoding step's attention (batch 8, 16 heads of 128, keys and values in the
+                               cache's layout, contexts 24 to 4,096): libtorch against the own kernel, per dtype and
+                               thread count, as read GB/s of the keys and values, then stop
       --kernels                only calibrate the decode products of the 1.4B shapes (libtorch against the own kernel,
                                per dtype, rows 1 and 8, each thread count), print the times as read GB/s, then stop
       --decode-kernel LIST     auto (measured per shape, the default), torch, own: who runs the decode products (the
@@ -55,8 +58,8 @@ const string Usage = """
     """;
 
 string[] known = ["--help", "-h", "--dtypes", "--modes", "--only", "--threads", "--layers", "--prompts", "--decode-batches", "--decode-tokens",
-                  "--decode-prompt", "--q", "--score-tokens", "--checkpoint", "--save", "--profile", "--linear", "--kernels", "--decode-kernel", "--decode-repeats"];
-string[] flags = ["--help", "-h", "--profile", "--linear", "--kernels"];
+                  "--decode-prompt", "--q", "--score-tokens", "--checkpoint", "--save", "--profile", "--linear", "--kernels", "--decode-kernel", "--decode-repeats", "--attention"];
+string[] flags = ["--help", "-h", "--profile", "--linear", "--kernels", "--attention"];
 for (int i = 0; i < args.Length; i++)
 {
     if (!known.Contains(args[i])) { Console.Error.WriteLine($"unknown option '{args[i]}'\n\n{Usage}"); return 2; }
@@ -100,6 +103,33 @@ DecodeKernelPolicy.Mode = kernels[^1];
 Console.WriteLine($"decode products: {string.Join(", ", kernels)} (own kernel vectors: {FewRowsKernelInfo()})");
 Console.WriteLine($"libtorch's OpenMP spinning: {TorchNative.OpenMpSpinning}");
 Console.WriteLine($"huge pages: {LoopRpt.Model.HugePages.Description}");
+if (args.Contains("--attention"))
+{
+    // One decoding step's attention per layer and loop: 8 rows, one query each, 16 heads of 128 against a cache laid out
+    // (B, positions, heads, D) as LoopKvCache's, with an additive mask (the decoders pass one for ragged rows).
+    foreach (int n in threadCounts)
+    {
+        set_num_threads(n);
+        double bw = Bandwidth();
+        Console.WriteLine($"\n-- {n} torch thread(s), read bandwidth {bw:F1} GB/s");
+        foreach (int len in new[] { 24, 256, 1024, 4096 })
+            foreach (var dt in new[] { ScalarType.Float32, ScalarType.BFloat16 })
+            {
+                using var scope = NewDisposeScope();
+                using var noGrad = no_grad();
+                var query = randn(8, 16, 1, 128).to_type(dt);
+                var k = randn(8, len, 16, 128).to_type(dt).transpose(1, 2);
+                var v = randn(8, len, 16, 128).to_type(dt).transpose(1, 2);
+                var mask = zeros(8, 1, 1, len).to_type(dt);
+                double bytes = 2.0 * k.numel() * k.element_size();
+                double torchSec = Fastest(() => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(query, k, v, mask); }, 1.0);
+                double ownSec = Fastest(() => { using var s = NewDisposeScope(); LoopRpt.Model.Kernels.DecodeAttentionKernel.Attend(query, k, v, mask, causal: false, n); }, 1.0);
+                Console.WriteLine($"context {len,5}, {dt,-8}: libtorch {torchSec * 1e3,8:F3} ms ({bytes / torchSec / 1e9,5:F1} GB/s = {bytes / torchSec / 1e9 / bw,4:P0}), " +
+                                  $"own {ownSec * 1e3,8:F3} ms ({bytes / ownSec / 1e9,5:F1} GB/s = {bytes / ownSec / 1e9 / bw,4:P0}) -> {torchSec / ownSec:F1}x");
+            }
+    }
+    return 0;
+}
 if (args.Contains("--kernels"))
 {
     // Every decode product shape of the 1.4B model per dtype and row count, calibrated as a decoding step would.
