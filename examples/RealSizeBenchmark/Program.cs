@@ -123,7 +123,7 @@ if (args.Contains("--attention"))
                 var mask = zeros(8, 1, 1, len).to_type(dt);
                 double bytes = 2.0 * k.numel() * k.element_size();
                 double torchSec = Fastest(() => { using var s = NewDisposeScope(); nn.functional.scaled_dot_product_attention(query, k, v, mask); }, 1.0);
-                double ownSec = Fastest(() => { using var s = NewDisposeScope(); LoopRpt.Model.Kernels.DecodeAttentionKernel.Attend(query, k, v, mask, causal: false, n); }, 1.0);
+                double ownSec = Fastest(() => { using var s = NewDisposeScope(); DecodeKernelPolicy.Attention(query, k, v, mask); }, 1.0);
                 Console.WriteLine($"context {len,5}, {dt,-8}: libtorch {torchSec * 1e3,8:F3} ms ({bytes / torchSec / 1e9,5:F1} GB/s = {bytes / torchSec / 1e9 / bw,4:P0}), " +
                                   $"own {ownSec * 1e3,8:F3} ms ({bytes / ownSec / 1e9,5:F1} GB/s = {bytes / ownSec / 1e9 / bw,4:P0}) -> {torchSec / ownSec:F1}x");
             }

@@ -84,6 +84,21 @@ public class DecodeAttentionKernelTests
         Assert.True((actual[0] - expected[0]).abs().max().item<float>() < 1e-5f);
     }
 
+    /// <summary>The public entry point gives the kernel's result, and a clear error for tensors it does not take.</summary>
+    [Fact]
+    public void ThePublicEntryPointIsTheKernel()
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator(6);
+        var q = randn([2, 4, 1, 32], generator: g);
+        var k = randn([2, 2, 7, 32], generator: g);
+        var v = randn([2, 2, 7, 32], generator: g);
+        var expected = F.scaled_dot_product_attention(q, k.repeat_interleave(2, dim: 1), v.repeat_interleave(2, dim: 1));
+        Assert.True((DecodeKernelPolicy.Attention(q, k, v) - expected).abs().max().item<float>() < 1e-5f);
+        var e = Assert.Throws<ArgumentException>(() => DecodeKernelPolicy.Attention(randn([2, 4, 3, 32]), k, v));
+        Assert.Contains("q (2, 4, 3, 32)", e.Message);
+    }
+
     [Fact]
     public void RefusesWhatItDoesNotTake()
     {

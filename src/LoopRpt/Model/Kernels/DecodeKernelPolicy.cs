@@ -87,6 +87,24 @@ public static class DecodeKernelPolicy
     }
 
     /// <summary>
+    /// A decoding step's attention by the library's own kernel, as the decoders run it: the result of
+    /// <c>F.scaled_dot_product_attention(q, k, v, mask)</c> (scale 1/√D) for q (B, h, 1, D) and k, v (B, kv, L, D) with
+    /// grouped heads (query head i reads key/value head i / (h / kv)), float32 or bfloat16 on the CPU without gradients,
+    /// each key and value row contiguous (views of a cache are fine); mask null, boolean (true = may attend) or additive,
+    /// broadcastable to (B, h, 1, L). Float32 arithmetic; the result has q's dtype (docs/benchmarks.md, "Issue 28, fifth
+    /// round"). Throws <see cref="ArgumentException"/> for tensors the kernel does not take.
+    /// </summary>
+    public static Tensor Attention(Tensor q, Tensor k, Tensor v, Tensor? mask = null)
+    {
+        if (!DecodeAttentionKernel.Supports(q, k, v, mask))
+            throw new ArgumentException("Expected q (B, h, 1, D) and k, v (B, kv, L, D) of one dtype, float32 or bfloat16, on the CPU without " +
+                $"gradients, h a multiple of kv, key and value rows contiguous, and a mask broadcastable to (B, h, 1, L); got q ({string.Join(", ", q.shape)}) " +
+                $"{q.dtype}, k ({string.Join(", ", k.shape)}) {k.dtype}, v ({string.Join(", ", v.shape)}) {v.dtype}" +
+                (mask is null ? "." : $", mask ({string.Join(", ", mask.shape)}) {mask.dtype}."));
+        return DecodeAttentionKernel.Attend(q, k, v, mask, causal: false, get_num_threads());
+    }
+
+    /// <summary>
     /// y = x Wᵀ (+ b) for x (rows ≤ <see cref="MaxRows"/>, in) on the CPU without gradients, by the mode's pick; null where
     /// the caller's own path applies (libtorch chosen or forced, or a product the kernel does not take).
     /// </summary>
