@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using LoopRpt.Model;
 using LoopRpt.Model.Kernels;
 using static TorchSharp.torch;
@@ -33,6 +34,7 @@ public class DecodeKernelTests
     {
         foreach (var isa in new[] { KernelIsa.Vector512, KernelIsa.Vector256 })
             foreach (bool fourRowTiles in new[] { false, true })   // both tilings at both widths, whatever this CPU would pick
+                foreach (bool stream in rows == 1 ? new[] { false, true } : [false])   // one row: through the tiles, and streamed
                 foreach (var (wType, xType) in new[] { (ScalarType.Float32, ScalarType.Float32), (ScalarType.BFloat16, ScalarType.Float32), (ScalarType.BFloat16, ScalarType.BFloat16) })
                 {
                     using var scope = NewDisposeScope();
@@ -40,7 +42,7 @@ public class DecodeKernelTests
                     var x = randn([rows, inF], generator: g).to_type(xType);
                     var w = randn([outF, inF], generator: g).to_type(wType);
                     var b = withBias ? randn([outF], generator: g).to_type(wType) : null;
-                    var y = FewRowsKernel.Linear(x, w, b, isa, threads, fourRowTiles);
+                    var y = FewRowsKernel.Linear(x, w, b, isa, threads, fourRowTiles, stream);
                     Assert.Equal(xType, y.dtype);
                     // A bfloat16 result is the float32 sum rounded to 8 significant bits: 2⁻⁸ relative on top.
                     BFloat16ComputeTests.AssertMatchesFloat64(y, x, w, b, outputRounding: xType == ScalarType.BFloat16 ? 1.0 / 256 : 0);
@@ -152,6 +154,30 @@ public class DecodeKernelTests
         Assert.All(choice.Milliseconds.Values, ms => Assert.True(ms is > 0 and < double.MaxValue, choice.ToString()));
         Assert.Contains(choice.Chosen, choice.Milliseconds.Keys);
         Assert.Equal(choice.Milliseconds.MinBy(m => m.Value).Key, choice.Chosen);
+    }
+
+    /// <summary>One row of x: the kernel is timed both through the four-row tiles and streaming the rows (neither is
+    /// faster everywhere), at each width; every output of the calibration calls is correct.</summary>
+    [Fact]
+    public void AutoTimesOneRowStreamedAndThroughTheTiles()
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator(12);
+        var x = randn([1, 1033], generator: g);
+        var w = randn([1019, 1033], generator: g);
+        var reference = x.to_type(ScalarType.Float64).matmul(w.to_type(ScalarType.Float64).t());
+        string product = $"1 x 1033 -> 1019, Float32 weights, Float32 x, {get_num_threads()} thread(s)";
+        for (int call = 0; call < 100 && !DecodeKernelPolicy.Choices.Any(c => c.Product == product); call++)
+        {
+            var y = DecodeKernelPolicy.TryLinear(x, w, null, DecodeKernel.Auto) ?? nn.functional.linear(x, w);
+            Assert.True(y.to_type(ScalarType.Float64).allclose(reference, rtol: 1e-4, atol: 1e-3), $"call {call}: output differs from the float64 reference");
+        }
+        var choice = Assert.Single(DecodeKernelPolicy.Choices, c => c.Product == product);
+        foreach (var isa in FewRowsKernel.IsAccelerated ? (Vector512.IsHardwareAccelerated ? new[] { 512, 256 } : [256]) : [])
+        {
+            Assert.Contains(choice.Milliseconds.Keys, k => k.StartsWith($"own {isa}-bit x", StringComparison.Ordinal));
+            Assert.Contains(choice.Milliseconds.Keys, k => k.StartsWith($"own {isa}-bit stream x", StringComparison.Ordinal));
+        }
     }
 
     /// <summary>

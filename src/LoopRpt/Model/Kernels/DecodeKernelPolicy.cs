@@ -78,12 +78,13 @@ public static class DecodeKernelPolicy
     };
 
     /// <summary>A way to run the product: libtorch, or the kernel at a vector width and worker count.</summary>
-    private readonly record struct Candidate(bool Torch, KernelIsa Isa, int Threads, bool Dot = false)
+    private readonly record struct Candidate(bool Torch, KernelIsa Isa, int Threads, bool Dot = false, bool Stream = false)
     {
-        public override string ToString() => Torch ? "torch" : Dot ? $"own bf16-dot{(Isa == KernelIsa.Vector256 ? "-256" : "")} x{Threads}" : $"own {(int)Isa}-bit x{Threads}";
+        public override string ToString() => Torch ? "torch" : Dot ? $"own bf16-dot{(Isa == KernelIsa.Vector256 ? "-256" : "")} x{Threads}"
+            : $"own {(int)Isa}-bit{(Stream ? " stream" : "")} x{Threads}";
 
         public Tensor Run(Tensor x, Tensor w, Tensor? b)
-            => Torch ? F.linear(x, w, b) : Dot ? Bf16DotKernel.Linear(x, w, b, Threads, Isa) : FewRowsKernel.Linear(x, w, b, Isa, Threads);
+            => Torch ? F.linear(x, w, b) : Dot ? Bf16DotKernel.Linear(x, w, b, Threads, Isa) : FewRowsKernel.Linear(x, w, b, Isa, Threads, streamOneRow: Stream);
     }
 
     /// <summary>
@@ -159,8 +160,9 @@ public static class DecodeKernelPolicy
     private static Candidate Own(KernelIsa isa) => new(false, isa, Math.Max(1, get_num_threads()));
 
     /// <summary>libtorch (unless bfloat16 weights compute in float32), the kernel at each hardware vector width with
-    /// one worker per torch thread and with half as many, and where <paramref name="dot"/> (bfloat16 x and weights on an
-    /// avx512_bf16 CPU) the BF16 dot-product kernel with as many.</summary>
+    /// one worker per torch thread and with half as many (for one row of x, each also streaming the row instead of the
+    /// four-row tiles), and where <paramref name="dot"/> (bfloat16 x and weights on an avx512_bf16 CPU) the BF16
+    /// dot-product kernel with as many.</summary>
     private static Candidate[] Candidates(bool mixed, bool dot, int threads, long rows)
     {
         var candidates = new List<Candidate>();
@@ -168,7 +170,10 @@ public static class DecodeKernelPolicy
         if (!mixed) candidates.Add(new Candidate(true, KernelIsa.Vector256, threads));
         foreach (var isa in Vector512Accelerated ? new[] { KernelIsa.Vector512, KernelIsa.Vector256 } : [KernelIsa.Vector256])
             foreach (int t in workers)
+            {
                 candidates.Add(new Candidate(false, isa, t));
+                if (rows == 1) candidates.Add(new Candidate(false, isa, t, Stream: true));
+            }
         // The BF16 dot kernel's tile at both widths (one row of x takes the same row routine at either: timed once).
         if (dot)
             foreach (var isa in rows > 1 ? new[] { KernelIsa.Vector512, KernelIsa.Vector256 } : [KernelIsa.Vector512])

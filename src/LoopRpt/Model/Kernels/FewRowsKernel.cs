@@ -20,8 +20,8 @@ internal enum KernelIsa
 /// <summary>
 /// y = x Wᵀ (+ b) for a few rows of x (a decoding step: batch 1 to 8) and float32 or bfloat16 weights, on the CPU.
 /// Decoding is bound by reading the weights, so the kernel reads each weight once per call for all rows together. One
-/// row of x reads the weights as one sequential stream, row after row (<see cref="StreamDot{TV, TS, TW}"/>). More rows
-/// walk the weight four output rows at a time (four concurrent streams through memory, the next group prefetched into
+/// row of x may read the weights as one sequential stream, row after row (<see cref="StreamDot{TV, TS, TW}"/>; the
+/// decode policy times it against the tiles). The rows walk the weight four output rows at a time (four concurrent streams through memory, the next group prefetched into
 /// L2 meanwhile) and multiply each group of four weight rows with every row of x, four x rows at a time where 32
 /// registers allow (else two), while the group is still in the L1/L2 cache. Products
 /// and sums are float32 (bfloat16 weights are widened in registers, <see cref="ISimd{TV}.Widen"/>); x may be float32 or
@@ -39,7 +39,7 @@ internal static unsafe class FewRowsKernel
 
     /// <summary>x (rows, in) float32 or bfloat16; weight (out, in) float32 or bfloat16; bias (out) of the weight's dtype or
     /// null → (rows, out) in x's dtype, all CPU tensors, in the caller's dispose scope.</summary>
-    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, KernelIsa isa, int threads, bool? fourRowTiles = null)
+    public static Tensor Linear(Tensor x, Tensor weight, Tensor? bias, KernelIsa isa, int threads, bool? fourRowTiles = null, bool streamOneRow = false)
     {
         CheckArguments(x, weight, bias);
         int rows = checked((int)x.shape[0]), inF = checked((int)x.shape[1]), outF = checked((int)weight.shape[0]);
@@ -56,7 +56,7 @@ internal static unsafe class FewRowsKernel
         {
             if (!wide) Bf16Convert.Widen((ushort*)DataPtr(xc), xf, (long)rows * inF);
             Run(isa, xf, rows, DataPtr(wc), weight.dtype == ScalarType.BFloat16, bf is null ? null : (float*)DataPtr(bf),
-                sums, inF, outF, threads, fourRowTiles, wide ? null : (ushort*)DataPtr(y));
+                sums, inF, outF, threads, fourRowTiles, wide ? null : (ushort*)DataPtr(y), streamOneRow);
         }
         finally
         {
@@ -105,9 +105,11 @@ internal static unsafe class FewRowsKernel
 
     /// <summary>The product on raw pointers: x (rows, in), w (out, in) float32 or bfloat16 bits, bias (out) or null, y (rows, out).
     /// <paramref name="fourRowTiles"/>: null follows the CPU (<see cref="FourRowTiles"/>), true or false forces the tiles (tests).
-    /// Where <paramref name="rounded"/> is given, each worker also rounds its slice of y into it (rows, out) as bfloat16.</summary>
+    /// Where <paramref name="rounded"/> is given, each worker also rounds its slice of y into it (rows, out) as bfloat16.
+    /// <paramref name="streamOneRow"/>: one row of x streams the weights row after row (<see cref="StreamDot{TV, TS, TW}"/>)
+    /// instead of going through the four-row tiles; the decode policy times both.</summary>
     internal static void Run(KernelIsa isa, float* x, int rows, void* w, bool bfloat16, float* bias, float* y, int inF, int outF, int threads,
-                             bool? fourRowTiles = null, ushort* rounded = null)
+                             bool? fourRowTiles = null, ushort* rounded = null, bool streamOneRow = false)
     {
         bool four = fourRowTiles ?? FourRowTiles(isa);
         int width = isa == KernelIsa.Vector512 ? Vec512.Count : Vec256.Count;
@@ -122,10 +124,10 @@ internal static unsafe class FewRowsKernel
                 float* xq = (float*)xs, bq = (float*)bs, yq = (float*)ys;
                 switch (isa, bfloat16)
                 {
-                    case (KernelIsa.Vector512, true): Range<Vector512<float>, Vec512, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four); break;
-                    case (KernelIsa.Vector512, false): Range<Vector512<float>, Vec512, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four); break;
-                    case (_, true): Range<Vector256<float>, Vec256, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four); break;
-                    default: Range<Vector256<float>, Vec256, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four); break;
+                    case (KernelIsa.Vector512, true): Range<Vector512<float>, Vec512, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four, streamOneRow); break;
+                    case (KernelIsa.Vector512, false): Range<Vector512<float>, Vec512, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four, streamOneRow); break;
+                    case (_, true): Range<Vector256<float>, Vec256, ushort>(xq, rows, (ushort*)ws, bq, yq, inF, outF, o0, o1, four, streamOneRow); break;
+                    default: Range<Vector256<float>, Vec256, float>(xq, rows, (float*)ws, bq, yq, inF, outF, o0, o1, four, streamOneRow); break;
                 }
                 if (rs != 0) NarrowColumns(yq, (ushort*)rs, rows, outF, o0, o1);
             });
@@ -178,12 +180,12 @@ internal static unsafe class FewRowsKernel
     }
 
     /// <summary>Output rows o0..o1 for every row of x: four weight rows at a time, against four x rows at a time where
-    /// <paramref name="four"/>, then two, then one.</summary>
+    /// <paramref name="four"/>, then two, then one; a single row of x as one stream instead where <paramref name="stream"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
-    private static void Range<TV, TS, TW>(float* xp, int rows, TW* w, float* bias, float* y, int inF, int outF, int o0, int o1, bool four)
+    private static void Range<TV, TS, TW>(float* xp, int rows, TW* w, float* bias, float* y, int inF, int outF, int o0, int o1, bool four, bool stream)
         where TV : struct where TS : ISimd<TV> where TW : unmanaged
     {
-        if (rows == 1)
+        if (rows == 1 && stream)
         {
             // One row of x: the weights are read as one sequential stream, row after row (StreamDot).
             for (int j = o0; j < o1; j++) y[j] = StreamDot<TV, TS, TW>(xp, w + (long)j * inF, inF);
@@ -397,7 +399,9 @@ internal static unsafe class FewRowsKernel
     /// one sequential stream, which a core reads fastest — measured on 2 GiB of float32 weights at 1 thread (in=2048),
     /// this stream read 26–27 GB/s against 24.5 for four rows at a time with the next group prefetched, and with the
     /// weights on 2 MiB pages 33 against 28 GB/s, the machine's full single-core rate (docs/benchmarks.md, "Issue 28,
-    /// fourth round"). Four accumulators keep four multiply-add chains in flight; each step asks for the weights
+    /// fourth round"). It is not always faster: in the fifth round the four-row tiles read as fast or faster at 512 bits
+    /// (the 5,632-wide down projection 22–23 against 14–17 GB/s) and much faster at 256 bits (bfloat16 25–28 against
+    /// 14–17 GB/s), so the decode policy times both. Four accumulators keep four multiply-add chains in flight; each step asks for the weights
     /// <see cref="StreamPrefetchWeights"/> ahead (a prefetch never faults, so past the end of the weights is harmless).
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]   // fully optimized from the first call: tier-0 vector code is many times slower
