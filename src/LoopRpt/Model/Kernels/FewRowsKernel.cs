@@ -21,9 +21,10 @@ internal enum KernelIsa
 /// y = x Wᵀ (+ b) for a few rows of x (a decoding step: batch 1 to 8) and float32 or bfloat16 weights, on the CPU.
 /// Decoding is bound by reading the weights, so the kernel reads each weight once per call for all rows together. One
 /// row of x may read the weights as one sequential stream, row after row (<see cref="StreamDot{TV, TS, TW}"/>; the
-/// decode policy times it against the tiles). The rows walk the weight four output rows at a time (four concurrent streams through memory, the next group prefetched into
-/// L2 meanwhile) and multiply each group of four weight rows with every row of x, four x rows at a time where 32
-/// registers allow (else two), while the group is still in the L1/L2 cache. Products
+/// decode policy times it against the tiles). The tiles walk the weight four output rows at a time (four concurrent
+/// streams through memory, the next group prefetched into L2 meanwhile) and multiply each group of four weight rows
+/// with every row of x, four x rows at a time where 32 registers allow (else two), while the group is still in the
+/// L1/L2 cache. Products
 /// and sums are float32 (bfloat16 weights are widened in registers, <see cref="ISimd{TV}.Widen"/>); x may be float32 or
 /// bfloat16 (widened once), and y has x's dtype. Output rows are split over <c>threads</c> workers (docs/benchmarks.md,
 /// "Decode kernels, prefill memory (issue 28)").
