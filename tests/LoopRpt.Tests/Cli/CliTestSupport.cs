@@ -22,12 +22,7 @@ internal static class CliRunner
     public static string[] CorpusLines(int n = 40)
         => Enumerable.Range(0, n).Select(i => $"the cat {i % 7} sat on mat {(i * 3) % 5}; x={i % 10};y=x+{i % 3};?y={(i % 10 + i % 3) % 10}").ToArray();
 
-    public static string TempDir()
-    {
-        var d = Path.Combine(Path.GetTempPath(), "looprpt-cli-tests", Guid.NewGuid().ToString("N")[..12]);
-        Directory.CreateDirectory(d);
-        return d;
-    }
+    public static string TempDir() => TestUtil.TempDir("looprpt-cli-tests");
 
     /// <summary>The arguments of a fast training run on <paramref name="corpus"/> into <paramref name="model"/>.</summary>
     public static string[] TinyTrain(string corpus, string model, string stages = "pretrain:4,gate:2", params string[] extra)

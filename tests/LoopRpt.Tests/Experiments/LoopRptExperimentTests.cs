@@ -13,12 +13,7 @@ public sealed class LoopRptExperimentTests
 {
     private const int Vocab = 32;
 
-    private static string TempDir()
-    {
-        var d = Path.Combine(Path.GetTempPath(), "looprpt-experiment-tests", Guid.NewGuid().ToString("N")[..12]);
-        Directory.CreateDirectory(d);
-        return d;
-    }
+    private static string TempDir() => TestUtil.TempDir("looprpt-experiment-tests");
 
     /// <summary>A tiny base model saved as a model directory (as if after Stage I + gate at global step 5).</summary>
     private static string SaveBase(string root)
