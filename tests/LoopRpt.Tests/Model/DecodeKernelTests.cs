@@ -135,20 +135,7 @@ public class DecodeKernelTests
     [Fact]
     public void AutoCalibratesOnTheFirstCallsAndKeepsTheFastest()
     {
-        using var scope = NewDisposeScope();
-        using var g = new Generator(11);
-        var x = randn([3, 1031], generator: g);
-        var w = randn([1021, 1031], generator: g);
-        Assert.True(w.numel() * 4 >= DecodeKernelPolicy.MinAutoWeightBytes);
-        var reference = x.to_type(ScalarType.Float64).matmul(w.to_type(ScalarType.Float64).t());
-        string product = $"3 x 1031 -> 1021, Float32 weights, Float32 x, {get_num_threads()} thread(s)";
-        for (int call = 0; call < 40 && !DecodeKernelPolicy.Choices.Any(c => c.Product == product); call++)
-        {
-            var y = DecodeKernelPolicy.TryLinear(x, w, null, DecodeKernel.Auto) ?? nn.functional.linear(x, w);
-            // Sums of 1031 products of N(0, 1) values: float32 summation-order error is far below 1e-3 here.
-            Assert.True(y.to_type(ScalarType.Float64).allclose(reference, rtol: 1e-4, atol: 1e-3), $"call {call}: output differs from the float64 reference");
-        }
-        var choice = Assert.Single(DecodeKernelPolicy.Choices, c => c.Product == product);
+        var choice = CalibrateUnderAuto(rows: 3, inF: 1031, outF: 1021, seed: 11);
         Assert.Contains("torch", choice.Milliseconds.Keys);
         Assert.True(choice.Milliseconds.Count >= 2, choice.ToString());
         Assert.All(choice.Milliseconds.Values, ms => Assert.True(ms is > 0 and < double.MaxValue, choice.ToString()));
@@ -156,23 +143,35 @@ public class DecodeKernelTests
         Assert.Equal(choice.Milliseconds.MinBy(m => m.Value).Key, choice.Chosen);
     }
 
+    /// <summary>
+    /// Runs a float32 product of this test class's own shape under <see cref="DecodeKernel.Auto"/> until its calibration
+    /// is recorded, checking every call's output against float64, and returns the recorded choice.
+    /// </summary>
+    private static DecodeKernelChoice CalibrateUnderAuto(int rows, int inF, int outF, int seed)
+    {
+        using var scope = NewDisposeScope();
+        using var g = new Generator((ulong)seed);
+        var x = randn([rows, inF], generator: g);
+        var w = randn([outF, inF], generator: g);
+        Assert.True(w.numel() * 4 >= DecodeKernelPolicy.MinAutoWeightBytes);
+        var reference = x.to_type(ScalarType.Float64).matmul(w.to_type(ScalarType.Float64).t());
+        string product = $"{rows} x {inF} -> {outF}, Float32 weights, Float32 x, {get_num_threads()} thread(s)";
+        // Enough calls for every candidate's warm-up and timed rounds (at most 11 candidates).
+        for (int call = 0; call < 100 && !DecodeKernelPolicy.Choices.Any(c => c.Product == product); call++)
+        {
+            var y = DecodeKernelPolicy.TryLinear(x, w, null, DecodeKernel.Auto) ?? nn.functional.linear(x, w);
+            // Sums of ~1,000 products of N(0, 1) values: float32 summation-order error is far below 1e-3 here.
+            Assert.True(y.to_type(ScalarType.Float64).allclose(reference, rtol: 1e-4, atol: 1e-3), $"call {call}: output differs from the float64 reference");
+        }
+        return Assert.Single(DecodeKernelPolicy.Choices, c => c.Product == product);
+    }
+
     /// <summary>One row of x: the kernel is timed both through the four-row tiles and streaming the rows (neither is
     /// faster everywhere), at each width; every output of the calibration calls is correct.</summary>
     [Fact]
     public void AutoTimesOneRowStreamedAndThroughTheTiles()
     {
-        using var scope = NewDisposeScope();
-        using var g = new Generator(12);
-        var x = randn([1, 1033], generator: g);
-        var w = randn([1019, 1033], generator: g);
-        var reference = x.to_type(ScalarType.Float64).matmul(w.to_type(ScalarType.Float64).t());
-        string product = $"1 x 1033 -> 1019, Float32 weights, Float32 x, {get_num_threads()} thread(s)";
-        for (int call = 0; call < 100 && !DecodeKernelPolicy.Choices.Any(c => c.Product == product); call++)
-        {
-            var y = DecodeKernelPolicy.TryLinear(x, w, null, DecodeKernel.Auto) ?? nn.functional.linear(x, w);
-            Assert.True(y.to_type(ScalarType.Float64).allclose(reference, rtol: 1e-4, atol: 1e-3), $"call {call}: output differs from the float64 reference");
-        }
-        var choice = Assert.Single(DecodeKernelPolicy.Choices, c => c.Product == product);
+        var choice = CalibrateUnderAuto(rows: 1, inF: 1033, outF: 1019, seed: 12);
         foreach (var isa in FewRowsKernel.IsAccelerated ? (Vector512.IsHardwareAccelerated ? new[] { 512, 256 } : [256]) : [])
         {
             Assert.Contains(choice.Milliseconds.Keys, k => k.StartsWith($"own {isa}-bit x", StringComparison.Ordinal));
